@@ -1,0 +1,256 @@
+package engines
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	"github.com/policyd/policyd/bridge"
+)
+
+// ErrOverloaded is returned by Pool.Do when the pool's queue is full. The caller should retry
+// later (the HTTP layer answers 503 with Retry-After).
+var ErrOverloaded = errors.New("engines: queue full")
+
+// ErrClosed is returned by Pool.Do when the pool is closed, including for jobs that were still
+// queued when Close was called.
+var ErrClosed = errors.New("engines: pool closed")
+
+// Runner runs a model on some execution context. Pool implements it; a dynamic batcher will
+// implement it too, sitting in front of a Pool, so that the layers above do not change when
+// batching is switched on.
+type Runner interface {
+	// Do runs the model once with inputs (in the engine's input order) and calls fn with the
+	// outputs (in the engine's output order) while they are valid. See Pool.Do.
+	Do(ctx context.Context, inputs []bridge.Tensor, fn func(outputs []bridge.Tensor) error) error
+	// Close stops the runner; Do then returns ErrClosed.
+	Close() error
+}
+
+// PoolOptions configure NewPool. Zero values pick the defaults.
+type PoolOptions struct {
+	// Instances is the number of workers, each owning one execution context (default 1).
+	Instances int
+	// QueueLen bounds the jobs waiting for a free worker (default 64 per instance). A job that
+	// finds the queue full fails at once with ErrOverloaded.
+	QueueLen int
+	// Seed is the base seed of the random operators: worker i seeds its context with Seed+i
+	// (mod 2^64), so every context of a pool draws a distinct stream and a restart with the same
+	// seed and the same order of requests per worker reproduces the same samples.
+	Seed uint64
+}
+
+// Pool runs one engine on a fixed set of workers. Each worker is a goroutine locked to its OS
+// thread (the native side keeps per-thread state) that owns one bridge.Context, created on that
+// thread, and takes jobs from one bounded queue shared by all workers.
+//
+// A Pool is safe for concurrent use: Do may be called from any number of goroutines, and Close
+// concurrently with Do. The Pool never closes its engine: the owner of the engine closes it
+// after Pool.Close returns.
+type Pool struct {
+	newCtx    func() (execContext, error)
+	nOut      int
+	instances int
+	jobs      chan *job
+	mu        sync.RWMutex // guards closed against sends on jobs
+	closed    atomic.Bool
+	wg        sync.WaitGroup
+	once      sync.Once
+	jobPool   sync.Pool
+}
+
+// Job states: a job is taken by exactly one of the worker (queued→running) and a caller whose
+// context ended while it was queued (queued→cancelled).
+const (
+	jobQueued int32 = iota
+	jobRunning
+	jobCancelled
+)
+
+type job struct {
+	inputs []bridge.Tensor
+	fn     func([]bridge.Tensor) error
+	state  atomic.Int32
+	done   chan error // buffered, capacity 1
+}
+
+// execContext is what a worker needs of a *bridge.Context; tests substitute a fake.
+type execContext interface {
+	SetSeed(seed uint64) error
+	Run(inputs, outputs []bridge.Tensor) error
+	Close() error
+}
+
+// NewPool starts opts.Instances workers for e. It returns once every worker created its
+// context; if one fails, the others are stopped and the error is returned. e must outlive the
+// pool.
+func NewPool(e *bridge.Engine, opts PoolOptions) (*Pool, error) {
+	if e == nil {
+		return nil, errors.New("engines: new pool: nil engine")
+	}
+	newCtx := func() (execContext, error) {
+		c, err := e.NewContext()
+		if err != nil {
+			return nil, err
+		}
+		return c, nil
+	}
+	return newPool(newCtx, len(e.Outputs()), opts)
+}
+
+func newPool(newCtx func() (execContext, error), nOut int, opts PoolOptions) (*Pool, error) {
+	if opts.Instances <= 0 {
+		opts.Instances = 1
+	}
+	if opts.QueueLen <= 0 {
+		opts.QueueLen = 64 * opts.Instances
+	}
+	p := &Pool{
+		newCtx:    newCtx,
+		nOut:      nOut,
+		instances: opts.Instances,
+		jobs:      make(chan *job, opts.QueueLen),
+	}
+	p.jobPool.New = func() any { return &job{done: make(chan error, 1)} }
+	started := make(chan error, opts.Instances)
+	for i := 0; i < opts.Instances; i++ {
+		p.wg.Add(1)
+		go p.worker(i, opts.Seed+uint64(i), started)
+	}
+	var errs []error
+	for i := 0; i < opts.Instances; i++ {
+		if err := <-started; err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		p.Close()
+		return nil, fmt.Errorf("engines: new pool: %w", errors.Join(errs...))
+	}
+	return p, nil
+}
+
+// worker owns one context for its whole life, on one locked OS thread.
+func (p *Pool) worker(i int, seed uint64, started chan<- error) {
+	defer p.wg.Done()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+
+	c, err := p.newCtx()
+	if err != nil {
+		started <- fmt.Errorf("worker %d: new context: %w", i, err)
+		return
+	}
+	defer c.Close()
+	if err := c.SetSeed(seed); err != nil {
+		started <- fmt.Errorf("worker %d: set seed: %w", i, err)
+		return
+	}
+	started <- nil
+
+	outputs := make([]bridge.Tensor, p.nOut)
+	for k := range outputs {
+		outputs[k].Shape = make([]int64, 0, bridge.MaxRank)
+	}
+	for j := range p.jobs {
+		if !j.state.CompareAndSwap(jobQueued, jobRunning) {
+			continue // its caller gave up while it was queued and owns it no more
+		}
+		if p.closed.Load() {
+			j.done <- ErrClosed
+			continue
+		}
+		j.done <- run(c, j, outputs)
+	}
+}
+
+// run executes one job and calls its callback on this goroutine, while outputs are valid.
+// A panic in the callback is a bug of the caller; it is turned into an error so that the
+// worker (and the process) survive it.
+func run(c execContext, j *job, outputs []bridge.Tensor) (err error) {
+	if err := c.Run(j.inputs, outputs); err != nil {
+		return err
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("engines: output callback panicked: %v", r)
+		}
+	}()
+	return j.fn(outputs)
+}
+
+// Do runs the model once on a free worker. inputs are in the engine's input order and are only
+// read until Do returns. fn is called on the worker with the outputs, in the engine's output
+// order, whose Data are views of native memory valid only until fn returns: fn must copy or
+// encode what it needs and must not keep the slices. Do returns the error of the run, else
+// the error of fn.
+//
+// Do returns ErrOverloaded at once when the queue is full, ErrClosed when the pool is closed
+// (also for a job still queued when Close is called), and ctx.Err() when ctx ends while the job
+// is still queued. Once a worker has taken the job, Do waits for it to finish whatever ctx
+// does: a native run cannot be interrupted, and inputs must stay valid until it ends.
+//
+// Do is safe for concurrent use.
+func (p *Pool) Do(ctx context.Context, inputs []bridge.Tensor, fn func(outputs []bridge.Tensor) error) error {
+	j := p.jobPool.Get().(*job)
+	j.inputs, j.fn = inputs, fn
+	j.state.Store(jobQueued)
+
+	p.mu.RLock()
+	if p.closed.Load() {
+		p.mu.RUnlock()
+		p.release(j)
+		return ErrClosed
+	}
+	select {
+	case p.jobs <- j:
+		p.mu.RUnlock()
+	default:
+		p.mu.RUnlock()
+		p.release(j)
+		return ErrOverloaded
+	}
+
+	select {
+	case err := <-j.done:
+		p.release(j)
+		return err
+	case <-ctx.Done():
+		if j.state.CompareAndSwap(jobQueued, jobCancelled) {
+			// The worker that dequeues it will skip it; it is not reused.
+			j.inputs, j.fn = nil, nil
+			return ctx.Err()
+		}
+		err := <-j.done // a worker has it: wait, inputs are in use
+		p.release(j)
+		return err
+	}
+}
+
+func (p *Pool) release(j *job) {
+	j.inputs, j.fn = nil, nil
+	p.jobPool.Put(j)
+}
+
+// Instances reports the number of workers (execution contexts) of the pool.
+func (p *Pool) Instances() int { return p.instances }
+
+// QueueLen reports the capacity of the pool's queue.
+func (p *Pool) QueueLen() int { return cap(p.jobs) }
+
+// Close stops the pool: jobs still queued fail with ErrClosed, a job being run finishes, every
+// worker closes its context and exits, then Close returns. It never closes the engine.
+// Close is idempotent and safe for concurrent use; every call returns after the workers exited.
+func (p *Pool) Close() error {
+	p.once.Do(func() {
+		p.mu.Lock()
+		p.closed.Store(true)
+		close(p.jobs)
+		p.mu.Unlock()
+		p.wg.Wait()
+	})
+	return nil
+}

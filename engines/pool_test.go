@@ -1,0 +1,335 @@
+package engines
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"math"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/policyd/policyd/bridge"
+)
+
+// fakeContext doubles its first FP32 input into its first output. When gate is set, every Run
+// reports on started and then waits for gate.
+type fakeContext struct {
+	seed    uint64
+	out     []byte
+	closed  *atomic.Int32
+	started chan struct{}
+	gate    chan struct{}
+	runErr  error
+}
+
+func (c *fakeContext) SetSeed(s uint64) error { c.seed = s; return nil }
+
+func (c *fakeContext) Run(in, out []bridge.Tensor) error {
+	if c.started != nil {
+		c.started <- struct{}{}
+		<-c.gate
+	}
+	if c.runErr != nil {
+		return c.runErr
+	}
+	c.out = append(c.out[:0], in[0].Data...)
+	for i := 0; i+4 <= len(c.out); i += 4 {
+		f := math.Float32frombits(binary.LittleEndian.Uint32(c.out[i:]))
+		binary.LittleEndian.PutUint32(c.out[i:], math.Float32bits(2*f))
+	}
+	out[0].DType = bridge.Float32
+	out[0].Shape = append(out[0].Shape[:0], in[0].Shape...)
+	out[0].Data = c.out
+	return nil
+}
+
+func (c *fakeContext) Close() error { c.closed.Add(1); return nil }
+
+type fakeFactory struct {
+	mu       sync.Mutex
+	made     []*fakeContext
+	closed   atomic.Int32
+	started  chan struct{}
+	gate     chan struct{}
+	failFrom int // creations from this index on fail (0 = never)
+	runErr   error
+}
+
+func (f *fakeFactory) newCtx() (execContext, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.failFrom > 0 && len(f.made)+1 >= f.failFrom {
+		return nil, errors.New("no memory for context")
+	}
+	c := &fakeContext{closed: &f.closed, started: f.started, gate: f.gate, runErr: f.runErr}
+	f.made = append(f.made, c)
+	return c, nil
+}
+
+func f32Tensor(vals ...float32) bridge.Tensor {
+	b := make([]byte, 4*len(vals))
+	for i, v := range vals {
+		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(v))
+	}
+	return bridge.Tensor{DType: bridge.Float32, Shape: []int64{1, int64(len(vals))}, Data: b}
+}
+
+func firstF32(t bridge.Tensor) float32 {
+	return math.Float32frombits(binary.LittleEndian.Uint32(t.Data))
+}
+
+func newTestPool(t *testing.T, f *fakeFactory, opts PoolOptions) *Pool {
+	t.Helper()
+	p, err := newPool(f.newCtx, 1, opts)
+	if err != nil {
+		t.Fatalf("newPool: %v", err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+func TestPoolConcurrentDo(t *testing.T) {
+	f := &fakeFactory{}
+	p := newTestPool(t, f, PoolOptions{Instances: 4, QueueLen: 1024})
+	var wg sync.WaitGroup
+	var failures atomic.Int32
+	for g := 0; g < 32; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 100; i++ {
+				want := float32(g*1000 + i)
+				var got float32
+				err := p.Do(context.Background(), []bridge.Tensor{f32Tensor(want / 2)}, func(out []bridge.Tensor) error {
+					got = firstF32(out[0])
+					return nil
+				})
+				if err != nil || got != want {
+					failures.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if n := failures.Load(); n != 0 {
+		t.Fatalf("%d of 3200 calls failed or returned a wrong value", n)
+	}
+	if got := p.Instances(); got != 4 {
+		t.Errorf("Instances() = %d, want 4", got)
+	}
+}
+
+func TestPoolSeedsAreDistinct(t *testing.T) {
+	f := &fakeFactory{}
+	newTestPool(t, f, PoolOptions{Instances: 4, Seed: 100})
+	seen := map[uint64]bool{}
+	for _, c := range f.made {
+		seen[c.seed] = true
+	}
+	for s := uint64(100); s < 104; s++ {
+		if !seen[s] {
+			t.Errorf("no worker got seed %d (seeds %v)", s, seen)
+		}
+	}
+}
+
+// blockedPool returns a one-worker pool whose worker is busy with a job until release is
+// called; done receives that job's error.
+func blockedPool(t *testing.T, queueLen int) (p *Pool, f *fakeFactory, release func(), done chan error) {
+	t.Helper()
+	f = &fakeFactory{started: make(chan struct{}, 16), gate: make(chan struct{})}
+	p = newTestPool(t, f, PoolOptions{Instances: 1, QueueLen: queueLen})
+	done = make(chan error, 1)
+	go func() {
+		done <- p.Do(context.Background(), []bridge.Tensor{f32Tensor(1)}, func([]bridge.Tensor) error { return nil })
+	}()
+	<-f.started
+	var once sync.Once
+	release = func() { once.Do(func() { close(f.gate) }) }
+	t.Cleanup(release)
+	return p, f, release, done
+}
+
+func TestPoolQueueFull(t *testing.T) {
+	p, _, release, done := blockedPool(t, 1)
+	queued := make(chan error, 1)
+	go func() {
+		queued <- p.Do(context.Background(), []bridge.Tensor{f32Tensor(1)}, func([]bridge.Tensor) error { return nil })
+	}()
+	waitFor(t, func() bool { return len(p.jobs) == 1 })
+	err := p.Do(context.Background(), []bridge.Tensor{f32Tensor(1)}, func([]bridge.Tensor) error { return nil })
+	if !errors.Is(err, ErrOverloaded) {
+		t.Fatalf("Do on a full queue: %v, want ErrOverloaded", err)
+	}
+	release()
+	if err := <-done; err != nil {
+		t.Errorf("running job: %v", err)
+	}
+	if err := <-queued; err != nil {
+		t.Errorf("queued job: %v", err)
+	}
+}
+
+func TestPoolCancelWhileQueued(t *testing.T) {
+	p, _, release, done := blockedPool(t, 4)
+	ctx, cancel := context.WithCancel(context.Background())
+	called := atomic.Bool{}
+	res := make(chan error, 1)
+	go func() {
+		res <- p.Do(ctx, []bridge.Tensor{f32Tensor(1)}, func([]bridge.Tensor) error { called.Store(true); return nil })
+	}()
+	waitFor(t, func() bool { return len(p.jobs) == 1 })
+	cancel()
+	select {
+	case err := <-res:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("Do after cancel: %v, want context.Canceled", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Do did not return after its context was cancelled")
+	}
+	release()
+	<-done
+	// The worker must skip the abandoned job and keep serving.
+	if err := p.Do(context.Background(), []bridge.Tensor{f32Tensor(1)}, func([]bridge.Tensor) error { return nil }); err != nil {
+		t.Fatalf("Do after a cancelled job: %v", err)
+	}
+	if called.Load() {
+		t.Error("the callback of a cancelled job ran")
+	}
+}
+
+func TestPoolCancelWhileRunningWaits(t *testing.T) {
+	f := &fakeFactory{started: make(chan struct{}, 1), gate: make(chan struct{})}
+	p := newTestPool(t, f, PoolOptions{Instances: 1})
+	ctx, cancel := context.WithCancel(context.Background())
+	res := make(chan error, 1)
+	go func() {
+		res <- p.Do(ctx, []bridge.Tensor{f32Tensor(1)}, func([]bridge.Tensor) error { return nil })
+	}()
+	<-f.started
+	cancel()
+	select {
+	case err := <-res:
+		t.Fatalf("Do returned (%v) while its job was still running", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(f.gate)
+	if err := <-res; err != nil {
+		t.Fatalf("Do of a job that ran: %v", err)
+	}
+}
+
+func TestPoolCloseDrainsQueue(t *testing.T) {
+	p, f, release, done := blockedPool(t, 4)
+	queued := make(chan error, 2)
+	for i := 0; i < 2; i++ {
+		go func() {
+			queued <- p.Do(context.Background(), []bridge.Tensor{f32Tensor(1)}, func([]bridge.Tensor) error { return nil })
+		}()
+	}
+	waitFor(t, func() bool { return len(p.jobs) == 2 })
+	closed := make(chan struct{})
+	go func() { p.Close(); close(closed) }()
+	waitFor(t, func() bool { return p.closed.Load() })
+	release()
+	if err := <-done; err != nil {
+		t.Errorf("the job running at Close: %v, want it to finish", err)
+	}
+	for i := 0; i < 2; i++ {
+		if err := <-queued; !errors.Is(err, ErrClosed) {
+			t.Errorf("a job queued at Close: %v, want ErrClosed", err)
+		}
+	}
+	<-closed
+	if n := f.closed.Load(); n != 1 {
+		t.Errorf("%d contexts closed, want 1", n)
+	}
+	if err := p.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	if err := p.Do(context.Background(), nil, nil); !errors.Is(err, ErrClosed) {
+		t.Errorf("Do after Close: %v, want ErrClosed", err)
+	}
+}
+
+func TestPoolNewContextFails(t *testing.T) {
+	f := &fakeFactory{failFrom: 3}
+	_, err := newPool(f.newCtx, 1, PoolOptions{Instances: 4})
+	if err == nil || !strings.Contains(err.Error(), "no memory for context") {
+		t.Fatalf("newPool error = %v, want the context error", err)
+	}
+	if got, made := f.closed.Load(), len(f.made); int(got) != made {
+		t.Errorf("%d contexts made, %d closed", made, got)
+	}
+}
+
+func TestPoolRunErrorSkipsCallback(t *testing.T) {
+	runErr := &bridge.Error{Code: bridge.CodeInvalidArg, Msg: "input \"obs\": bad shape"}
+	f := &fakeFactory{runErr: runErr}
+	p := newTestPool(t, f, PoolOptions{})
+	called := false
+	err := p.Do(context.Background(), []bridge.Tensor{f32Tensor(1)}, func([]bridge.Tensor) error { called = true; return nil })
+	var be *bridge.Error
+	if !errors.As(err, &be) || be.Code != bridge.CodeInvalidArg {
+		t.Fatalf("Do error = %v, want the bridge error", err)
+	}
+	if called {
+		t.Error("callback ran after a failed run")
+	}
+}
+
+func TestPoolCallbackErrorAndPanic(t *testing.T) {
+	p := newTestPool(t, &fakeFactory{}, PoolOptions{})
+	want := errors.New("encode failed")
+	if err := p.Do(context.Background(), []bridge.Tensor{f32Tensor(1)}, func([]bridge.Tensor) error { return want }); !errors.Is(err, want) {
+		t.Errorf("Do = %v, want the callback's error", err)
+	}
+	err := p.Do(context.Background(), []bridge.Tensor{f32Tensor(1)}, func([]bridge.Tensor) error { panic("boom") })
+	if err == nil || !strings.Contains(err.Error(), "boom") {
+		t.Errorf("Do with a panicking callback = %v, want an error naming the panic", err)
+	}
+	if err := p.Do(context.Background(), []bridge.Tensor{f32Tensor(1)}, func([]bridge.Tensor) error { return nil }); err != nil {
+		t.Errorf("Do after a panicking callback = %v, want the worker alive", err)
+	}
+}
+
+func TestNewPoolNilEngine(t *testing.T) {
+	if _, err := NewPool(nil, PoolOptions{}); err == nil {
+		t.Fatal("NewPool(nil) succeeded")
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 5s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func BenchmarkPoolDo(b *testing.B) {
+	f := &fakeFactory{}
+	p, err := newPool(f.newCtx, 1, PoolOptions{Instances: 4})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close()
+	in := []bridge.Tensor{f32Tensor(make([]float32, 64)...)}
+	fn := func([]bridge.Tensor) error { return nil }
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := p.Do(context.Background(), in, fn); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
