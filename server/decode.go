@@ -1,0 +1,563 @@
+package server
+
+import (
+	"encoding/binary"
+	"math"
+	"strconv"
+	"strings"
+
+	"github.com/valyala/fastjson"
+
+	"github.com/policyd/policyd/bridge"
+)
+
+// inferRequest is a decoded inference request: one tensor per model input, in the model's
+// order, whose data live in buffers the request owns and reuses (inferRequest values are
+// pooled). Little-endian byte order is the native order of every host policyd runs on
+// (amd64, arm64), so the buffers go to the engine as they are.
+type inferRequest struct {
+	id      []byte // the request's "id", unescaped
+	hasID   bool
+	tensors []bridge.Tensor // one per model input
+	shapes  [][bridge.MaxRank]int64
+	bufs    [][]byte
+	given   []bool
+	outputs []int // requested outputs (indices into Model.Outputs), in request order; empty = all
+	num     []byte
+
+	// Set by the handler for the encoding callback, which is bound once (no closure per request).
+	model  Model
+	out    []byte
+	encode func([]bridge.Tensor) error
+}
+
+func newInferRequest() *inferRequest {
+	r := &inferRequest{}
+	r.encode = r.encodeOutputs
+	return r
+}
+
+func (r *inferRequest) reset(nIn int) {
+	r.id, r.hasID = r.id[:0], false
+	for len(r.tensors) < nIn {
+		r.tensors = append(r.tensors, bridge.Tensor{})
+		r.shapes = append(r.shapes, [bridge.MaxRank]int64{})
+		r.bufs = append(r.bufs, nil)
+		r.given = append(r.given, false)
+	}
+	r.tensors = r.tensors[:nIn]
+	for i := range r.tensors {
+		r.tensors[i] = bridge.Tensor{}
+		r.given[i] = false
+	}
+	r.outputs = r.outputs[:0]
+}
+
+// maxRetained bounds the buffers a pooled request keeps between requests.
+const maxRetained = 1 << 20
+
+// release drops what the request must not keep (references to the model, large buffers).
+func (r *inferRequest) release() {
+	r.model = nil
+	for i := range r.tensors {
+		r.tensors[i] = bridge.Tensor{}
+	}
+	for i, b := range r.bufs {
+		if cap(b) > maxRetained {
+			r.bufs[i] = nil
+		}
+	}
+	if cap(r.out) > maxRetained {
+		r.out = nil
+	}
+}
+
+// decode parses body and fills r with the inputs of m, checking everything against m's
+// signature: every input present once and no other, datatype, shape, element count, and every
+// element's JSON type and range. Every error is a *requestError naming the problem and, where
+// there is one, the input. p is used for this call only: nothing of r refers to it afterwards.
+func (r *inferRequest) decode(p *fastjson.Parser, body []byte, m Model) error {
+	ins := m.Inputs()
+	r.reset(len(ins))
+	root, err := p.ParseBytes(body)
+	if err != nil {
+		return badRequest("invalid JSON: %s", clip(err.Error(), 200))
+	}
+	obj, err := root.Object()
+	if err != nil {
+		return badRequest("request body must be a JSON object, got %s", root.Type())
+	}
+	var inputs, outputs, badID, badParams *fastjson.Value
+	obj.Visit(func(key []byte, v *fastjson.Value) {
+		switch string(key) {
+		case "id":
+			s, err := v.StringBytes()
+			if err != nil {
+				badID = v
+				return
+			}
+			r.id, r.hasID = append(r.id[:0], s...), true
+		case "inputs":
+			inputs = v
+		case "outputs":
+			outputs = v
+		case "parameters":
+			if v.Type() != fastjson.TypeObject {
+				badParams = v
+			}
+		}
+	})
+	if badID != nil {
+		return badRequest(`"id" must be a string, got %s`, badID.Type())
+	}
+	if badParams != nil {
+		return badRequest(`"parameters" must be an object, got %s`, badParams.Type())
+	}
+	if inputs == nil {
+		return badRequest(`missing "inputs"`)
+	}
+	arr, err := inputs.Array()
+	if err != nil {
+		return badRequest(`"inputs" must be an array, got %s`, inputs.Type())
+	}
+	for i, v := range arr {
+		if err := r.decodeInput(i, v, ins); err != nil {
+			return err
+		}
+	}
+	for k := range ins {
+		if !r.given[k] {
+			return badRequest("missing input %q", ins[k].Name)
+		}
+	}
+	if m.Batchable() {
+		first := -1
+		for k := range ins {
+			if ins[k].BatchDim != 0 || len(r.tensors[k].Shape) == 0 {
+				continue
+			}
+			if first < 0 {
+				first = k
+				continue
+			}
+			if a, b := r.tensors[first].Shape[0], r.tensors[k].Shape[0]; a != b {
+				return badRequest("input %q: batch size %d differs from batch size %d of input %q",
+					ins[k].Name, b, a, ins[first].Name)
+			}
+		}
+	}
+	if outputs != nil {
+		return r.decodeOutputs(outputs, m.Outputs())
+	}
+	return nil
+}
+
+func (r *inferRequest) decodeInput(pos int, v *fastjson.Value, ins []bridge.IOInfo) error {
+	o, err := v.Object()
+	if err != nil {
+		return badRequest("inputs[%d] must be an object, got %s", pos, v.Type())
+	}
+	nameV, dtypeV, shapeV, dataV, paramsV := o.Get("name"), o.Get("datatype"), o.Get("shape"), o.Get("data"), o.Get("parameters")
+	if nameV == nil {
+		return badRequest(`inputs[%d]: missing "name"`, pos)
+	}
+	name, err := nameV.StringBytes()
+	if err != nil {
+		return badRequest(`inputs[%d]: "name" must be a string, got %s`, pos, nameV.Type())
+	}
+	k := -1
+	for i := range ins {
+		if ins[i].Name == string(name) {
+			k = i
+			break
+		}
+	}
+	if k < 0 {
+		return badRequest("unknown input %q (model inputs: %s)", clip(string(name), 100), ioNames(ins))
+	}
+	info := &ins[k]
+	if r.given[k] {
+		return badRequest("input %q given more than once", info.Name)
+	}
+	if paramsV != nil {
+		po, err := paramsV.Object()
+		if err != nil {
+			return badRequest(`input %q: "parameters" must be an object, got %s`, info.Name, paramsV.Type())
+		}
+		if po.Get("binary_data_size") != nil {
+			return badRequest(`input %q: the binary tensor data extension is not supported; send "data" as JSON`, info.Name)
+		}
+	}
+
+	if dtypeV == nil {
+		return badRequest(`input %q: missing "datatype"`, info.Name)
+	}
+	dt, err := dtypeV.StringBytes()
+	if err != nil {
+		return badRequest(`input %q: "datatype" must be a string, got %s`, info.Name, dtypeV.Type())
+	}
+	if string(dt) != info.DType.String() {
+		return badRequest("input %q: expected datatype %s, got %s", info.Name, info.DType, clip(string(dt), 32))
+	}
+	if !jsonDType(info.DType) {
+		return badRequest("input %q: datatype %s is not supported in JSON requests", info.Name, info.DType)
+	}
+
+	if shapeV == nil {
+		return badRequest(`input %q: missing "shape"`, info.Name)
+	}
+	dims, err := shapeV.Array()
+	if err != nil {
+		return badRequest(`input %q: "shape" must be an array, got %s`, info.Name, shapeV.Type())
+	}
+	if len(dims) > bridge.MaxRank {
+		return badRequest("input %q: expected shape %s, got rank %d", info.Name, formatShape(info.Shape), len(dims))
+	}
+	shape := r.shapes[k][:len(dims)]
+	for i, d := range dims {
+		tok, err := r.numberToken(d)
+		if err != nil || !isInteger(tok) || tok[0] == '-' {
+			return badRequest(`input %q: "shape" must be an array of non-negative integers`, info.Name)
+		}
+		n, err := strconv.ParseInt(string(tok), 10, 64)
+		if err != nil {
+			return badRequest("input %q: dimension %d out of range", info.Name, i)
+		}
+		shape[i] = n
+	}
+	if !shapeMatches(info.Shape, shape) {
+		return badRequest("input %q: expected shape %s, got %s", info.Name, formatShape(info.Shape), formatShape(shape))
+	}
+	count, ok := numElements(shape)
+	if !ok {
+		return badRequest("input %q: shape %s has too many elements", info.Name, formatShape(shape))
+	}
+
+	if dataV == nil {
+		return badRequest(`input %q: missing "data"`, info.Name)
+	}
+	if dataV.Type() != fastjson.TypeArray {
+		return badRequest(`input %q: "data" must be an array, got %s`, info.Name, dataV.Type())
+	}
+	if n := countLeaves(dataV); int64(n) != count {
+		return badRequest("input %q: shape %s needs %d elements, data has %d", info.Name, formatShape(shape), count, n)
+	}
+	size := info.DType.Size()
+	buf := r.bufs[k]
+	if need := int(count) * size; cap(buf) < need {
+		buf = make([]byte, need)
+	} else {
+		buf = buf[:need]
+	}
+	r.bufs[k] = buf
+	idx := 0
+	if err := r.fill(dataV, info, buf, &idx); err != nil {
+		return err
+	}
+	r.tensors[k] = bridge.Tensor{DType: info.DType, Shape: shape, Data: buf}
+	r.given[k] = true
+	return nil
+}
+
+// fill writes the leaves of v (flat or nested arrays, row-major) into buf from element *idx on.
+// The caller checked that the leaves are exactly as many as buf holds elements.
+func (r *inferRequest) fill(v *fastjson.Value, info *bridge.IOInfo, buf []byte, idx *int) error {
+	arr, _ := v.Array()
+	for _, e := range arr {
+		if e.Type() == fastjson.TypeArray {
+			if err := r.fill(e, info, buf, idx); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := r.putElement(e, info, buf, *idx); err != nil {
+			return err
+		}
+		*idx++
+	}
+	return nil
+}
+
+// putElement converts one JSON value to element i of buf.
+func (r *inferRequest) putElement(e *fastjson.Value, info *bridge.IOInfo, buf []byte, i int) error {
+	dt := info.DType
+	if dt == bridge.Bool {
+		switch e.Type() {
+		case fastjson.TypeTrue:
+			buf[i] = 1
+		case fastjson.TypeFalse:
+			buf[i] = 0
+		default:
+			return badRequest("input %q: element %d: expected true or false, got %s", info.Name, i, e.Type())
+		}
+		return nil
+	}
+	tok, err := r.numberToken(e)
+	if err != nil {
+		return badRequest("input %q: element %d: %v", info.Name, i, err)
+	}
+	switch dt {
+	case bridge.Float32:
+		f, err := strconv.ParseFloat(string(tok), 32)
+		if err != nil {
+			return badRequest("input %q: element %d: %s is out of range for FP32", info.Name, i, clip(string(tok), 32))
+		}
+		binary.LittleEndian.PutUint32(buf[4*i:], math.Float32bits(float32(f)))
+		return nil
+	case bridge.Float64:
+		f, err := strconv.ParseFloat(string(tok), 64)
+		if err != nil {
+			return badRequest("input %q: element %d: %s is out of range for FP64", info.Name, i, clip(string(tok), 32))
+		}
+		binary.LittleEndian.PutUint64(buf[8*i:], math.Float64bits(f))
+		return nil
+	}
+	if !isInteger(tok) {
+		return badRequest("input %q: element %d: expected an integer for %s, got %s", info.Name, i, dt, clip(string(tok), 32))
+	}
+	switch dt {
+	case bridge.Int8, bridge.Int16, bridge.Int32, bridge.Int64:
+		n, err := strconv.ParseInt(string(tok), 10, 8*dt.Size())
+		if err != nil {
+			return badRequest("input %q: element %d: %s is out of range for %s", info.Name, i, clip(string(tok), 32), dt)
+		}
+		switch dt {
+		case bridge.Int8:
+			buf[i] = byte(n)
+		case bridge.Int16:
+			binary.LittleEndian.PutUint16(buf[2*i:], uint16(n))
+		case bridge.Int32:
+			binary.LittleEndian.PutUint32(buf[4*i:], uint32(n))
+		default:
+			binary.LittleEndian.PutUint64(buf[8*i:], uint64(n))
+		}
+	case bridge.Uint8, bridge.Uint16, bridge.Uint32, bridge.Uint64:
+		n, err := strconv.ParseUint(string(tok), 10, 8*dt.Size())
+		if err != nil { // including a minus sign
+			return badRequest("input %q: element %d: %s is out of range for %s", info.Name, i, clip(string(tok), 32), dt)
+		}
+		switch dt {
+		case bridge.Uint8:
+			buf[i] = byte(n)
+		case bridge.Uint16:
+			binary.LittleEndian.PutUint16(buf[2*i:], uint16(n))
+		case bridge.Uint32:
+			binary.LittleEndian.PutUint32(buf[4*i:], uint32(n))
+		default:
+			binary.LittleEndian.PutUint64(buf[8*i:], n)
+		}
+	default:
+		return badRequest("input %q: datatype %s is not supported in JSON requests", info.Name, dt)
+	}
+	return nil
+}
+
+// numberToken returns the text of a JSON number, checked against the JSON grammar (fastjson
+// itself also takes NaN, Inf and a leading '+', which JSON does not allow). The result is
+// valid until the next call.
+func (r *inferRequest) numberToken(v *fastjson.Value) ([]byte, error) {
+	if t := v.Type(); t != fastjson.TypeNumber {
+		return nil, &requestError{msg: "expected a number, got " + t.String()}
+	}
+	r.num = v.MarshalTo(r.num[:0])
+	if !isJSONNumber(r.num) {
+		return nil, &requestError{msg: "invalid JSON number " + strconv.Quote(clip(string(r.num), 32))}
+	}
+	return r.num, nil
+}
+
+func (r *inferRequest) decodeOutputs(v *fastjson.Value, outs []bridge.IOInfo) error {
+	arr, err := v.Array()
+	if err != nil {
+		return badRequest(`"outputs" must be an array, got %s`, v.Type())
+	}
+	for i, e := range arr {
+		o, err := e.Object()
+		if err != nil {
+			return badRequest("outputs[%d] must be an object, got %s", i, e.Type())
+		}
+		nameV := o.Get("name")
+		if nameV == nil {
+			return badRequest(`outputs[%d]: missing "name"`, i)
+		}
+		name, err := nameV.StringBytes()
+		if err != nil {
+			return badRequest(`outputs[%d]: "name" must be a string, got %s`, i, nameV.Type())
+		}
+		k := -1
+		for j := range outs {
+			if outs[j].Name == string(name) {
+				k = j
+				break
+			}
+		}
+		if k < 0 {
+			return badRequest("unknown output %q (model outputs: %s)", clip(string(name), 100), ioNames(outs))
+		}
+		for _, seen := range r.outputs {
+			if seen == k {
+				return badRequest("output %q requested more than once", outs[k].Name)
+			}
+		}
+		if pv := o.Get("parameters"); pv != nil {
+			po, err := pv.Object()
+			if err != nil {
+				return badRequest(`output %q: "parameters" must be an object, got %s`, outs[k].Name, pv.Type())
+			}
+			if b := po.Get("binary_data"); b != nil && b.Type() == fastjson.TypeTrue {
+				return badRequest("output %q: the binary tensor data extension is not supported", outs[k].Name)
+			}
+			if po.Get("classification") != nil {
+				return badRequest("output %q: the classification extension is not supported", outs[k].Name)
+			}
+		}
+		r.outputs = append(r.outputs, k)
+	}
+	return nil
+}
+
+// jsonDType reports whether the JSON decoder handles dt.
+func jsonDType(dt bridge.DType) bool {
+	switch dt {
+	case bridge.Float32, bridge.Float64, bridge.Bool,
+		bridge.Int8, bridge.Int16, bridge.Int32, bridge.Int64,
+		bridge.Uint8, bridge.Uint16, bridge.Uint32, bridge.Uint64:
+		return true
+	}
+	return false
+}
+
+// shapeMatches checks a request shape against a signature: same rank, fixed dimensions equal,
+// dynamic ones (-1) at least 1.
+func shapeMatches(want, got []int64) bool {
+	if len(want) != len(got) {
+		return false
+	}
+	for i, w := range want {
+		if w < 0 && got[i] < 1 || w >= 0 && got[i] != w {
+			return false
+		}
+	}
+	return true
+}
+
+// numElements multiplies the dimensions, failing on overflow past 2^31 elements (far more than
+// a request body can carry).
+func numElements(shape []int64) (int64, bool) {
+	n := int64(1)
+	for _, d := range shape {
+		if d < 0 {
+			return 0, false
+		}
+		n *= d
+		if n > math.MaxInt32 {
+			return 0, false
+		}
+	}
+	return n, true
+}
+
+// countLeaves counts the non-array values in v, at any depth.
+func countLeaves(v *fastjson.Value) int {
+	arr, err := v.Array()
+	if err != nil {
+		return 1
+	}
+	n := 0
+	for _, e := range arr {
+		if e.Type() == fastjson.TypeArray {
+			n += countLeaves(e)
+		} else {
+			n++
+		}
+	}
+	return n
+}
+
+// isJSONNumber reports whether b is a number as RFC 8259 defines it:
+// -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
+func isJSONNumber(b []byte) bool {
+	i := 0
+	if i < len(b) && b[i] == '-' {
+		i++
+	}
+	if i >= len(b) {
+		return false
+	}
+	if b[i] == '0' {
+		i++
+	} else if b[i] >= '1' && b[i] <= '9' {
+		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+			i++
+		}
+	} else {
+		return false
+	}
+	if i < len(b) && b[i] == '.' {
+		i++
+		start := i
+		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+			i++
+		}
+		if i == start {
+			return false
+		}
+	}
+	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
+		i++
+		if i < len(b) && (b[i] == '+' || b[i] == '-') {
+			i++
+		}
+		start := i
+		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+			i++
+		}
+		if i == start {
+			return false
+		}
+	}
+	return i == len(b)
+}
+
+// isInteger reports whether a valid JSON number has neither fraction nor exponent.
+func isInteger(b []byte) bool {
+	for _, c := range b {
+		if c == '.' || c == 'e' || c == 'E' {
+			return false
+		}
+	}
+	return len(b) > 0
+}
+
+// formatShape writes a shape as JSON: [-1,8].
+func formatShape(shape []int64) string {
+	b := make([]byte, 0, 32)
+	b = append(b, '[')
+	for i, d := range shape {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendInt(b, d, 10)
+	}
+	return string(append(b, ']'))
+}
+
+// ioNames lists tensor names for messages: "a", "b".
+func ioNames(infos []bridge.IOInfo) string {
+	var sb strings.Builder
+	for i, in := range infos {
+		if i > 0 {
+			sb.WriteString(", ")
+		}
+		sb.WriteString(strconv.Quote(in.Name))
+	}
+	return sb.String()
+}
+
+// clip shortens s for an error message.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}

@@ -1,0 +1,204 @@
+package server
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"strconv"
+	"unicode/utf8"
+
+	"github.com/policyd/policyd/bridge"
+)
+
+// encodeOutputs is the callback the request passes to Model.Do: it runs on the engine's worker
+// while the outputs (views of native memory) are valid, and encodes the whole response into
+// r.out, so no tensor is copied on the way.
+func (r *inferRequest) encodeOutputs(outs []bridge.Tensor) error {
+	b, err := appendResponse(r.out[:0], r.model, r, outs)
+	r.out = b
+	return err
+}
+
+// appendResponse appends the JSON inference response:
+//
+//	{"model_name":..,"model_version":..,"id":..,"outputs":[{"name","datatype","shape","data"}]}
+//
+// "id" only when the request had one; the outputs the request asked for, in its order, or all
+// of them in the model's order. Data are flat, row-major. Floats are written as the shortest
+// text that reads back to the same value (FP32 at 32-bit precision); NaN and ±Inf, which JSON
+// cannot express, are written as null.
+func appendResponse(b []byte, m Model, r *inferRequest, outs []bridge.Tensor) ([]byte, error) {
+	infos := m.Outputs()
+	if len(outs) != len(infos) {
+		return b, fmt.Errorf("engine returned %d outputs, the signature has %d", len(outs), len(infos))
+	}
+	b = append(b, `{"model_name":`...)
+	b = appendString(b, m.Name())
+	b = append(b, `,"model_version":`...)
+	b = appendString(b, m.Version())
+	if r.hasID {
+		b = append(b, `,"id":`...)
+		b = appendString(b, r.id)
+	}
+	b = append(b, `,"outputs":[`...)
+	var err error
+	if len(r.outputs) == 0 {
+		for k := range outs {
+			if k > 0 {
+				b = append(b, ',')
+			}
+			if b, err = appendTensor(b, infos[k].Name, &outs[k]); err != nil {
+				return b, err
+			}
+		}
+	} else {
+		for i, k := range r.outputs {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			if b, err = appendTensor(b, infos[k].Name, &outs[k]); err != nil {
+				return b, err
+			}
+		}
+	}
+	return append(b, "]}"...), nil
+}
+
+// appendTensor appends {"name":..,"datatype":..,"shape":[..],"data":[..]}.
+func appendTensor(b []byte, name string, t *bridge.Tensor) ([]byte, error) {
+	size := t.DType.Size()
+	n := bridge.NumElements(t.Shape)
+	if size == 0 {
+		return b, fmt.Errorf("output %q: datatype %s cannot be written as JSON", name, t.DType)
+	}
+	if n < 0 || int64(len(t.Data)) != n*int64(size) {
+		return b, fmt.Errorf("output %q: %d bytes for shape %s of %s", name, len(t.Data), formatShape(t.Shape), t.DType)
+	}
+	b = append(b, `{"name":`...)
+	b = appendString(b, name)
+	b = append(b, `,"datatype":"`...)
+	b = append(b, t.DType.String()...)
+	b = append(b, `","shape":[`...)
+	for i, d := range t.Shape {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendInt(b, d, 10)
+	}
+	b = append(b, `],"data":[`...)
+	d := t.Data
+	for i := 0; i < int(n); i++ {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		switch t.DType {
+		case bridge.Float32:
+			b = appendFloat(b, float64(math.Float32frombits(binary.LittleEndian.Uint32(d[4*i:]))), 32)
+		case bridge.Float64:
+			b = appendFloat(b, math.Float64frombits(binary.LittleEndian.Uint64(d[8*i:])), 64)
+		case bridge.Float16:
+			b = appendFloat(b, float64(halfToFloat32(binary.LittleEndian.Uint16(d[2*i:]))), 32)
+		case bridge.BFloat16:
+			b = appendFloat(b, float64(math.Float32frombits(uint32(binary.LittleEndian.Uint16(d[2*i:]))<<16)), 32)
+		case bridge.Int64:
+			b = strconv.AppendInt(b, int64(binary.LittleEndian.Uint64(d[8*i:])), 10)
+		case bridge.Int32:
+			b = strconv.AppendInt(b, int64(int32(binary.LittleEndian.Uint32(d[4*i:]))), 10)
+		case bridge.Int16:
+			b = strconv.AppendInt(b, int64(int16(binary.LittleEndian.Uint16(d[2*i:]))), 10)
+		case bridge.Int8:
+			b = strconv.AppendInt(b, int64(int8(d[i])), 10)
+		case bridge.Uint64:
+			b = strconv.AppendUint(b, binary.LittleEndian.Uint64(d[8*i:]), 10)
+		case bridge.Uint32:
+			b = strconv.AppendUint(b, uint64(binary.LittleEndian.Uint32(d[4*i:])), 10)
+		case bridge.Uint16:
+			b = strconv.AppendUint(b, uint64(binary.LittleEndian.Uint16(d[2*i:])), 10)
+		case bridge.Uint8:
+			b = strconv.AppendUint(b, uint64(d[i]), 10)
+		case bridge.Bool:
+			if d[i] != 0 {
+				b = append(b, "true"...)
+			} else {
+				b = append(b, "false"...)
+			}
+		}
+	}
+	return append(b, "]}"...), nil
+}
+
+// appendFloat writes f in the shortest form that reads back to the same value at bitSize
+// precision; NaN and ±Inf become null.
+func appendFloat(b []byte, f float64, bitSize int) []byte {
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		return append(b, "null"...)
+	}
+	return strconv.AppendFloat(b, f, 'g', -1, bitSize)
+}
+
+// halfToFloat32 widens an IEEE 754 binary16 value.
+func halfToFloat32(h uint16) float32 {
+	sign := uint32(h>>15) << 31
+	exp := uint32(h>>10) & 0x1f
+	mant := uint32(h) & 0x3ff
+	switch {
+	case exp == 0x1f: // Inf, NaN
+		return math.Float32frombits(sign | 0xff<<23 | mant<<13)
+	case exp == 0 && mant == 0:
+		return math.Float32frombits(sign)
+	case exp == 0: // subnormal: normalise
+		e := uint32(127 - 15 + 1)
+		for mant&0x400 == 0 {
+			mant <<= 1
+			e--
+		}
+		return math.Float32frombits(sign | e<<23 | (mant&0x3ff)<<13)
+	}
+	return math.Float32frombits(sign | (exp+127-15)<<23 | mant<<13)
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendString appends s as a JSON string. Control characters are escaped, and invalid UTF-8 is
+// replaced by U+FFFD so that the output is always valid JSON.
+func appendString[T string | []byte](b []byte, s T) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
+			i++
+			continue
+		}
+		if c < utf8.RuneSelf {
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		var rb [utf8.UTFMax]byte
+		r, size := utf8.DecodeRune(rb[:copy(rb[:], s[i:])])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i++
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}

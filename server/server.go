@@ -1,0 +1,374 @@
+// Package server is policyd's HTTP API: the KServe v2 / Open Inference Protocol over fasthttp,
+// with JSON requests decoded by fastjson straight into the engine's input buffers and responses
+// encoded straight from the engine's output memory.
+//
+// Routes:
+//
+//	GET  /v2                                          server metadata
+//	GET  /v2/health/live                              200 while the process serves
+//	GET  /v2/health/ready                             200 when every model version found loaded, else 503
+//	GET  /v2/models/{m}[/versions/{v}]                model metadata
+//	GET  /v2/models/{m}[/versions/{v}]/ready          200, or 503 with the reason
+//	POST /v2/models/{m}[/versions/{v}]/infer          inference
+//
+// Errors are {"error": "..."} with 400 for a bad request, 404 for an unknown model, version or
+// route, 413 for a body over the limit, 503 for a version that is not ready or an overloaded
+// queue (with Retry-After), 500 for our own faults.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/fasthttp/router"
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fastjson"
+	"go.uber.org/zap"
+
+	"github.com/policyd/policyd/bridge"
+	"github.com/policyd/policyd/engines"
+)
+
+// DefaultMaxRequestBodySize is the default limit of a request body: 64 MiB.
+const DefaultMaxRequestBodySize = 64 << 20
+
+// Options configure a Server. Zero values pick the defaults.
+type Options struct {
+	// Version is the server version GET /v2 reports (default "dev").
+	Version string
+	// MaxRequestBodySize is the largest request body accepted; a larger one gets 413
+	// (default DefaultMaxRequestBodySize).
+	MaxRequestBodySize int
+	// ReadTimeout bounds reading one request (default 30s).
+	ReadTimeout time.Duration
+	// WriteTimeout bounds writing one response (default 30s).
+	WriteTimeout time.Duration
+	// IdleTimeout bounds waiting for the next request on a kept-alive connection (default 120s).
+	IdleTimeout time.Duration
+	// Concurrency bounds the connections served at once (default fasthttp's, 256 Ki).
+	Concurrency int
+}
+
+func (o *Options) defaults() {
+	if o.Version == "" {
+		o.Version = "dev"
+	}
+	if o.MaxRequestBodySize <= 0 {
+		o.MaxRequestBodySize = DefaultMaxRequestBodySize
+	}
+	if o.ReadTimeout <= 0 {
+		o.ReadTimeout = 30 * time.Second
+	}
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = 30 * time.Second
+	}
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = 120 * time.Second
+	}
+}
+
+// Server serves the HTTP API for a Registry. Its methods are safe for concurrent use.
+type Server struct {
+	reg  Registry
+	log  *zap.Logger
+	opts Options
+	srv  *fasthttp.Server
+
+	// runCtx is passed to Model.Do: it ends only when a graceful shutdown runs out of time,
+	// so requests queued at shutdown are still answered.
+	runCtx     context.Context
+	cancelRuns context.CancelFunc
+
+	parsers fastjson.ParserPool
+	reqs    sync.Pool // *inferRequest
+	meta    []byte    // body of GET /v2
+}
+
+// New returns a Server for reg. log may be nil (no logs).
+func New(reg Registry, log *zap.Logger, opts Options) *Server {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	opts.defaults()
+	s := &Server{reg: reg, log: log, opts: opts}
+	s.runCtx, s.cancelRuns = context.WithCancel(context.Background())
+	s.reqs.New = func() any { return newInferRequest() }
+
+	meta := append([]byte(`{"name":"policyd","version":`), appendString(nil, opts.Version)...)
+	s.meta = append(meta, `,"extensions":[]}`...)
+
+	s.srv = &fasthttp.Server{
+		Handler:                       s.Handler(),
+		ErrorHandler:                  s.transportError,
+		Name:                          "policyd",
+		MaxRequestBodySize:            opts.MaxRequestBodySize,
+		ReadTimeout:                   opts.ReadTimeout,
+		WriteTimeout:                  opts.WriteTimeout,
+		IdleTimeout:                   opts.IdleTimeout,
+		Concurrency:                   opts.Concurrency,
+		DisablePreParseMultipartForm:  true,
+		NoDefaultContentType:          true,
+		Logger:                        fasthttpLogger{log},
+		CloseOnShutdown:               true,
+		SecureErrorLogMessage:         true,
+		DisableHeaderNamesNormalizing: false,
+	}
+	return s
+}
+
+// Handler returns the request handler with every route (also usable without Serve).
+func (s *Server) Handler() fasthttp.RequestHandler {
+	r := router.New()
+	r.GET("/v2", s.serverMetadata)
+	r.GET("/v2/health/live", s.live)
+	r.GET("/v2/health/ready", s.ready)
+	r.GET("/v2/models/{model}", s.modelMetadata)
+	r.GET("/v2/models/{model}/ready", s.modelReady)
+	r.POST("/v2/models/{model}/infer", s.infer)
+	r.GET("/v2/models/{model}/versions/{version}", s.modelMetadata)
+	r.GET("/v2/models/{model}/versions/{version}/ready", s.modelReady)
+	r.POST("/v2/models/{model}/versions/{version}/infer", s.infer)
+	r.NotFound = func(ctx *fasthttp.RequestCtx) {
+		s.fail(ctx, &statusError{fasthttp.StatusNotFound, fmt.Sprintf("no route %s %s", ctx.Method(), clip(string(ctx.Path()), 200))})
+	}
+	r.MethodNotAllowed = func(ctx *fasthttp.RequestCtx) {
+		s.fail(ctx, &statusError{fasthttp.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed on %s", ctx.Method(), clip(string(ctx.Path()), 200))})
+	}
+	r.PanicHandler = func(ctx *fasthttp.RequestCtx, v any) {
+		s.log.Error("handler panic", zap.Any("panic", v), zap.ByteString("path", ctx.Path()))
+		s.fail(ctx, fmt.Errorf("internal error"))
+	}
+	return r.Handler
+}
+
+// ListenAndServe listens on addr (HOST:PORT) and serves until Shutdown; it then returns nil.
+func (s *Server) ListenAndServe(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", addr, err)
+	}
+	return s.Serve(ln)
+}
+
+// Serve serves on ln until Shutdown; it then returns nil.
+func (s *Server) Serve(ln net.Listener) error {
+	err := s.srv.Serve(ln)
+	if err != nil && !errors.Is(err, net.ErrClosed) {
+		return fmt.Errorf("serve: %w", err)
+	}
+	return nil
+}
+
+// Shutdown stops accepting connections and waits for the requests in flight, including those
+// queued on an engine, to be answered. When ctx ends first, queued requests are abandoned
+// (answered 503) and Shutdown returns ctx's error.
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.srv.ShutdownWithContext(ctx)
+	if err != nil {
+		s.cancelRuns()
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	s.cancelRuns()
+	return nil
+}
+
+func (s *Server) serverMetadata(ctx *fasthttp.RequestCtx) {
+	ctx.SetContentType("application/json")
+	ctx.SetBody(s.meta)
+}
+
+func (s *Server) live(ctx *fasthttp.RequestCtx) {
+	ctx.SetStatusCode(fasthttp.StatusOK)
+}
+
+// ready answers 200 when every version of every model is ready, else 503 naming the first
+// versions that are not, with their reasons.
+func (s *Server) ready(ctx *fasthttp.RequestCtx) {
+	var notReady []byte
+	n := 0
+	for _, name := range s.reg.Models() {
+		for _, m := range s.reg.Versions(name) {
+			if ok, reason := m.Ready(); !ok {
+				if n < 8 {
+					if n > 0 {
+						notReady = append(notReady, "; "...)
+					}
+					notReady = fmt.Appendf(notReady, "%s@%s: %s", m.Name(), m.Version(), clip(reason, 300))
+				}
+				n++
+			}
+		}
+	}
+	if n == 0 {
+		ctx.SetStatusCode(fasthttp.StatusOK)
+		return
+	}
+	s.fail(ctx, &statusError{fasthttp.StatusServiceUnavailable,
+		fmt.Sprintf("%d model version(s) not ready: %s", n, notReady)})
+}
+
+// lookup finds the model version of the route, or answers the error.
+func (s *Server) lookup(ctx *fasthttp.RequestCtx) (Model, bool) {
+	name, _ := ctx.UserValue("model").(string)
+	version, _ := ctx.UserValue("version").(string)
+	m, err := s.reg.Model(name, version)
+	if err != nil {
+		s.fail(ctx, err)
+		return nil, false
+	}
+	return m, true
+}
+
+func (s *Server) notReady(ctx *fasthttp.RequestCtx, m Model) bool {
+	ok, reason := m.Ready()
+	if !ok {
+		s.fail(ctx, &engines.UnavailableError{Model: m.Name(), Version: m.Version(), Reason: reason})
+	}
+	return !ok
+}
+
+func (s *Server) modelReady(ctx *fasthttp.RequestCtx) {
+	m, ok := s.lookup(ctx)
+	if !ok || s.notReady(ctx, m) {
+		return
+	}
+	ctx.SetStatusCode(fasthttp.StatusOK)
+}
+
+// modelMetadata answers {"name","versions","platform","inputs","outputs"}; -1 marks a dimension
+// the model does not fix.
+func (s *Server) modelMetadata(ctx *fasthttp.RequestCtx) {
+	m, ok := s.lookup(ctx)
+	if !ok || s.notReady(ctx, m) {
+		return
+	}
+	b := append(make([]byte, 0, 512), `{"name":`...)
+	b = appendString(b, m.Name())
+	b = append(b, `,"versions":[`...)
+	for i, v := range s.reg.Versions(m.Name()) {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(b, v.Version())
+	}
+	b = append(b, `],"platform":"onnx","inputs":`...)
+	b = appendSignature(b, m.Inputs())
+	b = append(b, `,"outputs":`...)
+	b = appendSignature(b, m.Outputs())
+	b = append(b, '}')
+	ctx.SetContentType("application/json")
+	ctx.SetBody(b)
+}
+
+func appendSignature(b []byte, infos []bridge.IOInfo) []byte {
+	b = append(b, '[')
+	for i, in := range infos {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"name":`...)
+		b = appendString(b, in.Name)
+		b = append(b, `,"datatype":`...)
+		b = appendString(b, in.DType.String())
+		b = append(b, `,"shape":`...)
+		b = append(b, formatShape(in.Shape)...)
+		b = append(b, '}')
+	}
+	return append(b, ']')
+}
+
+// infer decodes the request into pooled input buffers (checking it against the signature
+// first), runs the model, and encodes the response on the engine's worker from the outputs.
+func (s *Server) infer(ctx *fasthttp.RequestCtx) {
+	m, ok := s.lookup(ctx)
+	if !ok || s.notReady(ctx, m) {
+		return
+	}
+	req := s.reqs.Get().(*inferRequest)
+	defer s.putRequest(req)
+
+	p := s.parsers.Get()
+	err := req.decode(p, ctx.PostBody(), m)
+	s.parsers.Put(p)
+	if err != nil {
+		s.fail(ctx, err)
+		return
+	}
+	req.model = m
+	if err := m.Do(s.runCtx, req.tensors, req.encode); err != nil {
+		s.fail(ctx, err)
+		return
+	}
+	ctx.SetContentType("application/json")
+	ctx.SetBody(req.out)
+	if ce := s.log.Check(zap.DebugLevel, "infer"); ce != nil {
+		ce.Write(zap.String("model", m.Name()), zap.String("version", m.Version()), zap.Int("status", fasthttp.StatusOK))
+	}
+}
+
+func (s *Server) putRequest(r *inferRequest) {
+	r.release()
+	s.reqs.Put(r)
+}
+
+// fail answers {"error": err} with the status errorStatus gives; 5xx answers are logged as
+// errors, the others at debug level.
+func (s *Server) fail(ctx *fasthttp.RequestCtx, err error) {
+	status, retry := errorStatus(err)
+	ctx.Response.ResetBody()
+	ctx.SetStatusCode(status)
+	ctx.SetContentType("application/json")
+	if retry {
+		ctx.Response.Header.Set("Retry-After", retryAfterSeconds)
+	}
+	b := append(make([]byte, 0, 64+len(err.Error())), `{"error":`...)
+	b = appendString(b, err.Error())
+	ctx.SetBody(append(b, '}'))
+	level := zap.DebugLevel
+	if status >= 500 && !retry {
+		level = zap.ErrorLevel
+	}
+	if ce := s.log.Check(level, "request failed"); ce != nil {
+		ce.Write(zap.ByteString("method", ctx.Method()), zap.ByteString("path", ctx.Path()),
+			zap.Int("status", status), zap.Error(err))
+	}
+}
+
+// transportError answers a request fasthttp could not read: 413 over the body limit, 431 for
+// headers too large, 408 on a read timeout, 400 otherwise.
+func (s *Server) transportError(ctx *fasthttp.RequestCtx, err error) {
+	var small *fasthttp.ErrSmallBuffer
+	var netErr net.Error
+	switch {
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		s.fail(ctx, &statusError{fasthttp.StatusRequestEntityTooLarge,
+			fmt.Sprintf("request body too large: the limit is %d bytes (%s)", s.opts.MaxRequestBodySize, byteSize(s.opts.MaxRequestBodySize))})
+	case errors.As(err, &small):
+		s.fail(ctx, &statusError{fasthttp.StatusRequestHeaderFieldsTooLarge, "request headers too large"})
+	case errors.As(err, &netErr) && netErr.Timeout():
+		s.fail(ctx, &statusError{fasthttp.StatusRequestTimeout, "timeout reading the request"})
+	default:
+		s.fail(ctx, &statusError{fasthttp.StatusBadRequest, "malformed HTTP request: " + clip(err.Error(), 200)})
+	}
+}
+
+func byteSize(n int) string {
+	switch {
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%d MiB", n>>20)
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return fmt.Sprintf("%d KiB", n>>10)
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+// fasthttpLogger routes fasthttp's own messages into zap.
+type fasthttpLogger struct{ log *zap.Logger }
+
+func (l fasthttpLogger) Printf(format string, args ...any) {
+	l.log.Warn("fasthttp: " + fmt.Sprintf(format, args...))
+}
