@@ -1,0 +1,188 @@
+// Package bridge is the cgo binding over csrc/include/policyd.h, the C ABI of the policyd engine
+// library. It is the only package that imports "C"; its exported API has no C types.
+//
+// Ownership and threading rules, which hold here and nowhere else:
+//
+//   - Runtime and Engine are safe for concurrent use. A Context is used by one goroutine at a
+//     time; for best results that goroutine is locked to its OS thread (runtime.LockOSThread),
+//     because the native side caches per-thread state (oneDNN scratch, later CUDA streams).
+//   - Every value has an idempotent Close that releases its native memory; methods on a closed
+//     value return ErrClosed. A cleanup attached with runtime.AddCleanup only reports a leak
+//     (through the log hook); it is never the release path.
+//   - Go memory reaches C only for the duration of a call (inputs of Context.Run, pinned with a
+//     runtime.Pinner). Outputs of Context.Run are views of C-owned memory, valid until the next
+//     Run or Close of that Context: copy what must outlive it.
+//   - Close an Engine only after all its Contexts, and a Runtime only after all its Engines.
+//
+// Built without cgo (CGO_ENABLED=0), the package compiles and every constructor returns
+// ErrUnavailable, so the packages above it build and test without the native library.
+package bridge
+
+import (
+	"errors"
+	"fmt"
+)
+
+// DType is a tensor element type; values equal ONNX TensorProto.DataType.
+type DType int32
+
+// Element types the engine knows.
+const (
+	Undefined DType = 0
+	Float32   DType = 1
+	Uint8     DType = 2
+	Int8      DType = 3
+	Uint16    DType = 4
+	Int16     DType = 5
+	Int32     DType = 6
+	Int64     DType = 7
+	String    DType = 8
+	Bool      DType = 9
+	Float16   DType = 10
+	Float64   DType = 11
+	Uint32    DType = 12
+	Uint64    DType = 13
+	BFloat16  DType = 16
+)
+
+var dtypeNames = map[DType]string{
+	Float32: "FP32", Uint8: "UINT8", Int8: "INT8", Uint16: "UINT16", Int16: "INT16",
+	Int32: "INT32", Int64: "INT64", String: "BYTES", Bool: "BOOL", Float16: "FP16",
+	Float64: "FP64", Uint32: "UINT32", Uint64: "UINT64", BFloat16: "BF16",
+}
+
+// String returns the KServe v2 datatype name ("FP32", "INT64", ...).
+func (d DType) String() string {
+	if s, ok := dtypeNames[d]; ok {
+		return s
+	}
+	return fmt.Sprintf("DType(%d)", int32(d))
+}
+
+// ParseDType maps a KServe v2 datatype name to a DType.
+func ParseDType(name string) (DType, bool) {
+	for d, s := range dtypeNames {
+		if s == name {
+			return d, true
+		}
+	}
+	return Undefined, false
+}
+
+// Size is the size of one element in bytes (0 for String and Undefined).
+func (d DType) Size() int {
+	switch d {
+	case Float32, Int32, Uint32:
+		return 4
+	case Uint8, Int8, Bool:
+		return 1
+	case Uint16, Int16, Float16, BFloat16:
+		return 2
+	case Int64, Float64, Uint64:
+		return 8
+	}
+	return 0
+}
+
+// MaxRank is the largest rank the ABI carries.
+const MaxRank = 8
+
+// Tensor is a dense row-major tensor. Data holds exactly NumElements(Shape)*DType.Size() bytes.
+type Tensor struct {
+	DType DType
+	Shape []int64
+	Data  []byte
+}
+
+// NumElements is the product of the dimensions (1 for a scalar).
+func NumElements(shape []int64) int64 {
+	n := int64(1)
+	for _, d := range shape {
+		n *= d
+	}
+	return n
+}
+
+// IOInfo describes one model input or output. A dimension of -1 is not fixed by the model.
+// BatchDim is 0 when dimension 0 is the shared dynamic batch dimension, -1 otherwise.
+type IOInfo struct {
+	Name     string
+	DType    DType
+	Shape    []int64
+	BatchDim int
+}
+
+// BackendInfo says whether a backend plugin loaded, and why not.
+type BackendInfo struct {
+	Name      string
+	Version   string
+	Path      string
+	Available bool
+	Reason    string
+}
+
+// Code classifies an Error; values equal pd_error_code.
+type Code int32
+
+// Error codes.
+const (
+	CodeInvalidArg  Code = 1
+	CodeNotFound    Code = 2
+	CodeUnavailable Code = 3
+	CodeUnsupported Code = 4
+	CodeInternal    Code = 5
+)
+
+func (c Code) String() string {
+	switch c {
+	case CodeInvalidArg:
+		return "invalid argument"
+	case CodeNotFound:
+		return "not found"
+	case CodeUnavailable:
+		return "unavailable"
+	case CodeUnsupported:
+		return "unsupported"
+	case CodeInternal:
+		return "internal"
+	}
+	return fmt.Sprintf("code %d", int32(c))
+}
+
+// Error is a failure reported by the native library.
+type Error struct {
+	Code Code
+	Msg  string
+}
+
+func (e *Error) Error() string { return e.Msg }
+
+// Is lets errors.Is(err, &Error{Code: c}) match on the code alone.
+func (e *Error) Is(target error) bool {
+	t, ok := target.(*Error)
+	return ok && t.Msg == "" && t.Code == e.Code
+}
+
+// ErrClosed is returned by methods of a value whose Close was called.
+var ErrClosed = errors.New("bridge: use of closed value")
+
+// ErrUnavailable is returned when the binary was built without the native library (no cgo).
+var ErrUnavailable = &Error{Code: CodeUnavailable, Msg: "native library unavailable: policyd was built without cgo"}
+
+// EngineOptions configure NewEngine. Zero values pick the defaults.
+type EngineOptions struct {
+	Backend string // "cpu" (default)
+	Threads int    // threads per context run (default 1)
+	Name    string // used in messages, e.g. "3DBall@1.0.0"
+}
+
+// LogLevel is the level of a native log line.
+type LogLevel int32
+
+// Native log levels.
+const (
+	LogDebug LogLevel = 0
+	LogInfo  LogLevel = 1
+	LogWarn  LogLevel = 2
+	LogError LogLevel = 3
+)

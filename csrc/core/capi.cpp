@@ -1,0 +1,510 @@
+// The C ABI: every exported function is one guard() that turns any exception into a pd_error*.
+#include <dlfcn.h>
+#include <sys/stat.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <mutex>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "backend.h"
+#include "log.h"
+#include "onnx_import.h"
+#include "passes.h"
+#include "program.h"
+
+#ifndef PD_VERSION
+#define PD_VERSION "0.0.0"
+#endif
+
+struct pd_error {
+  pd_error_code code;
+  std::string message;
+};
+
+namespace pd {
+namespace {
+
+pd_error g_oom{PD_ERR_UNAVAILABLE, "out of memory"};
+
+pd_error* make_error(pd_error_code code, const char* msg) {
+  try {
+    return new pd_error{code, msg};
+  } catch (...) {
+    // Allocation failed while reporting: hand back a static error rather than nothing.
+    return &g_oom;
+  }
+}
+
+}  // namespace
+bool is_static_oom(const pd_error* e) { return e == &g_oom; }
+namespace {
+
+template <typename F>
+pd_error* guard(F&& f) noexcept {
+  try {
+    f();
+    return nullptr;
+  } catch (const Error& e) {
+    return make_error(e.code(), e.what());
+  } catch (const std::bad_alloc&) {
+    return make_error(PD_ERR_UNAVAILABLE, "out of memory");
+  } catch (const std::exception& e) {
+    return make_error(PD_ERR_INTERNAL, e.what());
+  } catch (...) {
+    return make_error(PD_ERR_INTERNAL, "unknown internal error");
+  }
+}
+
+std::atomic<pd_log_fn> g_log_fn{nullptr};
+std::atomic<void*> g_log_user{nullptr};
+
+std::string library_dir() {
+  Dl_info info;
+  if (dladdr(reinterpret_cast<void*>(&pd_api_version), &info) && info.dli_fname) {
+    std::string p = info.dli_fname;
+    auto slash = p.rfind('/');
+    return slash == std::string::npos ? "." : p.substr(0, slash);
+  }
+  return ".";
+}
+
+bool file_exists(const std::string& p) {
+  struct stat st;
+  return ::stat(p.c_str(), &st) == 0;
+}
+
+}  // namespace
+
+void log_message(pd_log_level level, const char* msg) {
+  pd_log_fn fn = g_log_fn.load();
+  if (fn) {
+    fn(g_log_user.load(), level, msg);
+    return;
+  }
+  if (level >= PD_LOG_WARN) std::fprintf(stderr, "policyd: %s\n", msg);
+}
+
+}  // namespace pd
+
+using namespace pd;
+
+// ---- version, errors, logging ----
+
+extern "C" void pd_api_version(uint32_t* major, uint32_t* minor) {
+  if (major) *major = PD_API_VERSION_MAJOR;
+  if (minor) *minor = PD_API_VERSION_MINOR;
+}
+
+extern "C" const char* pd_version_string(void) { return PD_VERSION; }
+
+extern "C" pd_error_code pd_error_get_code(const pd_error* err) {
+  return err ? err->code : PD_ERR_INTERNAL;
+}
+extern "C" const char* pd_error_get_message(const pd_error* err) {
+  return err ? err->message.c_str() : "";
+}
+extern "C" void pd_error_free(pd_error* err) {
+  if (err && !is_static_oom(err)) delete err;
+}
+
+extern "C" void pd_set_log_callback(pd_log_fn fn, void* user) {
+  g_log_user.store(user);
+  g_log_fn.store(fn);
+}
+
+// ---- runtime ----
+
+struct pd_runtime_options {
+  std::string backend_dir;
+};
+
+struct BackendSlot {
+  std::string name, version, path, reason;
+  bool available = false;
+  void* handle = nullptr;
+  Backend* backend = nullptr;
+};
+
+struct pd_runtime {
+  std::vector<BackendSlot> backends;
+  ~pd_runtime() {
+    for (auto& b : backends)
+      if (b.handle) dlclose(b.handle);
+  }
+  BackendSlot* find(const std::string& name) {
+    for (auto& b : backends)
+      if (b.name == name) return &b;
+    return nullptr;
+  }
+};
+
+extern "C" pd_error* pd_runtime_options_create(pd_runtime_options** out) {
+  return guard([&] {
+    PD_CHECK_ARG(out, "out is NULL");
+    *out = new pd_runtime_options();
+  });
+}
+extern "C" void pd_runtime_options_destroy(pd_runtime_options* opts) { delete opts; }
+extern "C" pd_error* pd_runtime_options_set_backend_dir(pd_runtime_options* opts, const char* dir) {
+  return guard([&] {
+    PD_CHECK_ARG(opts && dir, "options or dir is NULL");
+    opts->backend_dir = dir;
+  });
+}
+
+namespace {
+const HostServices kHost{kBackendAbiVersion, &pd::log_message};
+const char* const kKnownBackends[] = {"tensorrt", "cuda", "cpu"};
+}  // namespace
+
+extern "C" pd_error* pd_runtime_create(const pd_runtime_options* opts, pd_runtime** out) {
+  return guard([&] {
+    PD_CHECK_ARG(out, "out is NULL");
+    *out = nullptr;
+    std::string dir = opts && !opts->backend_dir.empty() ? opts->backend_dir : "";
+    if (dir.empty()) {
+      const char* env = std::getenv("POLICYD_BACKEND_DIR");
+      dir = env && *env ? env : library_dir();
+    }
+    auto rt = std::make_unique<pd_runtime>();
+    for (const char* name : kKnownBackends) {
+      BackendSlot s;
+      s.name = name;
+      s.path = dir + "/libpolicyd_backend_" + name + ".so";
+      if (!file_exists(s.path)) {
+        s.reason = "plugin not installed (" + s.path + " does not exist)";
+      } else if (void* h = dlopen(s.path.c_str(), RTLD_NOW | RTLD_LOCAL)) {
+        auto entry = reinterpret_cast<pd_backend_entry_fn>(dlsym(h, PD_BACKEND_ENTRY_SYMBOL));
+        char err[512] = {0};
+        Backend* b = nullptr;
+        if (!entry) {
+          s.reason = std::string("plugin has no ") + PD_BACKEND_ENTRY_SYMBOL + " symbol";
+          dlclose(h);
+        } else if (entry(&kHost, &b, err, sizeof err) != 0 || !b) {
+          s.reason = err[0] ? err : "plugin refused to initialize";
+          dlclose(h);
+        } else {
+          s.handle = h;
+          s.backend = b;
+          s.available = true;
+          s.version = b->version();
+        }
+      } else {
+        const char* e = dlerror();
+        s.reason = std::string("cannot load plugin: ") + (e ? e : "unknown dlopen error");
+      }
+      pd::log(s.available ? PD_LOG_INFO : PD_LOG_DEBUG, "backend ", s.name, ": ",
+              s.available ? "available (" + s.version + ")" : "unavailable: " + s.reason);
+      rt->backends.push_back(std::move(s));
+    }
+    *out = rt.release();
+  });
+}
+
+extern "C" void pd_runtime_destroy(pd_runtime* rt) { delete rt; }
+
+extern "C" int32_t pd_runtime_backend_count(const pd_runtime* rt) {
+  return rt ? static_cast<int32_t>(rt->backends.size()) : 0;
+}
+
+extern "C" pd_error* pd_runtime_backend_info(const pd_runtime* rt, int32_t i, pd_backend_info* out) {
+  return guard([&] {
+    PD_CHECK_ARG(rt && out, "runtime or out is NULL");
+    PD_CHECK_ARG(i >= 0 && i < static_cast<int32_t>(rt->backends.size()), "backend index ", i,
+                 " out of range");
+    const BackendSlot& s = rt->backends[i];
+    out->name = s.name.c_str();
+    out->version = s.version.c_str();
+    out->path = s.path.c_str();
+    out->available = s.available ? 1 : 0;
+    out->reason = s.reason.c_str();
+  });
+}
+
+// ---- engine ----
+
+struct pd_engine_options {
+  std::string backend = "cpu";
+  int threads = 1;
+  std::string name = "model";
+};
+
+extern "C" pd_error* pd_engine_options_create(pd_engine_options** out) {
+  return guard([&] {
+    PD_CHECK_ARG(out, "out is NULL");
+    *out = new pd_engine_options();
+  });
+}
+extern "C" void pd_engine_options_destroy(pd_engine_options* o) { delete o; }
+extern "C" pd_error* pd_engine_options_set_backend(pd_engine_options* o, const char* name) {
+  return guard([&] {
+    PD_CHECK_ARG(o && name && *name, "options or backend name is NULL or empty");
+    o->backend = name;
+  });
+}
+extern "C" pd_error* pd_engine_options_set_threads(pd_engine_options* o, int32_t threads) {
+  return guard([&] {
+    PD_CHECK_ARG(o, "options is NULL");
+    PD_CHECK_ARG(threads >= 1 && threads <= 1024, "threads must be in [1, 1024], got ", threads);
+    o->threads = threads;
+  });
+}
+extern "C" pd_error* pd_engine_options_set_name(pd_engine_options* o, const char* name) {
+  return guard([&] {
+    PD_CHECK_ARG(o && name, "options or name is NULL");
+    o->name = name;
+  });
+}
+
+struct pd_engine {
+  std::string name;
+  std::string backend_name;
+  std::shared_ptr<const Graph> graph;
+  std::vector<ValueInfo> inputs;   // signature (dims -1 where not fixed)
+  std::vector<ValueInfo> outputs;  // probed signature
+  bool batchable = false;
+  std::unique_ptr<BackendEngine> impl;
+};
+
+namespace {
+
+// Concrete shapes for a probe: batch dims = batch, other free dims = other.
+std::vector<Shape> probe_shapes(const Graph& g, int64_t batch, int64_t other) {
+  std::vector<Shape> shapes;
+  for (const auto& in : g.inputs) {
+    Shape s = in.dims;
+    for (size_t d = 0; d < s.size(); ++d)
+      if (s[d] < 0) s[d] = static_cast<int>(d) == in.batch_dim ? batch : other;
+    shapes.push_back(std::move(s));
+  }
+  return shapes;
+}
+
+// The output signature, found by specializing the graph at two batch sizes (and two sizes of
+// any other free dimension): a dimension that follows the batch is the batch dimension, one
+// that changes with other free dimensions is -1, the rest are fixed. Declared output shapes
+// are ignored, as ONNX Runtime ignores them: exporters often get them wrong.
+void derive_signature(pd_engine& e, const Graph& g) {
+  for (const auto& in : g.inputs)
+    if (!in.has_shape)
+      fail(PD_ERR_UNSUPPORTED, "graph input '", in.name, "' declares no shape; policyd needs ",
+           "the rank and fixed dimensions of every input");
+  bool batchable = !g.inputs.empty();
+  for (const auto& in : g.inputs)
+    if (in.batch_dim < 0) batchable = false;
+  Analysis a1 = analyze(g, probe_shapes(g, 1, 1));
+  std::unique_ptr<Analysis> a2, a3;
+  if (batchable) {
+    try {
+      a2 = std::make_unique<Analysis>(analyze(g, probe_shapes(g, 2, 1)));
+    } catch (const Error& err) {
+      pd::log(PD_LOG_WARN, e.name, ": declares a dynamic batch dimension but cannot run at batch 2 (",
+              err.what(), "); serving it at batch 1 only");
+      batchable = false;
+    }
+  }
+  bool other_free = false;
+  for (const auto& in : g.inputs)
+    for (size_t d = 0; d < in.dims.size(); ++d)
+      if (in.dims[d] < 0 && static_cast<int>(d) != in.batch_dim) other_free = true;
+  if (other_free) {
+    try {
+      a3 = std::make_unique<Analysis>(analyze(g, probe_shapes(g, 1, 2)));
+    } catch (const Error&) {
+    }
+  }
+  e.batchable = batchable;
+  e.inputs = g.inputs;
+  if (!batchable)
+    for (auto& in : e.inputs) in.batch_dim = -1;
+  for (const auto& o : g.outputs) {
+    const TensorInfo& t1 = a1.values.at(o.name);
+    ValueInfo vi;
+    vi.name = o.name;
+    vi.dtype = t1.dtype;
+    vi.dims = t1.shape;
+    vi.has_shape = true;
+    if (a2) {
+      const TensorInfo& t2 = a2->values.at(o.name);
+      for (size_t d = 0; d < vi.dims.size() && d < t2.shape.size(); ++d)
+        if (t2.shape[d] != t1.shape[d]) {
+          if (vi.batch_dim < 0 && t2.shape[d] == 2 * t1.shape[d]) vi.batch_dim = static_cast<int>(d);
+          vi.dims[d] = -1;
+        }
+    }
+    if (a3) {
+      const TensorInfo& t3 = a3->values.at(o.name);
+      for (size_t d = 0; d < vi.dims.size() && d < t3.shape.size(); ++d)
+        if (t3.shape[d] != t1.shape[d]) vi.dims[d] = -1;
+    }
+    if (vi.dims.size() > PD_MAX_RANK)
+      fail(PD_ERR_UNSUPPORTED, "output '", o.name, "' has rank ", vi.dims.size());
+    e.outputs.push_back(std::move(vi));
+  }
+}
+
+}  // namespace
+
+extern "C" pd_error* pd_engine_create(pd_runtime* rt, const void* onnx, size_t onnx_size,
+                                      const pd_engine_options* opts, pd_engine** out) {
+  return guard([&] {
+    PD_CHECK_ARG(rt && out, "runtime or out is NULL");
+    PD_CHECK_ARG(onnx && onnx_size > 0, "the model is empty");
+    *out = nullptr;
+    pd_engine_options defaults;
+    const pd_engine_options& o = opts ? *opts : defaults;
+    BackendSlot* slot = rt->find(o.backend);
+    if (!slot) fail(PD_ERR_NOT_FOUND, "unknown backend '", o.backend, "' (known: tensorrt, cuda, cpu)");
+    if (!slot->available)
+      fail(PD_ERR_UNAVAILABLE, "backend '", o.backend, "' is unavailable: ", slot->reason);
+    auto t0 = std::chrono::steady_clock::now();
+    auto e = std::make_unique<pd_engine>();
+    e->name = o.name;
+    e->backend_name = slot->name;
+    Graph g;
+    try {
+      g = import_onnx(onnx, onnx_size);
+    } catch (const Error& err) {
+      fail(err.code(), o.name, ": ", err.what());
+    }
+    size_t nodes_in = g.nodes.size();
+    int folded = 0, fusedn = 0, removed = 0;
+    try {
+      removed += eliminate_dead_nodes(g);
+      folded = fold_constants(g);
+      fusedn = fuse(g);
+      removed += eliminate_dead_nodes(g);
+      derive_signature(*e, g);
+    } catch (const Error& err) {
+      fail(err.code(), o.name, ": ", err.what());
+    }
+    e->graph = std::make_shared<const Graph>(std::move(g));
+    BuildOptions bo;
+    bo.name = o.name;
+    bo.threads = o.threads;
+    e->impl = slot->backend->build(e->graph, bo);
+    double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    pd::log(PD_LOG_INFO, o.name, ": loaded on ", slot->name, " in ", ms, " ms (", nodes_in,
+            " nodes; ", folded, " folded, ", fusedn, " fused, ", removed, " removed; ",
+            e->graph->nodes.size(), " remain)");
+    *out = e.release();
+  });
+}
+
+extern "C" void pd_engine_destroy(pd_engine* e) { delete e; }
+
+extern "C" const char* pd_engine_backend(const pd_engine* e) {
+  return e ? e->backend_name.c_str() : "";
+}
+extern "C" int32_t pd_engine_input_count(const pd_engine* e) {
+  return e ? static_cast<int32_t>(e->inputs.size()) : 0;
+}
+extern "C" int32_t pd_engine_output_count(const pd_engine* e) {
+  return e ? static_cast<int32_t>(e->outputs.size()) : 0;
+}
+
+namespace {
+void fill_io(const ValueInfo& v, pd_io_info* out) {
+  out->name = v.name.c_str();
+  out->dtype = static_cast<int32_t>(v.dtype);
+  out->rank = static_cast<int32_t>(v.dims.size());
+  for (size_t d = 0; d < v.dims.size() && d < PD_MAX_RANK; ++d) out->dims[d] = v.dims[d];
+  out->batch_dim = v.batch_dim;
+}
+}  // namespace
+
+extern "C" pd_error* pd_engine_input_info(const pd_engine* e, int32_t i, pd_io_info* out) {
+  return guard([&] {
+    PD_CHECK_ARG(e && out, "engine or out is NULL");
+    PD_CHECK_ARG(i >= 0 && i < static_cast<int32_t>(e->inputs.size()), "input index ", i, " out of range");
+    fill_io(e->inputs[i], out);
+  });
+}
+extern "C" pd_error* pd_engine_output_info(const pd_engine* e, int32_t i, pd_io_info* out) {
+  return guard([&] {
+    PD_CHECK_ARG(e && out, "engine or out is NULL");
+    PD_CHECK_ARG(i >= 0 && i < static_cast<int32_t>(e->outputs.size()), "output index ", i, " out of range");
+    fill_io(e->outputs[i], out);
+  });
+}
+extern "C" int32_t pd_engine_batchable(const pd_engine* e) { return e && e->batchable ? 1 : 0; }
+
+// ---- context ----
+
+struct pd_context {
+  pd_engine* engine;
+  std::unique_ptr<BackendContext> impl;
+};
+
+extern "C" pd_error* pd_context_create(pd_engine* e, pd_context** out) {
+  return guard([&] {
+    PD_CHECK_ARG(e && out, "engine or out is NULL");
+    *out = nullptr;
+    auto c = std::make_unique<pd_context>();
+    c->engine = e;
+    c->impl = e->impl->create_context();
+    *out = c.release();
+  });
+}
+
+extern "C" void pd_context_destroy(pd_context* c) { delete c; }
+
+extern "C" pd_error* pd_context_set_seed(pd_context* c, uint64_t seed) {
+  return guard([&] {
+    PD_CHECK_ARG(c, "context is NULL");
+    c->impl->set_seed(seed);
+  });
+}
+
+namespace {
+// Checks the caller's tensors against the signature; every message names the input.
+void check_inputs(const pd_engine& e, const pd_tensor* in, int32_t n) {
+  PD_CHECK_ARG(n == static_cast<int32_t>(e.inputs.size()), "the model takes ", e.inputs.size(),
+               " inputs, got ", n);
+  int64_t batch = -1;
+  for (int32_t i = 0; i < n; ++i) {
+    const ValueInfo& v = e.inputs[i];
+    const pd_tensor& t = in[i];
+    PD_CHECK_ARG(t.dtype == static_cast<int32_t>(v.dtype), "input '", v.name, "': expected ",
+                 dtype_name(v.dtype), ", got ", dtype_name(static_cast<DType>(t.dtype)));
+    PD_CHECK_ARG(t.rank == static_cast<int32_t>(v.dims.size()), "input '", v.name, "': expected rank ",
+                 v.dims.size(), ", got ", t.rank);
+    int64_t count = 1;
+    for (int32_t d = 0; d < t.rank; ++d) {
+      PD_CHECK_ARG(t.dims[d] >= 0, "input '", v.name, "': negative dimension ", t.dims[d]);
+      if (v.dims[d] >= 0)
+        PD_CHECK_ARG(t.dims[d] == v.dims[d], "input '", v.name, "': dimension ", d, " must be ",
+                     v.dims[d], ", got ", t.dims[d]);
+      count *= t.dims[d];
+    }
+    if (v.batch_dim >= 0) {
+      int64_t b = t.dims[v.batch_dim];
+      PD_CHECK_ARG(b >= 1, "input '", v.name, "': batch size must be at least 1");
+      PD_CHECK_ARG(batch < 0 || b == batch, "input '", v.name, "': batch size ", b,
+                   " differs from the other inputs' ", batch);
+      batch = b;
+    }
+    uint64_t want = static_cast<uint64_t>(count) * dtype_size(v.dtype);
+    PD_CHECK_ARG(t.byte_size == want, "input '", v.name, "': ", t.byte_size,
+                 " bytes of data, its shape needs ", want);
+    PD_CHECK_ARG(want == 0 || t.data, "input '", v.name, "': data is NULL");
+  }
+}
+}  // namespace
+
+extern "C" pd_error* pd_context_run(pd_context* c, const pd_tensor* inputs, int32_t n_inputs,
+                                    pd_tensor* outputs, int32_t n_outputs) {
+  return guard([&] {
+    PD_CHECK_ARG(c, "context is NULL");
+    PD_CHECK_ARG(n_inputs == 0 || inputs, "inputs is NULL");
+    PD_CHECK_ARG(outputs, "outputs is NULL");
+    PD_CHECK_ARG(n_outputs == static_cast<int32_t>(c->engine->outputs.size()), "the model has ",
+                 c->engine->outputs.size(), " outputs, got ", n_outputs, " slots");
+    check_inputs(*c->engine, inputs, n_inputs);
+    c->impl->run(inputs, outputs);
+  });
+}

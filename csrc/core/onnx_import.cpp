@@ -1,0 +1,304 @@
+#include "onnx_import.h"
+
+#include <onnx/onnx_pb.h>
+
+#include <set>
+#include <unordered_map>
+#include <unordered_set>
+
+namespace pd {
+
+namespace {
+
+constexpr int64_t kMaxIrVersion = 10;
+
+DType dtype_from_onnx(int32_t t) { return static_cast<DType>(t); }
+
+template <typename Src, typename Dst>
+void copy_field(const Src& field, Tensor& t) {
+  PD_CHECK_ARG(static_cast<int64_t>(field.size()) == t.numel(), "tensor data has ", field.size(),
+               " values, its shape ", shape_str(t.shape()), " needs ", t.numel());
+  Dst* out = t.as<Dst>();
+  for (int i = 0; i < field.size(); ++i) out[i] = static_cast<Dst>(field.Get(i));
+}
+
+Tensor to_tensor(const onnx::TensorProto& p, const std::string& what) {
+  if (p.data_location() == onnx::TensorProto::EXTERNAL || p.external_data_size() > 0)
+    fail(PD_ERR_UNSUPPORTED, what, " '", p.name(),
+         "' stores its data in an external file; policyd needs self-contained models");
+  DType dt = dtype_from_onnx(p.data_type());
+  if (dtype_size(dt) == 0)
+    fail(PD_ERR_UNSUPPORTED, what, " '", p.name(), "' has data type ",
+         dtype_name(dt), " (", p.data_type(), "), which policyd does not support");
+  Shape shape(p.dims().begin(), p.dims().end());
+  for (int64_t d : shape) PD_CHECK_ARG(d >= 0, what, " '", p.name(), "' has a negative dimension");
+  Tensor t(dt, shape);
+  if (p.has_raw_data()) {
+    PD_CHECK_ARG(p.raw_data().size() == t.nbytes(), what, " '", p.name(), "' has ",
+                 p.raw_data().size(), " bytes of data, its shape ", shape_str(shape), " needs ",
+                 t.nbytes());
+    if (t.nbytes()) std::memcpy(t.data(), p.raw_data().data(), t.nbytes());
+    return t;
+  }
+  if (t.numel() == 0) return t;
+  switch (dt) {
+    case DType::F32: copy_field<decltype(p.float_data()), float>(p.float_data(), t); break;
+    case DType::F64: copy_field<decltype(p.double_data()), double>(p.double_data(), t); break;
+    case DType::I64: copy_field<decltype(p.int64_data()), int64_t>(p.int64_data(), t); break;
+    case DType::U32: copy_field<decltype(p.uint64_data()), uint32_t>(p.uint64_data(), t); break;
+    case DType::U64: copy_field<decltype(p.uint64_data()), uint64_t>(p.uint64_data(), t); break;
+    case DType::I32: copy_field<decltype(p.int32_data()), int32_t>(p.int32_data(), t); break;
+    case DType::I16: copy_field<decltype(p.int32_data()), int16_t>(p.int32_data(), t); break;
+    case DType::U16: case DType::F16: case DType::BF16:
+      copy_field<decltype(p.int32_data()), uint16_t>(p.int32_data(), t); break;
+    case DType::I8: copy_field<decltype(p.int32_data()), int8_t>(p.int32_data(), t); break;
+    case DType::U8: copy_field<decltype(p.int32_data()), uint8_t>(p.int32_data(), t); break;
+    case DType::Bool: copy_field<decltype(p.int32_data()), bool>(p.int32_data(), t); break;
+    default: fail(PD_ERR_UNSUPPORTED, what, " '", p.name(), "': unsupported data type");
+  }
+  return t;
+}
+
+Attribute to_attr(const onnx::AttributeProto& a, const std::string& node) {
+  Attribute r;
+  switch (a.type()) {
+    case onnx::AttributeProto::INT: r.kind = Attribute::Int; r.i = a.i(); break;
+    case onnx::AttributeProto::FLOAT: r.kind = Attribute::Float; r.f = a.f(); break;
+    case onnx::AttributeProto::STRING: r.kind = Attribute::String; r.s = a.s(); break;
+    case onnx::AttributeProto::INTS:
+      r.kind = Attribute::Ints;
+      r.ints.assign(a.ints().begin(), a.ints().end());
+      break;
+    case onnx::AttributeProto::FLOATS:
+      r.kind = Attribute::Floats;
+      r.floats.assign(a.floats().begin(), a.floats().end());
+      break;
+    case onnx::AttributeProto::STRINGS:
+      r.kind = Attribute::Strings;
+      r.strings.assign(a.strings().begin(), a.strings().end());
+      break;
+    case onnx::AttributeProto::TENSOR:
+      r.kind = Attribute::TensorKind;
+      r.t = std::make_shared<Tensor>(to_tensor(a.t(), "attribute '" + a.name() + "' of node '" + node + "'"));
+      break;
+    default:
+      // Graph-valued and other attributes: ops that need them (If, Loop, Scan) are unsupported
+      // and say so by name when the graph is specialized.
+      r.kind = Attribute::Unsupported;
+      break;
+  }
+  return r;
+}
+
+ValueInfo to_value_info(const onnx::ValueInfoProto& v) {
+  ValueInfo vi;
+  vi.name = v.name();
+  if (!v.has_type() || !v.type().has_tensor_type())
+    fail(PD_ERR_UNSUPPORTED, "graph input/output '", v.name(),
+         "' is not a tensor (sequences and maps are not supported)");
+  const auto& tt = v.type().tensor_type();
+  vi.dtype = dtype_from_onnx(tt.elem_type());
+  if (tt.has_shape()) {
+    vi.has_shape = true;
+    for (const auto& d : tt.shape().dim()) {
+      if (d.has_dim_value()) {
+        vi.dims.push_back(d.dim_value());
+        vi.dim_params.emplace_back();
+      } else {
+        vi.dims.push_back(-1);
+        vi.dim_params.push_back(d.has_dim_param() ? d.dim_param() : "");
+      }
+    }
+  }
+  return vi;
+}
+
+// A Constant node becomes a graph constant.
+TensorPtr constant_value(const onnx::NodeProto& n) {
+  for (const auto& a : n.attribute()) {
+    const std::string& k = a.name();
+    if (k == "value") return std::make_shared<Tensor>(to_tensor(a.t(), "Constant node '" + n.name() + "'"));
+    if (k == "value_float") {
+      auto t = std::make_shared<Tensor>(DType::F32, Shape{});
+      *t->as<float>() = a.f();
+      return t;
+    }
+    if (k == "value_int") {
+      auto t = std::make_shared<Tensor>(DType::I64, Shape{});
+      *t->as<int64_t>() = a.i();
+      return t;
+    }
+    if (k == "value_floats") {
+      auto t = std::make_shared<Tensor>(DType::F32, Shape{a.floats_size()});
+      for (int i = 0; i < a.floats_size(); ++i) t->as<float>()[i] = a.floats(i);
+      return t;
+    }
+    if (k == "value_ints") {
+      auto t = std::make_shared<Tensor>(DType::I64, Shape{a.ints_size()});
+      for (int i = 0; i < a.ints_size(); ++i) t->as<int64_t>()[i] = a.ints(i);
+      return t;
+    }
+    if (k == "sparse_value" || k == "value_string" || k == "value_strings")
+      fail(PD_ERR_UNSUPPORTED, "Constant node '", n.name(), "': attribute '", k, "' is not supported");
+  }
+  fail(PD_ERR_INVALID_ARG, "Constant node '", n.name(), "' has no value");
+}
+
+}  // namespace
+
+Graph import_onnx(const void* data, size_t size) {
+  onnx::ModelProto m;
+  if (size > static_cast<size_t>(std::numeric_limits<int>::max()) ||
+      !m.ParseFromArray(data, static_cast<int>(size)))
+    fail(PD_ERR_INVALID_ARG, "not an ONNX model: the protobuf could not be parsed");
+  Graph g;
+  g.ir_version = m.ir_version();
+  g.producer = m.producer_name() + (m.producer_version().empty() ? "" : " " + m.producer_version());
+  PD_CHECK_ARG(m.has_graph(), "invalid model: it has no graph");
+  if (g.ir_version < 3 || g.ir_version > kMaxIrVersion)
+    fail(PD_ERR_UNSUPPORTED, "ONNX IR version ", g.ir_version, " is not supported (3 to ",
+         kMaxIrVersion, ")");
+  for (const auto& o : m.opset_import()) {
+    std::string d = o.domain() == "ai.onnx" ? "" : o.domain();
+    g.opsets[d] = static_cast<int>(o.version());
+  }
+  if (!g.opsets.count("")) fail(PD_ERR_INVALID_ARG, "invalid model: it imports no ai.onnx opset");
+
+  const onnx::GraphProto& gp = m.graph();
+  if (gp.sparse_initializer_size() > 0)
+    fail(PD_ERR_UNSUPPORTED, "sparse initializers are not supported");
+
+  std::unordered_set<std::string> defined;
+  for (const auto& init : gp.initializer()) {
+    PD_CHECK_ARG(!init.name().empty(), "invalid model: an initializer has no name");
+    g.constants[init.name()] = std::make_shared<Tensor>(to_tensor(init, "initializer"));
+    defined.insert(init.name());
+  }
+  std::unordered_set<std::string> input_names;
+  for (const auto& in : gp.input()) {
+    // Since IR 4, initializers may also be listed as inputs (overridable defaults). Like ONNX
+    // Runtime's default, policyd treats them as constants.
+    if (g.constants.count(in.name())) continue;
+    PD_CHECK_ARG(input_names.insert(in.name()).second, "invalid model: graph input '", in.name(),
+                 "' is listed twice");
+    ValueInfo vi = to_value_info(in);
+    if (dtype_size(vi.dtype) == 0)
+      fail(PD_ERR_UNSUPPORTED, "graph input '", in.name(), "' has data type ", dtype_name(vi.dtype));
+    if (vi.dims.size() > PD_MAX_RANK)
+      fail(PD_ERR_UNSUPPORTED, "graph input '", in.name(), "' has rank ", vi.dims.size(),
+           " (at most ", PD_MAX_RANK, ")");
+    g.inputs.push_back(std::move(vi));
+    defined.insert(in.name());
+  }
+
+  // Nodes, sorted topologically (ONNX requires it; ONNX Runtime sorts anyway, and so do we).
+  std::vector<Node> pending;
+  std::unordered_set<std::string> produced;
+  int idx = 0;
+  for (const auto& np : gp.node()) {
+    std::string name = np.name().empty() ? np.op_type() + "_" + std::to_string(idx) : np.name();
+    ++idx;
+    std::string domain = np.domain() == "ai.onnx" ? "" : np.domain();
+    if (np.op_type() == "Constant" && domain.empty()) {
+      PD_CHECK_ARG(np.output_size() == 1, "invalid model: Constant node '", name, "' needs one output");
+      onnx::NodeProto copy = np;
+      copy.set_name(name);
+      PD_CHECK_ARG(!defined.count(np.output(0)) && !produced.count(np.output(0)),
+                   "invalid model: value '", np.output(0), "' is produced twice");
+      g.constants[np.output(0)] = constant_value(copy);
+      defined.insert(np.output(0));
+      continue;
+    }
+    Node n;
+    n.name = name;
+    n.op = np.op_type();
+    n.domain = domain;
+    auto os = g.opsets.find(domain);
+    if (os == g.opsets.end())
+      fail(PD_ERR_INVALID_ARG, "invalid model: node '", name, "' uses domain '", domain,
+           "' which the model does not import");
+    n.opset = os->second;
+    n.inputs.assign(np.input().begin(), np.input().end());
+    n.outputs.assign(np.output().begin(), np.output().end());
+    for (const auto& out : n.outputs) {
+      if (out.empty()) continue;
+      PD_CHECK_ARG(!defined.count(out) && produced.insert(out).second, "invalid model: value '", out,
+                   "' is produced by more than one node (node '", name, "')");
+    }
+    for (const auto& a : np.attribute()) n.attrs[a.name()] = to_attr(a, name);
+    pending.push_back(std::move(n));
+  }
+  // Kahn-style pass in file order: repeatedly emit nodes whose inputs are all defined.
+  std::vector<bool> done(pending.size(), false);
+  size_t emitted = 0;
+  while (emitted < pending.size()) {
+    bool progress = false;
+    for (size_t i = 0; i < pending.size(); ++i) {
+      if (done[i]) continue;
+      bool ready = true;
+      for (const auto& in : pending[i].inputs)
+        if (!in.empty() && !defined.count(in)) { ready = false; break; }
+      if (!ready) continue;
+      for (const auto& out : pending[i].outputs)
+        if (!out.empty()) defined.insert(out);
+      g.nodes.push_back(std::move(pending[i]));
+      done[i] = true;
+      ++emitted;
+      progress = true;
+    }
+    if (!progress) {
+      for (size_t i = 0; i < pending.size(); ++i) {
+        if (done[i]) continue;
+        for (const auto& in : pending[i].inputs)
+          if (!in.empty() && !defined.count(in)) {
+            if (produced.count(in))
+              fail(PD_ERR_INVALID_ARG, "invalid model: the graph has a cycle through value '", in,
+                   "' (node '", pending[i].name, "')");
+            fail(PD_ERR_INVALID_ARG, "invalid model: input '", in, "' of ", pending[i].describe(),
+                 " is not produced by any node, initializer or graph input");
+          }
+      }
+      PD_ASSERT(false);
+    }
+  }
+
+  std::set<std::string> seen_out;
+  for (const auto& o : gp.output()) {
+    // Exporters sometimes list an output twice; like ONNX Runtime we serve it once.
+    if (!seen_out.insert(o.name()).second) continue;
+    if (!defined.count(o.name()))
+      fail(PD_ERR_INVALID_ARG, "invalid model: graph output '", o.name(),
+           "' is not produced by any node, initializer or graph input");
+    ValueInfo vi = to_value_info(o);
+    g.outputs.push_back(std::move(vi));
+  }
+  PD_CHECK_ARG(!g.outputs.empty(), "invalid model: the graph has no outputs");
+
+  // The batch dimension: the symbolic first dimension of the first input, found by name in
+  // every other input (recurrent state is often [layers, batch, hidden]).
+  std::string batch_sym;
+  bool have_batch = !g.inputs.empty() && !g.inputs[0].dims.empty() && g.inputs[0].dims[0] < 0;
+  if (have_batch) batch_sym = g.inputs[0].dim_params[0];
+  for (auto& in : g.inputs) {
+    in.batch_dim = -1;
+    if (!have_batch) continue;
+    if (!batch_sym.empty()) {
+      for (size_t d = 0; d < in.dims.size(); ++d)
+        if (in.dim_params[d] == batch_sym) { in.batch_dim = static_cast<int>(d); break; }
+    }
+    if (in.batch_dim < 0 && !in.dims.empty() && in.dims[0] < 0 &&
+        (batch_sym.empty() || in.dim_params[0].empty()))
+      in.batch_dim = 0;
+  }
+  return g;
+}
+
+Tensor decode_tensor_proto(const void* data, size_t size, std::string* name) {
+  onnx::TensorProto p;
+  if (!p.ParseFromArray(data, static_cast<int>(size)))
+    fail(PD_ERR_INVALID_ARG, "not an ONNX TensorProto");
+  if (name) *name = p.name();
+  return to_tensor(p, "tensor");
+}
+
+}  // namespace pd

@@ -1,0 +1,21 @@
+// Graph passes run once at load, in this order: constant folding, fusion, dead-node removal.
+#pragma once
+
+#include "ir.h"
+
+namespace pd {
+
+// Evaluates every node whose inputs are all constants (random ops excepted) and replaces its
+// outputs by constants. Returns the number of nodes folded.
+int fold_constants(Graph& g);
+
+// Fuses Gemm / MatMul(+Add bias) / Conv with a following activation (and MatMul with its bias
+// Add) into pd.FusedGemm / pd.FusedMatMul / pd.FusedConv, which the CPU backend runs as one
+// oneDNN primitive with post-ops. Returns the number of fusions.
+int fuse(Graph& g);
+
+// Removes nodes whose outputs reach no graph output, and constants nothing reads. Returns the
+// number of nodes removed.
+int eliminate_dead_nodes(Graph& g);
+
+}  // namespace pd

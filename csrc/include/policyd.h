@@ -1,0 +1,225 @@
+/*
+ * policyd.h — the C ABI of the policyd engine library (libpolicyd.so).
+ *
+ * This is the only header the Go bridge (and any other host) sees. Rules that hold for every
+ * function below:
+ *
+ *  - Handles are opaque. Whatever a *_create returns through its out-parameter is owned by the
+ *    caller and released with the matching *_destroy, which accepts NULL.
+ *  - A function that can fail returns a pd_error*: NULL means success. A non-NULL error is owned
+ *    by the caller and must be released with pd_error_free. No C++ exception ever crosses this
+ *    boundary and the library never exits or aborts the process.
+ *  - Strings passed in are borrowed for the duration of the call. Strings returned are owned by
+ *    the object they came from and stay valid as long as that object, unless stated otherwise.
+ *  - Thread safety: pd_runtime and pd_engine are safe for concurrent use once created.
+ *    A pd_context is used by one thread at a time (the host keeps one per worker); contexts of
+ *    the same engine run concurrently.
+ */
+#ifndef POLICYD_H_
+#define POLICYD_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(PD_BUILDING_LIBRARY)
+#define PD_EXPORT __attribute__((visibility("default")))
+#else
+#define PD_EXPORT
+#endif
+
+/* The ABI version. A host refuses a library whose major version differs from the one it was
+ * compiled against; minor versions only add functions. */
+#define PD_API_VERSION_MAJOR 1
+#define PD_API_VERSION_MINOR 0
+
+/* Largest tensor rank the ABI carries. */
+#define PD_MAX_RANK 8
+
+/* Writes the library's ABI version. Never fails. */
+PD_EXPORT void pd_api_version(uint32_t* major, uint32_t* minor);
+
+/* Library version string, e.g. "0.1.0". Static storage; never NULL. */
+PD_EXPORT const char* pd_version_string(void);
+
+/* ---------------------------------------------------------------------------------------- */
+/* Errors                                                                                    */
+
+typedef enum pd_error_code {
+  PD_ERR_INVALID_ARG = 1, /* the caller's input is wrong (bad model, bad tensor, bad option) */
+  PD_ERR_NOT_FOUND = 2,   /* a named thing (backend, input, file) does not exist */
+  PD_ERR_UNAVAILABLE = 3, /* a resource is missing right now (backend not loaded, no device) */
+  PD_ERR_UNSUPPORTED = 4, /* valid, but policyd cannot do it (unsupported op or data type) */
+  PD_ERR_INTERNAL = 5     /* our own fault */
+} pd_error_code;
+
+typedef struct pd_error pd_error;
+
+PD_EXPORT pd_error_code pd_error_get_code(const pd_error* err);
+/* Human-readable message. Owned by err; valid until pd_error_free(err). */
+PD_EXPORT const char* pd_error_get_message(const pd_error* err);
+PD_EXPORT void pd_error_free(pd_error* err);
+
+/* ---------------------------------------------------------------------------------------- */
+/* Logging                                                                                   */
+
+typedef enum pd_log_level {
+  PD_LOG_DEBUG = 0,
+  PD_LOG_INFO = 1,
+  PD_LOG_WARN = 2,
+  PD_LOG_ERROR = 3
+} pd_log_level;
+
+/* Receives every log line of the library. msg is borrowed for the duration of the call. The
+ * callback may be invoked from any thread, concurrently. */
+typedef void (*pd_log_fn)(void* user, pd_log_level level, const char* msg);
+
+/* Installs the process-wide log sink (NULL restores the default, which drops everything below
+ * PD_LOG_WARN and writes the rest to stderr). Call before creating a runtime. */
+PD_EXPORT void pd_set_log_callback(pd_log_fn fn, void* user);
+
+/* ---------------------------------------------------------------------------------------- */
+/* Data types: values equal ONNX TensorProto.DataType.                                       */
+
+typedef enum pd_dtype {
+  PD_DTYPE_UNDEFINED = 0,
+  PD_DTYPE_FLOAT32 = 1,
+  PD_DTYPE_UINT8 = 2,
+  PD_DTYPE_INT8 = 3,
+  PD_DTYPE_UINT16 = 4,
+  PD_DTYPE_INT16 = 5,
+  PD_DTYPE_INT32 = 6,
+  PD_DTYPE_INT64 = 7,
+  PD_DTYPE_STRING = 8,
+  PD_DTYPE_BOOL = 9,
+  PD_DTYPE_FLOAT16 = 10,
+  PD_DTYPE_FLOAT64 = 11,
+  PD_DTYPE_UINT32 = 12,
+  PD_DTYPE_UINT64 = 13,
+  PD_DTYPE_BFLOAT16 = 16
+} pd_dtype;
+
+/* A tensor passed across the ABI: plain data, no ownership. Dims are row-major. */
+typedef struct pd_tensor {
+  int32_t dtype; /* pd_dtype */
+  int32_t rank;
+  int64_t dims[PD_MAX_RANK];
+  void* data;         /* byte_size bytes, tightly packed; bool is one byte per element */
+  uint64_t byte_size; /* element count * element size */
+} pd_tensor;
+
+/* ---------------------------------------------------------------------------------------- */
+/* Runtime: the backend registry. One per process is typical.                               */
+
+typedef struct pd_runtime pd_runtime;
+typedef struct pd_runtime_options pd_runtime_options;
+
+/* Caller takes ownership of *out; release with pd_runtime_options_destroy. */
+PD_EXPORT pd_error* pd_runtime_options_create(pd_runtime_options** out);
+PD_EXPORT void pd_runtime_options_destroy(pd_runtime_options* opts);
+/* Folder holding libpolicyd_backend_<name>.so. Default: the folder of libpolicyd.so itself,
+ * then $POLICYD_BACKEND_DIR when set. */
+PD_EXPORT pd_error* pd_runtime_options_set_backend_dir(pd_runtime_options* opts, const char* dir);
+
+/* Loads every backend plugin it can find. A plugin that fails to load is recorded with the
+ * reason (see pd_runtime_backend_info) and does not fail the call. opts may be NULL.
+ * Caller takes ownership of *out; release with pd_runtime_destroy after every engine made
+ * from it is destroyed. */
+PD_EXPORT pd_error* pd_runtime_create(const pd_runtime_options* opts, pd_runtime** out);
+PD_EXPORT void pd_runtime_destroy(pd_runtime* rt);
+
+typedef struct pd_backend_info {
+  const char* name;    /* "cpu", "cuda", "tensorrt" */
+  const char* version; /* backend and library version, e.g. "onednn-2.6.3"; "" when not loaded */
+  const char* path;    /* the plugin file tried */
+  int32_t available;   /* 1 when the backend loaded and can build engines */
+  const char* reason;  /* why it is not available; "" when available */
+} pd_backend_info;
+
+/* Number of backends the runtime knows of (loaded or not). */
+PD_EXPORT int32_t pd_runtime_backend_count(const pd_runtime* rt);
+/* Fills *out for backend i in [0, count). Strings are owned by rt and valid until
+ * pd_runtime_destroy. */
+PD_EXPORT pd_error* pd_runtime_backend_info(const pd_runtime* rt, int32_t i, pd_backend_info* out);
+
+/* ---------------------------------------------------------------------------------------- */
+/* Engine: one model, imported, validated, optimized and compiled for one backend.           */
+
+typedef struct pd_engine pd_engine;
+typedef struct pd_engine_options pd_engine_options;
+
+/* Caller takes ownership of *out; release with pd_engine_options_destroy. */
+PD_EXPORT pd_error* pd_engine_options_create(pd_engine_options** out);
+PD_EXPORT void pd_engine_options_destroy(pd_engine_options* opts);
+/* Backend to build for: "cpu" (default). */
+PD_EXPORT pd_error* pd_engine_options_set_backend(pd_engine_options* opts, const char* name);
+/* Threads one context may use for one run (default 1: one context per core is the model). */
+PD_EXPORT pd_error* pd_engine_options_set_threads(pd_engine_options* opts, int32_t threads);
+/* Name used in error and log messages (e.g. "3DBall@1.0.0"). Default "model". */
+PD_EXPORT pd_error* pd_engine_options_set_name(pd_engine_options* opts, const char* name);
+
+/* Imports an ONNX model from memory (the bytes are borrowed for the call only), checks it,
+ * runs the graph passes and prepares it on the chosen backend. A model ONNX Runtime would
+ * reject, or one with an unsupported operator, fails with a message naming the problem (and
+ * the node). opts may be NULL. Caller takes ownership of *out; release with pd_engine_destroy
+ * after every context made from it is destroyed. */
+PD_EXPORT pd_error* pd_engine_create(pd_runtime* rt, const void* onnx, size_t onnx_size,
+                                     const pd_engine_options* opts, pd_engine** out);
+PD_EXPORT void pd_engine_destroy(pd_engine* engine);
+
+/* Backend that runs this engine ("cpu"). Owned by engine. */
+PD_EXPORT const char* pd_engine_backend(const pd_engine* engine);
+
+/* Signature of one input or output. Dims use -1 for a dimension not fixed by the model.
+ * batch_dim is 0 when dimension 0 is the model's batch dimension (dynamic, shared by the
+ * inputs), -1 when the tensor has no batch dimension. Strings owned by the engine. */
+typedef struct pd_io_info {
+  const char* name;
+  int32_t dtype;
+  int32_t rank;
+  int64_t dims[PD_MAX_RANK];
+  int32_t batch_dim;
+} pd_io_info;
+
+PD_EXPORT int32_t pd_engine_input_count(const pd_engine* engine);
+PD_EXPORT int32_t pd_engine_output_count(const pd_engine* engine);
+PD_EXPORT pd_error* pd_engine_input_info(const pd_engine* engine, int32_t i, pd_io_info* out);
+PD_EXPORT pd_error* pd_engine_output_info(const pd_engine* engine, int32_t i, pd_io_info* out);
+
+/* 1 when every input has a dynamic first dimension that all inputs share (the model accepts
+ * any batch size), 0 when the model must be run with the shapes it declares. */
+PD_EXPORT int32_t pd_engine_batchable(const pd_engine* engine);
+
+/* ---------------------------------------------------------------------------------------- */
+/* Context: the per-thread execution state of an engine (memory plan, kernels and scratch   */
+/* per shape bucket, random state). Use from one thread at a time.                           */
+
+typedef struct pd_context pd_context;
+
+/* Caller takes ownership of *out; release with pd_context_destroy. */
+PD_EXPORT pd_error* pd_context_create(pd_engine* engine, pd_context** out);
+PD_EXPORT void pd_context_destroy(pd_context* ctx);
+
+/* Seeds the random operators (Multinomial, RandomNormal*, RandomUniform*) of this context.
+ * Two contexts with the same seed and the same sequence of runs give the same samples. */
+PD_EXPORT pd_error* pd_context_set_seed(pd_context* ctx, uint64_t seed);
+
+/* Runs the model once.
+ *  inputs:  n_inputs tensors in the engine's input order; data is borrowed for the call.
+ *  outputs: n_outputs slots (must equal pd_engine_output_count) filled with the results in the
+ *           engine's output order. Their data is owned by the context and valid until the next
+ *           pd_context_run or pd_context_destroy on it.
+ * Shapes are checked against the signature; a mismatch is PD_ERR_INVALID_ARG naming the input.
+ * The first run with a new set of input shapes builds the plan for that shape bucket; later
+ * runs with the same shapes allocate nothing. */
+PD_EXPORT pd_error* pd_context_run(pd_context* ctx, const pd_tensor* inputs, int32_t n_inputs,
+                                   pd_tensor* outputs, int32_t n_outputs);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* POLICYD_H_ */
