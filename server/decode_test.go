@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/valyala/fasthttp"
 	"github.com/valyala/fastjson"
 
 	"github.com/policyd/policyd/bridge"
@@ -251,6 +252,35 @@ func BenchmarkEncodeInferResponse(b *testing.B) {
 	for b.Loop() {
 		if err := req.encode(outs); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkInferHandler runs the whole handler (routing, lookup, decode, run, encode) for a
+// batch-1 64-float request against a model that reuses its output buffer.
+func BenchmarkInferHandler(b *testing.B) {
+	m := benchModel()
+	out := make([]byte, 4*64)
+	outs := []bridge.Tensor{{DType: bridge.Float32, Shape: []int64{1, 64}, Data: out}}
+	m.run = func(in []bridge.Tensor) []bridge.Tensor {
+		copy(out, in[0].Data)
+		return outs
+	}
+	m.keepOutputs = true
+	s := New(newFakeRegistry(m), nil, Options{})
+	h := s.Handler()
+	body := benchBody()
+	var ctx fasthttp.RequestCtx
+	b.ReportAllocs()
+	for b.Loop() {
+		ctx.Request.Reset()
+		ctx.Response.Reset()
+		ctx.Request.Header.SetMethod("POST")
+		ctx.Request.SetRequestURI("/v2/models/mlp/versions/1/infer")
+		ctx.Request.SetBody(body)
+		h(&ctx)
+		if ctx.Response.StatusCode() != 200 {
+			b.Fatalf("status %d: %s", ctx.Response.StatusCode(), ctx.Response.Body())
 		}
 	}
 }

@@ -11,6 +11,11 @@
 //	GET  /v2/models/{m}[/versions/{v}]/ready          200, or 503 with the reason
 //	POST /v2/models/{m}[/versions/{v}]/infer          inference
 //
+// Inference responses carry data flat and row-major. FP32 values are written as the shortest
+// text that reads back to the same float32, FP64 likewise at 64 bits, integers as JSON integers
+// (INT64 exactly, also beyond 2^53), BOOL as true/false. NaN and ±Inf, which JSON cannot
+// express, are written as null.
+//
 // Errors are {"error": "..."} with 400 for a bad request, 404 for an unknown model, version or
 // route, 413 for a body over the limit, 503 for a version that is not ready or an overloaded
 // queue (with Retry-After), 500 for our own faults.
