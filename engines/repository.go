@@ -30,6 +30,7 @@ type NotFoundError struct {
 	Version string // "" when the model itself is unknown
 }
 
+// Error says which model or version is unknown.
 func (e *NotFoundError) Error() string {
 	if e.Version == "" {
 		return fmt.Sprintf("unknown model %q", e.Model)
@@ -48,6 +49,7 @@ type UnavailableError struct {
 	Reason  string
 }
 
+// Error names the version and says why it is not ready.
 func (e *UnavailableError) Error() string {
 	return fmt.Sprintf("model %q version %q is not ready: %s", e.Model, e.Version, e.Reason)
 }
@@ -162,12 +164,18 @@ func (v *ModelVersion) Batchable() bool {
 }
 
 // Do runs the model once; see Pool.Do for the contract of inputs, fn and the errors. A version
-// that is not ready returns an *UnavailableError.
+// that is not ready returns an *UnavailableError; ErrOverloaded and ErrClosed come wrapped with
+// the model and version. Errors of the run itself (*bridge.Error) and of fn are returned as
+// they are.
 func (v *ModelVersion) Do(ctx context.Context, inputs []bridge.Tensor, fn func(outputs []bridge.Tensor) error) error {
 	if v.runner == nil {
 		return &UnavailableError{Model: v.name, Version: v.version, Reason: v.Reason()}
 	}
-	return v.runner.Do(ctx, inputs, fn)
+	err := v.runner.Do(ctx, inputs, fn)
+	if err == ErrOverloaded || err == ErrClosed {
+		return fmt.Errorf("model %q version %q: %w", v.name, v.version, err)
+	}
+	return err
 }
 
 // close stops the pool, then closes the engine.

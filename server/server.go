@@ -320,8 +320,9 @@ func (s *Server) putRequest(r *inferRequest) {
 	s.reqs.Put(r)
 }
 
-// fail answers {"error": err} with the status errorStatus gives; 5xx answers are logged as
-// errors, the others at debug level.
+// fail answers {"error": err} with the status errorStatus gives. Our own faults (5xx but 503)
+// are logged as errors; the rest, the client's doing or a state already logged (a version that
+// failed to load, an overloaded queue), at debug level.
 func (s *Server) fail(ctx *fasthttp.RequestCtx, err error) {
 	status, retry := errorStatus(err)
 	ctx.Response.ResetBody()
@@ -334,7 +335,7 @@ func (s *Server) fail(ctx *fasthttp.RequestCtx, err error) {
 	b = appendString(b, err.Error())
 	ctx.SetBody(append(b, '}'))
 	level := zap.DebugLevel
-	if status >= 500 && !retry {
+	if status >= 500 && status != fasthttp.StatusServiceUnavailable {
 		level = zap.ErrorLevel
 	}
 	if ce := s.log.Check(level, "request failed"); ce != nil {
