@@ -288,11 +288,38 @@ std::vector<Shape> probe_shapes(const Graph& g, int64_t batch, int64_t other) {
 // any other free dimension): a dimension that follows the batch is the batch dimension, one
 // that changes with other free dimensions is -1, the rest are fixed. Declared output shapes
 // are ignored, as ONNX Runtime ignores them: exporters often get them wrong.
-void derive_signature(pd_engine& e, const Graph& g) {
+void derive_signature(pd_engine& e, Graph& g) {
   for (const auto& in : g.inputs)
     if (!in.has_shape)
       fail(PD_ERR_UNSUPPORTED, "graph input '", in.name, "' declares no shape; policyd needs ",
            "the rank and fixed dimensions of every input");
+  // Shape tensors: when an op needs the value of a graph input (a Reshape whose target shape
+  // is an input), the small fixed-size integer inputs become shape-tensor inputs whose values
+  // join the shape bucket. Their outputs' shapes depend on values: the declared signature is
+  // all we can report, and such a model is not batched.
+  try {
+    (void)analyze(g, probe_shapes(g, 1, 1));
+  } catch (const NeedsValue& nv) {
+    bool is_input = false;
+    for (const auto& in : g.inputs)
+      if (in.name == nv.value()) is_input = true;
+    if (!is_input) throw;
+    for (auto& in : g.inputs) {
+      bool fixed = in.dims.size() <= 1;
+      for (int64_t d : in.dims) fixed = fixed && d >= 0 && d <= 64;
+      if (fixed && dtype_size(in.dtype) != 0) in.value_input = true;
+    }
+    e.batchable = false;
+    e.inputs = g.inputs;
+    for (auto& in : e.inputs) in.batch_dim = -1;
+    for (const auto& o : g.outputs) {
+      ValueInfo vi = o;
+      vi.batch_dim = -1;
+      e.outputs.push_back(std::move(vi));
+    }
+    pd::log(PD_LOG_INFO, e.name, ": input '", nv.value(), "' is a shape tensor; its values select the shape bucket");
+    return;
+  }
   bool batchable = !g.inputs.empty();
   for (const auto& in : g.inputs)
     if (in.batch_dim < 0) batchable = false;

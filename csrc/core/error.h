@@ -20,6 +20,19 @@ class Error : public std::runtime_error {
   pd_error_code code_;
 };
 
+// Thrown when an op needs the value of a tensor (a Reshape's shape, a Slice's starts) that is
+// not a constant. When that tensor is a graph input, the engine makes it a shape-tensor input
+// whose values join the shape bucket (see ValueInfo::value_input).
+class NeedsValue : public Error {
+ public:
+  NeedsValue(std::string value, std::string msg)
+      : Error(PD_ERR_UNSUPPORTED, std::move(msg)), value_(std::move(value)) {}
+  const std::string& value() const { return value_; }
+
+ private:
+  std::string value_;
+};
+
 namespace detail {
 inline void append(std::ostringstream&) {}
 template <typename T, typename... Rest>

@@ -60,6 +60,9 @@ struct ValueInfo {
   std::vector<std::string> dim_params;  // symbolic names ("" when fixed or unnamed)
   bool has_shape = false;
   int batch_dim = -1;  // index of the batch dimension, -1 when none
+  // A shape tensor: an integer input whose values parameterize shapes (a Reshape's target
+  // shape, Slice's starts). Its values are part of the shape bucket, like its shape.
+  bool value_input = false;
 };
 
 struct Graph {

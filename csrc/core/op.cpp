@@ -19,9 +19,10 @@ const TensorInfo& InferCtx::input(size_t i) const {
 const Tensor& InferCtx::const_input(size_t i, const char* what) const {
   const TensorInfo& t = input(i);
   if (!t.value)
-    unsupported("input '", node.inputs[i], "' (", what,
-                ") must be computable when the model is loaded; policyd does not support "
-                "data-dependent ", what);
+    throw NeedsValue(node.inputs[i],
+                     str(node.describe(), ": input '", node.inputs[i], "' (", what,
+                         ") must be a constant or a graph input; policyd does not support ",
+                         what, " computed from data"));
   return *t.value;
 }
 

@@ -32,12 +32,41 @@ std::vector<TensorInfo> gather_inputs(const Node& n,
 }
 }  // namespace
 
-Analysis analyze(const Graph& g, const std::vector<Shape>& input_shapes) {
+BucketKey BucketKey::of(const Graph& g, const pd_tensor* in) {
+  BucketKey k;
+  k.shapes.resize(g.inputs.size());
+  k.values.resize(g.inputs.size());
+  for (size_t i = 0; i < g.inputs.size(); ++i) {
+    k.shapes[i].assign(in[i].dims, in[i].dims + in[i].rank);
+    if (g.inputs[i].value_input) {
+      auto t = std::make_shared<Tensor>(g.inputs[i].dtype, k.shapes[i]);
+      if (t->nbytes()) std::memcpy(t->data(), in[i].data, t->nbytes());
+      k.values[i] = std::move(t);
+    }
+  }
+  return k;
+}
+
+bool BucketKey::matches(const pd_tensor* in) const {
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    const Shape& s = shapes[i];
+    for (size_t d = 0; d < s.size(); ++d)
+      if (s[d] != in[i].dims[d]) return false;
+    if (values[i] && values[i]->nbytes() &&
+        std::memcmp(values[i]->data(), in[i].data, values[i]->nbytes()) != 0)
+      return false;
+  }
+  return true;
+}
+
+Analysis analyze(const Graph& g, const std::vector<Shape>& input_shapes,
+                 const std::vector<TensorPtr>& input_values) {
   PD_ASSERT(input_shapes.size() == g.inputs.size());
   Analysis a;
   for (const auto& [name, t] : g.constants) a.values[name] = TensorInfo{t->dtype(), t->shape(), t};
   for (size_t i = 0; i < g.inputs.size(); ++i)
-    a.values[g.inputs[i].name] = TensorInfo{g.inputs[i].dtype, input_shapes[i], nullptr};
+    a.values[g.inputs[i].name] = TensorInfo{g.inputs[i].dtype, input_shapes[i],
+                                            i < input_values.size() ? input_values[i] : nullptr};
   a.live.assign(g.nodes.size(), true);
   for (size_t ni = 0; ni < g.nodes.size(); ++ni) {
     const Node& n = g.nodes[ni];
@@ -73,9 +102,9 @@ int Program::slot_of(const std::string& name) const {
   return it->second;
 }
 
-Program::Program(const Graph& g, const std::vector<Shape>& input_shapes, KernelProvider* provider)
-    : input_shapes_(input_shapes) {
-  Analysis a = analyze(g, input_shapes);
+Program::Program(const Graph& g, BucketKey key, KernelProvider* provider) : key_(std::move(key)) {
+  const std::vector<Shape>& input_shapes = key_.shapes;
+  Analysis a = analyze(g, input_shapes, key_.values);
 
   // Slots: inputs, constants (only those some live node or output reads), node outputs.
   auto add_slot = [&](const std::string& name, Slot s) {

@@ -28,13 +28,27 @@ struct Analysis {
 };
 
 // Infers every value of g for these input shapes (in g.inputs order), folding what is
-// constant. Throws naming the node on any problem.
-Analysis analyze(const Graph& g, const std::vector<Shape>& input_shapes);
+// constant. input_values holds the values of shape-tensor inputs (ValueInfo::value_input),
+// nullptr for the others; it may be empty when there are none. Throws naming the node on any
+// problem.
+Analysis analyze(const Graph& g, const std::vector<Shape>& input_shapes,
+                 const std::vector<TensorPtr>& input_values = {});
+
+// The bucket key of a run: shapes of every input plus values of shape-tensor inputs.
+struct BucketKey {
+  std::vector<Shape> shapes;
+  std::vector<TensorPtr> values;  // per input; nullptr unless value_input
+  static BucketKey of(const Graph& g, const pd_tensor* inputs);
+  bool matches(const pd_tensor* inputs) const;
+};
 
 class Program {
  public:
   // provider may be nullptr (portable kernels only).
-  Program(const Graph& g, const std::vector<Shape>& input_shapes, KernelProvider* provider);
+  Program(const Graph& g, BucketKey key, KernelProvider* provider);
+  // For graphs without shape-tensor inputs.
+  Program(const Graph& g, const std::vector<Shape>& input_shapes, KernelProvider* provider)
+      : Program(g, BucketKey{input_shapes, std::vector<TensorPtr>(input_shapes.size())}, provider) {}
   Program(const Program&) = delete;
   Program& operator=(const Program&) = delete;
 
@@ -42,7 +56,7 @@ class Program {
   // with views of memory owned by the program, valid until the next run.
   void run(RunCtx& rc, const pd_tensor* inputs, pd_tensor* outputs);
 
-  const std::vector<Shape>& input_shapes() const { return input_shapes_; }
+  const BucketKey& key() const { return key_; }
   size_t arena_bytes() const { return arena_bytes_; }
   size_t step_count() const { return steps_.size(); }
 
@@ -67,7 +81,7 @@ class Program {
   int slot_of(const std::string& name) const;
   void plan_memory(const Graph& g);
 
-  std::vector<Shape> input_shapes_;
+  BucketKey key_;
   std::vector<Slot> slots_;
   std::unordered_map<std::string, int> slot_index_;
   std::vector<Step> steps_;

@@ -56,15 +56,7 @@ class CpuContext final : public BackendContext {
  private:
   static constexpr uint64_t kDefaultSeed = 0x5eed;
 
-  static bool same(const Program& p, const pd_tensor* in) {
-    const auto& shapes = p.input_shapes();
-    for (size_t i = 0; i < shapes.size(); ++i) {
-      const Shape& s = shapes[i];
-      for (size_t d = 0; d < s.size(); ++d)
-        if (s[d] != in[i].dims[d]) return false;
-    }
-    return true;
-  }
+  static bool same(const Program& p, const pd_tensor* in) { return p.key().matches(in); }
 
   Program* lookup(const pd_tensor* in) {
     if (last_ && same(*last_, in)) return last_;
@@ -76,9 +68,7 @@ class CpuContext final : public BackendContext {
         return last_;
       }
     }
-    std::vector<Shape> shapes(graph_->inputs.size());
-    for (size_t i = 0; i < shapes.size(); ++i) shapes[i].assign(in[i].dims, in[i].dims + in[i].rank);
-    auto prog = std::make_unique<Program>(*graph_, shapes, &provider_);
+    auto prog = std::make_unique<Program>(*graph_, BucketKey::of(*graph_, in), &provider_);
     if (programs_.size() >= kMaxBuckets) programs_.pop_back();
     programs_.insert(programs_.begin(), std::move(prog));
     last_ = programs_.front().get();

@@ -121,13 +121,18 @@ template <class T> inline T wrap_neg(T a) {
   else return -a;
 }
 
-// Floating point to integer without undefined behaviour: truncation (C semantics) in range;
-// out of range or NaN gives what x86 conversion gives (INT64_MIN, then wrapped to To), which is
-// also what numpy and ONNX Runtime produce there.
+// Floating point to integer without undefined behaviour: truncation toward zero (C semantics)
+// in range. Out of range or NaN gives what x86-64 code (numpy, ONNX Runtime) gives there: the
+// conversion's "integer indefinite" value (INT32_MIN for types up to 32-bit signed, INT64_MIN for
+// the wider ones), wrapped to To.
 template <class To, class F>
 inline To float_to_int(F v) {
   if constexpr (std::is_same_v<To, bool>) {
     return v != F(0);
+  } else if constexpr (sizeof(To) < 4 || std::is_same_v<To, int32_t>) {
+    if (v > F(-2147483649.0) && v < F(2147483648.0))
+      return static_cast<To>(static_cast<int32_t>(v));
+    return static_cast<To>(std::numeric_limits<int32_t>::min());
   } else {
     if constexpr (std::is_same_v<To, uint64_t>) {
       if (v >= F(0) && v < F(18446744073709551616.0)) return static_cast<To>(v);

@@ -400,9 +400,16 @@ std::unique_ptr<Kernel> make_arg(const InferCtx& c) {
 // ---------------------------------------------------------------------------------------------
 
 // exp(x) for x <= 0 (Cephes' single-precision polynomial; relative error ~2 ulp), written
-// so the compiler vectorizes loops over it.
+// without branches so that the compiler vectorizes loops over it.
 inline float exp_nonpos(float x) {
-  x = x < -87.0f ? -87.0f : x;
+  // Clamp x to >= -87 on the bit pattern: for x <= 0 the unsigned order of the bits is the
+  // order of magnitudes (a float compare would keep GCC from vectorizing under
+  // -ftrapping-math).
+  uint32_t bits;
+  std::memcpy(&bits, &x, sizeof(bits));
+  const uint32_t kMinus87 = 0xC2AE0000u;
+  bits = bits > kMinus87 ? kMinus87 : bits;
+  std::memcpy(&x, &bits, sizeof(x));
   // n = round(x / ln2) with the 1.5*2^23 trick (exact for |x/ln2| < 2^22).
   const float kMagic = 12582912.0f;
   float n = (x * 1.44269504088896341f + kMagic) - kMagic;
@@ -428,11 +435,23 @@ inline T exp_shifted(T v) {
   else return std::exp(v);
 }
 
+// Sum with 8 independent partial sums (vectorizable; float adds are not reassociated).
+template <typename T>
+inline T sum_of(const T* y, int64_t n) {
+  T acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j) acc[j] += y[i + j];
+  T t = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+  for (; i < n; ++i) t += y[i];
+  return t;
+}
+
 // One contiguous row: y = softmax(x) (or log-softmax).
 template <typename T, bool kLog>
 inline void softmax_row(const T* x, T* y, int64_t n) {
   T m = x[0];
-  for (int64_t i = 1; i < n; ++i) m = x[i] > m ? x[i] : m;
+  for (int64_t i = 1; i < n; ++i) m = (x[i] > m || x[i] != x[i]) ? x[i] : m;  // NaN sticks
   if (!std::isfinite(m)) {
     // inf or NaN present: the slow, exact path gives the IEEE result.
     T s = 0;
@@ -441,15 +460,13 @@ inline void softmax_row(const T* x, T* y, int64_t n) {
       y[i] = kLog ? x[i] - m - std::log(s) : std::exp(x[i] - m) / s;
     return;
   }
+  // y holds exp(x - max) first (also for log-softmax, as scratch).
+  for (int64_t i = 0; i < n; ++i) y[i] = exp_shifted<T>(x[i] - m);
+  const T s = sum_of(y, n);
   if constexpr (kLog) {
-    T s = 0;
-    for (int64_t i = 0; i < n; ++i) s += exp_shifted<T>(x[i] - m);
     const T lse = m + std::log(s);
     for (int64_t i = 0; i < n; ++i) y[i] = x[i] - lse;
   } else {
-    for (int64_t i = 0; i < n; ++i) y[i] = exp_shifted<T>(x[i] - m);
-    T s = 0;
-    for (int64_t i = 0; i < n; ++i) s += y[i];
     const T inv = T(1) / s;
     for (int64_t i = 0; i < n; ++i) y[i] *= inv;
   }
@@ -459,7 +476,7 @@ inline void softmax_row(const T* x, T* y, int64_t n) {
 template <typename T, bool kLog>
 inline void softmax_strided(const T* x, T* y, int64_t n, int64_t st) {
   T m = x[0];
-  for (int64_t i = 1; i < n; ++i) m = x[i * st] > m ? x[i * st] : m;
+  for (int64_t i = 1; i < n; ++i) m = (x[i * st] > m || x[i * st] != x[i * st]) ? x[i * st] : m;
   if (!std::isfinite(m)) {
     T s = 0;
     for (int64_t i = 0; i < n; ++i) s += std::exp(x[i * st] - m);

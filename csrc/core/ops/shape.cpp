@@ -11,11 +11,11 @@
 // Reshape, Flatten, Squeeze and Unsqueeze are alias ops (kOpAlias): the program shares the
 // input's bytes and runs nothing.
 //
-// Values that decide an output shape must be constants when the model is loaded (Reshape's
-// shape, Expand's shape, Tile's repeats, Slice's starts/ends/axes/steps, Split's split,
-// Squeeze/Unsqueeze axes, Pad's pads/axes, ConstantOfShape's shape, Range's inputs):
-// InferCtx::const_input fails clearly otherwise. Pad's constant_value and all data inputs may be
-// computed at run time.
+// Values that decide an output shape (Reshape's shape, Expand's shape, Tile's repeats, Slice's
+// starts/ends/axes/steps, Split's split, Squeeze/Unsqueeze axes, Pad's pads/axes,
+// ConstantOfShape's shape, Range's inputs) are read with InferCtx::const_input: they must be
+// constants or graph inputs (which then become shape-tensor inputs of the bucket). Pad's
+// constant_value, Gather/GatherElements indices and all data inputs may be computed at run time.
 //
 // Exceptions to the ONNX node tests: none known (float16/bfloat16 tensors are handled as bytes;
 // string tensors are refused as unsupported).
@@ -594,10 +594,10 @@ std::vector<int64_t> transpose_perm(const InferCtx& c, size_t r) {
   if (perm.size() != r) c.fail("perm has ", perm.size(), " values for an input of rank ", r);
   std::vector<bool> seen(r, false);
   for (int64_t& p : perm) {
-    if (p < -static_cast<int64_t>(r) || p >= static_cast<int64_t>(r) ||
-        seen[p < 0 ? p + r : p])
+    const int64_t rank = static_cast<int64_t>(r);
+    if (p < -rank || p >= rank || seen[p < 0 ? p + rank : p])
       c.fail("perm ", shape_str(perm), " is not a permutation");
-    if (p < 0) p += static_cast<int64_t>(r);
+    if (p < 0) p += rank;
     seen[p] = true;
   }
   return perm;
