@@ -1,0 +1,70 @@
+# policyd — the front door. Thin over CMake (csrc/) and go (everything else).
+#
+#   make run          build and serve the bundled example on 127.0.0.1:8000
+#   make test         every test: C++ (ctest, incl. ONNX conformance), Go (-race, cgocheck2,
+#                     CGO_ENABLED=0), ONNX Runtime reference comparisons over HTTP
+#   make bench-engine engine latency/throughput beside onnxruntime-node, same machine, same run
+#   make deps         Debian packages the build and the tests need (idempotent; root)
+
+SHELL      := /bin/bash
+GO         ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
+BUILD_DIR  ?= build
+ADDR       ?= 127.0.0.1:8000
+REPOSITORY ?= examples/repository
+JOBS       ?= $(shell nproc)
+export GOTOOLCHAIN := local
+
+APT_PACKAGES := cmake ninja-build g++ pkg-config libonnx-dev libprotobuf-dev protobuf-compiler \
+                libdnnl-dev libonnx-testdata libgtest-dev libgmock-dev
+
+.PHONY: all deps build native go run test test-native test-go bench-engine refs clean
+
+all: build
+
+deps:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "deps: installing $$missing"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "deps: run as root (apt-get)"; exit 1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@command -v node >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; }
+	@$(GO) version >/dev/null 2>&1 || { echo "deps: Go 1.26 is needed (expected at /usr/local/go)"; exit 1; }
+
+$(BUILD_DIR)/build.ninja: CMakeLists.txt
+	cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Release
+
+native: deps $(BUILD_DIR)/build.ninja
+	cmake --build $(BUILD_DIR) -j $(JOBS)
+	@mkdir -p lib
+	@cp -u $(BUILD_DIR)/lib/libpolicyd.so $(BUILD_DIR)/lib/libpolicyd_backend_cpu.so lib/
+
+go: native
+	@mkdir -p bin
+	$(GO) build -o bin/policyd ./cmd/policyd
+
+build: go
+
+run: build
+	bin/policyd --repository $(REPOSITORY) --addr $(ADDR)
+
+test: build test-native test-go
+
+test-native: native
+	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
+
+test-go: go
+	$(GO) vet ./...
+	$(GO) test -race -count=1 ./...
+	GOEXPERIMENT=cgocheck2 $(GO) test -count=1 ./bridge/...
+	CGO_ENABLED=0 $(GO) build ./...
+	CGO_ENABLED=0 $(GO) test -count=1 ./bridge/... ./server/... ./engines/...
+
+bench-engine: build
+	bash bench/engine/run.sh
+
+refs:
+	cd tools/reference && npm ci --ignore-scripts --no-audit --no-fund && node make_refs.js
+
+clean:
+	rm -rf $(BUILD_DIR) lib bin
