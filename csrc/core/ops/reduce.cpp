@@ -447,12 +447,66 @@ inline T sum_of(const T* y, int64_t n) {
   return t;
 }
 
+// Maximum of x[0..n), n >= 1; *nan is set when an element is NaN.
+inline float max_of(const float* x, int64_t n, bool* nan) {
+  // On order-preserving integer keys of the bits, with 8 lanes, so that it vectorizes.
+  auto key = [](const float* p) {
+    int32_t b;
+    std::memcpy(&b, p, sizeof(b));
+    return b ^ ((b >> 31) & 0x7FFFFFFF);
+  };
+  auto is_nan_bits = [](const float* p) -> uint32_t {
+    uint32_t b;
+    std::memcpy(&b, p, sizeof(b));
+    return (b & 0x7FFFFFFFu) > 0x7F800000u;
+  };
+  int32_t acc[8];
+  uint32_t bad[8];
+  for (int j = 0; j < 8; ++j) {
+    acc[j] = std::numeric_limits<int32_t>::min();
+    bad[j] = 0;
+  }
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j) {
+      const int32_t k = key(x + i + j);
+      acc[j] = k > acc[j] ? k : acc[j];
+      bad[j] |= is_nan_bits(x + i + j);
+    }
+  int32_t m = std::numeric_limits<int32_t>::min();
+  uint32_t any_bad = 0;
+  for (int j = 0; j < 8; ++j) {
+    m = acc[j] > m ? acc[j] : m;
+    any_bad |= bad[j];
+  }
+  for (; i < n; ++i) {
+    const int32_t k = key(x + i);
+    m = k > m ? k : m;
+    any_bad |= is_nan_bits(x + i);
+  }
+  *nan = any_bad != 0;
+  const int32_t b = m ^ ((m >> 31) & 0x7FFFFFFF);
+  float r;
+  std::memcpy(&r, &b, sizeof(r));
+  return r;
+}
+inline double max_of(const double* x, int64_t n, bool* nan) {
+  double m = x[0];
+  bool bad = false;
+  for (int64_t i = 0; i < n; ++i) {
+    m = x[i] > m ? x[i] : m;
+    bad = bad || x[i] != x[i];
+  }
+  *nan = bad;
+  return m;
+}
+
 // One contiguous row: y = softmax(x) (or log-softmax).
 template <typename T, bool kLog>
 inline void softmax_row(const T* x, T* y, int64_t n) {
-  T m = x[0];
-  for (int64_t i = 1; i < n; ++i) m = (x[i] > m || x[i] != x[i]) ? x[i] : m;  // NaN sticks
-  if (!std::isfinite(m)) {
+  bool nan = false;
+  const T m = max_of(x, n, &nan);
+  if (nan || !std::isfinite(m)) {
     // inf or NaN present: the slow, exact path gives the IEEE result.
     T s = 0;
     for (int64_t i = 0; i < n; ++i) s += std::exp(x[i] - m);
