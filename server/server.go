@@ -26,6 +26,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -202,7 +203,11 @@ func (s *Server) ready(ctx *fasthttp.RequestCtx) {
 					if n > 0 {
 						notReady = append(notReady, "; "...)
 					}
-					notReady = fmt.Appendf(notReady, "%s@%s: %s", m.Name(), m.Version(), clip(reason, 300))
+					label := m.Name() + "@" + m.Version()
+					if !strings.HasPrefix(reason, label) { // native messages often start with it
+						notReady = append(append(notReady, label...), ": "...)
+					}
+					notReady = append(notReady, clip(reason, 300)...)
 				}
 				n++
 			}
