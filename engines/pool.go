@@ -16,7 +16,7 @@ import (
 var ErrOverloaded = errors.New("engines: queue full")
 
 // ErrClosed is returned by Pool.Do when the pool is closed, including for jobs that were still
-// queued when Close was called.
+// queued when Close was called, and by Repository.Get after Repository.Close.
 var ErrClosed = errors.New("engines: pool closed")
 
 // Runner runs a model on some execution context. Pool implements it; a dynamic batcher will
