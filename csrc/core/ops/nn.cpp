@@ -1113,7 +1113,7 @@ std::unique_ptr<Kernel> make_instancenorm(const InferCtx& c) {
       const T* bias = in[2].as<const T>();
       T* y = out[0].as<T>();
       for (int64_t r = 0; r < n * ch; ++r) {
-        const int64_t c = r % ch;
+        const int64_t ci = r % ch;
         const T* xr = x + r * sp;
         T* yr = y + r * sp;
         T sum = 0;
@@ -1121,8 +1121,8 @@ std::unique_ptr<Kernel> make_instancenorm(const InferCtx& c) {
         const T mean = sum / static_cast<T>(sp);
         T sq = 0;
         for (int64_t i = 0; i < sp; ++i) sq += (xr[i] - mean) * (xr[i] - mean);
-        const T a = scale[c] / std::sqrt(sq / static_cast<T>(sp) + static_cast<T>(eps));
-        const T b = bias[c] - mean * a;
+        const T a = scale[ci] / std::sqrt(sq / static_cast<T>(sp) + static_cast<T>(eps));
+        const T b = bias[ci] - mean * a;
         for (int64_t i = 0; i < sp; ++i) yr[i] = xr[i] * a + b;
       }
     });
