@@ -1,0 +1,337 @@
+package engine
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Case is the outcome of one model at one batch: both peers' runs, in mode order.
+type Case struct {
+	Model      string   `json:"model"`
+	Batch      int      `json:"batch"`
+	Policyd    []Result `json:"policyd"`
+	ORT        []Result `json:"ort"`
+	PolicydErr string   `json:"policyd_error,omitempty"`
+	ORTErr     string   `json:"ort_error,omitempty"`
+	RatioP50   *float64 `json:"ratio_p50_st,omitempty"`    // policyd st p50 / ORT st p50 (lower is better)
+	RatioThrpt *float64 `json:"ratio_thrpt_par,omitempty"` // policyd par inf/s / ORT par inf/s (higher is better)
+	RatioSTInf *float64 `json:"ratio_thrpt_st,omitempty"`  // policyd st inf/s / ORT st inf/s
+}
+
+func findRun(runs []Result, mode string) *Result {
+	for i := range runs {
+		if runs[i].Mode == mode {
+			return &runs[i]
+		}
+	}
+	return nil
+}
+
+func ratio(a, b float64) *float64 {
+	if a <= 0 || b <= 0 || math.IsNaN(a) || math.IsNaN(b) {
+		return nil
+	}
+	r := round(a/b, 3)
+	return &r
+}
+
+// fillRatios sets the ratio fields from the runs.
+func (c *Case) fillRatios() {
+	if o, r := findRun(c.Policyd, "st"), findRun(c.ORT, "st"); o != nil && r != nil {
+		c.RatioP50 = ratio(o.P50, r.P50)
+		c.RatioSTInf = ratio(o.InferencesPerS, r.InferencesPerS)
+	}
+	if o, r := findRun(c.Policyd, "par"), findRun(c.ORT, "par"); o != nil && r != nil {
+		c.RatioThrpt = ratio(o.InferencesPerS, r.InferencesPerS)
+	}
+}
+
+// Machine describes where and how a report was made.
+type Machine struct {
+	Date       string `json:"date_utc"`
+	Command    string `json:"command"`
+	NProc      int    `json:"nproc"`
+	GOMAXPROCS int    `json:"gomaxprocs"`
+	CPU        string `json:"cpu_model"`
+	SIMD       string `json:"simd"`
+	Go         string `json:"go"`
+	OSArch     string `json:"os_arch"`
+	Library    string `json:"libpolicyd"`
+	Backends   string `json:"backends"`
+	Commit     string `json:"commit"`
+	Node       string `json:"node"`
+	ORT        string `json:"onnxruntime_node"`
+	LoadBefore string `json:"loadavg_before"`
+	LoadAfter  string `json:"loadavg_after"`
+	Settings   string `json:"settings"`
+	Warning    string `json:"warning,omitempty"`
+}
+
+// busyWarning is set when the 1-minute load average before the run is at least half the CPUs:
+// other work then shares the cores and neither peer's numbers mean much.
+func busyWarning(load string, nproc int) string {
+	f := strings.Fields(load)
+	if len(f) == 0 {
+		return ""
+	}
+	l1, err := strconv.ParseFloat(f[0], 64)
+	if err != nil || l1 < float64(nproc)/2 {
+		return ""
+	}
+	return fmt.Sprintf("the machine was busy before the run (load average %s on %d CPUs): other processes shared the cores, so latencies and throughputs of both peers are unreliable; rerun on a quiet machine", load, nproc)
+}
+
+// cpuInfo reads the first "model name" and the SIMD flags the kernels care about.
+func cpuInfo() (model, simd string) {
+	f, err := os.Open("/proc/cpuinfo")
+	if err != nil {
+		return runtime.GOARCH, ""
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if !ok {
+			continue
+		}
+		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
+		switch {
+		case k == "model name" && model == "":
+			model = v
+		case k == "flags" && simd == "":
+			var keep []string
+			for _, fl := range strings.Fields(v) {
+				if fl == "avx" || fl == "avx2" || fl == "fma" || fl == "avx512f" || fl == "avx512bw" ||
+					fl == "avx512vl" || fl == "avx512_vnni" || fl == "avx512_bf16" || fl == "amx_tile" {
+					keep = append(keep, fl)
+				}
+			}
+			simd = strings.Join(keep, " ")
+		}
+		if model != "" && simd != "" {
+			break
+		}
+	}
+	return model, simd
+}
+
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return ""
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// gitCommit is `git describe --always --dirty` of the working directory, "" outside a checkout.
+// A dirty tree is worth knowing: lib/ may hold a build of uncommitted native changes.
+func gitCommit(ctx context.Context) string {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "git", "describe", "--always", "--dirty", "--abbrev=10").Output()
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// ShellQuote joins args as a copy-pastable POSIX shell command.
+func ShellQuote(args []string) string {
+	q := make([]string, len(args))
+	for i, a := range args {
+		if a != "" && strings.IndexFunc(a, func(r rune) bool {
+			return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./=,:@+%", r))
+		}) < 0 {
+			q[i] = a
+		} else {
+			q[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+	}
+	return strings.Join(q, " ")
+}
+
+// Target is one goal of the engine issue, checked against a report.
+type Target struct {
+	What   string   `json:"what"`
+	Model  string   `json:"model"`
+	Batch  int      `json:"batch"`
+	Metric string   `json:"metric"` // "p50" (ratio must be <= Limit) or "par" / "st" inf/s (>= Limit)
+	Limit  float64  `json:"limit"`
+	Ratio  *float64 `json:"ratio"`
+	Status string   `json:"status"` // met, missed, not measured
+}
+
+// Targets are the issue's goals: batch-1 single-thread p50 of mlp-small, mlp-med and lstm at
+// most 0.8× ORT's; batch-256 throughput at least 1.2× ORT's (checked for every model, with
+// the par mode as the throughput mode and st shown beside it).
+func Targets(cases []Case) []Target {
+	var ts []Target
+	get := func(model string, batch int) *Case {
+		for i := range cases {
+			if cases[i].Model == model && cases[i].Batch == batch {
+				return &cases[i]
+			}
+		}
+		return nil
+	}
+	check := func(t Target, r *float64) Target {
+		t.Ratio = r
+		switch {
+		case r == nil:
+			t.Status = "not measured"
+		case t.Metric == "p50" && *r <= t.Limit, t.Metric != "p50" && *r >= t.Limit:
+			t.Status = "met"
+		default:
+			t.Status = "missed"
+		}
+		return t
+	}
+	for _, m := range []string{"mlp-small", "mlp-med", "lstm"} {
+		t := Target{What: "batch-1 latency, st p50 ≤ 0.8× ORT", Model: m, Batch: 1, Metric: "p50", Limit: 0.8}
+		var r *float64
+		if c := get(m, 1); c != nil {
+			r = c.RatioP50
+		}
+		ts = append(ts, check(t, r))
+	}
+	seen := map[string]bool{}
+	for _, c := range cases {
+		if c.Batch != 256 || seen[c.Model] {
+			continue
+		}
+		seen[c.Model] = true
+		ts = append(ts, check(Target{What: "batch-256 throughput, par inf/s ≥ 1.2× ORT", Model: c.Model, Batch: 256, Metric: "par", Limit: 1.2}, c.RatioThrpt))
+		ts = append(ts, check(Target{What: "batch-256 throughput, st inf/s ≥ 1.2× ORT", Model: c.Model, Batch: 256, Metric: "st", Limit: 1.2}, c.RatioSTInf))
+	}
+	return ts
+}
+
+// fmtNum formats with thousands separators and d decimals; "–" for a missing value.
+func fmtNum(v float64, d int) string {
+	if math.IsNaN(v) || v <= 0 {
+		return "–"
+	}
+	s := fmt.Sprintf("%.*f", d, v)
+	intPart, frac, _ := strings.Cut(s, ".")
+	var b strings.Builder
+	for i, r := range intPart {
+		if i > 0 && (len(intPart)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(r)
+	}
+	if frac != "" {
+		b.WriteString("." + frac)
+	}
+	return b.String()
+}
+
+func fmtRatio(r *float64) string {
+	if r == nil {
+		return "–"
+	}
+	return fmt.Sprintf("%.2f×", *r)
+}
+
+func runField(runs []Result, mode string, f func(Result) float64, d int) string {
+	if r := findRun(runs, mode); r != nil {
+		return fmtNum(f(*r), d)
+	}
+	return "–"
+}
+
+// WriteMarkdown renders a report.
+func WriteMarkdown(w io.Writer, m Machine, cases []Case) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Engine benchmark: policyd vs onnxruntime-node — %s\n\n", m.Date)
+	fmt.Fprintf(&b, "Command: `%s`\n\n", m.Command)
+	if m.Warning != "" {
+		fmt.Fprintf(&b, "> **Warning:** %s.\n\n", m.Warning)
+	}
+	b.WriteString("| what | value |\n|---|---|\n")
+	for _, kv := range [][2]string{
+		{"date_utc", m.Date}, {"nproc", fmt.Sprint(m.NProc)}, {"GOMAXPROCS", fmt.Sprint(m.GOMAXPROCS)},
+		{"cpu_model", m.CPU}, {"simd", m.SIMD}, {"go", m.Go}, {"os_arch", m.OSArch},
+		{"libpolicyd", m.Library}, {"backends", m.Backends}, {"commit", m.Commit},
+		{"node", m.Node}, {"onnxruntime_node", m.ORT}, {"settings", m.Settings},
+		{"loadavg_before", m.LoadBefore}, {"loadavg_after", m.LoadAfter},
+	} {
+		v := kv[1]
+		if v == "" {
+			v = "–"
+		}
+		fmt.Fprintf(&b, "| %s | `%s` |\n", kv[0], v)
+	}
+	b.WriteString("\nLatency of one inference call in µs (policyd: `Context.Run`, one cgo call; ORT: `await session.run()`); " +
+		"inf/s = batch × calls/s. **st** = one context/session, 1 intra-op thread. **par** = nproc contexts/sessions (1 thread each) " +
+		"running concurrently, inf/s summed. ratio p50 = policyd/ORT st p50 (< 1 is faster); ratio thrpt = policyd/ORT par inf/s (> 1 is faster). " +
+		"Both peers get bit-identical seeded inputs.\n\n")
+	b.WriteString("| model | batch | policyd st p50 | p99 | inf/s | ORT st p50 | p99 | inf/s | ratio p50 (ours/ORT) | policyd par inf/s | ORT par inf/s | ratio thrpt |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	p50 := func(r Result) float64 { return r.P50 }
+	p99 := func(r Result) float64 { return r.P99 }
+	inf := func(r Result) float64 { return r.InferencesPerS }
+	var errs []string
+	for _, c := range cases {
+		fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", c.Model, c.Batch,
+			runField(c.Policyd, "st", p50, 1), runField(c.Policyd, "st", p99, 1), runField(c.Policyd, "st", inf, 0),
+			runField(c.ORT, "st", p50, 1), runField(c.ORT, "st", p99, 1), runField(c.ORT, "st", inf, 0),
+			fmtRatio(c.RatioP50),
+			runField(c.Policyd, "par", inf, 0), runField(c.ORT, "par", inf, 0), fmtRatio(c.RatioThrpt))
+		if c.PolicydErr != "" {
+			errs = append(errs, fmt.Sprintf("- %s b%d policyd: %s", c.Model, c.Batch, c.PolicydErr))
+		}
+		if c.ORTErr != "" {
+			errs = append(errs, fmt.Sprintf("- %s b%d ORT: %s", c.Model, c.Batch, c.ORTErr))
+		}
+	}
+	b.WriteString("\nDetail (µs; iters = timed calls):\n\n")
+	b.WriteString("| model | batch | peer | mode | workers | iters | p50 | p95 | p99 | mean | inf/s |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, c := range cases {
+		for _, pr := range []struct {
+			name string
+			runs []Result
+		}{{"policyd", c.Policyd}, {"ORT", c.ORT}} {
+			for _, r := range pr.runs {
+				fmt.Fprintf(&b, "| %s | %d | %s | %s | %d | %d | %s | %s | %s | %s | %s |\n", c.Model, c.Batch, pr.name, r.Mode,
+					r.Workers, r.Iters, fmtNum(r.P50, 1), fmtNum(r.P95, 1), fmtNum(r.P99, 1), fmtNum(r.Mean, 1), fmtNum(r.InferencesPerS, 0))
+			}
+		}
+	}
+	if ts := Targets(cases); len(ts) > 0 {
+		b.WriteString("\nTargets:\n\n| target | model | ratio | status |\n|---|---|---|---|\n")
+		for _, t := range ts {
+			fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", t.What, t.Model, fmtRatio(t.Ratio), t.Status)
+		}
+	}
+	if len(errs) > 0 {
+		b.WriteString("\nErrors:\n\n" + strings.Join(errs, "\n") + "\n")
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// jsonLine writes v as one line.
+func jsonLine(w io.Writer, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(append(b, '\n'))
+	return err
+}

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# make bench-engine: policyd's engine beside onnxruntime-node, same machine, same run.
+#
+#   bash bench/engine/run.sh [policyctl bench engine flags...]
+#
+# Env knobs: SECONDS_PER_CASE (timed seconds per peer, mode, model and batch; default 2),
+# MODELS (comma-separated, default all of models.json), BATCHES (default 1,32,256),
+# PEERS_DIR (default ../shared/peers; only read), GO, NODE, NPM.
+# Needs lib/ (make native). Writes build/peers/ (ORT set up from PEERS_DIR, never written
+# there), bin/policyctl and build/bench-engine.md (the report, also on stdout).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+PEERS_DIR=${PEERS_DIR:-../shared/peers}
+SECONDS_PER_CASE=${SECONDS_PER_CASE:-2}
+GO=${GO:-$(command -v go 2>/dev/null || echo /usr/local/go/bin/go)}
+NODE=${NODE:-node}
+NPM=${NPM:-npm}
+export GOTOOLCHAIN=${GOTOOLCHAIN:-local}
+
+for f in ort_bench.js node/package.json node/package-lock.json models/models.json; do
+  [[ -f $PEERS_DIR/$f ]] || { echo "bench-engine: $PEERS_DIR/$f is missing" >&2; exit 1; }
+done
+[[ -f lib/libpolicyd.so ]] || { echo "bench-engine: lib/libpolicyd.so is missing: run 'make native' first" >&2; exit 1; }
+
+# ORT, laid out as ort_bench.js expects (node/node_modules beside it), under build/.
+mkdir -p build/peers/node
+cp "$PEERS_DIR/ort_bench.js" build/peers/ort_bench.js
+lock_changed=0
+cmp -s "$PEERS_DIR/node/package-lock.json" build/peers/node/package-lock.json || lock_changed=1
+cp "$PEERS_DIR/node/package.json" "$PEERS_DIR/node/package-lock.json" build/peers/node/
+if [[ $lock_changed = 1 || ! -f build/peers/node/node_modules/onnxruntime-node/package.json ]]; then
+  echo "bench-engine: npm ci in build/peers/node" >&2
+  (cd build/peers/node && "$NPM" ci --ignore-scripts --no-audit --no-fund >&2)
+fi
+
+mkdir -p bin
+"$GO" build -o bin/policyctl ./cmd/policyctl
+
+args=(bench engine --models "$PEERS_DIR/models" --ort-script build/peers/ort_bench.js --node "$NODE"
+      --seconds "$SECONDS_PER_CASE")
+[[ -n ${MODELS:-} ]] && args+=(--model "$MODELS")
+[[ -n ${BATCHES:-} ]] && args+=(--batch "$BATCHES")
+
+bin/policyctl "${args[@]}" "$@" | tee build/bench-engine.md.tmp
+mv build/bench-engine.md.tmp build/bench-engine.md
+echo "bench-engine: report in build/bench-engine.md" >&2
