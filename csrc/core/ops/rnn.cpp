@@ -336,20 +336,41 @@ void rnn_infer(InferCtx& c, Cell cell) {
 
 // ---- GEMM ----------------------------------------------------------------------------------
 
-// C[m, n] = A[m, k] · B[n, k]ᵀ + beta * C (row-major with leading dimensions).
-inline void gemm_nt(const RunCtx& rc, int64_t m, int64_t n, int64_t k, const float* a,
-                    int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
-  rc.blas->sgemm(false, true, m, n, k, 1.0f, a, lda, b, ldb, beta, c, ldc);
+// C[m, n] = A[m, k] · op(B) + beta * C (row-major with leading dimensions), where op(B) is
+// B[k, n] (trans_b false) or B[n, k]ᵀ.
+inline void gemm(const RunCtx& rc, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a,
+                 int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  rc.blas->sgemm(false, trans_b, m, n, k, 1.0f, a, lda, b, ldb, beta, c, ldc);
 }
-inline void gemm_nt(const RunCtx&, int64_t m, int64_t n, int64_t k, const double* a,
-                    int64_t lda, const double* b, int64_t ldb, double beta, double* c,
-                    int64_t ldc) {
-  for (int64_t i = 0; i < m; ++i)
-    for (int64_t j = 0; j < n; ++j) {
-      double s = 0;
-      for (int64_t p = 0; p < k; ++p) s += a[i * lda + p] * b[j * ldb + p];
-      c[i * ldc + j] = s + (beta == 0 ? 0.0 : beta * c[i * ldc + j]);
+inline void gemm(const RunCtx&, bool trans_b, int64_t m, int64_t n, int64_t k, const double* a,
+                 int64_t lda, const double* b, int64_t ldb, double beta, double* c, int64_t ldc) {
+  for (int64_t i = 0; i < m; ++i) {
+    double* cr = c + i * ldc;
+    for (int64_t j = 0; j < n; ++j) cr[j] = beta == 0 ? 0.0 : beta * cr[j];
+    for (int64_t p = 0; p < k; ++p) {
+      const double av = a[i * lda + p];
+      if (trans_b) {
+        for (int64_t j = 0; j < n; ++j) cr[j] += av * b[j * ldb + p];
+      } else {
+        const double* br = b + p * ldb;
+        for (int64_t j = 0; j < n; ++j) cr[j] += av * br[j];
+      }
     }
+  }
+}
+
+// Weights [nd, rows, cols] transposed per direction to [nd, cols, rows], so that the GEMMs
+// read B untransposed (faster for the small batches of RL policies).
+template <typename T>
+std::vector<T> transpose_weights(const Tensor& w) {
+  const int64_t nd = w.shape()[0], rows = w.shape()[1], cols = w.shape()[2];
+  std::vector<T> t(static_cast<size_t>(nd * rows * cols));
+  const T* src = w.as<T>();
+  for (int64_t d = 0; d < nd; ++d)
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < cols; ++c)
+        t[(d * cols + c) * rows + r] = src[(d * rows + r) * cols + c];
+  return t;
 }
 
 // ---- the kernel ----------------------------------------------------------------------------
@@ -357,7 +378,10 @@ inline void gemm_nt(const RunCtx&, int64_t m, int64_t n, int64_t k, const double
 template <typename T>
 class RecurrentKernel final : public Kernel {
  public:
-  explicit RecurrentKernel(Plan p) : p_(std::move(p)) {
+  // w, r: the constant values of W and R (nullptr when computed at run time).
+  RecurrentKernel(Plan p, const Tensor* w, const Tensor* r) : p_(std::move(p)) {
+    if (w) wt_ = transpose_weights<T>(*w);
+    if (r) rt_ = transpose_weights<T>(*r);
     const int64_t GH = p_.gates * p_.H;
     xw_.assign(static_cast<size_t>(p_.S * p_.N * GH), T(0));
     g_.assign(static_cast<size_t>(p_.N * GH), T(0));
@@ -413,7 +437,10 @@ class RecurrentKernel final : public Kernel {
           }
       }
       // Input projection of every time step at once.
-      gemm_nt(rc, S * N, GH, I, x, I, wd, I, T(0), xw_.data(), GH);
+      if (!wt_.empty())
+        gemm(rc, false, S * N, GH, I, x, I, wt_.data() + d * I * GH, GH, T(0), xw_.data(), GH);
+      else
+        gemm(rc, true, S * N, GH, I, x, I, wd, I, T(0), xw_.data(), GH);
       // Initial state.
       T* hs = h_.data();
       T* cs = c_.data();
@@ -430,7 +457,7 @@ class RecurrentKernel final : public Kernel {
         // Recurrent projection; GRU without linear_before_reset projects z and r only here.
         const int64_t rn = (p_.cell == Cell::GRU && !p_.linear_before_reset) ? 2 * H : GH;
         if (zero_state) std::fill(g_.begin(), g_.end(), T(0));
-        else gemm_nt(rc, N, rn, H, hs, H, rd, H, T(0), g_.data(), GH);
+        else proj_h(rc, d, rd, hs, 0, rn);
 
         if (p_.cell == Cell::GRU && !p_.linear_before_reset) {
           // Phase 1: z, r for every active row, and r ⊙ H_prev; then (r ⊙ H_prev)·Rhᵀ.
@@ -449,7 +476,7 @@ class RecurrentKernel final : public Kernel {
           }
           // With a zero state the h block stays zero (filled above).
           if (!zero_state)
-            gemm_nt(rc, N, H, H, tmp_.data(), H, rd + 2 * H * H, H, T(0), g_.data() + 2 * H, GH);
+            proj_h(rc, d, rd, tmp_.data(), 2 * H, H);
         }
 
         for (int64_t n = 0; n < N; ++n) {
@@ -484,6 +511,17 @@ class RecurrentKernel final : public Kernel {
   }
 
  private:
+  // g_[:, col0 : col0 + ncols] = a[N, H] · (R's rows col0 .. col0 + ncols of direction d)ᵀ.
+  void proj_h(const RunCtx& rc, int64_t d, const T* rd, const T* a, int64_t col0,
+              int64_t ncols) {
+    const int64_t N = p_.N, H = p_.H, GH = p_.gates * H;
+    if (!rt_.empty())
+      gemm(rc, false, N, ncols, H, a, H, rt_.data() + d * H * GH + col0, GH, T(0),
+           g_.data() + col0, GH);
+    else
+      gemm(rc, true, N, ncols, H, a, H, rd + col0 * H, H, T(0), g_.data() + col0, GH);
+  }
+
   static void add_bias(T* __restrict g, const T* __restrict xr, const T* __restrict bias,
                        int64_t n) {
     for (int64_t j = 0; j < n; ++j) g[j] += xr[j] + bias[j];
@@ -578,6 +616,7 @@ class RecurrentKernel final : public Kernel {
 
   Plan p_;
   std::vector<T> xw_, g_, h_, c_, tmp_, bias_;
+  std::vector<T> wt_, rt_;  // transposed constant W, R: [nd, I, GH], [nd, H, GH]
 };
 
 template <Cell C>
@@ -586,8 +625,11 @@ void infer_cell(InferCtx& c) { rnn_infer(c, C); }
 template <Cell C>
 std::unique_ptr<Kernel> make_cell(const InferCtx& c) {
   Plan p = make_plan(c, C);
-  if (c.in[0].dtype == DType::F64) return std::make_unique<RecurrentKernel<double>>(std::move(p));
-  return std::make_unique<RecurrentKernel<float>>(std::move(p));
+  const Tensor* w = c.in[1].value.get();
+  const Tensor* r = c.in[2].value.get();
+  if (c.in[0].dtype == DType::F64)
+    return std::make_unique<RecurrentKernel<double>>(std::move(p), w, r);
+  return std::make_unique<RecurrentKernel<float>>(std::move(p), w, r);
 }
 
 }  // namespace
