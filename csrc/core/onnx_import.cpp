@@ -2,6 +2,8 @@
 
 #include <onnx/onnx_pb.h>
 
+#include <algorithm>
+#include <limits>
 #include <set>
 #include <unordered_map>
 #include <unordered_set>
@@ -32,6 +34,14 @@ Tensor to_tensor(const onnx::TensorProto& p, const std::string& what) {
          dtype_name(dt), " (", p.data_type(), "), which policyd does not support");
   Shape shape(p.dims().begin(), p.dims().end());
   for (int64_t d : shape) PD_CHECK_ARG(d >= 0, what, " '", p.name(), "' has a negative dimension");
+  if (p.has_raw_data()) {
+    // Check the size against the data before allocating what a corrupt shape claims.
+    int64_t n = 1;
+    for (int64_t d : shape) n = d == 0 ? 0 : (n > (int64_t{1} << 40) / std::max<int64_t>(d, 1) ? -1 : n * d);
+    PD_CHECK_ARG(n >= 0 && static_cast<uint64_t>(n) * dtype_size(dt) == p.raw_data().size(), what, " '",
+                 p.name(), "' has ", p.raw_data().size(), " bytes of data, which does not fit its shape ",
+                 shape_str(shape));
+  }
   Tensor t(dt, shape);
   if (p.has_raw_data()) {
     PD_CHECK_ARG(p.raw_data().size() == t.nbytes(), what, " '", p.name(), "' has ",

@@ -1,6 +1,7 @@
 #include "tensor.h"
 
 #include <cmath>
+#include <algorithm>
 #include <cstdlib>
 
 namespace pd {
@@ -49,7 +50,17 @@ std::string shape_str(const Shape& s) {
 }
 
 Tensor::Tensor(DType t, Shape s) : dtype_(t), shape_(std::move(s)) {
-  for (int64_t d : shape_) PD_CHECK_ARG(d >= 0, "negative dimension in shape ", shape_str(shape_));
+  // Sizes come from models: refuse overflow and absurd sizes before allocating.
+  constexpr int64_t kMaxBytes = int64_t{1} << 34;  // 16 GiB
+  int64_t elems = 1;
+  for (int64_t d : shape_) {
+    PD_CHECK_ARG(d >= 0, "negative dimension in shape ", shape_str(shape_));
+    if (d != 0 && elems > kMaxBytes / d)
+      fail(PD_ERR_UNSUPPORTED, "tensor of shape ", shape_str(shape_), " is too large");
+    elems *= d;
+  }
+  if (elems > kMaxBytes / static_cast<int64_t>(std::max<size_t>(1, dtype_size(t))))
+    fail(PD_ERR_UNSUPPORTED, "tensor of shape ", shape_str(shape_), " is too large");
   size_t n = nbytes();
   size_t alloc = (n + 63) / 64 * 64;
   if (alloc == 0) alloc = 64;
