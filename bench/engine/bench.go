@@ -139,6 +139,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 				return err
 			}
 			c := Case{Model: spec.Name, Batch: batch, Policyd: []Result{}, ORT: []Result{}}
+			cpu0 := sampleCPU()
 			if engErr != nil {
 				c.PolicydErr = engErr.Error()
 			}
@@ -170,6 +171,10 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 						cfg.logf("%s b%d ORT     %-3s p50 %8.1fµs p99 %8.1fµs %12.0f inf/s", spec.Name, batch, x.Mode, x.P50, x.P99, x.InferencesPerS)
 					}
 				}
+			}
+			c.OtherCores = round(otherCores(cpu0, sampleCPU()), 2)
+			if c.OtherCores >= noisyCores {
+				cfg.logf("%s b%d: other processes used %.2f cores meanwhile: numbers disturbed", spec.Name, batch, c.OtherCores)
 			}
 			c.fillRatios()
 			if c.PolicydErr != "" {

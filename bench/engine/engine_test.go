@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 const specJSON = `{"opset": 17, "models": {
@@ -243,5 +244,26 @@ func TestBusyWarning(t *testing.T) {
 	}
 	if w := busyWarning("", 2); w != "" {
 		t.Fatal(w)
+	}
+}
+
+func TestOtherCores(t *testing.T) {
+	a := sampleCPU()
+	if !a.ok {
+		t.Skip("no /proc/stat")
+	}
+	b := a
+	b.at = a.at.Add(2 * time.Second)
+	b.busy += 3 // 3 CPU-seconds busy in 2 s ...
+	b.own += 2  // ... 2 of them ours
+	if got := otherCores(a, b); math.Abs(got-0.5) > 1e-9 {
+		t.Fatal(got)
+	}
+	b.own += 5
+	if got := otherCores(a, b); got != 0 {
+		t.Fatal(got)
+	}
+	if got := otherCores(cpuSample{}, b); got != -1 {
+		t.Fatal(got)
 	}
 }

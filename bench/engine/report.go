@@ -26,7 +26,13 @@ type Case struct {
 	RatioP50   *float64 `json:"ratio_p50_st,omitempty"`    // policyd st p50 / ORT st p50 (lower is better)
 	RatioThrpt *float64 `json:"ratio_thrpt_par,omitempty"` // policyd par inf/s / ORT par inf/s (higher is better)
 	RatioSTInf *float64 `json:"ratio_thrpt_st,omitempty"`  // policyd st inf/s / ORT st inf/s
+	// OtherCores is the average number of cores other processes kept busy while the case ran
+	// (both peers); -1 unknown. Anything near 0.1 or above means the numbers are disturbed.
+	OtherCores float64 `json:"other_cpu_cores"`
 }
+
+// noisyCores is the OtherCores above which a case is flagged as disturbed.
+const noisyCores = 0.1
 
 func findRun(runs []Result, mode string) *Result {
 	for i := range runs {
@@ -300,18 +306,31 @@ func WriteMarkdown(w io.Writer, m Machine, cases []Case) error {
 			errs = append(errs, fmt.Sprintf("- %s b%d ORT: %s", c.Model, c.Batch, c.ORTErr))
 		}
 	}
-	b.WriteString("\nDetail (µs; iters = timed calls):\n\n")
-	b.WriteString("| model | batch | peer | mode | workers | iters | p50 | p95 | p99 | mean | inf/s |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("\nDetail (µs; iters = timed calls; other cores = average CPU that other processes used during the case, " +
+		"both peers, from /proc/stat less this process and its children):\n\n")
+	b.WriteString("| model | batch | peer | mode | workers | iters | p50 | p95 | p99 | mean | inf/s | other cores |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	var noisy []string
 	for _, c := range cases {
+		other := "–"
+		if c.OtherCores >= 0 {
+			other = fmt.Sprintf("%.2f", c.OtherCores)
+		}
+		if c.OtherCores >= noisyCores {
+			noisy = append(noisy, fmt.Sprintf("%s b%d (%.2f)", c.Model, c.Batch, c.OtherCores))
+		}
 		for _, pr := range []struct {
 			name string
 			runs []Result
 		}{{"policyd", c.Policyd}, {"ORT", c.ORT}} {
 			for _, r := range pr.runs {
-				fmt.Fprintf(&b, "| %s | %d | %s | %s | %d | %d | %s | %s | %s | %s | %s |\n", c.Model, c.Batch, pr.name, r.Mode,
-					r.Workers, r.Iters, fmtNum(r.P50, 1), fmtNum(r.P95, 1), fmtNum(r.P99, 1), fmtNum(r.Mean, 1), fmtNum(r.InferencesPerS, 0))
+				fmt.Fprintf(&b, "| %s | %d | %s | %s | %d | %d | %s | %s | %s | %s | %s | %s |\n", c.Model, c.Batch, pr.name, r.Mode,
+					r.Workers, r.Iters, fmtNum(r.P50, 1), fmtNum(r.P95, 1), fmtNum(r.P99, 1), fmtNum(r.Mean, 1), fmtNum(r.InferencesPerS, 0), other)
 			}
 		}
+	}
+	if len(noisy) > 0 {
+		fmt.Fprintf(&b, "\n> **Disturbed cases** (other processes used ≥ %.1f cores meanwhile; rerun before trusting them): %s.\n",
+			noisyCores, strings.Join(noisy, ", "))
 	}
 	if ts := Targets(cases); len(ts) > 0 {
 		b.WriteString("\nTargets:\n\n| target | model | ratio | status |\n|---|---|---|---|\n")

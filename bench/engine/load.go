@@ -1,0 +1,63 @@
+package engine
+
+import (
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// cpuSample is the machine's busy CPU time and this process's own (children included) at one
+// instant. Between two samples, busy − own is what other processes used: the interference a
+// benchmark on a shared machine must own up to.
+type cpuSample struct {
+	at   time.Time
+	busy float64 // seconds, all CPUs, from /proc/stat
+	own  float64 // seconds, this process + its waited-for children (the node peers)
+	ok   bool
+}
+
+const clkTck = 100 // USER_HZ on Linux
+
+func sampleCPU() cpuSample {
+	s := cpuSample{at: time.Now()}
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return s
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 8 || f[0] != "cpu" {
+		return s
+	}
+	// user nice system idle iowait irq softirq steal ...: busy = user+nice+system+irq+softirq.
+	for _, i := range []int{1, 2, 3, 6, 7} {
+		v, err := strconv.ParseFloat(f[i], 64)
+		if err != nil {
+			return s
+		}
+		s.busy += v / clkTck
+	}
+	for _, who := range []int{syscall.RUSAGE_SELF, syscall.RUSAGE_CHILDREN} {
+		var ru syscall.Rusage
+		if syscall.Getrusage(who, &ru) != nil {
+			return s
+		}
+		s.own += tv(ru.Utime) + tv(ru.Stime)
+	}
+	s.ok = true
+	return s
+}
+
+func tv(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
+
+// otherCores is the average number of cores other processes kept busy between a and b; -1
+// when unknown.
+func otherCores(a, b cpuSample) float64 {
+	wall := b.at.Sub(a.at).Seconds()
+	if !a.ok || !b.ok || wall <= 0 {
+		return -1
+	}
+	return max(0, ((b.busy-a.busy)-(b.own-a.own))/wall)
+}
