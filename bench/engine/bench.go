@@ -240,6 +240,7 @@ func machine(ctx context.Context, cfg Config, rt *bridge.Runtime) Machine {
 		SIMD:       simd,
 		Go:         runtime.Version(),
 		OSArch:     runtime.GOOS + "/" + runtime.GOARCH,
+		LibFile:    loadedLibrary(),
 		Library:    fmt.Sprintf("%s (ABI %d.%d)", bridge.LibraryVersion(), major, minor),
 		Backends:   strings.Join(backends, ", "),
 		Commit:     gitCommit(ctx),

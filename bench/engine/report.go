@@ -3,12 +3,14 @@ package engine
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"io"
 	"math"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -73,6 +75,7 @@ type Machine struct {
 	Go         string `json:"go"`
 	OSArch     string `json:"os_arch"`
 	Library    string `json:"libpolicyd"`
+	LibFile    string `json:"libpolicyd_file"`
 	Backends   string `json:"backends"`
 	Commit     string `json:"commit"`
 	Node       string `json:"node"`
@@ -142,6 +145,28 @@ func loadavg() string {
 		return ""
 	}
 	return strings.Join(f[:3], " ")
+}
+
+// loadedLibrary is the path of the libpolicyd.so this process mapped (LD_LIBRARY_PATH or the
+// RUNPATH decide which) and the first 12 hex digits of its SHA-256, "" where unknown.
+func loadedLibrary() string {
+	b, err := os.ReadFile("/proc/self/maps")
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 6 || filepath.Base(f[5]) != "libpolicyd.so" {
+			continue
+		}
+		data, err := os.ReadFile(f[5])
+		if err != nil {
+			return f[5]
+		}
+		sum := sha256.Sum256(data)
+		return fmt.Sprintf("%s (sha256 %x)", f[5], sum[:6])
+	}
+	return ""
 }
 
 // gitCommit is `git describe --always --dirty` of the working directory, "" outside a checkout.
@@ -273,7 +298,7 @@ func WriteMarkdown(w io.Writer, m Machine, cases []Case) error {
 	for _, kv := range [][2]string{
 		{"date_utc", m.Date}, {"nproc", fmt.Sprint(m.NProc)}, {"GOMAXPROCS", fmt.Sprint(m.GOMAXPROCS)},
 		{"cpu_model", m.CPU}, {"simd", m.SIMD}, {"go", m.Go}, {"os_arch", m.OSArch},
-		{"libpolicyd", m.Library}, {"backends", m.Backends}, {"commit", m.Commit},
+		{"libpolicyd", m.Library}, {"libpolicyd_file", m.LibFile}, {"backends", m.Backends}, {"commit", m.Commit},
 		{"node", m.Node}, {"onnxruntime_node", m.ORT}, {"settings", m.Settings},
 		{"loadavg_before", m.LoadBefore}, {"loadavg_after", m.LoadAfter},
 	} {

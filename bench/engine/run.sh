@@ -6,8 +6,9 @@
 # Env knobs: SECONDS_PER_CASE (timed seconds per peer, mode, model and batch; default 2),
 # MODELS (comma-separated, default all of models.json), BATCHES (default 1,32,256),
 # PEERS_DIR (default ../shared/peers; only read), GO, NODE, NPM.
-# Needs lib/ (make native). Writes build/peers/ (ORT set up from PEERS_DIR, never written
-# there), bin/policyctl and build/bench-engine.md (the report, also on stdout).
+# Needs lib/ (make native); the run uses a private copy of it. Writes build/peers/ (ORT, set
+# up from PEERS_DIR, never written there), build/bench-engine-lib/, bin/policyctl and
+# build/bench-engine.md (the report, also on stdout).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -33,6 +34,12 @@ if [[ $lock_changed = 1 || ! -f build/peers/node/node_modules/onnxruntime-node/p
   echo "bench-engine: npm ci in build/peers/node" >&2
   (cd build/peers/node && "$NPM" ci --ignore-scripts --no-audit --no-fund >&2)
 fi
+
+# A private copy of lib/: a concurrent `make native` rewrites lib/*.so in place, which would
+# crash or silently change a library this run has mapped. LD_LIBRARY_PATH beats the RUNPATH.
+rm -rf build/bench-engine-lib && mkdir -p build/bench-engine-lib
+cp lib/*.so build/bench-engine-lib/
+export LD_LIBRARY_PATH="$PWD/build/bench-engine-lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
 mkdir -p bin
 "$GO" build -o bin/policyctl ./cmd/policyctl
