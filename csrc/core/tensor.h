@@ -5,6 +5,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "error.h"
@@ -87,10 +88,17 @@ uint16_t float_to_half(float f);
 float bf16_to_float(uint16_t h);
 uint16_t float_to_bf16(float f);
 
-// Calls f.template operator()<T>() with T the C++ type of dtype, over the numeric types our
-// kernels compute with. Throws UNSUPPORTED (naming what) for any other type.
+// Calls f with T the C++ type of dtype, over the numeric types our kernels compute with: a
+// generic lambda gets a null T* as a type tag (`[&](auto* tag) { using T = PD_TAG_TYPE(tag); }`),
+// a functor its template operator()<T>(). Throws UNSUPPORTED (naming what) for any other type.
+#define PD_TAG_TYPE(tag) typename std::remove_pointer<decltype(tag)>::type
+template <typename T, typename F>
+decltype(auto) invoke_typed(F& f) {
+  if constexpr (std::is_invocable_v<F&, T*>) return f(static_cast<T*>(nullptr));
+  else return f.template operator()<T>();
+}
 #define PD_DISPATCH_CASE(E, T) \
-  case ::pd::DType::E: return f.template operator()<T>();
+  case ::pd::DType::E: return invoke_typed<T>(f);
 template <typename F>
 decltype(auto) dispatch_all(DType t, const char* what, F&& f) {
   switch (t) {

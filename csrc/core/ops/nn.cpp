@@ -28,16 +28,6 @@ namespace pd {
 
 namespace {
 
-// Adapts a generic lambda taking a `T*` tag to the dispatch helpers' f.template operator()<T>().
-template <typename F>
-struct Typed {
-  F f;
-  template <typename T>
-  decltype(auto) operator()() { return f(static_cast<T*>(nullptr)); }
-};
-template <typename F>
-Typed<F> typed(F f) { return Typed<F>{std::move(f)}; }
-#define PD_TAG_TYPE(tag) typename std::remove_pointer<decltype(tag)>::type
 
 void require_float(const InferCtx& c, DType t) {
   if (t != DType::F32 && t != DType::F64)
@@ -229,7 +219,7 @@ void infer_gemm(InferCtx& c) {
 
 std::unique_ptr<Kernel> make_gemm(const InferCtx& c) {
   GemmPlan p = gemm_plan(c);
-  return dispatch_numeric(c.in[0].dtype, c.node.op.c_str(), typed([&](auto* tag) {
+  return dispatch_numeric(c.in[0].dtype, c.node.op.c_str(), [&](auto* tag) {
     using T = PD_TAG_TYPE(tag);
     return make_kernel([p](RunCtx& rc, const View* in, View* out) {
       T* y = out[0].as<T>();
@@ -238,7 +228,7 @@ std::unique_ptr<Kernel> make_gemm(const InferCtx& c) {
               ldb, y, p.n);
       run_epilogue<T>(p.epi, y, p.m, p.n, p.epi.bias ? in[2].as<const T>() : nullptr);
     });
-  }));
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -327,7 +317,7 @@ std::unique_ptr<Kernel> make_matmul(const InferCtx& c) {
       p.epi.bn = c.in[2].shape[0] == 1 ? 0 : 1;
     }
   }
-  return dispatch_numeric(c.in[0].dtype, c.node.op.c_str(), typed([&](auto* tag) {
+  return dispatch_numeric(c.in[0].dtype, c.node.op.c_str(), [&](auto* tag) {
     using T = PD_TAG_TYPE(tag);
     return make_kernel([p](RunCtx& rc, const View* in, View* out) {
       const T* a = in[0].as<const T>();
@@ -344,7 +334,7 @@ std::unique_ptr<Kernel> make_matmul(const InferCtx& c) {
       if (p.epi.active())
         run_epilogue<T>(p.epi, y, p.batch * p.m, p.n, p.epi.bias ? in[2].as<const T>() : nullptr);
     });
-  }));
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -574,10 +564,10 @@ class ConvKernel final : public Kernel {
 
 std::unique_ptr<Kernel> make_conv(const InferCtx& c) {
   ConvPlan p = conv_plan(c);
-  return dispatch_float(c.in[0].dtype, c.node.op.c_str(), typed([&](auto* tag) -> std::unique_ptr<Kernel> {
+  return dispatch_float(c.in[0].dtype, c.node.op.c_str(), [&](auto* tag) -> std::unique_ptr<Kernel> {
     using T = PD_TAG_TYPE(tag);
     return std::make_unique<ConvKernel<T>>(p);
-  }));
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -744,20 +734,20 @@ std::unique_ptr<Kernel> make_pool(const InferCtx& c) {
   if (c.node.op == "MaxPool") {
     // out[1] exists only when the node lists an Indices output.
     const bool indices = c.node.outputs.size() > 1;
-    return dispatch_numeric(c.in[0].dtype, "MaxPool", typed([&](auto* tag) {
+    return dispatch_numeric(c.in[0].dtype, "MaxPool", [&](auto* tag) {
       using T = PD_TAG_TYPE(tag);
       return make_kernel([p, indices](RunCtx&, const View* in, View* out) {
         run_maxpool<T>(p, in[0].as<const T>(), out[0].as<T>(),
                        indices ? out[1].as<int64_t>() : nullptr);
       });
-    }));
+    });
   }
-  return dispatch_float(c.in[0].dtype, "AveragePool", typed([&](auto* tag) {
+  return dispatch_float(c.in[0].dtype, "AveragePool", [&](auto* tag) {
     using T = PD_TAG_TYPE(tag);
     return make_kernel([p](RunCtx&, const View* in, View* out) {
       run_avgpool<T>(p, in[0].as<const T>(), out[0].as<T>());
     });
-  }));
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -780,7 +770,7 @@ std::unique_ptr<Kernel> make_global_pool(const InferCtx& c) {
   int64_t n = 1;
   for (size_t i = 2; i < s.size(); ++i) n *= s[i];
   const bool is_max = c.node.op == "GlobalMaxPool";
-  return dispatch_float(c.in[0].dtype, c.node.op.c_str(), typed([&](auto* tag) {
+  return dispatch_float(c.in[0].dtype, c.node.op.c_str(), [&](auto* tag) {
     using T = PD_TAG_TYPE(tag);
     return make_kernel([rows, n, is_max](RunCtx&, const View* in, View* out) {
       const T* x = in[0].as<const T>();
@@ -798,7 +788,7 @@ std::unique_ptr<Kernel> make_global_pool(const InferCtx& c) {
         }
       }
     });
-  }));
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -949,10 +939,10 @@ class BatchNormKernel final : public Kernel {
 
 std::unique_ptr<Kernel> make_batchnorm(const InferCtx& c) {
   BatchNormPlan p = batchnorm_plan(c);
-  return dispatch_float(c.in[0].dtype, "BatchNormalization", typed([&](auto* tag) -> std::unique_ptr<Kernel> {
+  return dispatch_float(c.in[0].dtype, "BatchNormalization", [&](auto* tag) -> std::unique_ptr<Kernel> {
     using T = PD_TAG_TYPE(tag);
     return std::make_unique<BatchNormKernel<T>>(p, c);
-  }));
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1071,7 +1061,7 @@ void run_layernorm(const LayerNormPlan& p, const T* x, const T* scale, const T* 
 
 std::unique_ptr<Kernel> make_layernorm(const InferCtx& c) {
   LayerNormPlan p = layernorm_plan(c);
-  return dispatch_float(c.in[0].dtype, "LayerNormalization", typed([&](auto* tag) {
+  return dispatch_float(c.in[0].dtype, "LayerNormalization", [&](auto* tag) {
     using T = PD_TAG_TYPE(tag);
     return make_kernel([p](RunCtx&, const View* in, View* out) {
       run_layernorm<T>(p, in[0].as<const T>(), in[1].as<const T>(),
@@ -1079,7 +1069,7 @@ std::unique_ptr<Kernel> make_layernorm(const InferCtx& c) {
                        p.n_out > 1 ? out[1].as<float>() : nullptr,
                        p.n_out > 2 ? out[2].as<float>() : nullptr);
     });
-  }));
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1105,7 +1095,7 @@ std::unique_ptr<Kernel> make_instancenorm(const InferCtx& c) {
   int64_t sp = 1;
   for (size_t i = 2; i < s.size(); ++i) sp *= s[i];
   const float eps = c.node.attr_float("epsilon", 1e-5f);
-  return dispatch_float(c.in[0].dtype, "InstanceNormalization", typed([&](auto* tag) {
+  return dispatch_float(c.in[0].dtype, "InstanceNormalization", [&](auto* tag) {
     using T = PD_TAG_TYPE(tag);
     return make_kernel([n, ch, sp, eps](RunCtx&, const View* in, View* out) {
       const T* x = in[0].as<const T>();
@@ -1126,7 +1116,7 @@ std::unique_ptr<Kernel> make_instancenorm(const InferCtx& c) {
         for (int64_t i = 0; i < sp; ++i) yr[i] = xr[i] * a + b;
       }
     });
-  }));
+  });
 }
 
 }  // namespace

@@ -27,16 +27,6 @@ namespace {
 
 constexpr size_t kMaxDims = 16;
 
-// Adapts a generic lambda taking a `T*` tag to the dispatch helpers' f.template operator()<T>().
-template <typename F>
-struct Typed {
-  F f;
-  template <typename T>
-  decltype(auto) operator()() { return f(static_cast<T*>(nullptr)); }
-};
-template <typename F>
-Typed<F> typed(F f) { return Typed<F>{std::move(f)}; }
-#define PD_TAG_TYPE(tag) typename std::remove_pointer<decltype(tag)>::type
 
 // ---------------------------------------------------------------------------------------------
 // Reduce*
@@ -313,10 +303,10 @@ std::unique_ptr<Kernel> make_reduce_t(RK k, const ReducePlan& p) {
 std::unique_ptr<Kernel> make_reduce(const InferCtx& c) {
   ReducePlan p = make_reduce_plan(c);
   RK k = reduce_info(c.node).kind;
-  return dispatch_numeric(c.in[0].dtype, c.node.op.c_str(), typed([&](auto* tag) {
+  return dispatch_numeric(c.in[0].dtype, c.node.op.c_str(), [&](auto* tag) {
                             using T = PD_TAG_TYPE(tag);
                             return make_reduce_t<T>(k, p);
-                          }));
+                          });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -384,7 +374,7 @@ std::unique_ptr<Kernel> make_arg(const InferCtx& c) {
   AxisPlan p = axis_plan(s, axis);
   const bool is_max = c.node.op == "ArgMax";
   const bool last = c.node.attr_int("select_last_index", 0) != 0;
-  return dispatch_numeric(c.in[0].dtype, c.node.op.c_str(), typed([&](auto* tag) {
+  return dispatch_numeric(c.in[0].dtype, c.node.op.c_str(), [&](auto* tag) {
     using T = PD_TAG_TYPE(tag);
     using Fn = void (*)(const AxisPlan&, const T*, int64_t*);
     Fn fn = is_max ? (last ? run_arg<T, true, true> : run_arg<T, true, false>)
@@ -392,7 +382,7 @@ std::unique_ptr<Kernel> make_arg(const InferCtx& c) {
     return make_kernel([p, fn](RunCtx&, const View* in, View* out) {
       fn(p, in[0].as<const T>(), out[0].as<int64_t>());
     });
-  }));
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -612,10 +602,10 @@ std::unique_ptr<Kernel> make_softmax(const InferCtx& c) {
   const bool is_log = c.node.op == "LogSoftmax";
   if (p.n == 0 || p.outer == 0 || p.inner == 0)
     return make_kernel([](RunCtx&, const View*, View*) {});
-  return dispatch_float(c.in[0].dtype, c.node.op.c_str(), typed([&](auto* tag) {
+  return dispatch_float(c.in[0].dtype, c.node.op.c_str(), [&](auto* tag) {
     using T = PD_TAG_TYPE(tag);
     return is_log ? make_softmax_t<T, true>(p) : make_softmax_t<T, false>(p);
-  }));
+  });
 }
 
 }  // namespace
