@@ -121,6 +121,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	}
 	var cases []Case
 	var failed []string
+	runStart := sampleCPU()
 	for _, spec := range specs {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -200,6 +201,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		}
 	}
 	m.LoadAfter = loadavg()
+	m.OtherDuring = round(otherCores(runStart, sampleCPU()), 2)
 	switch cfg.Format {
 	case "markdown":
 		if err := WriteMarkdown(out, m, cases); err != nil {
@@ -209,8 +211,9 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		if err := jsonLine(out, struct {
 			Type         string   `json:"type"`
 			LoadavgAfter string   `json:"loadavg_after"`
+			OtherDuring  float64  `json:"other_cpu_cores_during"`
 			Targets      []Target `json:"targets"`
-		}{"summary", m.LoadAfter, Targets(cases)}); err != nil {
+		}{"summary", m.LoadAfter, m.OtherDuring, Targets(cases)}); err != nil {
 			return err
 		}
 	}
@@ -249,7 +252,13 @@ func machine(ctx context.Context, cfg Config, rt *bridge.Runtime) Machine {
 			cfg.Params.Seconds, cfg.Params.Warmup, cfg.Params.MaxIters, cfg.Params.MinIters, cfg.Params.Workers,
 			strings.Join(cfg.Modes, ",")),
 	}
-	m.Warning = busyWarning(m.LoadBefore, m.NProc)
+	a := sampleCPU()
+	select {
+	case <-ctx.Done():
+	case <-time.After(time.Second):
+	}
+	m.OtherBefore = round(otherCores(a, sampleCPU()), 2)
+	m.Warning = busyWarning(m.OtherBefore, m.LoadBefore)
 	if cfg.ORT != nil {
 		m.Node, m.ORT = cfg.ORT.Version(ctx)
 	}

@@ -236,13 +236,10 @@ func TestValidate(t *testing.T) {
 }
 
 func TestBusyWarning(t *testing.T) {
-	if w := busyWarning("0.72 0.82 0.50", 2); w != "" {
+	if w := busyWarning(0.02, "1.17 4.29 5.53"); w != "" {
 		t.Fatal(w)
 	}
-	if w := busyWarning("8.02 8.74 6.67", 2); !strings.Contains(w, "busy") {
-		t.Fatal(w)
-	}
-	if w := busyWarning("", 2); w != "" {
+	if w := busyWarning(1.3, "8.02 8.74 6.67"); !strings.Contains(w, "busy") || !strings.Contains(w, "1.30 cores") {
 		t.Fatal(w)
 	}
 }

@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -81,23 +80,23 @@ type Machine struct {
 	Node       string `json:"node"`
 	ORT        string `json:"onnxruntime_node"`
 	LoadBefore string `json:"loadavg_before"`
-	LoadAfter  string `json:"loadavg_after"`
-	Settings   string `json:"settings"`
-	Warning    string `json:"warning,omitempty"`
+	// Average cores other processes used in the second before the run and during the whole run.
+	OtherBefore float64 `json:"other_cpu_cores_before"`
+	OtherDuring float64 `json:"other_cpu_cores_during"`
+	LoadAfter   string  `json:"loadavg_after"`
+	Settings    string  `json:"settings"`
+	Warning     string  `json:"warning,omitempty"`
 }
 
-// busyWarning is set when the 1-minute load average before the run is at least half the CPUs:
-// other work then shares the cores and neither peer's numbers mean much.
-func busyWarning(load string, nproc int) string {
-	f := strings.Fields(load)
-	if len(f) == 0 {
+// busyWarning is set when other processes kept at least noisyCores busy in the second before
+// the run: they then share the cores, and neither peer's numbers mean much. (The load average
+// alone would also flag a machine that just went quiet: it decays over minutes.)
+func busyWarning(other float64, load string) string {
+	if other < noisyCores {
 		return ""
 	}
-	l1, err := strconv.ParseFloat(f[0], 64)
-	if err != nil || l1 < float64(nproc)/2 {
-		return ""
-	}
-	return fmt.Sprintf("the machine was busy before the run (load average %s on %d CPUs): other processes shared the cores, so latencies and throughputs of both peers are unreliable; rerun on a quiet machine", load, nproc)
+	return fmt.Sprintf("the machine was busy when the run started (other processes used %.2f cores; load average %s): "+
+		"latencies and throughputs of both peers are unreliable; see the other-cores column, rerun on a quiet machine", other, load)
 }
 
 // cpuInfo reads the first "model name" and the SIMD flags the kernels care about.
@@ -301,6 +300,7 @@ func WriteMarkdown(w io.Writer, m Machine, cases []Case) error {
 		{"libpolicyd", m.Library}, {"libpolicyd_file", m.LibFile}, {"backends", m.Backends}, {"commit", m.Commit},
 		{"node", m.Node}, {"onnxruntime_node", m.ORT}, {"settings", m.Settings},
 		{"loadavg_before", m.LoadBefore}, {"loadavg_after", m.LoadAfter},
+		{"other_cpu_cores_before", fmt.Sprintf("%.2f", m.OtherBefore)}, {"other_cpu_cores_during", fmt.Sprintf("%.2f", m.OtherDuring)},
 	} {
 		v := kv[1]
 		if v == "" {
