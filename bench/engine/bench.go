@@ -153,29 +153,33 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 					c.PolicydErr = fmt.Sprintf("%s: %v", mode, err)
 					break
 				}
-				cfg.logf("%s b%d policyd %-3s p50 %8.1fµs p99 %8.1fµs %12.0f inf/s", spec.Name, batch, mode, r.P50, r.P99, r.InferencesPerS)
+				cfg.logf("%s b%d policyd %-3s p50 %8.1fµs p99 %8.1fµs %12.0f inf/s  cores %.2f (others %.2f)", spec.Name, batch, mode, r.P50, r.P99, r.InferencesPerS, r.OwnCores, r.OtherCores)
 				c.Policyd = append(c.Policyd, r)
 			}
-			if cfg.ORT != nil {
-				r, err := cfg.ORT.Run(ctx, spec.Name, batch, cfg.Modes, cfg.Params)
-				if err != nil {
-					c.ORTErr = err.Error()
-				} else {
-					c.ORT = r.Runs
-					if m.ORT == "" {
-						m.ORT = r.ORT
-					}
-					if m.Node == "" {
-						m.Node = r.Node
-					}
-					for _, x := range r.Runs {
-						cfg.logf("%s b%d ORT     %-3s p50 %8.1fµs p99 %8.1fµs %12.0f inf/s", spec.Name, batch, x.Mode, x.P50, x.P99, x.InferencesPerS)
-					}
+			// ORT: one process per mode, so each mode's CPU accounting is its own.
+			for _, mode := range cfg.Modes {
+				if cfg.ORT == nil || c.ORTErr != "" {
+					break
 				}
+				r, err := cfg.ORT.Run(ctx, spec.Name, batch, []string{mode}, cfg.Params)
+				if err != nil {
+					c.ORTErr = fmt.Sprintf("%s: %v", mode, err)
+					break
+				}
+				if m.ORT == "" {
+					m.ORT = r.ORT
+				}
+				if m.Node == "" {
+					m.Node = r.Node
+				}
+				for _, x := range r.Runs {
+					cfg.logf("%s b%d ORT     %-3s p50 %8.1fµs p99 %8.1fµs %12.0f inf/s  cores %.2f (others %.2f)", spec.Name, batch, x.Mode, x.P50, x.P99, x.InferencesPerS, x.OwnCores, x.OtherCores)
+				}
+				c.ORT = append(c.ORT, r.Runs...)
 			}
 			c.OtherCores = round(otherCores(cpu0, sampleCPU()), 2)
 			if c.OtherCores >= noisyCores {
-				cfg.logf("%s b%d: other processes used %.2f cores meanwhile: numbers disturbed", spec.Name, batch, c.OtherCores)
+				cfg.logf("%s b%d: other processes used %.2f cores during the case: numbers disturbed", spec.Name, batch, c.OtherCores)
 			}
 			c.fillRatios()
 			if c.PolicydErr != "" {

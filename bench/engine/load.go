@@ -61,3 +61,19 @@ func otherCores(a, b cpuSample) float64 {
 	}
 	return max(0, ((b.busy-a.busy)-(b.own-a.own))/wall)
 }
+
+// ownCores is the average number of cores this process and its children used between a and b;
+// -1 when unknown.
+func ownCores(a, b cpuSample) float64 {
+	wall := b.at.Sub(a.at).Seconds()
+	if !a.ok || !b.ok || wall <= 0 {
+		return -1
+	}
+	return (b.own - a.own) / wall
+}
+
+// account sets r's CPU fields from the samples around it.
+func account(r *Result, a, b cpuSample) {
+	r.OwnCores = round(ownCores(a, b), 2)
+	r.OtherCores = round(otherCores(a, b), 2)
+}

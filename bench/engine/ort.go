@@ -43,7 +43,7 @@ func (o ORTRunner) Args(model string, batch int, modes []string, p Params) []str
 }
 
 // Run runs ort_bench.js for one model and batch (its modes one after another, as it does) and
-// parses its JSON line. The process gets a generous deadline derived from the parameters.
+// parses its JSON line. With one mode, that run's CPU fields are set (the whole process's). The process gets a generous deadline derived from the parameters.
 func (o ORTRunner) Run(ctx context.Context, model string, batch int, modes []string, p Params) (ORTResult, error) {
 	limit := time.Duration((float64(len(modes))*(p.Seconds+p.Warmup)*4 + 120) * float64(time.Second))
 	ctx, cancel := context.WithTimeout(ctx, limit)
@@ -51,7 +51,9 @@ func (o ORTRunner) Run(ctx context.Context, model string, batch int, modes []str
 	cmd := exec.CommandContext(ctx, o.Node, o.Args(model, batch, modes, p)...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cpu0 := sampleCPU()
 	err := cmd.Run()
+	cpu1 := sampleCPU()
 	if err != nil {
 		return ORTResult{}, fmt.Errorf("%s %s: %w: %s", o.Node, filepath.Base(o.Script), err, tail(stderr.String(), 800))
 	}
@@ -61,6 +63,13 @@ func (o ORTRunner) Run(ctx context.Context, model string, batch int, modes []str
 	}
 	if r.Model != model || r.Batch != batch {
 		return ORTResult{}, fmt.Errorf("ort_bench.js answered for %s b%d, asked %s b%d", r.Model, r.Batch, model, batch)
+	}
+	if len(r.Runs) == 1 { // one mode: the process's CPU is that mode's
+		account(&r.Runs[0], cpu0, cpu1)
+	} else {
+		for i := range r.Runs {
+			r.Runs[i].OwnCores, r.Runs[i].OtherCores = -1, -1
+		}
 	}
 	return r, nil
 }

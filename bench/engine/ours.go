@@ -213,6 +213,7 @@ func BenchOurs(eng *bridge.Engine, spec ModelSpec, batch int, mode string, p Par
 		close(abort) // workers that got ready exit; failed ones already did
 		return Result{}, firstErr
 	}
+	cpu0 := sampleCPU()
 	close(start)
 	lats := make([][]float64, 0, workers)
 	seconds := 0.0
@@ -224,8 +225,11 @@ func BenchOurs(eng *bridge.Engine, spec ModelSpec, batch int, mode string, p Par
 		lats = append(lats, r.lat)
 		seconds = max(seconds, r.seconds)
 	}
+	cpu1 := sampleCPU()
 	if firstErr != nil {
 		return Result{}, firstErr
 	}
-	return summarize(mode, workers, batch, lats, seconds), nil
+	r := summarize(mode, workers, batch, lats, seconds)
+	account(&r, cpu0, cpu1)
+	return r, nil
 }

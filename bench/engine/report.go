@@ -331,30 +331,34 @@ func WriteMarkdown(w io.Writer, m Machine, cases []Case) error {
 			errs = append(errs, fmt.Sprintf("- %s b%d ORT: %s", c.Model, c.Batch, c.ORTErr))
 		}
 	}
-	b.WriteString("\nDetail (µs; iters = timed calls; other cores = average CPU that other processes used during the case, " +
-		"both peers, from /proc/stat less this process and its children):\n\n")
-	b.WriteString("| model | batch | peer | mode | workers | iters | p50 | p95 | p99 | mean | inf/s | other cores |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("\nDetail (µs; iters = timed calls; cores = average CPU this peer used (policyd: the timed loop; ORT: " +
+		"its whole process, setup included); other = average CPU all other processes used meanwhile, from /proc/stat):\n\n")
+	b.WriteString("| model | batch | peer | mode | workers | iters | p50 | p95 | p99 | mean | inf/s | cores | other |\n" +
+		"|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	var noisy []string
+	cores := func(v float64) string {
+		if v < 0 {
+			return "–"
+		}
+		return fmt.Sprintf("%.2f", v)
+	}
 	for _, c := range cases {
-		other := "–"
-		if c.OtherCores >= 0 {
-			other = fmt.Sprintf("%.2f", c.OtherCores)
-		}
-		if c.OtherCores >= noisyCores {
-			noisy = append(noisy, fmt.Sprintf("%s b%d (%.2f)", c.Model, c.Batch, c.OtherCores))
-		}
 		for _, pr := range []struct {
 			name string
 			runs []Result
 		}{{"policyd", c.Policyd}, {"ORT", c.ORT}} {
 			for _, r := range pr.runs {
-				fmt.Fprintf(&b, "| %s | %d | %s | %s | %d | %d | %s | %s | %s | %s | %s | %s |\n", c.Model, c.Batch, pr.name, r.Mode,
-					r.Workers, r.Iters, fmtNum(r.P50, 1), fmtNum(r.P95, 1), fmtNum(r.P99, 1), fmtNum(r.Mean, 1), fmtNum(r.InferencesPerS, 0), other)
+				fmt.Fprintf(&b, "| %s | %d | %s | %s | %d | %d | %s | %s | %s | %s | %s | %s | %s |\n", c.Model, c.Batch, pr.name, r.Mode,
+					r.Workers, r.Iters, fmtNum(r.P50, 1), fmtNum(r.P95, 1), fmtNum(r.P99, 1), fmtNum(r.Mean, 1), fmtNum(r.InferencesPerS, 0),
+					cores(r.OwnCores), cores(r.OtherCores))
+				if r.OtherCores >= noisyCores {
+					noisy = append(noisy, fmt.Sprintf("%s b%d %s %s (%.2f)", c.Model, c.Batch, pr.name, r.Mode, r.OtherCores))
+				}
 			}
 		}
 	}
 	if len(noisy) > 0 {
-		fmt.Fprintf(&b, "\n> **Disturbed cases** (other processes used ≥ %.1f cores meanwhile; rerun before trusting them): %s.\n",
+		fmt.Fprintf(&b, "\n> **Disturbed runs** (other processes used ≥ %.1f cores meanwhile; rerun before trusting them): %s.\n",
 			noisyCores, strings.Join(noisy, ", "))
 	}
 	if ts := Targets(cases); len(ts) > 0 {

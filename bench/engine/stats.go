@@ -19,6 +19,11 @@ type Result struct {
 	Mean           float64 `json:"mean_us"`
 	CallsPerS      float64 `json:"calls_per_s"`
 	InferencesPerS float64 `json:"inferences_per_s"`
+	// CPU accounting (filled by the benchmark, not by ort_bench.js): average cores this peer
+	// used (policyd: the timed loop; ORT: its whole process, setup included) and cores other
+	// processes used meanwhile; -1 unknown.
+	OwnCores   float64 `json:"own_cpu_cores"`
+	OtherCores float64 `json:"other_cpu_cores"`
 }
 
 // percentile is the nearest-rank percentile of sorted (the definition ort_bench.js uses).
