@@ -264,3 +264,21 @@ func TestOtherCores(t *testing.T) {
 		t.Fatal(got)
 	}
 }
+
+func TestMeasureRetriesDisturbedRuns(t *testing.T) {
+	for _, c := range []struct {
+		retries, wantCalls int
+		wantOther          float64
+	}{{0, 1, 0.5}, {1, 2, 0.3}, {5, 3, 0.01}} {
+		others := []float64{0.5, 0.3, 0.01, 0.9}
+		calls := 0
+		cfg := Config{Retries: c.retries, quietWait: -1}
+		rs, err := cfg.measure(context.Background(), "x", func() ([]Result, error) {
+			calls++
+			return []Result{{Mode: "st", OtherCores: others[calls-1]}}, nil
+		})
+		if err != nil || calls != c.wantCalls || rs[0].Attempts != c.wantCalls || rs[0].OtherCores != c.wantOther {
+			t.Errorf("retries %d: calls %d, %+v, %v", c.retries, calls, rs, err)
+		}
+	}
+}

@@ -333,8 +333,8 @@ func WriteMarkdown(w io.Writer, m Machine, cases []Case) error {
 	}
 	b.WriteString("\nDetail (µs; iters = timed calls; cores = average CPU this peer used (policyd: the timed loop; ORT: " +
 		"its whole process, setup included); other = average CPU all other processes used meanwhile, from /proc/stat):\n\n")
-	b.WriteString("| model | batch | peer | mode | workers | iters | p50 | p95 | p99 | mean | inf/s | cores | other |\n" +
-		"|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| model | batch | peer | mode | workers | iters | p50 | p95 | p99 | mean | inf/s | cores | other | tries |\n" +
+		"|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	var noisy []string
 	cores := func(v float64) string {
 		if v < 0 {
@@ -348,9 +348,9 @@ func WriteMarkdown(w io.Writer, m Machine, cases []Case) error {
 			runs []Result
 		}{{"policyd", c.Policyd}, {"ORT", c.ORT}} {
 			for _, r := range pr.runs {
-				fmt.Fprintf(&b, "| %s | %d | %s | %s | %d | %d | %s | %s | %s | %s | %s | %s | %s |\n", c.Model, c.Batch, pr.name, r.Mode,
+				fmt.Fprintf(&b, "| %s | %d | %s | %s | %d | %d | %s | %s | %s | %s | %s | %s | %s | %d |\n", c.Model, c.Batch, pr.name, r.Mode,
 					r.Workers, r.Iters, fmtNum(r.P50, 1), fmtNum(r.P95, 1), fmtNum(r.P99, 1), fmtNum(r.Mean, 1), fmtNum(r.InferencesPerS, 0),
-					cores(r.OwnCores), cores(r.OtherCores))
+					cores(r.OwnCores), cores(r.OtherCores), max(r.Attempts, 1))
 				if r.OtherCores >= noisyCores {
 					noisy = append(noisy, fmt.Sprintf("%s b%d %s %s (%.2f)", c.Model, c.Batch, pr.name, r.Mode, r.OtherCores))
 				}
@@ -358,7 +358,7 @@ func WriteMarkdown(w io.Writer, m Machine, cases []Case) error {
 		}
 	}
 	if len(noisy) > 0 {
-		fmt.Fprintf(&b, "\n> **Disturbed runs** (other processes used ≥ %.1f cores meanwhile; rerun before trusting them): %s.\n",
+		fmt.Fprintf(&b, "\n> **Disturbed runs** (other processes used ≥ %.1f cores meanwhile, on the last try too; rerun before trusting them): %s.\n",
 			noisyCores, strings.Join(noisy, ", "))
 	}
 	if ts := Targets(cases); len(ts) > 0 {

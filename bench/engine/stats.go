@@ -24,6 +24,7 @@ type Result struct {
 	// processes used meanwhile; -1 unknown.
 	OwnCores   float64 `json:"own_cpu_cores"`
 	OtherCores float64 `json:"other_cpu_cores"`
+	Attempts   int     `json:"attempts,omitempty"` // measurements made; > 1 when earlier ones were disturbed
 }
 
 // percentile is the nearest-rank percentile of sorted (the definition ort_bench.js uses).

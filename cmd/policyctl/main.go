@@ -113,6 +113,7 @@ func benchEngine(ctx context.Context, argv0 string, path, args []string, stdout,
 	fs.IntVar(&cfg.Params.MaxIters, "max-iters", 200000, "at most `N` timed calls per worker (the loop ends at --seconds or N)")
 	fs.IntVar(&cfg.Params.MinIters, "min-iters", 10, "at least `N` timed calls per worker")
 	fs.IntVar(&cfg.Params.Workers, "workers", runtime.NumCPU(), "`N` contexts/sessions of mode par, each peer (default: nproc)")
+	fs.IntVar(&cfg.Retries, "retries", 1, "measure a run again up to `N` times while other processes used >= 0.1 cores during it")
 	fs.StringVar(&modes, "modes", "st,par", "comma-separated `MODES`: st (one context, 1 thread), par (--workers contexts at once)")
 	fs.StringVar(&script, "ort-script", "", "`PATH` of ort_bench.js with node/node_modules/onnxruntime-node beside it (default: no ORT columns)")
 	fs.StringVar(&node, "node", "node", "node `BINARY` to run --ort-script with")
