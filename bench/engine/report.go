@@ -95,8 +95,8 @@ func busyWarning(other float64, load string) string {
 	if other < noisyCores {
 		return ""
 	}
-	return fmt.Sprintf("the machine was busy when the run started (other processes used %.2f cores; load average %s): "+
-		"latencies and throughputs of both peers are unreliable; see the other-cores column, rerun on a quiet machine", other, load)
+	return fmt.Sprintf("the machine was busy when the run started (other processes used %.2f cores in the second before; load average %s): "+
+		"check the other column of the detail table; runs disturbed on their last try are listed below it", other, load)
 }
 
 // cpuInfo reads the first "model name" and the SIMD flags the kernels care about.
