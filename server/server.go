@@ -203,7 +203,10 @@ func (s *Server) ready(ctx *fasthttp.RequestCtx) {
 					if n > 0 {
 						notReady = append(notReady, "; "...)
 					}
-					label := m.Name() + "@" + m.Version()
+					label := m.Name()
+					if m.Version() != "" { // "": a listed model the repository lacks
+						label += "@" + m.Version()
+					}
 					if !strings.HasPrefix(reason, label) { // native messages often start with it
 						notReady = append(append(notReady, label...), ": "...)
 					}
@@ -221,11 +224,12 @@ func (s *Server) ready(ctx *fasthttp.RequestCtx) {
 		fmt.Sprintf("%d model version(s) not ready: %s", n, notReady)})
 }
 
-// lookup finds the model version of the route, or answers the error.
+// lookup acquires the model version of the route, or answers the error. The caller must
+// Release a model it returns once the response is encoded.
 func (s *Server) lookup(ctx *fasthttp.RequestCtx) (Model, bool) {
 	name, _ := ctx.UserValue("model").(string)
 	version, _ := ctx.UserValue("version").(string)
-	m, err := s.reg.Model(name, version)
+	m, err := s.reg.Acquire(name, version)
 	if err != nil {
 		s.fail(ctx, err)
 		return nil, false
@@ -243,7 +247,11 @@ func (s *Server) notReady(ctx *fasthttp.RequestCtx, m Model) bool {
 
 func (s *Server) modelReady(ctx *fasthttp.RequestCtx) {
 	m, ok := s.lookup(ctx)
-	if !ok || s.notReady(ctx, m) {
+	if !ok {
+		return
+	}
+	defer m.Release()
+	if s.notReady(ctx, m) {
 		return
 	}
 	ctx.SetStatusCode(fasthttp.StatusOK)
@@ -253,7 +261,11 @@ func (s *Server) modelReady(ctx *fasthttp.RequestCtx) {
 // the model does not fix.
 func (s *Server) modelMetadata(ctx *fasthttp.RequestCtx) {
 	m, ok := s.lookup(ctx)
-	if !ok || s.notReady(ctx, m) {
+	if !ok {
+		return
+	}
+	defer m.Release()
+	if s.notReady(ctx, m) {
 		return
 	}
 	b := append(make([]byte, 0, 512), `{"name":`...)
@@ -295,7 +307,11 @@ func appendSignature(b []byte, infos []bridge.IOInfo) []byte {
 // first), runs the model, and encodes the response on the engine's worker from the outputs.
 func (s *Server) infer(ctx *fasthttp.RequestCtx) {
 	m, ok := s.lookup(ctx)
-	if !ok || s.notReady(ctx, m) {
+	if !ok {
+		return
+	}
+	defer m.Release() // after the response is encoded (on the worker, into req.out)
+	if s.notReady(ctx, m) {
 		return
 	}
 	req := s.reqs.Get().(*inferRequest)

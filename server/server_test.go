@@ -58,6 +58,12 @@ func startServer(t *testing.T, reg Registry, opts Options) *testServer {
 		if err := <-ts.done; err != nil {
 			t.Errorf("Serve: %v", err)
 		}
+		// Every handler releases what it acquired, whatever the answer.
+		if fr, ok := reg.(*fakeRegistry); ok {
+			if n := fr.held(); n != 0 {
+				t.Errorf("%d model versions acquired and not released", n)
+			}
+		}
 	})
 	return ts
 }
