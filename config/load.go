@@ -139,15 +139,7 @@ func Load(opts LoadOptions) (*Config, *Sources, error) {
 		}
 	}
 
-	profile := opts.Profile
-	if profile == "" {
-		profile = lookupEnv(environ, ProfileEnv)
-	}
-	if profile == "" {
-		if p, ok := dot[ProfileEnv].(string); ok {
-			profile = p
-		}
-	}
+	profile := profileOf(opts, environ, dot)
 
 	if opts.File != "" {
 		l.loadFile(opts.File, "file:"+opts.File)
@@ -288,21 +280,40 @@ func (l *loader) loadProfile(file, profile string) {
 		l.fail("", "", "profile %q: a profile is an overlay file beside the config file, and no config file was given", profile)
 		return
 	}
-	ext := filepath.Ext(file)
-	base := strings.TrimSuffix(file, ext)
-	var tried []string
-	for _, e := range []string{ext, ".yaml", ".yml", ".json"} {
-		p := base + "." + profile + e
-		if slices.Contains(tried, p) {
-			continue
-		}
-		tried = append(tried, p)
+	tried := overlayFiles(file, profile)
+	for _, p := range tried {
 		if _, err := os.Stat(p); err == nil {
 			l.loadFile(p, "profile:"+p)
 			return
 		}
 	}
 	l.fail("", "", "profile %q: no overlay file %s", profile, strings.Join(tried, " nor "))
+}
+
+// overlayFiles lists the overlay files of profile beside file, in the order they are looked
+// for: the file's own extension first, then .yaml, .yml and .json.
+func overlayFiles(file, profile string) []string {
+	ext := filepath.Ext(file)
+	base := strings.TrimSuffix(file, ext)
+	var out []string
+	for _, e := range []string{ext, ".yaml", ".yml", ".json"} {
+		if p := base + "." + profile + e; !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// profileOf picks the profile: the option, else $POLICYD_PROFILE, else the .env file's.
+func profileOf(opts LoadOptions, environ []string, dot map[string]any) string {
+	if opts.Profile != "" {
+		return opts.Profile
+	}
+	if p := lookupEnv(environ, ProfileEnv); p != "" {
+		return p
+	}
+	p, _ := dot[ProfileEnv].(string)
+	return p
 }
 
 // stripNil drops keys written without a value ("addr:" in YAML): they do not set anything.
