@@ -184,13 +184,14 @@ Unknown keys are errors in every layer, and an invalid config stops start-up.
   (` + "`# default`, `# file:policyd.yaml`, `# env:POLICYD_LOG__LEVEL`, `# flag:--log.level`" + `). The admin token is
   never read for it: only the token file's path shows; keys marked secret print as ` + "`<redacted>`" + `.
 - ` + "`policyctl config validate FILE [--profile P]`" + ` checks a file (and overlay) alone, without the
-  environment unless ` + "`--env`" + ` is given; it prints ` + "`ok`" + ` or the list and exits 1.
+  environment unless ` + "`--env`" + ` is given; it prints ` + "`ok`" + `, or the list and exits 1.
 - ` + "`policyctl config diff A B`" + ` lists the keys whose values differ and marks those that need a restart.
 - ` + "`policyctl config schema`" + ` prints the JSON Schema (draft 2020-12) of a config file, for editors and CI.
 
 ## Reload
 
-A running policyd reloads its config when the file or overlay changes and on SIGHUP. The new config
+A running policyd reloads its config when the config file, its overlay or the .env file changes
+(watched with ` + "`config.Watch`" + `: writes, an editor's rename, a Kubernetes ConfigMap update) and on SIGHUP. The new config
 is loaded and validated whole first; an invalid one is rejected (log, metric, health details) and
 the running config stays. A valid one is applied at once: the keys marked **reload** below take
 effect without dropping a request (new models load, removed ones drain and unload). A change to a

@@ -83,6 +83,9 @@ func (s *Sources) Keys() []string {
 
 // Map returns a copy of the sources of every leaf key.
 func (s *Sources) Map() map[string]string {
+	if s == nil {
+		return map[string]string{}
+	}
 	out := make(map[string]string, len(s.keys))
 	for _, k := range s.keys {
 		out[k] = s.Of(k)
@@ -520,25 +523,38 @@ func compareKeys(a, b string) int {
 	return len(as) - len(bs)
 }
 
-// setKeyed sets one flat key of a keyed layer in the merged tree dest.
+// setKeyed sets one flat key of a keyed layer in the merged tree dest. The key is checked
+// whole first, so that a bad key changes nothing (not even an element appended to a list).
 func (l *loader) setKeyed(dest map[string]any, segs []string, kv keyed) {
+	if l.walkKeyed(map[string]any{}, segs, kv, true) {
+		l.walkKeyed(dest, segs, kv, false)
+	}
+}
+
+// walkKeyed follows segs down the tree, creating what is missing. With dry it only checks
+// the key's shape (on a scratch tree) and reports whether it is good; otherwise it sets the
+// value and records its source.
+func (l *loader) walkKeyed(dest map[string]any, segs []string, kv keyed, dry bool) bool {
 	n, cur, path := l.root, dest, ""
+	fail := func(key, format string, args ...any) bool {
+		l.fail(key, kv.Label, format, args...)
+		return false
+	}
 	for i := 0; i < len(segs); i++ {
 		seg := segs[i]
 		c, ok := n.byKey[seg]
 		if !ok {
 			if n.kind == kSection || n.kind == kTable {
-				l.fail(joinPath(path, seg), kv.Label, "unknown key%s", l.suggest(n, path, seg))
+				return fail(joinPath(path, seg), "unknown key%s", l.suggest(n, path, seg))
 			}
-			return
+			return false
 		}
 		path = joinPath(path, seg)
 		last := i == len(segs)-1
 		switch c.kind {
 		case kSection:
 			if last {
-				l.fail(path, kv.Label, "is a section: set its keys one by one, as %s", c.children[0].env)
-				return
+				return fail(path, "is a section: set its keys one by one, as %s", c.children[0].env)
 			}
 			m, ok := cur[seg].(map[string]any)
 			if !ok {
@@ -549,19 +565,22 @@ func (l *loader) setKeyed(dest map[string]any, segs []string, kv keyed) {
 		case kTable:
 			example := strings.Replace(c.children[0].env, "<i>", "0", 1)
 			if last || i+2 >= len(segs) {
-				l.fail(path, kv.Label, "is a list of tables: set each element's keys by index, as %s", example)
-				return
+				return fail(path, "is a list of tables: set each element's keys by index, as %s", example)
 			}
 			idx, err := strconv.Atoi(segs[i+1])
 			if err != nil || idx < 0 {
-				l.fail(path, kv.Label, "is a list of tables: %q is not an index; set each element's keys by index, as %s", segs[i+1], example)
-				return
+				return fail(path, "is a list of tables: %q is not an index; set each element's keys by index, as %s", segs[i+1], example)
+			}
+			path = fmt.Sprintf("%s[%d]", path, idx)
+			i++
+			if dry { // the lower layers' list is not at hand: the index is checked for real
+				n, cur = c, map[string]any{}
+				continue
 			}
 			list, _ := cur[seg].([]any)
 			if idx > len(list) {
-				l.fail(fmt.Sprintf("%s[%d]", path, idx), kv.Label,
-					"index out of range: the list has %d elements, so a new element is %s[%d]", len(list), path, len(list))
-				return
+				return fail(path, "index out of range: the list has %d elements, so a new element is %s[%d]",
+					len(list), strings.TrimSuffix(path, fmt.Sprintf("[%d]", idx)), len(list))
 			}
 			if idx == len(list) {
 				list = append(list, map[string]any{})
@@ -572,13 +591,10 @@ func (l *loader) setKeyed(dest map[string]any, segs []string, kv keyed) {
 				list[idx] = m
 			}
 			cur[seg] = list
-			path = fmt.Sprintf("%s[%d]", path, idx)
 			n, cur = c, m
-			i++
 		case kList:
 			if !last {
-				l.fail(path, kv.Label, "is a list of strings: set it whole, comma-separated, as %s=%s", c.env, strings.Join(c.enum, ","))
-				return
+				return fail(path, "is a list of strings: set it whole, comma-separated, as %s=%s", c.env, strings.Join(c.enum, ","))
 			}
 			var list []any
 			switch v := kv.Val.(type) {
@@ -595,23 +611,26 @@ func (l *loader) setKeyed(dest map[string]any, segs []string, kv keyed) {
 			case []any:
 				list = v
 			default:
-				l.fail(path, kv.Label, "must be a list, got %s", describe(v))
-				return
+				return fail(path, "must be a list, got %s", describe(v))
 			}
 			if list == nil {
 				list = []any{}
 			}
-			cur[seg] = list
-			l.src[path] = kv.Label
-			return
+			if !dry {
+				cur[seg] = list
+				l.src[path] = kv.Label
+			}
+			return true
 		default:
 			if !last {
-				l.fail(path, kv.Label, "is a value, not a section: %s has no key %q", path, segs[i+1])
-				return
+				return fail(path, "is a value, not a section: %s has no key %q", path, segs[i+1])
 			}
-			cur[seg] = kv.Val
-			l.src[path] = kv.Label
-			return
+			if !dry {
+				cur[seg] = kv.Val
+				l.src[path] = kv.Label
+			}
+			return true
 		}
 	}
+	return true
 }

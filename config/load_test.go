@@ -281,6 +281,16 @@ func TestEnvProblems(t *testing.T) {
 	}
 }
 
+// A bad key changes nothing: no element is appended to models for it.
+func TestBadEnvKeyChangesNothing(t *testing.T) {
+	c, _, err := load(t, LoadOptions{File: "testdata/good/minimal.yaml", Env: []string{"POLICYD_MODELS__0__INSTANCS=1"}})
+	var ve *ValidationError
+	if !errors.As(err, &ve) || len(ve.Problems) != 1 || len(c.Models) != 0 ||
+		ve.Problems[0].String() != "models[0].instancs: unknown key (did you mean models[0].instances?) (env:POLICYD_MODELS__0__INSTANCS)" {
+		t.Errorf("models %+v, error:\n%v", c.Models, err)
+	}
+}
+
 func TestDotEnv(t *testing.T) {
 	dir := t.TempDir()
 	dot := write(t, filepath.Join(dir, "x.env"), "export POLICYD_LOG__LEVEL=debug\nPOLICYD_MODELS__0__NAME='policy-a'\nNOT_OURS=1\n")
