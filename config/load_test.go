@@ -528,7 +528,7 @@ func TestHelpers(t *testing.T) {
 	c := Defaults()
 	c.Engine.Threads, c.Engine.CPUThreads = 2, 8
 	for _, x := range []struct {
-		m               Model
+		m              Model
 		threads, insts int
 	}{
 		{Model{}, 2, 4},

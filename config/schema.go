@@ -188,4 +188,3 @@ func defaultJSON(n *node, v reflect.Value) any {
 	}
 	return v.Interface()
 }
-
