@@ -378,7 +378,7 @@ func (r *Repository) Apply(d Desired) (Report, error) {
 	// The swap. From here on Acquire sees only next; what holds a version of old keeps it
 	// until its Release, and retire waits for that.
 	r.cur.Store(next)
-	took := retireAll(gone, "unloaded")
+	took := retireAll(gone, "unloaded", r.log)
 	for i, v := range gone {
 		if k, ok := reloaded[v]; ok {
 			rep.Reloaded[k].Unload = took[i]

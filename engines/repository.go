@@ -233,15 +233,31 @@ func (v *ModelVersion) tryHold() bool {
 	return false
 }
 
+// holderWarnEvery is how often retire logs that it still waits for holders.
+var holderWarnEvery = 10 * time.Second
+
 // retire takes a version out of service, after it left the served table: it waits until no
-// holder remains, marks the version unavailable with reason, drains its pool (queued jobs of
-// non-holders still run; each worker closes its context on its own thread), then closes the
-// engine. It returns how long all of that took.
-func (v *ModelVersion) retire(reason string) time.Duration {
+// holder remains (logging a warning every holderWarnEvery meanwhile), marks the version
+// unavailable with reason, drains its pool (queued jobs of non-holders still run; each worker
+// closes its context on its own thread), then closes the engine. It returns how long all of
+// that took.
+func (v *ModelVersion) retire(reason string, log *zap.Logger) time.Duration {
 	start := time.Now()
 	v.retiring.Store(true)
 	if v.refs.Load() > 0 {
-		<-v.drained
+		tick := time.NewTicker(holderWarnEvery)
+	wait:
+		for {
+			select {
+			case <-v.drained:
+				break wait
+			case <-tick.C:
+				log.Warn("unloading model version: still waiting for requests that hold it",
+					zap.String("model", v.name), zap.String("version", v.version),
+					zap.Int64("holders", v.refs.Load()), zap.Duration("waited", time.Since(start)))
+			}
+		}
+		tick.Stop()
 	}
 	v.mu.Lock()
 	if v.state == StateReady {
@@ -258,15 +274,11 @@ func (v *ModelVersion) retire(reason string) time.Duration {
 }
 
 // retireAll retires versions in parallel and returns how long each took.
-func retireAll(vs []*ModelVersion, reason string) []time.Duration {
+func retireAll(vs []*ModelVersion, reason string, log *zap.Logger) []time.Duration {
 	took := make([]time.Duration, len(vs))
 	var wg sync.WaitGroup
 	for i, v := range vs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			took[i] = v.retire(reason)
-		}()
+		wg.Go(func() { took[i] = v.retire(reason, log) })
 	}
 	wg.Wait()
 	return took
@@ -587,6 +599,6 @@ func (r *Repository) Close() error {
 	if r.closed.Swap(true) {
 		return nil
 	}
-	retireAll(r.cur.Load().all(), "repository closed")
+	retireAll(r.cur.Load().all(), "repository closed", r.log)
 	return nil
 }
