@@ -50,7 +50,7 @@ type Server struct {
 
 // Limits bounds what one request and one model may hold.
 type Limits struct {
-	MaxRequestSize Size `koanf:"max_request_size" reload:"live" min:"1" desc:"Largest request body; a larger one gets 413. A size: 64MiB, 512KiB, 1GB or a number of bytes."`
+	MaxRequestSize Size `koanf:"max_request_size" reload:"live" min:"1" max:"256MiB" desc:"Largest request body; a larger one gets 413. A size: 64MiB, 512KiB or a number of bytes; at most 256MiB."`
 	QueueLen       int  `koanf:"queue_len" reload:"live" min:"1" desc:"Requests that may wait per engine instance of a model version before more get 503 with Retry-After."`
 }
 
