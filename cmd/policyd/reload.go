@@ -35,10 +35,10 @@ type reloader struct {
 	last    reloadResult
 	token   atomic.Value // string: the admin bearer token
 
-	reloads   *prometheus.CounterVec
-	lastOK    prometheus.Gauge
-	lastTime  prometheus.Gauge
-	pendingG  prometheus.Gauge
+	reloads  *prometheus.CounterVec
+	lastOK   prometheus.Gauge
+	lastTime prometheus.Gauge
+	pendingG prometheus.Gauge
 }
 
 // reloadResult is what one reload did; health details and POST /v2/admin/reload show it.
