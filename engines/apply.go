@@ -306,8 +306,9 @@ func (r *Report) String() string {
 //
 // A failure to load a version is not an error of Apply: the version is served UNAVAILABLE with
 // its reason (or, for a reload, the previous one keeps serving), and the Report lists it.
-// Apply calls are serialized; Apply returns once the retired versions are closed. After Close
-// it returns ErrClosed.
+// Apply calls are serialized; Apply returns once the retired versions are closed, so it must
+// not be called by a goroutine that holds a version (it could wait for itself). After Close it
+// returns ErrClosed.
 func (r *Repository) Apply(d Desired) (Report, error) {
 	r.applyMu.Lock()
 	defer r.applyMu.Unlock()
