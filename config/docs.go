@@ -191,20 +191,20 @@ Unknown keys are errors in every layer, and an invalid config stops start-up.
 ## Reload
 
 A running policyd reloads its config when the config file, its overlay or the .env file changes
-(watched with ` + "`config.Watch`" + `: writes, an editor's rename, a Kubernetes ConfigMap update) on SIGHUP, and on `POST /v2/admin/reload` (with `Authorization: Bearer <token>`, the
-token read from `admin.token_file`; without one the admin API answers 403). The new config
+(watched with ` + "`config.Watch`" + `: writes, an editor's rename, a Kubernetes ConfigMap update) on SIGHUP, and on ` + "`POST /v2/admin/reload`" + ` (with ` + "`Authorization: Bearer <token>`" + `, the
+token read from ` + "`admin.token_file`" + `; without one the admin API answers 403). The new config
 is loaded and validated whole first; an invalid one is rejected (log, metric, health details) and
 the running config stays. A valid one is applied at once: the keys marked **reload** below take
 effect without dropping a request (new models load, removed ones drain and unload). A change to a
 key marked **restart** is reported and not applied, neither half nor whole, until the next start.
 
 What a reload did shows in three places: the log (one line per reload, with every key changed,
-or the rejection with every problem); the metrics `policyd_config_reloads_total{outcome}`
-(`applied`, `unchanged`, `rejected`, `failed`), `policyd_config_last_reload_successful`,
-`policyd_config_last_reload_timestamp_seconds` and `policyd_config_restart_pending_changes` on
-`GET /metrics`; and `GET /v2/health/details`, whose `config.last_reload` holds the outcome, the
+or the rejection with every problem); the metrics ` + "`policyd_config_reloads_total{outcome}`" + `
+(` + "`applied`" + `, ` + "`unchanged`" + `, ` + "`rejected`" + `, ` + "`failed`" + `), ` + "`policyd_config_last_reload_successful`" + `,
+` + "`policyd_config_last_reload_timestamp_seconds`" + ` and ` + "`policyd_config_restart_pending_changes`" + ` on
+` + "`GET /metrics`" + `; and ` + "`GET /v2/health/details`" + `, whose ` + "`config.last_reload`" + ` holds the outcome, the
 error, the changes applied, the changes pending a restart and the models loaded, reloaded and
-unloaded, and `config.restart_pending` the changes waiting for a restart.
+unloaded, and ` + "`config.restart_pending`" + ` the changes waiting for a restart.
 
 ## Keys
 
