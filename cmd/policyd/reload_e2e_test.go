@@ -169,6 +169,7 @@ func TestReloadUnderLoad(t *testing.T) {
 		t.Fatalf("only %d requests ran", ok.Load())
 	}
 	t.Logf("%d requests, none failed, across 4 reloads", ok.Load())
+	d.stop(t) // the log is complete (and no longer written) once policyd exited
 	if strings.Contains(d.stderr.String(), "s3cret-token") {
 		t.Error("the admin token appeared in the log")
 	}
