@@ -406,6 +406,9 @@ func TestApplyUnderLoadFake(t *testing.T) {
 					t.Errorf("Do: %v", err)
 					return
 				}
+				// Pause a little: 8 spinning clients on 2 Ps starve the pools' OS-locked
+				// workers, and a retire then waits seconds for the one request it holds.
+				time.Sleep(20 * time.Microsecond)
 			}
 		})
 	}
