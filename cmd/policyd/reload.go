@@ -33,6 +33,7 @@ type reloader struct {
 	src     *config.Sources
 	pending []config.Change // changes that wait for a restart
 	last    reloadResult
+	history []reloadResult // the last reloadHistory reloads, most recent first
 	token   atomic.Value // string: the admin bearer token
 
 	reloads  *prometheus.CounterVec
@@ -40,6 +41,9 @@ type reloader struct {
 	lastTime prometheus.Gauge
 	pendingG prometheus.Gauge
 }
+
+// reloadHistory is how many reloads health details list.
+const reloadHistory = 16
 
 // reloadResult is what one reload did; health details and POST /v2/admin/reload show it.
 type reloadResult struct {
@@ -144,6 +148,10 @@ func (r *reloader) Reload(trigger string) (reloadResult, error) {
 			res.Error = err.Error()
 		}
 		r.last = res
+		r.history = append([]reloadResult{res}, r.history...)
+		if len(r.history) > reloadHistory {
+			r.history = r.history[:reloadHistory]
+		}
 		r.reloads.WithLabelValues(outcome).Inc()
 		r.lastTime.Set(float64(start.Unix()))
 		if outcome == "applied" || outcome == "unchanged" {
@@ -230,7 +238,7 @@ func (r *reloader) watch(ctx context.Context) {
 // details is the document of GET /v2/health/details.
 func (r *reloader) details(rt *bridge.Runtime) any {
 	r.mu.Lock()
-	cfg, last, pending := r.cur, r.last, r.pending
+	cfg, last, pending, history := r.cur, r.last, r.pending, r.history
 	r.mu.Unlock()
 	type version struct {
 		Model       string  `json:"model"`
@@ -271,6 +279,7 @@ func (r *reloader) details(rt *bridge.Runtime) any {
 			"models":          len(cfg.Models),
 			"restart_pending": pending,
 			"last_reload":     lastReload,
+			"reloads":         history,
 		},
 	}
 }

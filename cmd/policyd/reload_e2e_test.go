@@ -159,6 +159,49 @@ func TestReloadUnderLoad(t *testing.T) {
 		t.Errorf("health details do not show the change pending a restart: %v", c)
 	}
 
+	// 5. Every other reloadable key, one change at a time, each seen applied.
+	repo2 := filepath.Join(dir, "repo2")
+	linkModel(t, repo2, "a", "../shared/peers/models/mlp-small.onnx")
+	if err := os.WriteFile(filepath.Join(dir, "token2"), []byte("other-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	steps := []struct{ key, body string }{
+		{"limits.queue_len", base + "limits:\n  queue_len: 8\nmodels:\n  - name: a\n"},
+		{"engine.seed", base + "limits:\n  queue_len: 8\nengine:\n  seed: 7\nmodels:\n  - name: a\n"},
+		{"engine.threads", base + "limits:\n  queue_len: 8\nengine:\n  seed: 7\n  threads: 2\nmodels:\n  - name: a\n"},
+		{".threads", base + "models:\n  - name: a\n    threads: 1\n"},
+		{".backends", base + "models:\n  - name: a\n    threads: 1\n    backends: [cuda, cpu]\n"},
+		{".version", base + "models:\n  - name: a\n    version: \"1\"\n"},
+		{"repository.path", strings.Replace(base, "path: repo", "path: repo2", 1) + "models:\n  - name: a\n"},
+		{"admin.token_file", strings.Replace(base, "token_file: token", "token_file: token2", 1) + "models:\n  - name: a\n"},
+	}
+	for _, st := range steps {
+		t0 := time.Now().UTC()
+		write(st.body)
+		waitFor(st.key+" applied", func() bool {
+			c, _ := details()["config"].(map[string]any)
+			hist, _ := c["reloads"].([]any)
+			for _, h := range hist {
+				m, _ := h.(map[string]any)
+				when, _ := time.Parse(time.RFC3339Nano, fmt.Sprint(m["time"]))
+				if m["outcome"] == "applied" && !when.Before(t0.Add(-time.Millisecond)) && strings.Contains(fmt.Sprint(m["applied"]), st.key) {
+					return true
+				}
+			}
+			return false
+		})
+		if status("/v2/models/a/ready") != 200 {
+			t.Fatalf("after %s: model a not ready", st.key)
+		}
+	}
+	req, _ = http.NewRequest(http.MethodPost, d.url+"/v2/admin/reload", nil)
+	req.Header.Set("Authorization", "Bearer other-token")
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 {
+		t.Errorf("admin reload with the reloaded token: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+
 	time.Sleep(300 * time.Millisecond)
 	close(stop)
 	wg.Wait()
@@ -168,7 +211,7 @@ func TestReloadUnderLoad(t *testing.T) {
 	if ok.Load() < 100 {
 		t.Fatalf("only %d requests ran", ok.Load())
 	}
-	t.Logf("%d requests, none failed, across 4 reloads", ok.Load())
+	t.Logf("%d requests, none failed, across %d reloads", ok.Load(), 4+len(steps))
 	d.stop(t) // the log is complete (and no longer written) once policyd exited
 	if strings.Contains(d.stderr.String(), "s3cret-token") {
 		t.Error("the admin token appeared in the log")
