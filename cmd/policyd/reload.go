@@ -34,7 +34,7 @@ type reloader struct {
 	pending []config.Change // changes that wait for a restart
 	last    reloadResult
 	history []reloadResult // the last reloadHistory reloads, most recent first
-	token   atomic.Value // string: the admin bearer token
+	token   atomic.Value   // string: the admin bearer token
 
 	reloads  *prometheus.CounterVec
 	lastOK   prometheus.Gauge
