@@ -235,6 +235,8 @@ func TestNativePoolQueueFullAndCancel(t *testing.T) {
 	if err := <-first; err != nil {
 		t.Errorf("held Do = %v", err)
 	}
+	// The worker skips the abandoned job; until it took it off the queue, the queue is full.
+	waitFor(t, func() bool { return len(p.jobs) == 0 })
 	if err := p.Do(context.Background(), []bridge.Tensor{obsTensor(1, 0)}, func([]bridge.Tensor) error { return nil }); err != nil {
 		t.Errorf("Do after the cancelled job = %v", err)
 	}

@@ -15,8 +15,9 @@ import (
 // later (the HTTP layer answers 503 with Retry-After).
 var ErrOverloaded = errors.New("engines: queue full")
 
-// ErrClosed is returned by Pool.Do when the pool is closed, including for jobs that were still
-// queued when Close was called, and by Repository.Get after Repository.Close.
+// ErrClosed is returned by Pool.Do when the pool is closed or draining, including for jobs that
+// were still queued when Close was called, and by Repository.Get, Acquire and Apply after
+// Repository.Close.
 var ErrClosed = errors.New("engines: pool closed")
 
 // Runner runs a model on some execution context. Pool implements it; a dynamic batcher will
@@ -26,8 +27,11 @@ type Runner interface {
 	// Do runs the model once with inputs (in the engine's input order) and calls fn with the
 	// outputs (in the engine's output order) while they are valid. See Pool.Do.
 	Do(ctx context.Context, inputs []bridge.Tensor, fn func(outputs []bridge.Tensor) error) error
-	// Close stops the runner; Do then returns ErrClosed.
+	// Close stops the runner; Do then returns ErrClosed, also for jobs still queued.
 	Close() error
+	// Drain stops the runner gracefully: Do then returns ErrClosed, but jobs already queued
+	// still run before the runner stops.
+	Drain() error
 }
 
 // PoolOptions configure NewPool. Zero values pick the defaults.
@@ -56,7 +60,8 @@ type Pool struct {
 	instances int
 	jobs      chan *job
 	mu        sync.RWMutex // guards closed against sends on jobs
-	closed    atomic.Bool
+	closed    atomic.Bool  // Do refuses new jobs
+	abort     atomic.Bool  // workers fail queued jobs with ErrClosed instead of running them
 	wg        sync.WaitGroup
 	once      sync.Once
 	jobPool   sync.Pool
@@ -159,7 +164,7 @@ func (p *Pool) worker(i int, seed uint64, started chan<- error) {
 		if !j.state.CompareAndSwap(jobQueued, jobRunning) {
 			continue // its caller gave up while it was queued and owns it no more
 		}
-		if p.closed.Load() {
+		if p.abort.Load() {
 			j.done <- ErrClosed
 			continue
 		}
@@ -243,14 +248,29 @@ func (p *Pool) QueueLen() int { return cap(p.jobs) }
 
 // Close stops the pool: jobs still queued fail with ErrClosed, a job being run finishes, every
 // worker closes its context and exits, then Close returns. It never closes the engine.
-// Close is idempotent and safe for concurrent use; every call returns after the workers exited.
+// Close is idempotent and safe for concurrent use (also with Drain); every call returns after
+// the workers exited.
 func (p *Pool) Close() error {
+	p.abort.Store(true)
+	p.stop()
+	return nil
+}
+
+// Drain stops the pool gracefully: Do refuses new jobs with ErrClosed at once, the jobs already
+// queued and the ones being run finish normally, then every worker closes its context on its
+// own thread and exits, and Drain returns. It never closes the engine. A Close during a Drain
+// fails the jobs still queued. Drain is idempotent and safe for concurrent use.
+func (p *Pool) Drain() error {
+	p.stop()
+	return nil
+}
+
+func (p *Pool) stop() {
 	p.once.Do(func() {
 		p.mu.Lock()
 		p.closed.Store(true)
 		close(p.jobs)
 		p.mu.Unlock()
-		p.wg.Wait()
 	})
-	return nil
+	p.wg.Wait()
 }

@@ -256,6 +256,65 @@ func TestPoolCloseDrainsQueue(t *testing.T) {
 	}
 }
 
+// Drain refuses new jobs at once but runs the queued ones; a Close during a Drain fails
+// what is still queued.
+func TestPoolDrainRunsQueue(t *testing.T) {
+	p, f, release, done := blockedPool(t, 4)
+	queued := make(chan error, 2)
+	for i := 0; i < 2; i++ {
+		go func() {
+			queued <- p.Do(context.Background(), []bridge.Tensor{f32Tensor(1)}, func([]bridge.Tensor) error { return nil })
+		}()
+	}
+	waitFor(t, func() bool { return len(p.jobs) == 2 })
+	drained := make(chan struct{})
+	go func() { p.Drain(); close(drained) }()
+	waitFor(t, func() bool { return p.closed.Load() })
+	if err := p.Do(context.Background(), nil, nil); !errors.Is(err, ErrClosed) {
+		t.Errorf("Do while draining: %v, want ErrClosed", err)
+	}
+	select {
+	case <-drained:
+		t.Fatal("Drain returned while a job was running")
+	case <-time.After(20 * time.Millisecond):
+	}
+	release()
+	if err := <-done; err != nil {
+		t.Errorf("the job running at Drain: %v", err)
+	}
+	for i := 0; i < 2; i++ {
+		if err := <-queued; err != nil {
+			t.Errorf("a job queued at Drain: %v, want it run", err)
+		}
+	}
+	<-drained
+	if n := f.closed.Load(); n != 1 {
+		t.Errorf("%d contexts closed, want 1", n)
+	}
+	if err := p.Close(); err != nil {
+		t.Errorf("Close after Drain: %v", err)
+	}
+
+	p2, _, release2, done2 := blockedPool(t, 4)
+	go func() {
+		queued <- p2.Do(context.Background(), []bridge.Tensor{f32Tensor(1)}, func([]bridge.Tensor) error { return nil })
+	}()
+	waitFor(t, func() bool { return len(p2.jobs) == 1 })
+	drained = make(chan struct{})
+	go func() { p2.Drain(); close(drained) }()
+	waitFor(t, func() bool { return p2.closed.Load() })
+	closed := make(chan struct{})
+	go func() { p2.Close(); close(closed) }()
+	waitFor(t, func() bool { return p2.abort.Load() })
+	release2()
+	<-done2
+	if err := <-queued; !errors.Is(err, ErrClosed) {
+		t.Errorf("a job queued at Drain, then Close: %v, want ErrClosed", err)
+	}
+	<-drained
+	<-closed
+}
+
 func TestPoolNewContextFails(t *testing.T) {
 	f := &fakeFactory{failFrom: 3}
 	_, err := newPool(f.newCtx, 1, PoolOptions{Instances: 4})

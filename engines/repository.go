@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/Masterminds/semver/v3"
@@ -51,6 +52,9 @@ type UnavailableError struct {
 
 // Error names the version and says why it is not ready.
 func (e *UnavailableError) Error() string {
+	if e.Version == "" { // a model the desired state lists but the repository lacks
+		return fmt.Sprintf("model %q is not ready: %s", e.Model, e.Reason)
+	}
 	return fmt.Sprintf("model %q version %q is not ready: %s", e.Model, e.Version, e.Reason)
 }
 
@@ -83,15 +87,29 @@ type EngineLoader interface {
 
 // ModelVersion is one version of one model of a Repository: its engine and the pool that runs
 // it, or the reason it is unavailable. It is safe for concurrent use.
+//
+// A ModelVersion obtained from Repository.Acquire is held until its Release: an Apply that
+// unloads or replaces it waits for every holder to release it before it drains its pool and
+// closes its engine, so a holder never sees it closed. One obtained from Get, Versions or All
+// is not held: its Do may fail with ErrClosed once an Apply unloaded it.
 type ModelVersion struct {
 	name    string
 	version string
-	semver  *semver.Version
-	dir     string
+	semver  *semver.Version // nil only for a model that is not in the repository at all
+	dir     string          // "" when the version is not in the repository
+	set     settings        // effective settings it was (or would have been) loaded with
+	file    fileID          // the model file it was loaded from
 
 	engine   *bridge.Engine // nil when the load failed
 	runner   Runner         // nil when the load failed
 	loadTime time.Duration
+
+	// Holders: refs counts Acquire calls not yet released. retiring is set once the version
+	// left the served table; drained is closed when refs drops to 0 after that.
+	refs      atomic.Int64
+	retiring  atomic.Bool
+	drained   chan struct{}
+	drainOnce sync.Once
 
 	mu     sync.RWMutex
 	state  State
@@ -101,14 +119,26 @@ type ModelVersion struct {
 // Name is the model's name (its folder name).
 func (v *ModelVersion) Name() string { return v.name }
 
-// Version is the version's folder name as written ("1", "1.2.0", "v2.0.0").
+// Version is the version's folder name as written ("1", "1.2.0", "v2.0.0"); for a model the
+// desired state lists but the repository lacks, the version asked for ("" for every version).
 func (v *ModelVersion) Version() string { return v.version }
 
-// SemVer is the parsed version (an integer N is N.0.0).
+// SemVer is the parsed version (an integer N is N.0.0); nil for a model the desired state
+// lists with every version but the repository lacks.
 func (v *ModelVersion) SemVer() *semver.Version { return v.semver }
 
-// Dir is the version's folder.
+// Dir is the version's folder ("" when the repository lacks it).
 func (v *ModelVersion) Dir() string { return v.dir }
+
+// Spec is the effective settings the version was loaded with (or failed to load with):
+// Name, Version, Backends in preference order (nil for the library's default), Instances and
+// Threads (0 for the library's default).
+func (v *ModelVersion) Spec() ModelSpec {
+	return ModelSpec{
+		Name: v.name, Version: v.version, Backends: v.set.backendList(),
+		Instances: v.set.instances, Threads: v.set.threads,
+	}
+}
 
 // State is the version's current state.
 func (v *ModelVersion) State() State {
@@ -178,19 +208,80 @@ func (v *ModelVersion) Do(ctx context.Context, inputs []bridge.Tensor, fn func(o
 	return err
 }
 
-// close stops the pool, then closes the engine.
-func (v *ModelVersion) close() {
+// Release ends one use begun by Repository.Acquire. Call it exactly once per successful
+// Acquire, after the last use of the version (for a request: once its response is encoded).
+// Calling it more often than Acquire is a bug and panics.
+func (v *ModelVersion) Release() {
+	n := v.refs.Add(-1)
+	if n < 0 {
+		panic(fmt.Sprintf("engines: %s@%s released more often than acquired", v.name, v.version))
+	}
+	// Sequentially consistent atomics: either retire sees this decrement, or this load sees
+	// retiring set and signals.
+	if n == 0 && v.retiring.Load() {
+		v.drainOnce.Do(func() { close(v.drained) })
+	}
+}
+
+// tryHold takes a reference unless the version is being retired.
+func (v *ModelVersion) tryHold() bool {
+	v.refs.Add(1)
+	if !v.retiring.Load() {
+		return true
+	}
+	v.Release()
+	return false
+}
+
+// holderWarnEvery is how often retire logs that it still waits for holders.
+var holderWarnEvery = 10 * time.Second
+
+// retire takes a version out of service, after it left the served table: it waits until no
+// holder remains (logging a warning every holderWarnEvery meanwhile), marks the version
+// unavailable with reason, drains its pool (queued jobs of non-holders still run; each worker
+// closes its context on its own thread), then closes the engine. It returns how long all of
+// that took.
+func (v *ModelVersion) retire(reason string, log *zap.Logger) time.Duration {
+	start := time.Now()
+	v.retiring.Store(true)
+	if v.refs.Load() > 0 {
+		tick := time.NewTicker(holderWarnEvery)
+	wait:
+		for {
+			select {
+			case <-v.drained:
+				break wait
+			case <-tick.C:
+				log.Warn("unloading model version: still waiting for requests that hold it",
+					zap.String("model", v.name), zap.String("version", v.version),
+					zap.Int64("holders", v.refs.Load()), zap.Duration("waited", time.Since(start)))
+			}
+		}
+		tick.Stop()
+	}
 	v.mu.Lock()
 	if v.state == StateReady {
-		v.state, v.reason = StateUnavailable, "repository closed"
+		v.state, v.reason = StateUnavailable, reason
 	}
 	v.mu.Unlock()
 	if v.runner != nil {
-		v.runner.Close()
+		v.runner.Drain()
 	}
 	if v.engine != nil {
 		v.engine.Close()
 	}
+	return time.Since(start)
+}
+
+// retireAll retires versions in parallel and returns how long each took.
+func retireAll(vs []*ModelVersion, reason string, log *zap.Logger) []time.Duration {
+	took := make([]time.Duration, len(vs))
+	var wg sync.WaitGroup
+	for i, v := range vs {
+		wg.Go(func() { took[i] = v.retire(reason, log) })
+	}
+	wg.Wait()
+	return took
 }
 
 // RepositoryOptions configure OpenRepository. Zero values pick the defaults.
@@ -206,51 +297,118 @@ type RepositoryOptions struct {
 	Logger *zap.Logger
 }
 
-// Repository is the set of model versions found in a model repository folder laid out as
-// DIR/<model>/<version>/model.onnx. A version that fails to load stays listed as UNAVAILABLE
-// with its reason while the others serve. It is safe for concurrent use.
+// Repository is the set of model versions served from a model repository folder laid out as
+// DIR/<model>/<version>/model.onnx. Apply changes that set at run time: it loads what is new
+// or changed, swaps the served table atomically, then drains and closes what is no longer
+// served. A version that fails to load stays listed as UNAVAILABLE with its reason while the
+// others serve. It is safe for concurrent use.
 type Repository struct {
-	dir    string
-	mu     sync.RWMutex
-	models map[string][]*ModelVersion // versions lowest first
-	names  []string                   // sorted model names
-	closed bool
-	once   sync.Once
+	loader    EngineLoader
+	log       *zap.Logger
+	newRunner func(e *bridge.Engine, o PoolOptions) (Runner, error) // tests substitute fakes
+
+	applyMu sync.Mutex            // serializes Apply and Close
+	cur     atomic.Pointer[table] // the served table, never nil; replaced, never modified
+	closed  atomic.Bool
 }
 
-// OpenRepository scans dir and loads every model version it finds with loader (which the
-// caller owns and closes after Repository.Close). It fails only when dir cannot be read; a
-// folder that is not a version is skipped with a warning, and a version that fails to load is
-// kept as UNAVAILABLE.
-func OpenRepository(loader EngineLoader, dir string, opts RepositoryOptions) (*Repository, error) {
-	log := opts.Logger
+// table is an immutable snapshot of the served versions.
+type table struct {
+	dir    string
+	models map[string][]*ModelVersion // versions lowest first
+	names  []string                   // sorted model names
+}
+
+func newTable(dir string, vs []*ModelVersion) *table {
+	t := &table{dir: dir, models: make(map[string][]*ModelVersion)}
+	for _, v := range vs {
+		if _, ok := t.models[v.name]; !ok {
+			t.names = append(t.names, v.name)
+		}
+		t.models[v.name] = append(t.models[v.name], v)
+	}
+	sort.Strings(t.names)
+	for _, vs := range t.models {
+		sort.SliceStable(vs, func(i, j int) bool {
+			a, b := vs[i].semver, vs[j].semver
+			if a == nil || b == nil {
+				return a == nil && b != nil
+			}
+			return a.LessThan(b)
+		})
+	}
+	return t
+}
+
+// find returns the version whose folder name (or missing version's name) is exactly version.
+func (t *table) find(model, version string) *ModelVersion {
+	for _, v := range t.models[model] {
+		if v.version == version {
+			return v
+		}
+	}
+	return nil
+}
+
+func (t *table) all() []*ModelVersion {
+	var out []*ModelVersion
+	for _, n := range t.names {
+		out = append(out, t.models[n]...)
+	}
+	return out
+}
+
+func (t *table) get(model, version string) (*ModelVersion, error) {
+	vs, ok := t.models[model]
+	if !ok {
+		return nil, &NotFoundError{Model: model}
+	}
+	if v := pick(vs, version); v != nil {
+		return v, nil
+	}
+	return nil, &NotFoundError{Model: model, Version: version}
+}
+
+// NewRepository returns an empty repository that loads engines with loader (which the caller
+// owns and closes after Repository.Close). Apply fills it. log may be nil (no logs).
+func NewRepository(loader EngineLoader, log *zap.Logger) *Repository {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	found, err := scan(dir, log)
+	r := &Repository{loader: loader, log: log, newRunner: newPoolRunner}
+	r.cur.Store(newTable("", nil))
+	return r
+}
+
+func newPoolRunner(e *bridge.Engine, o PoolOptions) (Runner, error) {
+	p, err := NewPool(e, o)
 	if err != nil {
 		return nil, err
 	}
-	r := &Repository{dir: dir, models: make(map[string][]*ModelVersion)}
-	for _, f := range found {
-		v := load(loader, f, opts)
-		if ok, reason := v.Ready(); ok {
-			log.Info("model version loaded",
-				zap.String("model", v.name), zap.String("version", v.version),
-				zap.String("state", v.State().String()), zap.String("backend", v.Backend()),
-				zap.Duration("load_time", v.loadTime))
-		} else {
-			log.Warn("model version unavailable",
-				zap.String("model", v.name), zap.String("version", v.version),
-				zap.String("state", v.State().String()), zap.String("reason", reason),
-				zap.Duration("load_time", v.loadTime))
-		}
-		if _, ok := r.models[v.name]; !ok {
-			r.names = append(r.names, v.name)
-		}
-		r.models[v.name] = append(r.models[v.name], v)
+	return p, nil
+}
+
+// OpenRepository scans dir and loads every version of every model it finds with loader (which
+// the caller owns and closes after Repository.Close), all with the same options: it is
+// NewRepository followed by an Apply of that desired state. It fails only when dir cannot be
+// read; a folder that is not a version is skipped with a warning, and a version that fails to
+// load is kept as UNAVAILABLE.
+func OpenRepository(loader EngineLoader, dir string, opts RepositoryOptions) (*Repository, error) {
+	r := NewRepository(loader, opts.Logger)
+	d := Desired{
+		Dir: dir,
+		Default: ModelSpec{
+			Instances: max(opts.Pool.Instances, 0), Threads: max(opts.Threads, 0),
+		},
+		QueueLen: max(opts.Pool.QueueLen, 0),
+		Seed:     opts.Pool.Seed,
 	}
-	sort.Strings(r.names)
+	if opts.Backend != "" {
+		d.Default.Backends = []string{opts.Backend}
+	}
+	if _, err := r.Apply(d); err != nil {
+		return nil, err
+	}
 	return r, nil
 }
 
@@ -331,71 +489,33 @@ func isDir(path string) bool {
 	return err == nil && fi.IsDir()
 }
 
-// load reads and builds one version; a failure is recorded in the version, never returned.
-func load(loader EngineLoader, f found, opts RepositoryOptions) *ModelVersion {
-	start := time.Now()
-	v := &ModelVersion{name: f.model, version: f.version, semver: f.semver, dir: f.dir, state: StateUnavailable}
-	defer func() { v.loadTime = time.Since(start) }()
+// Dir is the repository folder of the last Apply ("" before the first).
+func (r *Repository) Dir() string { return r.cur.Load().dir }
 
-	onnx, err := os.ReadFile(filepath.Join(f.dir, ModelFile))
-	if err != nil {
-		v.reason = fmt.Sprintf("read model: %v", err)
-		return v
-	}
-	e, err := loader.NewEngine(onnx, bridge.EngineOptions{
-		Backend: opts.Backend, Threads: opts.Threads, Name: f.model + "@" + f.version,
-	})
-	if err != nil {
-		v.reason = err.Error()
-		return v
-	}
-	p, err := NewPool(e, opts.Pool)
-	if err != nil {
-		e.Close()
-		v.reason = err.Error()
-		return v
-	}
-	v.engine, v.runner, v.state = e, p, StateReady
-	return v
-}
-
-// Dir is the repository folder.
-func (r *Repository) Dir() string { return r.dir }
-
-// Models lists the model names, sorted.
+// Models lists the model names served, sorted.
 func (r *Repository) Models() []string {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	return append([]string(nil), r.names...)
+	return append([]string(nil), r.cur.Load().names...)
 }
 
-// Versions lists the versions of model, lowest first (nil for an unknown model).
+// Versions lists the versions of model served, lowest first (nil for an unknown model). They
+// are not held (see ModelVersion).
 func (r *Repository) Versions(model string) []*ModelVersion {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	return append([]*ModelVersion(nil), r.models[model]...)
+	return append([]*ModelVersion(nil), r.cur.Load().models[model]...)
 }
 
-// All lists every version of every model, models sorted by name, versions lowest first.
+// All lists every version of every model served, models sorted by name, versions lowest
+// first. They are not held (see ModelVersion).
 func (r *Repository) All() []*ModelVersion {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	var out []*ModelVersion
-	for _, n := range r.names {
-		out = append(out, r.models[n]...)
-	}
-	return out
+	return r.cur.Load().all()
 }
 
-// Ready reports whether every version found is ready (true for an empty repository, false
+// Ready reports whether every version served is ready (true for an empty repository, false
 // once closed).
 func (r *Repository) Ready() bool {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	if r.closed {
+	if r.closed.Load() {
 		return false
 	}
-	for _, vs := range r.models {
+	for _, vs := range r.cur.Load().models {
 		for _, v := range vs {
 			if v.State() != StateReady {
 				return false
@@ -405,24 +525,37 @@ func (r *Repository) Ready() bool {
 	return true
 }
 
-// Get returns a version of model. version is a folder name ("1", "v1.2.0") or a version equal
-// to one ("1.0.0" finds folder "1"). version "" picks the default: the highest version that is
-// ready or, when none is, the highest one, so that its Reason explains why. An unknown model or
-// version is a *NotFoundError; after Close, Get returns ErrClosed.
+// Get returns a version of model without holding it (see Acquire, which requests must use).
+// version is a folder name ("1", "v1.2.0") or a version equal to one ("1.0.0" finds folder
+// "1"). version "" picks the default: the highest version that is ready or, when none is, the
+// highest one, so that its Reason explains why. An unknown model or version is a
+// *NotFoundError; after Close, Get returns ErrClosed.
 func (r *Repository) Get(model, version string) (*ModelVersion, error) {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	if r.closed {
+	if r.closed.Load() {
 		return nil, ErrClosed
 	}
-	vs, ok := r.models[model]
-	if !ok {
-		return nil, &NotFoundError{Model: model}
+	return r.cur.Load().get(model, version)
+}
+
+// Acquire returns a version of model, as Get does, and holds it: until the caller calls its
+// Release, no Apply or Close drains its pool or closes its engine, so its Do never fails with
+// ErrClosed for that reason. A request acquires once, uses the version for its whole life,
+// and releases it after its response is encoded. Acquire allocates nothing.
+func (r *Repository) Acquire(model, version string) (*ModelVersion, error) {
+	for {
+		if r.closed.Load() {
+			return nil, ErrClosed
+		}
+		v, err := r.cur.Load().get(model, version)
+		if err != nil {
+			return nil, err
+		}
+		if v.tryHold() {
+			return v, nil
+		}
+		// v left the table between the load of the table and the hold: Apply stores the new
+		// table before it retires anything, so the next round sees the new table (or closed).
 	}
-	if v := pick(vs, version); v != nil {
-		return v, nil
-	}
-	return nil, &NotFoundError{Model: model, Version: version}
 }
 
 // pick chooses from versions (lowest first) the one version names; see Repository.Get.
@@ -448,35 +581,24 @@ func pick(vs []*ModelVersion, version string) *ModelVersion {
 		return nil
 	}
 	for _, v := range vs {
-		if v.semver.Equal(sv) {
+		if v.semver != nil && v.semver.Equal(sv) {
 			return v
 		}
 	}
 	return nil
 }
 
-// Close stops every version's pool, then closes every engine. It does not close the loader
-// (the runtime), which the caller owns. Idempotent and safe for concurrent use.
+// Close stops serving: Get, Acquire and Apply then return ErrClosed. It waits for the holders
+// of every version to release them, drains every pool and closes every engine, versions in
+// parallel; the versions stay listed as UNAVAILABLE ("repository closed"). It does not close
+// the loader (the runtime), which the caller owns. Idempotent and safe for concurrent use;
+// every call returns once the first one finished.
 func (r *Repository) Close() error {
-	r.once.Do(func() {
-		r.mu.Lock()
-		r.closed = true
-		var all []*ModelVersion
-		for _, n := range r.names {
-			all = append(all, r.models[n]...)
-		}
-		r.mu.Unlock()
-		var wg sync.WaitGroup
-		for _, v := range all {
-			if v.runner != nil {
-				wg.Add(1)
-				go func() { defer wg.Done(); v.runner.Close() }()
-			}
-		}
-		wg.Wait() // every pool first: its workers close their contexts
-		for _, v := range all {
-			v.close() // Runner.Close is idempotent; then the engine
-		}
-	})
+	r.applyMu.Lock()
+	defer r.applyMu.Unlock()
+	if r.closed.Swap(true) {
+		return nil
+	}
+	retireAll(r.cur.Load().all(), "repository closed", r.log)
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"sync/atomic"
 
 	"github.com/policyd/policyd/bridge"
 	"github.com/policyd/policyd/engines"
@@ -23,6 +24,7 @@ type fakeModel struct {
 	err           error                     // returned by Do instead of running when set
 	hook          func(ctx context.Context) // called at the start of Do when set
 	keepOutputs   bool                      // do not scribble over the outputs after fn
+	held          atomic.Int64              // Acquire calls not yet released
 }
 
 func (m *fakeModel) Name() string             { return m.name }
@@ -31,6 +33,11 @@ func (m *fakeModel) Inputs() []bridge.IOInfo  { return m.inputs }
 func (m *fakeModel) Outputs() []bridge.IOInfo { return m.outputs }
 func (m *fakeModel) Batchable() bool          { return m.batchable }
 func (m *fakeModel) Ready() (bool, string)    { return m.reason == "", m.reason }
+func (m *fakeModel) Release() {
+	if m.held.Add(-1) < 0 {
+		panic(fmt.Sprintf("%s released more often than acquired", m))
+	}
+}
 func (m *fakeModel) Do(ctx context.Context, in []bridge.Tensor, fn func([]bridge.Tensor) error) error {
 	if m.hook != nil {
 		m.hook(ctx)
@@ -85,7 +92,27 @@ func (r *fakeRegistry) Versions(model string) []Model {
 	return out
 }
 
-func (r *fakeRegistry) Model(name, version string) (Model, error) {
+func (r *fakeRegistry) Acquire(name, version string) (Model, error) {
+	m, err := r.find(name, version)
+	if err != nil {
+		return nil, err
+	}
+	m.held.Add(1)
+	return m, nil
+}
+
+// held counts the models acquired and not released.
+func (r *fakeRegistry) held() int64 {
+	var n int64
+	for _, vs := range r.models {
+		for _, m := range vs {
+			n += m.held.Load()
+		}
+	}
+	return n
+}
+
+func (r *fakeRegistry) find(name, version string) (*fakeModel, error) {
 	vs, ok := r.models[name]
 	if !ok {
 		return nil, &engines.NotFoundError{Model: name}

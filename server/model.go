@@ -25,20 +25,28 @@ type Model interface {
 	Ready() (bool, string)
 	// Do runs the model and calls fn with the outputs while they are valid (see engines.Pool.Do).
 	Do(ctx context.Context, inputs []bridge.Tensor, fn func(outputs []bridge.Tensor) error) error
+	// Release ends the use begun by Registry.Acquire. Handlers call it exactly once per
+	// Acquire, after the response is encoded, and never on a Model from Versions.
+	Release()
 }
 
 // Registry finds models. Implementations must be safe for concurrent use.
 type Registry interface {
 	// Models lists the model names, sorted.
 	Models() []string
-	// Versions lists every version of a model, lowest first (nil for an unknown model).
+	// Versions lists every version of a model, lowest first (nil for an unknown model), for
+	// listing: they are not held, so a reload may unload them at any time.
 	Versions(model string) []Model
-	// Model returns one version of a model; version "" asks for the default version. An unknown
-	// model or version is an error matching engines.ErrNotFound.
-	Model(name, version string) (Model, error)
+	// Acquire returns one version of a model and holds it until its Release: a reload that
+	// replaces or removes it meanwhile waits for the Release before closing it, so a request
+	// that acquired a version is answered by it. version "" asks for the default version. An
+	// unknown model or version is an error matching engines.ErrNotFound.
+	Acquire(name, version string) (Model, error)
 }
 
-// NewRegistry adapts an engines.Repository to Registry.
+// NewRegistry adapts an engines.Repository to Registry: Acquire is Repository.Acquire, so the
+// handlers hold the version they serve for the whole request and a Repository.Apply (hot
+// reload) never closes it under them.
 func NewRegistry(r *engines.Repository) Registry { return repositoryRegistry{r} }
 
 type repositoryRegistry struct{ r *engines.Repository }
@@ -57,8 +65,8 @@ func (rr repositoryRegistry) Versions(model string) []Model {
 	return out
 }
 
-func (rr repositoryRegistry) Model(name, version string) (Model, error) {
-	v, err := rr.r.Get(name, version)
+func (rr repositoryRegistry) Acquire(name, version string) (Model, error) {
+	v, err := rr.r.Acquire(name, version)
 	if err != nil {
 		return nil, err
 	}

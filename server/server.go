@@ -28,6 +28,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fasthttp/router"
@@ -57,7 +58,14 @@ type Options struct {
 	IdleTimeout time.Duration
 	// Concurrency bounds the connections served at once (default fasthttp's, 256 Ki).
 	Concurrency int
+	// Admin wires the operator endpoints (reload, health details, metrics); zero disables them.
+	Admin Admin
 }
+
+// MaxRequestBodyCeiling is the most SetMaxRequestBodySize can allow without a restart: the
+// transport reads bodies up to max(MaxRequestBodySize at start, this) before the handler
+// applies the live limit.
+const MaxRequestBodyCeiling = 256 << 20
 
 func (o *Options) defaults() {
 	if o.Version == "" {
@@ -89,6 +97,8 @@ type Server struct {
 	runCtx     context.Context
 	cancelRuns context.CancelFunc
 
+	maxBody atomic.Int64 // the live body limit (SetMaxRequestBodySize)
+
 	parsers fastjson.ParserPool
 	reqs    sync.Pool // *inferRequest
 	meta    []byte    // body of GET /v2
@@ -101,6 +111,7 @@ func New(reg Registry, log *zap.Logger, opts Options) *Server {
 	}
 	opts.defaults()
 	s := &Server{reg: reg, log: log, opts: opts}
+	s.maxBody.Store(int64(opts.MaxRequestBodySize))
 	s.runCtx, s.cancelRuns = context.WithCancel(context.Background())
 	s.reqs.New = func() any { return newInferRequest() }
 
@@ -111,7 +122,7 @@ func New(reg Registry, log *zap.Logger, opts Options) *Server {
 		Handler:                       s.Handler(),
 		ErrorHandler:                  s.transportError,
 		Name:                          "policyd",
-		MaxRequestBodySize:            opts.MaxRequestBodySize,
+		MaxRequestBodySize:            max(opts.MaxRequestBodySize, MaxRequestBodyCeiling),
 		ReadTimeout:                   opts.ReadTimeout,
 		WriteTimeout:                  opts.WriteTimeout,
 		IdleTimeout:                   opts.IdleTimeout,
@@ -138,6 +149,15 @@ func (s *Server) Handler() fasthttp.RequestHandler {
 	r.GET("/v2/models/{model}/versions/{version}", s.modelMetadata)
 	r.GET("/v2/models/{model}/versions/{version}/ready", s.modelReady)
 	r.POST("/v2/models/{model}/versions/{version}/infer", s.infer)
+	if s.opts.Admin.Reload != nil {
+		r.POST("/v2/admin/reload", s.adminReload)
+	}
+	if s.opts.Admin.Details != nil {
+		r.GET("/v2/health/details", s.healthDetails)
+	}
+	if s.opts.Admin.Metrics != nil {
+		r.GET("/metrics", s.opts.Admin.Metrics)
+	}
 	r.NotFound = func(ctx *fasthttp.RequestCtx) {
 		s.fail(ctx, &statusError{fasthttp.StatusNotFound, fmt.Sprintf("no route %s %s", ctx.Method(), clip(string(ctx.Path()), 200))})
 	}
@@ -198,12 +218,19 @@ func (s *Server) ready(ctx *fasthttp.RequestCtx) {
 	n := 0
 	for _, name := range s.reg.Models() {
 		for _, m := range s.reg.Versions(name) {
-			if ok, reason := m.Ready(); !ok {
+			ok, reason := m.Ready()
+			if !ok {
+				ok, reason = s.readyNow(m)
+			}
+			if !ok {
 				if n < 8 {
 					if n > 0 {
 						notReady = append(notReady, "; "...)
 					}
-					label := m.Name() + "@" + m.Version()
+					label := m.Name()
+					if m.Version() != "" { // "": a listed model the repository lacks
+						label += "@" + m.Version()
+					}
 					if !strings.HasPrefix(reason, label) { // native messages often start with it
 						notReady = append(append(notReady, label...), ": "...)
 					}
@@ -221,11 +248,24 @@ func (s *Server) ready(ctx *fasthttp.RequestCtx) {
 		fmt.Sprintf("%d model version(s) not ready: %s", n, notReady)})
 }
 
-// lookup finds the model version of the route, or answers the error.
+// readyNow asks again about a version listed as not ready: a reload may have replaced it
+// (the replaced one turns unavailable once drained) or removed it since the list was read,
+// and a health check must not fail for that. It reports the state of the version served now.
+func (s *Server) readyNow(m Model) (bool, string) {
+	cur, err := s.reg.Acquire(m.Name(), m.Version())
+	if err != nil {
+		return true, "" // no longer served: not a version that is not ready
+	}
+	defer cur.Release()
+	return cur.Ready()
+}
+
+// lookup acquires the model version of the route, or answers the error. The caller must
+// Release a model it returns once the response is encoded.
 func (s *Server) lookup(ctx *fasthttp.RequestCtx) (Model, bool) {
 	name, _ := ctx.UserValue("model").(string)
 	version, _ := ctx.UserValue("version").(string)
-	m, err := s.reg.Model(name, version)
+	m, err := s.reg.Acquire(name, version)
 	if err != nil {
 		s.fail(ctx, err)
 		return nil, false
@@ -243,7 +283,11 @@ func (s *Server) notReady(ctx *fasthttp.RequestCtx, m Model) bool {
 
 func (s *Server) modelReady(ctx *fasthttp.RequestCtx) {
 	m, ok := s.lookup(ctx)
-	if !ok || s.notReady(ctx, m) {
+	if !ok {
+		return
+	}
+	defer m.Release()
+	if s.notReady(ctx, m) {
 		return
 	}
 	ctx.SetStatusCode(fasthttp.StatusOK)
@@ -253,7 +297,11 @@ func (s *Server) modelReady(ctx *fasthttp.RequestCtx) {
 // the model does not fix.
 func (s *Server) modelMetadata(ctx *fasthttp.RequestCtx) {
 	m, ok := s.lookup(ctx)
-	if !ok || s.notReady(ctx, m) {
+	if !ok {
+		return
+	}
+	defer m.Release()
+	if s.notReady(ctx, m) {
 		return
 	}
 	b := append(make([]byte, 0, 512), `{"name":`...)
@@ -294,8 +342,16 @@ func appendSignature(b []byte, infos []bridge.IOInfo) []byte {
 // infer decodes the request into pooled input buffers (checking it against the signature
 // first), runs the model, and encodes the response on the engine's worker from the outputs.
 func (s *Server) infer(ctx *fasthttp.RequestCtx) {
+	if limit := s.maxBody.Load(); int64(len(ctx.PostBody())) > limit {
+		s.fail(ctx, s.tooLarge())
+		return
+	}
 	m, ok := s.lookup(ctx)
-	if !ok || s.notReady(ctx, m) {
+	if !ok {
+		return
+	}
+	defer m.Release() // after the response is encoded (on the worker, into req.out)
+	if s.notReady(ctx, m) {
 		return
 	}
 	req := s.reqs.Get().(*inferRequest)
@@ -349,6 +405,18 @@ func (s *Server) fail(ctx *fasthttp.RequestCtx, err error) {
 	}
 }
 
+// SetMaxRequestBodySize changes the body limit of the requests that arrive from now on, up to
+// the transport's ceiling (see MaxRequestBodyCeiling).
+func (s *Server) SetMaxRequestBodySize(n int) {
+	s.maxBody.Store(int64(min(n, max(s.opts.MaxRequestBodySize, MaxRequestBodyCeiling))))
+}
+
+func (s *Server) tooLarge() error {
+	n := int(s.maxBody.Load())
+	return &statusError{fasthttp.StatusRequestEntityTooLarge,
+		fmt.Sprintf("request body too large: the limit is %d bytes (%s)", n, byteSize(n))}
+}
+
 // transportError answers a request fasthttp could not read: 413 over the body limit, 431 for
 // headers too large, 408 on a read timeout, 400 otherwise.
 func (s *Server) transportError(ctx *fasthttp.RequestCtx, err error) {
@@ -356,8 +424,7 @@ func (s *Server) transportError(ctx *fasthttp.RequestCtx, err error) {
 	var netErr net.Error
 	switch {
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
-		s.fail(ctx, &statusError{fasthttp.StatusRequestEntityTooLarge,
-			fmt.Sprintf("request body too large: the limit is %d bytes (%s)", s.opts.MaxRequestBodySize, byteSize(s.opts.MaxRequestBodySize))})
+		s.fail(ctx, s.tooLarge())
 	case errors.As(err, &small):
 		s.fail(ctx, &statusError{fasthttp.StatusRequestHeaderFieldsTooLarge, "request headers too large"})
 	case errors.As(err, &netErr) && netErr.Timeout():

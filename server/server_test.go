@@ -58,6 +58,12 @@ func startServer(t *testing.T, reg Registry, opts Options) *testServer {
 		if err := <-ts.done; err != nil {
 			t.Errorf("Serve: %v", err)
 		}
+		// Every handler releases what it acquired, whatever the answer.
+		if fr, ok := reg.(*fakeRegistry); ok {
+			if n := fr.held(); n != 0 {
+				t.Errorf("%d model versions acquired and not released", n)
+			}
+		}
 	})
 	return ts
 }
@@ -359,6 +365,51 @@ func TestHealthReadyWhenAllLoaded(t *testing.T) {
 	empty := startServer(t, newFakeRegistry(), Options{})
 	if r := empty.do(t, "GET", "/v2/health/ready", nil); r.status != 200 {
 		t.Errorf("ready with no models = %d, want 200", r.status)
+	}
+}
+
+// staleRegistry lists the versions of an earlier table, as Versions may return just before a
+// reload swaps the table.
+type staleRegistry struct {
+	*fakeRegistry
+	stale map[string][]Model
+}
+
+func (r staleRegistry) Versions(model string) []Model { return r.stale[model] }
+
+// A version listed as not ready that a reload has since replaced by a ready one, or removed,
+// does not fail the health check; one that is still not ready does.
+func TestHealthReadyAsksAgainAfterAReload(t *testing.T) {
+	replaced := policyModel("1")
+	replaced.reason = "unloaded"
+	removed := policyModel("2")
+	removed.reason = "unloaded"
+	reg := staleRegistry{newFakeRegistry(policyModel("1")), map[string][]Model{"policy": {replaced, removed}}}
+	ts := startServer(t, reg, Options{})
+	if r := ts.do(t, "GET", "/v2/health/ready", nil); r.status != 200 {
+		t.Errorf("ready = %d %s, want 200", r.status, r.body)
+	}
+	if n := reg.held(); n != 0 {
+		t.Errorf("%d versions held after the health check", n)
+	}
+
+	broken := policyModel("1")
+	broken.reason = "still broken"
+	reg = staleRegistry{newFakeRegistry(broken), map[string][]Model{"policy": {broken}}}
+	ts = startServer(t, reg, Options{})
+	if r := ts.do(t, "GET", "/v2/health/ready", nil); r.status != 503 || !strings.Contains(errorMessage(t, r), "policy@1: still broken") {
+		t.Errorf("ready = %d %s, want 503 naming policy@1", r.status, r.body)
+	}
+}
+
+// A model the desired state lists but the repository lacks has version "": the health check
+// names the model alone.
+func TestHealthReadyNamesMissingModel(t *testing.T) {
+	ghost := &fakeModel{name: "ghost", reason: "not found in repository /models"}
+	ts := startServer(t, newFakeRegistry(ghost), Options{})
+	r := ts.do(t, "GET", "/v2/health/ready", nil)
+	if msg := errorMessage(t, r); r.status != 503 || msg != "1 model version(s) not ready: ghost: not found in repository /models" {
+		t.Errorf("ready = %d %q", r.status, msg)
 	}
 }
 

@@ -6,6 +6,9 @@
 //	policyctl bench engine [--models DIR] [--model NAME,...] [--batch 1,32,256] [--seconds 2]
 //	                       [--warmup 0.5] [--modes st,par] [--ort-script PATH] [--node node]
 //	                       [--format markdown|json]
+//	policyctl config validate FILE [--profile P] [--env]
+//	policyctl config diff A B [--profile P | --profile-a P --profile-b Q] [--env]
+//	policyctl config schema
 //
 // Every command and command group takes --help. Exit status: 0 success, 1 failure, 2 usage.
 package main
@@ -48,6 +51,7 @@ func root() *command {
 		{name: "bench", short: "benchmarks", subs: []*command{
 			{name: "engine", short: "engine latency/throughput beside onnxruntime-node, same machine, same run", run: benchEngine},
 		}},
+		{name: "config", short: "check, compare and describe config files", subs: configCommands()},
 	}}
 }
 

@@ -145,7 +145,11 @@ func freeAddr(t *testing.T) string {
 func startDaemon(t *testing.T, repo string, extra ...string) *daemon {
 	t.Helper()
 	addr := freeAddr(t)
-	args := append([]string{"--repository", repo, "--addr", addr, "--instances", "2", "--log-level", "debug"}, extra...)
+	args := []string{"--addr", addr, "--engine.cpu-threads", "2", "--log-level", "debug"}
+	if repo != "" {
+		args = append([]string{"--repository", repo}, args...)
+	}
+	args = append(args, extra...)
 	cmd := exec.Command(policydBinary(t), args...)
 	var stderr bytes.Buffer
 	var mu sync.Mutex

@@ -28,10 +28,15 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
 	"github.com/policyd/policyd/bridge"
+	"github.com/policyd/policyd/config"
 	"github.com/policyd/policyd/engines"
 	"github.com/policyd/policyd/server"
 )
@@ -43,97 +48,71 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr, nil))
 }
 
-// config is what the flags say.
-type config struct {
-	repository      string
-	addr            string
-	backendDir      string
-	backend         string
-	instances       int
-	queueLen        int
-	seed            uint64
-	maxBodySize     int
-	shutdownTimeout time.Duration
-	logLevel        string
-	version         bool
+// flags is what the command line says beyond the configuration keys.
+type flags struct {
+	load        config.LoadOptions
+	printConfig bool
+	checkConfig bool
+	version     bool
 }
 
-// maxDefaultInstances caps the default of --instances: one context per core serves a single
-// hot model best, but every model version gets its own pool, and each context holds its own
-// memory plan per shape bucket, so a repository of many models would multiply a large count.
-const maxDefaultInstances = 8
+// shortFlags are the flags of the first policyd releases, kept as aliases of their keys.
+var shortFlags = []struct{ name, key, usage string }{
+	{"repository", "repository.path", "model repository `DIR`, laid out DIR/<model>/<version>/model.onnx"},
+	{"addr", "server.addr", "listen address `HOST:PORT` (default 127.0.0.1:8000)"},
+	{"backend-dir", "repository.backend_dir", "folder of the backend plugins (default: beside libpolicyd)"},
+	{"log-level", "log.level", "log level: debug, info, warn or error"},
+	{"seed", "engine.seed", "base seed of random operators; instance i of a version uses seed+i"},
+	{"threads", "engine.threads", "threads of each engine instance"},
+	{"queue-len", "limits.queue_len", "requests waiting per engine instance before 503"},
+	{"max-request-size", "limits.max_request_size", "largest request body (64MiB, 512KiB, bytes); larger gets 413"},
+	{"shutdown-timeout", "server.shutdown_timeout", "how long shutdown waits for requests in flight"},
+}
 
-func defaultInstances() int { return min(runtime.NumCPU(), maxDefaultInstances) }
-
-func parseFlags(args []string, stderr io.Writer) (config, error) {
-	var c config
+func parseFlags(args []string, stderr io.Writer) (flags, error) {
+	var f flags
 	fs := flag.NewFlagSet("policyd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&c.repository, "repository", "", "model repository `DIR`, laid out DIR/<model>/<version>/model.onnx (required)")
-	fs.StringVar(&c.addr, "addr", "127.0.0.1:8000", "listen address `HOST:PORT`")
-	fs.StringVar(&c.backendDir, "backend-dir", "", "folder of the backend plugins (default: beside libpolicyd)")
-	fs.StringVar(&c.backend, "backend", "", `backend to build engines for (default: the library's, "cpu")`)
-	fs.IntVar(&c.instances, "instances", defaultInstances(),
-		fmt.Sprintf("engine contexts (worker threads) per model version; default min(CPUs, %d)", maxDefaultInstances))
-	fs.IntVar(&c.queueLen, "queue-len", 0, "requests waiting per model version before 503 (default 64 per instance)")
-	fs.Uint64Var(&c.seed, "seed", 0, "base seed of random operators; worker i of each version uses seed+i")
-	fs.IntVar(&c.maxBodySize, "max-request-size", server.DefaultMaxRequestBodySize, "largest request body in `bytes`; larger gets 413")
-	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long shutdown waits for requests in flight")
-	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	fs.BoolVar(&c.version, "version", false, "print the version and exit")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: policyd [--config FILE [--profile NAME]] [flags]\n\n"+
+			"Configuration layers, lowest first: defaults < --config file < profile overlay\n"+
+			"(<file>.<profile>.<ext>) < .env < POLICYD_* environment < flags. Every key: docs/configuration.md.\n\n")
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&f.load.File, "config", "", "configuration `FILE` (YAML or JSON); watched and reloaded on change and on SIGHUP")
+	fs.StringVar(&f.load.Profile, "profile", "", "profile `NAME`: overlays <file>.<NAME>.<ext> (default $POLICYD_PROFILE)")
+	fs.BoolVar(&f.printConfig, "print-config", false, "print the merged configuration with each value's source, secrets redacted, and exit")
+	fs.BoolVar(&f.checkConfig, "check-config", false, "validate the configuration, print every problem, and exit (non-zero when invalid)")
+	fs.BoolVar(&f.version, "version", false, "print the version and exit")
+	short := map[string]*string{}
+	for _, sf := range shortFlags {
+		short[sf.name] = fs.String(sf.name, "", sf.usage+" (= --"+config.FlagName(sf.key)+")")
+	}
+	keyed := config.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
-		return c, err
+		return f, err
 	}
-	if c.version {
-		return c, nil
-	}
-	var problems []string
 	if fs.NArg() > 0 {
-		problems = append(problems, fmt.Sprintf("unexpected arguments: %s", strings.Join(fs.Args(), " ")))
+		fmt.Fprintf(stderr, "policyd: unexpected arguments: %s\n", strings.Join(fs.Args(), " "))
+		return f, &usageError{[]string{"unexpected arguments: " + strings.Join(fs.Args(), " ")}}
 	}
-	if c.repository == "" {
-		problems = append(problems, "--repository is required: the model repository folder (DIR/<model>/<version>/model.onnx)")
-	} else if fi, err := os.Stat(c.repository); err != nil {
-		problems = append(problems, fmt.Sprintf("--repository %s: %v", c.repository, unwrapPath(err)))
-	} else if !fi.IsDir() {
-		problems = append(problems, fmt.Sprintf("--repository %s: not a directory", c.repository))
+	f.load.Flags = keyed()
+	f.load.FlagNames = map[string]string{}
+	set := map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	for _, sf := range shortFlags {
+		if set[sf.name] {
+			f.load.Flags[sf.key] = *short[sf.name]
+			f.load.FlagNames[sf.key] = sf.name
+		}
 	}
-	if _, _, err := net.SplitHostPort(c.addr); err != nil {
-		problems = append(problems, fmt.Sprintf("--addr %q: %v", c.addr, err))
-	}
-	if c.instances < 1 {
-		problems = append(problems, fmt.Sprintf("--instances %d: must be at least 1", c.instances))
-	}
-	if c.queueLen < 0 {
-		problems = append(problems, fmt.Sprintf("--queue-len %d: must not be negative", c.queueLen))
-	}
-	if c.maxBodySize < 1 {
-		problems = append(problems, fmt.Sprintf("--max-request-size %d: must be positive", c.maxBodySize))
-	}
-	if c.shutdownTimeout <= 0 {
-		problems = append(problems, fmt.Sprintf("--shutdown-timeout %s: must be positive", c.shutdownTimeout))
-	}
-	if _, err := zapcore.ParseLevel(c.logLevel); err != nil || c.logLevel == "" {
-		problems = append(problems, fmt.Sprintf("--log-level %q: want debug, info, warn or error", c.logLevel))
-	}
-	if len(problems) > 0 {
-		return c, &usageError{problems}
-	}
-	return c, nil
+	return f, nil
 }
 
-// usageError lists every problem of the command line at once.
+// usageError is a command line the flag package accepted but policyd does not.
 type usageError struct{ problems []string }
 
 func (e *usageError) Error() string { return strings.Join(e.problems, "; ") }
-
-func unwrapPath(err error) error {
-	var pe *os.PathError
-	if errors.As(err, &pe) {
-		return pe.Err
-	}
-	return err
-}
 
 func versionString() string {
 	if version != "" {
@@ -145,31 +124,37 @@ func versionString() string {
 	return "dev"
 }
 
-func newLogger(level string, w io.Writer) *zap.Logger {
-	lvl, _ := zapcore.ParseLevel(level)
-	enc := zap.NewProductionEncoderConfig()
-	enc.EncodeTime = zapcore.ISO8601TimeEncoder
-	core := zapcore.NewCore(zapcore.NewJSONEncoder(enc), zapcore.Lock(zapcore.AddSync(w)), lvl)
-	return zap.New(core, zap.ErrorOutput(zapcore.Lock(zapcore.AddSync(w))))
+func levelOf(s string) zapcore.Level {
+	var l zapcore.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return zapcore.InfoLevel
+	}
+	return l
 }
 
-// run is main without the exit: flags, native runtime, repository, HTTP server, signals, and
-// shutdown in reverse order. stop, when not nil, replaces SIGINT/SIGTERM (tests).
+// newLogger builds the process logger: JSON (or console) lines on w at a level that can
+// change while running.
+func newLogger(c *config.Config, w io.Writer) (*zap.Logger, zap.AtomicLevel) {
+	level := zap.NewAtomicLevelAt(levelOf(c.Log.Level))
+	ec := zap.NewProductionEncoderConfig()
+	ec.TimeKey = "ts"
+	ec.EncodeTime = zapcore.ISO8601TimeEncoder
+	enc := zapcore.NewJSONEncoder(ec)
+	if c.Log.Format == "console" {
+		enc = zapcore.NewConsoleEncoder(ec)
+	}
+	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(w), level)), level
+}
+
 func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
-	cfg, err := parseFlags(args, stderr)
+	f, err := parseFlags(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
 	if err != nil {
-		var ue *usageError
-		if errors.As(err, &ue) { // the flag package reports its own parse errors
-			for _, p := range ue.problems {
-				fmt.Fprintf(stderr, "policyd: %s\n", p)
-			}
-		}
 		return 2
 	}
-	if cfg.version {
+	if f.version {
 		lib := "unavailable (built without cgo)"
 		if bridge.Available() == nil {
 			major, minor := bridge.APIVersion()
@@ -181,7 +166,24 @@ func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
 		return 0
 	}
 
-	log := newLogger(cfg.logLevel, stderr)
+	// Configuration: every problem at once, and nothing starts on an invalid one.
+	cfg, src, err := config.Load(f.load)
+	if f.printConfig && cfg != nil {
+		fmt.Fprint(stdout, config.Print(cfg, src))
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "policyd: invalid configuration:\n%v\n", err)
+		return 2
+	}
+	if f.checkConfig {
+		fmt.Fprintln(stdout, "configuration ok")
+		return 0
+	}
+	if f.printConfig {
+		return 0
+	}
+
+	log, level := newLogger(cfg, stderr)
 	defer log.Sync()
 	if err := bridge.Available(); err != nil {
 		log.Error("native library unavailable", zap.Error(err))
@@ -189,8 +191,8 @@ func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
 		return 1
 	}
 	native := log.Named("native")
-	bridge.SetLogger(func(level bridge.LogLevel, msg string) {
-		switch level {
+	bridge.SetLogger(func(l bridge.LogLevel, msg string) {
+		switch l {
 		case bridge.LogDebug:
 			native.Debug(msg)
 		case bridge.LogInfo:
@@ -204,11 +206,12 @@ func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
 	defer bridge.SetLogger(nil)
 	major, minor := bridge.APIVersion()
 	log.Info("starting", zap.String("version", versionString()), zap.String("library", bridge.LibraryVersion()),
-		zap.String("abi", fmt.Sprintf("%d.%d", major, minor)), zap.String("repository", cfg.repository),
-		zap.String("addr", cfg.addr), zap.Int("instances", cfg.instances))
+		zap.String("abi", fmt.Sprintf("%d.%d", major, minor)), zap.String("config", f.load.File),
+		zap.String("profile", f.load.Profile), zap.String("repository", cfg.Repository.Path),
+		zap.String("addr", cfg.Server.Addr))
 
 	start := time.Now()
-	rt, err := bridge.NewRuntime(cfg.backendDir)
+	rt, err := bridge.NewRuntime(cfg.Repository.BackendDir)
 	if err != nil {
 		log.Error("native runtime", zap.Error(err))
 		fmt.Fprintf(stderr, "policyd: native runtime: %v\n", err)
@@ -226,27 +229,17 @@ func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
 	}()
 
 	start = time.Now()
-	repo, err := engines.OpenRepository(rt, cfg.repository, engines.RepositoryOptions{
-		Pool:    engines.PoolOptions{Instances: cfg.instances, QueueLen: cfg.queueLen, Seed: cfg.seed},
-		Backend: cfg.backend,
-		Logger:  log,
-	})
+	repo := engines.NewRepository(rt, log)
+	rep, err := repo.Apply(desired(cfg))
 	if err != nil {
 		log.Error("model repository", zap.Error(err))
 		fmt.Fprintf(stderr, "policyd: %v\n", err)
 		return 1
 	}
-	ready, total := 0, 0
-	for _, v := range repo.All() {
-		total++
-		if ok, _ := v.Ready(); ok {
-			ready++
-		}
-	}
-	log.Info("repository loaded", zap.Int("versions", total), zap.Int("ready", ready),
-		zap.Int("unavailable", total-ready), zap.Duration("took", time.Since(start)))
-	if total == 0 {
-		log.Warn("the repository holds no model version", zap.String("repository", cfg.repository))
+	log.Info("repository loaded", zap.Int("versions", len(rep.Loaded)+len(rep.Failed)), zap.Int("ready", len(rep.Loaded)),
+		zap.Int("unavailable", len(rep.Failed)), zap.Duration("took", time.Since(start)))
+	if len(rep.Loaded)+len(rep.Failed) == 0 {
+		log.Warn("the repository holds no model version", zap.String("repository", cfg.Repository.Path))
 	}
 	defer func() {
 		t := time.Now()
@@ -254,35 +247,64 @@ func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
 		log.Info("repository closed", zap.Duration("took", time.Since(t)))
 	}()
 
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	rl := newReloader(f.load, cfg, src, log, level, repo, reg)
 	srv := server.New(server.NewRegistry(repo), log, server.Options{
-		Version: versionString(), MaxRequestBodySize: cfg.maxBodySize,
+		Version:            versionString(),
+		MaxRequestBodySize: int(cfg.Limits.MaxRequestSize),
+		ReadTimeout:        cfg.Server.ReadTimeout,
+		WriteTimeout:       cfg.Server.WriteTimeout,
+		IdleTimeout:        cfg.Server.IdleTimeout,
+		Admin: server.Admin{
+			Reload:  func() (any, error) { return rl.Reload("admin API") },
+			Token:   rl.Token,
+			Details: func() any { return rl.details(rt) },
+			Metrics: fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{})),
+		},
 	})
-	ln, err := net.Listen("tcp", cfg.addr)
+	rl.srv = srv
+	ln, err := net.Listen("tcp", cfg.Server.Addr)
 	if err != nil {
-		log.Error("listen", zap.String("addr", cfg.addr), zap.Error(err))
-		fmt.Fprintf(stderr, "policyd: listen %s: %v\n", cfg.addr, err)
+		log.Error("listen", zap.String("addr", cfg.Server.Addr), zap.Error(err))
+		fmt.Fprintf(stderr, "policyd: listen %s: %v\n", cfg.Server.Addr, err)
 		return 1
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	log.Info("serving", zap.String("addr", ln.Addr().String()))
 
+	watchCtx, stopWatch := context.WithCancel(context.Background())
+	watched := make(chan struct{})
+	go func() { defer close(watched); rl.watch(watchCtx) }()
+	defer func() { stopWatch(); <-watched }()
+
 	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
 	code := 0
-	select {
-	case s := <-sigs:
-		log.Info("stopping", zap.String("signal", s.String()))
-	case <-stop:
-		log.Info("stopping")
-	case err := <-served:
-		log.Error("server failed", zap.Error(err))
-		code = 1
+wait:
+	for {
+		select {
+		case s := <-sigs:
+			if s == syscall.SIGHUP {
+				_, _ = rl.Reload("SIGHUP")
+				continue
+			}
+			log.Info("stopping", zap.String("signal", s.String()))
+			break wait
+		case <-stop:
+			log.Info("stopping")
+			break wait
+		case err := <-served:
+			log.Error("server failed", zap.Error(err))
+			code = 1
+			break wait
+		}
 	}
 
 	t := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), rl.Config().Server.ShutdownTimeout)
 	if err := srv.Shutdown(ctx); err != nil {
 		log.Warn("HTTP shutdown incomplete", zap.Error(err))
 	}

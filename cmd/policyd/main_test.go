@@ -8,10 +8,14 @@ import (
 	"testing"
 )
 
-func TestFlagErrors(t *testing.T) {
+func TestInvalidConfigurationListsEveryProblem(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "f")
 	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bad := filepath.Join(dir, "policyd.yaml")
+	if err := os.WriteFile(bad, []byte("server:\n  adr: x\nlog:\n  level: loud\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct {
@@ -19,11 +23,13 @@ func TestFlagErrors(t *testing.T) {
 		args []string
 		want []string // every line must appear on stderr
 	}{
-		{"no repository", nil, []string{"policyd: --repository is required"}},
-		{"missing repository", []string{"--repository", filepath.Join(dir, "nope")}, []string{"--repository " + filepath.Join(dir, "nope") + ": no such file or directory"}},
-		{"repository is a file", []string{"--repository", file}, []string{": not a directory"}},
-		{"every problem at once", []string{"--instances", "0", "--log-level", "loud", "--addr", "nowhere", "--queue-len", "-1", "extra"},
-			[]string{"--repository is required", "--instances 0: must be at least 1", `--log-level "loud"`, `--addr "nowhere"`, "--queue-len -1", "unexpected arguments: extra"}},
+		{"no repository", nil, []string{"repository.path: is required"}},
+		{"missing repository", []string{"--repository", filepath.Join(dir, "nope")}, []string{"repository.path: folder " + filepath.Join(dir, "nope") + ": no such file or directory (flag:--repository)"}},
+		{"every problem at once", []string{"--repository", file, "--log-level", "loud", "--addr", "nowhere", "--queue-len", "-1"},
+			[]string{"repository.path:", `log.level: must be one of debug, info, warn, error, got "loud" (flag:--log-level)`,
+				`server.addr: must be HOST:PORT`, "limits.queue_len: must be ≥ 1, got -1"}},
+		{"file with a typo", []string{"--config", bad}, []string{"server.adr: unknown key (did you mean server.addr?)", `log.level: must be one of`}},
+		{"unexpected argument", []string{"extra"}, []string{"unexpected arguments: extra"}},
 		{"unknown flag", []string{"--bogus"}, []string{"flag provided but not defined: -bogus"}},
 	}
 	for _, tt := range tests {
@@ -41,6 +47,26 @@ func TestFlagErrors(t *testing.T) {
 	}
 }
 
+func TestCheckAndPrintConfig(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"--config", "../../examples/config/policyd.yaml", "--profile", "prod", "--check-config"}, &stdout, &stderr, nil); code != 0 {
+		t.Fatalf("--check-config: exit %d: %s", code, stderr.String())
+	}
+	if !strings.Contains(stdout.String(), "configuration ok") {
+		t.Errorf("--check-config printed %q", stdout.String())
+	}
+	stdout.Reset()
+	t.Setenv("POLICYD_LOG__LEVEL", "warn")
+	if code := run([]string{"--config", "../../examples/config/policyd.yaml", "--addr", "127.0.0.1:9999", "--print-config"}, &stdout, &stderr, nil); code != 0 {
+		t.Fatalf("--print-config: exit %d: %s", code, stderr.String())
+	}
+	for _, w := range []string{"addr: 127.0.0.1:9999", "# flag:--addr", "level: warn", "# env:POLICYD_LOG__LEVEL", "# file:"} {
+		if !strings.Contains(stdout.String(), w) {
+			t.Errorf("--print-config lacks %q:\n%s", w, stdout.String())
+		}
+	}
+}
+
 func TestVersionFlag(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	if code := run([]string{"--version"}, &stdout, &stderr, nil); code != 0 {
@@ -48,11 +74,5 @@ func TestVersionFlag(t *testing.T) {
 	}
 	if !strings.HasPrefix(stdout.String(), "policyd ") || !strings.Contains(stdout.String(), "libpolicyd") {
 		t.Errorf("--version printed %q", stdout.String())
-	}
-}
-
-func TestDefaultInstances(t *testing.T) {
-	if n := defaultInstances(); n < 1 || n > maxDefaultInstances {
-		t.Errorf("defaultInstances() = %d, want 1..%d", n, maxDefaultInstances)
 	}
 }

@@ -1,0 +1,285 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/policyd/policyd/bridge"
+	"github.com/policyd/policyd/config"
+	"github.com/policyd/policyd/engines"
+	"github.com/policyd/policyd/server"
+)
+
+// reloader owns the live configuration: it loads the layers anew (on a file change, SIGHUP or
+// POST /v2/admin/reload), rejects an invalid result and keeps the old one, holds back changes
+// that need a restart, and applies the rest — log level, limits, the served models — in one
+// step. Safe for concurrent use; reloads are serialized.
+type reloader struct {
+	opts  config.LoadOptions
+	log   *zap.Logger
+	level zap.AtomicLevel
+	repo  *engines.Repository
+	srv   *server.Server // set once serving
+
+	mu      sync.Mutex
+	cur     *config.Config
+	src     *config.Sources
+	pending []config.Change // changes that wait for a restart
+	last    reloadResult
+	history []reloadResult // the last reloadHistory reloads, most recent first
+	token   atomic.Value   // string: the admin bearer token
+
+	reloads  *prometheus.CounterVec
+	lastOK   prometheus.Gauge
+	lastTime prometheus.Gauge
+	pendingG prometheus.Gauge
+}
+
+// reloadHistory is how many reloads health details list.
+const reloadHistory = 16
+
+// reloadResult is what one reload did; health details and POST /v2/admin/reload show it.
+type reloadResult struct {
+	Time           time.Time       `json:"time"`
+	Trigger        string          `json:"trigger"`
+	Outcome        string          `json:"outcome"` // applied, rejected, failed, unchanged
+	Error          string          `json:"error,omitempty"`
+	Applied        []config.Change `json:"applied,omitempty"`
+	RestartPending []config.Change `json:"restart_pending,omitempty"`
+	Models         *modelReport    `json:"models,omitempty"`
+	TookSeconds    float64         `json:"took_seconds"`
+}
+
+type modelReport struct {
+	Loaded    []string `json:"loaded,omitempty"`
+	Reloaded  []string `json:"reloaded,omitempty"`
+	Unloaded  []string `json:"unloaded,omitempty"`
+	Failed    []string `json:"failed,omitempty"`
+	Unchanged int      `json:"unchanged"`
+}
+
+func newReloader(opts config.LoadOptions, cfg *config.Config, src *config.Sources, log *zap.Logger,
+	level zap.AtomicLevel, repo *engines.Repository, reg prometheus.Registerer) *reloader {
+	r := &reloader{opts: opts, cur: cfg, src: src, log: log, level: level, repo: repo}
+	r.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "policyd_config_reloads_total",
+		Help: "Configuration reloads by outcome: applied, unchanged, rejected (invalid config; the old one keeps running), failed (valid config the server could not apply).",
+	}, []string{"outcome"})
+	r.lastOK = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "policyd_config_last_reload_successful",
+		Help: "1 when the last configuration reload was applied (or changed nothing), 0 when it was rejected or failed.",
+	})
+	r.lastTime = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "policyd_config_last_reload_timestamp_seconds",
+		Help: "Unix time of the last configuration reload attempt.",
+	})
+	r.pendingG = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "policyd_config_restart_pending_changes",
+		Help: "Configuration changes loaded but held back until a restart (e.g. server.addr).",
+	})
+	for _, o := range []string{"applied", "unchanged", "rejected", "failed"} {
+		r.reloads.WithLabelValues(o)
+	}
+	r.lastOK.Set(1)
+	reg.MustRegister(r.reloads, r.lastOK, r.lastTime, r.pendingG)
+	r.readToken(cfg)
+	return r
+}
+
+func (r *reloader) readToken(cfg *config.Config) {
+	t, err := cfg.Admin.Token()
+	if err != nil {
+		r.log.Error("admin token", zap.Error(err))
+		t = ""
+	}
+	r.token.Store(t)
+}
+
+// Token is the admin API's bearer token ("" = admin API disabled).
+func (r *reloader) Token() string { return r.token.Load().(string) }
+
+// Config returns the configuration in force.
+func (r *reloader) Config() *config.Config {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.cur
+}
+
+// desired turns the configuration into the engines' desired state.
+func desired(c *config.Config) engines.Desired {
+	d := engines.Desired{
+		Dir:      c.Repository.Path,
+		QueueLen: c.Limits.QueueLen,
+		Seed:     c.Engine.Seed,
+		Default: engines.ModelSpec{
+			Backends:  config.DefaultModel().Backends,
+			Instances: c.Instances(config.DefaultModel()),
+			Threads:   c.Threads(config.DefaultModel()),
+		},
+	}
+	for _, m := range c.Models {
+		d.Models = append(d.Models, engines.ModelSpec{
+			Name: m.Name, Version: m.Version, Backends: m.Backends,
+			Instances: c.Instances(m), Threads: c.Threads(m),
+		})
+	}
+	return d
+}
+
+// Reload loads the configuration anew and applies what it can without a restart. It returns
+// an error when the new configuration was rejected (invalid) or could not be applied; in both
+// cases the previous configuration keeps running untouched.
+func (r *reloader) Reload(trigger string) (reloadResult, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	start := time.Now()
+	res := reloadResult{Time: start.UTC(), Trigger: trigger}
+	finish := func(outcome string, err error) (reloadResult, error) {
+		res.Outcome = outcome
+		res.TookSeconds = time.Since(start).Seconds()
+		if err != nil {
+			res.Error = err.Error()
+		}
+		r.last = res
+		r.history = append([]reloadResult{res}, r.history...)
+		if len(r.history) > reloadHistory {
+			r.history = r.history[:reloadHistory]
+		}
+		r.reloads.WithLabelValues(outcome).Inc()
+		r.lastTime.Set(float64(start.Unix()))
+		if outcome == "applied" || outcome == "unchanged" {
+			r.lastOK.Set(1)
+		} else {
+			r.lastOK.Set(0)
+		}
+		r.pendingG.Set(float64(len(r.pending)))
+		return res, err
+	}
+
+	next, src, err := config.Load(r.opts)
+	if err != nil {
+		r.log.Error("configuration reload rejected; the running configuration stays",
+			zap.String("trigger", trigger), zap.Error(err))
+		return finish("rejected", err)
+	}
+	live, pending := config.Live(r.cur, next)
+	applied := config.Diff(r.cur, live)
+	res.Applied, res.RestartPending = applied, pending
+	for _, c := range pending {
+		r.log.Warn("configuration change needs a restart; not applied",
+			zap.String("key", c.Key), zap.String("running", c.Old), zap.String("loaded", c.New))
+	}
+	if len(applied) == 0 {
+		r.pending, r.src = pending, src
+		r.log.Info("configuration reloaded: nothing to apply", zap.String("trigger", trigger),
+			zap.Int("restart_pending", len(pending)))
+		return finish("unchanged", nil)
+	}
+
+	// Models first: if the repository cannot be applied, nothing changes.
+	rep, err := r.repo.Apply(desired(live))
+	if err != nil {
+		r.log.Error("configuration reload failed; the running configuration stays",
+			zap.String("trigger", trigger), zap.Error(err))
+		return finish("failed", fmt.Errorf("apply models: %w", err))
+	}
+	res.Models = summarize(rep)
+	r.level.SetLevel(levelOf(live.Log.Level))
+	if r.srv != nil {
+		r.srv.SetMaxRequestBodySize(int(live.Limits.MaxRequestSize))
+	}
+	r.readToken(live)
+	r.cur, r.src, r.pending = live, src, pending
+	fields := []zap.Field{zap.String("trigger", trigger), zap.Int("changes", len(applied)),
+		zap.Int("restart_pending", len(pending)), zap.Duration("took", time.Since(start))}
+	for _, c := range applied {
+		fields = append(fields, zap.String(c.Key, c.Old+" -> "+c.New))
+	}
+	r.log.Info("configuration reloaded", fields...)
+	return finish("applied", nil)
+}
+
+func summarize(rep engines.Report) *modelReport {
+	m := &modelReport{Unchanged: rep.Unchanged}
+	name := func(c engines.Change) string { return c.Model + "@" + c.Version }
+	for _, c := range rep.Loaded {
+		m.Loaded = append(m.Loaded, name(c))
+	}
+	for _, c := range rep.Reloaded {
+		m.Reloaded = append(m.Reloaded, name(c))
+	}
+	for _, c := range rep.Unloaded {
+		m.Unloaded = append(m.Unloaded, name(c))
+	}
+	for _, c := range rep.Failed {
+		m.Failed = append(m.Failed, name(c)+": "+c.Reason)
+	}
+	return m
+}
+
+// watch reloads on every change of the config file, its profile overlay and the .env file.
+func (r *reloader) watch(ctx context.Context) {
+	if len(r.opts.Files()) == 0 {
+		return
+	}
+	err := config.Watch(ctx, r.opts, 200*time.Millisecond, func() { _, _ = r.Reload("file change") })
+	if err != nil && !errors.Is(err, context.Canceled) {
+		r.log.Error("config watch stopped; reload with SIGHUP", zap.Error(err))
+	}
+}
+
+// details is the document of GET /v2/health/details.
+func (r *reloader) details(rt *bridge.Runtime) any {
+	r.mu.Lock()
+	cfg, last, pending, history := r.cur, r.last, r.pending, r.history
+	r.mu.Unlock()
+	type version struct {
+		Model       string  `json:"model"`
+		Version     string  `json:"version"`
+		State       string  `json:"state"`
+		Reason      string  `json:"reason,omitempty"`
+		Backend     string  `json:"backend,omitempty"`
+		LoadSeconds float64 `json:"load_seconds"`
+	}
+	var versions []version
+	ready := true
+	for _, v := range r.repo.All() {
+		ok, reason := v.Ready()
+		ready = ready && ok
+		versions = append(versions, version{v.Name(), v.Version(), v.State().String(), reason, v.Backend(), v.LoadDuration().Seconds()})
+	}
+	var backends []bridge.BackendInfo
+	if rt != nil {
+		backends = rt.Backends()
+	}
+	status := "ready"
+	if !ready {
+		status = "not ready"
+	}
+	lastReload := any(nil)
+	if !last.Time.IsZero() {
+		lastReload = last
+	}
+	return map[string]any{
+		"status":   status,
+		"versions": versions,
+		"backends": backends,
+		"config": map[string]any{
+			"file":            r.opts.File,
+			"profile":         r.opts.Profile,
+			"repository":      cfg.Repository.Path,
+			"log_level":       cfg.Log.Level,
+			"models":          len(cfg.Models),
+			"restart_pending": pending,
+			"last_reload":     lastReload,
+			"reloads":         history,
+		},
+	}
+}

@@ -1,0 +1,152 @@
+// Package config holds policyd's one typed configuration: the struct and its defaults, the
+// layers it is loaded from (defaults < file < profile overlay < .env < environment < flags,
+// merged with koanf), validation that reports every problem at once with its key path, the
+// merged view with each value's source, the difference between two configs, a JSON Schema and
+// the reference documentation, all generated from the struct.
+//
+// A key exists only once the feature that reads it does. A new key is a field with four tags:
+//
+//	koanf:"snake_case_key"   the key (its env name follows: POLICYD_<SECTION>__<KEY>)
+//	desc:"..."               one or two sentences for docs/configuration.md and the schema
+//	reload:"live|restart"    whether a running server applies a change without a restart
+//
+// and, where they apply: enum:"a,b,c", min:"N", max:"N" (numbers, durations, sizes; list length
+// for lists), unique:"true" (lists), required:"true", exists:"dir|file" (paths that must
+// exist), path:"true" (relative to the file that sets it), key:"true" (the field naming an
+// element of a list), secret:"true" (printed as <redacted>). Its default goes in Defaults.
+// Then refresh the reference: go test ./config -update.
+//
+// The package is pure Go and imports nothing of policyd's.
+package config
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
+	"time"
+)
+
+// Config is policyd's configuration. The zero value is not useful: start from Defaults or Load.
+// A *Config is not modified after Load returns it; share it read-only between goroutines.
+type Config struct {
+	Server     Server     `koanf:"server" desc:"The HTTP listener."`
+	Limits     Limits     `koanf:"limits" desc:"Bounds on what one request and one model may hold."`
+	Log        Log        `koanf:"log" desc:"Logging."`
+	Repository Repository `koanf:"repository" desc:"Where the models and the backend plugins are."`
+	Engine     Engine     `koanf:"engine" desc:"Defaults of the engine instances that run the models."`
+	Models     []Model    `koanf:"models" reload:"live" unique:"true" desc:"The models to serve, each by name; empty serves every model found in the repository, each with the defaults below."`
+	Admin      Admin      `koanf:"admin" desc:"The admin API."`
+}
+
+// Server configures the HTTP listener.
+type Server struct {
+	Addr            string        `koanf:"addr" reload:"restart" desc:"Address the HTTP API listens on, HOST:PORT; an empty host listens on every interface."`
+	ReadTimeout     time.Duration `koanf:"read_timeout" reload:"restart" min:"1ms" desc:"Longest time to read a whole request, body included."`
+	WriteTimeout    time.Duration `koanf:"write_timeout" reload:"restart" min:"1ms" desc:"Longest time to write a response."`
+	IdleTimeout     time.Duration `koanf:"idle_timeout" reload:"restart" min:"1ms" desc:"How long a keep-alive connection waits for its next request."`
+	ShutdownTimeout time.Duration `koanf:"shutdown_timeout" reload:"restart" min:"1ms" desc:"How long shutdown waits for the requests in flight before closing the engines."`
+}
+
+// Limits bounds what one request and one model may hold.
+type Limits struct {
+	MaxRequestSize Size `koanf:"max_request_size" reload:"live" min:"1" max:"256MiB" desc:"Largest request body; a larger one gets 413. A size: 64MiB, 512KiB or a number of bytes; at most 256MiB."`
+	QueueLen       int  `koanf:"queue_len" reload:"live" min:"1" desc:"Requests that may wait per engine instance of a model version before more get 503 with Retry-After."`
+}
+
+// Log configures logging.
+type Log struct {
+	Level  string `koanf:"level" reload:"live" enum:"debug,info,warn,error" desc:"Least severe level logged."`
+	Format string `koanf:"format" reload:"restart" enum:"json,console" desc:"Log line format: json (one object a line) or console (human-readable)."`
+}
+
+// Repository says where the models and the backend plugins are.
+type Repository struct {
+	Path       string `koanf:"path" reload:"live" required:"true" exists:"dir" path:"true" desc:"Model repository folder, laid out <path>/<model>/<version>/model.onnx. A relative path in a config file is relative to that file's folder."`
+	BackendDir string `koanf:"backend_dir" reload:"restart" exists:"dir" path:"true" desc:"Folder of the backend plugins (libpolicyd_backend_<name>.so); empty: beside libpolicyd."`
+}
+
+// Engine holds the defaults of the engine instances that run the models.
+type Engine struct {
+	Seed       uint64 `koanf:"seed" reload:"live" desc:"Base seed of random operators; instance i of a version uses seed+i. A change applies to the versions (re)loaded after it."`
+	Threads    int    `koanf:"threads" reload:"live" min:"1" max:"1024" desc:"Threads of each engine instance, unless a model sets its own."`
+	CPUThreads int    `koanf:"cpu_threads" reload:"restart" min:"0" max:"65536" desc:"CPU threads the engines may use in all, 0 = every core; a model's default instance count is max(1, cpu_threads / threads)."`
+}
+
+// Model names a model of the repository to serve and how.
+type Model struct {
+	Name      string   `koanf:"name" reload:"live" required:"true" key:"true" desc:"The model's folder name in the repository."`
+	Version   string   `koanf:"version" reload:"live" desc:"Version to serve: empty serves every version found; else an exact version (1.2.3, v1.2.3) or an integer folder name (1)."`
+	Backends  []string `koanf:"backends" reload:"live" enum:"cpu,cuda,tensorrt" min:"1" unique:"true" desc:"Backends in order of preference; the first that loads on this machine serves."`
+	Instances int      `koanf:"instances" reload:"live" min:"0" max:"1024" desc:"Engine instances of each version, 0 = max(1, engine.cpu_threads / threads)."`
+	Threads   int      `koanf:"threads" reload:"live" min:"0" max:"1024" desc:"Threads of each engine instance, 0 = engine.threads."`
+}
+
+// Admin configures the admin API.
+type Admin struct {
+	TokenFile string `koanf:"token_file" reload:"live" exists:"file" path:"true" desc:"File holding the bearer token of the admin API (its first line, trimmed); empty disables the admin API. The config holds only the path; the token is read when needed and never printed."`
+}
+
+// Defaults returns the configuration every layer starts from. The defaults of a models[]
+// element are in DefaultModel.
+func Defaults() *Config {
+	return &Config{
+		Server: Server{
+			Addr:            "127.0.0.1:8000",
+			ReadTimeout:     30 * time.Second,
+			WriteTimeout:    30 * time.Second,
+			IdleTimeout:     2 * time.Minute,
+			ShutdownTimeout: 30 * time.Second,
+		},
+		Limits:     Limits{MaxRequestSize: 64 * MiB, QueueLen: 64},
+		Log:        Log{Level: "info", Format: "json"},
+		Repository: Repository{},
+		Engine:     Engine{Seed: 0, Threads: 1, CPUThreads: 0},
+		Models:     []Model{},
+		Admin:      Admin{},
+	}
+}
+
+// DefaultModel returns the defaults of an element of models: a key a layer does not set for
+// models[i] takes its value from here.
+func DefaultModel() Model {
+	return Model{Backends: []string{"cpu"}}
+}
+
+// Threads returns the threads of each engine instance of m: m.Threads, else engine.threads.
+func (c *Config) Threads(m Model) int {
+	if m.Threads > 0 {
+		return m.Threads
+	}
+	return max(1, c.Engine.Threads)
+}
+
+// Instances returns the engine instances of each version of m: m.Instances, else
+// max(1, engine.cpu_threads / threads), engine.cpu_threads 0 meaning runtime.NumCPU().
+func (c *Config) Instances(m Model) int {
+	if m.Instances > 0 {
+		return m.Instances
+	}
+	cpus := c.Engine.CPUThreads
+	if cpus == 0 {
+		cpus = runtime.NumCPU()
+	}
+	return max(1, cpus/c.Threads(m))
+}
+
+// Token reads the admin token from TokenFile: its first line, trimmed. It returns "" and no
+// error when TokenFile is empty (no admin API). The error never contains the token.
+func (a Admin) Token() (string, error) {
+	if a.TokenFile == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(a.TokenFile)
+	if err != nil {
+		return "", fmt.Errorf("admin token: %w", err)
+	}
+	tok, _, _ := strings.Cut(string(b), "\n")
+	if tok = strings.TrimSpace(tok); tok == "" {
+		return "", fmt.Errorf("admin token: %s: the first line is empty", a.TokenFile)
+	}
+	return tok, nil
+}

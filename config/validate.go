@@ -1,0 +1,225 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Problem is one thing wrong with a config: the key path it is about ("models[2].instances",
+// "" for a whole file), what is wrong and what was expected, and the layer that set the value
+// when Load knows it.
+type Problem struct {
+	Key    string
+	Msg    string
+	Source string // "file:policyd.yaml", "env:POLICYD_X", …; "" or "default" when unknown
+}
+
+func (p Problem) String() string {
+	s := p.Msg
+	if p.Key != "" {
+		s = p.Key + ": " + p.Msg
+	}
+	if p.Source != "" && p.Source != "default" {
+		s += " (" + p.Source + ")"
+	}
+	return s
+}
+
+// ValidationError lists every problem of a config, in the order the layers and keys come.
+type ValidationError struct {
+	Problems []Problem
+}
+
+// Error writes one problem a line: "key.path: message (source)".
+func (e *ValidationError) Error() string {
+	lines := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		lines[i] = p.String()
+	}
+	return strings.Join(lines, "\n")
+}
+
+type checker struct{ probs []Problem }
+
+func (c *checker) fail(key, format string, args ...any) {
+	c.probs = append(c.probs, Problem{Key: key, Msg: fmt.Sprintf(format, args...)})
+}
+
+// Validate checks every value of c — ranges, enums, sizes, files and folders that must
+// exist, and the rules across keys — and returns a *ValidationError listing every problem,
+// or nil. Relative paths are taken from the current folder (Load has already made those of
+// a config file relative to its folder).
+func (c *Config) Validate() error {
+	ch := &checker{}
+	walkValues(rootNode(), reflect.ValueOf(c).Elem(), "", false, ch.field)
+
+	// rules the tags do not say
+	if _, port, err := net.SplitHostPort(c.Server.Addr); err != nil || !validPort(port) {
+		ch.fail("server.addr", "must be HOST:PORT like 127.0.0.1:8000 or :8000, got %q", c.Server.Addr)
+	}
+	repoOK := false
+	if c.Repository.Path != "" {
+		if fi, err := os.Stat(c.Repository.Path); err == nil && fi.IsDir() {
+			repoOK = true
+		}
+	}
+	first := map[string]int{}
+	for i, m := range c.Models {
+		p := fmt.Sprintf("models[%d]", i)
+		if m.Name != "" && !modelName.MatchString(m.Name) {
+			ch.fail(p+".name", "must be a folder name of letters, digits, '.', '_' and '-', got %q", m.Name)
+		} else if m.Name != "" {
+			if j, dup := first[m.Name]; dup {
+				if o := c.Models[j]; o.Version != m.Version && o.Version != "" && m.Version != "" {
+					ch.fail(p+".version", "version set twice for model %q: %q here, %q at models[%d]; list a model once", m.Name, m.Version, o.Version, j)
+				} else {
+					ch.fail(p+".name", "duplicate model %q: also models[%d]; list a model once", m.Name, j)
+				}
+			} else {
+				first[m.Name] = i
+				if repoOK {
+					if fi, err := os.Stat(filepath.Join(c.Repository.Path, m.Name)); err != nil || !fi.IsDir() {
+						ch.fail(p+".name", "no model %q in the repository %s", m.Name, c.Repository.Path)
+					}
+				}
+			}
+		}
+		if m.Version != "" && !exactVersion.MatchString(m.Version) && !intVersion.MatchString(m.Version) {
+			ch.fail(p+".version", "must be empty (every version), an exact version like 1.2.3 or v1.2.3, or an integer, got %q", m.Version)
+		}
+	}
+	if f := c.Admin.TokenFile; f != "" {
+		if fi, err := os.Stat(f); err == nil && !fi.IsDir() {
+			if _, err := c.Admin.Token(); err != nil {
+				ch.fail("admin.token_file", "the token file %s is empty", f)
+			}
+		}
+	}
+	if len(ch.probs) == 0 {
+		return nil
+	}
+	// report in key order, whichever check found the problem
+	order := map[string]int{}
+	walkValues(rootNode(), reflect.ValueOf(c).Elem(), "", false, func(path string, n *node, v reflect.Value) {
+		order[path] = len(order)
+	})
+	rank := func(key string) int {
+		for k := key; k != ""; k = parentKey(k) {
+			if i, ok := order[k]; ok {
+				return i
+			}
+		}
+		return len(order)
+	}
+	slices.SortStableFunc(ch.probs, func(a, b Problem) int { return rank(a.Key) - rank(b.Key) })
+	return &ValidationError{Problems: ch.probs}
+}
+
+// parentKey drops the last segment of a key path: models[1].name → models[1] → models.
+func parentKey(k string) string {
+	i := strings.LastIndexAny(k, ".[")
+	if i < 0 {
+		return ""
+	}
+	return k[:i]
+}
+
+var (
+	modelName    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+	exactVersion = regexp.MustCompile(`^v?(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$`)
+	intVersion   = regexp.MustCompile(`^[0-9]+$`)
+)
+
+func validPort(p string) bool {
+	n, err := strconv.Atoi(p)
+	return err == nil && n >= 0 && n <= 65535
+}
+
+// field checks what the tags of one value say: required, enum, min, max, unique, exists.
+func (ch *checker) field(path string, n *node, v reflect.Value) {
+	switch n.kind {
+	case kString:
+		s := v.String()
+		if s == "" {
+			if n.required {
+				ch.fail(path, "is required")
+			}
+			return
+		}
+		if len(n.enum) > 0 && !slices.Contains(n.enum, s) {
+			ch.fail(path, "must be one of %s, got %q", strings.Join(n.enum, ", "), s)
+		}
+		switch n.exists {
+		case "dir":
+			if fi, err := os.Stat(s); err != nil {
+				ch.fail(path, "folder %s: %v", s, unwrapPathError(err))
+			} else if !fi.IsDir() {
+				ch.fail(path, "%s is not a folder", s)
+			}
+		case "file":
+			if fi, err := os.Stat(s); err != nil {
+				ch.fail(path, "file %s: %v", s, unwrapPathError(err))
+			} else if fi.IsDir() {
+				ch.fail(path, "%s is a folder, not a file", s)
+			}
+		}
+	case kInt:
+		ch.bounds(path, n, float64(v.Int()), strconv.FormatInt(v.Int(), 10))
+	case kUint:
+		ch.bounds(path, n, float64(v.Uint()), strconv.FormatUint(v.Uint(), 10))
+	case kSize:
+		ch.bounds(path, n, float64(v.Int()), Size(v.Int()).String())
+	case kDuration:
+		d := time.Duration(v.Int())
+		if n.min != "" {
+			if lo, _ := time.ParseDuration(n.min); d < lo {
+				ch.fail(path, "must be ≥ %s, got %s", n.min, formatDuration(d))
+			}
+		}
+	case kList:
+		if n.min != "" {
+			if lo, _ := strconv.Atoi(n.min); v.Len() < lo {
+				ch.fail(path, "must list at least %d of %s", lo, strings.Join(n.enum, ", "))
+			}
+		}
+		seen := map[string]bool{}
+		for i := range v.Len() {
+			s := v.Index(i).String()
+			if len(n.enum) > 0 && !slices.Contains(n.enum, s) {
+				ch.fail(path, "must be one of %s, got %q", strings.Join(n.enum, ", "), s)
+			} else if n.unique && seen[s] {
+				ch.fail(path, "lists %q twice", s)
+			}
+			seen[s] = true
+		}
+	}
+}
+
+func (ch *checker) bounds(path string, n *node, x float64, got string) {
+	if n.min != "" {
+		if lo, err := strconv.ParseFloat(n.min, 64); err == nil && x < lo {
+			ch.fail(path, "must be ≥ %s, got %s", n.min, got)
+			return
+		}
+	}
+	if n.max != "" {
+		if hi, err := strconv.ParseFloat(n.max, 64); err == nil && x > hi {
+			ch.fail(path, "must be ≤ %s, got %s", n.max, got)
+		}
+	}
+}
+
+func unwrapPathError(err error) error {
+	if pe, ok := err.(*os.PathError); ok {
+		return pe.Err
+	}
+	return err
+}

@@ -1,0 +1,451 @@
+package engines
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/Masterminds/semver/v3"
+	"go.uber.org/zap"
+
+	"github.com/policyd/policyd/bridge"
+)
+
+// ModelSpec says how to serve one model, or one version of it.
+type ModelSpec struct {
+	// Name is the model's folder name in the repository.
+	Name string
+	// Version selects the versions served: "" every version found, else exactly one, named by
+	// its folder name or a version equal to it ("1.2.3", "v1.2.3", "2" for folder "2.0.0").
+	Version string
+	// Backends in order of preference ("cpu", ...): each is tried in turn, the next one only
+	// when the previous one fails; ModelVersion.Backend says which one loaded. Empty: the
+	// Default's, or the library's default when that is empty too.
+	Backends []string
+	// Instances is the number of execution contexts (workers) of the version's pool; 0: the
+	// Default's, or 1.
+	Instances int
+	// Threads per context run; 0: the Default's, or the library's default (1).
+	Threads int
+}
+
+// Desired is the state a Repository is to serve; Apply makes it so.
+type Desired struct {
+	// Dir is the model repository folder, laid out DIR/<model>/<version>/model.onnx.
+	Dir string
+	// Models lists what to serve. Empty: every version of every model in Dir, with Default.
+	// Otherwise only the models listed are served, and a model or version listed that Dir
+	// lacks is listed UNAVAILABLE ("not found in repository DIR"). A model may be listed more
+	// than once with distinct exact versions; a listing with every version ("") must be its
+	// model's only one.
+	Models []ModelSpec
+	// Default gives Backends, Instances and Threads to the models not listed and to the fields
+	// left zero in Models. Its Name and Version are ignored.
+	Default ModelSpec
+	// QueueLen bounds the requests waiting per version (0: 64 per instance).
+	QueueLen int
+	// Seed is the base seed of the random operators of every pool (see PoolOptions.Seed).
+	Seed uint64
+}
+
+// settings are the effective settings of one version; a change of any of them rebuilds it.
+type settings struct {
+	backends  string // preference order joined by "\x00"; "" = the library's default
+	instances int
+	threads   int
+	queueLen  int
+	seed      uint64
+}
+
+func (s settings) backendList() []string {
+	if s.backends == "" {
+		return nil
+	}
+	return strings.Split(s.backends, "\x00")
+}
+
+// fileID identifies the content of a model file cheaply: a file replaced or rewritten in
+// place (a new size or modification time) is loaded again.
+type fileID struct {
+	size, mtime int64
+}
+
+func statModel(dir string) fileID {
+	fi, err := os.Stat(filepath.Join(dir, ModelFile))
+	if err != nil {
+		return fileID{size: -1}
+	}
+	return fileID{size: fi.Size(), mtime: fi.ModTime().UnixNano()}
+}
+
+// target is one version the desired state asks for.
+type target struct {
+	model, version string
+	semver         *semver.Version
+	dir            string
+	missing        string // why the repository lacks it; "" when found
+	set            settings
+	file           fileID
+}
+
+// validate lists every problem of d at once, each with its field path.
+func (d *Desired) validate() error {
+	var problems []string
+	add := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
+	if d.Dir == "" {
+		add("dir: empty")
+	}
+	if d.QueueLen < 0 {
+		add("queue_len: must not be negative, got %d", d.QueueLen)
+	}
+	checkSettings := func(path string, m ModelSpec) {
+		if m.Instances < 0 {
+			add("%s.instances: must not be negative, got %d", path, m.Instances)
+		}
+		if m.Threads < 0 {
+			add("%s.threads: must not be negative, got %d", path, m.Threads)
+		}
+		for i, b := range m.Backends {
+			if b == "" {
+				add("%s.backends[%d]: empty", path, i)
+			} else if slices.Index(m.Backends, b) < i {
+				add("%s.backends[%d]: %q listed twice", path, i, b)
+			}
+		}
+	}
+	checkSettings("default", d.Default)
+	type listed struct {
+		index  int
+		semver *semver.Version // nil: every version
+	}
+	seen := map[string][]listed{}
+	for i, m := range d.Models {
+		path := fmt.Sprintf("models[%d]", i)
+		checkSettings(path, m)
+		switch {
+		case m.Name == "":
+			add("%s.name: empty", path)
+			continue
+		case strings.HasPrefix(m.Name, ".") || strings.ContainsAny(m.Name, `/\`):
+			add("%s.name: %q is not a model folder name", path, m.Name)
+			continue
+		}
+		var sv *semver.Version
+		if m.Version != "" {
+			var err error
+			if sv, err = ParseVersion(m.Version); err != nil {
+				add("%s.version: %v", path, err)
+				continue
+			}
+		}
+		for _, o := range seen[m.Name] {
+			if sv == nil || o.semver == nil || sv.Equal(o.semver) {
+				add("%s: model %q version %q is also selected by models[%d]", path, m.Name, m.Version, o.index)
+				break
+			}
+		}
+		seen[m.Name] = append(seen[m.Name], listed{i, sv})
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("engines: invalid desired state: %s", strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// settingsOf resolves the zero fields of m from d.Default.
+func (d *Desired) settingsOf(m ModelSpec) settings {
+	s := settings{
+		backends:  strings.Join(m.Backends, "\x00"),
+		instances: m.Instances,
+		threads:   m.Threads,
+		queueLen:  d.QueueLen,
+		seed:      d.Seed,
+	}
+	if len(m.Backends) == 0 {
+		s.backends = strings.Join(d.Default.Backends, "\x00")
+	}
+	if s.instances == 0 {
+		s.instances = max(d.Default.Instances, 1)
+	}
+	if s.threads == 0 {
+		s.threads = d.Default.Threads
+	}
+	return s
+}
+
+// targets lists the versions d asks for, given what scan found: models by name, versions
+// lowest first.
+func (d *Desired) targets(scanned []found) []target {
+	byModel := map[string][]found{}
+	var names []string
+	for _, f := range scanned {
+		if _, ok := byModel[f.model]; !ok {
+			names = append(names, f.model)
+		}
+		byModel[f.model] = append(byModel[f.model], f)
+	}
+	specs := d.Models
+	if len(specs) == 0 {
+		for _, n := range names {
+			specs = append(specs, ModelSpec{Name: n})
+		}
+	}
+	notFound := fmt.Sprintf("not found in repository %s", d.Dir)
+	var out []target
+	for _, m := range specs {
+		set := d.settingsOf(m)
+		fs := byModel[m.Name]
+		if m.Version == "" {
+			if len(fs) == 0 {
+				out = append(out, target{model: m.Name, missing: notFound, set: set})
+			}
+			for _, f := range fs {
+				out = append(out, target{model: f.model, version: f.version, semver: f.semver, dir: f.dir, set: set, file: statModel(f.dir)})
+			}
+			continue
+		}
+		sv, _ := ParseVersion(m.Version) // validated
+		var hit *found
+		for i := range fs {
+			if fs[i].version == m.Version || fs[i].semver.Equal(sv) {
+				hit = &fs[i]
+				break
+			}
+		}
+		if hit == nil {
+			out = append(out, target{model: m.Name, version: m.Version, semver: sv, missing: notFound, set: set})
+			continue
+		}
+		out = append(out, target{model: hit.model, version: hit.version, semver: hit.semver, dir: hit.dir, set: set, file: statModel(hit.dir)})
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if a.model != b.model {
+			return a.model < b.model
+		}
+		if a.semver == nil || b.semver == nil {
+			return a.semver == nil && b.semver != nil
+		}
+		return a.semver.LessThan(b.semver)
+	})
+	return out
+}
+
+// Report says what an Apply did. Each list is ordered by model, then version.
+type Report struct {
+	// Loaded: versions that serve now and did not before (new, or UNAVAILABLE before).
+	Loaded []Change
+	// Reloaded: versions that served before and now serve on a new engine and pool, because
+	// their settings or their model file changed. The previous engine was drained and closed.
+	Reloaded []Change
+	// Unloaded: versions no longer served; drained and closed.
+	Unloaded []Change
+	// Failed: versions whose load failed (or that the repository lacks). A new one is listed
+	// UNAVAILABLE with the reason; a failed reload of a version that was serving keeps the
+	// previous engine serving with its previous settings (KeptPrevious), and the next Apply
+	// tries again.
+	Failed []Change
+	// Unchanged counts the versions that kept serving untouched, on the same pool.
+	Unchanged int
+	// Took is how long the whole Apply took.
+	Took time.Duration
+}
+
+// Change is what Apply did to one version.
+type Change struct {
+	Model, Version string
+	// Backend the version's engine runs on ("" when none loaded).
+	Backend string
+	// Instances of the pool loaded (or asked for, on a failure).
+	Instances int
+	// Reason of a failure.
+	Reason string
+	// KeptPrevious: a failed reload left the previous engine serving.
+	KeptPrevious bool
+	// Load is how long reading the model and building its engine and pool took.
+	Load time.Duration
+	// Unload is how long waiting for the holders, draining the pool and closing the engine of
+	// the version unloaded (or replaced, for a reload) took.
+	Unload time.Duration
+}
+
+// Changed reports whether the Apply loaded, reloaded, unloaded or failed anything.
+func (r *Report) Changed() bool {
+	return len(r.Loaded)+len(r.Reloaded)+len(r.Unloaded)+len(r.Failed) > 0
+}
+
+// String summarizes the report on one line, e.g.
+// "loaded [b@1]; reloaded [a@2]; unloaded []; failed [c@1]; unchanged 3; took 12ms".
+func (r *Report) String() string {
+	list := func(cs []Change) string {
+		s := make([]string, len(cs))
+		for i, c := range cs {
+			s[i] = c.Model + "@" + c.Version
+		}
+		return "[" + strings.Join(s, " ") + "]"
+	}
+	return fmt.Sprintf("loaded %s; reloaded %s; unloaded %s; failed %s; unchanged %d; took %s",
+		list(r.Loaded), list(r.Reloaded), list(r.Unloaded), list(r.Failed), r.Unchanged, r.Took.Round(time.Microsecond))
+}
+
+// Apply makes the repository serve d, failing no request:
+//
+//  1. It validates d and scans d.Dir; a problem with either is returned and nothing changes.
+//  2. It loads every version that is new, UNAVAILABLE, or whose settings (backends, threads,
+//     instances, queue length, seed) or model file changed, on a new engine and pool, while
+//     the current table keeps serving. Versions that did not change keep their pool.
+//  3. It swaps the served table atomically: a Get or Acquire sees either the whole old table
+//     or the whole new one.
+//  4. It retires what is no longer served (removed versions, and the engines of reloaded
+//     ones): it waits until every holder (Acquire) released it, drains its pool, closes its
+//     engine. A request that acquired an old version therefore finishes on it.
+//
+// A failure to load a version is not an error of Apply: the version is served UNAVAILABLE with
+// its reason (or, for a reload, the previous one keeps serving), and the Report lists it.
+// Apply calls are serialized; Apply returns once the retired versions are closed, so it must
+// not be called by a goroutine that holds a version (it could wait for itself). After Close it
+// returns ErrClosed.
+func (r *Repository) Apply(d Desired) (Report, error) {
+	r.applyMu.Lock()
+	defer r.applyMu.Unlock()
+	if r.closed.Load() {
+		return Report{}, ErrClosed
+	}
+	start := time.Now()
+	if err := d.validate(); err != nil {
+		return Report{}, err
+	}
+	found, err := scan(d.Dir, r.log)
+	if err != nil {
+		return Report{}, err
+	}
+
+	old := r.cur.Load()
+	var rep Report
+	served := make([]*ModelVersion, 0, len(found))
+	kept := map[*ModelVersion]bool{}
+	reloaded := map[*ModelVersion]int{} // replaced version → index in rep.Reloaded
+	for _, t := range d.targets(found) {
+		prev := old.find(t.model, t.version)
+		prevReady := prev != nil && prev.State() == StateReady
+		if prevReady && prev.dir == t.dir && prev.set == t.set && prev.file == t.file {
+			served = append(served, prev)
+			kept[prev] = true
+			rep.Unchanged++
+			continue
+		}
+		v := r.load(t)
+		c := Change{Model: v.name, Version: v.version, Backend: v.Backend(), Instances: t.set.instances, Load: v.loadTime}
+		if ok, reason := v.Ready(); ok {
+			served = append(served, v)
+			if prevReady {
+				reloaded[prev] = len(rep.Reloaded)
+				rep.Reloaded = append(rep.Reloaded, c)
+				r.log.Info("model version reloaded", zap.String("model", v.name), zap.String("version", v.version),
+					zap.String("backend", v.Backend()), zap.Int("instances", t.set.instances), zap.Duration("load_time", v.loadTime))
+			} else {
+				rep.Loaded = append(rep.Loaded, c)
+				r.log.Info("model version loaded", zap.String("model", v.name), zap.String("version", v.version),
+					zap.String("state", v.State().String()), zap.String("backend", v.Backend()),
+					zap.Int("instances", t.set.instances), zap.Duration("load_time", v.loadTime))
+			}
+		} else {
+			c.Reason = reason
+			if prevReady {
+				c.KeptPrevious = true
+				served = append(served, prev)
+				kept[prev] = true
+			} else {
+				served = append(served, v)
+			}
+			rep.Failed = append(rep.Failed, c)
+			r.log.Warn("model version unavailable", zap.String("model", v.name), zap.String("version", v.version),
+				zap.String("state", v.State().String()), zap.String("reason", reason),
+				zap.Bool("kept_previous", c.KeptPrevious), zap.Duration("load_time", v.loadTime))
+		}
+	}
+	next := newTable(d.Dir, served)
+	var gone []*ModelVersion
+	for _, v := range old.all() {
+		if !kept[v] {
+			gone = append(gone, v)
+		}
+	}
+
+	// The swap. From here on Acquire sees only next; what holds a version of old keeps it
+	// until its Release, and retire waits for that.
+	r.cur.Store(next)
+	took := retireAll(gone, "unloaded", r.log)
+	for i, v := range gone {
+		if k, ok := reloaded[v]; ok {
+			rep.Reloaded[k].Unload = took[i]
+			continue
+		}
+		if next.find(v.name, v.version) != nil {
+			continue // an UNAVAILABLE version replaced by a new attempt, listed above
+		}
+		rep.Unloaded = append(rep.Unloaded, Change{
+			Model: v.name, Version: v.version, Backend: v.Backend(), Instances: v.set.instances, Unload: took[i],
+		})
+		r.log.Info("model version unloaded", zap.String("model", v.name), zap.String("version", v.version),
+			zap.Duration("unload_time", took[i]))
+	}
+	rep.Took = time.Since(start)
+	r.log.Info("repository applied", zap.String("repository", d.Dir),
+		zap.Int("loaded", len(rep.Loaded)), zap.Int("reloaded", len(rep.Reloaded)),
+		zap.Int("unloaded", len(rep.Unloaded)), zap.Int("failed", len(rep.Failed)),
+		zap.Int("unchanged", rep.Unchanged), zap.Duration("took", rep.Took))
+	return rep, nil
+}
+
+// load reads and builds one version, trying its backends in order; a failure is recorded in
+// the version, never returned.
+func (r *Repository) load(t target) *ModelVersion {
+	start := time.Now()
+	v := &ModelVersion{
+		name: t.model, version: t.version, semver: t.semver, dir: t.dir, set: t.set, file: t.file,
+		state: StateUnavailable, drained: make(chan struct{}),
+	}
+	defer func() { v.loadTime = time.Since(start) }()
+	if t.missing != "" {
+		v.reason = t.missing
+		return v
+	}
+	onnx, err := os.ReadFile(filepath.Join(t.dir, ModelFile))
+	if err != nil {
+		v.reason = fmt.Sprintf("read model: %v", err)
+		return v
+	}
+	backends := t.set.backendList()
+	if len(backends) == 0 {
+		backends = []string{""} // the library's default
+	}
+	var errs []error
+	for _, b := range backends {
+		e, err := r.loader.NewEngine(onnx, bridge.EngineOptions{
+			Backend: b, Threads: t.set.threads, Name: t.model + "@" + t.version,
+		})
+		if err == nil {
+			var p Runner
+			if p, err = r.newRunner(e, PoolOptions{Instances: t.set.instances, QueueLen: t.set.queueLen, Seed: t.set.seed}); err == nil {
+				v.engine, v.runner, v.state = e, p, StateReady
+				return v
+			}
+			e.Close()
+		}
+		if len(backends) > 1 {
+			err = fmt.Errorf("backend %q: %w", b, err)
+		}
+		errs = append(errs, err)
+	}
+	msgs := make([]string, len(errs))
+	for i, err := range errs {
+		msgs[i] = err.Error()
+	}
+	v.reason = strings.Join(msgs, "; ")
+	return v
+}
