@@ -249,7 +249,7 @@ func TestNativeApplyRemovesModel(t *testing.T) {
 	dir := t.TempDir()
 	putModel(t, dir, "A", "1", mlpSmall)
 	putModel(t, dir, "B", "1", mlpMed)
-	base := runtime.NumGoroutine()
+	base := settledGoroutines()
 	r := NewRepository(rt, nil)
 	defer r.Close()
 	checkReport(t, mustApply(t, r, Desired{Dir: dir, Default: ModelSpec{Instances: 4}}), []string{"A@1", "B@1"}, nil, nil, nil, 0)
@@ -502,4 +502,20 @@ func TestNativeApplySerialized(t *testing.T) {
 			t.Errorf("A and B were left with different instances")
 		}
 	}
+}
+
+// settledGoroutines waits until goroutines of earlier tests (workers of closed pools still
+// exiting) are gone, so counts taken next compare with a stable baseline.
+func settledGoroutines() int {
+	n := runtime.NumGoroutine()
+	for stable := 0; stable < 5; {
+		time.Sleep(5 * time.Millisecond)
+		m := runtime.NumGoroutine()
+		if m < n {
+			n, stable = m, 0
+		} else {
+			stable++
+		}
+	}
+	return n
 }
