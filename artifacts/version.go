@@ -51,8 +51,9 @@ func sortVersions(vs []string) {
 
 // Resolve returns the versions that satisfy constraint, highest first. constraint is an exact
 // version ("1.2.3", "v1.2.3") or a semver range ("^1.2", "~1.2.3", ">=1.0 <2", "1.x", "*").
-// Pre-releases match only a constraint that names a pre-release (">=1.3.0-0", "1.3.0-rc.1"),
-// as in github.com/Masterminds/semver/v3. A constraint that matches nothing gives an empty
+// Pre-releases match only a constraint that names a pre-release (">=1.3.0-0", "1.3.0-rc.1");
+// such a constraint admits every pre-release in its range, not only those of the version it
+// names (github.com/Masterminds/semver/v3, unlike npm). Build metadata never affects matching. A constraint that matches nothing gives an empty
 // result, not an error; a malformed constraint, or a version that is not canonical, is an error.
 func Resolve(versions []string, constraint string) ([]string, error) {
 	if strings.TrimSpace(constraint) == "" {
