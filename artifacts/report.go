@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"text/tabwriter"
 	"time"
 )
 
@@ -33,7 +32,7 @@ func (v *VersionStatus) signer() string {
 // WriteText writes the report for people: one block per version, its files, its problems,
 // then stale work folders and a summary line.
 func (r *RepositoryReport) WriteText(w io.Writer) error {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	tw := &errWriter{w: w}
 	fmt.Fprintf(tw, "repository %s\n", r.Repository)
 	for _, m := range r.Models {
 		fmt.Fprintf(tw, "\n%s\n", m.Name)
@@ -43,12 +42,16 @@ func (r *RepositoryReport) WriteText(w io.Writer) error {
 		if len(m.Versions) == 0 && m.Problem == "" {
 			fmt.Fprintf(tw, "  (no versions)\n")
 		}
+		width := 0
+		for _, v := range m.Versions {
+			width = max(width, len(v.Version))
+		}
 		for _, v := range m.Versions {
 			digest := v.Digest
 			if digest == "" {
 				digest = "-"
 			}
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", v.Version, v.Status, digest, v.signer())
+			fmt.Fprintf(tw, "  %-*s  %-5s  %s  %s\n", width, v.Version, v.Status, digest, v.signer())
 			if !v.Created.IsZero() {
 				fmt.Fprintf(tw, "    created %s by %s\n", v.Created.UTC().Format(time.RFC3339), v.Tool)
 			}
@@ -56,7 +59,7 @@ func (r *RepositoryReport) WriteText(w io.Writer) error {
 				fmt.Fprintf(tw, "    %s=%s\n", k, v.Metadata[k])
 			}
 			for _, f := range v.Files {
-				fmt.Fprintf(tw, "    %s\tsha256:%s\t%d bytes\n", f.Path, f.SHA256, f.Size)
+				fmt.Fprintf(tw, "    %s  sha256:%s  %d bytes\n", f.Path, f.SHA256, f.Size)
 			}
 			for _, p := range v.Problems {
 				fmt.Fprintf(tw, "    error: %s\n", strings.ReplaceAll(p, "\n", "\n      "))
@@ -70,5 +73,19 @@ func (r *RepositoryReport) WriteText(w io.Writer) error {
 		}
 	}
 	fmt.Fprintf(tw, "\n%d ok, %d with errors\n", r.OK, r.Errors)
-	return tw.Flush()
+	return tw.err
+}
+
+// errWriter keeps the first write error.
+type errWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (e *errWriter) Write(b []byte) (int, error) {
+	if e.err != nil {
+		return len(b), nil
+	}
+	_, e.err = e.w.Write(b)
+	return len(b), nil
 }

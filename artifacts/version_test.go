@@ -66,8 +66,8 @@ func TestResolve(t *testing.T) {
 		{">=1.0 <2", "[1.3.0+build.7 1.2.3 1.2.0 1.0.0]", false},
 		{"*", "[2.0.0 1.3.0+build.7 1.2.3 1.2.0 1.0.0 0.9.0]", false},
 		{"1.x", "[1.3.0+build.7 1.2.3 1.2.0 1.0.0]", false},
-		{"1.3.0", "[1.3.0+build.7]", false},         // build metadata is ignored for matching
-		{"1.2.4-rc.1", "[1.2.4-rc.1]", false},       // an exact pre-release
+		{"1.3.0", "[1.3.0+build.7]", false},                               // build metadata is ignored for matching
+		{"1.2.4-rc.1", "[1.2.4-rc.1]", false},                             // an exact pre-release
 		{"^1.2.4-rc.1", "[1.3.0+build.7 1.3.0-beta.2 1.2.4-rc.1]", false}, // a pre-release in the constraint admits every pre-release in range (Masterminds, unlike npm)
 		{">=1.3.0-0 <1.4", "[1.3.0+build.7 1.3.0-beta.2]", false},
 		{">=2.0.0-0", "[2.0.0 2.0.0-rc.1]", false},
