@@ -189,6 +189,9 @@ func Verify(dir string, opts VerifyOptions) (*Artifact, error) {
 	case !st.IsDir():
 		return nil, fail("", fmt.Sprintf("%s is not a folder", dir), ErrLayout)
 	}
+	if st, err := os.Lstat(filepath.Dir(dir)); err == nil && st.Mode()&fs.ModeSymlink != 0 {
+		return nil, fail("", fmt.Sprintf("model folder %s is a symlink; model folders must be real folders", filepath.Dir(dir)), ErrLayout)
+	}
 	if c, err := CanonicalVersion(version); err != nil {
 		return nil, fail("", fmt.Sprintf("folder %s: %v", dir, err), ErrLayout)
 	} else if c != version {

@@ -240,6 +240,12 @@ func TestVerifyLayout(t *testing.T) {
 	}
 	_, err := Verify(link, VerifyOptions{})
 	wantErr(t, err, ErrLayout, "is a symlink")
+	modelLink := filepath.Join(repo, "n")
+	if err := os.Symlink(filepath.Join(repo, "m"), modelLink); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Verify(filepath.Join(modelLink, "1.0.0"), VerifyOptions{})
+	wantErr(t, err, ErrLayout, "model folder "+modelLink+" is a symlink")
 	if _, err := Verify(filepath.Join(repo, "m", "3.0.0"), VerifyOptions{}); err == nil {
 		t.Fatal("missing folder verified")
 	}
