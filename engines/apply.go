@@ -43,7 +43,7 @@ type ModelSpec struct {
 
 // Desired is the state a Repository is to serve; Apply makes it so.
 type Desired struct {
-	// Dir is the model repository folder, laid out DIR/<model>/<version>/model.onnx.
+	// Dir is the model repository folder, laid out DIR/<model>/<X.Y.Z>/{manifest.json,model.onnx}.
 	Dir string
 	// Models lists what to serve. Empty: every version of every model in Dir, with Default.
 	// Otherwise only the models listed are served, and a model or version listed that Dir
