@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -112,7 +113,13 @@ func linkModel(t *testing.T, repo, id, model string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := artifacts.Add(repo, artifacts.AddRequest{Name: id, Version: "1.0.0", Model: src, Tool: "e2e test"}); err != nil && !errors.Is(err, artifacts.ErrExists) {
+	if err := os.MkdirAll(repo, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// The signature is what policyctl would record; these tests do not read it back.
+	rec := []artifacts.Tensor{{Name: "recorded-by-policyctl", Datatype: "FP32", Shape: []int64{-1}}}
+	io := artifacts.IO{Inputs: rec, Outputs: rec}
+	if _, err := artifacts.Add(repo, artifacts.AddRequest{Name: id, Version: "1.0.0", Model: src, IO: io, Tool: "e2e test"}); err != nil && !errors.Is(err, artifacts.ErrExists) {
 		t.Fatalf("add %s: %v", id, err)
 	}
 }
@@ -308,8 +315,10 @@ func TestEndToEnd(t *testing.T) {
 
 	t.Run("model metadata", func(t *testing.T) {
 		r := d.do(t, "GET", "/v2/models/peers-mlp-small", nil)
-		want := `{"name":"peers-mlp-small","versions":["1.0.0"],"platform":"onnx","inputs":[{"name":"obs","datatype":"FP32","shape":[-1,8]}],"outputs":[{"name":"action","datatype":"FP32","shape":[-1,2]}]}`
-		if r.status != 200 || string(r.body) != want {
+		// The digest changes with every add (the manifest records its creation time).
+		digest := regexp.MustCompile(`sha256:[0-9a-f]{64}`)
+		want := `{"name":"peers-mlp-small","versions":["1.0.0"],"version":"1.0.0","default_version":"1.0.0","default_pinned":false,"digest":"D","digests":{"1.0.0":"D"},"platform":"onnx","inputs":[{"name":"obs","datatype":"FP32","shape":[-1,8]}],"outputs":[{"name":"action","datatype":"FP32","shape":[-1,2]}]}`
+		if got := digest.ReplaceAllString(string(r.body), "D"); r.status != 200 || got != want {
 			t.Errorf("metadata = %d %s\nwant %s", r.status, r.body, want)
 		}
 	})
