@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -68,6 +69,10 @@ func Add(repo string, req AddRequest) (*Artifact, error) {
 	}
 	if tool == "" {
 		tool = "policyd/artifacts"
+	}
+	// A new repository is created, as a first `git init` would be; its parent must exist.
+	if err := os.Mkdir(repo, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+		return nil, fmt.Errorf("add %s: repository: %w", ref, err)
 	}
 	if st, err := os.Stat(repo); err != nil {
 		return nil, fmt.Errorf("add %s: repository: %w", ref, err)
