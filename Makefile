@@ -42,6 +42,7 @@ native: deps $(BUILD_DIR)/build.ninja
 go: native
 	@mkdir -p bin
 	$(GO) build -o bin/policyd ./cmd/policyd
+	$(GO) build -o bin/policyctl ./cmd/policyctl
 
 build: go
 

@@ -12,7 +12,8 @@
 //
 // and, where they apply: enum:"a,b,c", min:"N", max:"N" (numbers, durations, sizes; list length
 // for lists), unique:"true" (lists), required:"true", exists:"dir|file" (paths that must
-// exist), path:"true" (relative to the file that sets it), key:"true" (the field naming an
+// exist; each element of a list), pattern:"regexp" (strings, when set), path:"true" (relative
+// to the file that sets it; each element of a list), key:"true" (the field naming an
 // element of a list), secret:"true" (printed as <redacted>). Its default goes in Defaults.
 // Then refresh the reference: go test ./config -update.
 //
@@ -37,6 +38,7 @@ type Config struct {
 	Engine     Engine     `koanf:"engine" desc:"Defaults of the engine instances that run the models."`
 	Models     []Model    `koanf:"models" reload:"live" unique:"true" desc:"The models to serve, each by name; empty serves every model found in the repository, each with the defaults below."`
 	Admin      Admin      `koanf:"admin" desc:"The admin API."`
+	Artifacts  Artifacts  `koanf:"artifacts" desc:"How model artifacts are verified before they serve."`
 }
 
 // Server configures the HTTP listener.
@@ -62,7 +64,7 @@ type Log struct {
 
 // Repository says where the models and the backend plugins are.
 type Repository struct {
-	Path       string `koanf:"path" reload:"live" required:"true" exists:"dir" path:"true" desc:"Model repository folder, laid out <path>/<model>/<version>/model.onnx. A relative path in a config file is relative to that file's folder."`
+	Path       string `koanf:"path" reload:"live" required:"true" exists:"dir" path:"true" desc:"Model repository folder, laid out <path>/<model>/<X.Y.Z>/ with manifest.json, model.onnx and an optional manifest.sig (see docs/artifacts.md); every version is verified before it serves, at start and on every reload. A relative path in a config file is relative to that file's folder."`
 	BackendDir string `koanf:"backend_dir" reload:"restart" exists:"dir" path:"true" desc:"Folder of the backend plugins (libpolicyd_backend_<name>.so); empty: beside libpolicyd."`
 }
 
@@ -76,7 +78,8 @@ type Engine struct {
 // Model names a model of the repository to serve and how.
 type Model struct {
 	Name      string   `koanf:"name" reload:"live" required:"true" key:"true" desc:"The model's folder name in the repository."`
-	Version   string   `koanf:"version" reload:"live" desc:"Version to serve: empty serves every version found; else an exact version (1.2.3, v1.2.3) or an integer folder name (1)."`
+	Version   string   `koanf:"version" reload:"live" desc:"Versions to serve: empty serves every version found; an exact version (1.2.3, v1.2.3, 1.3.0-rc.1) serves that one; a semver constraint (^1.2, ~1.2.3, >=1.0 <2, 1.x) serves every version it matches, pre-releases only when it names one. Requests without a version get the highest ready one unless the default is pinned (POST /v2/admin/models/{m}/default)."`
+	Digest    string   `koanf:"digest" reload:"live" pattern:"^sha256:[0-9a-f]{64}$" desc:"Pins the artifact of an exact version: the sha256 of its manifest.json as policyctl artifacts list prints it; a version whose digest differs is refused. Only with an exact version."`
 	Backends  []string `koanf:"backends" reload:"live" enum:"cpu,cuda,tensorrt" min:"1" unique:"true" desc:"Backends in order of preference; the first that loads on this machine serves."`
 	Instances int      `koanf:"instances" reload:"live" min:"0" max:"1024" desc:"Engine instances of each version, 0 = max(1, engine.cpu_threads / threads)."`
 	Threads   int      `koanf:"threads" reload:"live" min:"0" max:"1024" desc:"Threads of each engine instance, 0 = engine.threads."`
@@ -85,6 +88,11 @@ type Model struct {
 // Admin configures the admin API.
 type Admin struct {
 	TokenFile string `koanf:"token_file" reload:"live" exists:"file" path:"true" desc:"File holding the bearer token of the admin API (its first line, trimmed); empty disables the admin API. The config holds only the path; the token is read when needed and never printed."`
+}
+
+// Artifacts configures how model artifacts are verified.
+type Artifacts struct {
+	TrustedKeys []string `koanf:"trusted_keys" reload:"live" unique:"true" exists:"file" path:"true" desc:"Ed25519 public keys (PEM files written by policyctl artifacts keygen) that sign the artifacts; when any is set, every version must carry a manifest.sig that one of them verifies, and unsigned or wrongly signed versions are refused. Empty: signatures are not required."`
 }
 
 // Defaults returns the configuration every layer starts from. The defaults of a models[]
@@ -104,6 +112,7 @@ func Defaults() *Config {
 		Engine:     Engine{Seed: 0, Threads: 1, CPUThreads: 0},
 		Models:     []Model{},
 		Admin:      Admin{},
+		Artifacts:  Artifacts{TrustedKeys: []string{}},
 	}
 }
 

@@ -32,8 +32,8 @@ func TestDiff(t *testing.T) {
 		{Key: "engine.cpu_threads", Old: "0", New: "4", Restart: true},
 		{Key: `models["policy-a"].version`, Old: `""`, New: "1.0.0"},
 		{Key: `models["policy-a"].backends`, Old: "[cpu]", New: "[cuda, cpu]"},
-		{Key: `models["policy-b"]`, Old: `{name: policy-b, version: "", backends: [cpu], instances: 0, threads: 0}`},
-		{Key: `models["policy-c"]`, New: `{name: policy-c, version: "", backends: [cpu], instances: 0, threads: 0}`},
+		{Key: `models["policy-b"]`, Old: `{name: policy-b, version: "", digest: "", backends: [cpu], instances: 0, threads: 0}`},
+		{Key: `models["policy-c"]`, New: `{name: policy-c, version: "", digest: "", backends: [cpu], instances: 0, threads: 0}`},
 	}
 	if got := Diff(a, b); !reflect.DeepEqual(got, want) {
 		t.Errorf("Diff:\n%v\nwant\n%v", got, want)
@@ -59,6 +59,7 @@ func TestDiffMarksEveryRestartKey(t *testing.T) {
 	b.Repository = Repository{Path: "p", BackendDir: "d"}
 	b.Engine = Engine{Seed: 1, Threads: 2, CPUThreads: 3}
 	b.Admin = Admin{TokenFile: "t"}
+	b.Artifacts = Artifacts{TrustedKeys: []string{"k.pub"}}
 	restart := map[string]bool{}
 	for _, ch := range Diff(a, b) {
 		restart[ch.Key] = ch.Restart
@@ -75,7 +76,7 @@ func TestDiffMarksEveryRestartKey(t *testing.T) {
 		}
 	})
 	for key, want := range map[string]bool{"server.addr": true, "log.format": true, "log.level": false, "limits.queue_len": false,
-		"repository.path": false, "repository.backend_dir": true, "engine.seed": false, "engine.cpu_threads": true, "admin.token_file": false} {
+		"repository.path": false, "repository.backend_dir": true, "engine.seed": false, "engine.cpu_threads": true, "admin.token_file": false, "artifacts.trusted_keys": false} {
 		if restart[key] != want {
 			t.Errorf("%s: Restart = %v, want %v", key, restart[key], want)
 		}

@@ -105,11 +105,18 @@ func docDesc(n *node) string {
 			c = append(c, "one element per "+k.key)
 		}
 	}
-	switch n.exists {
-	case "dir":
+	switch {
+	case n.exists == "dir" && n.kind == kList:
+		c = append(c, "each folder must exist")
+	case n.exists == "file" && n.kind == kList:
+		c = append(c, "each file must exist")
+	case n.exists == "dir":
 		c = append(c, "the folder must exist")
-	case "file":
+	case n.exists == "file":
 		c = append(c, "the file must exist")
+	}
+	if n.pattern != nil {
+		c = append(c, "pattern "+n.pattern.String())
 	}
 	if n.secret {
 		c = append(c, "secret: printed as "+Redacted)

@@ -382,6 +382,16 @@ func (l *loader) checkTree(n *node, m map[string]any, path, label, dir string) {
 			if s, ok := v.(string); ok && c.isPath && s != "" && !filepath.IsAbs(s) {
 				m[k] = filepath.Join(dir, s)
 			}
+			if list, ok := v.([]any); ok && c.isPath {
+				out := make([]any, len(list))
+				for i, e := range list {
+					out[i] = e
+					if s, ok := e.(string); ok && s != "" && !filepath.IsAbs(s) {
+						out[i] = filepath.Join(dir, s)
+					}
+				}
+				m[k] = out
+			}
 		}
 		l.src[p] = label
 	}

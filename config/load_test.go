@@ -434,7 +434,7 @@ func TestBadFiles(t *testing.T) {
 			`models[0].name: no model "no-such-model" in the repository testdata/repo`,
 			`models[1].name: must be a folder name of letters, digits, '.', '_' and '-', got "../escape"`,
 			`models[2].name: is required`,
-			`models[3].version: must be empty (every version), an exact version like 1.2.3 or v1.2.3, or an integer, got "latest"`,
+			`models[3].version: must be empty (every version), an exact version like 1.2.3 or v1.2.3, or a constraint like ^1.2, ~1.2.3 or ">=1.0 <2", got "latest"`,
 		}},
 		{"many.yaml", []string{
 			"server.adr: unknown key (did you mean server.addr?)",

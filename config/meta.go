@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"reflect"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -40,6 +41,7 @@ type node struct {
 	unique   bool
 	required bool
 	exists   string // "dir" or "file"
+	pattern  *regexp.Regexp
 	isPath   bool
 	isKey    bool
 	secret   bool
@@ -85,6 +87,9 @@ func buildTree(t reflect.Type, path, env string) *node {
 		}
 		if e := f.Tag.Get("enum"); e != "" {
 			c.enum = strings.Split(e, ",")
+		}
+		if p := f.Tag.Get("pattern"); p != "" {
+			c.pattern = regexp.MustCompile(p)
 		}
 		if c.desc == "" {
 			panic(fmt.Sprintf("config: field %s.%s has no desc tag", t.Name(), f.Name))
@@ -168,6 +173,9 @@ func (n *node) typeName() string {
 	case kList:
 		if len(n.enum) > 0 {
 			return "list of enum"
+		}
+		if n.isPath {
+			return "list of paths"
 		}
 		return "list of strings"
 	case kString:

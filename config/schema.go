@@ -128,6 +128,11 @@ func keySchema(n *node, def reflect.Value) obj {
 		if len(n.enum) > 0 {
 			add("enum", n.enum)
 		}
+		if n.pattern != nil && n.required {
+			add("pattern", n.pattern.String())
+		} else if n.pattern != nil {
+			add("pattern", "^$|"+n.pattern.String()) // empty: not set
+		}
 		if n.required {
 			add("minLength", 1)
 		}

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/Masterminds/semver/v3"
 )
 
 // Problem is one thing wrong with a config: the key path it is about ("models[2].instances",
@@ -92,8 +94,17 @@ func (c *Config) Validate() error {
 				}
 			}
 		}
-		if m.Version != "" && !exactVersion.MatchString(m.Version) && !intVersion.MatchString(m.Version) {
-			ch.fail(p+".version", "must be empty (every version), an exact version like 1.2.3 or v1.2.3, or an integer, got %q", m.Version)
+		exact := exactVersion.MatchString(m.Version)
+		if _, err := semver.StrictNewVersion(strings.TrimPrefix(m.Version, "v")); exact && err != nil {
+			exact = false
+		}
+		if m.Version != "" && !exact {
+			if _, err := semver.NewConstraint(m.Version); err != nil {
+				ch.fail(p+".version", "must be empty (every version), an exact version like 1.2.3 or v1.2.3, or a constraint like ^1.2, ~1.2.3 or \">=1.0 <2\", got %q: %v", m.Version, err)
+			}
+		}
+		if m.Digest != "" && !exact {
+			ch.fail(p+".digest", "a digest pins one version: set models[%d].version to an exact version like 1.2.3, not %q", i, m.Version)
 		}
 	}
 	if f := c.Admin.TokenFile; f != "" {
@@ -135,7 +146,6 @@ func parentKey(k string) string {
 var (
 	modelName    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
 	exactVersion = regexp.MustCompile(`^v?(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$`)
-	intVersion   = regexp.MustCompile(`^[0-9]+$`)
 )
 
 func validPort(p string) bool {
@@ -157,20 +167,10 @@ func (ch *checker) field(path string, n *node, v reflect.Value) {
 		if len(n.enum) > 0 && !slices.Contains(n.enum, s) {
 			ch.fail(path, "must be one of %s, got %q", strings.Join(n.enum, ", "), s)
 		}
-		switch n.exists {
-		case "dir":
-			if fi, err := os.Stat(s); err != nil {
-				ch.fail(path, "folder %s: %v", s, unwrapPathError(err))
-			} else if !fi.IsDir() {
-				ch.fail(path, "%s is not a folder", s)
-			}
-		case "file":
-			if fi, err := os.Stat(s); err != nil {
-				ch.fail(path, "file %s: %v", s, unwrapPathError(err))
-			} else if fi.IsDir() {
-				ch.fail(path, "%s is a folder, not a file", s)
-			}
+		if n.pattern != nil && !n.pattern.MatchString(s) {
+			ch.fail(path, "must match %s, got %q", n.pattern, s)
 		}
+		ch.exists(path, n.exists, s)
 	case kInt:
 		ch.bounds(path, n, float64(v.Int()), strconv.FormatInt(v.Int(), 10))
 	case kUint:
@@ -199,6 +199,25 @@ func (ch *checker) field(path string, n *node, v reflect.Value) {
 				ch.fail(path, "lists %q twice", s)
 			}
 			seen[s] = true
+			ch.exists(fmt.Sprintf("%s[%d]", path, i), n.exists, s)
+		}
+	}
+}
+
+// exists checks that the path s names what kind ("dir", "file") says; "" checks nothing.
+func (ch *checker) exists(path, kind, s string) {
+	switch kind {
+	case "dir":
+		if fi, err := os.Stat(s); err != nil {
+			ch.fail(path, "folder %s: %v", s, unwrapPathError(err))
+		} else if !fi.IsDir() {
+			ch.fail(path, "%s is not a folder", s)
+		}
+	case "file":
+		if fi, err := os.Stat(s); err != nil {
+			ch.fail(path, "file %s: %v", s, unwrapPathError(err))
+		} else if fi.IsDir() {
+			ch.fail(path, "%s is a folder, not a file", s)
 		}
 	}
 }

@@ -1,9 +1,10 @@
 package engines
 
 import (
+	"crypto/ed25519"
+	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/Masterminds/semver/v3"
 	"go.uber.org/zap"
 
+	"github.com/policyd/policyd/artifacts"
 	"github.com/policyd/policyd/bridge"
 )
 
@@ -19,9 +21,15 @@ import (
 type ModelSpec struct {
 	// Name is the model's folder name in the repository.
 	Name string
-	// Version selects the versions served: "" every version found, else exactly one, named by
-	// its folder name or a version equal to it ("1.2.3", "v1.2.3", "2" for folder "2.0.0").
+	// Version selects the versions served: "" every version found; an exact version
+	// ("1.2.3", "v1.2.3", "1.3.0-rc.1") that one; else a semver constraint ("^1.2", "~1.2.3",
+	// ">=1.0 <2", "1.x", "*") every version it matches (resolved with artifacts.Resolve:
+	// pre-releases only match a constraint that names one). A constraint matching nothing lists
+	// the model UNAVAILABLE ("no version of m matches ^3 (found: 1.0.0, 2.0.0)").
 	Version string
+	// Digest pins the artifact of an exact Version: "sha256:<64 hex>" of its manifest.json. A
+	// version whose digest differs is refused (UNAVAILABLE). Only with an exact Version.
+	Digest string
 	// Backends in order of preference ("cpu", ...): each is tried in turn, the next one only
 	// when the previous one fails; ModelVersion.Backend says which one loaded. Empty: the
 	// Default's, or the library's default when that is empty too.
@@ -35,7 +43,7 @@ type ModelSpec struct {
 
 // Desired is the state a Repository is to serve; Apply makes it so.
 type Desired struct {
-	// Dir is the model repository folder, laid out DIR/<model>/<version>/model.onnx.
+	// Dir is the model repository folder, laid out DIR/<model>/<X.Y.Z>/{manifest.json,model.onnx}.
 	Dir string
 	// Models lists what to serve. Empty: every version of every model in Dir, with Default.
 	// Otherwise only the models listed are served, and a model or version listed that Dir
@@ -50,6 +58,12 @@ type Desired struct {
 	QueueLen int
 	// Seed is the base seed of the random operators of every pool (see PoolOptions.Seed).
 	Seed uint64
+	// TrustedKeys, when not empty, require every version's manifest.sig to verify with one of
+	// them: unsigned or wrongly signed versions are refused.
+	TrustedKeys []ed25519.PublicKey
+	// OnVerifyFailure, when set, is called (by Apply, synchronously) once per version refused
+	// because artifacts.Verify failed, with the reason; cmd/policyd counts them in a metric.
+	OnVerifyFailure func(model, version, reason string)
 }
 
 // settings are the effective settings of one version; a change of any of them rebuilds it.
@@ -68,28 +82,24 @@ func (s settings) backendList() []string {
 	return strings.Split(s.backends, "\x00")
 }
 
-// fileID identifies the content of a model file cheaply: a file replaced or rewritten in
-// place (a new size or modification time) is loaded again.
-type fileID struct {
-	size, mtime int64
-}
-
-func statModel(dir string) fileID {
-	fi, err := os.Stat(filepath.Join(dir, ModelFile))
-	if err != nil {
-		return fileID{size: -1}
-	}
-	return fileID{size: fi.Size(), mtime: fi.ModTime().UnixNano()}
-}
-
 // target is one version the desired state asks for.
 type target struct {
 	model, version string
 	semver         *semver.Version
 	dir            string
 	missing        string // why the repository lacks it; "" when found
+	refused        string // found.refused
 	set            settings
-	file           fileID
+	digest         string // the pin of ModelSpec.Digest
+}
+
+var digestRE = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
+
+// isExact reports whether a ModelSpec.Version names one version (rather than a constraint),
+// and returns it canonical.
+func isExact(version string) (string, bool) {
+	c, err := artifacts.CanonicalVersion(version)
+	return c, err == nil
 }
 
 // validate lists every problem of d at once, each with its field path.
@@ -120,7 +130,7 @@ func (d *Desired) validate() error {
 	checkSettings("default", d.Default)
 	type listed struct {
 		index  int
-		semver *semver.Version // nil: every version
+		semver *semver.Version // nil: every version, or a constraint
 	}
 	seen := map[string][]listed{}
 	for i, m := range d.Models {
@@ -135,12 +145,19 @@ func (d *Desired) validate() error {
 			continue
 		}
 		var sv *semver.Version
-		if m.Version != "" {
-			var err error
-			if sv, err = ParseVersion(m.Version); err != nil {
-				add("%s.version: %v", path, err)
+		if c, exact := isExact(m.Version); exact {
+			sv = semver.MustParse(c)
+		} else if m.Version != "" {
+			if _, err := semver.NewConstraint(m.Version); err != nil {
+				add("%s.version: %q is neither an exact version (1.2.3) nor a constraint (^1.2, ~1.2.3, >=1.0 <2): %v", path, m.Version, err)
 				continue
 			}
+		}
+		switch {
+		case m.Digest != "" && sv == nil:
+			add("%s.digest: a digest pins one version; set an exact version, not %q", path, m.Version)
+		case m.Digest != "" && !digestRE.MatchString(m.Digest):
+			add("%s.digest: %q is not sha256:<64 lower-case hex digits>", path, m.Digest)
 		}
 		for _, o := range seen[m.Name] {
 			if sv == nil || o.semver == nil || sv.Equal(o.semver) {
@@ -178,8 +195,8 @@ func (d *Desired) settingsOf(m ModelSpec) settings {
 }
 
 // targets lists the versions d asks for, given what scan found: models by name, versions
-// lowest first.
-func (d *Desired) targets(scanned []found) []target {
+// lowest first. others lists the versions found that d does not select, for Index.
+func (d *Desired) targets(scanned []found) (out []target, others []IndexEntry) {
 	byModel := map[string][]found{}
 	var names []string
 	for _, f := range scanned {
@@ -195,44 +212,96 @@ func (d *Desired) targets(scanned []found) []target {
 		}
 	}
 	notFound := fmt.Sprintf("not found in repository %s", d.Dir)
-	var out []target
+	selected := map[string]bool{} // dir → selected
+	listed := map[string]string{} // model → how it is selected
 	for _, m := range specs {
 		set := d.settingsOf(m)
 		fs := byModel[m.Name]
+		add := func(f found) {
+			selected[f.dir] = true
+			out = append(out, target{model: f.model, version: f.version, semver: f.semver, dir: f.dir, refused: f.refused, set: set, digest: m.Digest})
+		}
 		if m.Version == "" {
+			listed[m.Name] = "every version"
 			if len(fs) == 0 {
 				out = append(out, target{model: m.Name, missing: notFound, set: set})
 			}
 			for _, f := range fs {
-				out = append(out, target{model: f.model, version: f.version, semver: f.semver, dir: f.dir, set: set, file: statModel(f.dir)})
+				add(f)
 			}
 			continue
 		}
-		sv, _ := ParseVersion(m.Version) // validated
-		var hit *found
-		for i := range fs {
-			if fs[i].version == m.Version || fs[i].semver.Equal(sv) {
-				hit = &fs[i]
-				break
+		if l, ok := listed[m.Name]; ok {
+			listed[m.Name] = l + ", " + m.Version
+		} else {
+			listed[m.Name] = "version " + m.Version
+		}
+		var canonical []string
+		for _, f := range fs {
+			if f.semver != nil {
+				canonical = append(canonical, f.version)
 			}
 		}
-		if hit == nil {
-			out = append(out, target{model: m.Name, version: m.Version, semver: sv, missing: notFound, set: set})
+		if c, exact := isExact(m.Version); exact {
+			sv := semver.MustParse(c)
+			var hit *found
+			for i := range fs {
+				if fs[i].version == c {
+					hit = &fs[i]
+					break
+				}
+				if hit == nil && fs[i].semver != nil && fs[i].semver.Equal(sv) {
+					hit = &fs[i] // same precedence, other build metadata
+				}
+			}
+			if hit == nil {
+				out = append(out, target{model: m.Name, version: c, semver: sv, missing: notFound, set: set, digest: m.Digest})
+				continue
+			}
+			add(*hit)
 			continue
 		}
-		out = append(out, target{model: hit.model, version: hit.version, semver: hit.semver, dir: hit.dir, set: set, file: statModel(hit.dir)})
+		match, err := artifacts.Resolve(canonical, m.Version)
+		if err != nil || len(match) == 0 {
+			why := fmt.Sprintf("no version of %s matches %s (found: %s)", m.Name, m.Version, strings.Join(canonical, ", "))
+			if len(canonical) == 0 {
+				why = fmt.Sprintf("no version of %s matches %s (found: none in repository %s)", m.Name, m.Version, d.Dir)
+			}
+			if err != nil {
+				why = err.Error()
+			}
+			out = append(out, target{model: m.Name, missing: why, set: set})
+			continue
+		}
+		for _, v := range match {
+			for _, f := range fs {
+				if f.version == v {
+					add(f)
+				}
+			}
+		}
+	}
+	for _, f := range scanned {
+		if selected[f.dir] {
+			continue
+		}
+		why := "not selected by the configuration (models lists no " + f.model + ")"
+		switch l, ok := listed[f.model]; {
+		case f.semver == nil && ok:
+			why = "not a version folder: its name is not a canonical semantic version (e.g. 1.2.3)"
+		case ok:
+			why = "not selected by the configuration (" + f.model + ": " + l + ")"
+		}
+		others = append(others, IndexEntry{Model: f.model, Version: f.version, State: StateUnloaded, Reason: why})
 	}
 	sort.SliceStable(out, func(i, j int) bool {
 		a, b := out[i], out[j]
 		if a.model != b.model {
 			return a.model < b.model
 		}
-		if a.semver == nil || b.semver == nil {
-			return a.semver == nil && b.semver != nil
-		}
-		return a.semver.LessThan(b.semver)
+		return lessVersion(a.semver, b.semver, a.version, b.version)
 	})
-	return out
+	return out, others
 }
 
 // Report says what an Apply did. Each list is ordered by model, then version.
@@ -295,23 +364,37 @@ func (r *Report) String() string {
 // Apply makes the repository serve d, failing no request:
 //
 //  1. It validates d and scans d.Dir; a problem with either is returned and nothing changes.
-//  2. It loads every version that is new, UNAVAILABLE, or whose settings (backends, threads,
-//     instances, queue length, seed) or model file changed, on a new engine and pool, while
-//     the current table keeps serving. Versions that did not change keep their pool.
-//  3. It swaps the served table atomically: a Get or Acquire sees either the whole old table
-//     or the whole new one.
-//  4. It retires what is no longer served (removed versions, and the engines of reloaded
-//     ones): it waits until every holder (Acquire) released it, drains its pool, closes its
-//     engine. A request that acquired an old version therefore finishes on it.
+//  2. It verifies every version d selects (artifacts.Verify with d.TrustedKeys and the
+//     model's Digest pin), every time, also those that serve unchanged: a version whose files
+//     were tampered with since it was loaded is caught here. A version that fails is refused:
+//     listed UNAVAILABLE with the verification error as its reason (logged at error level,
+//     reported to d.OnVerifyFailure), and the engine it served on, if any, is retired.
+//  3. It loads every verified version that is new, UNAVAILABLE, or whose settings (backends,
+//     threads, instances, queue length, seed) or artifact (digest, signer) changed, on a new
+//     engine and pool, from the bytes of model.onnx checked against the manifest as they are
+//     read (no gap between check and use), while the current table keeps serving. Versions
+//     that did not change keep their pool.
+//  4. It swaps the served table atomically: a Get or Acquire sees either the whole old table
+//     or the whole new one. A default pinned by SetDefault carries over while its version
+//     still serves ready; otherwise the pin is cleared (and logged).
+//  5. It retires what is no longer served (removed or unloaded versions, refused ones, and the
+//     engines of reloaded ones): it waits until every holder (Acquire) released it, drains its
+//     pool, closes its engine. A request that acquired an old version therefore finishes on it.
 //
-// A failure to load a version is not an error of Apply: the version is served UNAVAILABLE with
-// its reason (or, for a reload, the previous one keeps serving), and the Report lists it.
-// Apply calls are serialized; Apply returns once the retired versions are closed, so it must
-// not be called by a goroutine that holds a version (it could wait for itself). After Close it
-// returns ErrClosed.
+// Versions unloaded by Unload stay off (listed UNLOADED by Index) until Load. A failure to
+// verify or load a version is not an error of Apply: the version is served UNAVAILABLE with
+// its reason (or, for a failed reload of a verified artifact, the previous engine keeps
+// serving), and the Report lists it. Apply calls are serialized; Apply returns once the
+// retired versions are closed, so it must not be called by a goroutine that holds a version
+// (it could wait for itself). After Close it returns ErrClosed.
 func (r *Repository) Apply(d Desired) (Report, error) {
 	r.applyMu.Lock()
 	defer r.applyMu.Unlock()
+	return r.apply(d)
+}
+
+// apply is Apply; the caller holds applyMu.
+func (r *Repository) apply(d Desired) (Report, error) {
 	if r.closed.Load() {
 		return Report{}, ErrClosed
 	}
@@ -323,22 +406,44 @@ func (r *Repository) Apply(d Desired) (Report, error) {
 	if err != nil {
 		return Report{}, err
 	}
+	r.last = &d
+	targets, others := d.targets(found)
 
 	old := r.cur.Load()
 	var rep Report
-	served := make([]*ModelVersion, 0, len(found))
+	served := make([]*ModelVersion, 0, len(targets))
 	kept := map[*ModelVersion]bool{}
 	reloaded := map[*ModelVersion]int{} // replaced version → index in rep.Reloaded
-	for _, t := range d.targets(found) {
-		prev := old.find(t.model, t.version)
-		prevReady := prev != nil && prev.State() == StateReady
-		if prevReady && prev.dir == t.dir && prev.set == t.set && prev.file == t.file {
-			served = append(served, prev)
-			kept[prev] = true
-			rep.Unchanged++
+	for _, t := range targets {
+		if r.unloaded[modelVersion{t.model, ""}] || r.unloaded[modelVersion{t.model, t.version}] {
+			if t.missing == "" {
+				others = append(others, IndexEntry{Model: t.model, Version: t.version, State: StateUnloaded, Reason: reasonUnloaded})
+			}
 			continue
 		}
-		v := r.load(t)
+		prev := old.find(t.model, t.version)
+		prevReady := prev != nil && prev.State() == StateReady
+		var art *artifacts.Artifact
+		if t.missing == "" {
+			if t.refused != "" {
+				art, err = nil, &artifacts.VerifyError{Model: t.model, Version: t.version, Problem: t.refused, Err: artifacts.ErrLayout}
+			} else {
+				art, err = artifacts.Verify(t.dir, artifacts.VerifyOptions{TrustedKeys: d.TrustedKeys, Digest: t.digest})
+			}
+			if err != nil {
+				v := r.refuse(t, err, start, d.OnVerifyFailure)
+				served = append(served, v)
+				rep.Failed = append(rep.Failed, Change{Model: v.name, Version: v.version, Instances: t.set.instances, Reason: v.reason})
+				continue
+			}
+			if prevReady && prev.dir == t.dir && prev.set == t.set && prev.digest == art.Digest && prev.signer == art.SignedBy {
+				served = append(served, prev)
+				kept[prev] = true
+				rep.Unchanged++
+				continue
+			}
+		}
+		v := r.load(t, art)
 		c := Change{Model: v.name, Version: v.version, Backend: v.Backend(), Instances: t.set.instances, Load: v.loadTime}
 		if ok, reason := v.Ready(); ok {
 			served = append(served, v)
@@ -346,12 +451,13 @@ func (r *Repository) Apply(d Desired) (Report, error) {
 				reloaded[prev] = len(rep.Reloaded)
 				rep.Reloaded = append(rep.Reloaded, c)
 				r.log.Info("model version reloaded", zap.String("model", v.name), zap.String("version", v.version),
-					zap.String("backend", v.Backend()), zap.Int("instances", t.set.instances), zap.Duration("load_time", v.loadTime))
+					zap.String("digest", v.digest), zap.String("backend", v.Backend()), zap.Int("instances", t.set.instances),
+					zap.Duration("load_time", v.loadTime))
 			} else {
 				rep.Loaded = append(rep.Loaded, c)
 				r.log.Info("model version loaded", zap.String("model", v.name), zap.String("version", v.version),
-					zap.String("state", v.State().String()), zap.String("backend", v.Backend()),
-					zap.Int("instances", t.set.instances), zap.Duration("load_time", v.loadTime))
+					zap.String("state", v.State().String()), zap.String("digest", v.digest), zap.String("signer", v.signer),
+					zap.String("backend", v.Backend()), zap.Int("instances", t.set.instances), zap.Duration("load_time", v.loadTime))
 			}
 		} else {
 			c.Reason = reason
@@ -369,6 +475,7 @@ func (r *Repository) Apply(d Desired) (Report, error) {
 		}
 	}
 	next := newTable(d.Dir, served)
+	next.others = others
 	var gone []*ModelVersion
 	for _, v := range old.all() {
 		if !kept[v] {
@@ -377,8 +484,11 @@ func (r *Repository) Apply(d Desired) (Report, error) {
 	}
 
 	// The swap. From here on Acquire sees only next; what holds a version of old keeps it
-	// until its Release, and retire waits for that.
+	// until its Release, and retire waits for that. A pin set since old was read carries over.
+	r.swapMu.Lock()
+	next.pins = r.keepPins(r.cur.Load().pins, next)
 	r.cur.Store(next)
+	r.swapMu.Unlock()
 	took := retireAll(gone, "unloaded", r.log)
 	for i, v := range gone {
 		if k, ok := reloaded[v]; ok {
@@ -386,7 +496,7 @@ func (r *Repository) Apply(d Desired) (Report, error) {
 			continue
 		}
 		if next.find(v.name, v.version) != nil {
-			continue // an UNAVAILABLE version replaced by a new attempt, listed above
+			continue // replaced by a new attempt (or refused), listed above
 		}
 		rep.Unloaded = append(rep.Unloaded, Change{
 			Model: v.name, Version: v.version, Backend: v.Backend(), Instances: v.set.instances, Unload: took[i],
@@ -402,12 +512,60 @@ func (r *Repository) Apply(d Desired) (Report, error) {
 	return rep, nil
 }
 
-// load reads and builds one version, trying its backends in order; a failure is recorded in
-// the version, never returned.
-func (r *Repository) load(t target) *ModelVersion {
+// reasonUnloaded is the Index reason of a version switched off by Unload.
+const reasonUnloaded = "unloaded through the repository API (POST /v2/repository/models/{m}/load loads it again)"
+
+// keepPins returns the pins of next: those of pins whose version next serves ready. The others
+// are cleared with a log line.
+func (r *Repository) keepPins(pins map[string]string, next *table) map[string]string {
+	if len(pins) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(pins))
+	for m, p := range pins {
+		if v := next.find(m, p); v != nil && v.State() == StateReady {
+			out[m] = p
+			continue
+		}
+		r.log.Warn("default version pin cleared: the pinned version no longer serves",
+			zap.String("model", m), zap.String("version", p))
+	}
+	return out
+}
+
+// refuse makes the UNAVAILABLE version of a target whose artifact failed verification: it
+// logs the reason at error level and reports it to hook.
+func (r *Repository) refuse(t target, err error, start time.Time, hook func(model, version, reason string)) *ModelVersion {
+	problems := artifacts.Problems(err)
+	msgs := make([]string, len(problems))
+	for i, p := range problems {
+		msgs[i] = p.Error()
+	}
+	reason := "artifact verification failed: " + strings.Join(msgs, "; ")
+	var ve *artifacts.VerifyError
+	if errors.As(err, &ve) && len(problems) == 1 {
+		reason = "artifact verification failed: " + ve.Error()
+	}
+	v := &ModelVersion{
+		name: t.model, version: t.version, semver: t.semver, dir: t.dir, set: t.set,
+		state: StateUnavailable, reason: reason, drained: make(chan struct{}), loadTime: time.Since(start),
+	}
+	r.log.Error("model version refused: artifact verification failed", zap.String("model", t.model),
+		zap.String("version", t.version), zap.String("folder", t.dir), zap.String("reason", reason))
+	if hook != nil {
+		hook(t.model, t.version, reason)
+	}
+	return v
+}
+
+// load builds one verified version, trying its backends in order, from the bytes of its
+// model.onnx read and checked against the manifest in one step (Artifact.ReadFile); a failure
+// is recorded in the version, never returned. art is nil only for a target the repository
+// lacks.
+func (r *Repository) load(t target, art *artifacts.Artifact) *ModelVersion {
 	start := time.Now()
 	v := &ModelVersion{
-		name: t.model, version: t.version, semver: t.semver, dir: t.dir, set: t.set, file: t.file,
+		name: t.model, version: t.version, semver: t.semver, dir: t.dir, set: t.set,
 		state: StateUnavailable, drained: make(chan struct{}),
 	}
 	defer func() { v.loadTime = time.Since(start) }()
@@ -415,7 +573,8 @@ func (r *Repository) load(t target) *ModelVersion {
 		v.reason = t.missing
 		return v
 	}
-	onnx, err := os.ReadFile(filepath.Join(t.dir, ModelFile))
+	v.digest, v.signer = art.Digest, art.SignedBy
+	onnx, err := art.ReadFile(ModelFile)
 	if err != nil {
 		v.reason = fmt.Sprintf("read model: %v", err)
 		return v

@@ -30,7 +30,7 @@ const mlpMed = "../../shared/peers/models/mlp-med.onnx"
 // obsWidth is the observation width of each test model.
 var obsWidth = map[string]int{mlpSmall: 8, mlpMed: 64}
 
-// putModel copies src to DIR/model/version/model.onnx.
+// putModel copies src to DIR/model/version/model.onnx and seals the version folder.
 func putModel(t *testing.T, dir, model, version, src string) {
 	t.Helper()
 	b, err := os.ReadFile(src)
@@ -49,6 +49,7 @@ func writeModel(t *testing.T, dir, model, version string, content []byte) {
 	if err := os.WriteFile(filepath.Join(vdir, ModelFile), content, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	seal(t, vdir, nil)
 }
 
 // obs is an FP32[batch,width] input whose values depend on seed.
@@ -107,8 +108,8 @@ func checkTimings(t *testing.T, rep Report) {
 func TestNativeApplyUnderLoad(t *testing.T) {
 	rt := nativeRuntime(t)
 	dir := t.TempDir()
-	putModel(t, dir, "A", "1", mlpSmall)
-	putModel(t, dir, "B", "1", mlpMed)
+	putModel(t, dir, "A", "1.0.0", mlpSmall)
+	putModel(t, dir, "B", "1.0.0", mlpMed)
 	r := nativeRepository(t, rt)
 	desired := func(instA int, withB bool) Desired {
 		d := Desired{Dir: dir, QueueLen: 4096, Models: []ModelSpec{{Name: "A", Instances: instA}}}
@@ -117,7 +118,7 @@ func TestNativeApplyUnderLoad(t *testing.T) {
 		}
 		return d
 	}
-	checkReport(t, mustApply(t, r, desired(1, true)), []string{"A@1", "B@1"}, nil, nil, nil, 0)
+	checkReport(t, mustApply(t, r, desired(1, true)), []string{"A@1.0.0", "B@1.0.0"}, nil, nil, nil, 0)
 
 	// References: one run per input, before the load starts.
 	const hammers = 16
@@ -135,7 +136,7 @@ func TestNativeApplyUnderLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkReport(t, mustApply(t, r, desired(1, false)), nil, nil, []string{"B@1"}, nil, 1)
+	checkReport(t, mustApply(t, r, desired(1, false)), nil, nil, []string{"B@1.0.0"}, nil, 1)
 
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -200,19 +201,19 @@ func TestNativeApplyUnderLoad(t *testing.T) {
 		loaded, reloaded, unloaded []string
 		unchanged                  int
 	}
-	addA2 := func() { putModel(t, dir, "A", "2", mlpSmall) }
+	addA2 := func() { putModel(t, dir, "A", "2.0.0", mlpSmall) }
 	rmA2 := func() {
-		if err := os.RemoveAll(filepath.Join(dir, "A", "2")); err != nil {
+		if err := os.RemoveAll(filepath.Join(dir, "A", "2.0.0")); err != nil {
 			t.Fatal(err)
 		}
 	}
 	steps := []step{
-		{name: "A instances 1→2", d: desired(2, false), reloaded: []string{"A@1"}},
-		{name: "add B", d: desired(2, true), loaded: []string{"B@1"}, unchanged: 1},
-		{name: "remove B", d: desired(2, false), unloaded: []string{"B@1"}, unchanged: 1},
-		{name: "add A@2", fs: addA2, d: desired(2, false), loaded: []string{"A@2"}, unchanged: 1},
-		{name: "remove A@2", fs: rmA2, d: desired(2, false), unloaded: []string{"A@2"}, unchanged: 1},
-		{name: "A instances 2→1", d: desired(1, false), reloaded: []string{"A@1"}},
+		{name: "A instances 1→2", d: desired(2, false), reloaded: []string{"A@1.0.0"}},
+		{name: "add B", d: desired(2, true), loaded: []string{"B@1.0.0"}, unchanged: 1},
+		{name: "remove B", d: desired(2, false), unloaded: []string{"B@1.0.0"}, unchanged: 1},
+		{name: "add A@2.0.0", fs: addA2, d: desired(2, false), loaded: []string{"A@2.0.0"}, unchanged: 1},
+		{name: "remove A@2.0.0", fs: rmA2, d: desired(2, false), unloaded: []string{"A@2.0.0"}, unchanged: 1},
+		{name: "A instances 2→1", d: desired(1, false), reloaded: []string{"A@1.0.0"}},
 	}
 	applies := 0
 	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline) || applies < len(steps); {
@@ -247,12 +248,12 @@ func TestNativeApplyUnderLoad(t *testing.T) {
 func TestNativeApplyRemovesModel(t *testing.T) {
 	rt := nativeRuntime(t)
 	dir := t.TempDir()
-	putModel(t, dir, "A", "1", mlpSmall)
-	putModel(t, dir, "B", "1", mlpMed)
+	putModel(t, dir, "A", "1.0.0", mlpSmall)
+	putModel(t, dir, "B", "1.0.0", mlpMed)
 	base := settledGoroutines()
 	r := NewRepository(rt, nil)
 	defer r.Close()
-	checkReport(t, mustApply(t, r, Desired{Dir: dir, Default: ModelSpec{Instances: 4}}), []string{"A@1", "B@1"}, nil, nil, nil, 0)
+	checkReport(t, mustApply(t, r, Desired{Dir: dir, Default: ModelSpec{Instances: 4}}), []string{"A@1.0.0", "B@1.0.0"}, nil, nil, nil, 0)
 	loaded := runtime.NumGoroutine()
 	if loaded < base+8 {
 		t.Errorf("%d goroutines with 8 workers, %d before", loaded, base)
@@ -293,7 +294,7 @@ func TestNativeApplyRemovesModel(t *testing.T) {
 	}
 	held.Release()
 	rep := <-applied
-	checkReport(t, rep, nil, nil, []string{"B@1"}, nil, 1)
+	checkReport(t, rep, nil, nil, []string{"B@1.0.0"}, nil, 1)
 	checkTimings(t, rep)
 
 	for _, version := range []string{"", "1"} {
@@ -328,12 +329,12 @@ func TestNativeApplyRemovesModel(t *testing.T) {
 func TestNativeApplyCorruptModel(t *testing.T) {
 	rt := nativeRuntime(t)
 	dir := t.TempDir()
-	putModel(t, dir, "A", "1", mlpSmall)
-	writeModel(t, dir, "A", "2", []byte("this is not an ONNX model"))
-	writeModel(t, dir, "C", "1", []byte{0x08, 0x07, 0x12, 0xff, 0xff})
+	putModel(t, dir, "A", "1.0.0", mlpSmall)
+	writeModel(t, dir, "A", "2.0.0", []byte("this is not an ONNX model"))
+	writeModel(t, dir, "C", "1.0.0", []byte{0x08, 0x07, 0x12, 0xff, 0xff})
 	r := nativeRepository(t, rt)
 	rep := mustApply(t, r, Desired{Dir: dir})
-	checkReport(t, rep, []string{"A@1"}, nil, nil, []string{"A@2", "C@1"}, 0)
+	checkReport(t, rep, []string{"A@1.0.0"}, nil, nil, []string{"A@2.0.0", "C@1.0.0"}, 0)
 	for _, c := range rep.Failed {
 		if c.Reason == "" || c.KeptPrevious || c.Backend != "" {
 			t.Errorf("failed %s@%s: %+v", c.Model, c.Version, c)
@@ -343,7 +344,7 @@ func TestNativeApplyCorruptModel(t *testing.T) {
 	if r.Ready() {
 		t.Error("Ready() with corrupt versions")
 	}
-	for _, tt := range []struct{ model, version, want string }{{"A", "", "1"}, {"A", "2", "2"}, {"C", "", "1"}} {
+	for _, tt := range []struct{ model, version, want string }{{"A", "", "1.0.0"}, {"A", "2", "2.0.0"}, {"C", "", "1.0.0"}} {
 		v, err := r.Acquire(tt.model, tt.version)
 		if err != nil || v.Version() != tt.want {
 			t.Fatalf("Acquire(%s, %q) = %v, %v", tt.model, tt.version, v, err)
@@ -351,17 +352,17 @@ func TestNativeApplyCorruptModel(t *testing.T) {
 		v.Release()
 	}
 	if _, err := runOnce(r, "A", "", obs(2, 8, 0)); err != nil {
-		t.Errorf("A@1 beside a corrupt A@2: %v", err)
+		t.Errorf("A@1.0.0 beside a corrupt A@2: %v", err)
 	}
 	var ue *UnavailableError
 	if _, err := runOnce(r, "C", "", obs(1, 8, 0)); !errors.As(err, &ue) || ue.Reason != rep.Failed[1].Reason {
 		t.Errorf("C = %v, want UNAVAILABLE with the load reason", err)
 	}
 
-	// C is mended: loaded; A@2 is still corrupt: tried again.
-	putModel(t, dir, "C", "1", mlpMed)
+	// C is mended: loaded; A@2.0.0 is still corrupt: tried again.
+	putModel(t, dir, "C", "1.0.0", mlpMed)
 	rep = mustApply(t, r, Desired{Dir: dir})
-	checkReport(t, rep, []string{"C@1"}, nil, nil, []string{"A@2"}, 1)
+	checkReport(t, rep, []string{"C@1.0.0"}, nil, nil, []string{"A@2.0.0"}, 1)
 	if _, err := runOnce(r, "C", "", obs(1, 64, 0)); err != nil {
 		t.Errorf("mended C: %v", err)
 	}
@@ -369,26 +370,26 @@ func TestNativeApplyCorruptModel(t *testing.T) {
 	// A backend that does not exist first: the next one loads.
 	a1, _ := r.Get("A", "1")
 	rep = mustApply(t, r, Desired{Dir: dir, Default: ModelSpec{Backends: []string{"nosuch", "cpu"}}})
-	checkReport(t, rep, nil, []string{"A@1", "C@1"}, nil, []string{"A@2"}, 0)
+	checkReport(t, rep, nil, []string{"A@1.0.0", "C@1.0.0"}, nil, []string{"A@2.0.0"}, 0)
 	checkTimings(t, rep)
 	if a1.State() != StateUnavailable {
-		t.Error("the replaced A@1 still ready")
+		t.Error("the replaced A@1.0.0 still ready")
 	}
 	// Only the missing backend: the reload fails and the previous engines keep serving.
 	a1, _ = r.Get("A", "1")
 	rep = mustApply(t, r, Desired{Dir: dir, Default: ModelSpec{Backends: []string{"nosuch"}}})
-	checkReport(t, rep, nil, nil, nil, []string{"A@1", "A@2", "C@1"}, 0)
+	checkReport(t, rep, nil, nil, nil, []string{"A@1.0.0", "A@2.0.0", "C@1.0.0"}, 0)
 	for _, c := range rep.Failed {
-		if c.KeptPrevious != (c.Version == "1") || !strings.Contains(c.Reason, "nosuch") && c.Version == "1" {
+		if c.KeptPrevious != (c.Version == "1.0.0") || !strings.Contains(c.Reason, "nosuch") && c.Version == "1.0.0" {
 			t.Errorf("%s@%s: %+v", c.Model, c.Version, c)
 		}
 	}
 	t.Logf("reason for a missing backend: %q", rep.Failed[0].Reason)
 	if v, _ := r.Get("A", "1"); v != a1 || v.Backend() != "cpu" {
-		t.Errorf("A@1 after a failed reload: %p (was %p) on %q", v, a1, v.Backend())
+		t.Errorf("A@1.0.0 after a failed reload: %p (was %p) on %q", v, a1, v.Backend())
 	}
 	if _, err := runOnce(r, "A", "1", obs(1, 8, 0)); err != nil {
-		t.Errorf("A@1 after a failed reload: %v", err)
+		t.Errorf("A@1.0.0 after a failed reload: %v", err)
 	}
 }
 
@@ -397,16 +398,16 @@ func TestNativeApplyCorruptModel(t *testing.T) {
 func TestNativeApplyReloadsOnlyChanged(t *testing.T) {
 	rt := nativeRuntime(t)
 	dir := t.TempDir()
-	putModel(t, dir, "A", "1", mlpSmall)
-	putModel(t, dir, "A", "2", mlpSmall)
-	putModel(t, dir, "B", "1", mlpMed)
+	putModel(t, dir, "A", "1.0.0", mlpSmall)
+	putModel(t, dir, "A", "2.0.0", mlpSmall)
+	putModel(t, dir, "B", "1.0.0", mlpMed)
 	r := nativeRepository(t, rt)
 	desired := func(instA2 int) Desired {
 		return Desired{Dir: dir, Default: ModelSpec{Backends: []string{"cpu"}}, Models: []ModelSpec{
-			{Name: "A", Version: "1"}, {Name: "A", Version: "2", Instances: instA2}, {Name: "B"},
+			{Name: "A", Version: "1.0.0"}, {Name: "A", Version: "2.0.0", Instances: instA2}, {Name: "B"},
 		}}
 	}
-	checkReport(t, mustApply(t, r, desired(1)), []string{"A@1", "A@2", "B@1"}, nil, nil, nil, 0)
+	checkReport(t, mustApply(t, r, desired(1)), []string{"A@1.0.0", "A@2.0.0", "B@1.0.0"}, nil, nil, nil, 0)
 	before := map[string]*ModelVersion{}
 	runners := map[string]Runner{}
 	for _, v := range r.All() {
@@ -415,7 +416,7 @@ func TestNativeApplyReloadsOnlyChanged(t *testing.T) {
 	}
 
 	rep := mustApply(t, r, desired(3))
-	checkReport(t, rep, nil, []string{"A@2"}, nil, nil, 2)
+	checkReport(t, rep, nil, []string{"A@2.0.0"}, nil, nil, 2)
 	checkTimings(t, rep)
 	if rep.Reloaded[0].Instances != 3 {
 		t.Errorf("reloaded with %d instances, want 3", rep.Reloaded[0].Instances)
@@ -423,18 +424,18 @@ func TestNativeApplyReloadsOnlyChanged(t *testing.T) {
 	for _, v := range r.All() {
 		key := v.Name() + "@" + v.Version()
 		same := v == before[key] && v.runner == runners[key]
-		if same != (key != "A@2") {
+		if same != (key != "A@2.0.0") {
 			t.Errorf("%s: same version and pool = %v", key, same)
 		}
 	}
 	a2, _ := r.Get("A", "2")
 	if n := a2.runner.(*Pool).Instances(); n != 3 || a2.Spec().Instances != 3 {
-		t.Errorf("A@2 has %d instances (spec %d), want 3", n, a2.Spec().Instances)
+		t.Errorf("A@2.0.0 has %d instances (spec %d), want 3", n, a2.Spec().Instances)
 	}
-	if !runners["A@2"].(*Pool).closed.Load() {
-		t.Error("the replaced pool of A@2 is not closed")
+	if !runners["A@2.0.0"].(*Pool).closed.Load() {
+		t.Error("the replaced pool of A@2.0.0 is not closed")
 	}
-	for _, key := range []string{"A@1", "B@1"} {
+	for _, key := range []string{"A@1.0.0", "B@1.0.0"} {
 		if runners[key].(*Pool).closed.Load() {
 			t.Errorf("the pool of the unchanged %s is closed", key)
 		}
@@ -470,8 +471,8 @@ func (l *countingLoader) NewEngine(onnx []byte, o bridge.EngineOptions) (*bridge
 func TestNativeApplySerialized(t *testing.T) {
 	l := &countingLoader{rt: nativeRuntime(t)}
 	dir := t.TempDir()
-	putModel(t, dir, "A", "1", mlpSmall)
-	putModel(t, dir, "B", "1", mlpMed)
+	putModel(t, dir, "A", "1.0.0", mlpSmall)
+	putModel(t, dir, "B", "1.0.0", mlpMed)
 	r := nativeRepository(t, l)
 	mustApply(t, r, Desired{Dir: dir})
 	reports := make([]Report, 8)

@@ -118,7 +118,7 @@ func checkReport(t *testing.T, rep Report, loaded, reloaded, unloaded, failed []
 }
 
 func TestApplyRejectsInvalidDesiredState(t *testing.T) {
-	dir := writeRepo(t, map[string]string{"a/1/model.onnx": "ok"})
+	dir := writeRepo(t, map[string]string{"a/1.0.0/model.onnx": "ok"})
 	r, _ := fakeRepository(t, &applyLoader{})
 	mustApply(t, r, Desired{Dir: dir})
 	before := r.All()
@@ -134,14 +134,14 @@ func TestApplyRejectsInvalidDesiredState(t *testing.T) {
 		}},
 		{Desired{Dir: dir, Models: []ModelSpec{
 			{Name: ""}, {Name: "../x"}, {Name: "a", Version: "latest"}, {Name: "a", Threads: -1, Backends: []string{""}},
-			{Name: "b", Version: "1"}, {Name: "b", Version: "v1.0.0"}, {Name: "b", Version: "2"},
+			{Name: "b", Version: "1.0.0"}, {Name: "b", Version: "v1.0.0"}, {Name: "b", Version: "2.0.0"},
 		}}, []string{
 			"models[0].name: empty", `models[1].name: "../x" is not a model folder name`,
-			`models[2].version: version "latest"`, "models[3].threads: must not be negative, got -1",
+			`models[2].version: "latest" is neither an exact version`, "models[3].threads: must not be negative, got -1",
 			"models[3].backends[0]: empty",
 			`models[5]: model "b" version "v1.0.0" is also selected by models[4]`,
 		}},
-		{Desired{Dir: dir, Models: []ModelSpec{{Name: "a", Version: "2"}, {Name: "a"}}}, []string{
+		{Desired{Dir: dir, Models: []ModelSpec{{Name: "a", Version: "2.0.0"}, {Name: "a"}}}, []string{
 			`models[1]: model "a" version "" is also selected by models[0]`,
 		}},
 	} {
@@ -156,7 +156,7 @@ func TestApplyRejectsInvalidDesiredState(t *testing.T) {
 			}
 		}
 		if strings.Contains(err.Error(), `models[6]`) {
-			t.Errorf("b@2 is no overlap: %v", err)
+			t.Errorf("b@2.0.0 is no overlap: %v", err)
 		}
 	}
 	if after := r.All(); !reflect.DeepEqual(after, before) {
@@ -165,12 +165,12 @@ func TestApplyRejectsInvalidDesiredState(t *testing.T) {
 }
 
 func TestApplyListedModelMissingIsUnavailable(t *testing.T) {
-	dir := writeRepo(t, map[string]string{"a/1/model.onnx": "ok", "a/2/model.onnx": "ok"})
+	dir := writeRepo(t, map[string]string{"a/1.0.0/model.onnx": "ok", "a/2.0.0/model.onnx": "ok"})
 	r, _ := fakeRepository(t, &applyLoader{})
 	rep := mustApply(t, r, Desired{Dir: dir, Models: []ModelSpec{
-		{Name: "a", Version: "2.0.0"}, {Name: "a", Version: "3"}, {Name: "ghost"},
+		{Name: "a", Version: "2.0.0"}, {Name: "a", Version: "3.0.0"}, {Name: "ghost"},
 	}})
-	checkReport(t, rep, []string{"a@2"}, nil, nil, []string{"a@3", "ghost@"}, 0)
+	checkReport(t, rep, []string{"a@2.0.0"}, nil, nil, []string{"a@3.0.0", "ghost@"}, 0)
 	for _, c := range rep.Failed {
 		if c.Reason != "not found in repository "+dir {
 			t.Errorf("%s@%s: reason %q", c.Model, c.Version, c.Reason)
@@ -179,7 +179,7 @@ func TestApplyListedModelMissingIsUnavailable(t *testing.T) {
 	if got := r.Models(); !reflect.DeepEqual(got, []string{"a", "ghost"}) {
 		t.Errorf("Models() = %v", got)
 	}
-	if v, err := r.Get("a", ""); err != nil || v.Version() != "2" {
+	if v, err := r.Get("a", ""); err != nil || v.Version() != "2.0.0" {
 		t.Errorf("default of a = %v, %v; want the ready 2 (1 is not listed)", v, err)
 	}
 	if _, err := r.Get("a", "1"); !errors.Is(err, ErrNotFound) {
@@ -200,36 +200,37 @@ func TestApplyListedModelMissingIsUnavailable(t *testing.T) {
 	}
 
 	// The model appears: the next Apply loads it.
-	if err := os.MkdirAll(filepath.Join(dir, "ghost", "1"), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Join(dir, "ghost", "1.0.0"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "ghost", "1", ModelFile), []byte("ok"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "ghost", "1.0.0", ModelFile), []byte("ok"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	rep = mustApply(t, r, Desired{Dir: dir, Models: []ModelSpec{{Name: "a", Version: "2"}, {Name: "ghost"}}})
-	checkReport(t, rep, []string{"ghost@1"}, nil, []string{"a@3", "ghost@"}, nil, 1)
+	seal(t, filepath.Join(dir, "ghost", "1.0.0"), nil)
+	rep = mustApply(t, r, Desired{Dir: dir, Models: []ModelSpec{{Name: "a", Version: "2.0.0"}, {Name: "ghost"}}})
+	checkReport(t, rep, []string{"ghost@1.0.0"}, nil, []string{"a@3.0.0", "ghost@"}, nil, 1)
 	if !r.Ready() {
 		t.Error("not ready once everything is found")
 	}
 }
 
 func TestApplyBackendPreference(t *testing.T) {
-	dir := writeRepo(t, map[string]string{"a/1/model.onnx": "ok", "b/1/model.onnx": "ok"})
+	dir := writeRepo(t, map[string]string{"a/1.0.0/model.onnx": "ok", "b/1.0.0/model.onnx": "ok"})
 	l := &applyLoader{fail: map[string]bool{"tensorrt": true, "cuda": true}}
 	r, _ := fakeRepository(t, l)
 	rep := mustApply(t, r, Desired{Dir: dir, Models: []ModelSpec{
 		{Name: "a", Backends: []string{"tensorrt", "cpu", "cuda"}},
 		{Name: "b", Backends: []string{"tensorrt", "cuda"}},
 	}})
-	checkReport(t, rep, []string{"a@1"}, nil, nil, []string{"b@1"}, 0)
-	if got, want := l.takeBuilt(), []string{"a@1/tensorrt", "a@1/cpu", "b@1/tensorrt", "b@1/cuda"}; !reflect.DeepEqual(got, want) {
+	checkReport(t, rep, []string{"a@1.0.0"}, nil, nil, []string{"b@1.0.0"}, 0)
+	if got, want := l.takeBuilt(), []string{"a@1.0.0/tensorrt", "a@1.0.0/cpu", "b@1.0.0/tensorrt", "b@1.0.0/cuda"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("engines asked for %v, want %v (stop at the first that loads)", got, want)
 	}
 	if want := `backend "tensorrt": backend tensorrt unavailable; backend "cuda": backend cuda unavailable`; rep.Failed[0].Reason != want {
 		t.Errorf("reason = %q, want %q", rep.Failed[0].Reason, want)
 	}
 	v, _ := r.Get("a", "1")
-	if got := v.Spec(); !reflect.DeepEqual(got, ModelSpec{Name: "a", Version: "1", Backends: []string{"tensorrt", "cpu", "cuda"}, Instances: 1}) {
+	if got := v.Spec(); !reflect.DeepEqual(got, ModelSpec{Name: "a", Version: "1.0.0", Backends: []string{"tensorrt", "cpu", "cuda"}, Instances: 1}) {
 		t.Errorf("Spec() = %+v", got)
 	}
 
@@ -237,8 +238,8 @@ func TestApplyBackendPreference(t *testing.T) {
 	rep = mustApply(t, r, Desired{Dir: dir, Default: ModelSpec{Backends: []string{"cpu"}}, Models: []ModelSpec{
 		{Name: "a", Backends: []string{"cpu", "tensorrt", "cuda"}}, {Name: "b"},
 	}})
-	checkReport(t, rep, []string{"b@1"}, []string{"a@1"}, nil, nil, 0)
-	if got, want := l.takeBuilt(), []string{"a@1/cpu", "b@1/cpu"}; !reflect.DeepEqual(got, want) {
+	checkReport(t, rep, []string{"b@1.0.0"}, []string{"a@1.0.0"}, nil, nil, 0)
+	if got, want := l.takeBuilt(), []string{"a@1.0.0/cpu", "b@1.0.0/cpu"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("engines asked for %v, want %v", got, want)
 	}
 }
@@ -246,14 +247,14 @@ func TestApplyBackendPreference(t *testing.T) {
 // A reload that fails keeps the version serving on its previous pool; the next Apply retries.
 // A model file that changes on disk is loaded again.
 func TestApplyFailedReloadKeepsPrevious(t *testing.T) {
-	dir := writeRepo(t, map[string]string{"a/1/model.onnx": "ok"})
+	dir := writeRepo(t, map[string]string{"a/1.0.0/model.onnx": "ok"})
 	l := &applyLoader{fail: map[string]bool{"cuda": true}}
 	r, _ := fakeRepository(t, l)
 	mustApply(t, r, Desired{Dir: dir})
 	v1, _ := r.Get("a", "1")
 
 	rep := mustApply(t, r, Desired{Dir: dir, Default: ModelSpec{Backends: []string{"cuda"}}})
-	checkReport(t, rep, nil, nil, nil, []string{"a@1"}, 0)
+	checkReport(t, rep, nil, nil, nil, []string{"a@1.0.0"}, 0)
 	if !rep.Failed[0].KeptPrevious || !strings.Contains(rep.Failed[0].Reason, "cuda unavailable") {
 		t.Errorf("failed reload: %+v", rep.Failed[0])
 	}
@@ -264,27 +265,30 @@ func TestApplyFailedReloadKeepsPrevious(t *testing.T) {
 		t.Errorf("previous version after a failed reload: %v", err)
 	}
 	rep = mustApply(t, r, Desired{Dir: dir, Default: ModelSpec{Backends: []string{"cuda"}}})
-	checkReport(t, rep, nil, nil, nil, []string{"a@1"}, 0) // tried again
+	checkReport(t, rep, nil, nil, nil, []string{"a@1.0.0"}, 0) // tried again
 
 	// Back to the settings it serves with: nothing to do.
 	rep = mustApply(t, r, Desired{Dir: dir})
 	checkReport(t, rep, nil, nil, nil, nil, 1)
 
-	// The file is rewritten (a new size): it is built again; broken, the previous one stays.
-	path := filepath.Join(dir, "a", "1", ModelFile)
+	// The artifact is rewritten (a new digest): it is built again; broken, the previous one
+	// stays.
+	path := filepath.Join(dir, "a", "1.0.0", ModelFile)
 	if err := os.WriteFile(path, []byte("bad bytes"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	seal(t, filepath.Dir(path), nil)
 	rep = mustApply(t, r, Desired{Dir: dir})
-	checkReport(t, rep, nil, nil, nil, []string{"a@1"}, 0)
+	checkReport(t, rep, nil, nil, nil, []string{"a@1.0.0"}, 0)
 	if !rep.Failed[0].KeptPrevious || rep.Failed[0].Reason != "bad bytes" {
 		t.Errorf("failed reload of a broken file: %+v", rep.Failed[0])
 	}
 	if err := os.WriteFile(path, []byte("ok again"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	seal(t, filepath.Dir(path), nil)
 	rep = mustApply(t, r, Desired{Dir: dir})
-	checkReport(t, rep, nil, []string{"a@1"}, nil, nil, 0)
+	checkReport(t, rep, nil, []string{"a@1.0.0"}, nil, nil, 0)
 	if v1.State() != StateUnavailable || v1.Reason() != "unloaded" {
 		t.Errorf("replaced version: %s %q", v1.State(), v1.Reason())
 	}
@@ -296,7 +300,7 @@ func TestApplyFailedReloadKeepsPrevious(t *testing.T) {
 // A holder keeps its version alive: the Apply that removes it swaps the table at once (new
 // lookups miss it) but waits for the Release before it drains the pool.
 func TestApplyWaitsForHolders(t *testing.T) {
-	dir := writeRepo(t, map[string]string{"a/1/model.onnx": "ok", "b/1/model.onnx": "ok"})
+	dir := writeRepo(t, map[string]string{"a/1.0.0/model.onnx": "ok", "b/1.0.0/model.onnx": "ok"})
 	r, f := fakeRepository(t, &applyLoader{})
 	log, logs := observedLogger()
 	r.log = log
@@ -351,7 +355,7 @@ func TestApplyWaitsForHolders(t *testing.T) {
 	}
 	b2.Release()
 	rep := <-applied
-	checkReport(t, rep, nil, nil, []string{"b@1"}, nil, 1)
+	checkReport(t, rep, nil, nil, []string{"b@1.0.0"}, nil, 1)
 	if rep.Unloaded[0].Unload < 20*time.Millisecond {
 		t.Errorf("unload took %v, want the wait for the holders included", rep.Unloaded[0].Unload)
 	}
@@ -372,7 +376,7 @@ func TestApplyWaitsForHolders(t *testing.T) {
 // Many goroutines acquire, run and release while Apply flips instances, adds and removes a
 // version: no request fails.
 func TestApplyUnderLoadFake(t *testing.T) {
-	dir := writeRepo(t, map[string]string{"a/1/model.onnx": "ok"})
+	dir := writeRepo(t, map[string]string{"a/1.0.0/model.onnx": "ok"})
 	r, f := fakeRepository(t, &applyLoader{})
 	mustApply(t, r, Desired{Dir: dir, QueueLen: 1024})
 	stop := make(chan struct{})
@@ -412,21 +416,22 @@ func TestApplyUnderLoadFake(t *testing.T) {
 			}
 		})
 	}
-	v2 := filepath.Join(dir, "a", "2")
+	v2 := filepath.Join(dir, "a", "2.0.0")
 	deadline := time.Now().Add(300 * time.Millisecond)
 	for i := 0; time.Now().Before(deadline); i++ {
-		checkReport(t, mustApply(t, r, Desired{Dir: dir, QueueLen: 1024, Default: ModelSpec{Instances: 2}}), nil, []string{"a@1"}, nil, nil, 0)
+		checkReport(t, mustApply(t, r, Desired{Dir: dir, QueueLen: 1024, Default: ModelSpec{Instances: 2}}), nil, []string{"a@1.0.0"}, nil, nil, 0)
 		if err := os.MkdirAll(v2, 0o755); err != nil {
 			t.Fatal(err)
 		}
 		if err := os.WriteFile(filepath.Join(v2, ModelFile), []byte("ok"), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		checkReport(t, mustApply(t, r, Desired{Dir: dir, QueueLen: 1024, Default: ModelSpec{Instances: 2}}), []string{"a@2"}, nil, nil, nil, 1)
+		seal(t, v2, nil)
+		checkReport(t, mustApply(t, r, Desired{Dir: dir, QueueLen: 1024, Default: ModelSpec{Instances: 2}}), []string{"a@2.0.0"}, nil, nil, nil, 1)
 		if err := os.RemoveAll(v2); err != nil {
 			t.Fatal(err)
 		}
-		checkReport(t, mustApply(t, r, Desired{Dir: dir, QueueLen: 1024}), nil, []string{"a@1"}, []string{"a@2"}, nil, 0)
+		checkReport(t, mustApply(t, r, Desired{Dir: dir, QueueLen: 1024}), nil, []string{"a@1.0.0"}, []string{"a@2.0.0"}, nil, 0)
 	}
 	close(stop)
 	wg.Wait()
@@ -443,7 +448,7 @@ func TestApplyUnderLoadFake(t *testing.T) {
 }
 
 func TestApplyIsSerialized(t *testing.T) {
-	dir := writeRepo(t, map[string]string{"a/1/model.onnx": "ok", "b/1/model.onnx": "ok"})
+	dir := writeRepo(t, map[string]string{"a/1.0.0/model.onnx": "ok", "b/1.0.0/model.onnx": "ok"})
 	l := &applyLoader{delay: 5 * time.Millisecond}
 	r, _ := fakeRepository(t, l)
 	mustApply(t, r, Desired{Dir: dir})
@@ -466,7 +471,7 @@ func TestApplyIsSerialized(t *testing.T) {
 }
 
 func TestApplyAndAcquireAfterClose(t *testing.T) {
-	dir := writeRepo(t, map[string]string{"a/1/model.onnx": "ok"})
+	dir := writeRepo(t, map[string]string{"a/1.0.0/model.onnx": "ok"})
 	r, f := fakeRepository(t, &applyLoader{})
 	mustApply(t, r, Desired{Dir: dir, Default: ModelSpec{Instances: 3}})
 	v, err := r.Acquire("a", "")
@@ -499,7 +504,7 @@ func TestApplyAndAcquireAfterClose(t *testing.T) {
 }
 
 func TestReleaseMoreThanAcquiredPanics(t *testing.T) {
-	dir := writeRepo(t, map[string]string{"a/1/model.onnx": "ok"})
+	dir := writeRepo(t, map[string]string{"a/1.0.0/model.onnx": "ok"})
 	r, _ := fakeRepository(t, &applyLoader{})
 	mustApply(t, r, Desired{Dir: dir})
 	v, _ := r.Acquire("a", "1")
@@ -514,7 +519,7 @@ func TestReleaseMoreThanAcquiredPanics(t *testing.T) {
 }
 
 func TestAcquireAllocatesNothing(t *testing.T) {
-	dir := writeRepo(t, map[string]string{"a/1/model.onnx": "ok"})
+	dir := writeRepo(t, map[string]string{"a/1.0.0/model.onnx": "ok"})
 	r, _ := fakeRepository(t, &applyLoader{})
 	mustApply(t, r, Desired{Dir: dir})
 	if n := testing.AllocsPerRun(100, func() {

@@ -35,7 +35,7 @@ func nativeRuntime(t *testing.T) *bridge.Runtime {
 	return rt
 }
 
-// mlpRepository lays out DIR/mlp/1/model.onnx as a symbolic link to mlp-small.onnx.
+// mlpRepository lays out DIR/mlp/1.0.0/model.onnx, a copy of mlp-small.onnx, sealed.
 func mlpRepository(t *testing.T) string {
 	t.Helper()
 	src, err := filepath.Abs(mlpSmall)
@@ -46,13 +46,11 @@ func mlpRepository(t *testing.T) string {
 		t.Skip("model missing:", err)
 	}
 	dir := t.TempDir()
-	vdir := filepath.Join(dir, "mlp", "1")
-	if err := os.MkdirAll(vdir, 0o755); err != nil {
+	b, err := os.ReadFile(src)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Symlink(src, filepath.Join(vdir, ModelFile)); err != nil {
-		t.Fatal(err)
-	}
+	writeModel(t, dir, "mlp", "1.0.0", b)
 	return dir
 }
 
@@ -69,7 +67,7 @@ func openMLP(t *testing.T, opts PoolOptions) (*Repository, *ModelVersion) {
 		t.Fatal(err)
 	}
 	if ok, reason := v.Ready(); !ok {
-		t.Fatalf("mlp@1 not ready: %s", reason)
+		t.Fatalf("mlp@1.0.0 not ready: %s", reason)
 	}
 	return r, v
 }

@@ -2,6 +2,7 @@ package engines
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"os"
@@ -15,11 +16,12 @@ import (
 	"github.com/Masterminds/semver/v3"
 	"go.uber.org/zap"
 
+	"github.com/policyd/policyd/artifacts"
 	"github.com/policyd/policyd/bridge"
 )
 
 // ModelFile is the name of the ONNX file inside a version folder.
-const ModelFile = "model.onnx"
+const ModelFile = artifacts.ModelFile
 
 // ErrNotFound matches (with errors.Is) the error of a lookup of an unknown model or version.
 var ErrNotFound = errors.New("engines: not found")
@@ -29,14 +31,19 @@ var ErrNotFound = errors.New("engines: not found")
 type NotFoundError struct {
 	Model   string
 	Version string // "" when the model itself is unknown
+	Why     string // optional: why it is unknown ("not selected by the configuration ...")
 }
 
-// Error says which model or version is unknown.
+// Error says which model or version is unknown, and why when known.
 func (e *NotFoundError) Error() string {
+	s := fmt.Sprintf("unknown version %q of model %q", e.Version, e.Model)
 	if e.Version == "" {
-		return fmt.Sprintf("unknown model %q", e.Model)
+		s = fmt.Sprintf("unknown model %q", e.Model)
 	}
-	return fmt.Sprintf("unknown version %q of model %q", e.Version, e.Model)
+	if e.Why != "" {
+		s += ": " + e.Why
+	}
+	return s
 }
 
 // Is reports whether target is ErrNotFound.
@@ -67,15 +74,20 @@ const (
 	StateUnavailable State = iota
 	// StateReady: the version is loaded and serves requests.
 	StateReady
+	// StateUnloaded: the version is in the repository but not served: unloaded through
+	// Repository.Unload, or not selected by the desired state. Only Index lists it.
+	StateUnloaded
 )
 
-// String returns "READY" or "UNAVAILABLE", the names Triton uses.
+// String returns "READY", "UNAVAILABLE" or "UNLOADED", the names Triton uses.
 func (s State) String() string {
 	switch s {
 	case StateReady:
 		return "READY"
 	case StateUnavailable:
 		return "UNAVAILABLE"
+	case StateUnloaded:
+		return "UNLOADED"
 	}
 	return fmt.Sprintf("State(%d)", int32(s))
 }
@@ -98,7 +110,8 @@ type ModelVersion struct {
 	semver  *semver.Version // nil only for a model that is not in the repository at all
 	dir     string          // "" when the version is not in the repository
 	set     settings        // effective settings it was (or would have been) loaded with
-	file    fileID          // the model file it was loaded from
+	digest  string          // the verified artifact's digest ("" when verification failed)
+	signer  string          // key ID of the verified signature ("" when unsigned)
 
 	engine   *bridge.Engine // nil when the load failed
 	runner   Runner         // nil when the load failed
@@ -119,13 +132,24 @@ type ModelVersion struct {
 // Name is the model's name (its folder name).
 func (v *ModelVersion) Name() string { return v.name }
 
-// Version is the version's folder name as written ("1", "1.2.0", "v2.0.0"); for a model the
-// desired state lists but the repository lacks, the version asked for ("" for every version).
+// Version is the version's folder name, a canonical semantic version ("1.2.0",
+// "1.3.0-rc.1"); a folder whose name is not one is listed under that name, UNAVAILABLE. For a
+// model the desired state lists but the repository lacks, the version asked for ("" for every
+// version or a constraint).
 func (v *ModelVersion) Version() string { return v.version }
 
-// SemVer is the parsed version (an integer N is N.0.0); nil for a model the desired state
-// lists with every version but the repository lacks.
+// SemVer is the parsed version; nil for a folder whose name is not a canonical version, and
+// for a model the desired state lists but the repository lacks.
 func (v *ModelVersion) SemVer() *semver.Version { return v.semver }
+
+// Digest is the digest of the verified artifact the version was loaded from,
+// "sha256:<hex of manifest.json>" ("" when it failed verification or is not in the
+// repository).
+func (v *ModelVersion) Digest() string { return v.digest }
+
+// Signer is the key ID of the trusted key whose signature of the manifest was verified, or
+// the key ID manifest.sig names when no trusted keys are configured; "" when unsigned.
+func (v *ModelVersion) Signer() string { return v.signer }
 
 // Dir is the version's folder ("" when the repository lacks it).
 func (v *ModelVersion) Dir() string { return v.dir }
@@ -292,31 +316,44 @@ type RepositoryOptions struct {
 	Backend string
 	// Threads per context run (0 = the library's default, 1).
 	Threads int
-	// Logger receives one line per loaded version and a warning per skipped folder
-	// (nil = no logs).
+	// Logger receives one line per loaded version and one per refused one (nil = no logs).
 	Logger *zap.Logger
+	// TrustedKeys and OnVerifyFailure are those of Desired.
+	TrustedKeys     []ed25519.PublicKey
+	OnVerifyFailure func(model, version, reason string)
 }
 
 // Repository is the set of model versions served from a model repository folder laid out as
-// DIR/<model>/<version>/model.onnx. Apply changes that set at run time: it loads what is new
-// or changed, swaps the served table atomically, then drains and closes what is no longer
-// served. A version that fails to load stays listed as UNAVAILABLE with its reason while the
-// others serve. It is safe for concurrent use.
+// DIR/<model>/<version>/{manifest.json,model.onnx,...}, each version folder a verified artifact
+// (see package artifacts). Apply changes that set at run time: it verifies every version, loads
+// what is new or changed, swaps the served table atomically, then drains and closes what is no
+// longer served. A version that fails verification or fails to load stays listed as UNAVAILABLE
+// with its reason while the others serve. SetDefault pins the version served to requests
+// that name none; Load and Unload (Triton's repository extension) switch versions off and on
+// at run time on top of the desired state. It is safe for concurrent use.
 type Repository struct {
 	loader    EngineLoader
 	log       *zap.Logger
 	newRunner func(e *bridge.Engine, o PoolOptions) (Runner, error) // tests substitute fakes
 
-	applyMu sync.Mutex            // serializes Apply and Close
-	cur     atomic.Pointer[table] // the served table, never nil; replaced, never modified
-	closed  atomic.Bool
+	applyMu  sync.Mutex            // serializes Apply, Load, Unload and Close
+	last     *Desired              // the desired state of the last Apply (under applyMu)
+	unloaded map[modelVersion]bool // Unload's overrides, {model, ""} for a whole model (under applyMu)
+
+	swapMu sync.Mutex            // serializes the stores of cur (Apply's swap, SetDefault)
+	cur    atomic.Pointer[table] // the served table, never nil; replaced, never modified
+	closed atomic.Bool
 }
+
+type modelVersion struct{ model, version string }
 
 // table is an immutable snapshot of the served versions.
 type table struct {
 	dir    string
 	models map[string][]*ModelVersion // versions lowest first
 	names  []string                   // sorted model names
+	pins   map[string]string          // model → pinned default version (SetDefault)
+	others []IndexEntry               // versions known but not served (UNLOADED), for Index
 }
 
 func newTable(dir string, vs []*ModelVersion) *table {
@@ -329,15 +366,39 @@ func newTable(dir string, vs []*ModelVersion) *table {
 	}
 	sort.Strings(t.names)
 	for _, vs := range t.models {
-		sort.SliceStable(vs, func(i, j int) bool {
-			a, b := vs[i].semver, vs[j].semver
-			if a == nil || b == nil {
-				return a == nil && b != nil
-			}
-			return a.LessThan(b)
-		})
+		sort.SliceStable(vs, func(i, j int) bool { return lessVersion(vs[i].semver, vs[j].semver, vs[i].version, vs[j].version) })
 	}
 	return t
+}
+
+// lessVersion orders versions: unparsable ones (nil) first, by name; then by precedence, then
+// by name (versions that differ only in build metadata).
+func lessVersion(a, b *semver.Version, an, bn string) bool {
+	switch {
+	case a == nil && b == nil:
+		return an < bn
+	case a == nil || b == nil:
+		return a == nil
+	}
+	if c := a.Compare(b); c != 0 {
+		return c < 0
+	}
+	return an < bn
+}
+
+// withPin returns a copy of t whose default of model is pinned to version ("" = unpinned).
+func (t *table) withPin(model, version string) *table {
+	n := *t
+	n.pins = make(map[string]string, len(t.pins)+1)
+	for m, v := range t.pins {
+		n.pins[m] = v
+	}
+	if version == "" {
+		delete(n.pins, model)
+	} else {
+		n.pins[model] = version
+	}
+	return &n
 }
 
 // find returns the version whose folder name (or missing version's name) is exactly version.
@@ -363,6 +424,13 @@ func (t *table) get(model, version string) (*ModelVersion, error) {
 	if !ok {
 		return nil, &NotFoundError{Model: model}
 	}
+	if version == "" {
+		if p, ok := t.pins[model]; ok {
+			if v := pick(vs, p); v != nil {
+				return v, nil
+			}
+		}
+	}
 	if v := pick(vs, version); v != nil {
 		return v, nil
 	}
@@ -375,7 +443,7 @@ func NewRepository(loader EngineLoader, log *zap.Logger) *Repository {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	r := &Repository{loader: loader, log: log, newRunner: newPoolRunner}
+	r := &Repository{loader: loader, log: log, newRunner: newPoolRunner, unloaded: map[modelVersion]bool{}}
 	r.cur.Store(newTable("", nil))
 	return r
 }
@@ -391,8 +459,7 @@ func newPoolRunner(e *bridge.Engine, o PoolOptions) (Runner, error) {
 // OpenRepository scans dir and loads every version of every model it finds with loader (which
 // the caller owns and closes after Repository.Close), all with the same options: it is
 // NewRepository followed by an Apply of that desired state. It fails only when dir cannot be
-// read; a folder that is not a version is skipped with a warning, and a version that fails to
-// load is kept as UNAVAILABLE.
+// read; a version that fails verification or fails to load is kept as UNAVAILABLE.
 func OpenRepository(loader EngineLoader, dir string, opts RepositoryOptions) (*Repository, error) {
 	r := NewRepository(loader, opts.Logger)
 	d := Desired{
@@ -400,8 +467,10 @@ func OpenRepository(loader EngineLoader, dir string, opts RepositoryOptions) (*R
 		Default: ModelSpec{
 			Instances: max(opts.Pool.Instances, 0), Threads: max(opts.Threads, 0),
 		},
-		QueueLen: max(opts.Pool.QueueLen, 0),
-		Seed:     opts.Pool.Seed,
+		QueueLen:        max(opts.Pool.QueueLen, 0),
+		Seed:            opts.Pool.Seed,
+		TrustedKeys:     opts.TrustedKeys,
+		OnVerifyFailure: opts.OnVerifyFailure,
 	}
 	if opts.Backend != "" {
 		d.Default.Backends = []string{opts.Backend}
@@ -412,14 +481,24 @@ func OpenRepository(loader EngineLoader, dir string, opts RepositoryOptions) (*R
 	return r, nil
 }
 
-// found is a version folder that scan accepted.
+// found is a version folder that scan found. semver is nil when its name is not a canonical
+// version: such a folder is never selected by a version or constraint, and with every version
+// served it is listed UNAVAILABLE with artifacts.Verify's reason.
 type found struct {
 	model, version string
 	semver         *semver.Version
 	dir            string
+	refused        string // why the folder is refused before any verification ("" when not)
 }
 
-// scan lists the version folders of dir: models in byte order, versions lowest first.
+// scan lists the version folders of dir: models in byte order, versions lowest first (folders
+// that are not canonical versions first). Hidden folders (".git", artifacts' ".tmp-*" work
+// folders) and plain files are skipped silently; a model folder without any version folder is
+// skipped with a warning.
+//
+// A model folder that is a symbolic link is followed only when it leads to a folder inside the
+// repository; one that leads out of it has its versions refused, as artifacts.Verify refuses a
+// symbolic link inside a version folder or a version folder that is one.
 func scan(dir string, log *zap.Logger) ([]found, error) {
 	fi, err := os.Stat(dir)
 	if err != nil {
@@ -427,6 +506,10 @@ func scan(dir string, log *zap.Logger) ([]found, error) {
 	}
 	if !fi.IsDir() {
 		return nil, fmt.Errorf("model repository %q: not a directory", dir)
+	}
+	root, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return nil, fmt.Errorf("model repository: %w", err)
 	}
 	models, err := os.ReadDir(dir)
 	if err != nil {
@@ -446,6 +529,13 @@ func scan(dir string, log *zap.Logger) ([]found, error) {
 			log.Warn("skipping model folder", zap.String("model", m.Name()), zap.Error(err))
 			continue
 		}
+		refused := ""
+		if m.Type()&os.ModeSymlink != 0 {
+			real, err := filepath.EvalSymlinks(mdir)
+			if rel, rerr := filepath.Rel(root, real); err != nil || rerr != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+				refused = fmt.Sprintf("model folder %s is a symlink to %s, outside the repository", mdir, real)
+			}
+		}
 		var versions []found
 		for _, e := range entries {
 			if strings.HasPrefix(e.Name(), ".") {
@@ -455,37 +545,26 @@ func scan(dir string, log *zap.Logger) ([]found, error) {
 			if !isDir(vdir) {
 				continue // e.g. a Triton config.pbtxt beside the versions
 			}
-			sv, err := ParseVersion(e.Name())
-			if err != nil {
-				log.Warn("skipping folder that is not a version",
-					zap.String("model", m.Name()), zap.String("folder", vdir), zap.Error(err))
-				continue
+			f := found{model: m.Name(), version: e.Name(), dir: vdir, refused: refused}
+			if c, err := artifacts.CanonicalVersion(e.Name()); err == nil && c == e.Name() {
+				f.semver = semver.MustParse(c)
 			}
-			versions = append(versions, found{model: m.Name(), version: e.Name(), semver: sv, dir: vdir})
+			versions = append(versions, f)
 		}
-		sort.SliceStable(versions, func(i, j int) bool { return versions[i].semver.LessThan(versions[j].semver) })
-		n := 0
-		for i, v := range versions {
-			if n > 0 && versions[n-1].semver.Equal(v.semver) {
-				log.Warn("skipping version folder that names the same version as another",
-					zap.String("model", m.Name()), zap.String("folder", v.dir),
-					zap.String("kept", versions[n-1].version))
-				continue
-			}
-			versions[n] = versions[i]
-			n++
-		}
-		if n == 0 {
+		sort.SliceStable(versions, func(i, j int) bool {
+			return lessVersion(versions[i].semver, versions[j].semver, versions[i].version, versions[j].version)
+		})
+		if len(versions) == 0 {
 			log.Warn("skipping model folder without version folders", zap.String("model", m.Name()), zap.String("folder", mdir))
 			continue
 		}
-		out = append(out, versions[:n]...)
+		out = append(out, versions...)
 	}
 	return out, nil
 }
 
 func isDir(path string) bool {
-	fi, err := os.Stat(path) // follows symbolic links
+	fi, err := os.Stat(path) // follows symbolic links; Verify refuses a symlinked version folder
 	return err == nil && fi.IsDir()
 }
 
@@ -526,10 +605,10 @@ func (r *Repository) Ready() bool {
 }
 
 // Get returns a version of model without holding it (see Acquire, which requests must use).
-// version is a folder name ("1", "v1.2.0") or a version equal to one ("1.0.0" finds folder
-// "1"). version "" picks the default: the highest version that is ready or, when none is, the
-// highest one, so that its Reason explains why. An unknown model or version is a
-// *NotFoundError; after Close, Get returns ErrClosed.
+// version is a folder name ("1.2.0") or a version equal to one ("v1.2.0", "1" for folder
+// "1.0.0"). version "" picks the default: the version pinned by SetDefault, else the highest
+// version that is ready or, when none is, the highest one, so that its Reason explains why.
+// An unknown model or version is a *NotFoundError; after Close, Get returns ErrClosed.
 func (r *Repository) Get(model, version string) (*ModelVersion, error) {
 	if r.closed.Load() {
 		return nil, ErrClosed

@@ -34,7 +34,8 @@ func (l *fakeLoader) NewEngine(onnx []byte, o bridge.EngineOptions) (*bridge.Eng
 	return &bridge.Engine{}, nil
 }
 
-// writeRepo creates files (path → content) under a temp folder; a path ending in "/" is a folder.
+// writeRepo creates files (path → content) under a temp folder; a path ending in "/" is a
+// folder. Every version folder with a model.onnx (and no manifest.json) is then sealed.
 func writeRepo(t *testing.T, files map[string]string) string {
 	t.Helper()
 	dir := t.TempDir()
@@ -53,6 +54,7 @@ func writeRepo(t *testing.T, files map[string]string) string {
 			t.Fatal(err)
 		}
 	}
+	sealAll(t, dir)
 	return dir
 }
 
@@ -63,25 +65,23 @@ func observedLogger() (*zap.Logger, *observer.ObservedLogs) {
 
 func TestScanLayouts(t *testing.T) {
 	dir := writeRepo(t, map[string]string{
-		"a/1/model.onnx":         "x",
-		"a/2/model.onnx":         "x",
-		"a/10/model.onnx":        "x",
-		"a/config.pbtxt":         "x",
-		"a/latest/model.onnx":    "x",
-		"a/.hidden/model.onnx":   "x",
-		"b/v1.2.0/model.onnx":    "x",
-		"b/1.10.0/model.onnx":    "x",
-		"b/1.2.0-rc.1/":          "",
-		"c/1/":                   "",
-		"c/1.0.0/":               "",
-		"empty/":                 "",
-		"onlybad/x/model.onnx":   "x",
-		"README.md":              "x",
-		".git/1/model.onnx":      "x",
-		"d/01/model.onnx":        "x",
-		"d/3/nested/model.onnx":  "x",
-		"e/1.2/model.onnx":       "x",
-		"e/2.0.0-beta/model.onn": "x",
+		"a/1.0.0/model.onnx":        "x",
+		"a/2.0.0/model.onnx":        "x",
+		"a/10.0.0/model.onnx":       "x",
+		"a/config.pbtxt":            "x",
+		"a/latest/model.onnx":       "x",
+		"a/.hidden/model.onnx":      "x",
+		"a/.tmp-3.0.0-123/":         "",
+		"b/v1.2.0/model.onnx":       "x",
+		"b/1.10.0/model.onnx":       "x",
+		"b/1.2.0-rc.1/":             "",
+		"b/1.2.0+build.7/":          "",
+		"c/1/":                      "",
+		"empty/":                    "",
+		"README.md":                 "x",
+		".git/1.0.0/model.onnx":     "x",
+		"e/2.0.0-beta/model.onn":    "x",
+		"e/2.0.0-beta.2/model.onnx": "x",
 	})
 	log, logs := observedLogger()
 	got, err := scan(dir, log)
@@ -90,41 +90,23 @@ func TestScanLayouts(t *testing.T) {
 	}
 	var names []string
 	for _, f := range got {
-		names = append(names, f.model+"@"+f.version)
+		n := f.model + "@" + f.version
+		if f.semver == nil {
+			n += "(not canonical)"
+		}
+		names = append(names, n)
 	}
 	want := []string{
-		"a@1", "a@2", "a@10",
-		"b@1.2.0-rc.1", "b@v1.2.0", "b@1.10.0",
-		"c@1",
-		"d@3",
-		"e@2.0.0-beta",
+		"a@latest(not canonical)", "a@1.0.0", "a@2.0.0", "a@10.0.0",
+		"b@v1.2.0(not canonical)", "b@1.2.0-rc.1", "b@1.2.0+build.7", "b@1.10.0",
+		"c@1(not canonical)",
+		"e@2.0.0-beta", "e@2.0.0-beta.2",
 	}
 	if !reflect.DeepEqual(names, want) {
 		t.Errorf("scan found %v\nwant %v", names, want)
 	}
-	warned := map[string]bool{}
-	for _, e := range logs.All() {
-		if e.Level != zap.WarnLevel {
-			continue
-		}
-		f := e.ContextMap()
-		warned[e.Message+" "+filepath.Base(asString(f["folder"]))] = true
-	}
-	for _, w := range []string{
-		"skipping folder that is not a version latest",
-		"skipping folder that is not a version 01",
-		"skipping folder that is not a version 1.2",
-		"skipping folder that is not a version x",
-		"skipping version folder that names the same version as another 1.0.0",
-		"skipping model folder without version folders empty",
-		"skipping model folder without version folders onlybad",
-	} {
-		if !warned[w] {
-			t.Errorf("no warning %q; got %v", w, warned)
-		}
-	}
-	if warned["skipping folder that is not a version .hidden"] {
-		t.Error("hidden folders must be skipped silently")
+	if n := len(logs.FilterMessage("skipping model folder without version folders").All()); n != 1 {
+		t.Errorf("%d warnings for the empty model folder, want 1", n)
 	}
 }
 
@@ -143,26 +125,34 @@ func TestScanMissingRepository(t *testing.T) {
 	}
 }
 
-func TestScanFollowsSymlinks(t *testing.T) {
-	target := writeRepo(t, map[string]string{"7/model.onnx": "x"})
-	dir := t.TempDir()
-	if err := os.Symlink(target, filepath.Join(dir, "linked")); err != nil {
+// A model folder symlinked inside the repository is followed; one leading out of it is refused.
+func TestScanSymlinkedModelFolders(t *testing.T) {
+	outside := writeRepo(t, map[string]string{"x/7.0.0/model.onnx": "x"})
+	dir := writeRepo(t, map[string]string{"real/7.0.0/model.onnx": "x"})
+	if err := os.Symlink(filepath.Join(outside, "x"), filepath.Join(dir, "out")); err != nil {
 		t.Skip("symlinks unsupported:", err)
+	}
+	if err := os.Symlink("real", filepath.Join(dir, "in")); err != nil {
+		t.Fatal(err)
 	}
 	got, err := scan(dir, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(got) != 1 || got[0].model != "linked" || got[0].version != "7" {
-		t.Errorf("scan = %+v, want linked@7", got)
+	refused := map[string]string{}
+	for _, f := range got {
+		refused[f.model+"@"+f.version] = f.refused
+	}
+	if len(got) != 3 || refused["in@7.0.0"] != "" || refused["real@7.0.0"] != "" || !strings.Contains(refused["out@7.0.0"], "outside the repository") {
+		t.Errorf("scan = %+v, want in@7.0.0 and real@7.0.0 followed, out@7.0.0 refused", got)
 	}
 }
 
 func TestOpenRepositoryKeepsFailedVersions(t *testing.T) {
 	dir := writeRepo(t, map[string]string{
-		"m/1/model.onnx":     "bad graph: output \"y\" is missing",
-		"m/2/model.onnx":     "ok",
-		"m/3/":               "",
+		"m/1.0.0/model.onnx": "bad graph: output \"y\" is missing",
+		"m/2.0.0/model.onnx": "ok",
+		"m/3.0.0/":           "",
 		"n/1.0.0/model.onnx": "bad other",
 	})
 	loader := &fakeLoader{}
@@ -176,7 +166,7 @@ func TestOpenRepositoryKeepsFailedVersions(t *testing.T) {
 	if got := r.Models(); !reflect.DeepEqual(got, []string{"m", "n"}) {
 		t.Errorf("Models() = %v", got)
 	}
-	if got := loader.names; !reflect.DeepEqual(got, []string{"m@1", "m@2", "n@1.0.0"}) {
+	if got := loader.names; !reflect.DeepEqual(got, []string{"m@1.0.0", "m@2.0.0", "n@1.0.0"}) {
 		t.Errorf("engines built: %v", got)
 	}
 	if r.Ready() {
@@ -197,21 +187,24 @@ func TestOpenRepositoryKeepsFailedVersions(t *testing.T) {
 			t.Errorf("%s@%s: a failed version has a signature", v.Name(), v.Version())
 		}
 	}
-	if !strings.Contains(reasons["1"], `output "y" is missing`) {
-		t.Errorf("reason of m@1 = %q, want the engine error", reasons["1"])
+	if !strings.Contains(reasons["1.0.0"], `output "y" is missing`) {
+		t.Errorf("reason of m@1.0.0 = %q, want the engine error", reasons["1.0.0"])
 	}
-	if !strings.Contains(reasons["3"], "read model") || !strings.Contains(reasons["3"], ModelFile) {
-		t.Errorf("reason of m@3 = %q, want the missing file", reasons["3"])
+	if !strings.Contains(reasons["3.0.0"], "no manifest.json") || !strings.Contains(reasons["3.0.0"], "policyctl artifacts add") {
+		t.Errorf("reason of m@3.0.0 = %q, want the missing manifest and how to add it", reasons["3.0.0"])
 	}
-	if n := len(logs.FilterMessage("model version unavailable").All()); n != 4 {
-		t.Errorf("%d 'model version unavailable' logs, want 4", n)
+	if n := len(logs.FilterMessage("model version unavailable").All()); n != 3 {
+		t.Errorf("%d 'model version unavailable' logs, want 3", n)
+	}
+	if n := len(logs.FilterMessage("model version refused: artifact verification failed").FilterLevelExact(zap.ErrorLevel).All()); n != 1 {
+		t.Errorf("%d 'model version refused' error logs, want 1", n)
 	}
 
 	// Get: exact folder, equal version, default = highest when none is ready.
 	for _, tt := range []struct{ model, version, want string }{
-		{"m", "2", "2"},
-		{"m", "2.0.0", "2"},
-		{"m", "", "3"},
+		{"m", "2", "2.0.0"},
+		{"m", "v2.0.0", "2.0.0"},
+		{"m", "", "3.0.0"},
 		{"n", "", "1.0.0"},
 		{"n", "1", "1.0.0"},
 	} {
@@ -277,11 +270,11 @@ func TestPickDefaultPrefersHighestReady(t *testing.T) {
 		}
 		return &ModelVersion{name: "m", version: name, semver: sv, state: s}
 	}
-	vs := []*ModelVersion{mk("1", StateReady), mk("2", StateReady), mk("3", StateUnavailable)}
-	if got := pick(vs, ""); got.Version() != "2" {
+	vs := []*ModelVersion{mk("1.0.0", StateReady), mk("2.0.0", StateReady), mk("3.0.0", StateUnavailable)}
+	if got := pick(vs, ""); got.Version() != "2.0.0" {
 		t.Errorf("default = %s, want 2 (highest ready)", got.Version())
 	}
-	if got := pick(vs, "3"); got.Version() != "3" {
+	if got := pick(vs, "3"); got.Version() != "3.0.0" {
 		t.Errorf("explicit 3 = %s", got.Version())
 	}
 	if got := pick(nil, ""); got != nil {

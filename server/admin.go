@@ -1,12 +1,17 @@
 package server
 
 import (
+	"bytes"
 	"crypto/subtle"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/policyd/policyd/engines"
 )
 
 // Admin holds the operator endpoints cmd/policyd wires in. Nil fields disable their route.
@@ -16,6 +21,16 @@ import (
 //	GET  /v2/health/details  a JSON document of what an operator needs: model versions with
 //	                         state and reason, backends, configuration and last reload
 //	GET  /metrics            Prometheus text format
+//	POST /v2/admin/models/{m}/default        pins the default version of m: body
+//	                         {"version":"1.2.3"}, or {"version":""} to unpin; answers
+//	                         {"model","default","pinned","switch_seconds"}; needs the token
+//	POST /v2/repository/index                Triton's repository index: [{"name","version",
+//	                         "state","reason"}], state READY, UNAVAILABLE or UNLOADED
+//	POST /v2/repository/models/{m}/load      loads m (or one version: body
+//	POST /v2/repository/models/{m}/unload    {"parameters":{"version":"1.2.3"}} or ?version=)
+//
+// The /v2/admin routes answer 403 while no token is configured. The /v2/repository routes
+// follow Triton: guarded by the bearer token when one is configured, open when none is.
 type Admin struct {
 	// Reload applies the configuration anew and returns its outcome, which is written as JSON.
 	Reload func() (any, error)
@@ -25,6 +40,25 @@ type Admin struct {
 	Details func() any
 	// Metrics serves GET /metrics.
 	Metrics fasthttp.RequestHandler
+	// Repository serves the default pin and the repository routes. *engines.Repository
+	// implements it.
+	Repository Repository
+}
+
+// Repository is the model control the admin and repository routes use. Implementations must
+// be safe for concurrent use. Errors matching engines.ErrNotFound answer 404, an
+// *engines.UnavailableError 503.
+type Repository interface {
+	// Index lists every model version known, with its state and reason.
+	Index() []engines.IndexEntry
+	// Load serves a version of model again (version "": every version); nil once it is ready.
+	Load(model, version string) error
+	// Unload stops serving a version of model (version "": every version), draining it.
+	Unload(model, version string) error
+	// SetDefault pins the default version of model ("" unpins) and returns the switch time.
+	SetDefault(model, version string) (took time.Duration, err error)
+	// DefaultVersion is the version requests without one get, and whether it is pinned.
+	DefaultVersion(model string) (version string, pinned bool)
 }
 
 // authorized checks the bearer token in constant time; it answers the request when not.
@@ -45,6 +79,143 @@ func (s *Server) authorized(ctx *fasthttp.RequestCtx) bool {
 		return false
 	}
 	return true
+}
+
+// guarded checks the bearer token when one is configured, and lets the request through when
+// none is (Triton's repository extension); it answers the request when it refuses it.
+func (s *Server) guarded(ctx *fasthttp.RequestCtx) bool {
+	if s.opts.Admin.Token == nil || s.opts.Admin.Token() == "" {
+		return true
+	}
+	return s.authorized(ctx)
+}
+
+// decodeBody decodes a JSON body into v, refusing unknown fields; an empty body leaves v as
+// it is.
+func decodeBody(ctx *fasthttp.RequestCtx, v any) error {
+	body := bytes.TrimSpace(ctx.PostBody())
+	if len(body) == 0 {
+		return nil
+	}
+	d := json.NewDecoder(bytes.NewReader(body))
+	d.DisallowUnknownFields()
+	if err := d.Decode(v); err != nil {
+		return badRequest("invalid JSON body: %v", err)
+	}
+	if d.More() {
+		return badRequest("invalid JSON body: data after the JSON value")
+	}
+	return nil
+}
+
+// adminDefault pins (or unpins) the default version of a model.
+func (s *Server) adminDefault(ctx *fasthttp.RequestCtx) {
+	if !s.authorized(ctx) {
+		return
+	}
+	model, _ := ctx.UserValue("model").(string)
+	var body struct {
+		Version *string `json:"version"`
+	}
+	if err := decodeBody(ctx, &body); err != nil {
+		s.fail(ctx, err)
+		return
+	}
+	if body.Version == nil {
+		s.fail(ctx, badRequest(`body must be {"version":"1.2.3"} to pin the default version, or {"version":""} to unpin it`))
+		return
+	}
+	took, err := s.opts.Admin.Repository.SetDefault(model, *body.Version)
+	if err != nil {
+		s.fail(ctx, err)
+		return
+	}
+	def, pinned := s.opts.Admin.Repository.DefaultVersion(model)
+	writeJSON(ctx, http.StatusOK, map[string]any{
+		"model": model, "default": def, "pinned": pinned, "switch_seconds": took.Seconds(),
+	})
+}
+
+// repositoryIndex answers Triton's index: every model version with its state and reason. A
+// body {"ready":true} lists only the versions ready.
+func (s *Server) repositoryIndex(ctx *fasthttp.RequestCtx) {
+	if !s.guarded(ctx) {
+		return
+	}
+	var body struct {
+		Ready bool `json:"ready"`
+	}
+	if err := decodeBody(ctx, &body); err != nil {
+		s.fail(ctx, err)
+		return
+	}
+	type entry struct {
+		Name    string `json:"name"`
+		Version string `json:"version"`
+		State   string `json:"state"`
+		Reason  string `json:"reason"`
+	}
+	out := []entry{}
+	for _, e := range s.opts.Admin.Repository.Index() {
+		if body.Ready && e.State != engines.StateReady {
+			continue
+		}
+		out = append(out, entry{e.Model, e.Version, e.State.String(), e.Reason})
+	}
+	writeJSON(ctx, http.StatusOK, out)
+}
+
+// repositoryControl serves load (load true) and unload of Triton's repository extension. The
+// version comes from {"parameters":{"version":"1.2.3"}} or the query ?version=1.2.3 (not
+// both, unless equal); Triton's unload_dependents parameter is accepted and ignored (policyd
+// models have no dependents); any other parameter is refused.
+func (s *Server) repositoryControl(load bool) fasthttp.RequestHandler {
+	return func(ctx *fasthttp.RequestCtx) {
+		if !s.guarded(ctx) {
+			return
+		}
+		model, _ := ctx.UserValue("model").(string)
+		var body struct {
+			Parameters map[string]json.RawMessage `json:"parameters"`
+		}
+		if err := decodeBody(ctx, &body); err != nil {
+			s.fail(ctx, err)
+			return
+		}
+		version := string(ctx.QueryArgs().Peek("version"))
+		for k, raw := range body.Parameters {
+			switch k {
+			case "version":
+				var v string
+				if err := json.Unmarshal(raw, &v); err != nil {
+					s.fail(ctx, badRequest(`parameters.version must be a string like "1.2.3", got %s`, clip(string(raw), 100)))
+					return
+				}
+				if version != "" && version != v {
+					s.fail(ctx, badRequest("version %q in the query and %q in the parameters differ", version, v))
+					return
+				}
+				version = v
+			case "unload_dependents":
+				if load {
+					s.fail(ctx, badRequest("parameter %q applies to unload only", k))
+					return
+				}
+			default:
+				s.fail(ctx, badRequest("parameter %q is not supported (supported: version%s)", k, map[bool]string{false: ", unload_dependents"}[load]))
+				return
+			}
+		}
+		op, do := "unload", s.opts.Admin.Repository.Unload
+		if load {
+			op, do = "load", s.opts.Admin.Repository.Load
+		}
+		if err := do(model, version); err != nil {
+			s.fail(ctx, fmt.Errorf("%s: %w", op, err))
+			return
+		}
+		writeJSON(ctx, http.StatusOK, struct{}{})
+	}
 }
 
 func (s *Server) adminReload(ctx *fasthttp.RequestCtx) {

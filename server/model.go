@@ -65,6 +65,10 @@ func (rr repositoryRegistry) Versions(model string) []Model {
 	return out
 }
 
+func (rr repositoryRegistry) DefaultVersion(model string) (string, bool) {
+	return rr.r.DefaultVersion(model)
+}
+
 func (rr repositoryRegistry) Acquire(name, version string) (Model, error) {
 	v, err := rr.r.Acquire(name, version)
 	if err != nil {

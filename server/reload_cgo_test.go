@@ -38,16 +38,10 @@ func TestReloadUnderLoadFailsNoRequest(t *testing.T) {
 	dir := t.TempDir()
 	put := func(name, version string) {
 		t.Helper()
-		vdir := filepath.Join(dir, name, version)
-		if err := os.MkdirAll(vdir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(vdir, engines.ModelFile), model, 0o644); err != nil {
-			t.Fatal(err)
-		}
+		addArtifact(t, dir, name, version, model, nil)
 	}
-	put("A", "1")
-	put("B", "1")
+	put("A", "1.0.0")
+	put("B", "1.0.0")
 	repo := engines.NewRepository(rt, nil)
 	defer repo.Close()
 	desired := func(instances int, withB bool) engines.Desired {
@@ -93,7 +87,7 @@ func TestReloadUnderLoadFailsNoRequest(t *testing.T) {
 	for g := range 8 {
 		path := "/v2/models/A/infer"
 		if g%2 == 1 {
-			path = "/v2/models/A/versions/1/infer"
+			path = "/v2/models/A/versions/v1.0.0/infer"
 		}
 		wg.Go(func() {
 			for {
@@ -130,9 +124,9 @@ func TestReloadUnderLoadFailsNoRequest(t *testing.T) {
 		func() engines.Desired { return desired(2, false) },
 		func() engines.Desired { return desired(2, true) },
 		func() engines.Desired { return desired(2, false) },
-		func() engines.Desired { put("A", "2"); return desired(2, false) },
+		func() engines.Desired { put("A", "2.0.0"); return desired(2, false) },
 		func() engines.Desired {
-			if err := os.RemoveAll(filepath.Join(dir, "A", "2")); err != nil {
+			if err := os.RemoveAll(filepath.Join(dir, "A", "2.0.0")); err != nil {
 				t.Error(err)
 			}
 			return desired(2, false)

@@ -11,6 +11,10 @@
 //	GET  /v2/models/{m}[/versions/{v}]/ready          200, or 503 with the reason
 //	POST /v2/models/{m}[/versions/{v}]/infer          inference
 //
+// {v} is a version as its folder names it ("1.2.3") or written with a "v" ("v1.2.3"); without
+// it, the model's default version serves (see engines.Repository.Get). The operator routes
+// (reload, default pin, Triton's repository index/load/unload) are listed on Admin.
+//
 // Inference responses carry data flat and row-major. FP32 values are written as the shortest
 // text that reads back to the same float32, FP64 likewise at 64 bits, integers as JSON integers
 // (INT64 exactly, also beyond 2^53), BOOL as true/false. NaN and ±Inf, which JSON cannot
@@ -26,6 +30,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -157,6 +162,12 @@ func (s *Server) Handler() fasthttp.RequestHandler {
 	}
 	if s.opts.Admin.Metrics != nil {
 		r.GET("/metrics", s.opts.Admin.Metrics)
+	}
+	if s.opts.Admin.Repository != nil {
+		r.POST("/v2/admin/models/{model}/default", s.adminDefault)
+		r.POST("/v2/repository/index", s.repositoryIndex)
+		r.POST("/v2/repository/models/{model}/load", s.repositoryControl(true))
+		r.POST("/v2/repository/models/{model}/unload", s.repositoryControl(false))
 	}
 	r.NotFound = func(ctx *fasthttp.RequestCtx) {
 		s.fail(ctx, &statusError{fasthttp.StatusNotFound, fmt.Sprintf("no route %s %s", ctx.Method(), clip(string(ctx.Path()), 200))})
@@ -294,7 +305,11 @@ func (s *Server) modelReady(ctx *fasthttp.RequestCtx) {
 }
 
 // modelMetadata answers {"name","versions","platform","inputs","outputs"}; -1 marks a dimension
-// the model does not fix.
+// the model does not fix. Beyond KServe's fields (clients ignore fields they do not know) it
+// adds "version" (the version described: the default one when the URL names none),
+// "default_version" and "default_pinned" when the registry knows them, and "digest" (the
+// artifact digest of the version described) and "digests" (version → digest of every
+// version listed) when the versions have digests.
 func (s *Server) modelMetadata(ctx *fasthttp.RequestCtx) {
 	m, ok := s.lookup(ctx)
 	if !ok {
@@ -313,13 +328,49 @@ func (s *Server) modelMetadata(ctx *fasthttp.RequestCtx) {
 		}
 		b = appendString(b, v.Version())
 	}
-	b = append(b, `],"platform":"onnx","inputs":`...)
+	b = append(b, `],"version":`...)
+	b = appendString(b, m.Version())
+	if dr, ok := s.reg.(defaultVersioner); ok {
+		def, pinned := dr.DefaultVersion(m.Name())
+		b = append(b, `,"default_version":`...)
+		b = appendString(b, def)
+		b = append(b, `,"default_pinned":`...)
+		b = strconv.AppendBool(b, pinned)
+	}
+	if d, ok := m.(digester); ok {
+		b = append(b, `,"digest":`...)
+		b = appendString(b, d.Digest())
+		b = append(b, `,"digests":{`...)
+		n := 0
+		for _, v := range s.reg.Versions(m.Name()) {
+			if vd, ok := v.(digester); ok && vd.Digest() != "" {
+				if n > 0 {
+					b = append(b, ',')
+				}
+				b = appendString(b, v.Version())
+				b = append(b, ':')
+				b = appendString(b, vd.Digest())
+				n++
+			}
+		}
+		b = append(b, '}')
+	}
+	b = append(b, `,"platform":"onnx","inputs":`...)
 	b = appendSignature(b, m.Inputs())
 	b = append(b, `,"outputs":`...)
 	b = appendSignature(b, m.Outputs())
 	b = append(b, '}')
 	ctx.SetContentType("application/json")
 	ctx.SetBody(b)
+}
+
+// digester is a Model that knows its artifact's digest (*engines.ModelVersion).
+type digester interface{ Digest() string }
+
+// defaultVersioner is a Registry that knows the default version of a model and whether it is
+// pinned (the one NewRegistry returns).
+type defaultVersioner interface {
+	DefaultVersion(model string) (version string, pinned bool)
 }
 
 func appendSignature(b []byte, infos []bridge.IOInfo) []byte {

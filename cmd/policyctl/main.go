@@ -3,6 +3,15 @@
 //
 // Usage:
 //
+//	policyctl artifacts add --repository DIR --name NAME --version X.Y.Z MODEL.onnx
+//	                        [--metadata k=v]... [--sign-key KEY]
+//	policyctl artifacts verify --repository DIR [NAME[@VERSION]] [--trusted-key PUB]...
+//	policyctl artifacts list --repository DIR
+//	policyctl artifacts report --repository DIR [NAME[@VERSION]] [--trusted-key PUB]... [--format text|json]
+//	policyctl artifacts keygen --out NAME
+//	policyctl artifacts sign --repository DIR --key KEY NAME@VERSION
+//	policyctl artifacts migrate --repository DIR
+//	policyctl artifacts rollback NAME --to X.Y.Z [--server URL] [--token-file F]
 //	policyctl bench engine [--models DIR] [--model NAME,...] [--batch 1,32,256] [--seconds 2]
 //	                       [--warmup 0.5] [--modes st,par] [--ort-script PATH] [--node node]
 //	                       [--format markdown|json]
@@ -48,6 +57,7 @@ type command struct {
 
 func root() *command {
 	return &command{name: "policyctl", short: "operator CLI of policyd", subs: []*command{
+		{name: "artifacts", short: "the model repository: add, verify, sign, report, roll back versions", subs: artifactsCommands()},
 		{name: "bench", short: "benchmarks", subs: []*command{
 			{name: "engine", short: "engine latency/throughput beside onnxruntime-node, same machine, same run", run: benchEngine},
 		}},

@@ -9,6 +9,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -18,11 +19,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/policyd/policyd/artifacts"
 )
 
 // repoRoot is the repository root, seen from this package's folder.
@@ -101,22 +105,22 @@ func loadReferences(t *testing.T) []reference {
 	return refs
 }
 
-// linkModel places model (a path relative to the repository root) at repo/<id>/1/model.onnx.
+// linkModel adds model (a path relative to the repository root) to repo as the artifact
+// <id>@1.0.0, as "policyctl artifacts add" would (without loading it: the invalid model too).
 func linkModel(t *testing.T, repo, id, model string) {
 	t.Helper()
 	src, err := filepath.Abs(filepath.Join(repoRoot, model))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(src); err != nil {
-		t.Fatalf("model of %s: %v", id, err)
-	}
-	dir := filepath.Join(repo, id, "1")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(repo, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Symlink(src, filepath.Join(dir, "model.onnx")); err != nil && !os.IsExist(err) {
-		t.Fatal(err)
+	// The signature is what policyctl would record; these tests do not read it back.
+	rec := []artifacts.Tensor{{Name: "recorded-by-policyctl", Datatype: "FP32", Shape: []int64{-1}}}
+	io := artifacts.IO{Inputs: rec, Outputs: rec}
+	if _, err := artifacts.Add(repo, artifacts.AddRequest{Name: id, Version: "1.0.0", Model: src, IO: io, Tool: "e2e test"}); err != nil && !errors.Is(err, artifacts.ErrExists) {
+		t.Fatalf("add %s: %v", id, err)
 	}
 }
 
@@ -269,14 +273,14 @@ func TestEndToEnd(t *testing.T) {
 			t.Errorf("ready error %q, want exactly the invalid model named", msg)
 		}
 		for id := range ids {
-			if r := d.do(t, "GET", "/v2/models/"+id+"/versions/1/ready", nil); r.status != 200 {
+			if r := d.do(t, "GET", "/v2/models/"+id+"/versions/1.0.0/ready", nil); r.status != 200 {
 				t.Errorf("%s not ready: %d %s", id, r.status, r.body)
 			}
 		}
 	})
 
 	t.Run("invalid model", func(t *testing.T) {
-		for _, path := range []string{"/v2/models/" + invalidID + "/ready", "/v2/models/" + invalidID + "/versions/1/ready"} {
+		for _, path := range []string{"/v2/models/" + invalidID + "/ready", "/v2/models/" + invalidID + "/versions/1.0.0/ready"} {
 			r := d.do(t, "GET", path, nil)
 			if r.status != 503 {
 				t.Fatalf("%s = %d, want 503", path, r.status)
@@ -288,7 +292,7 @@ func TestEndToEnd(t *testing.T) {
 		}
 		body := `{"inputs":[{"name":"obs_0","datatype":"FP32","shape":[1,20],"data":[` + zeros(20) + `]},` +
 			`{"name":"action_masks","datatype":"FP32","shape":[1,3],"data":[1,1,1]}]}`
-		if r := d.do(t, "POST", "/v2/models/"+invalidID+"/versions/1/infer", []byte(body)); r.status != 503 {
+		if r := d.do(t, "POST", "/v2/models/"+invalidID+"/versions/1.0.0/infer", []byte(body)); r.status != 503 {
 			t.Errorf("infer on the invalid model = %d, want 503", r.status)
 		}
 	})
@@ -311,8 +315,10 @@ func TestEndToEnd(t *testing.T) {
 
 	t.Run("model metadata", func(t *testing.T) {
 		r := d.do(t, "GET", "/v2/models/peers-mlp-small", nil)
-		want := `{"name":"peers-mlp-small","versions":["1"],"platform":"onnx","inputs":[{"name":"obs","datatype":"FP32","shape":[-1,8]}],"outputs":[{"name":"action","datatype":"FP32","shape":[-1,2]}]}`
-		if r.status != 200 || string(r.body) != want {
+		// The digest changes with every add (the manifest records its creation time).
+		digest := regexp.MustCompile(`sha256:[0-9a-f]{64}`)
+		want := `{"name":"peers-mlp-small","versions":["1.0.0"],"version":"1.0.0","default_version":"1.0.0","default_pinned":false,"digest":"D","digests":{"1.0.0":"D"},"platform":"onnx","inputs":[{"name":"obs","datatype":"FP32","shape":[-1,8]}],"outputs":[{"name":"action","datatype":"FP32","shape":[-1,2]}]}`
+		if got := digest.ReplaceAllString(string(r.body), "D"); r.status != 200 || got != want {
 			t.Errorf("metadata = %d %s\nwant %s", r.status, r.body, want)
 		}
 	})
@@ -324,13 +330,13 @@ func TestEndToEnd(t *testing.T) {
 			status     int
 			want       []string
 		}{
-			{"/v2/models/nope/versions/1/infer", ok, 404, []string{`unknown model "nope"`}},
+			{"/v2/models/nope/versions/1.0.0/infer", ok, 404, []string{`unknown model "nope"`}},
 			{"/v2/models/peers-mlp-small/versions/2/infer", ok, 404, []string{`unknown version "2"`}},
-			{"/v2/models/peers-mlp-small/versions/1/infer",
+			{"/v2/models/peers-mlp-small/versions/1.0.0/infer",
 				`{"inputs":[{"name":"observation","datatype":"FP32","shape":[1,8],"data":[` + zeros(8) + `]}]}`, 400, []string{`"observation"`}},
-			{"/v2/models/peers-mlp-small/versions/1/infer",
+			{"/v2/models/peers-mlp-small/versions/1.0.0/infer",
 				`{"inputs":[{"name":"obs","datatype":"FP32","shape":[1,9],"data":[` + zeros(9) + `]}]}`, 400, []string{`input "obs"`, "[-1,8]", "[1,9]"}},
-			{"/v2/models/peers-mlp-small/versions/1/infer",
+			{"/v2/models/peers-mlp-small/versions/1.0.0/infer",
 				`{"inputs":[{"name":"obs","datatype":"INT64","shape":[1,8],"data":[` + zeros(8) + `]}]}`, 400, []string{`input "obs"`, "FP32", "INT64"}},
 		}
 		for _, tt := range tests {
@@ -346,7 +352,7 @@ func TestEndToEnd(t *testing.T) {
 				}
 			}
 		}
-		if r := d.do(t, "POST", "/v2/models/peers-mlp-small/versions/1/infer", []byte(ok)); r.status != 200 {
+		if r := d.do(t, "POST", "/v2/models/peers-mlp-small/versions/1.0.0/infer", []byte(ok)); r.status != 200 {
 			t.Errorf("a valid request after the errors = %d %s", r.status, r.body)
 		}
 	})
@@ -359,7 +365,7 @@ func TestEndToEnd(t *testing.T) {
 			if i%2 == 1 {
 				body = append([]byte(`{"inputs":[{"name":"obs","datatype":"FP32","shape":[1,8],"data":[`), body...)
 			}
-			r := d.do(t, "POST", "/v2/models/peers-mlp-small/versions/1/infer", body)
+			r := d.do(t, "POST", "/v2/models/peers-mlp-small/versions/1.0.0/infer", body)
 			if r.status != 400 {
 				t.Fatalf("garbage body: %d %s", r.status, r.body)
 			}
@@ -408,7 +414,7 @@ func checkReference(t *testing.T, d *daemon, ref reference) {
 		body.Write(in)
 	}
 	body.WriteString("]}")
-	r := d.do(t, "POST", "/v2/models/"+ref.ID+"/versions/1/infer", body.Bytes())
+	r := d.do(t, "POST", "/v2/models/"+ref.ID+"/versions/1.0.0/infer", body.Bytes())
 	if r.status != 200 {
 		t.Errorf("%s: status %d: %s", ref.file, r.status, clipped(r.body))
 		return
@@ -428,7 +434,7 @@ func checkReference(t *testing.T, d *daemon, ref reference) {
 		t.Errorf("%s: response: %v", ref.file, err)
 		return
 	}
-	if resp.ModelName != ref.ID || resp.ModelVersion != "1" || resp.ID != ref.file {
+	if resp.ModelName != ref.ID || resp.ModelVersion != "1.0.0" || resp.ID != ref.file {
 		t.Errorf("%s: model_name %q model_version %q id %q", ref.file, resp.ModelName, resp.ModelVersion, resp.ID)
 	}
 	if len(resp.Outputs) != len(ref.Outputs) {

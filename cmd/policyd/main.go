@@ -230,7 +230,16 @@ func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
 
 	start = time.Now()
 	repo := engines.NewRepository(rt, log)
-	rep, err := repo.Apply(desired(cfg))
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	rl := newReloader(f.load, cfg, src, log, level, repo, reg)
+	keys, err := trustedKeys(cfg)
+	if err != nil {
+		log.Error("trusted keys", zap.Error(err))
+		fmt.Fprintf(stderr, "policyd: %v\n", err)
+		return 2
+	}
+	rep, err := repo.Apply(desired(cfg, keys, rl.verifyFailed))
 	if err != nil {
 		log.Error("model repository", zap.Error(err))
 		fmt.Fprintf(stderr, "policyd: %v\n", err)
@@ -247,9 +256,6 @@ func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
 		log.Info("repository closed", zap.Duration("took", time.Since(t)))
 	}()
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	rl := newReloader(f.load, cfg, src, log, level, repo, reg)
 	srv := server.New(server.NewRegistry(repo), log, server.Options{
 		Version:            versionString(),
 		MaxRequestBodySize: int(cfg.Limits.MaxRequestSize),
@@ -257,10 +263,11 @@ func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
 		WriteTimeout:       cfg.Server.WriteTimeout,
 		IdleTimeout:        cfg.Server.IdleTimeout,
 		Admin: server.Admin{
-			Reload:  func() (any, error) { return rl.Reload("admin API") },
-			Token:   rl.Token,
-			Details: func() any { return rl.details(rt) },
-			Metrics: fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{})),
+			Reload:     func() (any, error) { return rl.Reload("admin API") },
+			Token:      rl.Token,
+			Details:    func() any { return rl.details(rt) },
+			Metrics:    fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{})),
+			Repository: repo,
 		},
 	})
 	rl.srv = srv

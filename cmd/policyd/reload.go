@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"sync"
@@ -11,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/policyd/policyd/artifacts"
 	"github.com/policyd/policyd/bridge"
 	"github.com/policyd/policyd/config"
 	"github.com/policyd/policyd/engines"
@@ -36,10 +38,11 @@ type reloader struct {
 	history []reloadResult // the last reloadHistory reloads, most recent first
 	token   atomic.Value   // string: the admin bearer token
 
-	reloads  *prometheus.CounterVec
-	lastOK   prometheus.Gauge
-	lastTime prometheus.Gauge
-	pendingG prometheus.Gauge
+	reloads        *prometheus.CounterVec
+	verifyFailures *prometheus.CounterVec
+	lastOK         prometheus.Gauge
+	lastTime       prometheus.Gauge
+	pendingG       prometheus.Gauge
 }
 
 // reloadHistory is how many reloads health details list.
@@ -84,6 +87,11 @@ func newReloader(opts config.LoadOptions, cfg *config.Config, src *config.Source
 		Name: "policyd_config_restart_pending_changes",
 		Help: "Configuration changes loaded but held back until a restart (e.g. server.addr).",
 	})
+	r.verifyFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "policyd_artifact_verification_failures_total",
+		Help: "Model versions refused because their artifact failed verification (checked at start and at every reload).",
+	}, []string{"model", "version"})
+	reg.MustRegister(r.verifyFailures)
 	for _, o := range []string{"applied", "unchanged", "rejected", "failed"} {
 		r.reloads.WithLabelValues(o)
 	}
@@ -102,6 +110,11 @@ func (r *reloader) readToken(cfg *config.Config) {
 	r.token.Store(t)
 }
 
+// verifyFailed is the engines' hook for a version refused by artifact verification.
+func (r *reloader) verifyFailed(model, version, reason string) {
+	r.verifyFailures.WithLabelValues(model, version).Inc()
+}
+
 // Token is the admin API's bearer token ("" = admin API disabled).
 func (r *reloader) Token() string { return r.token.Load().(string) }
 
@@ -112,12 +125,28 @@ func (r *reloader) Config() *config.Config {
 	return r.cur
 }
 
-// desired turns the configuration into the engines' desired state.
-func desired(c *config.Config) engines.Desired {
+// trustedKeys loads the public keys of artifacts.trusted_keys.
+func trustedKeys(c *config.Config) ([]ed25519.PublicKey, error) {
+	var keys []ed25519.PublicKey
+	for _, p := range c.Artifacts.TrustedKeys {
+		k, err := artifacts.LoadPublicKey(p)
+		if err != nil {
+			return nil, fmt.Errorf("artifacts.trusted_keys: %w", err)
+		}
+		keys = append(keys, k)
+	}
+	return keys, nil
+}
+
+// desired turns the configuration into the engines' desired state. onVerifyFailure counts
+// versions refused by artifact verification.
+func desired(c *config.Config, keys []ed25519.PublicKey, onVerifyFailure func(model, version, reason string)) engines.Desired {
 	d := engines.Desired{
-		Dir:      c.Repository.Path,
-		QueueLen: c.Limits.QueueLen,
-		Seed:     c.Engine.Seed,
+		Dir:             c.Repository.Path,
+		QueueLen:        c.Limits.QueueLen,
+		Seed:            c.Engine.Seed,
+		TrustedKeys:     keys,
+		OnVerifyFailure: onVerifyFailure,
 		Default: engines.ModelSpec{
 			Backends:  config.DefaultModel().Backends,
 			Instances: c.Instances(config.DefaultModel()),
@@ -126,7 +155,7 @@ func desired(c *config.Config) engines.Desired {
 	}
 	for _, m := range c.Models {
 		d.Models = append(d.Models, engines.ModelSpec{
-			Name: m.Name, Version: m.Version, Backends: m.Backends,
+			Name: m.Name, Version: m.Version, Digest: m.Digest, Backends: m.Backends,
 			Instances: c.Instances(m), Threads: c.Threads(m),
 		})
 	}
@@ -176,21 +205,28 @@ func (r *reloader) Reload(trigger string) (reloadResult, error) {
 		r.log.Warn("configuration change needs a restart; not applied",
 			zap.String("key", c.Key), zap.String("running", c.Old), zap.String("loaded", c.New))
 	}
-	if len(applied) == 0 {
-		r.pending, r.src = pending, src
-		r.log.Info("configuration reloaded: nothing to apply", zap.String("trigger", trigger),
-			zap.Int("restart_pending", len(pending)))
-		return finish("unchanged", nil)
-	}
-
 	// Models first: if the repository cannot be applied, nothing changes.
-	rep, err := r.repo.Apply(desired(live))
+	keys, err := trustedKeys(live)
+	if err != nil {
+		r.log.Error("configuration reload rejected; the running configuration stays",
+			zap.String("trigger", trigger), zap.Error(err))
+		return finish("rejected", err)
+	}
+	rep, err := r.repo.Apply(desired(live, keys, r.verifyFailed))
 	if err != nil {
 		r.log.Error("configuration reload failed; the running configuration stays",
 			zap.String("trigger", trigger), zap.Error(err))
 		return finish("failed", fmt.Errorf("apply models: %w", err))
 	}
 	res.Models = summarize(rep)
+	if len(applied) == 0 && !rep.Changed() {
+		// Nothing in the config changed and the repository (rescanned and re-verified: a
+		// reload also picks up new or tampered artifacts) serves what it served.
+		r.pending, r.src = pending, src
+		r.log.Info("configuration reloaded: nothing to apply", zap.String("trigger", trigger),
+			zap.Int("restart_pending", len(pending)))
+		return finish("unchanged", nil)
+	}
 	r.level.SetLevel(levelOf(live.Log.Level))
 	if r.srv != nil {
 		r.srv.SetMaxRequestBodySize(int(live.Limits.MaxRequestSize))
@@ -246,6 +282,10 @@ func (r *reloader) details(rt *bridge.Runtime) any {
 		State       string  `json:"state"`
 		Reason      string  `json:"reason,omitempty"`
 		Backend     string  `json:"backend,omitempty"`
+		Digest      string  `json:"digest,omitempty"`
+		Signer      string  `json:"signer,omitempty"`
+		Default     bool    `json:"default"`
+		Pinned      bool    `json:"pinned,omitempty"`
 		LoadSeconds float64 `json:"load_seconds"`
 	}
 	var versions []version
@@ -253,7 +293,10 @@ func (r *reloader) details(rt *bridge.Runtime) any {
 	for _, v := range r.repo.All() {
 		ok, reason := v.Ready()
 		ready = ready && ok
-		versions = append(versions, version{v.Name(), v.Version(), v.State().String(), reason, v.Backend(), v.LoadDuration().Seconds()})
+		def, pinned := r.repo.DefaultVersion(v.Name())
+		isDef := def == v.Version()
+		versions = append(versions, version{v.Name(), v.Version(), v.State().String(), reason, v.Backend(),
+			v.Digest(), v.Signer(), isDef, isDef && pinned, v.LoadDuration().Seconds()})
 	}
 	var backends []bridge.BackendInfo
 	if rt != nil {

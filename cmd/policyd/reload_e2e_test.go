@@ -171,7 +171,7 @@ func TestReloadUnderLoad(t *testing.T) {
 		{"engine.threads", base + "limits:\n  queue_len: 8\nengine:\n  seed: 7\n  threads: 2\nmodels:\n  - name: a\n"},
 		{".threads", base + "models:\n  - name: a\n    threads: 1\n"},
 		{".backends", base + "models:\n  - name: a\n    threads: 1\n    backends: [cuda, cpu]\n"},
-		{".version", base + "models:\n  - name: a\n    version: \"1\"\n"},
+		{".version", base + "models:\n  - name: a\n    version: \"1.0.0\"\n"},
 		{"repository.path", strings.Replace(base, "path: repo", "path: repo2", 1) + "models:\n  - name: a\n"},
 		{"admin.token_file", strings.Replace(base, "token_file: token", "token_file: token2", 1) + "models:\n  - name: a\n"},
 	}

@@ -1,0 +1,234 @@
+package artifacts
+
+import (
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/Masterminds/semver/v3"
+)
+
+// ErrExists is returned by Add when the version is already in the repository.
+var ErrExists = errors.New("version exists")
+
+// tmpPrefix starts the name of Add's work folders under a model folder.
+const tmpPrefix = ".tmp-"
+
+// AddRequest is what Add stores.
+type AddRequest struct {
+	Name    string // model name
+	Version string // semantic version; "v1.2.3" is stored as 1.2.3
+	Model   string // path of the .onnx file, copied as model.onnx
+	// ModelSHA256, when set, is the hex SHA-256 of the bytes the caller checked (loaded): Add
+	// refuses if the file it copies differs, e.g. because it changed in between.
+	ModelSHA256 string
+	IO          IO                 // the model's input/output signature, as the engine reports it
+	Metadata    map[string]string  // free: training_run, parent_version, ...
+	SignKey     ed25519.PrivateKey // when set, manifest.sig is written too
+	Tool        string             // "policyctl v0.3.0"
+	Now         func() time.Time   // default time.Now
+}
+
+// beforeRename is a test hook called with the work folder just before it is renamed into place.
+var beforeRename func(tmp string) error
+
+// Add stores a new version in the repository repo: DIR/<name>/<version>/ with model.onnx,
+// manifest.json and, with a SignKey, manifest.sig. The version is written in a work folder
+// DIR/<name>/.tmp-* and renamed into place once complete and synced, never over an existing
+// version (ErrExists), so a crash never leaves a half version visible; on failure the work
+// folder is removed. Adds of different versions may run concurrently (also from several
+// processes); of the same version, exactly one succeeds.
+func Add(repo string, req AddRequest) (*Artifact, error) {
+	if err := ValidateName(req.Name); err != nil {
+		return nil, err
+	}
+	version, err := CanonicalVersion(req.Version)
+	if err != nil {
+		return nil, err
+	}
+	ref := req.Name + "@" + version
+	if len(req.IO.Inputs) == 0 || len(req.IO.Outputs) == 0 {
+		return nil, fmt.Errorf("add %s: the model's input/output signature is empty", ref)
+	}
+	for k := range req.Metadata {
+		if k == "" {
+			return nil, fmt.Errorf("add %s: empty metadata key", ref)
+		}
+	}
+	now, tool := time.Now, req.Tool
+	if req.Now != nil {
+		now = req.Now
+	}
+	if tool == "" {
+		tool = "policyd/artifacts"
+	}
+	// A new repository is created, as a first `git init` would be; its parent must exist.
+	if err := os.Mkdir(repo, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+		return nil, fmt.Errorf("add %s: repository: %w", ref, err)
+	}
+	if st, err := os.Stat(repo); err != nil {
+		return nil, fmt.Errorf("add %s: repository: %w", ref, err)
+	} else if !st.IsDir() {
+		return nil, fmt.Errorf("add %s: repository %s is not a folder", ref, repo)
+	}
+	modelDir := filepath.Join(repo, req.Name)
+	final := filepath.Join(modelDir, version)
+	if err := os.Mkdir(modelDir, 0o755); err == nil {
+		if err := syncDir(repo); err != nil {
+			return nil, err
+		}
+	} else if !errors.Is(err, os.ErrExist) {
+		return nil, fmt.Errorf("add %s: %w", ref, err)
+	}
+	if err := checkNew(modelDir, req.Name, version); err != nil {
+		return nil, err
+	}
+
+	tmp, err := os.MkdirTemp(modelDir, tmpPrefix+version+"-")
+	if err != nil {
+		return nil, fmt.Errorf("add %s: %w", ref, err)
+	}
+	done := false
+	defer func() {
+		if !done {
+			os.RemoveAll(tmp)
+		}
+	}()
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		return nil, fmt.Errorf("add %s: %w", ref, err)
+	}
+	sum, size, err := copyFile(req.Model, filepath.Join(tmp, ModelFile))
+	if err != nil {
+		return nil, fmt.Errorf("add %s: %w", ref, err)
+	}
+	if req.ModelSHA256 != "" && req.ModelSHA256 != sum {
+		return nil, fmt.Errorf("add %s: %s changed while being added (checked sha256 %s, copied %s)", ref, req.Model, short(req.ModelSHA256), short(sum))
+	}
+	m := &Manifest{
+		Schema:   Schema,
+		Name:     req.Name,
+		Version:  version,
+		Created:  now().UTC().Truncate(time.Second),
+		Tool:     tool,
+		Files:    []File{{Path: ModelFile, SHA256: sum, Size: size}},
+		IO:       req.IO,
+		Metadata: req.Metadata,
+	}
+	raw, err := m.Encode()
+	if err != nil {
+		return nil, fmt.Errorf("add %s: %w", ref, err)
+	}
+	if err := writeNew(filepath.Join(tmp, ManifestFile), raw, 0o644); err != nil {
+		return nil, fmt.Errorf("add %s: %w", ref, err)
+	}
+	a := &Artifact{Dir: final, Manifest: m, Digest: Digest(raw)}
+	if req.SignKey != nil {
+		sig, err := SignManifest(raw, req.SignKey)
+		if err != nil {
+			return nil, fmt.Errorf("add %s: %w", ref, err)
+		}
+		if err := writeNew(filepath.Join(tmp, SignatureFile), sig, 0o644); err != nil {
+			return nil, fmt.Errorf("add %s: %w", ref, err)
+		}
+		a.SignedBy = KeyID(req.SignKey.Public().(ed25519.PublicKey))
+	}
+	if beforeRename != nil {
+		if err := beforeRename(tmp); err != nil {
+			return nil, fmt.Errorf("add %s: %w", ref, err)
+		}
+	}
+	if err := renameNoReplace(tmp, final); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return nil, fmt.Errorf("add %s: version %s of %s already exists: %w", ref, version, req.Name, ErrExists)
+		}
+		return nil, fmt.Errorf("add %s: %w", ref, err)
+	}
+	done = true
+	if err := syncDir(modelDir); err != nil {
+		return nil, fmt.Errorf("add %s: %w", ref, err)
+	}
+	return a, nil
+}
+
+// checkNew refuses a version that exists, also one of equal precedence that differs only in
+// build metadata (1.2.3+a and 1.2.3+b are the same version to a constraint). The exact-name
+// check is repeated atomically by the rename; the build-metadata one is best effort.
+func checkNew(modelDir, name, version string) error {
+	v := semver.MustParse(version)
+	have, err := versionsIn(modelDir)
+	if err != nil {
+		return err
+	}
+	for _, h := range have {
+		if h == version {
+			return fmt.Errorf("add %s@%s: version %s of %s already exists: %w", name, version, version, name, ErrExists)
+		}
+		if semver.MustParse(h).Equal(v) {
+			return fmt.Errorf("add %s@%s: version %s of %s already exists and differs only in build metadata: %w", name, version, h, name, ErrExists)
+		}
+	}
+	return nil
+}
+
+// copyFile copies a regular file src to the new file dst, syncs it, and returns its hex
+// SHA-256 and size as written.
+func copyFile(src, dst string) (string, int64, error) {
+	in, err := os.Open(src)
+	if err != nil {
+		return "", 0, err
+	}
+	defer in.Close()
+	if st, err := in.Stat(); err != nil {
+		return "", 0, err
+	} else if !st.Mode().IsRegular() {
+		return "", 0, fmt.Errorf("%s is not a regular file", src)
+	}
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return "", 0, err
+	}
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(out, h), in)
+	if err == nil {
+		err = out.Sync()
+	}
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return "", 0, fmt.Errorf("copy %s: %w", src, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), n, nil
+}
+
+// renameLocked is renameNoReplace for file systems without RENAME_NOREPLACE: an O_EXCL lock
+// file .tmp-<version>.lock beside the version serialises the check and the rename.
+func renameLocked(tmp, final string) error {
+	lock := filepath.Join(filepath.Dir(final), tmpPrefix+filepath.Base(final)+".lock")
+	f, err := os.OpenFile(lock, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("another add of %s is in progress (or left %s after a crash: remove it): %w", filepath.Base(final), lock, os.ErrExist)
+		}
+		return err
+	}
+	f.Close()
+	defer os.Remove(lock)
+	if _, err := os.Lstat(final); err == nil {
+		return os.ErrExist
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return os.Rename(tmp, final)
+}
+
+// isTemp reports whether a folder entry is Add's work (never a version).
+func isTemp(name string) bool { return strings.HasPrefix(name, tmpPrefix) }
