@@ -154,6 +154,7 @@ func (s *Server) Handler() fasthttp.RequestHandler {
 	r.GET("/v2/models/{model}/versions/{version}", s.modelMetadata)
 	r.GET("/v2/models/{model}/versions/{version}/ready", s.modelReady)
 	r.POST("/v2/models/{model}/versions/{version}/infer", s.infer)
+	s.predictRoutes(r)
 	if s.opts.Admin.Reload != nil {
 		r.POST("/v2/admin/reload", s.adminReload)
 	}
