@@ -121,7 +121,7 @@ func New(reg Registry, log *zap.Logger, opts Options) *Server {
 	s.reqs.New = func() any { return newInferRequest() }
 
 	meta := append([]byte(`{"name":"policyd","version":`), appendString(nil, opts.Version)...)
-	s.meta = append(meta, `,"extensions":[]}`...)
+	s.meta = append(meta, `,"extensions":["binary_tensor_data"]}`...)
 
 	s.srv = &fasthttp.Server{
 		Handler:                       s.Handler(),
@@ -409,8 +409,13 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx) {
 	req := s.reqs.Get().(*inferRequest)
 	defer s.putRequest(req)
 
+	js, bin, err := splitBody(ctx.Request.Header.Peek(inferHeaderLength), ctx.PostBody())
+	if err != nil {
+		s.fail(ctx, err)
+		return
+	}
 	p := s.parsers.Get()
-	err := req.decode(p, ctx.PostBody(), m)
+	err = req.decodeParts(p, js, bin, m) // binary inputs may be views of the body: valid until we return
 	s.parsers.Put(p)
 	if err != nil {
 		s.fail(ctx, err)
@@ -421,8 +426,7 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx) {
 		s.fail(ctx, err)
 		return
 	}
-	ctx.SetContentType("application/json")
-	ctx.SetBody(req.out)
+	req.writeResponse(ctx)
 	if ce := s.log.Check(zap.DebugLevel, "infer"); ce != nil {
 		ce.Write(zap.String("model", m.Name()), zap.String("version", m.Version()), zap.Int("status", fasthttp.StatusOK))
 	}
