@@ -193,7 +193,6 @@ func TestPredictMethodAndLimit(t *testing.T) {
 	if r := ts.do(t, "GET", "/v1/models/policy:predict", nil); r.status != 405 {
 		t.Errorf("GET = %d %s", r.status, r.body)
 	}
-	ts.srv.SetMaxRequestBodySize(64)
 	body := []byte(`{"instances":[` + strings.Repeat(`[1,2,3,4],`, 10) + `[1,2,3,4]]}`)
 	if r := ts.do(t, "POST", "/v1/models/policy:predict", body); r.status != 413 {
 		t.Errorf("over the limit = %d %s", r.status, r.body)
