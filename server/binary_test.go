@@ -614,3 +614,56 @@ func BenchmarkDecodeBinaryRequest(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkInferHandlerBatch32 runs the whole handler for a batch-32 mlp-med request (32×64
+// FP32 in, 32×64 FP32 out) in JSON and in binary, against a model that reuses its output.
+func BenchmarkInferHandlerBatch32(b *testing.B) {
+	m := benchModel()
+	out := make([]byte, 4*64*32)
+	outs := []bridge.Tensor{{DType: bridge.Float32, Shape: []int64{32, 64}, Data: out}}
+	m.run = func(in []bridge.Tensor) []bridge.Tensor {
+		copy(out, in[0].Data)
+		return outs
+	}
+	m.keepOutputs = true
+	h := New(newFakeRegistry(m), nil, Options{}).Handler()
+
+	js, data := binaryBenchRequest(32, 0)
+	binBody, hdr := binaryBody(string(js), data)
+	var sb strings.Builder
+	sb.WriteString(`{"id":"bench","inputs":[{"name":"obs","shape":[32,64],"datatype":"FP32","data":[`)
+	for i := 0; i < 32*64; i++ {
+		if i > 0 {
+			sb.WriteByte(',')
+		}
+		fmt.Fprint(&sb, math.Float32frombits(binary.LittleEndian.Uint32(data[4*i:])))
+	}
+	sb.WriteString(`]}]}`)
+	jsonBody := []byte(sb.String())
+
+	for _, c := range []struct {
+		name string
+		body []byte
+		hdr  string
+	}{{"json", jsonBody, ""}, {"binary", binBody, hdr}} {
+		b.Run(c.name, func(b *testing.B) {
+			var ctx fasthttp.RequestCtx
+			b.SetBytes(int64(len(c.body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				ctx.Request.Reset()
+				ctx.Response.Reset()
+				ctx.Request.Header.SetMethod("POST")
+				ctx.Request.SetRequestURI("/v2/models/mlp/versions/1/infer")
+				if c.hdr != "" {
+					ctx.Request.Header.Set(inferHeaderLength, c.hdr)
+				}
+				ctx.Request.SetBody(c.body)
+				h(&ctx)
+				if ctx.Response.StatusCode() != 200 {
+					b.Fatalf("status %d: %s", ctx.Response.StatusCode(), ctx.Response.Body())
+				}
+			}
+		})
+	}
+}
