@@ -25,6 +25,14 @@ type inferRequest struct {
 	outputs []int // requested outputs (indices into Model.Outputs), in request order; empty = all
 	num     []byte
 
+	// The binary tensor data extension (binary.go).
+	bin     []byte // the body after the JSON (a view of the request body, valid during the handler)
+	binOff  int    // bytes of bin taken by the binary inputs decoded so far
+	binAll  bool   // request parameter "binary_data_output": every output in binary
+	outBin  []int8 // per entry of outputs: its "binary_data" (-1 not given, 0 false, 1 true)
+	jsonLen int    // length of the JSON part of out when binOut
+	binOut  bool   // out is a JSON part followed by binary outputs
+
 	// Set by the handler for the encoding callback, which is bound once (no closure per request).
 	model  Model
 	out    []byte
@@ -51,6 +59,9 @@ func (r *inferRequest) reset(nIn int) {
 		r.given[i] = false
 	}
 	r.outputs = r.outputs[:0]
+	r.outBin = r.outBin[:0]
+	r.bin, r.binOff, r.binAll = nil, 0, false
+	r.jsonLen, r.binOut = 0, false
 }
 
 // maxRetained bounds the buffers a pooled request keeps between requests.
@@ -59,6 +70,7 @@ const maxRetained = 1 << 20
 // release drops what the request must not keep (references to the model, large buffers).
 func (r *inferRequest) release() {
 	r.model = nil
+	r.bin = nil // a view of the request body, which fasthttp reuses
 	for i := range r.tensors {
 		r.tensors[i] = bridge.Tensor{}
 	}
@@ -72,14 +84,25 @@ func (r *inferRequest) release() {
 	}
 }
 
-// decode parses body and fills r with the inputs of m, checking everything against m's
-// signature: every input present once and no other, datatype, shape, element count, and every
-// element's JSON type and range. Every error is a *requestError naming the problem and, where
-// there is one, the input. p is used for this call only: nothing of r refers to it afterwards.
+// decode parses a JSON-only body (no binary tensor data) and fills r with the inputs of m; see
+// decodeParts.
 func (r *inferRequest) decode(p *fastjson.Parser, body []byte, m Model) error {
+	return r.decodeParts(p, body, nil, m)
+}
+
+// decodeParts parses the JSON request js and fills r with the inputs of m, checking everything
+// against m's signature: every input present once and no other, datatype, shape, element
+// count, and every element's JSON type and range. bin is the body after the JSON (the binary
+// tensor data extension, see binary.go): the inputs with "binary_data_size" take their bytes
+// from it in order, and together they must take all of it. Binary inputs may be views of bin,
+// so bin must stay valid and unchanged until the tensors are used. Every error is a
+// *requestError naming the problem and, where there is one, the input. p is used for this
+// call only: nothing of r refers to it afterwards.
+func (r *inferRequest) decodeParts(p *fastjson.Parser, js, bin []byte, m Model) error {
 	ins := m.Inputs()
 	r.reset(len(ins))
-	root, err := p.ParseBytes(body)
+	r.bin = bin
+	root, err := p.ParseBytes(js)
 	if err != nil {
 		return badRequest("invalid JSON: %s", clip(err.Error(), 200))
 	}
@@ -87,7 +110,7 @@ func (r *inferRequest) decode(p *fastjson.Parser, body []byte, m Model) error {
 	if err != nil {
 		return badRequest("request body must be a JSON object, got %s", root.Type())
 	}
-	var inputs, outputs, badID, badParams *fastjson.Value
+	var inputs, outputs, badID, badParams, params *fastjson.Value
 	obj.Visit(func(key []byte, v *fastjson.Value) {
 		switch string(key) {
 		case "id":
@@ -104,6 +127,8 @@ func (r *inferRequest) decode(p *fastjson.Parser, body []byte, m Model) error {
 		case "parameters":
 			if v.Type() != fastjson.TypeObject {
 				badParams = v
+			} else {
+				params = v
 			}
 		}
 	})
@@ -112,6 +137,15 @@ func (r *inferRequest) decode(p *fastjson.Parser, body []byte, m Model) error {
 	}
 	if badParams != nil {
 		return badRequest(`"parameters" must be an object, got %s`, badParams.Type())
+	}
+	if params != nil {
+		if v := params.Get("binary_data_output"); v != nil {
+			all, ok := jsonBool(v)
+			if !ok {
+				return badRequest(`"parameters": "binary_data_output" must be true or false, got %s`, v.Type())
+			}
+			r.binAll = all
+		}
 	}
 	if inputs == nil {
 		return badRequest(`missing "inputs"`)
@@ -129,6 +163,9 @@ func (r *inferRequest) decode(p *fastjson.Parser, body []byte, m Model) error {
 		if !r.given[k] {
 			return badRequest("missing input %q", ins[k].Name)
 		}
+	}
+	if r.binOff != len(r.bin) {
+		return r.binaryLeftover()
 	}
 	if m.Batchable() {
 		first := -1
@@ -179,13 +216,19 @@ func (r *inferRequest) decodeInput(pos int, v *fastjson.Value, ins []bridge.IOIn
 	if r.given[k] {
 		return badRequest("input %q given more than once", info.Name)
 	}
+	binSize := int64(-1) // "binary_data_size", when given
 	if paramsV != nil {
 		po, err := paramsV.Object()
 		if err != nil {
 			return badRequest(`input %q: "parameters" must be an object, got %s`, info.Name, paramsV.Type())
 		}
-		if po.Get("binary_data_size") != nil {
-			return badRequest(`input %q: the binary tensor data extension is not supported; send "data" as JSON`, info.Name)
+		if v := po.Get("binary_data_size"); v != nil {
+			if binSize, err = r.binarySize(v, info); err != nil {
+				return err
+			}
+			if dataV != nil {
+				return badRequest(`input %q: both "data" and "binary_data_size" given; send one`, info.Name)
+			}
 		}
 	}
 
@@ -196,10 +239,16 @@ func (r *inferRequest) decodeInput(pos int, v *fastjson.Value, ins []bridge.IOIn
 	if err != nil {
 		return badRequest(`input %q: "datatype" must be a string, got %s`, info.Name, dtypeV.Type())
 	}
+	if binSize >= 0 && string(dt) == "BYTES" {
+		return badRequest("input %q: BYTES tensors are not supported as binary data", info.Name)
+	}
 	if string(dt) != info.DType.String() {
 		return badRequest("input %q: expected datatype %s, got %s", info.Name, info.DType, clip(string(dt), 32))
 	}
-	if !jsonDType(info.DType) {
+	if binSize < 0 && !jsonDType(info.DType) {
+		if info.DType.Size() > 0 {
+			return badRequest(`input %q: datatype %s is not supported in JSON requests; send it as binary data ("binary_data_size")`, info.Name, info.DType)
+		}
 		return badRequest("input %q: datatype %s is not supported in JSON requests", info.Name, info.DType)
 	}
 
@@ -233,6 +282,9 @@ func (r *inferRequest) decodeInput(pos int, v *fastjson.Value, ins []bridge.IOIn
 		return badRequest("input %q: shape %s has too many elements", info.Name, formatShape(shape))
 	}
 
+	if binSize >= 0 {
+		return r.decodeBinaryInput(k, info, shape, count, binSize)
+	}
 	if dataV == nil {
 		return badRequest(`input %q: missing "data"`, info.Name)
 	}
@@ -399,19 +451,28 @@ func (r *inferRequest) decodeOutputs(v *fastjson.Value, outs []bridge.IOInfo) er
 				return badRequest("output %q requested more than once", outs[k].Name)
 			}
 		}
+		bin := int8(-1)
 		if pv := o.Get("parameters"); pv != nil {
 			po, err := pv.Object()
 			if err != nil {
 				return badRequest(`output %q: "parameters" must be an object, got %s`, outs[k].Name, pv.Type())
 			}
-			if b := po.Get("binary_data"); b != nil && b.Type() == fastjson.TypeTrue {
-				return badRequest("output %q: the binary tensor data extension is not supported", outs[k].Name)
+			if b := po.Get("binary_data"); b != nil {
+				on, ok := jsonBool(b)
+				if !ok {
+					return badRequest(`output %q: "binary_data" must be true or false, got %s`, outs[k].Name, b.Type())
+				}
+				bin = 0
+				if on {
+					bin = 1
+				}
 			}
 			if po.Get("classification") != nil {
 				return badRequest("output %q: the classification extension is not supported", outs[k].Name)
 			}
 		}
 		r.outputs = append(r.outputs, k)
+		r.outBin = append(r.outBin, bin)
 	}
 	return nil
 }

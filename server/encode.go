@@ -27,11 +27,17 @@ func (r *inferRequest) encodeOutputs(outs []bridge.Tensor) error {
 // of them in the model's order. Data are flat, row-major. Floats are written as the shortest
 // text that reads back to the same value (FP32 at 32-bit precision); NaN and ±Inf, which JSON
 // cannot express, are written as null.
+//
+// Outputs the request wants in binary (see inferRequest.outputBinary) have
+// "parameters":{"binary_data_size":S} instead of "data", and their bytes follow the JSON in
+// the same order; appendResponse then sets r.binOut and r.jsonLen.
 func appendResponse(b []byte, m Model, r *inferRequest, outs []bridge.Tensor) ([]byte, error) {
 	infos := m.Outputs()
 	if len(outs) != len(infos) {
 		return b, fmt.Errorf("engine returned %d outputs, the signature has %d", len(outs), len(infos))
 	}
+	start := len(b)
+	r.binOut = false
 	b = append(b, `{"model_name":`...)
 	b = appendString(b, m.Name())
 	b = append(b, `,"model_version":`...)
@@ -41,39 +47,62 @@ func appendResponse(b []byte, m Model, r *inferRequest, outs []bridge.Tensor) ([
 		b = appendString(b, r.id)
 	}
 	b = append(b, `,"outputs":[`...)
+	n := len(r.outputs)
+	if n == 0 {
+		n = len(outs)
+	}
 	var err error
-	if len(r.outputs) == 0 {
-		for k := range outs {
-			if k > 0 {
-				b = append(b, ',')
-			}
-			if b, err = appendTensor(b, infos[k].Name, &outs[k]); err != nil {
-				return b, err
-			}
+	binOut := false
+	for i := 0; i < n; i++ {
+		k := i
+		if len(r.outputs) > 0 {
+			k = r.outputs[i]
 		}
-	} else {
-		for i, k := range r.outputs {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			if b, err = appendTensor(b, infos[k].Name, &outs[k]); err != nil {
-				return b, err
-			}
+		if i > 0 {
+			b = append(b, ',')
+		}
+		if r.outputBinary(i) {
+			binOut = true
+			b, err = appendBinaryTensor(b, infos[k].Name, &outs[k])
+		} else {
+			b, err = appendTensor(b, infos[k].Name, &outs[k])
+		}
+		if err != nil {
+			return b, err
 		}
 	}
-	return append(b, "]}"...), nil
+	b = append(b, "]}"...)
+	if !binOut {
+		return b, nil
+	}
+	r.binOut, r.jsonLen = true, len(b)-start
+	for i := 0; i < n; i++ {
+		if r.outputBinary(i) {
+			k := i
+			if len(r.outputs) > 0 {
+				k = r.outputs[i]
+			}
+			b = append(b, outs[k].Data...)
+		}
+	}
+	return b, nil
 }
 
-// appendTensor appends {"name":..,"datatype":..,"shape":[..],"data":[..]}.
-func appendTensor(b []byte, name string, t *bridge.Tensor) ([]byte, error) {
+// checkOutput checks that an output's data match its shape and datatype.
+func checkOutput(name string, t *bridge.Tensor) error {
 	size := t.DType.Size()
 	n := bridge.NumElements(t.Shape)
 	if size == 0 {
-		return b, fmt.Errorf("output %q: datatype %s cannot be written as JSON", name, t.DType)
+		return fmt.Errorf("output %q: datatype %s cannot be written", name, t.DType)
 	}
 	if n < 0 || int64(len(t.Data)) != n*int64(size) {
-		return b, fmt.Errorf("output %q: %d bytes for shape %s of %s", name, len(t.Data), formatShape(t.Shape), t.DType)
+		return fmt.Errorf("output %q: %d bytes for shape %s of %s", name, len(t.Data), formatShape(t.Shape), t.DType)
 	}
+	return nil
+}
+
+// appendTensorHead appends {"name":..,"datatype":..,"shape":[.. (the shape left open).
+func appendTensorHead(b []byte, name string, t *bridge.Tensor) []byte {
 	b = append(b, `{"name":`...)
 	b = appendString(b, name)
 	b = append(b, `,"datatype":"`...)
@@ -85,6 +114,16 @@ func appendTensor(b []byte, name string, t *bridge.Tensor) ([]byte, error) {
 		}
 		b = strconv.AppendInt(b, d, 10)
 	}
+	return b
+}
+
+// appendTensor appends {"name":..,"datatype":..,"shape":[..],"data":[..]}.
+func appendTensor(b []byte, name string, t *bridge.Tensor) ([]byte, error) {
+	if err := checkOutput(name, t); err != nil {
+		return b, err
+	}
+	n := bridge.NumElements(t.Shape)
+	b = appendTensorHead(b, name, t)
 	b = append(b, `],"data":[`...)
 	d := t.Data
 	for i := 0; i < int(n); i++ {

@@ -20,6 +20,20 @@
 // (INT64 exactly, also beyond 2^53), BOOL as true/false. NaN and ±Inf, which JSON cannot
 // express, are written as null.
 //
+// Triton's binary tensor data extension (binary.go; GET /v2 lists "binary_tensor_data") carries
+// tensors as raw bytes after the JSON: with the header "Inference-Header-Content-Length: N" the
+// first N bytes of the body are the JSON request, and the inputs whose "parameters" hold
+// "binary_data_size": S (and no "data") take their S bytes, one after the other in the order
+// of "inputs", from the rest: little-endian, row-major, BOOL one byte (0 or 1). FP16 and BF16
+// inputs are accepted only this way; BYTES never. The sizes must match the shapes and add up
+// to exactly the bytes after the JSON, else 400. An aligned binary input goes to the engine as
+// a view of the request body (no copy). The request parameter "binary_data_output": true asks
+// for every output in binary, an output's "binary_data": true or false for that one (it wins
+// over the request's); the response then has the same framing: Content-Type
+// application/octet-stream, Inference-Header-Content-Length giving the JSON length, binary
+// outputs listed with "parameters":{"binary_data_size":S} and their bytes after the JSON in
+// output order. docs/api.md has the details and a curl example.
+//
 // Errors are {"error": "..."} with 400 for a bad request, 404 for an unknown model, version or
 // route, 413 for a body over the limit, 503 for a version that is not ready or an overloaded
 // queue (with Retry-After), 500 for our own faults.
@@ -121,7 +135,7 @@ func New(reg Registry, log *zap.Logger, opts Options) *Server {
 	s.reqs.New = func() any { return newInferRequest() }
 
 	meta := append([]byte(`{"name":"policyd","version":`), appendString(nil, opts.Version)...)
-	s.meta = append(meta, `,"extensions":[]}`...)
+	s.meta = append(meta, `,"extensions":["binary_tensor_data"]}`...)
 
 	s.srv = &fasthttp.Server{
 		Handler:                       s.Handler(),
@@ -154,6 +168,7 @@ func (s *Server) Handler() fasthttp.RequestHandler {
 	r.GET("/v2/models/{model}/versions/{version}", s.modelMetadata)
 	r.GET("/v2/models/{model}/versions/{version}/ready", s.modelReady)
 	r.POST("/v2/models/{model}/versions/{version}/infer", s.infer)
+	s.predictRoutes(r)
 	if s.opts.Admin.Reload != nil {
 		r.POST("/v2/admin/reload", s.adminReload)
 	}
@@ -408,8 +423,13 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx) {
 	req := s.reqs.Get().(*inferRequest)
 	defer s.putRequest(req)
 
+	js, bin, err := splitBody(ctx.Request.Header.Peek(inferHeaderLength), ctx.PostBody())
+	if err != nil {
+		s.fail(ctx, err)
+		return
+	}
 	p := s.parsers.Get()
-	err := req.decode(p, ctx.PostBody(), m)
+	err = req.decodeParts(p, js, bin, m) // binary inputs may be views of the body: valid until we return
 	s.parsers.Put(p)
 	if err != nil {
 		s.fail(ctx, err)
@@ -420,8 +440,7 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx) {
 		s.fail(ctx, err)
 		return
 	}
-	ctx.SetContentType("application/json")
-	ctx.SetBody(req.out)
+	req.writeResponse(ctx)
 	if ce := s.log.Check(zap.DebugLevel, "infer"); ce != nil {
 		ce.Write(zap.String("model", m.Name()), zap.String("version", m.Version()), zap.Int("status", fasthttp.StatusOK))
 	}
