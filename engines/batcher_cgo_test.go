@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -168,5 +169,54 @@ func TestApplyBatching(t *testing.T) {
 	}
 	if rep, _ := r.Apply(d); rep.Changed() {
 		t.Errorf("an unchanged Apply: %s", rep.String())
+	}
+}
+
+// BenchmarkNativeMLPMed16: mlp-med, 16 goroutines of batch-1 requests, on a plain Pool and
+// behind a Batcher (2 instances each); allocs/op is per request.
+func BenchmarkNativeMLPMed16(b *testing.B) {
+	if err := bridge.Available(); err != nil {
+		b.Skip(err)
+	}
+	rt, err := bridge.NewRuntime("")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer rt.Close()
+	onnx, err := os.ReadFile(mlpMed)
+	if err != nil {
+		b.Skip(err)
+	}
+	e, err := rt.NewEngine(onnx, bridge.EngineOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer e.Close()
+	for _, batched := range []bool{false, true} {
+		b.Run(fmt.Sprintf("batched=%v", batched), func(b *testing.B) {
+			p, err := NewPool(e, PoolOptions{Instances: 2, QueueLen: 64})
+			if err != nil {
+				b.Fatal(err)
+			}
+			var r Runner = p
+			if batched {
+				if r, err = NewBatcher(p, e.Inputs(), e.Outputs(), BatcherOptions{MaxQueueDelay: DefaultMaxQueueDelay}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			defer r.Close()
+			b.SetParallelism(max(1, 16/runtime.GOMAXPROCS(0)))
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				in := []bridge.Tensor{obs(1, 64, 0.5)}
+				fn := func([]bridge.Tensor) error { return nil }
+				for pb.Next() {
+					if err := r.Do(context.Background(), in, fn); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
 	}
 }
