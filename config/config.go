@@ -36,6 +36,7 @@ type Config struct {
 	Log        Log        `koanf:"log" desc:"Logging."`
 	Repository Repository `koanf:"repository" desc:"Where the models and the backend plugins are."`
 	Engine     Engine     `koanf:"engine" desc:"Defaults of the engine instances that run the models."`
+	Batching   Batching   `koanf:"batching" desc:"The dynamic batcher (see docs/engine.md, Dynamic batching): whether batchable models are batched, and the defaults of models[].batching."`
 	Models     []Model    `koanf:"models" reload:"live" unique:"true" desc:"The models to serve, each by name; empty serves every model found in the repository, each with the defaults below."`
 	Admin      Admin      `koanf:"admin" desc:"The admin API."`
 	Artifacts  Artifacts  `koanf:"artifacts" desc:"How model artifacts are verified before they serve."`
@@ -75,14 +76,30 @@ type Engine struct {
 	CPUThreads int    `koanf:"cpu_threads" reload:"restart" min:"0" max:"65536" desc:"CPU threads the engines may use in all, 0 = every core; a model's default instance count is max(1, cpu_threads / threads)."`
 }
 
+// Batching configures the dynamic batcher and holds the defaults of models[].batching.
+type Batching struct {
+	Enabled             bool          `koanf:"enabled" reload:"live" desc:"Batch concurrent requests of a batchable model (one whose inputs share a dynamic batch dimension 0) into one engine run; other models always run one request at a time. A change rebuilds the versions it affects."`
+	MaxBatchSize        int           `koanf:"max_batch_size" reload:"live" min:"1" max:"65536" desc:"Most rows (the sum of the requests' batch sizes) in one batch; a larger request runs alone."`
+	MaxQueueDelay       time.Duration `koanf:"max_queue_delay" reload:"live" desc:"How long a batch that could still grow waits for more requests while another batch of the version runs; a request on an idle version runs at once. 0 never waits: a batch takes what is queued."`
+	PreferredBatchSizes []int         `koanf:"preferred_batch_sizes" reload:"live" unique:"true" desc:"Batch sizes dispatched at once, without waiting the rest of max_queue_delay, when nothing more is queued."`
+}
+
+// ModelBatching overrides the batching defaults for one model.
+type ModelBatching struct {
+	MaxBatchSize        int           `koanf:"max_batch_size" reload:"live" min:"0" max:"65536" desc:"Most rows in one batch of this model, 0 = batching.max_batch_size."`
+	MaxQueueDelay       time.Duration `koanf:"max_queue_delay" reload:"live" desc:"Queue delay of this model, 0 = batching.max_queue_delay."`
+	PreferredBatchSizes []int         `koanf:"preferred_batch_sizes" reload:"live" unique:"true" desc:"Preferred batch sizes of this model; empty = batching.preferred_batch_sizes."`
+}
+
 // Model names a model of the repository to serve and how.
 type Model struct {
-	Name      string   `koanf:"name" reload:"live" required:"true" key:"true" desc:"The model's folder name in the repository."`
-	Version   string   `koanf:"version" reload:"live" desc:"Versions to serve: empty serves every version found; an exact version (1.2.3, v1.2.3, 1.3.0-rc.1) serves that one; a semver constraint (^1.2, ~1.2.3, >=1.0 <2, 1.x) serves every version it matches, pre-releases only when it names one. Requests without a version get the highest ready one unless the default is pinned (POST /v2/admin/models/{m}/default)."`
-	Digest    string   `koanf:"digest" reload:"live" pattern:"^sha256:[0-9a-f]{64}$" desc:"Pins the artifact of an exact version: the sha256 of its manifest.json as policyctl artifacts list prints it; a version whose digest differs is refused. Only with an exact version."`
-	Backends  []string `koanf:"backends" reload:"live" enum:"cpu,cuda,tensorrt" min:"1" unique:"true" desc:"Backends in order of preference; the first that loads on this machine serves."`
-	Instances int      `koanf:"instances" reload:"live" min:"0" max:"1024" desc:"Engine instances of each version, 0 = max(1, engine.cpu_threads / threads)."`
-	Threads   int      `koanf:"threads" reload:"live" min:"0" max:"1024" desc:"Threads of each engine instance, 0 = engine.threads."`
+	Name      string        `koanf:"name" reload:"live" required:"true" key:"true" desc:"The model's folder name in the repository."`
+	Version   string        `koanf:"version" reload:"live" desc:"Versions to serve: empty serves every version found; an exact version (1.2.3, v1.2.3, 1.3.0-rc.1) serves that one; a semver constraint (^1.2, ~1.2.3, >=1.0 <2, 1.x) serves every version it matches, pre-releases only when it names one. Requests without a version get the highest ready one unless the default is pinned (POST /v2/admin/models/{m}/default)."`
+	Digest    string        `koanf:"digest" reload:"live" pattern:"^sha256:[0-9a-f]{64}$" desc:"Pins the artifact of an exact version: the sha256 of its manifest.json as policyctl artifacts list prints it; a version whose digest differs is refused. Only with an exact version."`
+	Backends  []string      `koanf:"backends" reload:"live" enum:"cpu,cuda,tensorrt" min:"1" unique:"true" desc:"Backends in order of preference; the first that loads on this machine serves."`
+	Instances int           `koanf:"instances" reload:"live" min:"0" max:"1024" desc:"Engine instances of each version, 0 = max(1, engine.cpu_threads / threads)."`
+	Threads   int           `koanf:"threads" reload:"live" min:"0" max:"1024" desc:"Threads of each engine instance, 0 = engine.threads."`
+	Batching  ModelBatching `koanf:"batching" desc:"The model's dynamic batcher settings (used when batching.enabled and the model is batchable)."`
 }
 
 // Admin configures the admin API.
@@ -110,6 +127,7 @@ func Defaults() *Config {
 		Log:        Log{Level: "info", Format: "json"},
 		Repository: Repository{},
 		Engine:     Engine{Seed: 0, Threads: 1, CPUThreads: 0},
+		Batching:   Batching{Enabled: true, MaxBatchSize: 32, MaxQueueDelay: 100 * time.Microsecond, PreferredBatchSizes: []int{}},
 		Models:     []Model{},
 		Admin:      Admin{},
 		Artifacts:  Artifacts{TrustedKeys: []string{}},
@@ -119,7 +137,7 @@ func Defaults() *Config {
 // DefaultModel returns the defaults of an element of models: a key a layer does not set for
 // models[i] takes its value from here.
 func DefaultModel() Model {
-	return Model{Backends: []string{"cpu"}}
+	return Model{Backends: []string{"cpu"}, Batching: ModelBatching{PreferredBatchSizes: []int{}}}
 }
 
 // Threads returns the threads of each engine instance of m: m.Threads, else engine.threads.

@@ -88,6 +88,19 @@ func (d *decoder) value(n *node, val any, v reflect.Value, path string) {
 				return
 			}
 		}
+		if n.ints {
+			out := make([]int, 0, len(list))
+			for i, e := range list {
+				x, ok := toInt(e)
+				if !ok || x < math.MinInt32 || x > math.MaxInt32 {
+					d.fail(fmt.Sprintf("%s[%d]", path, i), "must be an integer, got %s", describe(e))
+					continue
+				}
+				out = append(out, int(x))
+			}
+			v.Set(reflect.ValueOf(out))
+			return
+		}
 		out := make([]string, 0, len(list))
 		for i, e := range list {
 			s, ok := scalarString(e)
@@ -134,6 +147,18 @@ func (d *decoder) value(n *node, val any, v reflect.Value, path string) {
 			return
 		}
 		v.SetInt(i)
+	case kBool:
+		b, ok := val.(bool)
+		if s, isStr := val.(string); isStr {
+			var err error
+			b, err = strconv.ParseBool(strings.TrimSpace(s))
+			ok = err == nil
+		}
+		if !ok {
+			d.fail(path, "must be true or false, got %s", describe(val))
+			return
+		}
+		v.SetBool(b)
 	case kUint:
 		u, ok := toUint(val)
 		if !ok {

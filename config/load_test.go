@@ -167,7 +167,7 @@ func TestProfileFromEnvironmentAndDotEnv(t *testing.T) {
 func TestProfileListsReplaceWhole(t *testing.T) {
 	c, s := mustLoad(t, LoadOptions{File: "testdata/profiles/policyd.yaml", Profile: "prod"})
 	// the overlay's models list replaces the file's: policy-a is gone, policy-b has defaults
-	want := []Model{{Name: "policy-b", Backends: []string{"cuda", "cpu"}}}
+	want := []Model{{Name: "policy-b", Backends: []string{"cuda", "cpu"}, Batching: ModelBatching{PreferredBatchSizes: []int{}}}}
 	if !reflect.DeepEqual(c.Models, want) {
 		t.Errorf("models = %+v, want %+v", c.Models, want)
 	}
@@ -573,5 +573,35 @@ func TestParseSize(t *testing.T) {
 		if s.String() != want {
 			t.Errorf("%d.String() = %q, want %q", int64(s), s.String(), want)
 		}
+	}
+}
+
+func TestBatchingKeys(t *testing.T) {
+	dir := t.TempDir()
+	repo, _ := filepath.Abs("testdata/repo")
+	file := write(t, filepath.Join(dir, "policyd.yaml"), `
+repository: {path: `+repo+`}
+batching: {enabled: false, preferred_batch_sizes: [4, 8]}
+models:
+  - name: policy-a
+    batching: {max_batch_size: 16, max_queue_delay: 250us, preferred_batch_sizes: [2]}
+  - name: policy-b
+`)
+	c, _ := mustLoad(t, LoadOptions{File: file})
+	if c.Batching.Enabled || c.Batching.MaxBatchSize != 32 || !reflect.DeepEqual(c.Batching.PreferredBatchSizes, []int{4, 8}) {
+		t.Errorf("batching = %+v", c.Batching)
+	}
+	want := ModelBatching{MaxBatchSize: 16, MaxQueueDelay: 250 * time.Microsecond, PreferredBatchSizes: []int{2}}
+	if !reflect.DeepEqual(c.Models[0].Batching, want) || c.Models[1].Batching.MaxBatchSize != 0 {
+		t.Errorf("models[].batching = %+v, %+v", c.Models[0].Batching, c.Models[1].Batching)
+	}
+	c, _ = mustLoad(t, LoadOptions{File: file, Env: []string{"POLICYD_BATCHING__ENABLED=true", "POLICYD_BATCHING__PREFERRED_BATCH_SIZES=1,3"}})
+	if !c.Batching.Enabled || !reflect.DeepEqual(c.Batching.PreferredBatchSizes, []int{1, 3}) {
+		t.Errorf("from env: batching = %+v", c.Batching)
+	}
+	write(t, file, "repository: {path: "+repo+"}\nbatching: {enabled: maybe, preferred_batch_sizes: [0, x]}\n")
+	if _, _, err := load(t, LoadOptions{File: file}); err == nil ||
+		!strings.Contains(err.Error(), "batching.enabled") || !strings.Contains(err.Error(), "preferred_batch_sizes[1]") {
+		t.Errorf("bad batching keys: %v", err)
 	}
 }

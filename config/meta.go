@@ -22,12 +22,14 @@ const (
 	kSize
 	kInt
 	kUint
+	kBool
 )
 
 // node describes one key of the config, read once by reflection from the struct and its tags.
 // Every tool of the package (loading, decoding, validation, printing, diff, schema, docs)
 // walks this tree, so they cannot disagree about the keys.
 type node struct {
+	ints     bool   // a kList of integers rather than strings
 	key      string // the koanf key of this field ("addr"); "" at the root
 	path     string // display path: "server.addr", "models[].name"
 	env      string // env name: "POLICYD_SERVER__ADDR", "POLICYD_MODELS__<i>__NAME"
@@ -116,6 +118,10 @@ func buildTree(t reflect.Type, path, env string) *node {
 			c.kind = kInt
 		case f.Type.Kind() == reflect.Uint64:
 			c.kind = kUint
+		case f.Type.Kind() == reflect.Bool:
+			c.kind = kBool
+		case f.Type.Kind() == reflect.Slice && f.Type.Elem().Kind() == reflect.Int:
+			c.kind, c.ints = kList, true
 		case f.Type.Kind() == reflect.Struct:
 			sub := buildTree(f.Type, c.path, c.env)
 			c.kind, c.children, c.byKey = kSection, sub.children, sub.byKey
@@ -171,6 +177,9 @@ func (n *node) typeName() string {
 	case kTable:
 		return "list of tables"
 	case kList:
+		if n.ints {
+			return "list of integers"
+		}
 		if len(n.enum) > 0 {
 			return "list of enum"
 		}
@@ -194,6 +203,8 @@ func (n *node) typeName() string {
 		return "integer"
 	case kUint:
 		return "integer (uint64)"
+	case kBool:
+		return "boolean"
 	}
 	return "?"
 }

@@ -30,7 +30,11 @@ func encodeTree(n *node, v reflect.Value) map[string]any {
 		case kList:
 			list := make([]any, f.Len())
 			for i := range f.Len() {
-				list[i] = f.Index(i).String()
+				if c.ints {
+					list[i] = int(f.Index(i).Int())
+				} else {
+					list[i] = f.Index(i).String()
+				}
 			}
 			m[c.key] = list
 		default:
@@ -118,12 +122,20 @@ func formatValue(n *node, v reflect.Value) string {
 		return strconv.FormatInt(v.Int(), 10)
 	case kUint:
 		return strconv.FormatUint(v.Uint(), 10)
+	case kBool:
+		return strconv.FormatBool(v.Bool())
 	case kList:
 		parts := make([]string, v.Len())
 		for i := range parts {
-			parts[i] = yamlString(v.Index(i).String())
+			if n.ints {
+				parts[i] = strconv.FormatInt(v.Index(i).Int(), 10)
+			} else {
+				parts[i] = yamlString(v.Index(i).String())
+			}
 		}
 		return "[" + strings.Join(parts, ", ") + "]"
+	case kSection:
+		return formatTable(n, v)
 	case kTable:
 		if v.Len() == 0 {
 			return "[]"

@@ -107,6 +107,9 @@ func keySchema(n *node, def reflect.Value) obj {
 		add("description", desc)
 		add("type", "array")
 		item := obj{{"type", "string"}}
+		if n.ints {
+			item = obj{{"type", "integer"}, {"minimum", 1}}
+		}
 		if len(n.enum) > 0 {
 			item = append(item, kv{"enum", n.enum})
 		}
@@ -150,6 +153,9 @@ func keySchema(n *node, def reflect.Value) obj {
 		} else {
 			add("minimum", 0)
 		}
+	case kBool:
+		add("description", desc)
+		add("type", "boolean")
 	case kInt, kUint:
 		add("description", desc)
 		add("type", "integer")
@@ -178,6 +184,13 @@ func defaultJSON(n *node, v reflect.Value) any {
 	case kSize:
 		return Size(v.Int()).String()
 	case kList:
+		if n.ints {
+			out := make([]int, v.Len())
+			for i := range out {
+				out[i] = int(v.Index(i).Int())
+			}
+			return out
+		}
 		out := make([]string, v.Len())
 		for i := range out {
 			out[i] = v.Index(i).String()

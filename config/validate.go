@@ -193,6 +193,14 @@ func (ch *checker) field(path string, n *node, v reflect.Value) {
 		seen := map[string]bool{}
 		for i := range v.Len() {
 			s := v.Index(i).String()
+			if n.ints {
+				x := v.Index(i).Int()
+				s = strconv.FormatInt(x, 10)
+				if x < 1 {
+					ch.fail(path, "must list integers ≥ 1, got %d", x)
+					continue
+				}
+			}
 			if len(n.enum) > 0 && !slices.Contains(n.enum, s) {
 				ch.fail(path, "must be one of %s, got %q", strings.Join(n.enum, ", "), s)
 			} else if n.unique && seen[s] {

@@ -1,12 +1,14 @@
 package engines
 
 import (
+	"cmp"
 	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -39,6 +41,19 @@ type ModelSpec struct {
 	Instances int
 	// Threads per context run; 0: the Default's, or the library's default (1).
 	Threads int
+	// Batching configures the version's dynamic batcher (when Desired.Batching is on and the
+	// model is batchable); each zero field takes the Default's.
+	Batching BatchingSpec
+}
+
+// BatchingSpec is the part of BatcherOptions a ModelSpec sets.
+type BatchingSpec struct {
+	// MaxBatchSize: 0 the Default's, or DefaultMaxBatchSize.
+	MaxBatchSize int
+	// MaxQueueDelay: 0 the Default's (0 there too: no wait).
+	MaxQueueDelay time.Duration
+	// PreferredBatchSizes: empty the Default's.
+	PreferredBatchSizes []int
 }
 
 // Desired is the state a Repository is to serve; Apply makes it so.
@@ -56,6 +71,9 @@ type Desired struct {
 	Default ModelSpec
 	// QueueLen bounds the requests waiting per version (0: 64 per instance).
 	QueueLen int
+	// Batching puts a dynamic batcher (see Batcher) in front of the pool of every batchable
+	// version (Batchable); the others, and every version when false, run on the plain pool.
+	Batching bool
 	// Seed is the base seed of the random operators of every pool (see PoolOptions.Seed).
 	Seed uint64
 	// TrustedKeys, when not empty, require every version's manifest.sig to verify with one of
@@ -73,6 +91,19 @@ type settings struct {
 	threads   int
 	queueLen  int
 	seed      uint64
+	batching  bool // a batcher, if the model is batchable
+	maxBatch  int
+	delay     time.Duration
+	preferred string // PreferredBatchSizes, formatted
+}
+
+func (s settings) batcherOptions() BatcherOptions {
+	o := BatcherOptions{MaxBatchSize: s.maxBatch, MaxQueueDelay: s.delay, QueueLen: s.queueLen}
+	for _, f := range strings.Fields(strings.Trim(s.preferred, "[]")) {
+		n, _ := strconv.Atoi(f)
+		o.PreferredBatchSizes = append(o.PreferredBatchSizes, n)
+	}
+	return o
 }
 
 func (s settings) backendList() []string {
@@ -118,6 +149,17 @@ func (d *Desired) validate() error {
 		}
 		if m.Threads < 0 {
 			add("%s.threads: must not be negative, got %d", path, m.Threads)
+		}
+		if m.Batching.MaxBatchSize < 0 {
+			add("%s.batching.max_batch_size: must not be negative, got %d", path, m.Batching.MaxBatchSize)
+		}
+		if m.Batching.MaxQueueDelay < 0 {
+			add("%s.batching.max_queue_delay: must not be negative, got %s", path, m.Batching.MaxQueueDelay)
+		}
+		for i, n := range m.Batching.PreferredBatchSizes {
+			if n <= 0 {
+				add("%s.batching.preferred_batch_sizes[%d]: must be positive, got %d", path, i, n)
+			}
 		}
 		for i, b := range m.Backends {
 			if b == "" {
@@ -190,6 +232,21 @@ func (d *Desired) settingsOf(m ModelSpec) settings {
 	}
 	if s.threads == 0 {
 		s.threads = d.Default.Threads
+	}
+	if d.Batching {
+		b, def := m.Batching, d.Default.Batching
+		s.batching = true
+		s.maxBatch = cmp.Or(b.MaxBatchSize, def.MaxBatchSize, DefaultMaxBatchSize)
+		s.delay = cmp.Or(b.MaxQueueDelay, def.MaxQueueDelay)
+		pref := b.PreferredBatchSizes
+		if len(pref) == 0 {
+			pref = def.PreferredBatchSizes
+		}
+		pref = slices.Clone(pref)
+		slices.Sort(pref)
+		if len(pref) > 0 {
+			s.preferred = fmt.Sprint(pref)
+		}
 	}
 	return s
 }
@@ -370,7 +427,7 @@ func (r *Report) String() string {
 //     listed UNAVAILABLE with the verification error as its reason (logged at error level,
 //     reported to d.OnVerifyFailure), and the engine it served on, if any, is retired.
 //  3. It loads every verified version that is new, UNAVAILABLE, or whose settings (backends,
-//     threads, instances, queue length, seed) or artifact (digest, signer) changed, on a new
+//     threads, instances, queue length, seed, batching) or artifact (digest, signer) changed, on a new
 //     engine and pool, from the bytes of model.onnx checked against the manifest as they are
 //     read (no gap between check and use), while the current table keeps serving. Versions
 //     that did not change keep their pool.
@@ -512,6 +569,20 @@ func (r *Repository) apply(d Desired) (Report, error) {
 	return rep, nil
 }
 
+// runner builds the runner of a version: its pool, behind a Batcher when batching is on and
+// the model is batchable.
+func (r *Repository) runner(e *bridge.Engine, set settings) (Runner, error) {
+	p, err := r.newRunner(e, PoolOptions{Instances: set.instances, QueueLen: set.queueLen, Seed: set.seed})
+	if err != nil || !set.batching || e == nil || !Batchable(e.Batchable(), e.Inputs(), e.Outputs()) {
+		return p, err
+	}
+	bp, ok := p.(batchPool)
+	if !ok {
+		return p, nil
+	}
+	return newBatcher(bp, e.Inputs(), e.Outputs(), set.batcherOptions())
+}
+
 // reasonUnloaded is the Index reason of a version switched off by Unload.
 const reasonUnloaded = "unloaded through the repository API (POST /v2/repository/models/{m}/load loads it again)"
 
@@ -590,7 +661,7 @@ func (r *Repository) load(t target, art *artifacts.Artifact) *ModelVersion {
 		})
 		if err == nil {
 			var p Runner
-			if p, err = r.newRunner(e, PoolOptions{Instances: t.set.instances, QueueLen: t.set.queueLen, Seed: t.set.seed}); err == nil {
+			if p, err = r.runner(e, t.set); err == nil {
 				v.engine, v.runner, v.state = e, p, StateReady
 				return v
 			}

@@ -144,6 +144,7 @@ func desired(c *config.Config, keys []ed25519.PublicKey, onVerifyFailure func(mo
 	d := engines.Desired{
 		Dir:             c.Repository.Path,
 		QueueLen:        c.Limits.QueueLen,
+		Batching:        c.Batching.Enabled,
 		Seed:            c.Engine.Seed,
 		TrustedKeys:     keys,
 		OnVerifyFailure: onVerifyFailure,
@@ -151,12 +152,22 @@ func desired(c *config.Config, keys []ed25519.PublicKey, onVerifyFailure func(mo
 			Backends:  config.DefaultModel().Backends,
 			Instances: c.Instances(config.DefaultModel()),
 			Threads:   c.Threads(config.DefaultModel()),
+			Batching: engines.BatchingSpec{
+				MaxBatchSize:        c.Batching.MaxBatchSize,
+				MaxQueueDelay:       c.Batching.MaxQueueDelay,
+				PreferredBatchSizes: c.Batching.PreferredBatchSizes,
+			},
 		},
 	}
 	for _, m := range c.Models {
 		d.Models = append(d.Models, engines.ModelSpec{
 			Name: m.Name, Version: m.Version, Digest: m.Digest, Backends: m.Backends,
 			Instances: c.Instances(m), Threads: c.Threads(m),
+			Batching: engines.BatchingSpec{
+				MaxBatchSize:        m.Batching.MaxBatchSize,
+				MaxQueueDelay:       m.Batching.MaxQueueDelay,
+				PreferredBatchSizes: m.Batching.PreferredBatchSizes,
+			},
 		})
 	}
 	return d

@@ -1,0 +1,518 @@
+package engines
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/policyd/policyd/bridge"
+)
+
+// Batcher defaults.
+const (
+	// DefaultMaxBatchSize is BatcherOptions.MaxBatchSize when zero.
+	DefaultMaxBatchSize = 32
+	// DefaultMaxQueueDelay is the queue delay cmd/policyd configures by default.
+	DefaultMaxQueueDelay = 100 * time.Microsecond
+)
+
+// BatcherOptions configure NewBatcher.
+type BatcherOptions struct {
+	// MaxBatchSize bounds the rows (the sum of the requests' batch dimensions) of one batch
+	// (0: DefaultMaxBatchSize). A request with more rows runs alone.
+	MaxBatchSize int
+	// MaxQueueDelay is how long a batch that could still grow waits for more requests while
+	// another batch runs (see Batcher). 0: never wait; a batch takes what is queued.
+	MaxQueueDelay time.Duration
+	// PreferredBatchSizes: a batch that reaches one of these row counts is dispatched at once
+	// when no more requests are queued, without waiting the rest of MaxQueueDelay.
+	PreferredBatchSizes []int
+	// QueueLen bounds the requests waiting to be batched (0: 64 per instance of the pool). A
+	// request that finds the queue full fails at once with ErrOverloaded.
+	QueueLen int
+}
+
+// batchPool is what a Batcher needs of the Pool it feeds.
+type batchPool interface {
+	Runner
+	Instances() int
+}
+
+// Batcher is Triton's dynamic batcher in front of a Pool, for one model version: it gathers
+// concurrent requests whose inputs agree on every dimension but the batch dimension (and on
+// dtypes) into one run of the pool, then hands each request its own rows of the outputs.
+//
+// One batch former runs per instance of the pool; each owns its batch buffers (reused, so a
+// request allocates nothing in steady state) and keeps one run in flight. A former takes the
+// first request queued, then every compatible request already queued, up to MaxBatchSize rows.
+// It waits up to MaxQueueDelay for more only while the batch could still grow and another
+// batch of this version is running (its callers are about to send their next requests). A
+// request that arrives on an idle batcher runs at once with what is queued, without waiting
+// the delay, so batch-1 latency without concurrency is the pool's; with one instance the delay
+// is therefore never waited (batches form from what queues while the instance runs). A batch
+// that reaches a preferred size with nothing more queued is dispatched at once.
+//
+// A request of one row is passed to the pool as is (no copy). A batch is gathered by copying
+// each request's rows, in order, into the former's input buffers along dimension 0. Outputs
+// with a batch dimension are sliced per request (views, valid while the callback runs);
+// outputs without one are given whole to every request. If the batched run fails, each of
+// its requests is run again alone, so a failing request never fails its batch-mates.
+//
+// Only models whose every input has its batch dimension at 0 are batched (see Batchable);
+// the others are served by the plain Pool.
+//
+// A Batcher is safe for concurrent use. It owns its pool: Close and Drain stop the pool too.
+type Batcher struct {
+	pool     batchPool
+	opts     BatcherOptions
+	inputs   []bridge.IOInfo
+	outputs  []bridge.IOInfo
+	queue    chan *request
+	mu       sync.RWMutex // guards closed against sends on queue
+	closed   atomic.Bool
+	abort    atomic.Bool
+	running  atomic.Int32 // batches being run
+	wg       sync.WaitGroup
+	once     sync.Once
+	reqPool  sync.Pool
+	maxPrefd int
+}
+
+type request struct {
+	inputs []bridge.Tensor
+	fn     func([]bridge.Tensor) error
+	rows   int // rows along the batch dimension; -1: runs alone
+	state  atomic.Int32
+	done   chan error // buffered, capacity 1
+}
+
+// Batchable reports whether a Batcher can serve a model with these inputs and outputs: the
+// engine is batchable, every input has its batch dimension at 0 and every output at 0 or none.
+// Recurrent state laid out [layers, B, H] (batch dimension 1) is not batched.
+func Batchable(batchable bool, inputs, outputs []bridge.IOInfo) bool {
+	if !batchable || len(inputs) == 0 {
+		return false
+	}
+	for _, in := range inputs {
+		if in.BatchDim != 0 {
+			return false
+		}
+	}
+	for _, out := range outputs {
+		if out.BatchDim != 0 && out.BatchDim != -1 {
+			return false
+		}
+	}
+	return true
+}
+
+// NewBatcher starts a batcher in front of p, whose engine has the given input and output
+// signature (see Batchable). The batcher owns p from now on, also when it fails.
+func NewBatcher(p *Pool, inputs, outputs []bridge.IOInfo, opts BatcherOptions) (*Batcher, error) {
+	return newBatcher(p, inputs, outputs, opts)
+}
+
+func newBatcher(p batchPool, inputs, outputs []bridge.IOInfo, opts BatcherOptions) (*Batcher, error) {
+	switch {
+	case opts.MaxBatchSize < 0:
+		p.Close()
+		return nil, fmt.Errorf("engines: new batcher: max batch size %d is negative", opts.MaxBatchSize)
+	case opts.MaxQueueDelay < 0:
+		p.Close()
+		return nil, fmt.Errorf("engines: new batcher: max queue delay %s is negative", opts.MaxQueueDelay)
+	}
+	if opts.MaxBatchSize == 0 {
+		opts.MaxBatchSize = DefaultMaxBatchSize
+	}
+	if opts.QueueLen <= 0 {
+		opts.QueueLen = 64 * p.Instances()
+	}
+	opts.PreferredBatchSizes = slices.Clone(opts.PreferredBatchSizes)
+	slices.Sort(opts.PreferredBatchSizes)
+	b := &Batcher{
+		pool:    p,
+		opts:    opts,
+		inputs:  inputs,
+		outputs: outputs,
+		queue:   make(chan *request, opts.QueueLen),
+	}
+	for _, s := range opts.PreferredBatchSizes {
+		if s > 0 && s <= opts.MaxBatchSize {
+			b.maxPrefd = s
+		}
+	}
+	b.reqPool.New = func() any { return &request{done: make(chan error, 1)} }
+	for range p.Instances() {
+		f := b.newFormer()
+		b.wg.Add(1)
+		go f.loop()
+	}
+	return b, nil
+}
+
+// Options reports the effective options of the batcher.
+func (b *Batcher) Options() BatcherOptions { return b.opts }
+
+// Do queues one request for the next batch. Its contract is Pool.Do's: inputs are only read
+// until Do returns; fn is called on a worker with this request's outputs, valid only until fn
+// returns; Do returns ErrOverloaded when the queue is full, ErrClosed when the batcher is
+// closed, and ctx.Err() when ctx ends while the request is queued (it then never runs). Once
+// a batch holds the request, Do waits for it whatever ctx does. Safe for concurrent use.
+func (b *Batcher) Do(ctx context.Context, inputs []bridge.Tensor, fn func(outputs []bridge.Tensor) error) error {
+	r := b.reqPool.Get().(*request)
+	r.inputs, r.fn, r.rows = inputs, fn, b.rowsOf(inputs)
+	r.state.Store(jobQueued)
+
+	b.mu.RLock()
+	if b.closed.Load() {
+		b.mu.RUnlock()
+		b.release(r)
+		return ErrClosed
+	}
+	select {
+	case b.queue <- r:
+		b.mu.RUnlock()
+	default:
+		b.mu.RUnlock()
+		b.release(r)
+		return ErrOverloaded
+	}
+
+	select {
+	case err := <-r.done:
+		b.release(r)
+		return err
+	case <-ctx.Done():
+		if r.state.CompareAndSwap(jobQueued, jobCancelled) {
+			r.inputs, r.fn = nil, nil // the former that dequeues it skips it; not reused
+			return ctx.Err()
+		}
+		err := <-r.done
+		b.release(r)
+		return err
+	}
+}
+
+func (b *Batcher) release(r *request) {
+	r.inputs, r.fn = nil, nil
+	b.reqPool.Put(r)
+}
+
+// rowsOf returns the rows of a request, or -1 when it must run alone: its inputs do not
+// match the signature's count, disagree on dimension 0, have none, or exceed MaxBatchSize.
+func (b *Batcher) rowsOf(inputs []bridge.Tensor) int {
+	if len(inputs) != len(b.inputs) || len(inputs) == 0 {
+		return -1
+	}
+	rows := int64(-1)
+	for i := range inputs {
+		t := &inputs[i]
+		if len(t.Shape) == 0 || t.DType.Size() == 0 {
+			return -1
+		}
+		if rows < 0 {
+			rows = t.Shape[0]
+		} else if t.Shape[0] != rows {
+			return -1
+		}
+		if bridge.NumElements(t.Shape)*int64(t.DType.Size()) != int64(len(t.Data)) {
+			return -1
+		}
+	}
+	if rows <= 0 || rows > int64(b.opts.MaxBatchSize) {
+		return -1
+	}
+	return int(rows)
+}
+
+// compatible reports whether r may share a batch with first: same dtypes and ranks, and the
+// same dimensions but dimension 0.
+func compatible(first, r *request) bool {
+	if r.rows < 0 {
+		return false
+	}
+	for i := range first.inputs {
+		a, c := &first.inputs[i], &r.inputs[i]
+		if a.DType != c.DType || len(a.Shape) != len(c.Shape) || !slices.Equal(a.Shape[1:], c.Shape[1:]) {
+			return false
+		}
+	}
+	return true
+}
+
+// former builds and runs batches; one per instance of the pool.
+type former struct {
+	b       *Batcher
+	batch   []*request
+	errs    []error
+	in      []bridge.Tensor   // the batch's inputs, Data in bufs
+	bufs    [][]byte          // gather buffers, one per input, reused
+	views   [][]bridge.Tensor // per request of the batch, its outputs
+	timer   *time.Timer
+	splitFn func([]bridge.Tensor) error
+}
+
+func (b *Batcher) newFormer() *former {
+	f := &former{
+		b:     b,
+		batch: make([]*request, 0, b.opts.MaxBatchSize),
+		errs:  make([]error, b.opts.MaxBatchSize),
+		in:    make([]bridge.Tensor, len(b.inputs)),
+		bufs:  make([][]byte, len(b.inputs)),
+		views: make([][]bridge.Tensor, b.opts.MaxBatchSize),
+		timer: time.NewTimer(time.Hour),
+	}
+	f.timer.Stop()
+	for i := range f.in {
+		f.in[i].Shape = make([]int64, 0, bridge.MaxRank)
+	}
+	for j := range f.views {
+		f.views[j] = make([]bridge.Tensor, len(b.outputs))
+		for k := range f.views[j] {
+			f.views[j][k].Shape = make([]int64, 0, bridge.MaxRank)
+		}
+	}
+	f.splitFn = f.split
+	return f
+}
+
+// take claims a dequeued request for a batch; false when its caller gave up on it, or when the
+// batcher is closing (the request is then answered ErrClosed).
+func (f *former) take(r *request) bool {
+	if !r.state.CompareAndSwap(jobQueued, jobRunning) {
+		return false
+	}
+	if f.b.abort.Load() {
+		r.done <- ErrClosed
+		return false
+	}
+	return true
+}
+
+func (f *former) loop() {
+	b := f.b
+	defer b.wg.Done()
+	defer f.timer.Stop()
+	var carry *request // an incompatible request taken while forming the previous batch
+	for {
+		first := carry
+		carry = nil
+		if first == nil {
+			r, ok := <-b.queue
+			if !ok {
+				return
+			}
+			if !f.take(r) {
+				continue
+			}
+			first = r
+		}
+		f.batch = append(f.batch[:0], first)
+		if first.rows > 0 {
+			carry = f.collect(first)
+		}
+		f.run()
+	}
+}
+
+// collect adds compatible requests to the batch that holds first, and returns the request
+// that did not fit, if any.
+func (f *former) collect(first *request) (carry *request) {
+	b := f.b
+	rows := first.rows
+	waiting := false
+	for rows < b.opts.MaxBatchSize {
+		var r *request
+		var ok bool
+		select {
+		case r, ok = <-b.queue:
+		default:
+			if b.opts.MaxQueueDelay <= 0 || b.running.Load() == 0 {
+				return nil // no other batch in flight: nothing is about to arrive, run at once
+			}
+			if b.isPreferred(rows) {
+				return nil
+			}
+			if !waiting {
+				waiting = true
+				f.timer.Reset(b.opts.MaxQueueDelay)
+			}
+			select {
+			case r, ok = <-b.queue:
+			case <-f.timer.C:
+				return nil
+			}
+		}
+		if !ok {
+			break // closing: run what we hold
+		}
+		if !f.take(r) {
+			continue
+		}
+		if !compatible(first, r) || rows+r.rows > b.opts.MaxBatchSize {
+			carry = r
+			break
+		}
+		f.batch = append(f.batch, r)
+		rows += r.rows
+		if rows == b.maxPrefd {
+			break
+		}
+	}
+	if waiting {
+		f.timer.Stop()
+	}
+	return carry
+}
+
+func (b *Batcher) isPreferred(rows int) bool {
+	_, ok := slices.BinarySearch(b.opts.PreferredBatchSizes, rows)
+	return ok
+}
+
+// run runs the batch on the pool and answers each of its requests.
+func (f *former) run() {
+	b := f.b
+	defer clear(f.batch)
+	if b.abort.Load() {
+		for _, r := range f.batch {
+			r.done <- ErrClosed
+		}
+		return
+	}
+	b.running.Add(1)
+	defer b.running.Add(-1)
+	if len(f.batch) == 1 {
+		r := f.batch[0]
+		r.done <- b.pool.Do(context.Background(), r.inputs, r.fn)
+		return
+	}
+	f.gather()
+	err := b.pool.Do(context.Background(), f.in, f.splitFn)
+	switch {
+	case err == nil:
+		for j, r := range f.batch {
+			r.done <- f.errs[j]
+			f.errs[j] = nil
+		}
+	case errors.Is(err, ErrClosed) || errors.Is(err, ErrOverloaded):
+		for _, r := range f.batch {
+			r.done <- err
+		}
+	default:
+		// The batch failed (no callback ran): run each request alone, so that only the
+		// requests that fail by themselves fail.
+		for _, r := range f.batch {
+			r.done <- b.pool.Do(context.Background(), r.inputs, r.fn)
+		}
+	}
+}
+
+// gather copies the requests' rows into the batch's input buffers, in batch order.
+func (f *former) gather() {
+	first := f.batch[0]
+	rows := 0
+	for _, r := range f.batch {
+		rows += r.rows
+	}
+	for i := range f.in {
+		size := 0
+		for _, r := range f.batch {
+			size += len(r.inputs[i].Data)
+		}
+		if cap(f.bufs[i]) < size {
+			f.bufs[i] = make([]byte, size)
+		}
+		buf := f.bufs[i][:0]
+		for _, r := range f.batch {
+			buf = append(buf, r.inputs[i].Data...)
+		}
+		t := &f.in[i]
+		t.DType = first.inputs[i].DType
+		t.Shape = append(t.Shape[:0], first.inputs[i].Shape...)
+		t.Shape[0] = int64(rows)
+		t.Data = buf
+	}
+}
+
+// errSplit: the model's outputs do not have the batch's rows; the batch is retried one by one.
+var errSplit = errors.New("engines: batched outputs do not split along the batch")
+
+// split is the batch's callback: it checks that every batched output has the batch's rows,
+// then calls each request's callback with its own views. A callback's error or panic is its
+// request's alone.
+func (f *former) split(outputs []bridge.Tensor) error {
+	rows := int64(0)
+	for _, r := range f.batch {
+		rows += int64(r.rows)
+	}
+	for k := range outputs {
+		o := &outputs[k]
+		if k < len(f.b.outputs) && f.b.outputs[k].BatchDim == 0 {
+			if len(o.Shape) == 0 || o.Shape[0] != rows || int64(len(o.Data))%rows != 0 {
+				return errSplit
+			}
+		}
+	}
+	off := int64(0)
+	for j, r := range f.batch {
+		views := f.views[j][:len(outputs)]
+		for k := range outputs {
+			o, v := &outputs[k], &views[k]
+			v.DType = o.DType
+			v.Shape = append(v.Shape[:0], o.Shape...)
+			if k < len(f.b.outputs) && f.b.outputs[k].BatchDim == 0 {
+				rowBytes := int64(len(o.Data)) / rows
+				n := int64(r.rows)
+				v.Shape[0] = n
+				v.Data = o.Data[off*rowBytes : (off+n)*rowBytes : (off+n)*rowBytes]
+			} else {
+				v.Data = o.Data
+			}
+		}
+		f.errs[j] = callback(r.fn, views)
+		for k := range views {
+			views[k].Data = nil
+		}
+		off += int64(r.rows)
+	}
+	return nil
+}
+
+func callback(fn func([]bridge.Tensor) error, outputs []bridge.Tensor) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("engines: output callback panicked: %v", r)
+		}
+	}()
+	return fn(outputs)
+}
+
+// Close stops the batcher: requests still queued fail with ErrClosed, batches being run
+// finish, then the pool is closed. Idempotent and safe for concurrent use.
+func (b *Batcher) Close() error {
+	b.abort.Store(true)
+	b.stop()
+	return b.pool.Close()
+}
+
+// Drain stops the batcher gracefully: Do refuses new requests with ErrClosed, the queued ones
+// are batched and run, then the pool is drained. Idempotent and safe for concurrent use.
+func (b *Batcher) Drain() error {
+	b.stop()
+	return b.pool.Drain()
+}
+
+func (b *Batcher) stop() {
+	b.once.Do(func() {
+		b.mu.Lock()
+		b.closed.Store(true)
+		close(b.queue)
+		b.mu.Unlock()
+	})
+	b.wg.Wait()
+}

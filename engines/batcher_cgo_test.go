@@ -1,0 +1,222 @@
+//go:build cgo
+
+package engines
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"math"
+	"os"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/policyd/policyd/bridge"
+)
+
+// countingContext counts the runs of a native context.
+type countingContext struct {
+	*bridge.Context
+	runs *atomic.Int32
+}
+
+func (c countingContext) Run(in, out []bridge.Tensor) error {
+	c.runs.Add(1)
+	return c.Context.Run(in, out)
+}
+
+// TestBatcherNativeMatchesUnbatched: 16 goroutines send distinct batch-1 observations through
+// a Batcher over mlp-small and mlp-med; each gets exactly the outputs of an unbatched run, and
+// the engine runs fewer times than it was asked.
+func TestBatcherNativeMatchesUnbatched(t *testing.T) {
+	for _, model := range []string{mlpSmall, mlpMed} {
+		t.Run(model, func(t *testing.T) {
+			rt := nativeRuntime(t)
+			onnx, err := os.ReadFile(model)
+			if err != nil {
+				t.Skip("model missing:", err)
+			}
+			e, err := rt.NewEngine(onnx, bridge.EngineOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer e.Close()
+			if !Batchable(e.Batchable(), e.Inputs(), e.Outputs()) {
+				t.Fatalf("%s is not batchable", model)
+			}
+			width := int(e.Inputs()[0].Shape[1])
+			const goroutines, each = 16, 20
+			obs := func(g, i int) bridge.Tensor {
+				vals := make([]float32, width)
+				for k := range vals {
+					vals[k] = float32(math.Sin(float64(g*1000+i*37+k))) * 2
+				}
+				b := make([]byte, 4*width)
+				for k, v := range vals {
+					binary.LittleEndian.PutUint32(b[4*k:], math.Float32bits(v))
+				}
+				return bridge.Tensor{DType: bridge.Float32, Shape: []int64{1, int64(width)}, Data: b}
+			}
+
+			// The reference: every observation run alone on a plain context.
+			c, err := e.NewContext()
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := make([][]byte, goroutines*each)
+			out := make([]bridge.Tensor, len(e.Outputs()))
+			for g := range goroutines {
+				for i := range each {
+					if err := c.Run([]bridge.Tensor{obs(g, i)}, out); err != nil {
+						t.Fatal(err)
+					}
+					want[g*each+i] = slices.Clone(out[0].Data)
+				}
+			}
+			c.Close()
+
+			var runs atomic.Int32
+			p, err := newPool(func() (execContext, error) {
+				c, err := e.NewContext()
+				if err != nil {
+					return nil, err
+				}
+				return countingContext{c, &runs}, nil
+			}, len(e.Outputs()), PoolOptions{Instances: 2})
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := NewBatcher(p, e.Inputs(), e.Outputs(), BatcherOptions{MaxBatchSize: 16, MaxQueueDelay: DefaultMaxQueueDelay})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			var wg sync.WaitGroup
+			var mismatches atomic.Int32
+			for g := range goroutines {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := range each {
+						err := b.Do(context.Background(), []bridge.Tensor{obs(g, i)}, func(out []bridge.Tensor) error {
+							if out[0].Shape[0] != 1 || !slices.Equal(out[0].Data, want[g*each+i]) {
+								mismatches.Add(1)
+							}
+							return nil
+						})
+						if err != nil {
+							t.Error(err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			if n := mismatches.Load(); n != 0 {
+				t.Errorf("%d of %d outputs differ from the unbatched run", n, goroutines*each)
+			}
+			t.Logf("%d engine runs for %d requests", runs.Load(), goroutines*each)
+			if int(runs.Load()) >= goroutines*each {
+				t.Errorf("%d engine runs for %d requests: no batching", runs.Load(), goroutines*each)
+			}
+		})
+	}
+}
+
+// Apply puts a Batcher in front of a batchable version when Desired.Batching is on, and a
+// change of the batching settings rebuilds the version.
+func TestApplyBatching(t *testing.T) {
+	dir := t.TempDir()
+	putModel(t, dir, "mlp", "1.0.0", mlpSmall)
+	r := nativeRepository(t, nativeRuntime(t))
+	d := Desired{Dir: dir}
+	apply := func(want string) *ModelVersion {
+		t.Helper()
+		if _, err := r.Apply(d); err != nil {
+			t.Fatal(err)
+		}
+		v, err := r.Get("mlp", "1.0.0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := fmt.Sprintf("%T", v.runner); got != want {
+			t.Fatalf("runner %s, want %s", got, want)
+		}
+		if _, err := runOnce(r, "mlp", "1.0.0", obs(3, 8, 1)); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	apply("*engines.Pool")
+	d.Batching = true
+	d.Default.Batching = BatchingSpec{MaxBatchSize: 8, MaxQueueDelay: time.Millisecond}
+	v := apply("*engines.Batcher")
+	if o := v.runner.(*Batcher).Options(); o.MaxBatchSize != 8 || o.MaxQueueDelay != time.Millisecond {
+		t.Errorf("options %+v", o)
+	}
+	d.Models = []ModelSpec{{Name: "mlp", Batching: BatchingSpec{MaxBatchSize: 4, PreferredBatchSizes: []int{2, 4}}}}
+	rep, err := r.Apply(d)
+	if err != nil || len(rep.Reloaded) != 1 {
+		t.Fatalf("Apply after a batching change: %v, %s", err, rep.String())
+	}
+	v, _ = r.Get("mlp", "1.0.0")
+	if o := v.runner.(*Batcher).Options(); o.MaxBatchSize != 4 || o.MaxQueueDelay != time.Millisecond || !slices.Equal(o.PreferredBatchSizes, []int{2, 4}) {
+		t.Errorf("options %+v", o)
+	}
+	if rep, _ := r.Apply(d); rep.Changed() {
+		t.Errorf("an unchanged Apply: %s", rep.String())
+	}
+}
+
+// BenchmarkNativeMLPMed16: mlp-med, 16 goroutines of batch-1 requests, on a plain Pool and
+// behind a Batcher (2 instances each); allocs/op is per request.
+func BenchmarkNativeMLPMed16(b *testing.B) {
+	if err := bridge.Available(); err != nil {
+		b.Skip(err)
+	}
+	rt, err := bridge.NewRuntime("")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer rt.Close()
+	onnx, err := os.ReadFile(mlpMed)
+	if err != nil {
+		b.Skip(err)
+	}
+	e, err := rt.NewEngine(onnx, bridge.EngineOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer e.Close()
+	for _, batched := range []bool{false, true} {
+		b.Run(fmt.Sprintf("batched=%v", batched), func(b *testing.B) {
+			p, err := NewPool(e, PoolOptions{Instances: 2, QueueLen: 64})
+			if err != nil {
+				b.Fatal(err)
+			}
+			var r Runner = p
+			if batched {
+				if r, err = NewBatcher(p, e.Inputs(), e.Outputs(), BatcherOptions{MaxQueueDelay: DefaultMaxQueueDelay}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			defer r.Close()
+			b.SetParallelism(max(1, 16/runtime.GOMAXPROCS(0)))
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				in := []bridge.Tensor{obs(1, 64, 0.5)}
+				fn := func([]bridge.Tensor) error { return nil }
+				for pb.Next() {
+					if err := r.Do(context.Background(), in, fn); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}
