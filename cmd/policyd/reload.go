@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -309,9 +310,18 @@ func (r *reloader) details(rt *bridge.Runtime) any {
 		versions = append(versions, version{v.Name(), v.Version(), v.State().String(), reason, v.Backend(),
 			v.Digest(), v.Signer(), isDef, isDef && pinned, v.LoadDuration().Seconds()})
 	}
-	var backends []bridge.BackendInfo
+	type backend struct {
+		Name      string `json:"name"`
+		Version   string `json:"version,omitempty"`
+		Path      string `json:"path"`
+		Available bool   `json:"available"`
+		Reason    string `json:"reason,omitempty"`
+	}
+	var backends []backend
 	if rt != nil {
-		backends = rt.Backends()
+		for _, b := range rt.Backends() {
+			backends = append(backends, backend{b.Name, b.Version, filepath.Clean(b.Path), b.Available, b.Reason})
+		}
 	}
 	status := "ready"
 	if !ready {
