@@ -170,4 +170,3 @@ func (s *Stats) Snapshot() StatsSnapshot {
 	}
 	return snap
 }
-
