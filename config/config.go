@@ -53,8 +53,9 @@ type Server struct {
 
 // Limits bounds what one request and one model may hold.
 type Limits struct {
-	MaxRequestSize Size `koanf:"max_request_size" reload:"live" min:"1" max:"256MiB" desc:"Largest request body; a larger one gets 413. A size: 64MiB, 512KiB or a number of bytes; at most 256MiB."`
-	QueueLen       int  `koanf:"queue_len" reload:"live" min:"1" desc:"Requests that may wait per engine instance of a model version before more get 503 with Retry-After."`
+	MaxRequestSize Size          `koanf:"max_request_size" reload:"live" min:"1" max:"256MiB" desc:"Largest request body; a larger one gets 413. A size: 64MiB, 512KiB or a number of bytes; at most 256MiB."`
+	QueueLen       int           `koanf:"queue_len" reload:"live" min:"1" desc:"Requests that may wait per engine instance of a model version before more get 503 with Retry-After."`
+	QueueTimeout   time.Duration `koanf:"queue_timeout" reload:"restart" min:"0s" desc:"Longest a request may wait in its model's queue before it is answered 503 (timed out) without running; 0 waits as long as the client does."`
 }
 
 // Log configures logging.

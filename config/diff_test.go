@@ -54,7 +54,7 @@ func TestDiffMarksEveryRestartKey(t *testing.T) {
 	a := Defaults()
 	b := Defaults()
 	b.Server = Server{Addr: ":1", ReadTimeout: 1, WriteTimeout: 1, IdleTimeout: 1, ShutdownTimeout: 1}
-	b.Limits = Limits{MaxRequestSize: 1, QueueLen: 1}
+	b.Limits = Limits{MaxRequestSize: 1, QueueLen: 1, QueueTimeout: 1}
 	b.Log = Log{Level: "error", Format: "console"}
 	b.Repository = Repository{Path: "p", BackendDir: "d"}
 	b.Engine = Engine{Seed: 1, Threads: 2, CPUThreads: 3}

@@ -571,8 +571,11 @@ func (r *Repository) apply(d Desired) (Report, error) {
 
 // runner builds the runner of a version: its pool, behind a Batcher when batching is on and
 // the model is batchable.
-func (r *Repository) runner(e *bridge.Engine, set settings) (Runner, error) {
-	p, err := r.newRunner(e, PoolOptions{Instances: set.instances, QueueLen: set.queueLen, Seed: set.seed})
+func (r *Repository) runner(e *bridge.Engine, set settings, stats *Stats) (Runner, error) {
+	if e != nil {
+		stats.Batched = Batchable(e.Batchable(), e.Inputs(), e.Outputs())
+	}
+	p, err := r.newRunner(e, PoolOptions{Instances: set.instances, QueueLen: set.queueLen, Seed: set.seed, Stats: stats})
 	if err != nil || !set.batching || e == nil || !Batchable(e.Batchable(), e.Inputs(), e.Outputs()) {
 		return p, err
 	}
@@ -637,7 +640,7 @@ func (r *Repository) load(t target, art *artifacts.Artifact) *ModelVersion {
 	start := time.Now()
 	v := &ModelVersion{
 		name: t.model, version: t.version, semver: t.semver, dir: t.dir, set: t.set,
-		state: StateUnavailable, drained: make(chan struct{}),
+		state: StateUnavailable, drained: make(chan struct{}), stats: new(Stats),
 	}
 	defer func() { v.loadTime = time.Since(start) }()
 	if t.missing != "" {
@@ -661,7 +664,7 @@ func (r *Repository) load(t target, art *artifacts.Artifact) *ModelVersion {
 		})
 		if err == nil {
 			var p Runner
-			if p, err = r.runner(e, t.set); err == nil {
+			if p, err = r.runner(e, t.set, v.stats); err == nil {
 				v.engine, v.runner, v.state = e, p, StateReady
 				return v
 			}

@@ -40,6 +40,8 @@ type BatcherOptions struct {
 type batchPool interface {
 	Runner
 	Instances() int
+	do(ctx context.Context, inputs []bridge.Tensor, fn func([]bridge.Tensor) error, enq time.Time, reqs int, input time.Duration) error
+	statistics() *Stats
 }
 
 // Batcher is Triton's dynamic batcher in front of a Pool, for one model version: it gathers
@@ -80,6 +82,7 @@ type Batcher struct {
 	once     sync.Once
 	reqPool  sync.Pool
 	maxPrefd int
+	stats    *Stats // the pool's; nil records none
 }
 
 type request struct {
@@ -88,6 +91,7 @@ type request struct {
 	rows   int // rows along the batch dimension; -1: runs alone
 	state  atomic.Int32
 	done   chan error // buffered, capacity 1
+	enq    time.Time  // when queued (only with statistics)
 }
 
 // Batchable reports whether a Batcher can serve a model with these inputs and outputs: the
@@ -139,6 +143,7 @@ func newBatcher(p batchPool, inputs, outputs []bridge.IOInfo, opts BatcherOption
 		inputs:  inputs,
 		outputs: outputs,
 		queue:   make(chan *request, opts.QueueLen),
+		stats:   p.statistics(),
 	}
 	for _, s := range opts.PreferredBatchSizes {
 		if s > 0 && s <= opts.MaxBatchSize {
@@ -165,6 +170,9 @@ func (b *Batcher) Options() BatcherOptions { return b.opts }
 func (b *Batcher) Do(ctx context.Context, inputs []bridge.Tensor, fn func(outputs []bridge.Tensor) error) error {
 	r := b.reqPool.Get().(*request)
 	r.inputs, r.fn, r.rows = inputs, fn, b.rowsOf(inputs)
+	if b.stats != nil {
+		r.enq = time.Now()
+	}
 	r.state.Store(jobQueued)
 
 	b.mu.RLock()
@@ -290,6 +298,9 @@ func (f *former) take(r *request) bool {
 		r.done <- ErrClosed
 		return false
 	}
+	if f.b.stats != nil {
+		f.b.stats.recordQueue(1, time.Since(r.enq))
+	}
 	return true
 }
 
@@ -388,11 +399,18 @@ func (f *former) run() {
 	defer b.running.Add(-1)
 	if len(f.batch) == 1 {
 		r := f.batch[0]
-		r.done <- b.pool.Do(context.Background(), r.inputs, r.fn)
+		r.done <- b.pool.do(context.Background(), r.inputs, r.fn, time.Time{}, 1, 0)
 		return
 	}
-	f.gather()
-	err := b.pool.Do(context.Background(), f.in, f.splitFn)
+	var gathered time.Duration
+	if b.stats != nil {
+		t := time.Now()
+		f.gather()
+		gathered = time.Since(t)
+	} else {
+		f.gather()
+	}
+	err := b.pool.do(context.Background(), f.in, f.splitFn, time.Time{}, len(f.batch), gathered)
 	switch {
 	case err == nil:
 		for j, r := range f.batch {
@@ -407,7 +425,7 @@ func (f *former) run() {
 		// The batch failed (no callback ran): run each request alone, so that only the
 		// requests that fail by themselves fail.
 		for _, r := range f.batch {
-			r.done <- b.pool.Do(context.Background(), r.inputs, r.fn)
+			r.done <- b.pool.do(context.Background(), r.inputs, r.fn, time.Time{}, 1, 0)
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/policyd/policyd/bridge"
 )
@@ -45,6 +46,8 @@ type PoolOptions struct {
 	// (mod 2^64), so every context of a pool draws a distinct stream and a restart with the same
 	// seed and the same order of requests per worker reproduces the same samples.
 	Seed uint64
+	// Stats receives the pool's statistics (queue, compute, batch sizes); nil records none.
+	Stats *Stats
 }
 
 // Pool runs one engine on a fixed set of workers. Each worker is a goroutine locked to its OS
@@ -65,6 +68,7 @@ type Pool struct {
 	wg        sync.WaitGroup
 	once      sync.Once
 	jobPool   sync.Pool
+	stats     *Stats
 }
 
 // Job states: a job is taken by exactly one of the worker (queued→running) and a caller whose
@@ -80,6 +84,12 @@ type job struct {
 	fn     func([]bridge.Tensor) error
 	state  atomic.Int32
 	done   chan error // buffered, capacity 1
+
+	// Statistics: enq is when Do queued the job (zero: its queue time is recorded by the
+	// batcher in front); reqs the requests the run serves; input how long gathering them took.
+	enq   time.Time
+	reqs  int
+	input time.Duration
 }
 
 // execContext is what a worker needs of a *bridge.Context; tests substitute a fake.
@@ -118,6 +128,7 @@ func newPool(newCtx func() (execContext, error), nOut int, opts PoolOptions) (*P
 		nOut:      nOut,
 		instances: opts.Instances,
 		jobs:      make(chan *job, opts.QueueLen),
+		stats:     opts.Stats,
 	}
 	p.jobPool.New = func() any { return &job{done: make(chan error, 1)} }
 	started := make(chan error, opts.Instances)
@@ -168,23 +179,40 @@ func (p *Pool) worker(i int, seed uint64, started chan<- error) {
 			j.done <- ErrClosed
 			continue
 		}
-		j.done <- run(c, j, outputs)
+		if p.stats == nil {
+			j.done <- run(c, j, outputs)
+			continue
+		}
+		j.done <- p.runTimed(c, j, outputs)
 	}
+}
+
+// runTimed is run with statistics: one clock reading per stage boundary.
+func (p *Pool) runTimed(c execContext, j *job, outputs []bridge.Tensor) error {
+	t0 := time.Now()
+	if !j.enq.IsZero() {
+		p.stats.recordQueue(1, t0.Sub(j.enq))
+	}
+	if err := c.Run(j.inputs, outputs); err != nil {
+		return err
+	}
+	t1 := time.Now()
+	err := callback(j.fn, outputs)
+	if errors.Is(err, errSplit) {
+		return err // the batch is retried request by request, which records its runs
+	}
+	p.stats.recordRun(j.reqs, p.stats.rowsOf(j.inputs), j.input, t1.Sub(t0), time.Since(t1))
+	return err
 }
 
 // run executes one job and calls its callback on this goroutine, while outputs are valid.
 // A panic in the callback is a bug of the caller; it is turned into an error so that the
 // worker (and the process) survive it.
-func run(c execContext, j *job, outputs []bridge.Tensor) (err error) {
+func run(c execContext, j *job, outputs []bridge.Tensor) error {
 	if err := c.Run(j.inputs, outputs); err != nil {
 		return err
 	}
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("engines: output callback panicked: %v", r)
-		}
-	}()
-	return j.fn(outputs)
+	return callback(j.fn, outputs)
 }
 
 // Do runs the model once on a free worker. inputs are in the engine's input order and are only
@@ -200,8 +228,19 @@ func run(c execContext, j *job, outputs []bridge.Tensor) (err error) {
 //
 // Do is safe for concurrent use.
 func (p *Pool) Do(ctx context.Context, inputs []bridge.Tensor, fn func(outputs []bridge.Tensor) error) error {
+	var enq time.Time
+	if p.stats != nil {
+		enq = time.Now()
+	}
+	return p.do(ctx, inputs, fn, enq, 1, 0)
+}
+
+// do is Do for a run serving reqs requests whose inputs took input to gather; enq is when the
+// job is queued, zero when a batcher records the queue time.
+func (p *Pool) do(ctx context.Context, inputs []bridge.Tensor, fn func(outputs []bridge.Tensor) error, enq time.Time, reqs int, input time.Duration) error {
 	j := p.jobPool.Get().(*job)
 	j.inputs, j.fn = inputs, fn
+	j.enq, j.reqs, j.input = enq, reqs, input
 	j.state.Store(jobQueued)
 
 	p.mu.RLock()
@@ -242,6 +281,11 @@ func (p *Pool) release(j *job) {
 
 // Instances reports the number of workers (execution contexts) of the pool.
 func (p *Pool) Instances() int { return p.instances }
+
+// Stats reports the statistics the pool records into (PoolOptions.Stats; nil when none).
+func (p *Pool) Stats() *Stats { return p.stats }
+
+func (p *Pool) statistics() *Stats { return p.stats }
 
 // QueueLen reports the capacity of the pool's queue.
 func (p *Pool) QueueLen() int { return cap(p.jobs) }

@@ -116,6 +116,7 @@ type ModelVersion struct {
 	engine   *bridge.Engine // nil when the load failed
 	runner   Runner         // nil when the load failed
 	loadTime time.Duration
+	stats    *Stats // nil for a version that was never loaded
 
 	// Holders: refs counts Acquire calls not yet released. retiring is set once the version
 	// left the served table; drained is closed when refs drops to 0 after that.
@@ -211,6 +212,11 @@ func (v *ModelVersion) Outputs() []bridge.IOInfo {
 	}
 	return v.engine.Outputs()
 }
+
+// Stats is the version's statistics (Triton's statistics extension): the runner records the
+// queue and compute stages, the HTTP layer each request's outcome (Stats.RecordRequest). Nil
+// for a version refused before loading; a nil *Stats records nothing and reads as zeros.
+func (v *ModelVersion) Stats() *Stats { return v.stats }
 
 // Batchable reports whether the model takes any batch size on a shared dimension 0.
 func (v *ModelVersion) Batchable() bool {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/valyala/fasthttp"
 
@@ -28,16 +29,31 @@ type statusError struct {
 
 func (e *statusError) Error() string { return e.msg }
 
+// timeoutError: a request waited in its model's queue longer than Options.QueueTimeout and was
+// dropped without running. 503 with Retry-After: the server is overloaded, not broken.
+type timeoutError struct {
+	model, version string
+	after          time.Duration
+}
+
+func (e *timeoutError) Error() string {
+	return fmt.Sprintf("model %q version %q: request timed out: still queued after the queue timeout of %s",
+		e.model, e.version, e.after)
+}
+
 // errorStatus maps an error to its HTTP status, and says whether the client should retry
 // (Retry-After). It is the one place where errors of the layers below become HTTP statuses.
 func errorStatus(err error) (status int, retry bool) {
 	var (
+		te *timeoutError
 		re *requestError
 		se *statusError
 		ue *engines.UnavailableError
 		be *bridge.Error
 	)
 	switch {
+	case errors.As(err, &te):
+		return fasthttp.StatusServiceUnavailable, true
 	case errors.As(err, &re):
 		return fasthttp.StatusBadRequest, false
 	case errors.As(err, &se):

@@ -25,7 +25,11 @@ type fakeModel struct {
 	hook          func(ctx context.Context) // called at the start of Do when set
 	keepOutputs   bool                      // do not scribble over the outputs after fn
 	held          atomic.Int64              // Acquire calls not yet released
+	stats         engines.Stats
+	doFn          func(ctx context.Context, in []bridge.Tensor, fn func([]bridge.Tensor) error) error // replaces Do when set
 }
+
+func (m *fakeModel) Stats() *engines.Stats { return &m.stats }
 
 func (m *fakeModel) Name() string             { return m.name }
 func (m *fakeModel) Version() string          { return m.version }
@@ -39,6 +43,9 @@ func (m *fakeModel) Release() {
 	}
 }
 func (m *fakeModel) Do(ctx context.Context, in []bridge.Tensor, fn func([]bridge.Tensor) error) error {
+	if m.doFn != nil {
+		return m.doFn(ctx, in, fn)
+	}
 	if m.hook != nil {
 		m.hook(ctx)
 	}

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/fasthttp/router"
 	"github.com/valyala/fasthttp"
@@ -93,6 +94,11 @@ func (s *Server) predict(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	defer m.Release() // after the response is encoded
+	st, start, ok := statsOf(m), time.Time{}, false
+	if st != nil {
+		start = time.Now()
+		defer func() { end := time.Now(); st.RecordRequest(ok, end.Sub(start), end) }()
+	}
 	if s.notReady(ctx, m) {
 		return
 	}
@@ -107,10 +113,11 @@ func (s *Server) predict(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	req.model = m
-	if err := m.Do(s.runCtx, req.tensors, req.encode); err != nil {
+	if err := s.run(m, req.tensors, req.encode); err != nil {
 		s.fail(ctx, err)
 		return
 	}
+	ok = true
 	ctx.SetContentType("application/json")
 	ctx.SetBody(req.out)
 	if ce := s.log.Check(zap.DebugLevel, "predict"); ce != nil {

@@ -10,6 +10,7 @@
 //	GET  /v2/models/{m}[/versions/{v}]                model metadata
 //	GET  /v2/models/{m}[/versions/{v}]/ready          200, or 503 with the reason
 //	POST /v2/models/{m}[/versions/{v}]/infer          inference
+//	GET  /v2/models[/{m}[/versions/{v}]]/stats        statistics (Triton's statistics extension)
 //
 // {v} is a version as its folder names it ("1.2.3") or written with a "v" ("v1.2.3"); without
 // it, the model's default version serves (see engines.Repository.Get). The operator routes
@@ -77,6 +78,10 @@ type Options struct {
 	IdleTimeout time.Duration
 	// Concurrency bounds the connections served at once (default fasthttp's, 256 Ki).
 	Concurrency int
+	// QueueTimeout bounds how long an inference request may wait in its model's queue; one
+	// still queued then is answered 503 with Retry-After, naming the timeout, and never runs
+	// (0: no limit; a request then waits for its turn however long the queue).
+	QueueTimeout time.Duration
 	// Admin wires the operator endpoints (reload, health details, metrics); zero disables them.
 	Admin Admin
 }
@@ -135,7 +140,7 @@ func New(reg Registry, log *zap.Logger, opts Options) *Server {
 	s.reqs.New = func() any { return newInferRequest() }
 
 	meta := append([]byte(`{"name":"policyd","version":`), appendString(nil, opts.Version)...)
-	s.meta = append(meta, `,"extensions":["binary_tensor_data"]}`...)
+	s.meta = append(meta, `,"extensions":["binary_tensor_data","statistics"]}`...)
 
 	s.srv = &fasthttp.Server{
 		Handler:                       s.Handler(),
@@ -162,7 +167,10 @@ func (s *Server) Handler() fasthttp.RequestHandler {
 	r.GET("/v2", s.serverMetadata)
 	r.GET("/v2/health/live", s.live)
 	r.GET("/v2/health/ready", s.ready)
+	r.GET("/v2/models/stats", s.modelStats)
 	r.GET("/v2/models/{model}", s.modelMetadata)
+	r.GET("/v2/models/{model}/stats", s.modelStats)
+	r.GET("/v2/models/{model}/versions/{version}/stats", s.modelStats)
 	r.GET("/v2/models/{model}/ready", s.modelReady)
 	r.POST("/v2/models/{model}/infer", s.infer)
 	r.GET("/v2/models/{model}/versions/{version}", s.modelMetadata)
@@ -417,6 +425,11 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	defer m.Release() // after the response is encoded (on the worker, into req.out)
+	st, start, ok := statsOf(m), time.Time{}, false
+	if st != nil {
+		start = time.Now()
+		defer func() { end := time.Now(); st.RecordRequest(ok, end.Sub(start), end) }()
+	}
 	if s.notReady(ctx, m) {
 		return
 	}
@@ -436,14 +449,29 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	req.model = m
-	if err := m.Do(s.runCtx, req.tensors, req.encode); err != nil {
+	if err := s.run(m, req.tensors, req.encode); err != nil {
 		s.fail(ctx, err)
 		return
 	}
+	ok = true
 	req.writeResponse(ctx)
 	if ce := s.log.Check(zap.DebugLevel, "infer"); ce != nil {
 		ce.Write(zap.String("model", m.Name()), zap.String("version", m.Version()), zap.Int("status", fasthttp.StatusOK))
 	}
+}
+
+// run runs m under the server's run context, bounded by QueueTimeout when set.
+func (s *Server) run(m Model, inputs []bridge.Tensor, fn func([]bridge.Tensor) error) error {
+	if s.opts.QueueTimeout <= 0 {
+		return m.Do(s.runCtx, inputs, fn)
+	}
+	rctx, cancel := context.WithTimeout(s.runCtx, s.opts.QueueTimeout)
+	err := m.Do(rctx, inputs, fn)
+	cancel()
+	if err != nil && errors.Is(err, context.DeadlineExceeded) && s.runCtx.Err() == nil {
+		return &timeoutError{model: m.Name(), version: m.Version(), after: s.opts.QueueTimeout}
+	}
+	return err
 }
 
 func (s *Server) putRequest(r *inferRequest) {

@@ -262,6 +262,7 @@ func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
 		ReadTimeout:        cfg.Server.ReadTimeout,
 		WriteTimeout:       cfg.Server.WriteTimeout,
 		IdleTimeout:        cfg.Server.IdleTimeout,
+		QueueTimeout:       cfg.Limits.QueueTimeout,
 		Admin: server.Admin{
 			Reload:     func() (any, error) { return rl.Reload("admin API") },
 			Token:      rl.Token,
