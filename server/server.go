@@ -449,7 +449,21 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	req.model = m
-	if err := s.run(m, req.tensors, req.encode); err != nil {
+	if req.seqs != nil {
+		q, err := req.seqs.Begin(req.seqID, req.seqStart) // waits for the sequence's previous step
+		if err != nil {
+			s.fail(ctx, err)
+			return
+		}
+		req.seq = q
+		req.seqs.Inputs(q, req.tensors)
+	}
+	err = s.run(m, req.tensors, req.encode) // the callback stores the sequence's new state
+	if req.seq != nil {
+		req.seqs.Finish(req.seq, req.seqEnd)
+		req.seq = nil
+	}
+	if err != nil {
 		s.fail(ctx, err)
 		return
 	}
