@@ -101,6 +101,30 @@ type Model struct {
 	Instances int           `koanf:"instances" reload:"live" min:"0" max:"1024" desc:"Engine instances of each version, 0 = max(1, engine.cpu_threads / threads)."`
 	Threads   int           `koanf:"threads" reload:"live" min:"0" max:"1024" desc:"Threads of each engine instance, 0 = engine.threads."`
 	Batching  ModelBatching `koanf:"batching" desc:"The model's dynamic batcher settings (used when batching.enabled and the model is batchable)."`
+	Sequence  ModelSequence `koanf:"sequence" desc:"Stateful sequences of a recurrent model (see docs/api.md, Stateful sequences): requests with a sequence_id send only the other inputs, the server feeds each state input from the state output of the sequence's previous step. Off while states is empty."`
+}
+
+// ModelSequence configures the stateful sequences of one model.
+type ModelSequence struct {
+	States       []string      `koanf:"states" reload:"live" unique:"true" desc:"State pairs, each \"input:output\" (recurrent_in:recurrent_out): the input is fed from the output of the previous step of the same sequence, zeros at sequence_start. Checked against the model's signature when a version loads; a name, datatype or shape mismatch leaves it UNAVAILABLE with the reason."`
+	IdleTimeout  time.Duration `koanf:"idle_timeout" reload:"live" min:"0s" desc:"A sequence without a request for this long is dropped; 0 = 1m."`
+	MaxSequences int           `koanf:"max_sequences" reload:"live" min:"0" max:"1048576" desc:"Most live sequences per model version; a sequence_start beyond it gets 503 with Retry-After. 0 = 1024."`
+}
+
+// StatePairs splits States into (input, output) pairs; ok is false for an element that is not
+// "input:output" with both names set.
+func (s ModelSequence) StatePairs() (pairs [][2]string, ok bool) {
+	ok = true
+	for _, st := range s.States {
+		in, out, found := strings.Cut(st, ":")
+		in, out = strings.TrimSpace(in), strings.TrimSpace(out)
+		if !found || in == "" || out == "" {
+			ok = false
+			continue
+		}
+		pairs = append(pairs, [2]string{in, out})
+	}
+	return pairs, ok
 }
 
 // Admin configures the admin API.
@@ -138,7 +162,7 @@ func Defaults() *Config {
 // DefaultModel returns the defaults of an element of models: a key a layer does not set for
 // models[i] takes its value from here.
 func DefaultModel() Model {
-	return Model{Backends: []string{"cpu"}, Batching: ModelBatching{PreferredBatchSizes: []int{}}}
+	return Model{Backends: []string{"cpu"}, Batching: ModelBatching{PreferredBatchSizes: []int{}}, Sequence: ModelSequence{States: []string{}}}
 }
 
 // Threads returns the threads of each engine instance of m: m.Threads, else engine.threads.

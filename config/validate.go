@@ -103,6 +103,14 @@ func (c *Config) Validate() error {
 				ch.fail(p+".version", "must be empty (every version), an exact version like 1.2.3 or v1.2.3, or a constraint like ^1.2, ~1.2.3 or \">=1.0 <2\", got %q: %v", m.Version, err)
 			}
 		}
+		if sq := m.Sequence; len(sq.States) == 0 && (sq.IdleTimeout != 0 || sq.MaxSequences != 0) {
+			ch.fail(p+".sequence.states", "empty, but the sequence section is set: list at least one \"input:output\" state pair")
+		}
+		for j, st := range m.Sequence.States {
+			if _, ok := (ModelSequence{States: []string{st}}).StatePairs(); !ok {
+				ch.fail(fmt.Sprintf("%s.sequence.states[%d]", p, j), "must be \"input:output\" (e.g. recurrent_in:recurrent_out), got %q", st)
+			}
+		}
 		if m.Digest != "" && !exact {
 			ch.fail(p+".digest", "a digest pins one version: set models[%d].version to an exact version like 1.2.3, not %q", i, m.Version)
 		}

@@ -44,6 +44,10 @@ type ModelSpec struct {
 	// Batching configures the version's dynamic batcher (when Desired.Batching is on and the
 	// model is batchable); each zero field takes the Default's.
 	Batching BatchingSpec
+	// Sequence, when set, keeps state between the steps of a sequence (see SequenceSpec). Its
+	// state pairs are checked against the model's signature at load; a mismatch leaves the
+	// version UNAVAILABLE with the reason. Not inherited from the Default.
+	Sequence *SequenceSpec
 }
 
 // BatchingSpec is the part of BatcherOptions a ModelSpec sets.
@@ -95,6 +99,7 @@ type settings struct {
 	maxBatch  int
 	delay     time.Duration
 	preferred string // PreferredBatchSizes, formatted
+	sequence  string // SequenceSpec.key(); "" without sequences
 }
 
 func (s settings) batcherOptions() BatcherOptions {
@@ -161,6 +166,7 @@ func (d *Desired) validate() error {
 				add("%s.batching.preferred_batch_sizes[%d]: must be positive, got %d", path, i, n)
 			}
 		}
+		m.Sequence.check(path, add)
 		for i, b := range m.Backends {
 			if b == "" {
 				add("%s.backends[%d]: empty", path, i)
@@ -223,6 +229,7 @@ func (d *Desired) settingsOf(m ModelSpec) settings {
 		threads:   m.Threads,
 		queueLen:  d.QueueLen,
 		seed:      d.Seed,
+		sequence:  m.Sequence.key(),
 	}
 	if len(m.Backends) == 0 {
 		s.backends = strings.Join(d.Default.Backends, "\x00")
@@ -664,10 +671,19 @@ func (r *Repository) load(t target, art *artifacts.Artifact) *ModelVersion {
 		})
 		if err == nil {
 			var p Runner
+			var seqs *Sequences
+			if spec := parseSequenceKey(t.set.sequence); spec != nil {
+				if seqs, err = NewSequences(*spec, e.Inputs(), e.Outputs()); err != nil {
+					e.Close()
+					v.reason = err.Error() // the same for every backend: the signature is the model's
+					return v
+				}
+			}
 			if p, err = r.runner(e, t.set, v.stats); err == nil {
-				v.engine, v.runner, v.state = e, p, StateReady
+				v.engine, v.runner, v.seqs, v.state = e, p, seqs, StateReady
 				return v
 			}
+			seqs.Close()
 			e.Close()
 		}
 		if len(backends) > 1 {

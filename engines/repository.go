@@ -115,6 +115,7 @@ type ModelVersion struct {
 
 	engine   *bridge.Engine // nil when the load failed
 	runner   Runner         // nil when the load failed
+	seqs     *Sequences     // nil without a sequence spec or when the load failed
 	loadTime time.Duration
 	stats    *Stats // nil for a version that was never loaded
 
@@ -161,7 +162,7 @@ func (v *ModelVersion) Dir() string { return v.dir }
 func (v *ModelVersion) Spec() ModelSpec {
 	return ModelSpec{
 		Name: v.name, Version: v.version, Backends: v.set.backendList(),
-		Instances: v.set.instances, Threads: v.set.threads,
+		Instances: v.set.instances, Threads: v.set.threads, Sequence: parseSequenceKey(v.set.sequence),
 	}
 }
 
@@ -212,6 +213,11 @@ func (v *ModelVersion) Outputs() []bridge.IOInfo {
 	}
 	return v.engine.Outputs()
 }
+
+// Sequences is the state of the version's live sequences; nil when the version keeps none
+// (no ModelSpec.Sequence, or not loaded). It is closed, dropping every state, when the version
+// is retired.
+func (v *ModelVersion) Sequences() *Sequences { return v.seqs }
 
 // Stats is the version's statistics (Triton's statistics extension): the runner records the
 // queue and compute stages, the HTTP layer each request's outcome (Stats.RecordRequest). Nil
@@ -297,6 +303,7 @@ func (v *ModelVersion) retire(reason string, log *zap.Logger) time.Duration {
 	if v.runner != nil {
 		v.runner.Drain()
 	}
+	v.seqs.Close()
 	if v.engine != nil {
 		v.engine.Close()
 	}

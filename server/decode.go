@@ -9,6 +9,7 @@ import (
 	"github.com/valyala/fastjson"
 
 	"github.com/policyd/policyd/bridge"
+	"github.com/policyd/policyd/engines"
 )
 
 // inferRequest is a decoded inference request: one tensor per model input, in the model's
@@ -32,6 +33,13 @@ type inferRequest struct {
 	outBin  []int8 // per entry of outputs: its "binary_data" (-1 not given, 0 false, 1 true)
 	jsonLen int    // length of the JSON part of out when binOut
 	binOut  bool   // out is a JSON part followed by binary outputs
+
+	// Stateful sequences (sequence.go): set when the request has a "sequence_id".
+	seqs     *engines.Sequences // the model's store, when the request belongs to a sequence
+	seqID    engines.SequenceID
+	seqStart bool
+	seqEnd   bool
+	seq      *engines.Sequence // held between Begin and Finish
 
 	// Set by the handler for the encoding callback, which is bound once (no closure per request).
 	model  Model
@@ -62,6 +70,7 @@ func (r *inferRequest) reset(nIn int) {
 	r.outBin = r.outBin[:0]
 	r.bin, r.binOff, r.binAll = nil, 0, false
 	r.jsonLen, r.binOut = 0, false
+	r.seqs, r.seqID, r.seqStart, r.seqEnd, r.seq = nil, engines.SequenceID{}, false, false, nil
 }
 
 // maxRetained bounds the buffers a pooled request keeps between requests.
@@ -70,6 +79,7 @@ const maxRetained = 1 << 20
 // release drops what the request must not keep (references to the model, large buffers).
 func (r *inferRequest) release() {
 	r.model = nil
+	r.seqs, r.seq = nil, nil
 	r.bin = nil // a view of the request body, which fasthttp reuses
 	for i := range r.tensors {
 		r.tensors[i] = bridge.Tensor{}
@@ -146,6 +156,9 @@ func (r *inferRequest) decodeParts(p *fastjson.Parser, js, bin []byte, m Model) 
 			}
 			r.binAll = all
 		}
+		if err := r.decodeSequence(params, m); err != nil {
+			return err
+		}
 	}
 	if inputs == nil {
 		return badRequest(`missing "inputs"`)
@@ -160,7 +173,7 @@ func (r *inferRequest) decodeParts(p *fastjson.Parser, js, bin []byte, m Model) 
 		}
 	}
 	for k := range ins {
-		if !r.given[k] {
+		if !r.given[k] && (r.seqs == nil || !r.seqs.IsState(k)) {
 			return badRequest("missing input %q", ins[k].Name)
 		}
 	}
@@ -181,6 +194,11 @@ func (r *inferRequest) decodeParts(p *fastjson.Parser, js, bin []byte, m Model) 
 				return badRequest("input %q: batch size %d differs from batch size %d of input %q",
 					ins[k].Name, b, a, ins[first].Name)
 			}
+		}
+	}
+	if r.seqs != nil {
+		if err := r.checkSequenceBatch(ins); err != nil {
+			return err
 		}
 	}
 	if outputs != nil {
@@ -213,6 +231,9 @@ func (r *inferRequest) decodeInput(pos int, v *fastjson.Value, ins []bridge.IOIn
 		return badRequest("unknown input %q (model inputs: %s)", clip(string(name), 100), ioNames(ins))
 	}
 	info := &ins[k]
+	if r.seqs != nil && r.seqs.IsState(k) {
+		return badRequest("input %q is a state of sequence %s: the server supplies it; leave it out", info.Name, r.seqID)
+	}
 	if r.given[k] {
 		return badRequest("input %q given more than once", info.Name)
 	}

@@ -52,6 +52,10 @@ func errorStatus(err error) (status int, retry bool) {
 		be *bridge.Error
 	)
 	switch {
+	case errors.Is(err, engines.ErrSequenceLimit):
+		return fasthttp.StatusServiceUnavailable, true
+	case errors.Is(err, engines.ErrUnknownSequence):
+		return fasthttp.StatusBadRequest, false
 	case errors.As(err, &te):
 		return fasthttp.StatusServiceUnavailable, true
 	case errors.As(err, &re):

@@ -26,10 +26,13 @@ type fakeModel struct {
 	keepOutputs   bool                      // do not scribble over the outputs after fn
 	held          atomic.Int64              // Acquire calls not yet released
 	stats         engines.Stats
+	seqs          *engines.Sequences                                                                  // Sequences() when set
 	doFn          func(ctx context.Context, in []bridge.Tensor, fn func([]bridge.Tensor) error) error // replaces Do when set
 }
 
 func (m *fakeModel) Stats() *engines.Stats { return &m.stats }
+
+func (m *fakeModel) Sequences() *engines.Sequences { return m.seqs }
 
 func (m *fakeModel) Name() string             { return m.name }
 func (m *fakeModel) Version() string          { return m.version }

@@ -35,6 +35,10 @@
 // outputs listed with "parameters":{"binary_data_size":S} and their bytes after the JSON in
 // output order. docs/api.md has the details and a curl example.
 //
+// Triton's sequence extension (sequence.go): for a model configured with state pairs, the
+// request parameters "sequence_id", "sequence_start" and "sequence_end" make the server supply
+// the state inputs from the sequence's stored state and store the state outputs after the run.
+//
 // Errors are {"error": "..."} with 400 for a bad request, 404 for an unknown model, version or
 // route, 413 for a body over the limit, 503 for a version that is not ready or an overloaded
 // queue (with Retry-After), 500 for our own faults.
@@ -449,7 +453,21 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	req.model = m
-	if err := s.run(m, req.tensors, req.encode); err != nil {
+	if req.seqs != nil {
+		q, err := req.seqs.Begin(req.seqID, req.seqStart) // waits for the sequence's previous step
+		if err != nil {
+			s.fail(ctx, err)
+			return
+		}
+		req.seq = q
+		req.seqs.Inputs(q, req.tensors)
+	}
+	err = s.run(m, req.tensors, req.encode) // the callback stores the sequence's new state
+	if req.seq != nil {
+		req.seqs.Finish(req.seq, req.seqEnd)
+		req.seq = nil
+	}
+	if err != nil {
 		s.fail(ctx, err)
 		return
 	}

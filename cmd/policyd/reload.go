@@ -169,9 +169,24 @@ func desired(c *config.Config, keys []ed25519.PublicKey, onVerifyFailure func(mo
 				MaxQueueDelay:       m.Batching.MaxQueueDelay,
 				PreferredBatchSizes: m.Batching.PreferredBatchSizes,
 			},
+			Sequence: sequenceSpec(m.Sequence),
 		})
 	}
 	return d
+}
+
+// sequenceSpec converts models[].sequence (validated) to the engines' spec; nil when it lists
+// no state pairs.
+func sequenceSpec(s config.ModelSequence) *engines.SequenceSpec {
+	pairs, _ := s.StatePairs()
+	if len(pairs) == 0 {
+		return nil
+	}
+	spec := &engines.SequenceSpec{IdleTimeout: s.IdleTimeout, MaxSequences: s.MaxSequences}
+	for _, p := range pairs {
+		spec.States = append(spec.States, engines.StatePair{Input: p[0], Output: p[1]})
+	}
+	return spec
 }
 
 // Reload loads the configuration anew and applies what it can without a restart. It returns

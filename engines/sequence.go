@@ -1,0 +1,415 @@
+package engines
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/policyd/policyd/bridge"
+)
+
+// Defaults of a SequenceSpec's zero fields.
+const (
+	DefaultSequenceIdleTimeout = time.Minute
+	DefaultMaxSequences        = 1024
+)
+
+// StatePair names a state of a recurrent model: Input is fed, at each step of a sequence, from
+// Output of the step before (zeros at the sequence's start).
+type StatePair struct {
+	Input, Output string
+}
+
+// SequenceSpec configures the stateful sequences of a model (Triton's sequence extension):
+// requests carrying a sequence_id get the state inputs from the server, which keeps the state
+// outputs of each sequence between its steps.
+type SequenceSpec struct {
+	// States are the state pairs; at least one.
+	States []StatePair
+	// IdleTimeout drops a sequence that saw no request for this long (0: DefaultSequenceIdleTimeout).
+	IdleTimeout time.Duration
+	// MaxSequences bounds the live sequences of a version; a start beyond it is refused with
+	// ErrSequenceLimit (0: DefaultMaxSequences).
+	MaxSequences int
+}
+
+// key formats the spec for settings (a change rebuilds the version); "" for nil.
+func (s *SequenceSpec) key() string {
+	if s == nil {
+		return ""
+	}
+	var b strings.Builder
+	for _, p := range s.States {
+		fmt.Fprintf(&b, "%s\x00%s\x00", p.Input, p.Output)
+	}
+	fmt.Fprintf(&b, "%d\x00%d", int64(s.idle()), s.max())
+	return b.String()
+}
+
+// parseSequenceKey is the inverse of key (nil for "").
+func parseSequenceKey(k string) *SequenceSpec {
+	if k == "" {
+		return nil
+	}
+	f := strings.Split(k, "\x00")
+	n := len(f)
+	s := &SequenceSpec{}
+	idle, _ := strconv.ParseInt(f[n-2], 10, 64)
+	s.IdleTimeout = time.Duration(idle)
+	s.MaxSequences, _ = strconv.Atoi(f[n-1])
+	for i := 0; i+1 < n-2; i += 2 {
+		s.States = append(s.States, StatePair{Input: f[i], Output: f[i+1]})
+	}
+	return s
+}
+
+func (s *SequenceSpec) idle() time.Duration {
+	if s.IdleTimeout > 0 {
+		return s.IdleTimeout
+	}
+	return DefaultSequenceIdleTimeout
+}
+
+func (s *SequenceSpec) max() int {
+	if s.MaxSequences > 0 {
+		return s.MaxSequences
+	}
+	return DefaultMaxSequences
+}
+
+// check reports the problems of s that need no signature, prefixed with path.
+func (s *SequenceSpec) check(path string, add func(string, ...any)) {
+	if s == nil {
+		return
+	}
+	if len(s.States) == 0 {
+		add("%s.sequence.states: empty; a sequence needs at least one state pair", path)
+	}
+	for i, p := range s.States {
+		if p.Input == "" || p.Output == "" {
+			add("%s.sequence.states[%d]: input and output must both be set", path, i)
+		}
+		for j := range i {
+			if s.States[j].Input == p.Input {
+				add("%s.sequence.states[%d]: input %q listed twice", path, i, p.Input)
+			}
+		}
+	}
+	if s.IdleTimeout < 0 {
+		add("%s.sequence.idle_timeout: must not be negative, got %s", path, s.IdleTimeout)
+	}
+	if s.MaxSequences < 0 {
+		add("%s.sequence.max_sequences: must not be negative, got %d", path, s.MaxSequences)
+	}
+}
+
+// ErrUnknownSequence: a request continues a sequence the server does not know (never started,
+// ended, or dropped after its idle timeout). ErrSequenceLimit: a start beyond MaxSequences.
+var (
+	ErrUnknownSequence = errors.New("unknown sequence")
+	ErrSequenceLimit   = errors.New("too many sequences")
+)
+
+// SequenceID identifies a sequence: a non-zero number or a non-empty string (two different
+// kinds of ID, as in Triton: 7 and "7" are distinct sequences).
+type SequenceID struct {
+	Num uint64
+	Str string
+}
+
+func (id SequenceID) String() string {
+	if id.Str != "" {
+		return fmt.Sprintf("%q", id.Str)
+	}
+	return fmt.Sprint(id.Num)
+}
+
+// SequenceError names the sequence a request was refused for; it matches ErrUnknownSequence
+// or ErrSequenceLimit.
+type SequenceError struct {
+	ID    SequenceID
+	Err   error
+	Limit int
+}
+
+func (e *SequenceError) Error() string {
+	if e.Err == ErrSequenceLimit {
+		return fmt.Sprintf("sequence %s: cannot start: %d sequences live, the limit (max_sequences) is %d", e.ID, e.Limit, e.Limit)
+	}
+	return fmt.Sprintf("sequence %s: unknown sequence (never started, ended, or dropped after the idle timeout); start it with sequence_start", e.ID)
+}
+
+func (e *SequenceError) Unwrap() error { return e.Err }
+
+// stateSlot is one resolved state pair.
+type stateSlot struct {
+	in, out int // indices into the model's inputs and outputs
+	dtype   bridge.DType
+	shape   []int64 // of the state input for one row
+	bytes   int
+}
+
+// Sequences keeps the state of the live sequences of one model version. It is safe for
+// concurrent use; Close stops its janitor and frees every state.
+type Sequences struct {
+	slots []stateSlot
+	isIn  []bool // per model input: whether it is a state input
+	idle  time.Duration
+	limit int
+
+	mu     sync.Mutex
+	live   map[SequenceID]*Sequence
+	closed bool
+	stop   chan struct{}
+	done   chan struct{}
+	now    func() time.Time
+}
+
+// Sequence is one live sequence. Between Sequences.Begin and Sequences.Finish the caller
+// holds it alone: the steps of a sequence run one at a time, in the order they arrive.
+type Sequence struct {
+	id    SequenceID
+	mu    sync.Mutex // held from Begin to Finish
+	state [][]byte   // per slot
+	last  time.Time  // end of the last step (guarded by Sequences.mu)
+	users int        // Begin calls not yet finished (guarded by Sequences.mu)
+	dead  bool       // dropped from the map (guarded by Sequences.mu)
+}
+
+// NewSequences resolves spec against a model's signature: every pair's input and output must
+// exist, share the datatype and hold as many elements per row (the batch dimension aside; a
+// state input may have no other dynamic dimension). It starts a janitor that drops idle
+// sequences; Close stops it.
+func NewSequences(spec SequenceSpec, inputs, outputs []bridge.IOInfo) (*Sequences, error) {
+	if len(spec.States) == 0 {
+		return nil, errors.New("sequence: no state pairs")
+	}
+	s := &Sequences{
+		isIn: make([]bool, len(inputs)), idle: spec.idle(), limit: spec.max(),
+		live: map[SequenceID]*Sequence{}, stop: make(chan struct{}), done: make(chan struct{}), now: time.Now,
+	}
+	var problems []string
+	for _, p := range spec.States {
+		in, out := ioIndex(inputs, p.Input), ioIndex(outputs, p.Output)
+		if in < 0 {
+			problems = append(problems, fmt.Sprintf("state input %q is not an input of the model (inputs: %s)", p.Input, ioList(inputs)))
+		}
+		if out < 0 {
+			problems = append(problems, fmt.Sprintf("state output %q is not an output of the model (outputs: %s)", p.Output, ioList(outputs)))
+		}
+		if in < 0 || out < 0 {
+			continue
+		}
+		ii, oi := inputs[in], outputs[out]
+		if ii.DType != oi.DType {
+			problems = append(problems, fmt.Sprintf("state %q→%q: datatypes differ (%s, %s)", p.Input, p.Output, ii.DType, oi.DType))
+			continue
+		}
+		shape, dyn := make([]int64, len(ii.Shape)), 0
+		for i, d := range ii.Shape {
+			shape[i] = d
+			if d < 0 {
+				shape[i] = 1
+				dyn++
+			}
+		}
+		if dyn > 1 {
+			problems = append(problems, fmt.Sprintf("state input %q: shape %v has more than one dynamic dimension", p.Input, ii.Shape))
+			continue
+		}
+		nIn := bridge.NumElements(shape)
+		nOut := int64(1)
+		for _, d := range oi.Shape {
+			nOut *= max(d, 1)
+		}
+		if nIn != nOut {
+			problems = append(problems, fmt.Sprintf("state %q→%q: shapes %v and %v differ (batch dimension aside)", p.Input, p.Output, ii.Shape, oi.Shape))
+			continue
+		}
+		if ii.DType.Size() <= 0 {
+			problems = append(problems, fmt.Sprintf("state input %q: datatype %s cannot be kept as state", p.Input, ii.DType))
+			continue
+		}
+		s.isIn[in] = true
+		s.slots = append(s.slots, stateSlot{in: in, out: out, dtype: ii.DType, shape: shape, bytes: int(nIn) * ii.DType.Size()})
+	}
+	if len(problems) > 0 {
+		return nil, fmt.Errorf("sequence: %s", strings.Join(problems, "; "))
+	}
+	go s.janitor()
+	return s, nil
+}
+
+func ioIndex(infos []bridge.IOInfo, name string) int {
+	for i := range infos {
+		if infos[i].Name == name {
+			return i
+		}
+	}
+	return -1
+}
+
+func ioList(infos []bridge.IOInfo) string {
+	names := make([]string, len(infos))
+	for i, in := range infos {
+		names[i] = fmt.Sprintf("%q", in.Name)
+	}
+	return strings.Join(names, ", ")
+}
+
+// IsState reports whether model input i is a state input, which a request of a sequence
+// does not send.
+func (s *Sequences) IsState(i int) bool { return i < len(s.isIn) && s.isIn[i] }
+
+// Len is the number of live sequences.
+func (s *Sequences) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.live)
+}
+
+// Begin takes sequence id for one step, waiting for its previous step to finish. start begins
+// the sequence (or restarts it) with zero state; without start an unknown sequence is a
+// *SequenceError matching ErrUnknownSequence, and a start beyond the limit one matching
+// ErrSequenceLimit. The caller must call Finish exactly once for a Sequence returned.
+func (s *Sequences) Begin(id SequenceID, start bool) (*Sequence, error) {
+	for {
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			return nil, ErrClosed
+		}
+		q := s.live[id]
+		if q != nil && q.users == 0 && s.now().Sub(q.last) >= s.idle {
+			s.dropLocked(q) // idle too long: gone, even if the janitor has not run yet
+			q = nil
+		}
+		if q == nil {
+			if !start {
+				s.mu.Unlock()
+				return nil, &SequenceError{ID: id, Err: ErrUnknownSequence}
+			}
+			if len(s.live) >= s.limit {
+				s.mu.Unlock()
+				return nil, &SequenceError{ID: id, Err: ErrSequenceLimit, Limit: s.limit}
+			}
+			q = &Sequence{id: id, state: make([][]byte, len(s.slots))}
+			for i, sl := range s.slots {
+				q.state[i] = make([]byte, sl.bytes)
+			}
+			s.live[id] = q
+		}
+		q.users++
+		s.mu.Unlock()
+
+		q.mu.Lock()
+		s.mu.Lock()
+		dead := q.dead
+		if dead {
+			q.users--
+		}
+		s.mu.Unlock()
+		if dead { // ended (or the version closed) while we waited
+			q.mu.Unlock()
+			if !start {
+				return nil, &SequenceError{ID: id, Err: ErrUnknownSequence}
+			}
+			continue
+		}
+		if start {
+			for _, b := range q.state {
+				clear(b)
+			}
+		}
+		return q, nil
+	}
+}
+
+// Inputs sets the state inputs of tensors (one per model input) to the sequence's state, as
+// a batch of one. The tensors refer to the sequence's memory, valid until Finish.
+func (s *Sequences) Inputs(q *Sequence, tensors []bridge.Tensor) {
+	for i, sl := range s.slots {
+		tensors[sl.in] = bridge.Tensor{DType: sl.dtype, Shape: sl.shape, Data: q.state[i]}
+	}
+}
+
+// Store copies the state outputs of a step (one tensor per model output) into the sequence;
+// call it from the Do callback while the outputs are valid.
+func (s *Sequences) Store(q *Sequence, outputs []bridge.Tensor) error {
+	for _, sl := range s.slots {
+		o := outputs[sl.out]
+		if len(o.Data) != sl.bytes || o.DType != sl.dtype {
+			return fmt.Errorf("sequence %s: state output %d holds %d bytes of %s, want %d of %s",
+				q.id, sl.out, len(o.Data), o.DType, sl.bytes, sl.dtype)
+		}
+	}
+	for i, sl := range s.slots {
+		copy(q.state[i], outputs[sl.out].Data)
+	}
+	return nil
+}
+
+// Finish ends a step begun by Begin; end drops the sequence.
+func (s *Sequences) Finish(q *Sequence, end bool) {
+	s.mu.Lock()
+	q.users--
+	q.last = s.now()
+	if end && !q.dead {
+		s.dropLocked(q)
+	}
+	s.mu.Unlock()
+	q.mu.Unlock()
+}
+
+func (s *Sequences) dropLocked(q *Sequence) {
+	q.dead = true
+	if s.live[q.id] == q {
+		delete(s.live, q.id)
+	}
+}
+
+// janitor drops idle sequences every half idle timeout.
+func (s *Sequences) janitor() {
+	defer close(s.done)
+	t := time.NewTicker(max(s.idle/2, time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			s.mu.Lock()
+			now := s.now()
+			for _, q := range s.live {
+				if q.users == 0 && now.Sub(q.last) >= s.idle {
+					s.dropLocked(q)
+				}
+			}
+			s.mu.Unlock()
+		}
+	}
+}
+
+// Close stops the janitor and drops every sequence; a later Begin returns ErrClosed. It is
+// idempotent.
+func (s *Sequences) Close() {
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.closed = true
+	for _, q := range s.live {
+		q.dead = true
+	}
+	s.live = nil
+	s.mu.Unlock()
+	close(s.stop)
+	<-s.done
+}

@@ -1,0 +1,89 @@
+package server
+
+import (
+	"strconv"
+
+	"github.com/valyala/fastjson"
+
+	"github.com/policyd/policyd/bridge"
+	"github.com/policyd/policyd/engines"
+)
+
+// sequencer is a Model that keeps the state of stateful sequences (*engines.ModelVersion with
+// a sequence spec). Sequences returns nil when the model keeps none.
+type sequencer interface{ Sequences() *engines.Sequences }
+
+func sequencesOf(m Model) *engines.Sequences {
+	if sq, ok := m.(sequencer); ok {
+		return sq.Sequences()
+	}
+	return nil
+}
+
+// decodeSequence reads the request parameters of Triton's sequence extension: "sequence_id"
+// (a non-zero integer or a non-empty string), "sequence_start" and "sequence_end" (booleans).
+// With a sequence_id, the state inputs come from the model's sequence store (r.seqs).
+// A model without sequences ignores them, as it ignores every parameter it does not know
+// (a stateful model then says which state input is missing).
+func (r *inferRequest) decodeSequence(params *fastjson.Value, m Model) error {
+	seqs := sequencesOf(m)
+	if seqs == nil {
+		return nil
+	}
+	idV, startV, endV := params.Get("sequence_id"), params.Get("sequence_start"), params.Get("sequence_end")
+	if idV == nil {
+		if startV != nil || endV != nil {
+			return badRequest(`"parameters": "sequence_start" and "sequence_end" need a "sequence_id"`)
+		}
+		return nil
+	}
+	var id engines.SequenceID
+	switch idV.Type() {
+	case fastjson.TypeNumber:
+		tok, err := r.numberToken(idV)
+		if err == nil && isInteger(tok) {
+			id.Num, err = strconv.ParseUint(string(tok), 10, 64)
+		}
+		if err != nil || !isInteger(tok) || id.Num == 0 {
+			return badRequest(`"parameters": "sequence_id" must be a non-zero unsigned 64-bit integer or a non-empty string, got %s`, clip(string(tok), 32))
+		}
+	case fastjson.TypeString:
+		b, _ := idV.StringBytes()
+		if len(b) == 0 {
+			return badRequest(`"parameters": "sequence_id" must not be empty`)
+		}
+		id.Str = string(b)
+	default:
+		return badRequest(`"parameters": "sequence_id" must be an integer or a string, got %s`, idV.Type())
+	}
+	for _, p := range []struct {
+		name string
+		v    *fastjson.Value
+		dst  *bool
+	}{{"sequence_start", startV, &r.seqStart}, {"sequence_end", endV, &r.seqEnd}} {
+		if p.v == nil {
+			continue
+		}
+		b, ok := jsonBool(p.v)
+		if !ok {
+			return badRequest(`"parameters": %q must be true or false, got %s`, p.name, p.v.Type())
+		}
+		*p.dst = b
+	}
+	r.seqs, r.seqID = seqs, id
+	return nil
+}
+
+// checkSequenceBatch refuses a request of a sequence whose batch is not 1: a sequence's state
+// is one row.
+func (r *inferRequest) checkSequenceBatch(ins []bridge.IOInfo) error {
+	for k := range ins {
+		if r.seqs.IsState(k) || ins[k].BatchDim != 0 || len(r.tensors[k].Shape) == 0 {
+			continue
+		}
+		if n := r.tensors[k].Shape[0]; n != 1 {
+			return badRequest("input %q: batch size %d: a request of sequence %s must have batch size 1", ins[k].Name, n, r.seqID)
+		}
+	}
+	return nil
+}
