@@ -130,45 +130,52 @@ func appendTensor(b []byte, name string, t *bridge.Tensor) ([]byte, error) {
 	n := bridge.NumElements(t.Shape)
 	b = appendTensorHead(b, name, t)
 	b = append(b, `],"data":[`...)
-	d := t.Data
-	for i := 0; i < int(n); i++ {
+	for i := int64(0); i < n; i++ {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		switch t.DType {
-		case bridge.Float32:
-			b = appendFloat(b, float64(math.Float32frombits(binary.LittleEndian.Uint32(d[4*i:]))), 32)
-		case bridge.Float64:
-			b = appendFloat(b, math.Float64frombits(binary.LittleEndian.Uint64(d[8*i:])), 64)
-		case bridge.Float16:
-			b = appendFloat(b, float64(halfToFloat32(binary.LittleEndian.Uint16(d[2*i:]))), 32)
-		case bridge.BFloat16:
-			b = appendFloat(b, float64(math.Float32frombits(uint32(binary.LittleEndian.Uint16(d[2*i:]))<<16)), 32)
-		case bridge.Int64:
-			b = strconv.AppendInt(b, int64(binary.LittleEndian.Uint64(d[8*i:])), 10)
-		case bridge.Int32:
-			b = strconv.AppendInt(b, int64(int32(binary.LittleEndian.Uint32(d[4*i:]))), 10)
-		case bridge.Int16:
-			b = strconv.AppendInt(b, int64(int16(binary.LittleEndian.Uint16(d[2*i:]))), 10)
-		case bridge.Int8:
-			b = strconv.AppendInt(b, int64(int8(d[i])), 10)
-		case bridge.Uint64:
-			b = strconv.AppendUint(b, binary.LittleEndian.Uint64(d[8*i:]), 10)
-		case bridge.Uint32:
-			b = strconv.AppendUint(b, uint64(binary.LittleEndian.Uint32(d[4*i:])), 10)
-		case bridge.Uint16:
-			b = strconv.AppendUint(b, uint64(binary.LittleEndian.Uint16(d[2*i:])), 10)
-		case bridge.Uint8:
-			b = strconv.AppendUint(b, uint64(d[i]), 10)
-		case bridge.Bool:
-			if d[i] != 0 {
-				b = append(b, "true"...)
-			} else {
-				b = append(b, "false"...)
-			}
-		}
+		b = appendElement(b, t, i)
 	}
 	return append(b, "]}"...), nil
+}
+
+// appendElement appends element i of t as JSON: floats in their shortest round-trip form
+// (NaN and ±Inf as null), integers exactly, BOOL as true/false. t's datatype has been checked
+// by checkOutput.
+func appendElement(b []byte, t *bridge.Tensor, i int64) []byte {
+	d := t.Data
+	switch t.DType {
+	case bridge.Float32:
+		return appendFloat(b, float64(math.Float32frombits(binary.LittleEndian.Uint32(d[4*i:]))), 32)
+	case bridge.Float64:
+		return appendFloat(b, math.Float64frombits(binary.LittleEndian.Uint64(d[8*i:])), 64)
+	case bridge.Float16:
+		return appendFloat(b, float64(halfToFloat32(binary.LittleEndian.Uint16(d[2*i:]))), 32)
+	case bridge.BFloat16:
+		return appendFloat(b, float64(math.Float32frombits(uint32(binary.LittleEndian.Uint16(d[2*i:]))<<16)), 32)
+	case bridge.Int64:
+		return strconv.AppendInt(b, int64(binary.LittleEndian.Uint64(d[8*i:])), 10)
+	case bridge.Int32:
+		return strconv.AppendInt(b, int64(int32(binary.LittleEndian.Uint32(d[4*i:]))), 10)
+	case bridge.Int16:
+		return strconv.AppendInt(b, int64(int16(binary.LittleEndian.Uint16(d[2*i:]))), 10)
+	case bridge.Int8:
+		return strconv.AppendInt(b, int64(int8(d[i])), 10)
+	case bridge.Uint64:
+		return strconv.AppendUint(b, binary.LittleEndian.Uint64(d[8*i:]), 10)
+	case bridge.Uint32:
+		return strconv.AppendUint(b, uint64(binary.LittleEndian.Uint32(d[4*i:])), 10)
+	case bridge.Uint16:
+		return strconv.AppendUint(b, uint64(binary.LittleEndian.Uint16(d[2*i:])), 10)
+	case bridge.Uint8:
+		return strconv.AppendUint(b, uint64(d[i]), 10)
+	case bridge.Bool:
+		if d[i] != 0 {
+			return append(b, "true"...)
+		}
+		return append(b, "false"...)
+	}
+	panic(fmt.Sprintf("appendElement: datatype %s not checked by encodeOutputs", t.DType))
 }
 
 // appendFloat writes f in the shortest form that reads back to the same value at bitSize

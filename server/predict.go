@@ -1,10 +1,7 @@
 package server
 
 import (
-	"encoding/binary"
 	"fmt"
-	"math"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -561,7 +558,7 @@ func appendPredictRow(b []byte, t *bridge.Tensor, i int64) []byte {
 // returns the offset after them.
 func appendPredictNested(b []byte, t *bridge.Tensor, shape []int64, off int64) ([]byte, int64) {
 	if len(shape) == 0 {
-		return appendPredictElement(b, t, off), off + 1
+		return appendElement(b, t, off), off + 1
 	}
 	b = append(b, '[')
 	for j := int64(0); j < shape[0]; j++ {
@@ -571,41 +568,4 @@ func appendPredictNested(b []byte, t *bridge.Tensor, shape []int64, off int64) (
 		b, off = appendPredictNested(b, t, shape[1:], off)
 	}
 	return append(b, ']'), off
-}
-
-// appendPredictElement writes element i of t as the v2 API's encoder does.
-func appendPredictElement(b []byte, t *bridge.Tensor, i int64) []byte {
-	d := t.Data
-	switch t.DType {
-	case bridge.Float32:
-		return appendFloat(b, float64(math.Float32frombits(binary.LittleEndian.Uint32(d[4*i:]))), 32)
-	case bridge.Float64:
-		return appendFloat(b, math.Float64frombits(binary.LittleEndian.Uint64(d[8*i:])), 64)
-	case bridge.Float16:
-		return appendFloat(b, float64(halfToFloat32(binary.LittleEndian.Uint16(d[2*i:]))), 32)
-	case bridge.BFloat16:
-		return appendFloat(b, float64(math.Float32frombits(uint32(binary.LittleEndian.Uint16(d[2*i:]))<<16)), 32)
-	case bridge.Int64:
-		return strconv.AppendInt(b, int64(binary.LittleEndian.Uint64(d[8*i:])), 10)
-	case bridge.Int32:
-		return strconv.AppendInt(b, int64(int32(binary.LittleEndian.Uint32(d[4*i:]))), 10)
-	case bridge.Int16:
-		return strconv.AppendInt(b, int64(int16(binary.LittleEndian.Uint16(d[2*i:]))), 10)
-	case bridge.Int8:
-		return strconv.AppendInt(b, int64(int8(d[i])), 10)
-	case bridge.Uint64:
-		return strconv.AppendUint(b, binary.LittleEndian.Uint64(d[8*i:]), 10)
-	case bridge.Uint32:
-		return strconv.AppendUint(b, uint64(binary.LittleEndian.Uint32(d[4*i:])), 10)
-	case bridge.Uint16:
-		return strconv.AppendUint(b, uint64(binary.LittleEndian.Uint16(d[2*i:])), 10)
-	case bridge.Uint8:
-		return strconv.AppendUint(b, uint64(d[i]), 10)
-	case bridge.Bool:
-		if d[i] != 0 {
-			return append(b, "true"...)
-		}
-		return append(b, "false"...)
-	}
-	panic(fmt.Sprintf("appendPredictElement: datatype %s not checked by encodeOutputs", t.DType))
 }
