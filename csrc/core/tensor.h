@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "error.h"
@@ -99,23 +100,6 @@ decltype(auto) invoke_typed(F& f) {
 }
 #define PD_DISPATCH_CASE(E, T) \
   case ::pd::DType::E: return invoke_typed<T>(f);
-template <typename F>
-decltype(auto) dispatch_all(DType t, const char* what, F&& f) {
-  switch (t) {
-    PD_DISPATCH_CASE(F32, float)
-    PD_DISPATCH_CASE(F64, double)
-    PD_DISPATCH_CASE(I8, int8_t)
-    PD_DISPATCH_CASE(U8, uint8_t)
-    PD_DISPATCH_CASE(I16, int16_t)
-    PD_DISPATCH_CASE(U16, uint16_t)
-    PD_DISPATCH_CASE(I32, int32_t)
-    PD_DISPATCH_CASE(I64, int64_t)
-    PD_DISPATCH_CASE(U32, uint32_t)
-    PD_DISPATCH_CASE(U64, uint64_t)
-    PD_DISPATCH_CASE(Bool, bool)
-    default: fail(PD_ERR_UNSUPPORTED, what, ": data type ", dtype_name(t), " is not supported");
-  }
-}
 // Numeric types without bool.
 template <typename F>
 decltype(auto) dispatch_numeric(DType t, const char* what, F&& f) {
@@ -132,6 +116,12 @@ decltype(auto) dispatch_numeric(DType t, const char* what, F&& f) {
     PD_DISPATCH_CASE(U64, uint64_t)
     default: fail(PD_ERR_UNSUPPORTED, what, ": data type ", dtype_name(t), " is not supported");
   }
+}
+// Numeric types and bool.
+template <typename F>
+decltype(auto) dispatch_all(DType t, const char* what, F&& f) {
+  if (t == DType::Bool) return invoke_typed<bool>(f);
+  return dispatch_numeric(t, what, std::forward<F>(f));
 }
 // Floating-point types only.
 template <typename F>
