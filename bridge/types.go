@@ -21,6 +21,8 @@ package bridge
 import (
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 )
 
 // DType is a tensor element type; values equal ONNX TensorProto.DataType.
@@ -110,6 +112,29 @@ type IOInfo struct {
 	DType    DType
 	Shape    []int64
 	BatchDim int
+}
+
+// IOIndex returns the index of the tensor called name in infos, -1 when there is none. name
+// may be a []byte (as a JSON decoder hands it out) without a copy.
+func IOIndex[S ~string | ~[]byte](infos []IOInfo, name S) int {
+	for i := range infos {
+		if infos[i].Name == string(name) {
+			return i
+		}
+	}
+	return -1
+}
+
+// IONames lists the tensors' names for messages: "obs", "mask".
+func IONames(infos []IOInfo) string {
+	var sb strings.Builder
+	for i, in := range infos {
+		if i > 0 {
+			sb.WriteString(", ")
+		}
+		sb.WriteString(strconv.Quote(in.Name))
+	}
+	return sb.String()
 }
 
 // BackendInfo says whether a backend plugin loaded, and why not.

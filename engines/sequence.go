@@ -193,12 +193,12 @@ func NewSequences(spec SequenceSpec, inputs, outputs []bridge.IOInfo) (*Sequence
 	}
 	var problems []string
 	for _, p := range spec.States {
-		in, out := ioIndex(inputs, p.Input), ioIndex(outputs, p.Output)
+		in, out := bridge.IOIndex(inputs, p.Input), bridge.IOIndex(outputs, p.Output)
 		if in < 0 {
-			problems = append(problems, fmt.Sprintf("state input %q is not an input of the model (inputs: %s)", p.Input, ioList(inputs)))
+			problems = append(problems, fmt.Sprintf("state input %q is not an input of the model (inputs: %s)", p.Input, bridge.IONames(inputs)))
 		}
 		if out < 0 {
-			problems = append(problems, fmt.Sprintf("state output %q is not an output of the model (outputs: %s)", p.Output, ioList(outputs)))
+			problems = append(problems, fmt.Sprintf("state output %q is not an output of the model (outputs: %s)", p.Output, bridge.IONames(outputs)))
 		}
 		if in < 0 || out < 0 {
 			continue
@@ -241,23 +241,6 @@ func NewSequences(spec SequenceSpec, inputs, outputs []bridge.IOInfo) (*Sequence
 	}
 	go s.janitor()
 	return s, nil
-}
-
-func ioIndex(infos []bridge.IOInfo, name string) int {
-	for i := range infos {
-		if infos[i].Name == name {
-			return i
-		}
-	}
-	return -1
-}
-
-func ioList(infos []bridge.IOInfo) string {
-	names := make([]string, len(infos))
-	for i, in := range infos {
-		names[i] = fmt.Sprintf("%q", in.Name)
-	}
-	return strings.Join(names, ", ")
 }
 
 // IsState reports whether model input i is a state input, which a request of a sequence

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"math"
 	"strconv"
-	"strings"
 
 	"github.com/valyala/fastjson"
 
@@ -220,15 +219,9 @@ func (r *inferRequest) decodeInput(pos int, v *fastjson.Value, ins []bridge.IOIn
 	if err != nil {
 		return badRequest(`inputs[%d]: "name" must be a string, got %s`, pos, nameV.Type())
 	}
-	k := -1
-	for i := range ins {
-		if ins[i].Name == string(name) {
-			k = i
-			break
-		}
-	}
+	k := bridge.IOIndex(ins, name)
 	if k < 0 {
-		return badRequest("unknown input %q (model inputs: %s)", clip(string(name), 100), ioNames(ins))
+		return badRequest("unknown input %q (model inputs: %s)", clip(string(name), 100), bridge.IONames(ins))
 	}
 	info := &ins[k]
 	if r.seqs != nil && r.seqs.IsState(k) {
@@ -457,15 +450,9 @@ func (r *inferRequest) decodeOutputs(v *fastjson.Value, outs []bridge.IOInfo) er
 		if err != nil {
 			return badRequest(`outputs[%d]: "name" must be a string, got %s`, i, nameV.Type())
 		}
-		k := -1
-		for j := range outs {
-			if outs[j].Name == string(name) {
-				k = j
-				break
-			}
-		}
+		k := bridge.IOIndex(outs, name)
 		if k < 0 {
-			return badRequest("unknown output %q (model outputs: %s)", clip(string(name), 100), ioNames(outs))
+			return badRequest("unknown output %q (model outputs: %s)", clip(string(name), 100), bridge.IONames(outs))
 		}
 		for _, seen := range r.outputs {
 			if seen == k {
@@ -622,18 +609,6 @@ func formatShape(shape []int64) string {
 		b = strconv.AppendInt(b, d, 10)
 	}
 	return string(append(b, ']'))
-}
-
-// ioNames lists tensor names for messages: "a", "b".
-func ioNames(infos []bridge.IOInfo) string {
-	var sb strings.Builder
-	for i, in := range infos {
-		if i > 0 {
-			sb.WriteString(", ")
-		}
-		sb.WriteString(strconv.Quote(in.Name))
-	}
-	return sb.String()
 }
 
 // clip shortens s for an error message.

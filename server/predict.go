@@ -230,12 +230,12 @@ func (r *predictRequest) decodeInstances(v *fastjson.Value, ins []bridge.IOInfo)
 		if inst.Type() != fastjson.TypeObject {
 			if len(ins) != 1 {
 				return badRequest("instances[%d] must be an object {input name: value} for a model with %d inputs (%s), got %s",
-					i, len(ins), ioNames(ins), inst.Type())
+					i, len(ins), bridge.IONames(ins), inst.Type())
 			}
 			continue
 		}
 		if name, ok := unknownInput(inst, ins); !ok {
-			return badRequest("instances[%d]: unknown input %q (model inputs: %s)", i, clip(name, 100), ioNames(ins))
+			return badRequest("instances[%d]: unknown input %q (model inputs: %s)", i, clip(name, 100), bridge.IONames(ins))
 		}
 	}
 	for k := range ins {
@@ -306,27 +306,18 @@ func unknownInput(v *fastjson.Value, ins []bridge.IOInfo) (string, bool) {
 	o, _ := v.Object()
 	name, ok := "", true
 	o.Visit(func(key []byte, _ *fastjson.Value) {
-		if ok && inputIndex(ins, key) < 0 {
+		if ok && bridge.IOIndex(ins, key) < 0 {
 			name, ok = string(key), false
 		}
 	})
 	return name, ok
 }
 
-func inputIndex(ins []bridge.IOInfo, name []byte) int {
-	for k := range ins {
-		if ins[k].Name == string(name) {
-			return k
-		}
-	}
-	return -1
-}
-
 // decodeColumns decodes the columnar format: whole tensors, with their batch dimension.
 func (r *predictRequest) decodeColumns(v *fastjson.Value, ins []bridge.IOInfo) error {
 	if v.Type() == fastjson.TypeObject {
 		if name, ok := unknownInput(v, ins); !ok {
-			return badRequest(`"inputs": unknown input %q (model inputs: %s)`, clip(name, 100), ioNames(ins))
+			return badRequest(`"inputs": unknown input %q (model inputs: %s)`, clip(name, 100), bridge.IONames(ins))
 		}
 		for k := range ins {
 			e := v.Get(ins[k].Name)
@@ -340,7 +331,7 @@ func (r *predictRequest) decodeColumns(v *fastjson.Value, ins []bridge.IOInfo) e
 	} else {
 		if len(ins) != 1 {
 			return badRequest(`"inputs" must be an object {input name: value} for a model with %d inputs (%s), got %s`,
-				len(ins), ioNames(ins), v.Type())
+				len(ins), bridge.IONames(ins), v.Type())
 		}
 		if err := r.whole(0, v, &ins[0], false); err != nil {
 			return err
