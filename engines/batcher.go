@@ -175,19 +175,9 @@ func (b *Batcher) Do(ctx context.Context, inputs []bridge.Tensor, fn func(output
 	}
 	r.state.Store(jobQueued)
 
-	b.mu.RLock()
-	if b.closed.Load() {
-		b.mu.RUnlock()
+	if err := enqueue(&b.mu, &b.closed, b.queue, r); err != nil {
 		b.release(r)
-		return ErrClosed
-	}
-	select {
-	case b.queue <- r:
-		b.mu.RUnlock()
-	default:
-		b.mu.RUnlock()
-		b.release(r)
-		return ErrOverloaded
+		return err
 	}
 
 	select {

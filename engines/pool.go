@@ -12,6 +12,22 @@ import (
 	"github.com/policyd/policyd/bridge"
 )
 
+// enqueue sends v on a bounded queue without blocking: ErrClosed once closed is set (mu, held
+// for writing by Close, orders the check before the send), ErrOverloaded when the queue is full.
+func enqueue[T any](mu *sync.RWMutex, closed *atomic.Bool, queue chan<- T, v T) error {
+	mu.RLock()
+	defer mu.RUnlock()
+	if closed.Load() {
+		return ErrClosed
+	}
+	select {
+	case queue <- v:
+		return nil
+	default:
+		return ErrOverloaded
+	}
+}
+
 // ErrOverloaded is returned by Pool.Do when the pool's queue is full. The caller should retry
 // later (the HTTP layer answers 503 with Retry-After).
 var ErrOverloaded = errors.New("engines: queue full")
@@ -243,19 +259,9 @@ func (p *Pool) do(ctx context.Context, inputs []bridge.Tensor, fn func(outputs [
 	j.enq, j.reqs, j.input = enq, reqs, input
 	j.state.Store(jobQueued)
 
-	p.mu.RLock()
-	if p.closed.Load() {
-		p.mu.RUnlock()
+	if err := enqueue(&p.mu, &p.closed, p.jobs, j); err != nil {
 		p.release(j)
-		return ErrClosed
-	}
-	select {
-	case p.jobs <- j:
-		p.mu.RUnlock()
-	default:
-		p.mu.RUnlock()
-		p.release(j)
-		return ErrOverloaded
+		return err
 	}
 
 	select {
