@@ -79,17 +79,21 @@ type Engine struct {
 
 // Batching configures the dynamic batcher and holds the defaults of models[].batching.
 type Batching struct {
-	Enabled             bool          `koanf:"enabled" reload:"live" desc:"Batch concurrent requests of a batchable model (one whose inputs share a dynamic batch dimension 0) into one engine run; other models always run one request at a time. A change rebuilds the versions it affects."`
-	MaxBatchSize        int           `koanf:"max_batch_size" reload:"live" min:"1" max:"65536" desc:"Most rows (the sum of the requests' batch sizes) in one batch; a larger request runs alone."`
-	MaxQueueDelay       time.Duration `koanf:"max_queue_delay" reload:"live" desc:"How long a batch that could still grow waits for more requests while another batch of the version runs; a request on an idle version runs at once. 0 never waits: a batch takes what is queued."`
-	PreferredBatchSizes []int         `koanf:"preferred_batch_sizes" reload:"live" unique:"true" desc:"Batch sizes dispatched at once, without waiting the rest of max_queue_delay, when nothing more is queued."`
+	Enabled              bool          `koanf:"enabled" reload:"live" desc:"Batch concurrent requests of a batchable model (one whose inputs share a dynamic batch dimension 0) into one engine run; other models always run one request at a time. A change rebuilds the versions it affects."`
+	MaxBatchSize         int           `koanf:"max_batch_size" reload:"live" min:"1" max:"65536" desc:"Most rows (the sum of the requests' batch sizes) in one batch; a larger request runs alone."`
+	MaxQueueDelay        time.Duration `koanf:"max_queue_delay" reload:"live" desc:"How long a batch that could still grow waits for more requests while another batch of the version runs; a request on an idle version runs at once. 0 never waits: a batch takes what is queued."`
+	PreferredBatchSizes  []int         `koanf:"preferred_batch_sizes" reload:"live" unique:"true" desc:"Batch sizes dispatched at once, without waiting the rest of max_queue_delay, when nothing more is queued."`
+	PriorityLevels       int           `koanf:"priority_levels" reload:"live" min:"0" max:"16" desc:"Priority levels of every version's queue (Triton's): a request's \"priority\" parameter picks one, 1 the highest; batches (and runs of unbatched models) take the highest level queued first. 0 or 1: one level. limits.queue_len bounds each level."`
+	DefaultPriorityLevel int           `koanf:"default_priority_level" reload:"live" min:"0" max:"16" desc:"The level of requests without a priority (or priority 0), 1..priority_levels; 0 = the lowest level."`
 }
 
 // ModelBatching overrides the batching defaults for one model.
 type ModelBatching struct {
-	MaxBatchSize        int           `koanf:"max_batch_size" reload:"live" min:"0" max:"65536" desc:"Most rows in one batch of this model, 0 = batching.max_batch_size."`
-	MaxQueueDelay       time.Duration `koanf:"max_queue_delay" reload:"live" desc:"Queue delay of this model, 0 = batching.max_queue_delay."`
-	PreferredBatchSizes []int         `koanf:"preferred_batch_sizes" reload:"live" unique:"true" desc:"Preferred batch sizes of this model; empty = batching.preferred_batch_sizes."`
+	MaxBatchSize         int           `koanf:"max_batch_size" reload:"live" min:"0" max:"65536" desc:"Most rows in one batch of this model, 0 = batching.max_batch_size."`
+	MaxQueueDelay        time.Duration `koanf:"max_queue_delay" reload:"live" desc:"Queue delay of this model, 0 = batching.max_queue_delay."`
+	PreferredBatchSizes  []int         `koanf:"preferred_batch_sizes" reload:"live" unique:"true" desc:"Preferred batch sizes of this model; empty = batching.preferred_batch_sizes."`
+	PriorityLevels       int           `koanf:"priority_levels" reload:"live" min:"0" max:"16" desc:"Priority levels of this model, 0 = batching.priority_levels."`
+	DefaultPriorityLevel int           `koanf:"default_priority_level" reload:"live" min:"0" max:"16" desc:"Default priority level of this model, 0 = batching.default_priority_level."`
 }
 
 // Model names a model of the repository to serve and how.

@@ -605,3 +605,39 @@ models:
 		t.Errorf("bad batching keys: %v", err)
 	}
 }
+
+func TestPriorityLevelKeys(t *testing.T) {
+	dir := t.TempDir()
+	repo, _ := filepath.Abs("testdata/repo")
+	file := write(t, filepath.Join(dir, "policyd.yaml"), `
+repository: {path: `+repo+`}
+batching: {priority_levels: 3, default_priority_level: 2}
+models:
+  - name: policy-a
+    batching: {priority_levels: 2}
+  - name: policy-b
+    batching: {priority_levels: 4, default_priority_level: 4}
+`)
+	c, _ := mustLoad(t, LoadOptions{File: file})
+	if c.Batching.PriorityLevels != 3 || c.Batching.DefaultPriorityLevel != 2 || c.Models[0].Batching.PriorityLevels != 2 ||
+		c.Models[1].Batching.DefaultPriorityLevel != 4 {
+		t.Errorf("priority keys: %+v %+v", c.Batching, c.Models)
+	}
+	write(t, file, `
+repository: {path: `+repo+`}
+batching: {priority_levels: 2, default_priority_level: 3}
+models:
+  - name: policy-a
+    batching: {priority_levels: 1, default_priority_level: 2}
+  - name: policy-b
+    batching: {priority_levels: 17}
+`)
+	_, _, err := load(t, LoadOptions{File: file})
+	for _, want := range []string{"batching.default_priority_level: must be at most batching.priority_levels (2), got 3",
+		"models[0].batching.default_priority_level: must be at most the model's priority levels (1), got 2",
+		"models[1].batching.priority_levels"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v does not say %q", err, want)
+		}
+	}
+}

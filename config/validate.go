@@ -1,6 +1,7 @@
 package config
 
 import (
+	"cmp"
 	"fmt"
 	"net"
 	"os"
@@ -73,6 +74,9 @@ func (c *Config) Validate() error {
 			repoOK = true
 		}
 	}
+	if b := c.Batching; b.DefaultPriorityLevel > max(b.PriorityLevels, 1) {
+		ch.fail("batching.default_priority_level", "must be at most batching.priority_levels (%d), got %d", b.PriorityLevels, b.DefaultPriorityLevel)
+	}
 	first := map[string]int{}
 	for i, m := range c.Models {
 		p := fmt.Sprintf("models[%d]", i)
@@ -110,6 +114,10 @@ func (c *Config) Validate() error {
 			if _, ok := (ModelSequence{States: []string{st}}).StatePairs(); !ok {
 				ch.fail(fmt.Sprintf("%s.sequence.states[%d]", p, j), "must be \"input:output\" (e.g. recurrent_in:recurrent_out), got %q", st)
 			}
+		}
+		levels := cmp.Or(m.Batching.PriorityLevels, c.Batching.PriorityLevels)
+		if d := cmp.Or(m.Batching.DefaultPriorityLevel, c.Batching.DefaultPriorityLevel); d > max(levels, 1) {
+			ch.fail(p+".batching.default_priority_level", "must be at most the model's priority levels (%d), got %d", levels, d)
 		}
 		if m.Digest != "" && !exact {
 			ch.fail(p+".digest", "a digest pins one version: set models[%d].version to an exact version like 1.2.3, not %q", i, m.Version)

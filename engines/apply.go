@@ -58,6 +58,9 @@ type BatchingSpec struct {
 	MaxQueueDelay time.Duration
 	// PreferredBatchSizes: empty the Default's.
 	PreferredBatchSizes []int
+	// PriorityLevels and DefaultPriorityLevel order the version's queue, batched or not (see
+	// BatcherOptions and PoolOptions); 0 the Default's (0 there too: one level, lowest default).
+	PriorityLevels, DefaultPriorityLevel int
 }
 
 // Desired is the state a Repository is to serve; Apply makes it so.
@@ -99,11 +102,14 @@ type settings struct {
 	maxBatch  int
 	delay     time.Duration
 	preferred string // PreferredBatchSizes, formatted
+	levels    int    // priority levels
+	defLevel  int    // default priority level
 	sequence  string // SequenceSpec.key(); "" without sequences
 }
 
 func (s settings) batcherOptions() BatcherOptions {
-	o := BatcherOptions{MaxBatchSize: s.maxBatch, MaxQueueDelay: s.delay, QueueLen: s.queueLen}
+	o := BatcherOptions{MaxBatchSize: s.maxBatch, MaxQueueDelay: s.delay, QueueLen: s.queueLen,
+		PriorityLevels: s.levels, DefaultPriorityLevel: s.defLevel}
 	for _, f := range strings.Fields(strings.Trim(s.preferred, "[]")) {
 		n, _ := strconv.Atoi(f)
 		o.PreferredBatchSizes = append(o.PreferredBatchSizes, n)
@@ -165,6 +171,12 @@ func (d *Desired) validate() error {
 			if n <= 0 {
 				add("%s.batching.preferred_batch_sizes[%d]: must be positive, got %d", path, i, n)
 			}
+		}
+		if l := m.Batching.PriorityLevels; l < 0 || l > MaxPriorityLevels {
+			add("%s.batching.priority_levels: must be 0..%d, got %d", path, MaxPriorityLevels, l)
+		}
+		if l := m.Batching.DefaultPriorityLevel; l < 0 || l > MaxPriorityLevels {
+			add("%s.batching.default_priority_level: must be 0..%d, got %d", path, MaxPriorityLevels, l)
 		}
 		m.Sequence.check(path, add)
 		for i, b := range m.Backends {
@@ -239,6 +251,11 @@ func (d *Desired) settingsOf(m ModelSpec) settings {
 	}
 	if s.threads == 0 {
 		s.threads = d.Default.Threads
+	}
+	s.levels = cmp.Or(m.Batching.PriorityLevels, d.Default.Batching.PriorityLevels)
+	s.defLevel = cmp.Or(m.Batching.DefaultPriorityLevel, d.Default.Batching.DefaultPriorityLevel)
+	if s.defLevel > max(s.levels, 1) {
+		s.defLevel = 0 // refused by validate when set on the model; a Default's applies only where it fits
 	}
 	if d.Batching {
 		b, def := m.Batching, d.Default.Batching
@@ -582,7 +599,11 @@ func (r *Repository) runner(e *bridge.Engine, set settings, stats *Stats) (Runne
 	if e != nil {
 		stats.Batched = Batchable(e.Batchable(), e.Inputs(), e.Outputs())
 	}
-	p, err := r.newRunner(e, PoolOptions{Instances: set.instances, QueueLen: set.queueLen, Seed: set.seed, Stats: stats})
+	p, err := r.newRunner(e, PoolOptions{
+		Instances: set.instances, QueueLen: set.queueLen, Seed: set.seed, Stats: stats,
+		PriorityLevels: set.levels, DefaultPriorityLevel: set.defLevel,
+		LockOSThread: lockThreads(e, set.threads),
+	})
 	if err != nil || !set.batching || e == nil || !Batchable(e.Batchable(), e.Inputs(), e.Outputs()) {
 		return p, err
 	}
@@ -591,6 +612,20 @@ func (r *Repository) runner(e *bridge.Engine, set settings, stats *Stats) (Runne
 		return p, nil
 	}
 	return newBatcher(bp, e.Inputs(), e.Outputs(), set.batcherOptions())
+}
+
+// lockThreads reports whether the workers of an engine's pool lock their OS threads: for
+// backends whose contexts keep per-thread state (a CUDA context is current per thread), and
+// on the CPU when a context runs an OpenMP team of more than one thread (the team belongs to
+// the thread that starts it; a worker moving between threads would start one per thread).
+// A one-thread CPU context has no per-thread state (it sets its OpenMP thread count on every
+// run), so its workers stay plain goroutines: handing a request to a locked worker and back
+// costs two OS thread wake-ups, half the latency of a small policy over HTTP (docs/engine.md).
+func lockThreads(e *bridge.Engine, threads int) bool {
+	if e == nil {
+		return true
+	}
+	return e.Backend() != "cpu" || threads > 1
 }
 
 // reasonUnloaded is the Index reason of a version switched off by Unload.

@@ -77,10 +77,11 @@ func runOnce(r *Repository, model, version string, in bridge.Tensor) ([]float32,
 	}
 	defer v.Release()
 	var out []float32
-	err = v.Do(context.Background(), []bridge.Tensor{in}, func(o []bridge.Tensor) error {
+	err = v.Do(context.Background(), []bridge.Tensor{in}, RunOptions{}, func(o []bridge.Tensor) error {
 		out = floats(o[0])
 		return nil
 	})
+
 	return out, err
 }
 
@@ -275,7 +276,7 @@ func TestNativeApplyRemovesModel(t *testing.T) {
 	waitFor(t, func() bool { _, err := r.Get("B", ""); return errors.Is(err, ErrNotFound) })
 	in := obs(3, 64, 0.5)
 	for i := 0; i < 3; i++ {
-		if err := held.Do(context.Background(), []bridge.Tensor{in}, func(out []bridge.Tensor) error {
+		if err := held.Do(context.Background(), []bridge.Tensor{in}, RunOptions{}, func(out []bridge.Tensor) error {
 			if got := out[0].Shape; len(got) != 2 || got[0] != 3 || got[1] != 8 {
 				return fmt.Errorf("output shape %v", got)
 			}
@@ -289,7 +290,7 @@ func TestNativeApplyRemovesModel(t *testing.T) {
 		t.Fatal("Apply closed B while a request held it")
 	case <-time.After(20 * time.Millisecond):
 	}
-	if pool.closed.Load() {
+	if pool.jobs.closed.Load() {
 		t.Fatal("B's pool closed while held")
 	}
 	held.Release()
@@ -305,10 +306,10 @@ func TestNativeApplyRemovesModel(t *testing.T) {
 	if got := r.Models(); !reflect.DeepEqual(got, []string{"A"}) {
 		t.Errorf("Models() = %v", got)
 	}
-	if !pool.closed.Load() {
+	if !pool.jobs.closed.Load() {
 		t.Error("B's pool is not closed")
 	}
-	if err := held.Do(context.Background(), []bridge.Tensor{in}, func([]bridge.Tensor) error { return nil }); !errors.Is(err, ErrClosed) {
+	if err := held.Do(context.Background(), []bridge.Tensor{in}, RunOptions{}, func([]bridge.Tensor) error { return nil }); !errors.Is(err, ErrClosed) {
 		t.Errorf("Do on the removed B = %v, want ErrClosed", err)
 	}
 	if ok, reason := held.Ready(); ok || reason != "unloaded" {
@@ -432,11 +433,11 @@ func TestNativeApplyReloadsOnlyChanged(t *testing.T) {
 	if n := a2.runner.(*Pool).Instances(); n != 3 || a2.Spec().Instances != 3 {
 		t.Errorf("A@2.0.0 has %d instances (spec %d), want 3", n, a2.Spec().Instances)
 	}
-	if !runners["A@2.0.0"].(*Pool).closed.Load() {
+	if !runners["A@2.0.0"].(*Pool).jobs.closed.Load() {
 		t.Error("the replaced pool of A@2.0.0 is not closed")
 	}
 	for _, key := range []string{"A@1.0.0", "B@1.0.0"} {
-		if runners[key].(*Pool).closed.Load() {
+		if runners[key].(*Pool).jobs.closed.Load() {
 			t.Errorf("the pool of the unchanged %s is closed", key)
 		}
 	}

@@ -190,7 +190,7 @@ func TestApplyListedModelMissingIsUnavailable(t *testing.T) {
 		t.Fatal(err)
 	}
 	var ue *UnavailableError
-	if err := v.Do(t.Context(), nil, nil); !errors.As(err, &ue) ||
+	if err := v.Do(t.Context(), nil, RunOptions{}, nil); !errors.As(err, &ue) ||
 		err.Error() != `model "ghost" is not ready: not found in repository `+dir {
 		t.Errorf("Do on a missing model = %v", err)
 	}
@@ -261,7 +261,7 @@ func TestApplyFailedReloadKeepsPrevious(t *testing.T) {
 	if v, _ := r.Get("a", "1"); v != v1 || v.State() != StateReady {
 		t.Fatalf("a failed reload replaced the serving version (%p → %p, %s)", v1, v, v.State())
 	}
-	if err := v1.Do(t.Context(), []bridge.Tensor{f32Tensor(1)}, func([]bridge.Tensor) error { return nil }); err != nil {
+	if err := v1.Do(t.Context(), []bridge.Tensor{f32Tensor(1)}, RunOptions{}, func([]bridge.Tensor) error { return nil }); err != nil {
 		t.Errorf("previous version after a failed reload: %v", err)
 	}
 	rep = mustApply(t, r, Desired{Dir: dir, Default: ModelSpec{Backends: []string{"cuda"}}})
@@ -292,7 +292,7 @@ func TestApplyFailedReloadKeepsPrevious(t *testing.T) {
 	if v1.State() != StateUnavailable || v1.Reason() != "unloaded" {
 		t.Errorf("replaced version: %s %q", v1.State(), v1.Reason())
 	}
-	if err := v1.Do(t.Context(), []bridge.Tensor{f32Tensor(1)}, nil); !errors.Is(err, ErrClosed) {
+	if err := v1.Do(t.Context(), []bridge.Tensor{f32Tensor(1)}, RunOptions{}, nil); !errors.Is(err, ErrClosed) {
 		t.Errorf("Do on a replaced version not held = %v, want ErrClosed", err)
 	}
 }
@@ -337,7 +337,7 @@ func TestApplyWaitsForHolders(t *testing.T) {
 		t.Error("a held version turned unavailable before its release")
 	}
 	for _, held := range []*ModelVersion{b, b2} {
-		if err := held.Do(t.Context(), []bridge.Tensor{f32Tensor(3)}, func(out []bridge.Tensor) error {
+		if err := held.Do(t.Context(), []bridge.Tensor{f32Tensor(3)}, RunOptions{}, func(out []bridge.Tensor) error {
 			if got := firstF32(out[0]); got != 6 {
 				t.Errorf("output %v, want 6", got)
 			}
@@ -368,7 +368,7 @@ func TestApplyWaitsForHolders(t *testing.T) {
 	if n := len(logs.FilterMessage("model version unloaded").All()); n != 1 {
 		t.Errorf("%d 'model version unloaded' logs, want 1", n)
 	}
-	if err := b.Do(t.Context(), []bridge.Tensor{f32Tensor(3)}, nil); !errors.Is(err, ErrClosed) {
+	if err := b.Do(t.Context(), []bridge.Tensor{f32Tensor(3)}, RunOptions{}, nil); !errors.Is(err, ErrClosed) {
 		t.Errorf("Do after the removal = %v, want ErrClosed", err)
 	}
 }
@@ -397,12 +397,13 @@ func TestApplyUnderLoadFake(t *testing.T) {
 					t.Errorf("Acquire: %v", err)
 					return
 				}
-				err = v.Do(context.Background(), in, func(out []bridge.Tensor) error {
+				err = v.Do(context.Background(), in, RunOptions{}, func(out []bridge.Tensor) error {
 					if got := firstF32(out[0]); got != 2*float32(g) {
 						return errors.New("wrong output")
 					}
 					return nil
 				})
+
 				v.Release()
 				requests.Add(1)
 				if err != nil {
@@ -487,7 +488,7 @@ func TestApplyAndAcquireAfterClose(t *testing.T) {
 		}
 		return errors.Is(err, ErrClosed)
 	})
-	if err := v.Do(t.Context(), []bridge.Tensor{f32Tensor(1)}, func([]bridge.Tensor) error { return nil }); err != nil {
+	if err := v.Do(t.Context(), []bridge.Tensor{f32Tensor(1)}, RunOptions{}, func([]bridge.Tensor) error { return nil }); err != nil {
 		t.Errorf("held version during Close: %v", err)
 	}
 	v.Release()

@@ -243,7 +243,7 @@ func TestTamperedAfterLoadCaughtOnNextApply(t *testing.T) {
 		t.Errorf("default = %s, want 1.0.0", v.Version())
 	}
 	var ue *UnavailableError
-	if v, _ := r.Get("m", "2.0.0"); !errors.As(v.Do(t.Context(), nil, nil), &ue) {
+	if v, _ := r.Get("m", "2.0.0"); !errors.As(v.Do(t.Context(), nil, RunOptions{}, nil), &ue) {
 		t.Error("the tampered version answers")
 	}
 	if got := h.take(); !strings.Contains(got["m@2.0.0"], "sha256 mismatch") {

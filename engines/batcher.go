@@ -31,16 +31,20 @@ type BatcherOptions struct {
 	// PreferredBatchSizes: a batch that reaches one of these row counts is dispatched at once
 	// when no more requests are queued, without waiting the rest of MaxQueueDelay.
 	PreferredBatchSizes []int
-	// QueueLen bounds the requests waiting to be batched (0: 64 per instance of the pool). A
-	// request that finds the queue full fails at once with ErrOverloaded.
+	// QueueLen bounds the requests waiting to be batched (0: 64 per instance of the pool), per
+	// priority level. A request that finds its level full fails at once with ErrOverloaded.
 	QueueLen int
+	// PriorityLevels (0: one level) and DefaultPriorityLevel (0: the lowest level) are Triton's
+	// priority levels: batches are formed from the highest level (1) queued first, oldest
+	// first within a level; RunOptions.Priority 0 takes the default level.
+	PriorityLevels, DefaultPriorityLevel int
 }
 
 // batchPool is what a Batcher needs of the Pool it feeds.
 type batchPool interface {
 	Runner
 	Instances() int
-	do(ctx context.Context, inputs []bridge.Tensor, fn func([]bridge.Tensor) error, enq time.Time, reqs int, input time.Duration) error
+	do(ctx context.Context, inputs []bridge.Tensor, fn func([]bridge.Tensor) error, level int, enq time.Time, reqs int, input time.Duration) error
 	statistics() *Stats
 }
 
@@ -73,9 +77,8 @@ type Batcher struct {
 	opts     BatcherOptions
 	inputs   []bridge.IOInfo
 	outputs  []bridge.IOInfo
-	queue    chan *request
-	mu       sync.RWMutex // guards closed against sends on queue
-	closed   atomic.Bool
+	queue    *prioQueue[*request]
+	pri      priorities
 	abort    atomic.Bool
 	running  atomic.Int32 // batches being run
 	wg       sync.WaitGroup
@@ -135,6 +138,12 @@ func newBatcher(p batchPool, inputs, outputs []bridge.IOInfo, opts BatcherOption
 	if opts.QueueLen <= 0 {
 		opts.QueueLen = 64 * p.Instances()
 	}
+	pri, err := newPriorities(opts.PriorityLevels, opts.DefaultPriorityLevel)
+	if err != nil {
+		p.Close()
+		return nil, fmt.Errorf("engines: new batcher: %w", err)
+	}
+	opts.PriorityLevels, opts.DefaultPriorityLevel = pri.levels, pri.def
 	opts.PreferredBatchSizes = slices.Clone(opts.PreferredBatchSizes)
 	slices.Sort(opts.PreferredBatchSizes)
 	b := &Batcher{
@@ -142,7 +151,8 @@ func newBatcher(p batchPool, inputs, outputs []bridge.IOInfo, opts BatcherOption
 		opts:    opts,
 		inputs:  inputs,
 		outputs: outputs,
-		queue:   make(chan *request, opts.QueueLen),
+		queue:   newPrioQueue[*request](pri.levels, opts.QueueLen),
+		pri:     pri,
 		stats:   p.statistics(),
 	}
 	for _, s := range opts.PreferredBatchSizes {
@@ -167,7 +177,11 @@ func (b *Batcher) Options() BatcherOptions { return b.opts }
 // returns; Do returns ErrOverloaded when the queue is full, ErrClosed when the batcher is
 // closed, and ctx.Err() when ctx ends while the request is queued (it then never runs). Once
 // a batch holds the request, Do waits for it whatever ctx does. Safe for concurrent use.
-func (b *Batcher) Do(ctx context.Context, inputs []bridge.Tensor, fn func(outputs []bridge.Tensor) error) error {
+func (b *Batcher) Do(ctx context.Context, inputs []bridge.Tensor, opts RunOptions, fn func(outputs []bridge.Tensor) error) error {
+	level, err := b.pri.level(opts.Priority)
+	if err != nil {
+		return err
+	}
 	r := b.reqPool.Get().(*request)
 	r.inputs, r.fn, r.rows = inputs, fn, b.rowsOf(inputs)
 	if b.stats != nil {
@@ -175,7 +189,7 @@ func (b *Batcher) Do(ctx context.Context, inputs []bridge.Tensor, fn func(output
 	}
 	r.state.Store(jobQueued)
 
-	if err := enqueue(&b.mu, &b.closed, b.queue, r); err != nil {
+	if err := b.queue.push(r, level); err != nil {
 		b.release(r)
 		return err
 	}
@@ -303,7 +317,7 @@ func (f *former) loop() {
 		first := carry
 		carry = nil
 		if first == nil {
-			r, ok := <-b.queue
+			r, ok := b.queue.pop()
 			if !ok {
 				return
 			}
@@ -327,11 +341,8 @@ func (f *former) collect(first *request) (carry *request) {
 	rows := first.rows
 	waiting := false
 	for rows < b.opts.MaxBatchSize {
-		var r *request
-		var ok bool
-		select {
-		case r, ok = <-b.queue:
-		default:
+		r, ok, closed := b.queue.tryPop()
+		if !ok && !closed {
 			if b.opts.MaxQueueDelay <= 0 || b.running.Load() == 0 {
 				return nil // no other batch in flight: nothing is about to arrive, run at once
 			}
@@ -342,9 +353,8 @@ func (f *former) collect(first *request) (carry *request) {
 				waiting = true
 				f.timer.Reset(b.opts.MaxQueueDelay)
 			}
-			select {
-			case r, ok = <-b.queue:
-			case <-f.timer.C:
+			var timedOut bool
+			if r, ok, timedOut = b.queue.popUntil(f.timer.C); timedOut {
 				return nil
 			}
 		}
@@ -389,7 +399,7 @@ func (f *former) run() {
 	defer b.running.Add(-1)
 	if len(f.batch) == 1 {
 		r := f.batch[0]
-		r.done <- b.pool.do(context.Background(), r.inputs, r.fn, time.Time{}, 1, 0)
+		r.done <- b.pool.do(context.Background(), r.inputs, r.fn, 0, time.Time{}, 1, 0)
 		return
 	}
 	var gathered time.Duration
@@ -400,7 +410,7 @@ func (f *former) run() {
 	} else {
 		f.gather()
 	}
-	err := b.pool.do(context.Background(), f.in, f.splitFn, time.Time{}, len(f.batch), gathered)
+	err := b.pool.do(context.Background(), f.in, f.splitFn, 0, time.Time{}, len(f.batch), gathered)
 	switch {
 	case err == nil:
 		for j, r := range f.batch {
@@ -415,7 +425,7 @@ func (f *former) run() {
 		// The batch failed (no callback ran): run each request alone, so that only the
 		// requests that fail by themselves fail.
 		for _, r := range f.batch {
-			r.done <- b.pool.do(context.Background(), r.inputs, r.fn, time.Time{}, 1, 0)
+			r.done <- b.pool.do(context.Background(), r.inputs, r.fn, 0, time.Time{}, 1, 0)
 		}
 	}
 }
@@ -516,11 +526,6 @@ func (b *Batcher) Drain() error {
 }
 
 func (b *Batcher) stop() {
-	b.once.Do(func() {
-		b.mu.Lock()
-		b.closed.Store(true)
-		close(b.queue)
-		b.mu.Unlock()
-	})
+	b.queue.close()
 	b.wg.Wait()
 }

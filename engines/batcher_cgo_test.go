@@ -102,12 +102,13 @@ func TestBatcherNativeMatchesUnbatched(t *testing.T) {
 				go func() {
 					defer wg.Done()
 					for i := range each {
-						err := b.Do(context.Background(), []bridge.Tensor{obs(g, i)}, func(out []bridge.Tensor) error {
+						err := b.Do(context.Background(), []bridge.Tensor{obs(g, i)}, RunOptions{}, func(out []bridge.Tensor) error {
 							if out[0].Shape[0] != 1 || !slices.Equal(out[0].Data, want[g*each+i]) {
 								mismatches.Add(1)
 							}
 							return nil
 						})
+
 						if err != nil {
 							t.Error(err)
 							return
@@ -211,7 +212,7 @@ func BenchmarkNativeMLPMed16(b *testing.B) {
 				in := []bridge.Tensor{obs(1, 64, 0.5)}
 				fn := func([]bridge.Tensor) error { return nil }
 				for pb.Next() {
-					if err := r.Do(context.Background(), in, fn); err != nil {
+					if err := r.Do(context.Background(), in, RunOptions{}, fn); err != nil {
 						b.Error(err)
 						return
 					}

@@ -30,6 +30,7 @@ type runRecord struct {
 	runs   int
 	shapes [][]int64
 	seen   map[float32]bool
+	order  [][]float32 // per run, the first column of its rows
 }
 
 func (c *batchContext) SetSeed(uint64) error { return nil }
@@ -48,6 +49,13 @@ func (c *batchContext) Run(in, out []bridge.Tensor) error {
 	c.rec.runs++
 	c.rec.shapes = append(c.rec.shapes, append([]int64(nil), t.Shape...))
 	c.out = append(c.out[:0], t.Data...)
+	var col []float32
+	if len(t.Shape) == 2 && t.Shape[1] > 0 {
+		for r := int64(0); r < t.Shape[0]; r++ {
+			col = append(col, math.Float32frombits(binary.LittleEndian.Uint32(t.Data[4*r*t.Shape[1]:])))
+		}
+	}
+	c.rec.order = append(c.rec.order, col)
 	fail := false
 	for i := 0; i+4 <= len(c.out); i += 4 {
 		f := math.Float32frombits(binary.LittleEndian.Uint32(c.out[i:]))
@@ -138,7 +146,7 @@ type result struct {
 func do(ctx context.Context, b Runner, in bridge.Tensor) result {
 	var res result
 	start := time.Now()
-	res.err = b.Do(ctx, []bridge.Tensor{in}, func(out []bridge.Tensor) error {
+	res.err = b.Do(ctx, []bridge.Tensor{in}, RunOptions{}, func(out []bridge.Tensor) error {
 		res.shape = append([]int64(nil), out[0].Shape...)
 		for i := 0; i+4 <= len(out[0].Data); i += 4 {
 			res.vals = append(res.vals, math.Float32frombits(binary.LittleEndian.Uint32(out[0].Data[i:])))
@@ -146,6 +154,7 @@ func do(ctx context.Context, b Runner, in bridge.Tensor) result {
 		res.runRows = int32(binary.LittleEndian.Uint32(out[1].Data))
 		return nil
 	})
+
 	res.duration = time.Since(start)
 	return res
 }
@@ -163,9 +172,9 @@ func (fx *batchFixture) busy(t *testing.T) <-chan result {
 func (fx *batchFixture) waitQueued(t *testing.T, n int) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
-	for len(fx.b.queue) < n {
+	for fx.b.queue.len() < n {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d requests queued, want %d", len(fx.b.queue), n)
+			t.Fatalf("%d requests queued, want %d", fx.b.queue.len(), n)
 		}
 		time.Sleep(100 * time.Microsecond)
 	}
@@ -378,7 +387,7 @@ func TestBatcherCallbackErrorIsItsOwn(t *testing.T) {
 	errs := make(chan error, 3)
 	for i := range 3 {
 		go func() {
-			errs <- fx.b.Do(context.Background(), []bridge.Tensor{rowsTensor(2, float32(i))}, func([]bridge.Tensor) error {
+			errs <- fx.b.Do(context.Background(), []bridge.Tensor{rowsTensor(2, float32(i))}, RunOptions{}, func([]bridge.Tensor) error {
 				switch i {
 				case 1:
 					return errors.New("encode failed")
@@ -387,6 +396,7 @@ func TestBatcherCallbackErrorIsItsOwn(t *testing.T) {
 				}
 				return nil
 			})
+
 		}()
 		fx.waitQueued(t, i+1)
 	}
@@ -427,7 +437,7 @@ func TestBatcherCloseAndDrain(t *testing.T) {
 	fx.waitQueued(t, 1)
 	drained := make(chan struct{})
 	go func() { fx.b.Drain(); close(drained) }()
-	for !fx.b.closed.Load() {
+	for !fx.b.queue.closed.Load() {
 		time.Sleep(100 * time.Microsecond)
 	}
 	if r := do(context.Background(), fx.b, rowsTensor(2, 2)); !errors.Is(r.err, ErrClosed) {
@@ -482,7 +492,7 @@ func BenchmarkBatcherDo(b *testing.B) {
 			return nil
 		}
 		for pb.Next() {
-			if err := bt.Do(context.Background(), in, fn); err != nil {
+			if err := bt.Do(context.Background(), in, RunOptions{}, fn); err != nil {
 				b.Error(err)
 				return
 			}

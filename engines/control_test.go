@@ -40,12 +40,13 @@ func hammer(t *testing.T, r *Repository, n int, model, version string, check fun
 					if err := check(v.Version()); err != nil {
 						return err
 					}
-					return v.Do(t.Context(), in, func(out []bridge.Tensor) error {
+					return v.Do(t.Context(), in, RunOptions{}, func(out []bridge.Tensor) error {
 						if got := firstF32(out[0]); got != 2*float32(g) {
 							return fmt.Errorf("output %v, want %v", got, 2*float32(g))
 						}
 						return nil
 					})
+
 				}()
 				if err != nil {
 					if fails.Add(1) <= 5 {

@@ -123,8 +123,9 @@ func TestNativeReference(t *testing.T) {
 		binary.LittleEndian.PutUint32(in[4*i:], math.Float32bits(f))
 	}
 	var got []float32
-	err = v.Do(context.Background(), []bridge.Tensor{{DType: bridge.Float32, Shape: []int64{1, 8}, Data: in}},
+	err = v.Do(context.Background(), []bridge.Tensor{{DType: bridge.Float32, Shape: []int64{1, 8}, Data: in}}, RunOptions{},
 		func(out []bridge.Tensor) error { got = floats(out[0]); return nil })
+
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,13 +145,14 @@ func TestNativeConcurrentDo(t *testing.T) {
 	// Reference values from a single call, then many goroutines must agree with them.
 	want := map[int][]float32{}
 	for _, batch := range []int{1, 3, 8} {
-		err := v.Do(context.Background(), []bridge.Tensor{obsTensor(batch, 0.5)}, func(out []bridge.Tensor) error {
+		err := v.Do(context.Background(), []bridge.Tensor{obsTensor(batch, 0.5)}, RunOptions{}, func(out []bridge.Tensor) error {
 			if got := out[0].Shape; len(got) != 2 || got[0] != int64(batch) || got[1] != 2 {
 				t.Errorf("batch %d: output shape %v", batch, got)
 			}
 			want[batch] = floats(out[0])
 			return nil
 		})
+
 		if err != nil {
 			t.Fatalf("batch %d: %v", batch, err)
 		}
@@ -164,7 +166,7 @@ func TestNativeConcurrentDo(t *testing.T) {
 			batch := []int{1, 3, 8}[g%3]
 			in := []bridge.Tensor{obsTensor(batch, 0.5)}
 			for i := 0; i < 50; i++ {
-				err := v.Do(context.Background(), in, func(out []bridge.Tensor) error {
+				err := v.Do(context.Background(), in, RunOptions{}, func(out []bridge.Tensor) error {
 					got := floats(out[0])
 					for k := range got {
 						if got[k] != want[batch][k] {
@@ -173,6 +175,7 @@ func TestNativeConcurrentDo(t *testing.T) {
 					}
 					return nil
 				})
+
 				if err != nil {
 					errs <- err
 					return
@@ -190,7 +193,7 @@ func TestNativeConcurrentDo(t *testing.T) {
 func TestNativeRunErrorIsBridgeError(t *testing.T) {
 	_, v := openMLP(t, PoolOptions{})
 	bad := bridge.Tensor{DType: bridge.Float32, Shape: []int64{1, 9}, Data: make([]byte, 36)}
-	err := v.Do(context.Background(), []bridge.Tensor{bad}, func([]bridge.Tensor) error { return nil })
+	err := v.Do(context.Background(), []bridge.Tensor{bad}, RunOptions{}, func([]bridge.Tensor) error { return nil })
 	var be *bridge.Error
 	if !errors.As(err, &be) || be.Code != bridge.CodeInvalidArg {
 		t.Errorf("run with a wrong shape = %v, want a bridge INVALID_ARG error", err)
@@ -204,20 +207,21 @@ func TestNativePoolQueueFullAndCancel(t *testing.T) {
 	hold, held := make(chan struct{}), make(chan struct{})
 	first := make(chan error, 1)
 	go func() {
-		first <- p.Do(context.Background(), []bridge.Tensor{obsTensor(1, 0)}, func([]bridge.Tensor) error {
+		first <- p.Do(context.Background(), []bridge.Tensor{obsTensor(1, 0)}, RunOptions{}, func([]bridge.Tensor) error {
 			close(held)
 			<-hold
 			return nil
 		})
+
 	}()
 	<-held
 	ctx, cancel := context.WithCancel(context.Background())
 	queued := make(chan error, 1)
 	go func() {
-		queued <- p.Do(ctx, []bridge.Tensor{obsTensor(1, 0)}, func([]bridge.Tensor) error { return nil })
+		queued <- p.Do(ctx, []bridge.Tensor{obsTensor(1, 0)}, RunOptions{}, func([]bridge.Tensor) error { return nil })
 	}()
-	waitFor(t, func() bool { return len(p.jobs) == 1 })
-	if err := p.Do(context.Background(), []bridge.Tensor{obsTensor(1, 0)}, nil); !errors.Is(err, ErrOverloaded) {
+	waitFor(t, func() bool { return p.jobs.len() == 1 })
+	if err := p.Do(context.Background(), []bridge.Tensor{obsTensor(1, 0)}, RunOptions{}, nil); !errors.Is(err, ErrOverloaded) {
 		t.Errorf("Do on a full queue = %v, want ErrOverloaded", err)
 	}
 	cancel()
@@ -234,8 +238,8 @@ func TestNativePoolQueueFullAndCancel(t *testing.T) {
 		t.Errorf("held Do = %v", err)
 	}
 	// The worker skips the abandoned job; until it took it off the queue, the queue is full.
-	waitFor(t, func() bool { return len(p.jobs) == 0 })
-	if err := p.Do(context.Background(), []bridge.Tensor{obsTensor(1, 0)}, func([]bridge.Tensor) error { return nil }); err != nil {
+	waitFor(t, func() bool { return p.jobs.len() == 0 })
+	if err := p.Do(context.Background(), []bridge.Tensor{obsTensor(1, 0)}, RunOptions{}, func([]bridge.Tensor) error { return nil }); err != nil {
 		t.Errorf("Do after the cancelled job = %v", err)
 	}
 }
@@ -248,7 +252,7 @@ func TestNativeClose(t *testing.T) {
 	if err := r.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
-	if err := v.Do(context.Background(), []bridge.Tensor{obsTensor(1, 0)}, func([]bridge.Tensor) error { return nil }); !errors.Is(err, ErrClosed) {
+	if err := v.Do(context.Background(), []bridge.Tensor{obsTensor(1, 0)}, RunOptions{}, func([]bridge.Tensor) error { return nil }); !errors.Is(err, ErrClosed) {
 		t.Errorf("Do after Close = %v, want ErrClosed", err)
 	}
 	if ok, reason := v.Ready(); ok || reason == "" {

@@ -12,22 +12,6 @@ import (
 	"github.com/policyd/policyd/bridge"
 )
 
-// enqueue sends v on a bounded queue without blocking: ErrClosed once closed is set (mu, held
-// for writing by Close, orders the check before the send), ErrOverloaded when the queue is full.
-func enqueue[T any](mu *sync.RWMutex, closed *atomic.Bool, queue chan<- T, v T) error {
-	mu.RLock()
-	defer mu.RUnlock()
-	if closed.Load() {
-		return ErrClosed
-	}
-	select {
-	case queue <- v:
-		return nil
-	default:
-		return ErrOverloaded
-	}
-}
-
 // ErrOverloaded is returned by Pool.Do when the pool's queue is full. The caller should retry
 // later (the HTTP layer answers 503 with Retry-After).
 var ErrOverloaded = errors.New("engines: queue full")
@@ -43,12 +27,20 @@ var ErrClosed = errors.New("engines: pool closed")
 type Runner interface {
 	// Do runs the model once with inputs (in the engine's input order) and calls fn with the
 	// outputs (in the engine's output order) while they are valid. See Pool.Do.
-	Do(ctx context.Context, inputs []bridge.Tensor, fn func(outputs []bridge.Tensor) error) error
+	Do(ctx context.Context, inputs []bridge.Tensor, opts RunOptions, fn func(outputs []bridge.Tensor) error) error
 	// Close stops the runner; Do then returns ErrClosed, also for jobs still queued.
 	Close() error
 	// Drain stops the runner gracefully: Do then returns ErrClosed, but jobs already queued
 	// still run before the runner stops.
 	Drain() error
+}
+
+// RunOptions are the per-request options of Runner.Do; the zero value is the defaults.
+type RunOptions struct {
+	// Priority is the request's priority level: 1 is the highest, the runner's priority
+	// levels the lowest, 0 the runner's default level. A level out of range fails Do with a
+	// *PriorityError.
+	Priority int
 }
 
 // PoolOptions configure NewPool. Zero values pick the defaults.
@@ -64,6 +56,15 @@ type PoolOptions struct {
 	Seed uint64
 	// Stats receives the pool's statistics (queue, compute, batch sizes); nil records none.
 	Stats *Stats
+	// PriorityLevels (0: one level) and DefaultPriorityLevel (0: the lowest, PriorityLevels)
+	// order the queue: a worker takes the oldest job of the highest level (1) queued. QueueLen
+	// bounds each level.
+	PriorityLevels, DefaultPriorityLevel int
+	// LockOSThread locks each worker to its OS thread for its whole life, for backends whose
+	// contexts keep per-thread state (a CUDA context, an OpenMP team). Without it the workers
+	// are plain goroutines, which hand a request over in a goroutine switch instead of two OS
+	// thread wake-ups (see docs/engine.md, Worker threads).
+	LockOSThread bool
 }
 
 // Pool runs one engine on a fixed set of workers. Each worker is a goroutine locked to its OS
@@ -77,10 +78,10 @@ type Pool struct {
 	newCtx    func() (execContext, error)
 	nOut      int
 	instances int
-	jobs      chan *job
-	mu        sync.RWMutex // guards closed against sends on jobs
-	closed    atomic.Bool  // Do refuses new jobs
-	abort     atomic.Bool  // workers fail queued jobs with ErrClosed instead of running them
+	jobs      *prioQueue[*job]
+	pri       priorities
+	lock      bool
+	abort     atomic.Bool // workers fail queued jobs with ErrClosed instead of running them
 	wg        sync.WaitGroup
 	once      sync.Once
 	jobPool   sync.Pool
@@ -139,11 +140,17 @@ func newPool(newCtx func() (execContext, error), nOut int, opts PoolOptions) (*P
 	if opts.QueueLen <= 0 {
 		opts.QueueLen = 64 * opts.Instances
 	}
+	pri, err := newPriorities(opts.PriorityLevels, opts.DefaultPriorityLevel)
+	if err != nil {
+		return nil, fmt.Errorf("engines: new pool: %w", err)
+	}
 	p := &Pool{
 		newCtx:    newCtx,
 		nOut:      nOut,
 		instances: opts.Instances,
-		jobs:      make(chan *job, opts.QueueLen),
+		jobs:      newPrioQueue[*job](pri.levels, opts.QueueLen),
+		pri:       pri,
+		lock:      opts.LockOSThread,
 		stats:     opts.Stats,
 	}
 	p.jobPool.New = func() any { return &job{done: make(chan error, 1)} }
@@ -165,11 +172,13 @@ func newPool(newCtx func() (execContext, error), nOut int, opts PoolOptions) (*P
 	return p, nil
 }
 
-// worker owns one context for its whole life, on one locked OS thread.
+// worker owns one context for its whole life (on one locked OS thread with LockOSThread).
 func (p *Pool) worker(i int, seed uint64, started chan<- error) {
 	defer p.wg.Done()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
+	if p.lock {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+	}
 
 	c, err := p.newCtx()
 	if err != nil {
@@ -187,7 +196,11 @@ func (p *Pool) worker(i int, seed uint64, started chan<- error) {
 	for k := range outputs {
 		outputs[k].Shape = make([]int64, 0, bridge.MaxRank)
 	}
-	for j := range p.jobs {
+	for {
+		j, ok := p.jobs.pop()
+		if !ok {
+			return
+		}
 		if !j.state.CompareAndSwap(jobQueued, jobRunning) {
 			continue // its caller gave up while it was queued and owns it no more
 		}
@@ -243,23 +256,27 @@ func run(c execContext, j *job, outputs []bridge.Tensor) error {
 // does: a native run cannot be interrupted, and inputs must stay valid until it ends.
 //
 // Do is safe for concurrent use.
-func (p *Pool) Do(ctx context.Context, inputs []bridge.Tensor, fn func(outputs []bridge.Tensor) error) error {
+func (p *Pool) Do(ctx context.Context, inputs []bridge.Tensor, opts RunOptions, fn func(outputs []bridge.Tensor) error) error {
+	level, err := p.pri.level(opts.Priority)
+	if err != nil {
+		return err
+	}
 	var enq time.Time
 	if p.stats != nil {
 		enq = time.Now()
 	}
-	return p.do(ctx, inputs, fn, enq, 1, 0)
+	return p.do(ctx, inputs, fn, level, enq, 1, 0)
 }
 
-// do is Do for a run serving reqs requests whose inputs took input to gather; enq is when the
-// job is queued, zero when a batcher records the queue time.
-func (p *Pool) do(ctx context.Context, inputs []bridge.Tensor, fn func(outputs []bridge.Tensor) error, enq time.Time, reqs int, input time.Duration) error {
+// do is Do at a queue level for a run serving reqs requests whose inputs took input to
+// gather; enq is when the job is queued, zero when a batcher records the queue time.
+func (p *Pool) do(ctx context.Context, inputs []bridge.Tensor, fn func(outputs []bridge.Tensor) error, level int, enq time.Time, reqs int, input time.Duration) error {
 	j := p.jobPool.Get().(*job)
 	j.inputs, j.fn = inputs, fn
 	j.enq, j.reqs, j.input = enq, reqs, input
 	j.state.Store(jobQueued)
 
-	if err := enqueue(&p.mu, &p.closed, p.jobs, j); err != nil {
+	if err := p.jobs.push(j, level); err != nil {
 		p.release(j)
 		return err
 	}
@@ -294,7 +311,7 @@ func (p *Pool) Stats() *Stats { return p.stats }
 func (p *Pool) statistics() *Stats { return p.stats }
 
 // QueueLen reports the capacity of the pool's queue.
-func (p *Pool) QueueLen() int { return cap(p.jobs) }
+func (p *Pool) QueueLen() int { return p.jobs.capacity() }
 
 // Close stops the pool: jobs still queued fail with ErrClosed, a job being run finishes, every
 // worker closes its context and exits, then Close returns. It never closes the engine.
@@ -316,11 +333,6 @@ func (p *Pool) Drain() error {
 }
 
 func (p *Pool) stop() {
-	p.once.Do(func() {
-		p.mu.Lock()
-		p.closed.Store(true)
-		close(p.jobs)
-		p.mu.Unlock()
-	})
+	p.jobs.close()
 	p.wg.Wait()
 }

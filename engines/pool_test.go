@@ -103,10 +103,11 @@ func TestPoolConcurrentDo(t *testing.T) {
 			for i := 0; i < 100; i++ {
 				want := float32(g*1000 + i)
 				var got float32
-				err := p.Do(context.Background(), []bridge.Tensor{f32Tensor(want / 2)}, func(out []bridge.Tensor) error {
+				err := p.Do(context.Background(), []bridge.Tensor{f32Tensor(want / 2)}, RunOptions{}, func(out []bridge.Tensor) error {
 					got = firstF32(out[0])
 					return nil
 				})
+
 				if err != nil || got != want {
 					failures.Add(1)
 				}
@@ -144,7 +145,7 @@ func blockedPool(t *testing.T, queueLen int) (p *Pool, f *fakeFactory, release f
 	p = newTestPool(t, f, PoolOptions{Instances: 1, QueueLen: queueLen})
 	done = make(chan error, 1)
 	go func() {
-		done <- p.Do(context.Background(), []bridge.Tensor{f32Tensor(1)}, func([]bridge.Tensor) error { return nil })
+		done <- p.Do(context.Background(), []bridge.Tensor{f32Tensor(1)}, RunOptions{}, func([]bridge.Tensor) error { return nil })
 	}()
 	<-f.started
 	var once sync.Once
@@ -157,10 +158,10 @@ func TestPoolQueueFull(t *testing.T) {
 	p, _, release, done := blockedPool(t, 1)
 	queued := make(chan error, 1)
 	go func() {
-		queued <- p.Do(context.Background(), []bridge.Tensor{f32Tensor(1)}, func([]bridge.Tensor) error { return nil })
+		queued <- p.Do(context.Background(), []bridge.Tensor{f32Tensor(1)}, RunOptions{}, func([]bridge.Tensor) error { return nil })
 	}()
-	waitFor(t, func() bool { return len(p.jobs) == 1 })
-	err := p.Do(context.Background(), []bridge.Tensor{f32Tensor(1)}, func([]bridge.Tensor) error { return nil })
+	waitFor(t, func() bool { return p.jobs.len() == 1 })
+	err := p.Do(context.Background(), []bridge.Tensor{f32Tensor(1)}, RunOptions{}, func([]bridge.Tensor) error { return nil })
 	if !errors.Is(err, ErrOverloaded) {
 		t.Fatalf("Do on a full queue: %v, want ErrOverloaded", err)
 	}
@@ -179,9 +180,9 @@ func TestPoolCancelWhileQueued(t *testing.T) {
 	called := atomic.Bool{}
 	res := make(chan error, 1)
 	go func() {
-		res <- p.Do(ctx, []bridge.Tensor{f32Tensor(1)}, func([]bridge.Tensor) error { called.Store(true); return nil })
+		res <- p.Do(ctx, []bridge.Tensor{f32Tensor(1)}, RunOptions{}, func([]bridge.Tensor) error { called.Store(true); return nil })
 	}()
-	waitFor(t, func() bool { return len(p.jobs) == 1 })
+	waitFor(t, func() bool { return p.jobs.len() == 1 })
 	cancel()
 	select {
 	case err := <-res:
@@ -194,7 +195,7 @@ func TestPoolCancelWhileQueued(t *testing.T) {
 	release()
 	<-done
 	// The worker must skip the abandoned job and keep serving.
-	if err := p.Do(context.Background(), []bridge.Tensor{f32Tensor(1)}, func([]bridge.Tensor) error { return nil }); err != nil {
+	if err := p.Do(context.Background(), []bridge.Tensor{f32Tensor(1)}, RunOptions{}, func([]bridge.Tensor) error { return nil }); err != nil {
 		t.Fatalf("Do after a cancelled job: %v", err)
 	}
 	if called.Load() {
@@ -208,7 +209,7 @@ func TestPoolCancelWhileRunningWaits(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	res := make(chan error, 1)
 	go func() {
-		res <- p.Do(ctx, []bridge.Tensor{f32Tensor(1)}, func([]bridge.Tensor) error { return nil })
+		res <- p.Do(ctx, []bridge.Tensor{f32Tensor(1)}, RunOptions{}, func([]bridge.Tensor) error { return nil })
 	}()
 	<-f.started
 	cancel()
@@ -228,13 +229,13 @@ func TestPoolCloseDrainsQueue(t *testing.T) {
 	queued := make(chan error, 2)
 	for i := 0; i < 2; i++ {
 		go func() {
-			queued <- p.Do(context.Background(), []bridge.Tensor{f32Tensor(1)}, func([]bridge.Tensor) error { return nil })
+			queued <- p.Do(context.Background(), []bridge.Tensor{f32Tensor(1)}, RunOptions{}, func([]bridge.Tensor) error { return nil })
 		}()
 	}
-	waitFor(t, func() bool { return len(p.jobs) == 2 })
+	waitFor(t, func() bool { return p.jobs.len() == 2 })
 	closed := make(chan struct{})
 	go func() { p.Close(); close(closed) }()
-	waitFor(t, func() bool { return p.closed.Load() })
+	waitFor(t, func() bool { return p.jobs.closed.Load() })
 	release()
 	if err := <-done; err != nil {
 		t.Errorf("the job running at Close: %v, want it to finish", err)
@@ -251,7 +252,7 @@ func TestPoolCloseDrainsQueue(t *testing.T) {
 	if err := p.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
 	}
-	if err := p.Do(context.Background(), nil, nil); !errors.Is(err, ErrClosed) {
+	if err := p.Do(context.Background(), nil, RunOptions{}, nil); !errors.Is(err, ErrClosed) {
 		t.Errorf("Do after Close: %v, want ErrClosed", err)
 	}
 }
@@ -263,14 +264,14 @@ func TestPoolDrainRunsQueue(t *testing.T) {
 	queued := make(chan error, 2)
 	for i := 0; i < 2; i++ {
 		go func() {
-			queued <- p.Do(context.Background(), []bridge.Tensor{f32Tensor(1)}, func([]bridge.Tensor) error { return nil })
+			queued <- p.Do(context.Background(), []bridge.Tensor{f32Tensor(1)}, RunOptions{}, func([]bridge.Tensor) error { return nil })
 		}()
 	}
-	waitFor(t, func() bool { return len(p.jobs) == 2 })
+	waitFor(t, func() bool { return p.jobs.len() == 2 })
 	drained := make(chan struct{})
 	go func() { p.Drain(); close(drained) }()
-	waitFor(t, func() bool { return p.closed.Load() })
-	if err := p.Do(context.Background(), nil, nil); !errors.Is(err, ErrClosed) {
+	waitFor(t, func() bool { return p.jobs.closed.Load() })
+	if err := p.Do(context.Background(), nil, RunOptions{}, nil); !errors.Is(err, ErrClosed) {
 		t.Errorf("Do while draining: %v, want ErrClosed", err)
 	}
 	select {
@@ -297,12 +298,12 @@ func TestPoolDrainRunsQueue(t *testing.T) {
 
 	p2, _, release2, done2 := blockedPool(t, 4)
 	go func() {
-		queued <- p2.Do(context.Background(), []bridge.Tensor{f32Tensor(1)}, func([]bridge.Tensor) error { return nil })
+		queued <- p2.Do(context.Background(), []bridge.Tensor{f32Tensor(1)}, RunOptions{}, func([]bridge.Tensor) error { return nil })
 	}()
-	waitFor(t, func() bool { return len(p2.jobs) == 1 })
+	waitFor(t, func() bool { return p2.jobs.len() == 1 })
 	drained = make(chan struct{})
 	go func() { p2.Drain(); close(drained) }()
-	waitFor(t, func() bool { return p2.closed.Load() })
+	waitFor(t, func() bool { return p2.jobs.closed.Load() })
 	closed := make(chan struct{})
 	go func() { p2.Close(); close(closed) }()
 	waitFor(t, func() bool { return p2.abort.Load() })
@@ -331,7 +332,7 @@ func TestPoolRunErrorSkipsCallback(t *testing.T) {
 	f := &fakeFactory{runErr: runErr}
 	p := newTestPool(t, f, PoolOptions{})
 	called := false
-	err := p.Do(context.Background(), []bridge.Tensor{f32Tensor(1)}, func([]bridge.Tensor) error { called = true; return nil })
+	err := p.Do(context.Background(), []bridge.Tensor{f32Tensor(1)}, RunOptions{}, func([]bridge.Tensor) error { called = true; return nil })
 	var be *bridge.Error
 	if !errors.As(err, &be) || be.Code != bridge.CodeInvalidArg {
 		t.Fatalf("Do error = %v, want the bridge error", err)
@@ -344,14 +345,14 @@ func TestPoolRunErrorSkipsCallback(t *testing.T) {
 func TestPoolCallbackErrorAndPanic(t *testing.T) {
 	p := newTestPool(t, &fakeFactory{}, PoolOptions{})
 	want := errors.New("encode failed")
-	if err := p.Do(context.Background(), []bridge.Tensor{f32Tensor(1)}, func([]bridge.Tensor) error { return want }); !errors.Is(err, want) {
+	if err := p.Do(context.Background(), []bridge.Tensor{f32Tensor(1)}, RunOptions{}, func([]bridge.Tensor) error { return want }); !errors.Is(err, want) {
 		t.Errorf("Do = %v, want the callback's error", err)
 	}
-	err := p.Do(context.Background(), []bridge.Tensor{f32Tensor(1)}, func([]bridge.Tensor) error { panic("boom") })
+	err := p.Do(context.Background(), []bridge.Tensor{f32Tensor(1)}, RunOptions{}, func([]bridge.Tensor) error { panic("boom") })
 	if err == nil || !strings.Contains(err.Error(), "boom") {
 		t.Errorf("Do with a panicking callback = %v, want an error naming the panic", err)
 	}
-	if err := p.Do(context.Background(), []bridge.Tensor{f32Tensor(1)}, func([]bridge.Tensor) error { return nil }); err != nil {
+	if err := p.Do(context.Background(), []bridge.Tensor{f32Tensor(1)}, RunOptions{}, func([]bridge.Tensor) error { return nil }); err != nil {
 		t.Errorf("Do after a panicking callback = %v, want the worker alive", err)
 	}
 }
@@ -385,7 +386,7 @@ func BenchmarkPoolDo(b *testing.B) {
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			if err := p.Do(context.Background(), in, fn); err != nil {
+			if err := p.Do(context.Background(), in, RunOptions{}, fn); err != nil {
 				b.Error(err)
 				return
 			}

@@ -233,11 +233,11 @@ func (v *ModelVersion) Batchable() bool {
 // that is not ready returns an *UnavailableError; ErrOverloaded and ErrClosed come wrapped with
 // the model and version. Errors of the run itself (*bridge.Error) and of fn are returned as
 // they are.
-func (v *ModelVersion) Do(ctx context.Context, inputs []bridge.Tensor, fn func(outputs []bridge.Tensor) error) error {
+func (v *ModelVersion) Do(ctx context.Context, inputs []bridge.Tensor, opts RunOptions, fn func(outputs []bridge.Tensor) error) error {
 	if v.runner == nil {
 		return &UnavailableError{Model: v.name, Version: v.version, Reason: v.Reason()}
 	}
-	err := v.runner.Do(ctx, inputs, fn)
+	err := v.runner.Do(ctx, inputs, opts, fn)
 	if err == ErrOverloaded || err == ErrClosed {
 		return fmt.Errorf("model %q version %q: %w", v.name, v.version, err)
 	}

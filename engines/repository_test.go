@@ -230,7 +230,7 @@ func TestOpenRepositoryKeepsFailedVersions(t *testing.T) {
 
 	v, _ := r.Get("m", "1")
 	var ue *UnavailableError
-	if err := v.Do(t.Context(), nil, nil); !errors.As(err, &ue) || !strings.Contains(err.Error(), "missing") {
+	if err := v.Do(t.Context(), nil, RunOptions{}, nil); !errors.As(err, &ue) || !strings.Contains(err.Error(), "missing") {
 		t.Errorf("Do on an unavailable version = %v, want *UnavailableError with the reason", err)
 	}
 

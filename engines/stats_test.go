@@ -17,13 +17,13 @@ func TestStatsPoolUnbatched(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
-			if err := p.Do(context.Background(), []bridge.Tensor{f32Tensor(float32(i), 1)}, func([]bridge.Tensor) error { return nil }); err != nil {
+			if err := p.Do(context.Background(), []bridge.Tensor{f32Tensor(float32(i), 1)}, RunOptions{}, func([]bridge.Tensor) error { return nil }); err != nil {
 				t.Errorf("Do: %v", err)
 			}
 		})
 	}
 	<-f.started
-	waitFor(t, func() bool { return len(p.jobs) == n-1 })
+	waitFor(t, func() bool { return p.jobs.len() == n-1 })
 	const wait = 5 * time.Millisecond
 	time.Sleep(wait)
 	close(f.gate)

@@ -17,6 +17,7 @@ import (
 	"github.com/valyala/fastjson"
 
 	"github.com/policyd/policyd/bridge"
+	"github.com/policyd/policyd/engines"
 )
 
 // float16Model: h FP16[-1,2], bf BF16[-1,2], x FP32[-1,2] → h_out, bf_out, x_out (echo).
@@ -557,7 +558,7 @@ func FuzzDecodeBinaryRequest(f *testing.F) {
 				t.Fatalf("%s: accepted with %d of %d binary bytes used", m.name, req.binOff, len(bin))
 			}
 			req.model = m
-			if err := m.Do(context.Background(), req.tensors, req.encode); err != nil {
+			if err := m.Do(context.Background(), req.tensors, engines.RunOptions{}, req.encode); err != nil {
 				t.Fatalf("%s: encode after a successful decode: %v", m.name, err)
 			}
 			checkResponse(t, m, req)

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"math"
 	"strconv"
+	"time"
 
 	"github.com/valyala/fastjson"
 
@@ -40,6 +41,10 @@ type inferRequest struct {
 	seqEnd   bool
 	seq      *engines.Sequence // held between Begin and Finish
 
+	// Scheduling parameters (params.go).
+	run     engines.RunOptions
+	timeout time.Duration // the request's own queue timeout; 0: none
+
 	// Set by the handler for the encoding callback, which is bound once (no closure per request).
 	model  Model
 	out    []byte
@@ -70,6 +75,7 @@ func (r *inferRequest) reset(nIn int) {
 	r.bin, r.binOff, r.binAll = nil, 0, false
 	r.jsonLen, r.binOut = 0, false
 	r.seqs, r.seqID, r.seqStart, r.seqEnd, r.seq = nil, engines.SequenceID{}, false, false, nil
+	r.run, r.timeout = engines.RunOptions{}, 0
 }
 
 // maxRetained bounds the buffers a pooled request keeps between requests.
@@ -156,6 +162,9 @@ func (r *inferRequest) decodeParts(p *fastjson.Parser, js, bin []byte, m Model) 
 			r.binAll = all
 		}
 		if err := r.decodeSequence(params, m); err != nil {
+			return err
+		}
+		if err := r.decodeScheduling(params); err != nil {
 			return err
 		}
 	}

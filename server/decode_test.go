@@ -14,6 +14,7 @@ import (
 	"github.com/valyala/fastjson"
 
 	"github.com/policyd/policyd/bridge"
+	"github.com/policyd/policyd/engines"
 )
 
 // FuzzDecodeInferRequest feeds arbitrary bodies to the decoder for three signatures. It must
@@ -51,7 +52,7 @@ func FuzzDecodeInferRequest(f *testing.F) {
 			}
 			checkDecoded(t, m, req)
 			req.model = m
-			if err := m.Do(context.Background(), req.tensors, req.encode); err != nil {
+			if err := m.Do(context.Background(), req.tensors, engines.RunOptions{}, req.encode); err != nil {
 				t.Fatalf("%s: encode after a successful decode: %v", m.name, err)
 			}
 			checkResponse(t, m, req)

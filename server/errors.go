@@ -29,16 +29,22 @@ type statusError struct {
 
 func (e *statusError) Error() string { return e.msg }
 
-// timeoutError: a request waited in its model's queue longer than Options.QueueTimeout and was
-// dropped without running. 503 with Retry-After: the server is overloaded, not broken.
+// timeoutError: a request waited in its model's queue longer than Options.QueueTimeout or its
+// own "timeout" parameter and was dropped without running. 503 with Retry-After: the server
+// is overloaded, not broken.
 type timeoutError struct {
 	model, version string
 	after          time.Duration
+	own            bool // the request's "timeout" parameter, not the server's queue timeout
 }
 
 func (e *timeoutError) Error() string {
-	return fmt.Sprintf("model %q version %q: request timed out: still queued after the queue timeout of %s",
-		e.model, e.version, e.after)
+	which := "the queue timeout"
+	if e.own {
+		which = "the request's timeout"
+	}
+	return fmt.Sprintf("model %q version %q: request timed out: still queued after %s of %s",
+		e.model, e.version, which, e.after)
 }
 
 // errorStatus maps an error to its HTTP status, and says whether the client should retry
@@ -50,6 +56,7 @@ func errorStatus(err error) (status int, retry bool) {
 		se *statusError
 		ue *engines.UnavailableError
 		be *bridge.Error
+		pe *engines.PriorityError
 	)
 	switch {
 	case errors.Is(err, engines.ErrSequenceLimit):
@@ -58,7 +65,7 @@ func errorStatus(err error) (status int, retry bool) {
 		return fasthttp.StatusBadRequest, false
 	case errors.As(err, &te):
 		return fasthttp.StatusServiceUnavailable, true
-	case errors.As(err, &re):
+	case errors.As(err, &re), errors.As(err, &pe):
 		return fasthttp.StatusBadRequest, false
 	case errors.As(err, &se):
 		return se.status, false

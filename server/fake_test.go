@@ -28,6 +28,7 @@ type fakeModel struct {
 	stats         engines.Stats
 	seqs          *engines.Sequences                                                                  // Sequences() when set
 	doFn          func(ctx context.Context, in []bridge.Tensor, fn func([]bridge.Tensor) error) error // replaces Do when set
+	lastOpts      atomic.Pointer[engines.RunOptions]                                                  // the options of the last Do
 }
 
 func (m *fakeModel) Stats() *engines.Stats { return &m.stats }
@@ -45,7 +46,8 @@ func (m *fakeModel) Release() {
 		panic(fmt.Sprintf("%s released more often than acquired", m))
 	}
 }
-func (m *fakeModel) Do(ctx context.Context, in []bridge.Tensor, fn func([]bridge.Tensor) error) error {
+func (m *fakeModel) Do(ctx context.Context, in []bridge.Tensor, opts engines.RunOptions, fn func([]bridge.Tensor) error) error {
+	m.lastOpts.Store(&opts)
 	if m.doFn != nil {
 		return m.doFn(ctx, in, fn)
 	}

@@ -24,7 +24,7 @@ type Model interface {
 	// Ready reports whether the version serves requests and, when not, why.
 	Ready() (bool, string)
 	// Do runs the model and calls fn with the outputs while they are valid (see engines.Pool.Do).
-	Do(ctx context.Context, inputs []bridge.Tensor, fn func(outputs []bridge.Tensor) error) error
+	Do(ctx context.Context, inputs []bridge.Tensor, opts engines.RunOptions, fn func(outputs []bridge.Tensor) error) error
 	// Release ends the use begun by Registry.Acquire. Handlers call it exactly once per
 	// Acquire, after the response is encoded, and never on a Model from Versions.
 	Release()

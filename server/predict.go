@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/policyd/policyd/bridge"
+	"github.com/policyd/policyd/engines"
 )
 
 // TensorFlow Serving's REST predict API, for clients that only have observations:
@@ -110,7 +111,7 @@ func (s *Server) predict(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	req.model = m
-	if err := s.run(m, req.tensors, req.encode); err != nil {
+	if err := s.run(m, req.tensors, engines.RunOptions{}, 0, req.encode); err != nil {
 		s.fail(ctx, err)
 		return
 	}

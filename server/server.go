@@ -462,7 +462,7 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx) {
 		req.seq = q
 		req.seqs.Inputs(q, req.tensors)
 	}
-	err = s.run(m, req.tensors, req.encode) // the callback stores the sequence's new state
+	err = s.run(m, req.tensors, req.run, req.timeout, req.encode) // the callback stores the sequence's new state
 	if req.seq != nil {
 		req.seqs.Finish(req.seq, req.seqEnd)
 		req.seq = nil
@@ -478,16 +478,21 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx) {
 	}
 }
 
-// run runs m under the server's run context, bounded by QueueTimeout when set.
-func (s *Server) run(m Model, inputs []bridge.Tensor, fn func([]bridge.Tensor) error) error {
-	if s.opts.QueueTimeout <= 0 {
-		return m.Do(s.runCtx, inputs, fn)
+// run runs m under the server's run context, bounded by the request's own timeout and by
+// QueueTimeout, whichever is shorter (none when both are 0).
+func (s *Server) run(m Model, inputs []bridge.Tensor, opts engines.RunOptions, timeout time.Duration, fn func([]bridge.Tensor) error) error {
+	own := timeout > 0
+	if q := s.opts.QueueTimeout; q > 0 && (timeout <= 0 || q < timeout) {
+		timeout, own = q, false
 	}
-	rctx, cancel := context.WithTimeout(s.runCtx, s.opts.QueueTimeout)
-	err := m.Do(rctx, inputs, fn)
+	if timeout <= 0 {
+		return m.Do(s.runCtx, inputs, opts, fn)
+	}
+	rctx, cancel := context.WithTimeout(s.runCtx, timeout)
+	err := m.Do(rctx, inputs, opts, fn)
 	cancel()
 	if err != nil && errors.Is(err, context.DeadlineExceeded) && s.runCtx.Err() == nil {
-		return &timeoutError{model: m.Name(), version: m.Version(), after: s.opts.QueueTimeout}
+		return &timeoutError{model: m.Name(), version: m.Version(), after: timeout, own: own}
 	}
 	return err
 }

@@ -154,9 +154,11 @@ func desired(c *config.Config, keys []ed25519.PublicKey, onVerifyFailure func(mo
 			Instances: c.Instances(config.DefaultModel()),
 			Threads:   c.Threads(config.DefaultModel()),
 			Batching: engines.BatchingSpec{
-				MaxBatchSize:        c.Batching.MaxBatchSize,
-				MaxQueueDelay:       c.Batching.MaxQueueDelay,
-				PreferredBatchSizes: c.Batching.PreferredBatchSizes,
+				MaxBatchSize:         c.Batching.MaxBatchSize,
+				MaxQueueDelay:        c.Batching.MaxQueueDelay,
+				PreferredBatchSizes:  c.Batching.PreferredBatchSizes,
+				PriorityLevels:       c.Batching.PriorityLevels,
+				DefaultPriorityLevel: c.Batching.DefaultPriorityLevel,
 			},
 		},
 	}
@@ -165,9 +167,11 @@ func desired(c *config.Config, keys []ed25519.PublicKey, onVerifyFailure func(mo
 			Name: m.Name, Version: m.Version, Digest: m.Digest, Backends: m.Backends,
 			Instances: c.Instances(m), Threads: c.Threads(m),
 			Batching: engines.BatchingSpec{
-				MaxBatchSize:        m.Batching.MaxBatchSize,
-				MaxQueueDelay:       m.Batching.MaxQueueDelay,
-				PreferredBatchSizes: m.Batching.PreferredBatchSizes,
+				MaxBatchSize:         m.Batching.MaxBatchSize,
+				MaxQueueDelay:        m.Batching.MaxQueueDelay,
+				PreferredBatchSizes:  m.Batching.PreferredBatchSizes,
+				PriorityLevels:       m.Batching.PriorityLevels,
+				DefaultPriorityLevel: m.Batching.DefaultPriorityLevel,
 			},
 			Sequence: sequenceSpec(m.Sequence),
 		})

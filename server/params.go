@@ -1,0 +1,50 @@
+package server
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/valyala/fastjson"
+)
+
+// maxRequestTimeout bounds the "timeout" request parameter (one hour, in microseconds).
+const maxRequestTimeout = uint64(time.Hour / time.Microsecond)
+
+// decodeScheduling reads the request parameters that schedule the request, as Triton's
+// KServe extensions name them: "priority" (0 = the model's default level, 1 the highest; see
+// engines.RunOptions) and "timeout" (microseconds the request may wait in its model's queue
+// before it is answered as timed out without running; at most one hour, 0 = no bound of its
+// own). The server's limits.queue_timeout still applies: the shorter bound wins.
+func (r *inferRequest) decodeScheduling(params *fastjson.Value) error {
+	if v := params.Get("priority"); v != nil {
+		n, err := r.uintParam("priority", v, 1<<31-1)
+		if err != nil {
+			return err
+		}
+		r.run.Priority = int(n)
+	}
+	if v := params.Get("timeout"); v != nil {
+		n, err := r.uintParam("timeout", v, maxRequestTimeout)
+		if err != nil {
+			return err
+		}
+		r.timeout = time.Duration(n) * time.Microsecond
+	}
+	return nil
+}
+
+// uintParam reads an unsigned integer request parameter no larger than max.
+func (r *inferRequest) uintParam(name string, v *fastjson.Value, max uint64) (uint64, error) {
+	tok, err := r.numberToken(v)
+	if err != nil {
+		return 0, badRequest(`"parameters": %q must be an unsigned integer, got %s`, name, v.Type())
+	}
+	n, err := strconv.ParseUint(string(tok), 10, 64)
+	if err != nil || !isInteger(tok) {
+		return 0, badRequest(`"parameters": %q must be an unsigned integer, got %s`, name, clip(string(tok), 32))
+	}
+	if n > max {
+		return 0, badRequest(`"parameters": %q is %d, more than its maximum %d`, name, n, max)
+	}
+	return n, nil
+}
