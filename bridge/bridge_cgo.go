@@ -274,7 +274,8 @@ func (e *Engine) Close() error {
 }
 
 // Context is the execution state of an Engine for one worker. Not safe for concurrent use:
-// one goroutine (ideally locked to its OS thread) owns it.
+// one goroutine (ideally locked to its OS thread) owns it. Memory alone may be called from any
+// goroutine at any time.
 type Context struct {
 	engine  *Engine
 	ptr     *C.pd_context
@@ -284,6 +285,7 @@ type Context struct {
 	cOut    *C.pd_tensor
 	pinner  runtime.Pinner
 	closed  atomic.Bool
+	closeMu sync.RWMutex // held by Close, and by Memory, which other goroutines may call
 	cleanup runtime.Cleanup
 }
 
@@ -311,6 +313,47 @@ func (c *Context) SetSeed(seed uint64) error {
 		return ErrClosed
 	}
 	return toError(C.pd_context_set_seed(c.ptr, C.uint64_t(seed)))
+}
+
+// SetRowSeeds gives row r of the batch of every following Run its own random stream derived
+// from seeds[r], until the next call: a row's samples then depend only on its seed and its own
+// inputs, not on the other rows of the batch or its position (see pd_context_set_row_seeds for
+// the exact stream). Dimension 0 of each random operator's output must equal len(seeds), else
+// Run fails with CodeInvalidArg naming the operator; with one seed the whole output draws from
+// it, so a one-row request run alone gives what it gives as a row of a batch. An empty seeds
+// returns to the context stream of SetSeed. The seeds are copied; no allocation on either side
+// unless len(seeds) exceeds every earlier length.
+func (c *Context) SetRowSeeds(seeds []uint64) error {
+	if c.closed.Load() {
+		return ErrClosed
+	}
+	var p *C.uint64_t
+	if len(seeds) > 0 {
+		// Go memory holding no pointers, read only during the call: allowed by the cgo rules.
+		p = (*C.uint64_t)(unsafe.Pointer(&seeds[0]))
+	}
+	return toError(C.pd_context_set_row_seeds(c.ptr, p, C.size_t(len(seeds))))
+}
+
+// Memory reports the memory of the context (arenas per shape bucket, its own weight copies)
+// and of its engine (weights, shared by all its contexts). Safe to call from any goroutine,
+// also while another one runs the context.
+func (c *Context) Memory() (MemoryInfo, error) {
+	c.closeMu.RLock()
+	defer c.closeMu.RUnlock()
+	if c.closed.Load() {
+		return MemoryInfo{}, ErrClosed
+	}
+	var mi C.pd_memory_info
+	if err := toError(C.pd_context_memory(c.ptr, &mi)); err != nil {
+		return MemoryInfo{}, err
+	}
+	return MemoryInfo{
+		ArenaBytes:         uint64(mi.arena_bytes),
+		WeightBytes:        uint64(mi.weight_bytes),
+		ContextWeightBytes: uint64(mi.context_weight_bytes),
+		Buckets:            int(mi.buckets),
+	}, nil
 }
 
 // Run executes the model once. inputs are in Engine.Inputs order; outputs must have
@@ -381,6 +424,8 @@ func (c *Context) Run(inputs []Tensor, outputs []Tensor) error {
 
 // Close releases the context. Idempotent.
 func (c *Context) Close() error {
+	c.closeMu.Lock()
+	defer c.closeMu.Unlock()
 	if c.closed.Swap(true) {
 		return nil
 	}

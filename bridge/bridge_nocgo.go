@@ -56,6 +56,12 @@ type Context struct{}
 // SetSeed returns ErrUnavailable.
 func (c *Context) SetSeed(uint64) error { return ErrUnavailable }
 
+// SetRowSeeds returns ErrUnavailable.
+func (c *Context) SetRowSeeds([]uint64) error { return ErrUnavailable }
+
+// Memory returns ErrUnavailable.
+func (c *Context) Memory() (MemoryInfo, error) { return MemoryInfo{}, ErrUnavailable }
+
 // Run returns ErrUnavailable.
 func (c *Context) Run([]Tensor, []Tensor) error { return ErrUnavailable }
 

@@ -309,6 +309,12 @@ func TestCloseIsIdempotentAndClosedValuesFail(t *testing.T) {
 	if err := c.SetSeed(1); !errors.Is(err, ErrClosed) {
 		t.Fatalf("SetSeed after Close: %v", err)
 	}
+	if err := c.SetRowSeeds([]uint64{1}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("SetRowSeeds after Close: %v", err)
+	}
+	if _, err := c.Memory(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Memory after Close: %v", err)
+	}
 	e.Close()
 	e.Close()
 	if _, err := e.NewContext(); !errors.Is(err, ErrClosed) {

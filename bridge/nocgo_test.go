@@ -18,4 +18,11 @@ func TestWithoutCgoEverythingSaysUnavailable(t *testing.T) {
 	if _, err := e.NewContext(); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("NewContext: %v", err)
 	}
+	var c Context
+	if err := c.SetRowSeeds([]uint64{1}); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("SetRowSeeds: %v", err)
+	}
+	if _, err := c.Memory(); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Memory: %v", err)
+	}
 }

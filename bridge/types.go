@@ -201,6 +201,20 @@ type EngineOptions struct {
 	Name    string // used in messages, e.g. "3DBall@1.0.0"
 }
 
+// MemoryInfo is what Context.Memory reports, in bytes.
+type MemoryInfo struct {
+	// ArenaBytes: the context's activation arenas, one per shape bucket it holds now.
+	ArenaBytes uint64
+	// WeightBytes: the engine's weights and other constants. Shared by every context of the
+	// engine: count it once per engine, not per context.
+	WeightBytes uint64
+	// ContextWeightBytes: the context's own copies of weights in a backend layout (cpu: the
+	// blocked layouts oneDNN prefers), not shared with other contexts.
+	ContextWeightBytes uint64
+	// Buckets is the number of shape buckets the context holds now (at most 64).
+	Buckets int
+}
+
 // LogLevel is the level of a native log line.
 type LogLevel int32
 

@@ -23,7 +23,7 @@
 
 namespace pd {
 
-constexpr uint32_t kBackendAbiVersion = 1;
+constexpr uint32_t kBackendAbiVersion = 2;  // 2: set_row_seeds, memory
 
 // What the core offers a plugin.
 struct HostServices {
@@ -36,10 +36,22 @@ struct BuildOptions {
   int threads = 1;   // intra-op threads per context run
 };
 
+// Memory a context holds of its own (see pd_memory_info).
+struct ContextMemory {
+  uint64_t arena_bytes = 0;           // activation arenas of the shape buckets held now
+  uint64_t context_weight_bytes = 0;  // the context's copies of weights in a backend layout
+  uint64_t buckets = 0;               // shape buckets held now
+};
+
 class BackendContext {
  public:
   virtual ~BackendContext() = default;
   virtual void set_seed(uint64_t seed) = 0;
+  // Copies seeds[0, n) (n == 0: back to the context stream) for the following runs; see
+  // pd_context_set_row_seeds. Must not allocate when n does not exceed an earlier n.
+  virtual void set_row_seeds(const uint64_t* seeds, size_t n) = 0;
+  // May be called from any thread, also while another thread runs the context.
+  virtual ContextMemory memory() const = 0;
   // inputs: one per graph input, checked; outputs: one per graph output, filled with views of
   // memory the context owns until its next run.
   virtual void run(const pd_tensor* inputs, pd_tensor* outputs) = 0;

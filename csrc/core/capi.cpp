@@ -8,6 +8,7 @@
 #include <mutex>
 #include <new>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "backend.h"
@@ -264,6 +265,7 @@ struct pd_engine {
   std::string name;
   std::string backend_name;
   std::shared_ptr<const Graph> graph;
+  uint64_t weight_bytes = 0;  // the graph's constants
   std::vector<ValueInfo> inputs;   // signature (dims -1 where not fixed)
   std::vector<ValueInfo> outputs;  // probed signature
   bool batchable = false;
@@ -410,6 +412,9 @@ extern "C" pd_error* pd_engine_create(pd_runtime* rt, const void* onnx, size_t o
       fail(err.code(), o.name, ": ", err.what());
     }
     e->graph = std::make_shared<const Graph>(std::move(g));
+    std::unordered_set<const Tensor*> counted;  // a tensor may have several names
+    for (const auto& [name, t] : e->graph->constants)
+      if (counted.insert(t.get()).second) e->weight_bytes += t->nbytes();
     BuildOptions bo;
     bo.name = o.name;
     bo.threads = o.threads;
@@ -484,6 +489,25 @@ extern "C" pd_error* pd_context_set_seed(pd_context* c, uint64_t seed) {
   return guard([&] {
     PD_CHECK_ARG(c, "context is NULL");
     c->impl->set_seed(seed);
+  });
+}
+
+extern "C" pd_error* pd_context_set_row_seeds(pd_context* c, const uint64_t* seeds, size_t n) {
+  return guard([&] {
+    PD_CHECK_ARG(c, "context is NULL");
+    PD_CHECK_ARG(n == 0 || seeds, "seeds is NULL for ", n, " row seeds");
+    c->impl->set_row_seeds(seeds, n);
+  });
+}
+
+extern "C" pd_error* pd_context_memory(const pd_context* c, pd_memory_info* out) {
+  return guard([&] {
+    PD_CHECK_ARG(c && out, "context or out is NULL");
+    const ContextMemory m = c->impl->memory();
+    out->arena_bytes = m.arena_bytes;
+    out->weight_bytes = c->engine->weight_bytes;
+    out->context_weight_bytes = m.context_weight_bytes;
+    out->buckets = m.buckets;
   });
 }
 

@@ -76,6 +76,11 @@ const Blas& portable_blas();
 struct RunCtx {
   std::mt19937_64* rng = nullptr;  // the context's random state (seedable)
   const Blas* blas = nullptr;
+  // Per-row seeds of the random ops (pd_context_set_row_seeds): when row_seed_count > 0, row r
+  // of every random op's output draws from a stream of its own derived from row_seeds[r] and
+  // the op, and rng is not read. Owned by the context; see ops/random.cpp.
+  const uint64_t* row_seeds = nullptr;
+  size_t row_seed_count = 0;
 };
 
 class Kernel {
@@ -104,7 +109,7 @@ using KernelFactory = std::unique_ptr<Kernel> (*)(const InferCtx&);
 
 enum OpFlags : int {
   kOpNone = 0,
-  kOpRandom = 1,  // never folded; reads rc.rng
+  kOpRandom = 1,  // never folded; reads rc.rng or rc.row_seeds
   kOpAlias = 2,   // output 0 is input 0's bytes reinterpreted (Reshape, Squeeze, Identity...)
 };
 

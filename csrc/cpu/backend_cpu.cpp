@@ -5,11 +5,14 @@
 //
 // Threading: a CpuContext belongs to one host worker thread at a time. Everything mutable
 // lives in it: the programs (memory plan + kernels) per shape bucket, oneDNN primitives and
-// their scratchpads (user scratchpad mode, so primitives never share hidden state), the RNG.
+// their scratchpads (user scratchpad mode, so primitives never share hidden state), the RNG
+// and the row seeds. memory() alone may be called from another thread: it reads atomics.
 // oneDNN on Debian uses OpenMP: each run sets the calling thread's OpenMP team size to the
 // engine's thread count (1 by default: one context per core).
 #include <omp.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -46,10 +49,21 @@ class CpuContext final : public BackendContext {
 
   void set_seed(uint64_t seed) override { rng_.seed(seed); }
 
+  // assign reuses the vector's capacity: no allocation unless n exceeds every earlier n.
+  void set_row_seeds(const uint64_t* seeds, size_t n) override { row_seeds_.assign(seeds, seeds + n); }
+
+  ContextMemory memory() const override {
+    ContextMemory m;
+    m.arena_bytes = arena_bytes_.load(std::memory_order_relaxed);
+    m.context_weight_bytes = provider_.reordered_weight_bytes();
+    m.buckets = buckets_.load(std::memory_order_relaxed);
+    return m;
+  }
+
   void run(const pd_tensor* inputs, pd_tensor* outputs) override {
     omp_set_num_threads(threads_);
     Program* p = lookup(inputs);
-    RunCtx rc{&rng_, &kOneDnnBlas};
+    RunCtx rc{&rng_, &kOneDnnBlas, row_seeds_.data(), row_seeds_.size()};
     p->run(rc, inputs, outputs);
   }
 
@@ -69,8 +83,13 @@ class CpuContext final : public BackendContext {
       }
     }
     auto prog = std::make_unique<Program>(*graph_, BucketKey::of(*graph_, in), &provider_);
-    if (programs_.size() >= kMaxBuckets) programs_.pop_back();
+    if (programs_.size() >= kMaxBuckets) {
+      arena_bytes_.fetch_sub(programs_.back()->arena_bytes(), std::memory_order_relaxed);
+      programs_.pop_back();
+    }
+    arena_bytes_.fetch_add(prog->arena_bytes(), std::memory_order_relaxed);
     programs_.insert(programs_.begin(), std::move(prog));
+    buckets_.store(programs_.size(), std::memory_order_relaxed);
     last_ = programs_.front().get();
     return last_;
   }
@@ -78,9 +97,13 @@ class CpuContext final : public BackendContext {
   std::shared_ptr<const Graph> graph_;
   int threads_;
   std::mt19937_64 rng_;
+  std::vector<uint64_t> row_seeds_;  // empty: the random ops draw from rng_
   OneDnnKernels provider_;
   std::vector<std::unique_ptr<Program>> programs_;
   Program* last_ = nullptr;
+  // What memory() reports, kept beside programs_ so that another thread can read it.
+  std::atomic<uint64_t> arena_bytes_{0};
+  std::atomic<uint64_t> buckets_{0};
 };
 
 class CpuEngine final : public BackendEngine {

@@ -287,6 +287,7 @@ memory OneDnnKernels::weights(const Tensor& t, const memory::desc& plain, const 
     dst = memory(want, engine_);
     dnnl::reorder(src, dst).execute(stream_, src, dst);
     stream_.wait();
+    reordered_bytes_.fetch_add(want.get_size(), std::memory_order_relaxed);
   }
   weights_.push_back({t.data(), want, dst});
   return dst;

@@ -3,6 +3,8 @@
 // bucket and executed through the C API with preallocated argument arrays.
 #pragma once
 
+#include <atomic>
+#include <cstdint>
 #include <memory>
 #include <vector>
 
@@ -19,6 +21,9 @@ class OneDnnKernels final : public KernelProvider {
 
   // Constant weights reordered into a primitive's preferred layout, shared by every bucket.
   dnnl::memory weights(const Tensor& t, const dnnl::memory::desc& plain, const dnnl::memory::desc& want);
+  // Bytes of the reordered copies weights() made (plain layouts are used in place, not
+  // counted). May be read from any thread.
+  uint64_t reordered_weight_bytes() const { return reordered_bytes_.load(std::memory_order_relaxed); }
 
   dnnl::engine& engine() { return engine_; }
   dnnl::stream& stream() { return stream_; }
@@ -32,6 +37,7 @@ class OneDnnKernels final : public KernelProvider {
     dnnl::memory mem;
   };
   std::vector<Cached> weights_;
+  std::atomic<uint64_t> reordered_bytes_{0};
 };
 
 }  // namespace pd

@@ -34,7 +34,7 @@ extern "C" {
 /* The ABI version. A host refuses a library whose major version differs from the one it was
  * compiled against; minor versions only add functions. */
 #define PD_API_VERSION_MAJOR 1
-#define PD_API_VERSION_MINOR 0
+#define PD_API_VERSION_MINOR 1 /* 1: pd_context_set_row_seeds, pd_context_memory */
 
 /* Largest tensor rank the ABI carries. */
 #define PD_MAX_RANK 8
@@ -203,9 +203,61 @@ typedef struct pd_context pd_context;
 PD_EXPORT pd_error* pd_context_create(pd_engine* engine, pd_context** out);
 PD_EXPORT void pd_context_destroy(pd_context* ctx);
 
-/* Seeds the random operators (Multinomial, RandomNormal*, RandomUniform*) of this context.
- * Two contexts with the same seed and the same sequence of runs give the same samples. */
+/* Seeds the context stream of the random operators (Multinomial, RandomNormal*,
+ * RandomUniform*, Bernoulli): a std::mt19937_64 that every random op of every run draws from,
+ * in turn, while no row seeds are set. Two contexts with the same seed and the same sequence
+ * of runs give the same samples. Does not change the row seeds. */
 PD_EXPORT pd_error* pd_context_set_seed(pd_context* ctx, uint64_t seed);
+
+/* Per-row seeds of the random operators, for the following runs until called again: with
+ * them, a row's samples depend only on its seed, its own inputs and the op, never on the other
+ * rows of the batch, their number or the row's position, so a request sampled with seed s gives
+ * the same action alone or batched with others.
+ *
+ *  seeds:  n values, copied (the caller keeps ownership; NULL allowed when n == 0). The call
+ *          allocates only when n exceeds every n set before on this context.
+ *  n == 0: back to the context stream of pd_context_set_seed, which row-seeded runs neither
+ *          read nor advance.
+ *
+ * Rows: the rows of a random op are the slices of its output along dimension 0 (Multinomial:
+ * of its input, the batch of distributions, which is also its output's dimension 0;
+ * RandomNormal / RandomUniform, which have no input, use their fixed output shape like the
+ * *Like ops use theirs). Row r draws from a stream of its own:
+ *   mix(z)  = SplitMix64's finalizer: z ^= z >> 30; z *= 0xbf58476d1ce4e5b9;
+ *             z ^= z >> 27; z *= 0x94d049bb133111eb; z ^= z >> 31
+ *   salt    = FNV-1a 64 of the op's node's first output name: the same in every shape bucket
+ *             and run, and different for the different ops of a model (their outputs are
+ *             named differently), so that they draw unrelated values
+ *   state   = mix(seeds[r] ^ mix(salt))
+ *   draw    = state += 0x9e3779b97f4a7c15; mix(state)      (SplitMix64)
+ * and its elements take the draws in row-major order through the transforms of
+ * csrc/core/ops/random.cpp (the same as with the context stream). Dimension 0 must equal n,
+ * else the run fails with PD_ERR_INVALID_ARG naming the op and both sizes. With n == 1 the
+ * whole output of every random op draws from seeds[0]'s stream, row after row: a one-row
+ * request run alone with seeds {s} gets exactly what it gets as row r of a batch whose
+ * seeds[r] == s. A model without random ops ignores row seeds. */
+PD_EXPORT pd_error* pd_context_set_row_seeds(pd_context* ctx, const uint64_t* seeds, size_t n);
+
+/* Memory of a context and its engine, in bytes. Fields are only ever added with a new
+ * function, never to this struct. */
+typedef struct pd_memory_info {
+  /* This context: the activation arenas of the shape buckets it holds now (each bucket has
+   * one; a run at a new batch size adds one, at most 64 are kept). */
+  uint64_t arena_bytes;
+  /* The engine: its weights and other constants (initializers and folded values) in host
+   * memory. Shared by every context of the engine: count it once per engine, not per context. */
+  uint64_t weight_bytes;
+  /* This context: copies of weights the backend made in its own layout (cpu: the blocked
+   * layouts oneDNN's kernels prefer), made at the first bucket that needs them and reused by
+   * its other buckets. Not shared with other contexts. */
+  uint64_t context_weight_bytes;
+  /* This context: the number of shape buckets it holds now. */
+  uint64_t buckets;
+} pd_memory_info;
+
+/* Fills *out. Unlike the other context functions this one may be called from any thread,
+ * also while another thread runs ctx (not while it destroys ctx). */
+PD_EXPORT pd_error* pd_context_memory(const pd_context* ctx, pd_memory_info* out);
 
 /* Runs the model once.
  *  inputs:  n_inputs tensors in the engine's input order; data is borrowed for the call.

@@ -1,20 +1,36 @@
 // Random ops of ai.onnx: RandomNormal, RandomUniform (opset 1), RandomNormalLike,
 // RandomUniformLike (opset 1), Multinomial (opset 7), Bernoulli (opset 15).
 //
-// All are flagged kOpRandom: they are never constant-folded and draw from rc.rng, the
-// context's seedable std::mt19937_64 (whose output sequence the C++ standard fixes).
+// All are flagged kOpRandom: they are never constant-folded. Where their random 64-bit draws
+// come from:
+//   - No row seeds (the default): from rc.rng, the context's seedable std::mt19937_64 (whose
+//     output sequence the C++ standard fixes), in the order the ops run, so a context seeded
+//     once gives reproducible results run after run.
+//   - Row seeds (pd_context_set_row_seeds, n seeds): every op splits its output into rows
+//     along dimension 0, and row r draws from a stream of its own, a SplitMix64 generator
+//     (Steele, Lea & Flood 2014) that depends only on seeds[r] and the op:
+//       mix(z)  = z ^= z >> 30; z *= 0xbf58476d1ce4e5b9; z ^= z >> 27; z *= 0x94d049bb133111eb;
+//                 z ^ (z >> 31)                                     (SplitMix64's finalizer)
+//       salt    = FNV-1a 64 of the node's first output name (the same in every shape bucket)
+//       state   = mix(seeds[r] ^ mix(salt))
+//       draw    = state += 0x9e3779b97f4a7c15; mix(state)
+//     A row's values therefore do not depend on the other rows, their number or their order:
+//     row r of a batch equals the output of running that row alone with seeds = {seeds[r]}.
+//     Dimension 0 of the output (Multinomial: of its input, the batch of distributions) must
+//     equal n, except that with n == 1 the whole output draws from seeds[0]'s stream, row after
+//     row. The context's stream is neither read nor advanced.
 //
-// The `seed` attribute is ignored: every random op of a model draws from its context's one
-// stream, so a context seeded once gives reproducible results run after run, and a model's
-// fixed seed cannot make every request of a policy sample the same action.
+// The `seed` attribute is ignored: a model's fixed seed cannot make every request of a policy
+// sample the same action.
 //
 // Samples come from transforms specified here, not from <random>'s distributions (whose
-// algorithms differ between standard libraries):
+// algorithms differ between standard libraries), applied to each row's draws in order (all of
+// the output in one go with the context stream):
 //   - uniform u in [0, 1): the top 53 bits of one 64-bit draw, times 2^-53;
 //   - uniform u in (0, 1): (top 53 bits + 0.5) * 2^-53;
 //   - normal: Box–Muller in double, one pair of draws (u1 in (0,1), u2 in [0,1)) per two
 //     outputs, r = sqrt(-2 ln u1), z0 = r cos(2 pi u2), z1 = r sin(2 pi u2); an odd count's last
-//     output takes z0 of a fresh pair;
+//     output (of the row) takes z0 of a fresh pair;
 //   - RandomUniform: low + (high - low) * u, rounded to the output type and kept below high;
 //   - Bernoulli: 1 when u < p (u in [0, 1)), so p <= 0 (or NaN) gives 0 and p >= 1 gives 1;
 //   - Multinomial: per row, weights exp(x - max) in double (NaN and -inf weigh 0; when some x
@@ -28,23 +44,91 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <string>
+#include <utility>
 
 #include "../op.h"
 
 namespace pd {
 namespace {
 
-inline double uniform01(std::mt19937_64& g) {
+// G is std::mt19937_64 (the context stream) or RowStream: anything whose g() is 64 random bits.
+template <typename G>
+inline double uniform01(G& g) {
   return static_cast<double>(g() >> 11) * 0x1.0p-53;
 }
-inline double uniform_open01(std::mt19937_64& g) {
+template <typename G>
+inline double uniform_open01(G& g) {
   return (static_cast<double>(g() >> 11) + 0.5) * 0x1.0p-53;
 }
 
-std::mt19937_64& rng_of(RunCtx& rc) {
-  PD_ASSERT(rc.rng != nullptr);
-  return *rc.rng;
+// ---- streams (see the comment at the top) ---------------------------------------------------
+
+constexpr uint64_t mix(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
 }
+
+uint64_t fnv1a64(const std::string& s) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (unsigned char c : s) h = (h ^ c) * 0x100000001b3ull;
+  return h;
+}
+
+// The stream of one row of one op: SplitMix64 from mix(row_seed ^ op_key).
+class RowStream {
+ public:
+  RowStream(uint64_t row_seed, uint64_t op_key) : state_(mix(row_seed ^ op_key)) {}
+  uint64_t operator()() {
+    state_ += 0x9e3779b97f4a7c15ull;
+    return mix(state_);
+  }
+
+ private:
+  uint64_t state_;
+};
+
+// What a random kernel keeps of its node: its name for messages and the key of its row streams,
+// mix(salt), made from the node's first output name.
+struct RandomSite {
+  explicit RandomSite(const Node& n)
+      : what(n.describe()), key(mix(fnv1a64(n.outputs.empty() ? std::string() : n.outputs[0]))) {}
+  std::string what;
+  uint64_t key;
+};
+
+// Calls draw(g, begin, end) for the units (output elements, or Multinomial's rows) [begin, end)
+// that draw from stream g, in order, covering [0, units). rows is dimension 0 of the tensor
+// named by `whose` ("output", "input"), -1 when it is a scalar; units is a multiple of it.
+template <typename Draw>
+void with_streams(RunCtx& rc, const RandomSite& site, const char* whose, int64_t rows,
+                  int64_t units, Draw&& draw) {
+  const size_t n = rc.row_seed_count;
+  if (n == 0) {
+    PD_ASSERT(rc.rng != nullptr);
+    draw(*rc.rng, int64_t{0}, units);
+    return;
+  }
+  if (n == 1) {
+    RowStream g(rc.row_seeds[0], site.key);
+    draw(g, int64_t{0}, units);
+    return;
+  }
+  if (rows < 0)
+    fail(PD_ERR_INVALID_ARG, site.what, ": ", n, " row seeds, but its ", whose,
+         " is a scalar (no dimension 0 to split into rows)");
+  if (static_cast<uint64_t>(rows) != n)
+    fail(PD_ERR_INVALID_ARG, site.what, ": ", n, " row seeds, but its ", whose, " has ", rows,
+         " rows (dimension 0 must equal the number of row seeds)");
+  const int64_t per_row = units / rows;
+  for (int64_t r = 0; r < rows; ++r) {
+    RowStream g(rc.row_seeds[r], site.key);
+    draw(g, r * per_row, (r + 1) * per_row);
+  }
+}
+
+int64_t rows_of(const View& v) { return v.shape->empty() ? -1 : (*v.shape)[0]; }
 
 // Output element writers for the float types we generate: float, double, float16 (bits).
 struct OutF32 {
@@ -78,35 +162,37 @@ enum class Dist { Normal, Uniform };
 template <typename Out>
 class GenKernel final : public Kernel {
  public:
-  GenKernel(Dist dist, double a, double b) : dist_(dist), a_(a), b_(b) {}
+  GenKernel(RandomSite site, Dist dist, double a, double b)
+      : site_(std::move(site)), dist_(dist), a_(a), b_(b) {}
   void run(RunCtx& rc, const View*, View* out) override {
     using T = typename Out::type;
-    std::mt19937_64& g = rng_of(rc);
     T* o = out[0].as<T>();
-    const int64_t n = out[0].numel();
-    if (dist_ == Dist::Normal) {
-      const double mean = a_, scale = b_;
-      int64_t i = 0;
-      for (; i < n; i += 2) {
-        const double u1 = uniform_open01(g), u2 = uniform01(g);
-        const double r = std::sqrt(-2.0 * std::log(u1));
-        const double th = 6.283185307179586476925 * u2;
-        o[i] = Out::conv(mean + scale * r * std::cos(th));
-        if (i + 1 < n) o[i + 1] = Out::conv(mean + scale * r * std::sin(th));
+    auto draw = [&](auto& g, int64_t begin, int64_t end) {
+      if (dist_ == Dist::Normal) {
+        const double mean = a_, scale = b_;
+        for (int64_t i = begin; i < end; i += 2) {
+          const double u1 = uniform_open01(g), u2 = uniform01(g);
+          const double r = std::sqrt(-2.0 * std::log(u1));
+          const double th = 6.283185307179586476925 * u2;
+          o[i] = Out::conv(mean + scale * r * std::cos(th));
+          if (i + 1 < end) o[i + 1] = Out::conv(mean + scale * r * std::sin(th));
+        }
+      } else {
+        const double low = a_, high = b_;
+        for (int64_t i = begin; i < end; ++i) {
+          T v = Out::conv(low + (high - low) * uniform01(g));
+          // Rounding to the output type may reach high itself; keep the interval half-open.
+          if (Out::back(v) >= high && high > low) v = below_high_;
+          o[i] = v;
+        }
       }
-    } else {
-      const double low = a_, high = b_;
-      for (int64_t i = 0; i < n; ++i) {
-        T v = Out::conv(low + (high - low) * uniform01(g));
-        // Rounding to the output type may reach high itself; keep the interval half-open.
-        if (Out::back(v) >= high && high > low) v = below_high_;
-        o[i] = v;
-      }
-    }
+    };
+    with_streams(rc, site_, "output", rows_of(out[0]), out[0].numel(), draw);
   }
   void set_below_high(typename Out::type v) { below_high_ = v; }
 
  private:
+  RandomSite site_;
   Dist dist_;
   double a_, b_;
   typename Out::type below_high_{};
@@ -134,17 +220,17 @@ uint16_t largest_below<OutF16>(double high) {
 }
 
 template <typename Out>
-std::unique_ptr<Kernel> make_gen(Dist dist, double a, double b) {
-  auto k = std::make_unique<GenKernel<Out>>(dist, a, b);
+std::unique_ptr<Kernel> make_gen(const Node& n, Dist dist, double a, double b) {
+  auto k = std::make_unique<GenKernel<Out>>(RandomSite(n), dist, a, b);
   if (dist == Dist::Uniform) k->set_below_high(largest_below<Out>(b));
   return k;
 }
 
-std::unique_ptr<Kernel> make_gen_for(DType t, Dist dist, double a, double b) {
+std::unique_ptr<Kernel> make_gen_for(const Node& n, DType t, Dist dist, double a, double b) {
   switch (t) {
-    case DType::F64: return make_gen<OutF64>(dist, a, b);
-    case DType::F16: return make_gen<OutF16>(dist, a, b);
-    default: return make_gen<OutF32>(dist, a, b);
+    case DType::F64: return make_gen<OutF64>(n, dist, a, b);
+    case DType::F16: return make_gen<OutF16>(n, dist, a, b);
+    default: return make_gen<OutF32>(n, dist, a, b);
   }
 }
 
@@ -181,9 +267,9 @@ void random_like_infer(InferCtx& c) {
 std::unique_ptr<Kernel> make_random(const InferCtx& c) {
   const bool normal = c.node.op == "RandomNormal" || c.node.op == "RandomNormalLike";
   if (normal)
-    return make_gen_for(c.out[0].dtype, Dist::Normal, c.node.attr_float("mean", 0.f),
+    return make_gen_for(c.node, c.out[0].dtype, Dist::Normal, c.node.attr_float("mean", 0.f),
                         c.node.attr_float("scale", 1.f));
-  return make_gen_for(c.out[0].dtype, Dist::Uniform, c.node.attr_float("low", 0.f),
+  return make_gen_for(c.node, c.out[0].dtype, Dist::Uniform, c.node.attr_float("low", 0.f),
                       c.node.attr_float("high", 1.f));
 }
 
@@ -212,30 +298,32 @@ void bernoulli_infer(InferCtx& c) {
 }
 
 template <typename T>
-std::unique_ptr<Kernel> make_bernoulli_typed(DType in_t, T one) {
-  return make_kernel([in_t, one](RunCtx& rc, const View* in, View* out) {
-    std::mt19937_64& g = rng_of(rc);
-    const int64_t n = out[0].numel();
+std::unique_ptr<Kernel> make_bernoulli_typed(RandomSite site, DType in_t, T one) {
+  return make_kernel([site = std::move(site), in_t, one](RunCtx& rc, const View* in, View* out) {
     T* o = out[0].as<T>();
     const void* p = in[0].data;
-    for (int64_t i = 0; i < n; ++i) o[i] = uniform01(g) < prob_at(in_t, p, i) ? one : T(0);
+    auto draw = [&](auto& g, int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) o[i] = uniform01(g) < prob_at(in_t, p, i) ? one : T(0);
+    };
+    with_streams(rc, site, "output", rows_of(out[0]), out[0].numel(), draw);
   });
 }
 
 struct BernoulliMake {
+  const Node& node;
   DType in_t;
   template <typename T>
   std::unique_ptr<Kernel> operator()() const {
-    return make_bernoulli_typed<T>(in_t, static_cast<T>(1));
+    return make_bernoulli_typed<T>(RandomSite(node), in_t, static_cast<T>(1));
   }
 };
 
 std::unique_ptr<Kernel> make_bernoulli(const InferCtx& c) {
   const DType in_t = c.in[0].dtype;
   const DType t = c.out[0].dtype;
-  if (t == DType::F16) return make_bernoulli_typed<uint16_t>(in_t, 0x3C00);
-  if (t == DType::BF16) return make_bernoulli_typed<uint16_t>(in_t, 0x3F80);
-  return dispatch_all(t, "Bernoulli", BernoulliMake{in_t});
+  if (t == DType::F16) return make_bernoulli_typed<uint16_t>(RandomSite(c.node), in_t, 0x3C00);
+  if (t == DType::BF16) return make_bernoulli_typed<uint16_t>(RandomSite(c.node), in_t, 0x3F80);
+  return dispatch_all(t, "Bernoulli", BernoulliMake{c.node, in_t});
 }
 
 // ---- Multinomial ---------------------------------------------------------------------------
@@ -259,61 +347,67 @@ void multinomial_infer(InferCtx& c) {
 
 class MultinomialKernel final : public Kernel {
  public:
-  MultinomialKernel(DType in_t, DType out_t, int64_t batch, int64_t classes, int64_t samples)
-      : in_t_(in_t), out_t_(out_t), batch_(batch), classes_(classes), samples_(samples),
-        cdf_(static_cast<size_t>(classes)) {}
+  MultinomialKernel(RandomSite site, DType in_t, DType out_t, int64_t batch, int64_t classes,
+                    int64_t samples)
+      : site_(std::move(site)), in_t_(in_t), out_t_(out_t), batch_(batch), classes_(classes),
+        samples_(samples), cdf_(static_cast<size_t>(classes)) {}
 
+  // The rows of a stream are rows of the input: the batch of distributions.
   void run(RunCtx& rc, const View* in, View* out) override {
-    std::mt19937_64& g = rng_of(rc);
-    const void* x = in[0].data;
-    const int64_t C = classes_;
-    double* cdf = cdf_.data();
-    for (int64_t b = 0; b < batch_; ++b) {
-      const int64_t base = b * C;
-      // Weights per the comment at the top of the file.
-      double mx = -std::numeric_limits<double>::infinity();
-      for (int64_t k = 0; k < C; ++k) {
-        const double v = prob_at(in_t_, x, base + k);
-        if (v > mx) mx = v;  // NaN never compares greater
-      }
-      double acc = 0;
-      if (mx == std::numeric_limits<double>::infinity()) {
-        for (int64_t k = 0; k < C; ++k) {
-          acc += prob_at(in_t_, x, base + k) == mx ? 1.0 : 0.0;
-          cdf[k] = acc;
-        }
-      } else if (mx == -std::numeric_limits<double>::infinity()) {  // all -inf or NaN
-        for (int64_t k = 0; k < C; ++k) cdf[k] = static_cast<double>(k + 1);
-        acc = static_cast<double>(C);
-      } else {
-        for (int64_t k = 0; k < C; ++k) {
-          const double v = prob_at(in_t_, x, base + k);
-          acc += std::isnan(v) ? 0.0 : std::exp(v - mx);
-          cdf[k] = acc;
-        }
-      }
-      // The last class with mass: the answer when u * total rounds up to total.
-      int64_t last = C - 1;
-      while (last > 0 && cdf[last] == cdf[last - 1]) --last;
-      for (int64_t s = 0; s < samples_; ++s) {
-        const double u = uniform01(g) * acc;
-        int64_t k = std::upper_bound(cdf, cdf + C, u) - cdf;
-        if (k > last) k = last;
-        if (out_t_ == DType::I32) out[0].as<int32_t>()[b * samples_ + s] = static_cast<int32_t>(k);
-        else out[0].as<int64_t>()[b * samples_ + s] = k;
-      }
-    }
+    with_streams(rc, site_, "input", batch_, batch_, [&](auto& g, int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b) sample_row(g, in[0].data, b, out[0]);
+    });
   }
 
  private:
+  template <typename G>
+  void sample_row(G& g, const void* x, int64_t b, const View& out) {
+    const int64_t C = classes_;
+    double* cdf = cdf_.data();
+    const int64_t base = b * C;
+    // Weights per the comment at the top of the file.
+    double mx = -std::numeric_limits<double>::infinity();
+    for (int64_t k = 0; k < C; ++k) {
+      const double v = prob_at(in_t_, x, base + k);
+      if (v > mx) mx = v;  // NaN never compares greater
+    }
+    double acc = 0;
+    if (mx == std::numeric_limits<double>::infinity()) {
+      for (int64_t k = 0; k < C; ++k) {
+        acc += prob_at(in_t_, x, base + k) == mx ? 1.0 : 0.0;
+        cdf[k] = acc;
+      }
+    } else if (mx == -std::numeric_limits<double>::infinity()) {  // all -inf or NaN
+      for (int64_t k = 0; k < C; ++k) cdf[k] = static_cast<double>(k + 1);
+      acc = static_cast<double>(C);
+    } else {
+      for (int64_t k = 0; k < C; ++k) {
+        const double v = prob_at(in_t_, x, base + k);
+        acc += std::isnan(v) ? 0.0 : std::exp(v - mx);
+        cdf[k] = acc;
+      }
+    }
+    // The last class with mass: the answer when u * total rounds up to total.
+    int64_t last = C - 1;
+    while (last > 0 && cdf[last] == cdf[last - 1]) --last;
+    for (int64_t s = 0; s < samples_; ++s) {
+      const double u = uniform01(g) * acc;
+      int64_t k = std::upper_bound(cdf, cdf + C, u) - cdf;
+      if (k > last) k = last;
+      if (out_t_ == DType::I32) out.as<int32_t>()[b * samples_ + s] = static_cast<int32_t>(k);
+      else out.as<int64_t>()[b * samples_ + s] = k;
+    }
+  }
+
+  RandomSite site_;
   DType in_t_, out_t_;
   int64_t batch_, classes_, samples_;
   std::vector<double> cdf_;
 };
 
 std::unique_ptr<Kernel> make_multinomial(const InferCtx& c) {
-  return std::make_unique<MultinomialKernel>(c.in[0].dtype, c.out[0].dtype, c.in[0].shape[0],
-                                             c.in[0].shape[1], c.out[0].shape[1]);
+  return std::make_unique<MultinomialKernel>(RandomSite(c.node), c.in[0].dtype, c.out[0].dtype,
+                                             c.in[0].shape[0], c.in[0].shape[1], c.out[0].shape[1]);
 }
 
 }  // namespace
