@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -44,7 +45,7 @@ type BatcherOptions struct {
 type batchPool interface {
 	Runner
 	Instances() int
-	do(ctx context.Context, inputs []bridge.Tensor, fn func([]bridge.Tensor) error, level int, enq time.Time, reqs int, input time.Duration) error
+	do(ctx context.Context, inputs []bridge.Tensor, fn func([]bridge.Tensor) error, level int, opts RunOptions, seeds []uint64, enq time.Time, reqs int, input time.Duration) error
 	statistics() *Stats
 }
 
@@ -91,7 +92,8 @@ type Batcher struct {
 type request struct {
 	inputs []bridge.Tensor
 	fn     func([]bridge.Tensor) error
-	rows   int // rows along the batch dimension; -1: runs alone
+	rows   int      // rows along the batch dimension; -1: runs alone
+	seeds  []uint64 // RowSeed(RunOptions.Seed, j) per row when seeded, else empty (reused)
 	state  atomic.Int32
 	done   chan error // buffered, capacity 1
 	enq    time.Time  // when queued (only with statistics)
@@ -184,6 +186,12 @@ func (b *Batcher) Do(ctx context.Context, inputs []bridge.Tensor, opts RunOption
 	}
 	r := b.reqPool.Get().(*request)
 	r.inputs, r.fn, r.rows = inputs, fn, b.rowsOf(inputs)
+	r.seeds = r.seeds[:0]
+	if opts.Seeded {
+		for j := range max(r.rows, 1) {
+			r.seeds = append(r.seeds, RowSeed(opts.Seed, j))
+		}
+	}
 	if b.stats != nil {
 		r.enq = time.Now()
 	}
@@ -262,6 +270,7 @@ type former struct {
 	batch   []*request
 	errs    []error
 	in      []bridge.Tensor   // the batch's inputs, Data in bufs
+	seeds   []uint64          // the batch's row seeds, when one of its requests is seeded
 	bufs    [][]byte          // gather buffers, one per input, reused
 	views   [][]bridge.Tensor // per request of the batch, its outputs
 	timer   *time.Timer
@@ -399,7 +408,7 @@ func (f *former) run() {
 	defer b.running.Add(-1)
 	if len(f.batch) == 1 {
 		r := f.batch[0]
-		r.done <- b.pool.do(context.Background(), r.inputs, r.fn, 0, time.Time{}, 1, 0)
+		r.done <- b.pool.do(context.Background(), r.inputs, r.fn, 0, RunOptions{}, r.rowSeeds(), time.Time{}, 1, 0)
 		return
 	}
 	var gathered time.Duration
@@ -410,7 +419,7 @@ func (f *former) run() {
 	} else {
 		f.gather()
 	}
-	err := b.pool.do(context.Background(), f.in, f.splitFn, 0, time.Time{}, len(f.batch), gathered)
+	err := b.pool.do(context.Background(), f.in, f.splitFn, 0, RunOptions{}, f.rowSeeds(), time.Time{}, len(f.batch), gathered)
 	switch {
 	case err == nil:
 		for j, r := range f.batch {
@@ -425,9 +434,41 @@ func (f *former) run() {
 		// The batch failed (no callback ran): run each request alone, so that only the
 		// requests that fail by themselves fail.
 		for _, r := range f.batch {
-			r.done <- b.pool.do(context.Background(), r.inputs, r.fn, 0, time.Time{}, 1, 0)
+			r.done <- b.pool.do(context.Background(), r.inputs, r.fn, 0, RunOptions{}, r.rowSeeds(), time.Time{}, 1, 0)
 		}
 	}
+}
+
+// rowSeeds are the row seeds of a request run alone; nil when it is not seeded.
+func (r *request) rowSeeds() []uint64 {
+	if len(r.seeds) == 0 {
+		return nil
+	}
+	return r.seeds
+}
+
+// rowSeeds are the row seeds of the batch: each seeded request's own, and a fresh random seed
+// for every row of the others; nil when no request of the batch is seeded (the run draws from
+// the context's stream).
+func (f *former) rowSeeds() []uint64 {
+	seeded := false
+	for _, r := range f.batch {
+		seeded = seeded || len(r.seeds) > 0
+	}
+	if !seeded {
+		return nil
+	}
+	f.seeds = f.seeds[:0]
+	for _, r := range f.batch {
+		if len(r.seeds) > 0 {
+			f.seeds = append(f.seeds, r.seeds...)
+			continue
+		}
+		for range r.rows {
+			f.seeds = append(f.seeds, rand.Uint64())
+		}
+	}
+	return f.seeds
 }
 
 // gather copies the requests' rows into the batch's input buffers, in batch order.

@@ -221,3 +221,129 @@ func BenchmarkNativeMLPMed16(b *testing.B) {
 		})
 	}
 }
+
+// TestBatcherNativeSeededSamples: seeded requests to a stochastic policy (3DBall samples its
+// continuous actions with RandomNormalLike) get, when batched with others (seeded or not),
+// exactly the samples they get alone with the same seed.
+func TestBatcherNativeSeededSamples(t *testing.T) {
+	const model = "../../shared/models/mlagents/3DBall.onnx"
+	onnx, err := os.ReadFile(model)
+	if err != nil {
+		t.Skip("model missing:", err)
+	}
+	e, err := nativeRuntime(t).NewEngine(onnx, bridge.EngineOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	act := bridge.IOIndex(e.Outputs(), "continuous_actions")
+	if act < 0 || !Batchable(e.Batchable(), e.Inputs(), e.Outputs()) {
+		t.Fatalf("3DBall: continuous_actions at %d, batchable %v", act, e.Batchable())
+	}
+	width := int(e.Inputs()[0].Shape[1])
+	obs := func(n int) bridge.Tensor {
+		b := make([]byte, 4*width)
+		for k := range width {
+			binary.LittleEndian.PutUint32(b[4*k:], math.Float32bits(float32(math.Sin(float64(n*31+k)))))
+		}
+		return bridge.Tensor{DType: bridge.Float32, Shape: []int64{1, int64(width)}, Data: b}
+	}
+	const goroutines, each = 12, 15
+	seed := func(n int) uint64 { return uint64(n)*7919 + 1 }
+	seeded := func(n int) bool { return n%3 != 2 }
+
+	c, err := e.NewContext()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := make([][]float32, goroutines*each)
+	out := make([]bridge.Tensor, len(e.Outputs()))
+	for n := range want {
+		if !seeded(n) {
+			continue
+		}
+		if err := c.SetRowSeeds([]uint64{RowSeed(seed(n), 0)}); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Run([]bridge.Tensor{obs(n)}, out); err != nil {
+			t.Fatal(err)
+		}
+		want[n] = floats(out[act])
+	}
+	c.Close()
+
+	// One instance whose first run waits until the other goroutines' first requests queued,
+	// so that they batch (a 3DBall run takes microseconds: they would rarely meet otherwise).
+	var runs atomic.Int32
+	gate := make(chan struct{})
+	p, err := newPool(func() (execContext, error) {
+		c, err := e.NewContext()
+		if err != nil {
+			return nil, err
+		}
+		return gatedContext{countingContext{c, &runs}, gate}, nil
+	}, len(e.Outputs()), PoolOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := NewBatcher(p, e.Inputs(), e.Outputs(), BatcherOptions{MaxBatchSize: 16, MaxQueueDelay: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	var wg sync.WaitGroup
+	var mismatches atomic.Int32
+	for g := range goroutines {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				n := g*each + i
+				opts := RunOptions{Seed: seed(n), Seeded: seeded(n)}
+				err := b.Do(context.Background(), []bridge.Tensor{obs(n)}, opts, func(out []bridge.Tensor) error {
+					if seeded(n) && !closeFloats(floats(out[act]), want[n], 1e-5) {
+						mismatches.Add(1)
+					}
+					return nil
+				})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	waitFor(t, func() bool { return b.queue.len() == goroutines-1 })
+	close(gate)
+	wg.Wait()
+	if n := mismatches.Load(); n != 0 {
+		t.Errorf("%d seeded requests sampled differently batched than alone", n)
+	}
+	t.Logf("%d engine runs for %d requests", runs.Load(), goroutines*each)
+	if int(runs.Load()) >= goroutines*each {
+		t.Errorf("%d engine runs for %d requests: no batching, the test proves nothing", runs.Load(), goroutines*each)
+	}
+}
+
+// gatedContext waits for gate before every run (a closed gate lets every run through).
+type gatedContext struct {
+	countingContext
+	gate chan struct{}
+}
+
+func (c gatedContext) Run(in, out []bridge.Tensor) error {
+	<-c.gate
+	return c.countingContext.Run(in, out)
+}
+
+func closeFloats(a, b []float32, tol float64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if math.Abs(float64(a[i]-b[i])) > tol {
+			return false
+		}
+	}
+	return true
+}

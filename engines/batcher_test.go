@@ -6,6 +6,7 @@ import (
 	"errors"
 	"math"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -19,6 +20,7 @@ import (
 // set, every run reports on started and then waits for gate.
 type batchContext struct {
 	rec     *runRecord
+	seeds   []uint64 // the row seeds set
 	out     []byte
 	rows    [4]byte
 	started chan struct{}
@@ -31,10 +33,16 @@ type runRecord struct {
 	shapes [][]int64
 	seen   map[float32]bool
 	order  [][]float32 // per run, the first column of its rows
+	seeds  [][]uint64  // per run, the row seeds set (nil: the context's stream)
 }
 
 func (c *batchContext) SetSeed(uint64) error { return nil }
-func (c *batchContext) Close() error         { return nil }
+
+func (c *batchContext) SetRowSeeds(seeds []uint64) error {
+	c.seeds = slices.Clone(seeds)
+	return nil
+}
+func (c *batchContext) Close() error { return nil }
 
 func (c *batchContext) Run(in, out []bridge.Tensor) error {
 	if c.started != nil {
@@ -56,6 +64,7 @@ func (c *batchContext) Run(in, out []bridge.Tensor) error {
 		}
 	}
 	c.rec.order = append(c.rec.order, col)
+	c.rec.seeds = append(c.rec.seeds, c.seeds)
 	fail := false
 	for i := 0; i+4 <= len(c.out); i += 4 {
 		f := math.Float32frombits(binary.LittleEndian.Uint32(c.out[i:]))

@@ -41,7 +41,20 @@ type RunOptions struct {
 	// levels the lowest, 0 the runner's default level. A level out of range fails Do with a
 	// *PriorityError.
 	Priority int
+	// Seed, when Seeded, makes the request's samples of random operators (Multinomial,
+	// RandomNormalLike, ...) depend only on Seed and its own inputs, also when it is batched
+	// with others: row j of the request draws from the stream of row seed RowSeed(Seed, j)
+	// (see bridge.Context.SetRowSeeds). A request that runs alone on a Pool (a version that is
+	// not batched) draws its whole output from RowSeed(Seed, 0), which for a one-row request
+	// is what it draws as a row of a batch. Unseeded requests draw from the context's stream,
+	// or, when batched with a seeded one, from a fresh random row seed.
+	Seed   uint64
+	Seeded bool
 }
+
+// RowSeed is the row seed of row j of a request seeded with seed: seed + j·φ (φ = 2^64 / the
+// golden ratio), so consecutive rows get well-separated seeds and row 0 gets seed itself.
+func RowSeed(seed uint64, j int) uint64 { return seed + uint64(j)*0x9e3779b97f4a7c15 }
 
 // PoolOptions configure NewPool. Zero values pick the defaults.
 type PoolOptions struct {
@@ -98,6 +111,8 @@ const (
 
 type job struct {
 	inputs []bridge.Tensor
+	seeds  []uint64  // row seeds of the run; nil: the context's stream
+	seed   [1]uint64 // the storage of seeds for a seeded request run by Pool.Do
 	fn     func([]bridge.Tensor) error
 	state  atomic.Int32
 	done   chan error // buffered, capacity 1
@@ -112,6 +127,7 @@ type job struct {
 // execContext is what a worker needs of a *bridge.Context; tests substitute a fake.
 type execContext interface {
 	SetSeed(seed uint64) error
+	SetRowSeeds(seeds []uint64) error
 	Run(inputs, outputs []bridge.Tensor) error
 	Close() error
 }
@@ -196,6 +212,7 @@ func (p *Pool) worker(i int, seed uint64, started chan<- error) {
 	for k := range outputs {
 		outputs[k].Shape = make([]int64, 0, bridge.MaxRank)
 	}
+	rowSeeded := false // the context has row seeds set
 	for {
 		j, ok := p.jobs.pop()
 		if !ok {
@@ -207,6 +224,13 @@ func (p *Pool) worker(i int, seed uint64, started chan<- error) {
 		if p.abort.Load() {
 			j.done <- ErrClosed
 			continue
+		}
+		if j.seeds != nil || rowSeeded {
+			if err := c.SetRowSeeds(j.seeds); err != nil {
+				j.done <- err
+				continue
+			}
+			rowSeeded = j.seeds != nil
 		}
 		if p.stats == nil {
 			j.done <- run(c, j, outputs)
@@ -265,14 +289,20 @@ func (p *Pool) Do(ctx context.Context, inputs []bridge.Tensor, opts RunOptions, 
 	if p.stats != nil {
 		enq = time.Now()
 	}
-	return p.do(ctx, inputs, fn, level, enq, 1, 0)
+	return p.do(ctx, inputs, fn, level, opts, nil, enq, 1, 0)
 }
 
 // do is Do at a queue level for a run serving reqs requests whose inputs took input to
-// gather; enq is when the job is queued, zero when a batcher records the queue time.
-func (p *Pool) do(ctx context.Context, inputs []bridge.Tensor, fn func(outputs []bridge.Tensor) error, level int, enq time.Time, reqs int, input time.Duration) error {
+// gather; enq is when the job is queued, zero when a batcher records the queue time. The run
+// draws from the row seeds given, else (nil) from RowSeed(opts.Seed, 0) when opts.Seeded,
+// else from the context's stream.
+func (p *Pool) do(ctx context.Context, inputs []bridge.Tensor, fn func(outputs []bridge.Tensor) error, level int, opts RunOptions, seeds []uint64, enq time.Time, reqs int, input time.Duration) error {
 	j := p.jobPool.Get().(*job)
-	j.inputs, j.fn = inputs, fn
+	j.inputs, j.fn, j.seeds = inputs, fn, seeds
+	if seeds == nil && opts.Seeded {
+		j.seed[0] = RowSeed(opts.Seed, 0)
+		j.seeds = j.seed[:]
+	}
 	j.enq, j.reqs, j.input = enq, reqs, input
 	j.state.Store(jobQueued)
 
@@ -288,7 +318,7 @@ func (p *Pool) do(ctx context.Context, inputs []bridge.Tensor, fn func(outputs [
 	case <-ctx.Done():
 		if j.state.CompareAndSwap(jobQueued, jobCancelled) {
 			// The worker that dequeues it will skip it; it is not reused.
-			j.inputs, j.fn = nil, nil
+			j.inputs, j.fn, j.seeds = nil, nil, nil
 			return ctx.Err()
 		}
 		err := <-j.done // a worker has it: wait, inputs are in use
@@ -298,7 +328,7 @@ func (p *Pool) do(ctx context.Context, inputs []bridge.Tensor, fn func(outputs [
 }
 
 func (p *Pool) release(j *job) {
-	j.inputs, j.fn = nil, nil
+	j.inputs, j.fn, j.seeds = nil, nil, nil
 	p.jobPool.Put(j)
 }
 

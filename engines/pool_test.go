@@ -27,6 +27,8 @@ type fakeContext struct {
 
 func (c *fakeContext) SetSeed(s uint64) error { c.seed = s; return nil }
 
+func (c *fakeContext) SetRowSeeds([]uint64) error { return nil }
+
 func (c *fakeContext) Run(in, out []bridge.Tensor) error {
 	if c.started != nil {
 		c.started <- struct{}{}

@@ -209,3 +209,76 @@ func TestPrioQueueConcurrent(t *testing.T) {
 		t.Errorf("push after close: %v", err)
 	}
 }
+
+// TestBatcherRowSeeds: a batch holding seeded requests runs with each seeded request's row
+// seeds at its rows (RowSeed(seed, j)) and fresh seeds at the other rows; a batch without
+// seeded requests runs on the context's stream again.
+func TestBatcherRowSeeds(t *testing.T) {
+	fx := newTestBatcher(t, 1, true, BatcherOptions{MaxBatchSize: 32})
+	first := fx.busy(t)
+	var wg sync.WaitGroup
+	for i, q := range []struct {
+		rows []float32
+		opts RunOptions
+	}{
+		{[]float32{1, 2}, RunOptions{Seed: 7, Seeded: true}},
+		{[]float32{3}, RunOptions{}},
+		{[]float32{4}, RunOptions{Seed: 9, Seeded: true}},
+	} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := fx.b.Do(context.Background(), []bridge.Tensor{rowsTensor(2, q.rows...)}, q.opts, func([]bridge.Tensor) error { return nil }); err != nil {
+				t.Error(err)
+			}
+		}()
+		fx.waitQueued(t, i+1)
+	}
+	fx.open()
+	wg.Wait()
+	if r := <-first; r.err != nil {
+		t.Fatal(r.err)
+	}
+	for _, q := range []struct {
+		v    float32
+		opts RunOptions
+	}{{5, RunOptions{}}, {6, RunOptions{Seed: 5, Seeded: true}}, {7, RunOptions{}}} {
+		if err := fx.b.Do(context.Background(), []bridge.Tensor{rowsTensor(2, q.v)}, q.opts, func([]bridge.Tensor) error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fx.rec.mu.Lock()
+	defer fx.rec.mu.Unlock()
+	if got := fx.rec.order[1:]; !slices.EqualFunc(got, [][]float32{{1, 2, 3, 4}, {5}, {6}, {7}}, slices.Equal) {
+		t.Fatalf("runs = %v", got)
+	}
+	s := fx.rec.seeds[1:]
+	if len(s[0]) != 4 || s[0][0] != RowSeed(7, 0) || s[0][1] != RowSeed(7, 1) || s[0][3] != RowSeed(9, 0) ||
+		s[0][2] == RowSeed(7, 2) || s[0][1] == s[0][0] {
+		t.Errorf("batch row seeds = %x, want [7·0 7·1 fresh 9·0]", s[0])
+	}
+	if s[1] != nil || !slices.Equal(s[2], []uint64{RowSeed(5, 0)}) || s[3] != nil {
+		t.Errorf("row seeds of unseeded, seeded, unseeded runs = %x %x %x", s[1], s[2], s[3])
+	}
+	if RowSeed(5, 0) != 5 {
+		t.Errorf("RowSeed(5, 0) = %d, want the seed itself", RowSeed(5, 0))
+	}
+}
+
+func TestPoolRowSeeds(t *testing.T) {
+	rec := &runRecord{seen: map[float32]bool{}}
+	p, err := newPool(func() (execContext, error) { return &batchContext{rec: rec}, nil }, 2, PoolOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	for _, opts := range []RunOptions{{Seed: 11, Seeded: true}, {}, {Seed: 12, Seeded: true}} {
+		if err := p.Do(context.Background(), []bridge.Tensor{rowsTensor(2, 1, 2, 3)}, opts, func([]bridge.Tensor) error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A request run alone on a pool draws its whole output from its row-0 seed.
+	if s := rec.seeds; len(s) != 3 || !slices.Equal(s[0], []uint64{11}) || s[1] != nil || !slices.Equal(s[2], []uint64{12}) {
+		t.Errorf("pool row seeds = %x", s)
+	}
+}

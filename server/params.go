@@ -1,6 +1,7 @@
 package server
 
 import (
+	"math"
 	"strconv"
 	"time"
 
@@ -14,7 +15,9 @@ const maxRequestTimeout = uint64(time.Hour / time.Microsecond)
 // KServe extensions name them: "priority" (0 = the model's default level, 1 the highest; see
 // engines.RunOptions) and "timeout" (microseconds the request may wait in its model's queue
 // before it is answered as timed out without running; at most one hour, 0 = no bound of its
-// own). The server's limits.queue_timeout still applies: the shorter bound wins.
+// own; the server's limits.queue_timeout still applies: the shorter bound wins), and policyd's
+// "seed" (an unsigned 64-bit integer that makes the request's samples of random operators
+// reproducible, also when it is batched with others; see engines.RunOptions).
 func (r *inferRequest) decodeScheduling(params *fastjson.Value) error {
 	if v := params.Get("priority"); v != nil {
 		n, err := r.uintParam("priority", v, 1<<31-1)
@@ -29,6 +32,13 @@ func (r *inferRequest) decodeScheduling(params *fastjson.Value) error {
 			return err
 		}
 		r.timeout = time.Duration(n) * time.Microsecond
+	}
+	if v := params.Get("seed"); v != nil {
+		n, err := r.uintParam("seed", v, math.MaxUint64)
+		if err != nil {
+			return err
+		}
+		r.run.Seed, r.run.Seeded = n, true
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -18,15 +19,15 @@ func TestSchedulingParameters(t *testing.T) {
 	body := func(params string) []byte {
 		return []byte(`{"parameters":` + params + `,"inputs":[{"name":"obs","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}`)
 	}
-	r := ts.do(t, "POST", "/v2/models/policy/infer", body(`{"priority":2,"timeout":5000}`))
+	r := ts.do(t, "POST", "/v2/models/policy/infer", body(`{"priority":2,"timeout":5000,"seed":18446744073709551615}`))
 	if r.status != fasthttp.StatusOK {
 		t.Fatalf("status %d: %s", r.status, r.body)
 	}
-	if got := m.lastOpts.Load(); got == nil || got.Priority != 2 {
-		t.Errorf("RunOptions = %+v, want priority 2", got)
+	if got := m.lastOpts.Load(); got == nil || *got != (engines.RunOptions{Priority: 2, Seed: math.MaxUint64, Seeded: true}) {
+		t.Errorf("RunOptions = %+v, want priority 2, seed 2^64-1", got)
 	}
 	r = ts.do(t, "POST", "/v2/models/policy/infer", body(`{}`))
-	if got := m.lastOpts.Load(); r.status != fasthttp.StatusOK || got.Priority != 0 {
+	if got := m.lastOpts.Load(); r.status != fasthttp.StatusOK || *got != (engines.RunOptions{}) {
 		t.Errorf("no parameters: status %d, RunOptions = %+v", r.status, got)
 	}
 	for params, want := range map[string]string{
@@ -34,6 +35,9 @@ func TestSchedulingParameters(t *testing.T) {
 		`{"priority":1.5}`:                 `"priority" must be an unsigned integer, got 1.5`,
 		`{"priority":"high"}`:              `"priority" must be an unsigned integer, got string`,
 		`{"priority":4294967296}`:          `"priority" is 4294967296, more than its maximum`,
+		`{"seed":-5}`:                      `"seed" must be an unsigned integer, got -5`,
+		`{"seed":18446744073709551616}`:    `"seed" must be an unsigned integer, got 18446744073709551616`,
+		`{"seed":"7"}`:                     `"seed" must be an unsigned integer, got string`,
 		`{"timeout":true}`:                 `"timeout" must be an unsigned integer, got true`,
 		`{"timeout":3600000001}`:           `"timeout" is 3600000001, more than its maximum 3600000000`,
 		`{"timeout":99999999999999999999}`: `"timeout" must be an unsigned integer, got 99999999999999999999`,
