@@ -4,6 +4,7 @@
 #   make test         every test: C++ (ctest, incl. ONNX conformance), Go (-race, cgocheck2,
 #                     CGO_ENABLED=0), ONNX Runtime reference comparisons over HTTP
 #   make bench-engine engine latency/throughput beside onnxruntime-node, same machine, same run
+#   make check-monitoring  promtool check/test of the Prometheus rules, dashboard and GPU collector tests
 #   make deps         Debian packages the build and the tests need (idempotent; root)
 
 SHELL      := /bin/bash
@@ -15,9 +16,10 @@ JOBS       ?= $(shell nproc)
 export GOTOOLCHAIN := local
 
 APT_PACKAGES := cmake ninja-build g++ pkg-config libonnx-dev libprotobuf-dev protobuf-compiler \
-                libdnnl-dev libonnx-testdata libgtest-dev libgmock-dev
+                libdnnl-dev libonnx-testdata libgtest-dev libgmock-dev prometheus
+PROMTOOL   ?= promtool
 
-.PHONY: all deps build native go run test test-native test-go bench-engine refs clean
+.PHONY: all deps build native go run test test-native test-go check-monitoring bench-engine refs clean
 
 all: build
 
@@ -49,7 +51,7 @@ build: go
 run: build
 	bin/policyd --repository $(REPOSITORY) --addr $(ADDR)
 
-test: build test-native test-go
+test: build test-native test-go check-monitoring
 
 test-native: native
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
@@ -60,6 +62,15 @@ test-go: go
 	GOEXPERIMENT=cgocheck2 $(GO) test -count=1 ./bridge/...
 	CGO_ENABLED=0 $(GO) build ./...
 	CGO_ENABLED=0 $(GO) test -count=1 ./bridge/... ./server/... ./engines/...
+
+# Prometheus rules (promtool from the Debian package prometheus), the Grafana dashboard's queries
+# and the GPU collector; docs/observability.md.
+check-monitoring:
+	@command -v $(PROMTOOL) >/dev/null || { echo "check-monitoring: $(PROMTOOL) not found; make deps installs it (Debian package prometheus)"; exit 1; }
+	$(PROMTOOL) check rules monitoring/prometheus/policyd.rules.yml
+	cd monitoring/prometheus && $(PROMTOOL) test rules policyd.rules.test.yml
+	$(GO) test -count=1 ./monitoring/ ./gpu/
+	CGO_ENABLED=0 $(GO) test -count=1 ./monitoring/ ./gpu/
 
 bench-engine: build
 	bash bench/engine/run.sh
