@@ -274,14 +274,17 @@ func TestBatcherNativeSeededSamples(t *testing.T) {
 
 	// One instance whose first run waits until the other goroutines' first requests queued,
 	// so that they batch (a 3DBall run takes microseconds: they would rarely meet otherwise).
-	var runs atomic.Int32
+	var runs, waiting atomic.Int32
 	gate := make(chan struct{})
+	var opened sync.Once
+	open := func() { opened.Do(func() { close(gate) }) }
+	defer open() // never leave the worker waiting (b.Close would wait for it)
 	p, err := newPool(func() (execContext, error) {
 		c, err := e.NewContext()
 		if err != nil {
 			return nil, err
 		}
-		return gatedContext{countingContext{c, &runs}, gate}, nil
+		return gatedContext{countingContext{c, &runs}, gate, &waiting}, nil
 	}, len(e.Outputs()), PoolOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -313,8 +316,9 @@ func TestBatcherNativeSeededSamples(t *testing.T) {
 			}
 		}()
 	}
-	waitFor(t, func() bool { return b.queue.len() == goroutines-1 })
-	close(gate)
+	// Every goroutine's first request is in the gated run or queued behind it.
+	waitFor(t, func() bool { return int(waiting.Load())+b.queue.len() == goroutines })
+	open()
 	wg.Wait()
 	if n := mismatches.Load(); n != 0 {
 		t.Errorf("%d seeded requests sampled differently batched than alone", n)
@@ -325,14 +329,19 @@ func TestBatcherNativeSeededSamples(t *testing.T) {
 	}
 }
 
-// gatedContext waits for gate before every run (a closed gate lets every run through).
+// gatedContext waits for gate before every run (a closed gate lets every run through); rows
+// counts the rows of the runs waiting.
 type gatedContext struct {
 	countingContext
 	gate chan struct{}
+	rows *atomic.Int32
 }
 
 func (c gatedContext) Run(in, out []bridge.Tensor) error {
+	n := int32(in[0].Shape[0])
+	c.rows.Add(n)
 	<-c.gate
+	c.rows.Add(-n)
 	return c.countingContext.Run(in, out)
 }
 
