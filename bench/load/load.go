@@ -33,6 +33,8 @@ import (
 
 	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
 	"github.com/valyala/fasthttp"
+
+	"github.com/policyd/policyd/bench/machine"
 )
 
 // ErrCheck is wrapped by the error of a run whose first answer failed its check.
@@ -140,7 +142,11 @@ type Result struct {
 	ServerCPU       *float64 `json:"server_cpu_s,omitempty"`
 	ServerCPUPerReq *float64 `json:"server_cpu_us_per_req,omitempty"`
 	GOMAXPROCS      int      `json:"gomaxprocs"`
-	LastError       string   `json:"last_error,omitempty"`
+	// OtherCores is the average number of cores that processes other than this one and the
+	// server used during the measured time (from /proc/stat); set only with ServerPIDs. Near
+	// 0.1 or above, the numbers are disturbed.
+	OtherCores *float64 `json:"other_cores,omitempty"`
+	LastError  string   `json:"last_error,omitempty"`
 
 	// Open loop only.
 	TargetRPS   float64      `json:"target_rps,omitempty"`
@@ -271,6 +277,8 @@ func (g *gen) do(req *fasthttp.Request, resp *fasthttp.Response, count bool) boo
 type window struct {
 	start        time.Time
 	cli0, srv0   float64
+	busy0, busy  float64
+	busyOK       bool
 	srvOK        bool
 	elapsed      float64
 	cli, srv     float64
@@ -280,6 +288,7 @@ type window struct {
 func (g *gen) openWindow() *window {
 	w := &window{start: time.Now(), cli0: selfCPU()}
 	w.srv0, w.srvOK = procsCPU(g.o.ServerPIDs)
+	w.busy0, w.busyOK = machine.BusyCPU()
 	return w
 }
 
@@ -289,6 +298,8 @@ func (g *gen) closeWindow(w *window) {
 	if srv1, ok := procsCPU(g.o.ServerPIDs); ok && w.srvOK {
 		w.srv, w.srvAvailable = srv1-w.srv0, true
 	}
+	busy1, ok := machine.BusyCPU()
+	w.busy, w.busyOK = busy1-w.busy0, ok && w.busyOK
 }
 
 func (g *gen) finish(res *Result, w *window, h *hdrhistogram.Histogram, seconds float64) {
@@ -307,6 +318,10 @@ func (g *gen) finish(res *Result, w *window, h *hdrhistogram.Histogram, seconds 
 		if res.Requests > 0 {
 			per := round(w.srv*1e6/float64(res.Requests), 1)
 			res.ServerCPUPerReq = &per
+		}
+		if w.busyOK && w.elapsed > 0 {
+			other := round(max(0, (w.busy-w.cli-w.srv)/w.elapsed), 2)
+			res.OtherCores = &other
 		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -161,4 +162,33 @@ func Slug(s string) string {
 		}
 	}
 	return strings.TrimSuffix(b.String(), "-")
+}
+
+// BusyCPU is the CPU time all CPUs of the machine have spent busy (user, nice, system, irq,
+// softirq) since boot, in seconds, from /proc/stat's first line. Between two readings, busy
+// minus what the processes of a benchmark used is what others used: the interference a
+// benchmark on a shared machine must own up to.
+func BusyCPU() (float64, bool) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, false
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	return parseBusy(line)
+}
+
+func parseBusy(line string) (float64, bool) {
+	f := strings.Fields(line)
+	if len(f) < 8 || f[0] != "cpu" {
+		return 0, false
+	}
+	busy := 0.0
+	for _, i := range []int{1, 2, 3, 6, 7} {
+		v, err := strconv.ParseFloat(f[i], 64)
+		if err != nil {
+			return 0, false
+		}
+		busy += v / 100 // USER_HZ
+	}
+	return busy, true
 }
