@@ -4,6 +4,8 @@
 #   make test         every test: C++ (ctest, incl. ONNX conformance), Go (-race, cgocheck2,
 #                     CGO_ENABLED=0), ONNX Runtime reference comparisons over HTTP
 #   make bench-engine engine latency/throughput beside onnxruntime-node, same machine, same run
+#   make bench        the benchmark suite: policyd beside the peers over HTTP, report in build/bench/
+#                     (BENCH_QUICK=1 for ~4 min, BENCH_SAVE_BASELINE=1 to save this hardware's baseline)
 #   make deps         Debian packages the build and the tests need (idempotent; root)
 
 SHELL      := /bin/bash
@@ -17,7 +19,7 @@ export GOTOOLCHAIN := local
 APT_PACKAGES := cmake ninja-build g++ pkg-config libonnx-dev libprotobuf-dev protobuf-compiler \
                 libdnnl-dev libonnx-testdata libgtest-dev libgmock-dev
 
-.PHONY: all deps build native go run test test-native test-go bench-engine refs clean
+.PHONY: all deps build native go run test test-native test-go bench bench-engine refs clean
 
 all: build
 
@@ -63,6 +65,9 @@ test-go: go
 
 bench-engine: build
 	bash bench/engine/run.sh
+
+bench: build
+	bash bench/run.sh $(BENCH_ARGS)
 
 refs:
 	cd tools/reference && npm ci --ignore-scripts --no-audit --no-fund && node make_refs.js

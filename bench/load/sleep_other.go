@@ -4,6 +4,6 @@ package load
 
 import "time"
 
-func preciseThread() {}
+func preciseThread() (release func()) { return func() {} }
 
 func sleepUntil(t time.Time, _ time.Duration) { time.Sleep(time.Until(t)) }

@@ -154,6 +154,15 @@ func (s *server) alive() bool {
 	}
 }
 
+// explain adds to a load error that the server is gone, when it is: the load's own error
+// ("connection refused") does not say why.
+func (s *server) explain(err error) error {
+	if err == nil || s.alive() {
+		return err
+	}
+	return fmt.Errorf("%w (%s exited: %v; log %s: %s)", err, s.name, s.err, s.log, tail(s.log, 300))
+}
+
 // tail is the last n bytes of a file, on one line.
 func tail(path string, n int) string {
 	b, err := os.ReadFile(path)

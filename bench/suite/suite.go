@@ -403,9 +403,11 @@ func policydConfig(addr, repo string, opts policydOptions) string {
 	return b.String()
 }
 
-// measure runs one case and records it; the case is returned, with Error set when it failed.
-func (r *run) measure(ctx context.Context, c Case, req load.Request, o load.Options) Case {
+// measure runs one case against srv and records it; the case is returned, with Error set
+// when it failed.
+func (r *run) measure(ctx context.Context, srv *server, c Case, req load.Request, o load.Options) Case {
 	res, err := load.Run(ctx, req, o)
+	err = srv.explain(err)
 	c.Result = res
 	if c.Source == "" {
 		c.Source = "policyctl bench load"
@@ -454,7 +456,7 @@ func (r *run) closed(ctx context.Context, stage string, srv *server, model strin
 		proto = "binary"
 	}
 	r.prog.step("%s: %s %s %s b%d c%d", stage, name, proto, model, batch, conc)
-	return r.measure(ctx, Case{Stage: stage, Server: name, Model: model, Batch: batch},
+	return r.measure(ctx, srv, Case{Stage: stage, Server: name, Model: model, Batch: batch},
 		req, load.Options{Mode: "closed", Connections: conc, Duration: dur, Warmup: warm, ServerPIDs: srv.pids(), Check: &ref})
 }
 
@@ -543,7 +545,7 @@ func (r *run) sweepAndOpen(ctx context.Context, srv *server) {
 	for i, f := range p.openFractions {
 		rate := float64(int(f*peak.RPS/10+0.5) * 10)
 		r.prog.step("open-loop: %s mlp-med b1 at %s req/s (%.0f %% of its peak)", name, num(rate, 0), 100*f)
-		r.measure(ctx, Case{Stage: "open-loop", Server: name, Model: "mlp-med", Batch: 1},
+		r.measure(ctx, srv, Case{Stage: "open-loop", Server: name, Model: "mlp-med", Batch: 1},
 			load.Request{URL: inferURL(srv.addr, "mlp-med"), Body: b.JSON},
 			load.Options{Mode: "open", Connections: 64, Outstanding: 512, Rate: rate, Arrival: "poisson", Seed: uint64(i + 1),
 				Duration: p.openDur, Warmup: p.warm / 2, ServerPIDs: srv.pids(), Check: &ref})
@@ -757,6 +759,7 @@ func (r *run) memoryUnderLoad(ctx context.Context, srv *server, model string, ba
 	}()
 	res, err := load.Run(ctx, load.Request{URL: inferURL(srv.addr, model), Body: b.JSON},
 		load.Options{Mode: "closed", Connections: conc, Duration: r.plan.memDur, Warmup: r.plan.warm / 2, Check: &b.Ref})
+	err = srv.explain(err)
 	close(stop)
 	wg.Wait()
 	row := r.memorySample(srv, MemoryRow{Model: model, Batch: batch, Concurrency: conc, RPS: res.RPS})
@@ -788,6 +791,7 @@ func (r *run) search(ctx context.Context) {
 		req := load.Request{URL: inferURL(srv.addr, "mlp-med"), Body: b.JSON}
 		r.prog.step("search: %s closed loop, 32 connections", cfg)
 		res, err := load.Run(ctx, req, load.Options{Mode: "closed", Connections: 32, Duration: r.plan.probeDur, Warmup: r.plan.warm / 2, Check: &b.Ref})
+		err = srv.explain(err)
 		pt := SearchPoint{Config: cfg, Load: "closed, 32 connections", RPS: res.RPS, P50: res.P50, P99: res.P99, Errors: res.Errors}
 		if err != nil {
 			pt.Error = err.Error()
@@ -801,6 +805,7 @@ func (r *run) search(ctx context.Context) {
 			r.prog.step("search: %s open loop at %s req/s", cfg, num(rate, 0))
 			o, oerr := load.Run(ctx, req, load.Options{Mode: "open", Connections: 64, Outstanding: 512, Rate: rate, Arrival: "poisson",
 				Seed: uint64(i + 1), Duration: r.plan.srchDur, Warmup: r.plan.warm / 2})
+			oerr = srv.explain(oerr)
 			op := SearchPoint{Config: cfg, Load: fmt.Sprintf("open, %s req/s (%.0f %% of closed)", num(rate, 0), 100*f), Open: true,
 				RPS: o.RPS, P50: o.P50, P99: o.P99, Overloaded: o.Overloaded(), Errors: o.Errors}
 			if oerr != nil {

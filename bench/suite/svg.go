@@ -21,10 +21,11 @@ var svgPalette = []string{"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e",
 // SVG plots latency against throughput from the open-loop runs (p99 solid, p50 dashed, one
 // color per server); without open-loop runs, from the concurrency sweep.
 func (r *Report) SVG() string {
-	stage, title := "open-loop", "mlp-med, batch 1, JSON, open loop (Poisson): latency from intended send time vs achieved throughput"
+	stage, title := "open-loop", "open loop, Poisson arrivals: latency from each request's intended send time; solid p99, dashed p50"
 	if !hasStage(r.Cases, stage) {
-		stage, title = "conc-sweep", "mlp-med, batch 1, JSON, closed loop: latency vs throughput over 1..64 connections"
+		stage, title = "conc-sweep", "closed loop over 1..64 connections; solid p99, dashed p50"
 	}
+	title = "Latency vs throughput — mlp-med, batch 1, KServe v2 JSON\n" + title
 	var servers []string
 	by := map[string][]Case{}
 	for _, c := range r.Cases {
@@ -95,7 +96,9 @@ func plotSVG(title, xlabel, ylabel string, series []Series) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="12">`+"\n", W, H, W, H)
 	fmt.Fprintf(&b, `<rect width="%d" height="%d" fill="white"/>`+"\n", W, H)
-	fmt.Fprintf(&b, `<text x="%d" y="24" font-size="14" font-weight="bold">%s</text>`+"\n", left, html.EscapeString(title))
+	head, sub, _ := strings.Cut(title, "\n")
+	fmt.Fprintf(&b, `<text x="%d" y="20" font-size="15" font-weight="bold">%s</text>`+"\n", left, html.EscapeString(head))
+	fmt.Fprintf(&b, `<text x="%d" y="38" font-size="12" fill="#444">%s</text>`+"\n", left, html.EscapeString(sub))
 	if xmax == 0 || math.IsInf(ymin, 1) {
 		fmt.Fprintf(&b, `<text x="%d" y="%d">no data</text>`+"\n</svg>\n", left, top+40)
 		return b.String()
