@@ -118,7 +118,7 @@ func newPlan(quick bool, specs []peers.ModelSpec) plan {
 	if quick {
 		return plan{dur: 2 * time.Second, warm: 500 * time.Millisecond, sweepDur: time.Second, openDur: 1500 * time.Millisecond,
 			memDur: time.Second, probeDur: time.Second, srchDur: time.Second,
-			openFractions: []float64{0.3, 0.6, 0.9}, searchFractions: []float64{0.6, 0.85},
+			openFractions: []float64{0.3, 0.6, 0.9}, searchFractions: []float64{0.3, 0.6},
 			concs: []int{1, 4, 16, 64}, batches: []int{1, 32, 256}, memModels: []string{"mlp-med"},
 			grid: []BatchConfig{{1, 0, 1}, {1, 0, 2}, {32, 100 * time.Microsecond, 1}, {32, 100 * time.Microsecond, 2}}}
 	}
@@ -128,7 +128,7 @@ func newPlan(quick bool, specs []peers.ModelSpec) plan {
 	}
 	p := plan{dur: 4 * time.Second, warm: time.Second, sweepDur: 2 * time.Second, openDur: 2 * time.Second,
 		memDur: 2 * time.Second, probeDur: 1500 * time.Millisecond, srchDur: 1500 * time.Millisecond,
-		openFractions: []float64{0.2, 0.4, 0.6, 0.8, 0.95}, searchFractions: []float64{0.5, 0.7, 0.85},
+		openFractions: []float64{0.2, 0.4, 0.6, 0.8, 0.95}, searchFractions: []float64{0.25, 0.5, 0.7, 0.85},
 		concs: []int{1, 2, 4, 8, 16, 32, 64}, batches: []int{1, 8, 32, 64, 256}, memModels: all}
 	for _, inst := range []int{1, 2} {
 		p.grid = append(p.grid, BatchConfig{1, 0, inst})
@@ -807,11 +807,17 @@ func (r *run) search(ctx context.Context) {
 				Seed: uint64(i + 1), Duration: r.plan.srchDur, Warmup: r.plan.warm / 2})
 			oerr = srv.explain(oerr)
 			op := SearchPoint{Config: cfg, Load: fmt.Sprintf("open, %s req/s (%.0f %% of closed)", num(rate, 0), 100*f), Open: true,
-				RPS: o.RPS, P50: o.P50, P99: o.P99, Overloaded: o.Overloaded(), Errors: o.Errors}
+				RPS: o.RPS, P50: o.P50, P99: o.P99, Overloaded: o.Dropped > 0, Errors: o.Errors}
+			if n := o.Requests + o.Errors; n > 0 {
+				op.LatePct = round1(100 * float64(o.Late) / float64(n))
+			}
 			if oerr != nil {
 				op.Error = oerr.Error()
 			}
 			s.Points = append(s.Points, op)
+			if !op.meets(r.cfg.P99Target) {
+				break // a higher rate will not meet it either
+			}
 		}
 		r.ss.stop(srv)
 	}
@@ -820,6 +826,8 @@ func (r *run) search(ctx context.Context) {
 		s.Snippet = snippet(s.Model, s.Best.Config)
 	}
 }
+
+func round1(x float64) float64 { return float64(int(x*10+0.5)) / 10 }
 
 // baseline compares against bench/baselines/<key>.json and saves this run when asked.
 func (r *run) baseline() {
