@@ -5,6 +5,8 @@
 #                     CGO_ENABLED=0), ONNX Runtime reference comparisons over HTTP
 #   make bench-engine engine latency/throughput beside onnxruntime-node, same machine, same run
 #   make check-monitoring  promtool check/test of the Prometheus rules, dashboard and GPU collector tests
+#   make bench        the benchmark suite: policyd beside the peers over HTTP, report in build/bench/
+#                     (BENCH_QUICK=1 for ~4 min, BENCH_SAVE_BASELINE=1 to save this hardware's baseline)
 #   make deps         Debian packages the build and the tests need (idempotent; root)
 
 SHELL      := /bin/bash
@@ -19,7 +21,7 @@ APT_PACKAGES := cmake ninja-build g++ pkg-config libonnx-dev libprotobuf-dev pro
                 libdnnl-dev libonnx-testdata libgtest-dev libgmock-dev prometheus
 PROMTOOL   ?= promtool
 
-.PHONY: all deps build native go run test test-native test-go check-monitoring bench-engine refs clean
+.PHONY: all deps build native go run test test-native test-go check-monitoring bench bench-engine refs clean
 
 all: build
 
@@ -74,6 +76,9 @@ check-monitoring:
 
 bench-engine: build
 	bash bench/engine/run.sh
+
+bench: build
+	bash bench/run.sh $(BENCH_ARGS)
 
 refs:
 	cd tools/reference && npm ci --ignore-scripts --no-audit --no-fund && node make_refs.js

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/policyd/policyd/bench/machine"
 	"github.com/policyd/policyd/bridge"
 )
 
@@ -156,7 +157,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	}
 	defer rt.Close()
 
-	m := machine(ctx, cfg, rt)
+	m := describeMachine(ctx, cfg, rt)
 	if m.Warning != "" {
 		cfg.logf("WARNING: %s", m.Warning)
 	}
@@ -263,7 +264,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 			eng.Close()
 		}
 	}
-	m.LoadAfter = loadavg()
+	m.LoadAfter = machine.Loadavg()
 	m.OtherDuring = round(otherCores(runStart, sampleCPU()), 2)
 	switch cfg.Format {
 	case "markdown":
@@ -286,8 +287,8 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	return nil
 }
 
-func machine(ctx context.Context, cfg Config, rt *bridge.Runtime) Machine {
-	cpu, simd := cpuInfo()
+func describeMachine(ctx context.Context, cfg Config, rt *bridge.Runtime) Machine {
+	cpu, simd := machine.CPUInfo()
 	var backends []string
 	for _, b := range rt.Backends() {
 		s := b.Name + " " + b.Version
@@ -309,8 +310,8 @@ func machine(ctx context.Context, cfg Config, rt *bridge.Runtime) Machine {
 		LibFile:    loadedLibrary(),
 		Library:    fmt.Sprintf("%s (ABI %d.%d)", bridge.LibraryVersion(), major, minor),
 		Backends:   strings.Join(backends, ", "),
-		Commit:     gitCommit(ctx),
-		LoadBefore: loadavg(),
+		Commit:     machine.GitCommit(ctx),
+		LoadBefore: machine.Loadavg(),
 		Settings: fmt.Sprintf("seconds=%g warmup=%g max_iters=%d min_iters=%d par_workers=%d modes=%s retries=%d",
 			cfg.Params.Seconds, cfg.Params.Warmup, cfg.Params.MaxIters, cfg.Params.MinIters, cfg.Params.Workers,
 			strings.Join(cfg.Modes, ","), cfg.Retries),

@@ -1,11 +1,10 @@
 package engine
 
 import (
-	"os"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
+
+	"github.com/policyd/policyd/bench/machine"
 )
 
 // cpuSample is the machine's busy CPU time and this process's own (children included) at one
@@ -18,27 +17,13 @@ type cpuSample struct {
 	ok   bool
 }
 
-const clkTck = 100 // USER_HZ on Linux
-
 func sampleCPU() cpuSample {
 	s := cpuSample{at: time.Now()}
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
+	busy, ok := machine.BusyCPU()
+	if !ok {
 		return s
 	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	f := strings.Fields(line)
-	if len(f) < 8 || f[0] != "cpu" {
-		return s
-	}
-	// user nice system idle iowait irq softirq steal ...: busy = user+nice+system+irq+softirq.
-	for _, i := range []int{1, 2, 3, 6, 7} {
-		v, err := strconv.ParseFloat(f[i], 64)
-		if err != nil {
-			return s
-		}
-		s.busy += v / clkTck
-	}
+	s.busy = busy
 	for _, who := range []int{syscall.RUSAGE_SELF, syscall.RUSAGE_CHILDREN} {
 		var ru syscall.Rusage
 		if syscall.Getrusage(who, &ru) != nil {

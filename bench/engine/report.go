@@ -1,19 +1,16 @@
 package engine
 
 import (
-	"bufio"
-	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"io"
 	"math"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
-	"time"
+
+	"github.com/policyd/policyd/bench/machine"
 )
 
 // Case is the outcome of one model at one batch: both peers' runs, in mode order.
@@ -99,53 +96,6 @@ func busyWarning(other float64, load string) string {
 		"check the other column of the detail table; runs disturbed on their last try are listed below it", other, load)
 }
 
-// cpuInfo reads the first "model name" and the SIMD flags the kernels care about.
-func cpuInfo() (model, simd string) {
-	f, err := os.Open("/proc/cpuinfo")
-	if err != nil {
-		return runtime.GOARCH, ""
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), ":")
-		if !ok {
-			continue
-		}
-		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
-		switch {
-		case k == "model name" && model == "":
-			model = v
-		case k == "flags" && simd == "":
-			var keep []string
-			for _, fl := range strings.Fields(v) {
-				if fl == "avx" || fl == "avx2" || fl == "fma" || fl == "avx512f" || fl == "avx512bw" ||
-					fl == "avx512vl" || fl == "avx512_vnni" || fl == "avx512_bf16" || fl == "amx_tile" {
-					keep = append(keep, fl)
-				}
-			}
-			simd = strings.Join(keep, " ")
-		}
-		if model != "" && simd != "" {
-			break
-		}
-	}
-	return model, simd
-}
-
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return ""
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return ""
-	}
-	return strings.Join(f[:3], " ")
-}
-
 // loadedLibrary is the path of the libpolicyd.so this process mapped (LD_LIBRARY_PATH or the
 // RUNPATH decide which) and the first 12 hex digits of its SHA-256, "" where unknown.
 func loadedLibrary() string {
@@ -168,32 +118,8 @@ func loadedLibrary() string {
 	return ""
 }
 
-// gitCommit is `git describe --always --dirty` of the working directory, "" outside a checkout.
-// A dirty tree is worth knowing: lib/ may hold a build of uncommitted native changes.
-func gitCommit(ctx context.Context) string {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "git", "describe", "--always", "--dirty", "--abbrev=10").Output()
-	if err != nil {
-		return ""
-	}
-	return strings.TrimSpace(string(out))
-}
-
 // ShellQuote joins args as a copy-pastable POSIX shell command.
-func ShellQuote(args []string) string {
-	q := make([]string, len(args))
-	for i, a := range args {
-		if a != "" && strings.IndexFunc(a, func(r rune) bool {
-			return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./=,:@+%", r))
-		}) < 0 {
-			q[i] = a
-		} else {
-			q[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
-		}
-	}
-	return strings.Join(q, " ")
-}
+func ShellQuote(args []string) string { return machine.ShellQuote(args) }
 
 // Target is one goal of the engine issue, checked against a report.
 type Target struct {

@@ -16,24 +16,16 @@ PEERS_DIR=${PEERS_DIR:-../shared/peers}
 SECONDS_PER_CASE=${SECONDS_PER_CASE:-2}
 GO=${GO:-$(command -v go 2>/dev/null || echo /usr/local/go/bin/go)}
 NODE=${NODE:-node}
-NPM=${NPM:-npm}
+export NPM=${NPM:-npm}
 export GOTOOLCHAIN=${GOTOOLCHAIN:-local}
 
-for f in ort_bench.js node/package.json node/package-lock.json models/models.json; do
+for f in models/models.json; do
   [[ -f $PEERS_DIR/$f ]] || { echo "bench-engine: $PEERS_DIR/$f is missing" >&2; exit 1; }
 done
 [[ -f lib/libpolicyd.so ]] || { echo "bench-engine: lib/libpolicyd.so is missing: run 'make native' first" >&2; exit 1; }
 
 # ORT, laid out as ort_bench.js expects (node/node_modules beside it), under build/.
-mkdir -p build/peers/node
-cp "$PEERS_DIR/ort_bench.js" build/peers/ort_bench.js
-lock_changed=0
-cmp -s "$PEERS_DIR/node/package-lock.json" build/peers/node/package-lock.json || lock_changed=1
-cp "$PEERS_DIR/node/package.json" "$PEERS_DIR/node/package-lock.json" build/peers/node/
-if [[ $lock_changed = 1 || ! -f build/peers/node/node_modules/onnxruntime-node/package.json ]]; then
-  echo "bench-engine: npm ci in build/peers/node" >&2
-  (cd build/peers/node && "$NPM" ci --ignore-scripts --no-audit --no-fund >&2)
-fi
+bash bench/prepare-ort.sh "$PEERS_DIR"
 
 # A private copy of lib/: a concurrent `make native` rewrites lib/*.so in place, which would
 # crash or silently change a library this run has mapped. LD_LIBRARY_PATH beats the RUNPATH.

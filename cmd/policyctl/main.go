@@ -15,6 +15,9 @@
 //	policyctl bench engine [--models DIR] [--model NAME,...] [--batch 1,32,256] [--seconds 2]
 //	                       [--warmup 0.5] [--modes st,par] [--ort-script PATH] [--node node]
 //	                       [--format markdown|json]
+//	policyctl bench load -url URL (-body FILE [-expect FILE] | -model NAME [-batch N]) [-binary]
+//	                     [-mode closed|open] [-c N] [-rate R] [-arrival constant|poisson] [-d 5s] ...
+//	policyctl bench suite [-quick] [-p99-target 2ms] [-save-baseline] [-stages ...] [-run-all auto|off] ...
 //	policyctl config validate FILE [--profile P] [--env]
 //	policyctl config diff A B [--profile P | --profile-a P --profile-b Q] [--env]
 //	policyctl config schema
@@ -60,6 +63,8 @@ func root() *command {
 		{name: "artifacts", short: "the model repository: add, verify, sign, report, roll back versions", subs: artifactsCommands()},
 		{name: "bench", short: "benchmarks", subs: []*command{
 			{name: "engine", short: "engine latency/throughput beside onnxruntime-node, same machine, same run", run: benchEngine},
+			{name: "load", short: "KServe v2 load generator: closed or open loop, JSON or binary, HdrHistogram percentiles", run: benchLoad},
+			{name: "suite", short: "the benchmark suite (make bench): policyd beside the peers, report, baseline", run: benchSuite},
 		}},
 		{name: "config", short: "check, compare and describe config files", subs: configCommands()},
 	}}

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# make bench: policyd beside the peers of ../shared/peers, one run, one report.
+#
+#   bash bench/run.sh [policyctl bench suite flags...]
+#
+# Env knobs: BENCH_QUICK=1 (shorter runs, fewer points: ~4 min instead of ~12),
+# BENCH_SAVE_BASELINE=1 (write bench/baselines/<cpu>--<isa>.json from this run), BENCH_RUN_ID,
+# BENCH_STAGES (comma-separated subset of matrix,binary,batch-sweep,conc-sweep,open-loop,memory,search),
+# BENCH_P99_TARGET (batching search, default 2ms), PEERS_DIR (default ../shared/peers; only
+# read), GO, NPM. Needs lib/ (make native). Writes build/bench/<run-id>/ (report.md,
+# report.json, latency-throughput.svg, the repository, server configs and logs),
+# build/bench-lib/ and build/peers/ (onnxruntime-node for the Node peer, when the harness has
+# none). Installs nothing with apt; a peer that is not set up is reported as such.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PEERS_DIR=${PEERS_DIR:-../shared/peers}
+GO=${GO:-$(command -v go 2>/dev/null || echo /usr/local/go/bin/go)}
+export NPM=${NPM:-npm}
+export GOTOOLCHAIN=${GOTOOLCHAIN:-local}
+
+[[ -f $PEERS_DIR/models/models.json ]] || { echo "bench: $PEERS_DIR/models/models.json is missing (PEERS_DIR)" >&2; exit 1; }
+[[ -f lib/libpolicyd.so ]] || { echo "bench: lib/libpolicyd.so is missing: run 'make native' first" >&2; exit 1; }
+
+# onnxruntime-node for the Node peer, under build/ (as make bench-engine does), unless the
+# harness has its own. Without it the report says the Node peer is missing.
+if [[ ! -f $PEERS_DIR/node/node_modules/onnxruntime-node/package.json ]] && command -v node >/dev/null; then
+  bash bench/prepare-ort.sh "$PEERS_DIR" || echo "bench: could not install onnxruntime-node; the Node peer will be missing" >&2
+fi
+
+# A private copy of lib/ (a concurrent `make native` rewrites lib/*.so in place); the backend
+# plugin is found beside the libpolicyd.so that is loaded.
+rm -rf build/bench-lib && mkdir -p build/bench-lib
+cp lib/*.so build/bench-lib/
+export LD_LIBRARY_PATH="$PWD/build/bench-lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+
+mkdir -p bin
+"$GO" build -o bin/policyd ./cmd/policyd
+"$GO" build -o bin/policyctl ./cmd/policyctl
+
+args=(bench suite -peers "$PEERS_DIR" -node-modules build/peers/node/node_modules)
+[[ ${BENCH_QUICK:-0} = 1 ]] && args+=(-quick)
+[[ ${BENCH_SAVE_BASELINE:-0} = 1 ]] && args+=(-save-baseline)
+[[ -n ${BENCH_RUN_ID:-} ]] && args+=(-run-id "$BENCH_RUN_ID")
+[[ -n ${BENCH_STAGES:-} ]] && args+=(-stages "$BENCH_STAGES")
+[[ -n ${BENCH_P99_TARGET:-} ]] && args+=(-p99-target "$BENCH_P99_TARGET")
+exec bin/policyctl "${args[@]}" "$@"
