@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/policyd/policyd/bench/machine"
+	"github.com/policyd/policyd/bench/textfmt"
 )
 
 // Case is the outcome of one model at one batch: both peers' runs, in mode order.
@@ -177,24 +178,13 @@ func Targets(cases []Case) []Target {
 	return ts
 }
 
-// fmtNum formats with thousands separators and d decimals; "–" for a missing value.
+// fmtNum formats with thousands separators and d decimals; "–" for a missing value (NaN or
+// not positive).
 func fmtNum(v float64, d int) string {
 	if math.IsNaN(v) || v <= 0 {
 		return "–"
 	}
-	s := fmt.Sprintf("%.*f", d, v)
-	intPart, frac, _ := strings.Cut(s, ".")
-	var b strings.Builder
-	for i, r := range intPart {
-		if i > 0 && (len(intPart)-i)%3 == 0 {
-			b.WriteByte(',')
-		}
-		b.WriteRune(r)
-	}
-	if frac != "" {
-		b.WriteString("." + frac)
-	}
-	return b.String()
+	return textfmt.Num(v, d)
 }
 
 func fmtRatio(r *float64) string {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/policyd/policyd/bench/load"
 	"github.com/policyd/policyd/bench/peers"
+	"github.com/policyd/policyd/bench/textfmt"
 )
 
 // Report is everything one suite run measured; report.json is it, report.md renders it.
@@ -202,28 +203,7 @@ func rps(v float64, ok bool) string {
 }
 
 // num formats v with thousands separators and d decimals.
-func num(v float64, d int) string {
-	if math.IsNaN(v) {
-		return "–"
-	}
-	s := fmt.Sprintf("%.*f", d, math.Abs(v))
-	intPart, frac, _ := strings.Cut(s, ".")
-	var b strings.Builder
-	for i, r := range intPart {
-		if i > 0 && (len(intPart)-i)%3 == 0 {
-			b.WriteByte(',')
-		}
-		b.WriteRune(r)
-	}
-	if frac != "" {
-		b.WriteByte('.')
-		b.WriteString(frac)
-	}
-	if v < 0 {
-		return "-" + b.String()
-	}
-	return b.String()
-}
+func num(v float64, d int) string { return textfmt.Num(v, d) }
 
 func mb(v int64) string {
 	if v <= 0 {
