@@ -29,6 +29,7 @@ type fakeModel struct {
 	seqs          *engines.Sequences                                                                  // Sequences() when set
 	doFn          func(ctx context.Context, in []bridge.Tensor, fn func([]bridge.Tensor) error) error // replaces Do when set
 	lastOpts      atomic.Pointer[engines.RunOptions]                                                  // the options of the last Do
+	recordOpts    bool                                                                                // record lastOpts (it allocates)
 }
 
 func (m *fakeModel) Stats() *engines.Stats { return &m.stats }
@@ -47,7 +48,10 @@ func (m *fakeModel) Release() {
 	}
 }
 func (m *fakeModel) Do(ctx context.Context, in []bridge.Tensor, opts engines.RunOptions, fn func([]bridge.Tensor) error) error {
-	m.lastOpts.Store(&opts)
+	if m.recordOpts {
+		o := opts
+		m.lastOpts.Store(&o)
+	}
 	if m.doFn != nil {
 		return m.doFn(ctx, in, fn)
 	}

@@ -15,6 +15,7 @@ import (
 
 func TestSchedulingParameters(t *testing.T) {
 	m := policyModel("1")
+	m.recordOpts = true
 	ts := startServer(t, newFakeRegistry(m), Options{})
 	body := func(params string) []byte {
 		return []byte(`{"parameters":` + params + `,"inputs":[{"name":"obs","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}`)
