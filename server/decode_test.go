@@ -33,6 +33,7 @@ func FuzzDecodeInferRequest(f *testing.F) {
 	for _, c := range loadInvalidCases(f) {
 		f.Add(c.body())
 	}
+	f.Add([]byte(`{"parameters":{"priority":2,"timeout":1500,"seed":18446744073709551615},"inputs":[{"name":"obs","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}`))
 	models := []*fakeModel{policyModel("1"), multiModel(), fixedModel()}
 	var parsers fastjson.ParserPool
 	req := newInferRequest()
