@@ -12,9 +12,12 @@ import (
 // set of zeros per batch size (sizes below 1 and repeats are dropped, 1 is always first).
 // Dimension batchDim of each input takes the batch size (inputs without a batch dimension
 // keep their shape, and a model that is not batchable is warmed with batch 1 only, the
-// caller passing nil sizes); any other dynamic dimension (< 0) takes 1. A signature with an
-// input of a dtype without a fixed size (none today) gets no warm-up.
+// caller passing nil sizes); any other dynamic dimension (< 0) takes 1. A signature without
+// inputs, or with an input of a dtype without a fixed size (none today), gets no warm-up.
 func WarmupInputs(inputs []bridge.IOInfo, batchSizes []int) [][]bridge.Tensor {
+	if len(inputs) == 0 {
+		return nil // a model without inputs (or a test's engine without a signature)
+	}
 	sizes := []int{1}
 	for _, n := range batchSizes {
 		if n > 1 && !slices.Contains(sizes, n) {
