@@ -32,7 +32,8 @@ type Observers struct {
 // VersionObserver follows the life of the versions of a Repository; package metrics implements
 // it. Its methods are called synchronously by Apply, Load, Unload and Close (versions of one
 // Apply may be retired in parallel, so implementations must be safe for concurrent use) and
-// must not call back into the Repository.
+// must not call Apply, Load, Unload, SetObserver or Close (Get, All and Index are fine: the
+// served table is already swapped when a version is retired).
 type VersionObserver interface {
 	// Loading: the load of a version begins (after its artifact was verified).
 	Loading(model, version string)

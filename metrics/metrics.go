@@ -196,8 +196,9 @@ func (s *Server) Loaded(v *engines.ModelVersion) *engines.Observers {
 	e := s.entries[k]
 	if e == nil || e.labels != labels {
 		if e != nil { // reloaded on another backend or device: the old series go
-			s.deleteSeries(e.labels[:])
+			s.deleteSeries(e.labels[:], false)
 		}
+		s.deleteSeries([]string{k.model, k.version, "", ""}, false) // requests counted while it had failed
 		old := e
 		e = s.newEntry(labels)
 		if old != nil {
@@ -243,22 +244,27 @@ func (s *Server) Unloaded(v *engines.ModelVersion) {
 		}
 		delete(s.entries, k)
 		s.publish()
+	} else if cur, err := s.repo.Get(k.model, k.version); err == nil && cur.Version() == k.version {
+		return // a version that had failed, replaced by another attempt that failed too
 	}
-	s.deleteSeries([]string{k.model, k.version})
+	s.deleteSeries([]string{k.model, k.version}, true)
 }
 
-// deleteSeries deletes every series whose first labels are model, version (and backend,
-// device when given).
-func (s *Server) deleteSeries(values []string) {
+// deleteSeries deletes every series whose labels start with values (model, version, and
+// backend, device when given); the load durations too when loads is set.
+func (s *Server) deleteSeries(values []string, loads bool) {
 	l := prometheus.Labels{}
 	for i, v := range values {
 		l[versionLabels[i]] = v
 	}
 	for _, vec := range s.vecs {
-		if vec == s.loadDur.MetricVec {
-			delete(l, "device")
+		if vec != s.loadDur.MetricVec {
+			vec.DeletePartialMatch(l)
 		}
-		vec.DeletePartialMatch(l)
+	}
+	if loads {
+		delete(l, "device")
+		s.loadDur.DeletePartialMatch(l)
 	}
 }
 

@@ -277,6 +277,11 @@ func TestUnloadAndReload(t *testing.T) {
 	if v, ok := gauge(t, f.reg, "policyd_model_load_duration_seconds", mlp); !ok || v != 2 {
 		t.Errorf("load durations observed %v %v, want 2", v, ok)
 	}
+	// The failed version was tried again (and failed again): its series stay, counting on.
+	broken := map[string]string{"model": "broken", "version": "1.0.0"}
+	if v, ok := gauge(t, f.reg, "policyd_model_load_duration_seconds", broken); !ok || v != 2 {
+		t.Errorf("load durations of the failed version %v %v, want 2", v, ok)
+	}
 
 	if err := f.repo.Unload("mlp", "1.0.0"); err != nil {
 		t.Fatal(err)

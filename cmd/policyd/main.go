@@ -43,9 +43,6 @@ import (
 	"github.com/policyd/policyd/server"
 )
 
-// gpuInterval is how often the GPU collector samples NVML.
-const gpuInterval = 10 * time.Second
-
 // version is set at build time with -ldflags "-X main.version=...".
 var version = ""
 
@@ -246,7 +243,7 @@ func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
 		return 1
 	}
 	_ = mets // the request path (server.Options.OnRequest, branch tracing) calls mets.ObserveRequest
-	gpus, err := gpu.New(log.Named("gpu"), gpuInterval, reg)
+	gpus, err := gpu.New(log.Named("gpu"), cfg.Metrics.GPUInterval, reg)
 	if err != nil {
 		log.Error("GPU metrics", zap.Error(err))
 		fmt.Fprintf(stderr, "policyd: GPU metrics: %v\n", err)

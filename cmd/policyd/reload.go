@@ -383,6 +383,11 @@ func (r *reloader) details(rt *bridge.Runtime) any {
 		versions = append(versions, version{v.Name(), v.Version(), v.State().String(), reason, v.Backend(), v.Device(),
 			v.Digest(), v.Signer(), isDef, isDef && pinned, v.LoadDuration().Seconds(), v.InFlight(), v.QueueDepth()})
 	}
+	for _, e := range r.repo.Index() {
+		if e.State == engines.StateUnloaded { // in the repository, not served: say why
+			versions = append(versions, version{Model: e.Model, Version: e.Version, State: e.State.String(), Reason: e.Reason})
+		}
+	}
 	type backend struct {
 		Name      string `json:"name"`
 		Version   string `json:"version,omitempty"`
