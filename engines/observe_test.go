@@ -237,7 +237,7 @@ func BenchmarkBatcherDoMetrics(b *testing.B) {
 			if withObs {
 				stats.setObservers(benchObservers())
 			}
-			rec := &runRecord{seen: map[float32]bool{}}
+			rec := &runRecord{seen: map[float32]bool{}, light: true}
 			newCtx := func() (execContext, error) { return &batchContext{rec: rec}, nil }
 			p, err := newPool(newCtx, 2, PoolOptions{Instances: 2, Stats: stats})
 			if err != nil {
