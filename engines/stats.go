@@ -44,6 +44,8 @@ type batchStat struct{ input, infer, output durationStat }
 // request run alone); ComputeInfer the engine run; ComputeOutput the output callbacks (for a
 // batch, all of its requests' encoding). A request of a batch is charged the durations of its
 // batch, as Triton does. Batch statistics are recorded once per engine run, by its size in rows.
+// The Observers a VersionObserver returns at load receive the same values as they are
+// recorded (the Prometheus histograms of package metrics).
 type Stats struct {
 	// Batched says that inputs share a batch dimension 0: a run's batch size is then its
 	// first input's dimension 0, else 1.
