@@ -410,7 +410,7 @@ func (r *reloader) details(rt *bridge.Runtime) any {
 		lastReload = last
 	}
 	gpus := []gpu.Device{}
-	nvml := "NVML not available (see the log line of the gpu logger)"
+	nvml := "NVML not available (no libnvidia-ml.so.1, no driver or GPU, or built without cgo): the gpu logger's line at start says which"
 	if r.gpus != nil && r.gpus.Enabled() {
 		gpus = append(gpus, r.gpus.Devices()...)
 		nvml = ""
