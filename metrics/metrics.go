@@ -58,29 +58,29 @@ type Repository interface {
 type Server struct {
 	repo Repository
 
-	requests    *prometheus.CounterVec
-	inferences  *prometheus.CounterVec
-	executions  *prometheus.CounterVec
-	requestDur  *prometheus.HistogramVec
-	queueDur    *prometheus.HistogramVec
-	inputDur    *prometheus.HistogramVec
-	inferDur    *prometheus.HistogramVec
-	outputDur   *prometheus.HistogramVec
-	batchSize   *prometheus.HistogramVec
-	loadDur     *prometheus.HistogramVec
-	vecs        []*prometheus.MetricVec // every vec with model and version labels, for deletion
-	queueDepth  *prometheus.Desc
-	inflight    *prometheus.Desc
-	modelState  *prometheus.Desc
-	engineMem   *prometheus.Desc
-	pinnedMem   *prometheus.Desc
-	unknownDesc *entry // the labels of requests for a model that is not served
+	requests   *prometheus.CounterVec
+	inferences *prometheus.CounterVec
+	executions *prometheus.CounterVec
+	requestDur *prometheus.HistogramVec
+	queueDur   *prometheus.HistogramVec
+	inputDur   *prometheus.HistogramVec
+	inferDur   *prometheus.HistogramVec
+	outputDur  *prometheus.HistogramVec
+	batchSize  *prometheus.HistogramVec
+	loadDur    *prometheus.HistogramVec
+	vecs       []*prometheus.MetricVec // every vec with model and version labels, for deletion
+	queueDepth *prometheus.Desc
+	inflight   *prometheus.Desc
+	modelState *prometheus.Desc
+	engineMem  *prometheus.Desc
+	pinnedMem  *prometheus.Desc
+	unknown    *entry // the labels of requests for a model that is not served
 
-	mu        sync.Mutex                            // serializes changes of entries and transient
-	entries   map[versionKey]*entry                 // under mu; published in lookup
+	mu        sync.Mutex                            // guards entries, transient and retiring
+	entries   map[versionKey]*entry                 // the versions loaded; published in lookup
 	lookup    atomic.Pointer[map[versionKey]*entry] // read by ObserveRequest without a lock
-	transient map[versionKey]string                 // loading / unloading versions (under mu)
-	retiring  map[versionKey]int                    // versions being unloaded, by count (under mu)
+	transient map[versionKey]string                 // versions being loaded ("loading")
+	retiring  map[versionKey]int                    // versions being unloaded, by count
 }
 
 type versionKey struct{ model, version string }
@@ -149,7 +149,7 @@ func New(reg prometheus.Registerer, repo Repository) (*Server, error) {
 	s.vecs = []*prometheus.MetricVec{s.requests.MetricVec, s.inferences.MetricVec, s.executions.MetricVec,
 		s.requestDur.MetricVec, s.queueDur.MetricVec, s.inputDur.MetricVec, s.inferDur.MetricVec,
 		s.outputDur.MetricVec, s.batchSize.MetricVec, s.loadDur.MetricVec}
-	s.unknownDesc = s.newEntry([4]string{})
+	s.unknown = s.newEntry([4]string{})
 	s.publish()
 	repo.SetObserver(s)
 	return s, nil
@@ -401,8 +401,8 @@ func (s *Server) observeUnserved(model, version, protocol string, code int, outc
 	} else if _, err := s.repo.Get(model, ""); err == nil {
 		labels[0] = model
 	}
-	if labels == s.unknownDesc.labels {
-		s.unknownDesc.duration.Observe(d.Seconds())
+	if labels == s.unknown.labels {
+		s.unknown.duration.Observe(d.Seconds())
 	} else {
 		s.requestDur.WithLabelValues(labels[:]...).Observe(d.Seconds())
 	}

@@ -356,3 +356,117 @@ func BenchmarkObserveRequest(b *testing.B) {
 		}
 	})
 }
+
+// docFamily is a row of the metric table of docs/observability.md.
+type docFamily struct {
+	typ    string
+	labels []string
+}
+
+// docTable reads the metric table of docs/observability.md: name → type and labels (L
+// expanded to model, version, backend, device), and the three bucket lists.
+func docTable(t *testing.T) (map[string]docFamily, map[string][]float64) {
+	t.Helper()
+	b, err := os.ReadFile("../docs/observability.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := map[string]docFamily{}
+	buckets := map[string][]float64{}
+	text := string(b)
+	for _, name := range []string{"Duration buckets", "Batch-size buckets", "Model-load buckets"} {
+		i := strings.Index(text, "**"+name+"**")
+		if i < 0 {
+			t.Fatalf("docs: no **%s**", name)
+		}
+		rest := text[i:]
+		a := strings.Index(rest, "`")
+		z := strings.Index(rest[a+1:], "`")
+		for _, f := range strings.Split(rest[a+1:a+1+z], ",") {
+			var v float64
+			if _, err := fmt.Sscan(strings.TrimSpace(f), &v); err != nil {
+				t.Fatalf("%s: %q: %v", name, f, err)
+			}
+			buckets[name] = append(buckets[name], v)
+		}
+	}
+	for _, line := range strings.Split(text, "\n") {
+		cells := strings.Split(line, "|")
+		if len(cells) < 5 || !strings.HasPrefix(strings.TrimSpace(cells[1]), "`policyd_") {
+			continue
+		}
+		name := strings.Trim(strings.TrimSpace(cells[1]), "`")
+		var labels []string
+		for _, l := range strings.Split(cells[3], ",") {
+			switch l = strings.Trim(strings.TrimSpace(l), "`"); l {
+			case "L":
+				labels = append(labels, versionLabels...)
+			case "—", "":
+			default:
+				labels = append(labels, l)
+			}
+		}
+		sort.Strings(labels)
+		rows[name] = docFamily{strings.ToUpper(strings.TrimSpace(cells[2])), labels}
+	}
+	return rows, buckets
+}
+
+// The families package metrics exports are those of the docs' table, with its types, labels
+// and buckets.
+func TestFamiliesMatchTheDocs(t *testing.T) {
+	f := newFixture(t)
+	f.infer(t, "mlp", "1.0.0", 2)
+	f.m.ObserveRequest("mlp", "1.0.0", "v2", 200, OutcomeSuccess, time.Millisecond)
+	docs, buckets := docTable(t)
+	mfs, err := f.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, mf := range mfs {
+		name := mf.GetName()
+		seen[name] = true
+		d, ok := docs[name]
+		if !ok {
+			t.Errorf("%s is exported but not in the table of docs/observability.md", name)
+			continue
+		}
+		if d.typ != mf.GetType().String() {
+			t.Errorf("%s: type %s, the docs say %s", name, mf.GetType(), d.typ)
+		}
+		for _, m := range mf.GetMetric() {
+			var labels []string
+			for _, l := range m.GetLabel() {
+				labels = append(labels, l.GetName())
+			}
+			sort.Strings(labels)
+			if !slices.Equal(labels, d.labels) {
+				t.Errorf("%s: labels %v, the docs say %v", name, labels, d.labels)
+			}
+			if h := m.GetHistogram(); h != nil {
+				var bounds []float64
+				for _, b := range h.GetBucket() {
+					bounds = append(bounds, b.GetUpperBound())
+				}
+				want := buckets["Duration buckets"]
+				switch name {
+				case "policyd_batch_size":
+					want = buckets["Batch-size buckets"]
+				case "policyd_model_load_duration_seconds":
+					want = buckets["Model-load buckets"]
+				}
+				if !slices.Equal(bounds, want) {
+					t.Errorf("%s: buckets %v, the docs say %v", name, bounds, want)
+				}
+			}
+		}
+	}
+	for name := range docs {
+		owned := !strings.HasPrefix(name, "policyd_gpu_") && !strings.HasPrefix(name, "policyd_config_") &&
+			name != "policyd_artifact_verification_failures_total"
+		if owned && !seen[name] {
+			t.Errorf("%s is in the docs' table but package metrics does not export it", name)
+		}
+	}
+}
