@@ -40,6 +40,7 @@ type Config struct {
 	Models     []Model    `koanf:"models" reload:"live" unique:"true" desc:"The models to serve, each by name; empty serves every model found in the repository, each with the defaults below."`
 	Admin      Admin      `koanf:"admin" desc:"The admin API."`
 	Artifacts  Artifacts  `koanf:"artifacts" desc:"How model artifacts are verified before they serve."`
+	Metrics    Metrics    `koanf:"metrics" desc:"The Prometheus metrics at GET /metrics (docs/observability.md)."`
 }
 
 // Server configures the HTTP listener.
@@ -141,6 +142,11 @@ type Artifacts struct {
 	TrustedKeys []string `koanf:"trusted_keys" reload:"live" unique:"true" exists:"file" path:"true" desc:"Ed25519 public keys (PEM files written by policyctl artifacts keygen) that sign the artifacts; when any is set, every version must carry a manifest.sig that one of them verifies, and unsigned or wrongly signed versions are refused. Empty: signatures are not required."`
 }
 
+// Metrics configures the Prometheus metrics.
+type Metrics struct {
+	GPUInterval time.Duration `koanf:"gpu_interval" reload:"restart" min:"100ms" max:"1h" desc:"How often every NVIDIA GPU is sampled through NVML for the policyd_gpu_* metrics; a scrape reads the last sample and never waits for NVML."`
+}
+
 // Defaults returns the configuration every layer starts from. The defaults of a models[]
 // element are in DefaultModel.
 func Defaults() *Config {
@@ -160,6 +166,7 @@ func Defaults() *Config {
 		Models:     []Model{},
 		Admin:      Admin{},
 		Artifacts:  Artifacts{TrustedKeys: []string{}},
+		Metrics:    Metrics{GPUInterval: 10 * time.Second},
 	}
 }
 

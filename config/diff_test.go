@@ -61,6 +61,7 @@ func TestDiffMarksEveryRestartKey(t *testing.T) {
 	b.Batching = Batching{Enabled: false, MaxBatchSize: 2, MaxQueueDelay: 1, PreferredBatchSizes: []int{4}, PriorityLevels: 2, DefaultPriorityLevel: 1}
 	b.Admin = Admin{TokenFile: "t"}
 	b.Artifacts = Artifacts{TrustedKeys: []string{"k.pub"}}
+	b.Metrics = Metrics{GPUInterval: 1}
 	restart := map[string]bool{}
 	for _, ch := range Diff(a, b) {
 		restart[ch.Key] = ch.Restart
@@ -77,7 +78,7 @@ func TestDiffMarksEveryRestartKey(t *testing.T) {
 		}
 	})
 	for key, want := range map[string]bool{"server.addr": true, "log.format": true, "log.level": false, "limits.queue_len": false,
-		"repository.path": false, "repository.backend_dir": true, "engine.seed": false, "engine.cpu_threads": true, "admin.token_file": false, "artifacts.trusted_keys": false} {
+		"repository.path": false, "repository.backend_dir": true, "engine.seed": false, "engine.cpu_threads": true, "admin.token_file": false, "artifacts.trusted_keys": false, "metrics.gpu_interval": true} {
 		if restart[key] != want {
 			t.Errorf("%s: Restart = %v, want %v", key, restart[key], want)
 		}

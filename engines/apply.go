@@ -599,10 +599,22 @@ func (r *Repository) runner(e *bridge.Engine, set settings, stats *Stats) (Runne
 	if e != nil {
 		stats.Batched = Batchable(e.Batchable(), e.Inputs(), e.Outputs())
 	}
+	var warmup [][]bridge.Tensor
+	if e != nil {
+		var sizes []int
+		if set.batching && Batchable(e.Batchable(), e.Inputs(), e.Outputs()) {
+			for _, n := range set.batcherOptions().PreferredBatchSizes {
+				if n <= set.maxBatch {
+					sizes = append(sizes, n)
+				}
+			}
+		}
+		warmup = WarmupInputs(e.Inputs(), sizes)
+	}
 	p, err := r.newRunner(e, PoolOptions{
 		Instances: set.instances, QueueLen: set.queueLen, Seed: set.seed, Stats: stats,
 		PriorityLevels: set.levels, DefaultPriorityLevel: set.defLevel,
-		LockOSThread: lockThreads(e, set.threads),
+		LockOSThread: lockThreads(e, set.threads), Warmup: warmup,
 	})
 	if err != nil || !set.batching || e == nil || !Batchable(e.Batchable(), e.Inputs(), e.Outputs()) {
 		return p, err
@@ -664,7 +676,7 @@ func (r *Repository) refuse(t target, err error, start time.Time, hook func(mode
 	}
 	v := &ModelVersion{
 		name: t.model, version: t.version, semver: t.semver, dir: t.dir, set: t.set,
-		state: StateUnavailable, reason: reason, drained: make(chan struct{}), loadTime: time.Since(start),
+		state: StateUnavailable, reason: reason, drained: make(chan struct{}), loadTime: time.Since(start), obs: r.obs,
 	}
 	r.log.Error("model version refused: artifact verification failed", zap.String("model", t.model),
 		zap.String("version", t.version), zap.String("folder", t.dir), zap.String("reason", reason))
@@ -682,9 +694,17 @@ func (r *Repository) load(t target, art *artifacts.Artifact) *ModelVersion {
 	start := time.Now()
 	v := &ModelVersion{
 		name: t.model, version: t.version, semver: t.semver, dir: t.dir, set: t.set,
-		state: StateUnavailable, drained: make(chan struct{}), stats: new(Stats),
+		state: StateUnavailable, drained: make(chan struct{}), stats: new(Stats), obs: r.obs,
 	}
-	defer func() { v.loadTime = time.Since(start) }()
+	if r.obs != nil && t.missing == "" {
+		r.obs.Loading(t.model, t.version)
+	}
+	defer func() {
+		v.loadTime = time.Since(start)
+		if r.obs != nil {
+			v.stats.setObservers(r.obs.Loaded(v))
+		}
+	}()
 	if t.missing != "" {
 		v.reason = t.missing
 		return v

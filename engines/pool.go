@@ -78,6 +78,12 @@ type PoolOptions struct {
 	// are plain goroutines, which hand a request over in a goroutine switch instead of two OS
 	// thread wake-ups (see docs/engine.md, Worker threads).
 	LockOSThread bool
+	// Warmup lists input sets (in the engine's input order) each worker runs once on its new
+	// context before the pool serves, so that the first requests do not pay for building
+	// the shape buckets (see WarmupInputs). A failing warm-up run fails NewPool. The runs are
+	// not recorded in Stats and do not draw from the seeded random stream (the context is
+	// seeded after them).
+	Warmup [][]bridge.Tensor
 }
 
 // Pool runs one engine on a fixed set of workers. Each worker is a goroutine locked to its OS
@@ -99,6 +105,10 @@ type Pool struct {
 	once      sync.Once
 	jobPool   sync.Pool
 	stats     *Stats
+	warmup    [][]bridge.Tensor
+
+	ctxMu sync.Mutex
+	ctxs  []memCtx // the workers' contexts that report memory (Memory)
 }
 
 // Job states: a job is taken by exactly one of the worker (queued→running) and a caller whose
@@ -168,6 +178,7 @@ func newPool(newCtx func() (execContext, error), nOut int, opts PoolOptions) (*P
 		pri:       pri,
 		lock:      opts.LockOSThread,
 		stats:     opts.Stats,
+		warmup:    opts.Warmup,
 	}
 	p.jobPool.New = func() any { return &job{done: make(chan error, 1)} }
 	started := make(chan error, opts.Instances)
@@ -202,6 +213,15 @@ func (p *Pool) worker(i int, seed uint64, started chan<- error) {
 		return
 	}
 	defer c.Close()
+	if m, ok := c.(memCtx); ok {
+		p.ctxMu.Lock()
+		p.ctxs = append(p.ctxs, m)
+		p.ctxMu.Unlock()
+	}
+	if err := p.warm(c); err != nil {
+		started <- fmt.Errorf("worker %d: %w", i, err)
+		return
+	}
 	if err := c.SetSeed(seed); err != nil {
 		started <- fmt.Errorf("worker %d: set seed: %w", i, err)
 		return

@@ -117,7 +117,8 @@ type ModelVersion struct {
 	runner   Runner         // nil when the load failed
 	seqs     *Sequences     // nil without a sequence spec or when the load failed
 	loadTime time.Duration
-	stats    *Stats // nil for a version that was never loaded
+	stats    *Stats          // nil for a version that was never loaded
+	obs      VersionObserver // the repository's when the version was made; nil: none
 
 	// Holders: refs counts Acquire calls not yet released. retiring is set once the version
 	// left the served table; drained is closed when refs drops to 0 after that.
@@ -280,6 +281,10 @@ var holderWarnEvery = 10 * time.Second
 func (v *ModelVersion) retire(reason string, log *zap.Logger) time.Duration {
 	start := time.Now()
 	v.retiring.Store(true)
+	if v.obs != nil {
+		v.obs.Unloading(v)
+		defer v.obs.Unloaded(v)
+	}
 	if v.refs.Load() > 0 {
 		tick := time.NewTicker(holderWarnEvery)
 	wait:
@@ -356,6 +361,7 @@ type Repository struct {
 	swapMu sync.Mutex            // serializes the stores of cur (Apply's swap, SetDefault)
 	cur    atomic.Pointer[table] // the served table, never nil; replaced, never modified
 	closed atomic.Bool
+	obs    VersionObserver // SetObserver (under applyMu)
 }
 
 type modelVersion struct{ model, version string }

@@ -44,6 +44,8 @@ type batchStat struct{ input, infer, output durationStat }
 // request run alone); ComputeInfer the engine run; ComputeOutput the output callbacks (for a
 // batch, all of its requests' encoding). A request of a batch is charged the durations of its
 // batch, as Triton does. Batch statistics are recorded once per engine run, by its size in rows.
+// The Observers a VersionObserver returns at load receive the same values as they are
+// recorded (the Prometheus histograms of package metrics).
 type Stats struct {
 	// Batched says that inputs share a batch dimension 0: a run's batch size is then its
 	// first input's dimension 0, else 1.
@@ -54,6 +56,25 @@ type Stats struct {
 	lastInference                              atomic.Int64 // ms since the epoch
 	batches                                    [MaxStatsBatchSize + 1]batchStat
 	large                                      sync.Map // int → *batchStat, sizes above MaxStatsBatchSize
+	obs                                        atomic.Pointer[Observers]
+}
+
+// setObservers makes the stats feed o (nil: nothing) besides their own counters.
+func (s *Stats) setObservers(o *Observers) {
+	if s != nil {
+		s.obs.Store(o)
+	}
+}
+
+// observe records d, in seconds, n times into o (nil: nothing).
+func observe(o Observer, n int, d time.Duration) {
+	if o == nil {
+		return
+	}
+	sec := max(d, 0).Seconds()
+	for range n {
+		o.Observe(sec)
+	}
 }
 
 // StatsSnapshot is a copy of Stats at one moment.
@@ -94,8 +115,12 @@ func (s *Stats) RecordRequest(ok bool, d time.Duration, end time.Time) {
 
 // recordQueue records n requests that waited d in a queue.
 func (s *Stats) recordQueue(n int, d time.Duration) {
-	if s != nil {
-		s.queue.add(uint64(n), int64(d))
+	if s == nil {
+		return
+	}
+	s.queue.add(uint64(n), int64(d))
+	if o := s.obs.Load(); o != nil {
+		observe(o.Queue, n, d)
 	}
 }
 
@@ -115,6 +140,20 @@ func (s *Stats) recordRun(reqs, rows int, input, infer, output time.Duration) {
 	b.output.add(1, int64(output))
 	s.executions.Add(1)
 	s.inferences.Add(uint64(rows))
+	if o := s.obs.Load(); o != nil {
+		observe(o.ComputeInput, reqs, input)
+		observe(o.ComputeInfer, reqs, infer)
+		observe(o.ComputeOutput, reqs, output)
+		if o.BatchSize != nil {
+			o.BatchSize.Observe(float64(rows))
+		}
+		if o.Inferences != nil {
+			o.Inferences.Add(float64(rows))
+		}
+		if o.Executions != nil {
+			o.Executions.Add(1)
+		}
+	}
 }
 
 // rowsOf is the batch size of a run of inputs.

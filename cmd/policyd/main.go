@@ -38,6 +38,8 @@ import (
 	"github.com/policyd/policyd/bridge"
 	"github.com/policyd/policyd/config"
 	"github.com/policyd/policyd/engines"
+	"github.com/policyd/policyd/gpu"
+	"github.com/policyd/policyd/metrics"
 	"github.com/policyd/policyd/server"
 )
 
@@ -232,14 +234,32 @@ func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
 	repo := engines.NewRepository(rt, log)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// The server's families follow the repository from its first load on; the integrator of
+	// the request path calls mets.ObserveRequest once per answered request.
+	mets, err := metrics.New(reg, repo)
+	if err != nil {
+		log.Error("metrics", zap.Error(err))
+		fmt.Fprintf(stderr, "policyd: metrics: %v\n", err)
+		return 1
+	}
+	_ = mets // the request path (server.Options.OnRequest, branch tracing) calls mets.ObserveRequest
+	gpus, err := gpu.New(log.Named("gpu"), cfg.Metrics.GPUInterval, reg)
+	if err != nil {
+		log.Error("GPU metrics", zap.Error(err))
+		fmt.Fprintf(stderr, "policyd: GPU metrics: %v\n", err)
+		return 1
+	}
+	gpus.Start()
+	defer gpus.Close()
 	rl := newReloader(f.load, cfg, src, log, level, repo, reg)
+	rl.gpus = gpus
 	keys, err := trustedKeys(cfg)
 	if err != nil {
 		log.Error("trusted keys", zap.Error(err))
 		fmt.Fprintf(stderr, "policyd: %v\n", err)
 		return 2
 	}
-	rep, err := repo.Apply(desired(cfg, keys, rl.verifyFailed))
+	rep, err := rl.apply(desired(cfg, keys, rl.verifyFailed))
 	if err != nil {
 		log.Error("model repository", zap.Error(err))
 		fmt.Fprintf(stderr, "policyd: %v\n", err)

@@ -17,6 +17,7 @@ import (
 	"github.com/policyd/policyd/bridge"
 	"github.com/policyd/policyd/config"
 	"github.com/policyd/policyd/engines"
+	"github.com/policyd/policyd/gpu"
 	"github.com/policyd/policyd/server"
 )
 
@@ -38,6 +39,13 @@ type reloader struct {
 	last    reloadResult
 	history []reloadResult // the last reloadHistory reloads, most recent first
 	token   atomic.Value   // string: the admin bearer token
+
+	gpus    *gpu.Collector // nil: no GPU section in health details
+	started time.Time
+
+	vmu      sync.Mutex // guards the verification record; Apply calls verifyFailed under mu
+	vPending []verifyFailure
+	vLast    *verification
 
 	reloads        *prometheus.CounterVec
 	verifyFailures *prometheus.CounterVec
@@ -71,7 +79,7 @@ type modelReport struct {
 
 func newReloader(opts config.LoadOptions, cfg *config.Config, src *config.Sources, log *zap.Logger,
 	level zap.AtomicLevel, repo *engines.Repository, reg prometheus.Registerer) *reloader {
-	r := &reloader{opts: opts, cur: cfg, src: src, log: log, level: level, repo: repo}
+	r := &reloader{opts: opts, cur: cfg, src: src, log: log, level: level, repo: repo, started: time.Now()}
 	r.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "policyd_config_reloads_total",
 		Help: "Configuration reloads by outcome: applied, unchanged, rejected (invalid config; the old one keeps running), failed (valid config the server could not apply).",
@@ -111,9 +119,47 @@ func (r *reloader) readToken(cfg *config.Config) {
 	r.token.Store(t)
 }
 
+// verification is the outcome of the last artifact verification of the repository (every
+// Apply verifies every version it selects), for health details.
+type verification struct {
+	Time     time.Time       `json:"time"`
+	Versions int             `json:"versions"` // versions selected (and so verified, but those the repository lacks)
+	Failed   []verifyFailure `json:"failed"`
+}
+
+type verifyFailure struct {
+	Model   string `json:"model"`
+	Version string `json:"version"`
+	Reason  string `json:"reason"`
+}
+
 // verifyFailed is the engines' hook for a version refused by artifact verification.
 func (r *reloader) verifyFailed(model, version, reason string) {
 	r.verifyFailures.WithLabelValues(model, version).Inc()
+	r.vmu.Lock()
+	r.vPending = append(r.vPending, verifyFailure{model, version, reason})
+	r.vmu.Unlock()
+}
+
+// apply applies d to the repository and records its artifact verification.
+func (r *reloader) apply(d engines.Desired) (engines.Report, error) {
+	start := time.Now()
+	r.vmu.Lock()
+	r.vPending = nil
+	r.vmu.Unlock()
+	rep, err := r.repo.Apply(d)
+	if err != nil {
+		return rep, err
+	}
+	r.vmu.Lock()
+	r.vLast = &verification{Time: start.UTC(), Failed: r.vPending,
+		Versions: len(rep.Loaded) + len(rep.Reloaded) + len(rep.Failed) + rep.Unchanged}
+	if r.vLast.Failed == nil {
+		r.vLast.Failed = []verifyFailure{}
+	}
+	r.vPending = nil
+	r.vmu.Unlock()
+	return rep, nil
 }
 
 // Token is the admin API's bearer token ("" = admin API disabled).
@@ -243,7 +289,7 @@ func (r *reloader) Reload(trigger string) (reloadResult, error) {
 			zap.String("trigger", trigger), zap.Error(err))
 		return finish("rejected", err)
 	}
-	rep, err := r.repo.Apply(desired(live, keys, r.verifyFailed))
+	rep, err := r.apply(desired(live, keys, r.verifyFailed))
 	if err != nil {
 		r.log.Error("configuration reload failed; the running configuration stays",
 			zap.String("trigger", trigger), zap.Error(err))
@@ -302,32 +348,45 @@ func (r *reloader) watch(ctx context.Context) {
 	}
 }
 
-// details is the document of GET /v2/health/details.
+// details is the document of GET /v2/health/details: readiness, every model version with its
+// state, reason and device, the devices (CPU, GPUs from NVML), the backends and why one is
+// unavailable, the configuration in force with its digest and reloads, and the last artifact
+// verification.
 func (r *reloader) details(rt *bridge.Runtime) any {
 	r.mu.Lock()
 	cfg, last, pending, history := r.cur, r.last, r.pending, r.history
 	r.mu.Unlock()
+	r.vmu.Lock()
+	verified := r.vLast
+	r.vmu.Unlock()
 	type version struct {
 		Model       string  `json:"model"`
 		Version     string  `json:"version"`
 		State       string  `json:"state"`
 		Reason      string  `json:"reason,omitempty"`
 		Backend     string  `json:"backend,omitempty"`
+		Device      string  `json:"device,omitempty"`
 		Digest      string  `json:"digest,omitempty"`
 		Signer      string  `json:"signer,omitempty"`
 		Default     bool    `json:"default"`
 		Pinned      bool    `json:"pinned,omitempty"`
 		LoadSeconds float64 `json:"load_seconds"`
+		InFlight    int     `json:"in_flight"`
+		QueueDepth  int     `json:"queue_depth"`
 	}
-	var versions []version
-	ready := true
+	versions := []version{}
+	ready := r.repo.Ready()
 	for _, v := range r.repo.All() {
-		ok, reason := v.Ready()
-		ready = ready && ok
+		_, reason := v.Ready()
 		def, pinned := r.repo.DefaultVersion(v.Name())
 		isDef := def == v.Version()
-		versions = append(versions, version{v.Name(), v.Version(), v.State().String(), reason, v.Backend(),
-			v.Digest(), v.Signer(), isDef, isDef && pinned, v.LoadDuration().Seconds()})
+		versions = append(versions, version{v.Name(), v.Version(), v.State().String(), reason, v.Backend(), v.Device(),
+			v.Digest(), v.Signer(), isDef, isDef && pinned, v.LoadDuration().Seconds(), v.InFlight(), v.QueueDepth()})
+	}
+	for _, e := range r.repo.Index() {
+		if e.State == engines.StateUnloaded { // in the repository, not served: say why
+			versions = append(versions, version{Model: e.Model, Version: e.Version, State: e.State.String(), Reason: e.Reason})
+		}
 	}
 	type backend struct {
 		Name      string `json:"name"`
@@ -336,7 +395,7 @@ func (r *reloader) details(rt *bridge.Runtime) any {
 		Available bool   `json:"available"`
 		Reason    string `json:"reason,omitempty"`
 	}
-	var backends []backend
+	backends := []backend{}
 	if rt != nil {
 		for _, b := range rt.Backends() {
 			backends = append(backends, backend{b.Name, b.Version, filepath.Clean(b.Path), b.Available, b.Reason})
@@ -350,13 +409,31 @@ func (r *reloader) details(rt *bridge.Runtime) any {
 	if !last.Time.IsZero() {
 		lastReload = last
 	}
+	gpus := []gpu.Device{}
+	nvml := "NVML not available (no libnvidia-ml.so.1, no driver or GPU, or built without cgo): the gpu logger's line at start says which"
+	if r.gpus != nil && r.gpus.Enabled() {
+		gpus = append(gpus, r.gpus.Devices()...)
+		nvml = ""
+	}
 	return map[string]any{
 		"status":   status,
+		"ready":    ready,
+		"server":   map[string]any{"version": versionString(), "started": r.started.UTC(), "uptime_seconds": time.Since(r.started).Seconds()},
 		"versions": versions,
 		"backends": backends,
+		"devices": map[string]any{
+			"cpu":         cpuInfo(),
+			"gpus":        gpus,
+			"gpus_reason": nvml,
+		},
+		"artifacts": map[string]any{
+			"trusted_keys":      len(cfg.Artifacts.TrustedKeys),
+			"last_verification": verified,
+		},
 		"config": map[string]any{
 			"file":            r.opts.File,
 			"profile":         r.opts.Profile,
+			"digest":          configDigest(cfg),
 			"repository":      cfg.Repository.Path,
 			"log_level":       cfg.Log.Level,
 			"models":          len(cfg.Models),

@@ -1,0 +1,143 @@
+package engines
+
+import (
+	"errors"
+
+	"github.com/policyd/policyd/bridge"
+)
+
+// Observer receives the values of one histogram (seconds, or rows). prometheus.Observer
+// implements it; engines does not import Prometheus.
+type Observer interface {
+	Observe(float64)
+}
+
+// Counter receives the increments of one counter. prometheus.Counter implements it.
+type Counter interface {
+	Add(float64)
+}
+
+// Observers are the histograms and counters a version's runner feeds beside its Stats, resolved
+// once per version (label children made at load), so that recording one value is one call
+// without a lookup. Nil fields record nothing. The stage histograms get one value per request
+// (a request of a batch is charged its batch's durations, as Stats does), BatchSize and the
+// counters one per engine run.
+type Observers struct {
+	Queue, ComputeInput, ComputeInfer, ComputeOutput Observer // seconds
+	BatchSize                                        Observer // rows per engine run
+	Inferences                                       Counter  // rows served
+	Executions                                       Counter  // engine runs
+}
+
+// VersionObserver follows the life of the versions of a Repository; package metrics implements
+// it. Its methods are called synchronously by Apply, Load, Unload and Close (versions of one
+// Apply may be retired in parallel, so implementations must be safe for concurrent use) and
+// must not call Apply, Load, Unload, SetObserver or Close (Get, All and Index are fine: the
+// served table is already swapped when a version is retired).
+type VersionObserver interface {
+	// Loading: the load of a version begins (after its artifact was verified).
+	Loading(model, version string)
+	// Loaded: the load ended, ready or not (v.Ready, v.LoadDuration, v.Backend), before v
+	// serves a request. The observers returned (nil: none) are fed by v's runner from now on.
+	Loaded(v *ModelVersion) *Observers
+	// Unloading: v left the served table and is being retired (waiting for its holders,
+	// draining its pool).
+	Unloading(v *ModelVersion)
+	// Unloaded: v is retired: drained, its engine closed.
+	Unloaded(v *ModelVersion)
+}
+
+// ReasonUnloaded is the Index reason of a version switched off by Repository.Unload.
+const ReasonUnloaded = reasonUnloaded
+
+// SetObserver makes o follow the versions loaded and retired from now on; call it before the
+// first Apply. nil stops following.
+func (r *Repository) SetObserver(o VersionObserver) {
+	r.applyMu.Lock()
+	defer r.applyMu.Unlock()
+	r.obs = o
+}
+
+// Device is where the version's engine runs, as health details and the metrics' device label
+// name it: "cpu" for the cpu backend; a GPU backend (which runs on the first GPU until device
+// selection exists) "cuda:0"; "" when the version is not loaded.
+func (v *ModelVersion) Device() string {
+	switch b := v.Backend(); b {
+	case "":
+		return ""
+	case "cpu":
+		return "cpu"
+	default:
+		return "cuda:0"
+	}
+}
+
+// InFlight is the number of requests holding the version now (Repository.Acquire not yet
+// released): accepted and not yet answered.
+func (v *ModelVersion) InFlight() int {
+	return int(max(v.refs.Load(), 0))
+}
+
+// queueDepther is a runner that can say how many requests wait in its queue.
+type queueDepther interface{ queueDepth() int }
+
+// QueueDepth is the number of requests waiting in the version's queue now (for a batched
+// version, waiting to be formed into a batch); 0 when it is not loaded.
+func (v *ModelVersion) QueueDepth() int {
+	if q, ok := v.runner.(queueDepther); ok {
+		return q.queueDepth()
+	}
+	return 0
+}
+
+func (p *Pool) queueDepth() int    { return p.jobs.len() }
+func (b *Batcher) queueDepth() int { return b.queue.len() }
+
+// memoryReporter is a runner whose contexts report their memory.
+type memoryReporter interface {
+	memory() (arena, weights uint64, err error)
+}
+
+// Memory is the memory the version's engine holds (bridge.Context.Memory): arena is the
+// activation arenas of every context, weights the engine's weights (counted once) plus every
+// context's own weight copies. Safe while the version serves; 0s when it is not loaded or its
+// contexts are not created yet.
+func (v *ModelVersion) Memory() (arena, weights uint64, err error) {
+	if m, ok := v.runner.(memoryReporter); ok {
+		return m.memory()
+	}
+	return 0, 0, nil
+}
+
+func (b *Batcher) memory() (arena, weights uint64, err error) {
+	if m, ok := b.pool.(memoryReporter); ok {
+		return m.memory()
+	}
+	return 0, 0, nil
+}
+
+// memCtx is a context that reports its memory (*bridge.Context; test fakes need not).
+type memCtx interface {
+	Memory() (bridge.MemoryInfo, error)
+}
+
+func (p *Pool) memory() (arena, weights uint64, err error) {
+	p.ctxMu.Lock()
+	ctxs := p.ctxs
+	p.ctxMu.Unlock()
+	var shared uint64
+	for _, c := range ctxs {
+		mi, e := c.Memory()
+		if errors.Is(e, bridge.ErrClosed) {
+			continue // the pool is stopping
+		}
+		if e != nil {
+			err = e
+			continue
+		}
+		arena += mi.ArenaBytes
+		weights += mi.ContextWeightBytes
+		shared = mi.WeightBytes
+	}
+	return arena, weights + shared, err
+}

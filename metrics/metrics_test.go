@@ -1,0 +1,108 @@
+package metrics
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/policyd/policyd/engines"
+)
+
+// emptyRepo serves nothing: every version is unknown.
+type emptyRepo struct {
+	ready bool
+	obs   engines.VersionObserver
+}
+
+func (r *emptyRepo) All() []*engines.ModelVersion { return nil }
+func (r *emptyRepo) Index() []engines.IndexEntry  { return nil }
+func (r *emptyRepo) Get(model, version string) (*engines.ModelVersion, error) {
+	return nil, &engines.NotFoundError{Model: model}
+}
+func (r *emptyRepo) Ready() bool                           { return r.ready }
+func (r *emptyRepo) SetObserver(o engines.VersionObserver) { r.obs = o }
+
+func TestOutcomeOf(t *testing.T) {
+	tests := []struct {
+		code            int
+		retry, timedOut bool
+		want            string
+	}{
+		{200, false, false, "success"},
+		{400, false, false, "client_error"},
+		{413, false, false, "client_error"},
+		{404, false, false, "not_found"},
+		{429, true, false, "overloaded"},
+		{503, true, false, "overloaded"},
+		{503, true, true, "timeout"},
+		{503, false, false, "unavailable"},
+		{500, false, false, "internal_error"},
+		{502, false, false, "internal_error"},
+	}
+	for _, tc := range tests {
+		if got := OutcomeOf(tc.code, tc.retry, tc.timedOut).String(); got != tc.want {
+			t.Errorf("OutcomeOf(%d, retry %v, timed out %v) = %s, want %s", tc.code, tc.retry, tc.timedOut, got, tc.want)
+		}
+	}
+}
+
+func TestNewRegistersOnItsRegistry(t *testing.T) {
+	repo := &emptyRepo{}
+	reg := prometheus.NewPedanticRegistry()
+	m, err := New(reg, repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if repo.obs != m {
+		t.Error("New did not make the metrics follow the repository")
+	}
+	if _, err := New(reg, &emptyRepo{}); err == nil {
+		t.Error("a second New on the same registry succeeded")
+	}
+	// The first families are unregistered again after the clash: the registry holds one set.
+	if n, err := testutil.GatherAndCount(reg, "policyd_ready"); err != nil || n != 1 {
+		t.Errorf("policyd_ready series: %d, %v", n, err)
+	}
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP policyd_ready 1 when GET /v2/health/ready answers 200 (every configured model version loaded and warmed up), else 0.
+# TYPE policyd_ready gauge
+policyd_ready 0
+`), "policyd_ready"); err != nil {
+		t.Error(err)
+	}
+	repo.ready = true
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP policyd_ready 1 when GET /v2/health/ready answers 200 (every configured model version loaded and warmed up), else 0.
+# TYPE policyd_ready gauge
+policyd_ready 1
+`), "policyd_ready"); err != nil {
+		t.Errorf("once the repository is ready: %v", err)
+	}
+}
+
+// A model that is not served is counted with every label empty: the URL's names never become
+// label values.
+func TestObserveRequestOfAnUnknownModel(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	m, err := New(reg, &emptyRepo{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"a", "b", "c"} {
+		m.ObserveRequest(name, "1.0.0", "v2", 404, OutcomeFromCode, time.Millisecond)
+	}
+	err = testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP policyd_requests_total Requests answered, by model version, protocol (v2, v2-binary, predict), HTTP status code and outcome (success, client_error, not_found, overloaded, timeout, unavailable, internal_error).
+# TYPE policyd_requests_total counter
+policyd_requests_total{backend="",code="404",device="",model="",outcome="not_found",protocol="v2",version=""} 3
+`), "policyd_requests_total")
+	if err != nil {
+		t.Error(err)
+	}
+	if n, _ := testutil.GatherAndCount(reg, "policyd_request_duration_seconds"); n != 1 {
+		t.Errorf("request duration series: %d, want 1", n)
+	}
+}
