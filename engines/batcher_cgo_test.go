@@ -79,13 +79,17 @@ func TestBatcherNativeMatchesUnbatched(t *testing.T) {
 			}
 			c.Close()
 
-			var runs atomic.Int32
+			// The first runs wait until every goroutine's first request is queued or in one.
+			var runs, waiting atomic.Int32
+			gate := make(chan struct{})
+			var opened sync.Once
+			open := func() { opened.Do(func() { close(gate) }) }
 			p, err := newPool(func() (execContext, error) {
 				c, err := e.NewContext()
 				if err != nil {
 					return nil, err
 				}
-				return countingContext{c, &runs}, nil
+				return gatedContext{countingContext{c, &runs}, gate, &waiting}, nil
 			}, len(e.Outputs()), PoolOptions{Instances: 2})
 			if err != nil {
 				t.Fatal(err)
@@ -94,7 +98,7 @@ func TestBatcherNativeMatchesUnbatched(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer b.Close()
+			defer func() { open(); b.Close() }() // never leave a worker waiting: Close waits for it
 			var wg sync.WaitGroup
 			var mismatches atomic.Int32
 			for g := range goroutines {
@@ -116,6 +120,8 @@ func TestBatcherNativeMatchesUnbatched(t *testing.T) {
 					}
 				}()
 			}
+			waitFor(t, func() bool { return int(waiting.Load())+b.queue.len() == goroutines })
+			open()
 			wg.Wait()
 			if n := mismatches.Load(); n != 0 {
 				t.Errorf("%d of %d outputs differ from the unbatched run", n, goroutines*each)
@@ -278,7 +284,6 @@ func TestBatcherNativeSeededSamples(t *testing.T) {
 	gate := make(chan struct{})
 	var opened sync.Once
 	open := func() { opened.Do(func() { close(gate) }) }
-	defer open() // never leave the worker waiting (b.Close would wait for it)
 	p, err := newPool(func() (execContext, error) {
 		c, err := e.NewContext()
 		if err != nil {
@@ -293,7 +298,7 @@ func TestBatcherNativeSeededSamples(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer b.Close()
+	defer func() { open(); b.Close() }() // never leave the worker waiting: Close waits for it
 	var wg sync.WaitGroup
 	var mismatches atomic.Int32
 	for g := range goroutines {

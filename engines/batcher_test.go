@@ -35,6 +35,8 @@ type runRecord struct {
 	order  [][]float32 // per run, the first column of its rows
 	seeds  [][]uint64  // per run, the row seeds set (nil: the context's stream)
 	light  bool        // record runs only (benchmarks: no allocation per run)
+
+	waiting atomic.Int64 // rows of the runs waiting for the gate
 }
 
 func (c *batchContext) SetSeed(uint64) error { return nil }
@@ -47,8 +49,14 @@ func (c *batchContext) Close() error { return nil }
 
 func (c *batchContext) Run(in, out []bridge.Tensor) error {
 	if c.started != nil {
+		var rows int64
+		if len(in) > 0 && len(in[0].Shape) > 0 {
+			rows = in[0].Shape[0]
+		}
+		c.rec.waiting.Add(rows)
 		c.started <- struct{}{}
 		<-c.gate
+		c.rec.waiting.Add(-rows)
 	}
 	t := in[0]
 	if int64(len(t.Data)) != bridge.NumElements(t.Shape)*4 {
@@ -192,6 +200,21 @@ func (fx *batchFixture) waitQueued(t *testing.T, n int) {
 	}
 }
 
+// openWhenQueued opens the gate once n rows are queued or held by runs waiting for it: the
+// concurrent requests of a test then meet in the queue however the machine schedules them.
+func (fx *batchFixture) openWhenQueued(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for int(fx.rec.waiting.Load())+fx.b.queue.len() < n {
+		if time.Now().After(deadline) {
+			fx.open()
+			t.Fatalf("%d rows waiting and %d queued, want %d", fx.rec.waiting.Load(), fx.b.queue.len(), n)
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+	fx.open()
+}
+
 func (fx *batchFixture) open() {
 	close(fx.gate)
 	go func() {
@@ -250,7 +273,7 @@ func TestBatcherFormsBatchesAndSplitsOutputs(t *testing.T) {
 }
 
 func TestBatcherConcurrentRunsFewerThanRequests(t *testing.T) {
-	fx := newTestBatcher(t, 2, false, BatcherOptions{MaxBatchSize: 8, MaxQueueDelay: 200 * time.Microsecond})
+	fx := newTestBatcher(t, 2, true, BatcherOptions{MaxBatchSize: 8, MaxQueueDelay: 200 * time.Microsecond})
 	var wg sync.WaitGroup
 	var bad atomic.Int32
 	const goroutines, each = 16, 200
@@ -267,6 +290,7 @@ func TestBatcherConcurrentRunsFewerThanRequests(t *testing.T) {
 			}
 		}()
 	}
+	fx.openWhenQueued(t, goroutines)
 	wg.Wait()
 	if n := bad.Load(); n != 0 {
 		t.Fatalf("%d requests failed or got outputs that are not theirs", n)

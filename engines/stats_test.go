@@ -69,7 +69,16 @@ func newStatsBatcher(t *testing.T, instances int, gated bool, opts BatcherOption
 	if fx.b, err = newBatcher(p, batchInputs, batchOutputs, opts); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { fx.b.Close() })
+	t.Cleanup(func() {
+		if fx.gate != nil {
+			select {
+			case <-fx.gate:
+			default:
+				close(fx.gate)
+			}
+		}
+		fx.b.Close()
+	})
 	return fx, st
 }
 
@@ -117,7 +126,7 @@ func TestStatsBatcher(t *testing.T) {
 }
 
 func TestStatsBatcherConcurrent(t *testing.T) {
-	fx, st := newStatsBatcher(t, 2, false, BatcherOptions{MaxBatchSize: 8, MaxQueueDelay: 200 * time.Microsecond})
+	fx, st := newStatsBatcher(t, 2, true, BatcherOptions{MaxBatchSize: 8, MaxQueueDelay: 200 * time.Microsecond})
 	const goroutines, each = 16, 100
 	var wg sync.WaitGroup
 	for g := range goroutines {
@@ -129,6 +138,7 @@ func TestStatsBatcherConcurrent(t *testing.T) {
 			}
 		})
 	}
+	fx.openWhenQueued(t, goroutines)
 	wg.Wait()
 	s := st.Snapshot()
 	if s.InferenceCount != goroutines*each || s.Queue.Count != goroutines*each || s.ComputeInfer.Count != goroutines*each {
