@@ -376,16 +376,16 @@ func TestNVMLUnavailable(t *testing.T) {
 	}{
 		{"no library", func(f *fakeNVML) {
 			f.InitFunc = func() nvml.Return { return nvml.ERROR_LIBRARY_NOT_FOUND }
-		}, "NVML not available: init: ERROR_LIBRARY_NOT_FOUND (libnvidia-ml.so.1 could not be loaded); GPU metrics disabled", 0},
+		}, "NVML not available: init: " + nvml.ERROR_LIBRARY_NOT_FOUND.Error() + " (libnvidia-ml.so.1 could not be loaded); GPU metrics disabled", 0},
 		{"no driver", func(f *fakeNVML) {
 			f.InitFunc = func() nvml.Return { return nvml.ERROR_DRIVER_NOT_LOADED }
-		}, "NVML not available: init: ERROR_DRIVER_NOT_LOADED; GPU metrics disabled", 0},
+		}, "NVML not available: init: " + nvml.ERROR_DRIVER_NOT_LOADED.Error() + "; GPU metrics disabled", 0},
 		{"no GPU", func(f *fakeNVML) {
 			f.devs = nil
 		}, "NVML not available: no GPU found; GPU metrics disabled", 1},
 		{"count fails", func(f *fakeNVML) {
 			f.DeviceGetCountFunc = func() (int, nvml.Return) { return 0, nvml.ERROR_UNKNOWN }
-		}, "NVML not available: device count: ERROR_UNKNOWN; GPU metrics disabled", 1},
+		}, "NVML not available: device count: " + nvml.ERROR_UNKNOWN.Error() + "; GPU metrics disabled", 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			lib := newFakeNVML(h100())
