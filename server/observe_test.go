@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"regexp"
 	"strconv"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -262,5 +264,51 @@ func TestFailureLogsAreRateLimited(t *testing.T) {
 	}
 	if access := logs.FilterMessage("request").Len(); access != n {
 		t.Errorf("%d access lines for %d requests; the access log must not be sampled", access, n)
+	}
+}
+
+// BenchmarkInferHandlerObserved is BenchmarkInferHandler with each observation switched on:
+// the access log (JSON lines to io.Discard), OnRequest (an empty hook), and tracing (every
+// request sampled; spans recorded, not exported). BenchmarkInferHandler is the all-off case.
+func BenchmarkInferHandlerObserved(b *testing.B) {
+	enc := zap.NewProductionEncoderConfig()
+	jsonLog := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(enc), zapcore.AddSync(io.Discard), zapcore.InfoLevel))
+	traced := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()))
+	defer traced.Shutdown(context.Background())
+	for _, c := range []struct {
+		name string
+		log  *zap.Logger
+		opts Options
+	}{
+		{"off", nil, Options{}},
+		{"access-log", jsonLog, Options{AccessLog: true}},
+		{"on-request", nil, Options{OnRequest: func(*RequestInfo) {}}},
+		{"traced", nil, Options{Tracer: traced}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			m := benchModel()
+			out := make([]byte, 4*64)
+			outs := []bridge.Tensor{{DType: bridge.Float32, Shape: []int64{1, 64}, Data: out}}
+			m.run = func(in []bridge.Tensor) []bridge.Tensor {
+				copy(out, in[0].Data)
+				return outs
+			}
+			m.keepOutputs = true
+			h := New(newFakeRegistry(m), c.log, c.opts).Handler()
+			body := benchBody()
+			var ctx fasthttp.RequestCtx
+			b.ReportAllocs()
+			for b.Loop() {
+				ctx.Request.Reset()
+				ctx.Response.Reset()
+				ctx.Request.Header.SetMethod("POST")
+				ctx.Request.SetRequestURI("/v2/models/mlp/versions/1/infer")
+				ctx.Request.SetBody(body)
+				h(&ctx)
+				if ctx.Response.StatusCode() != 200 {
+					b.Fatalf("status %d: %s", ctx.Response.StatusCode(), ctx.Response.Body())
+				}
+			}
+		})
 	}
 }
