@@ -184,10 +184,13 @@ func (x *exchange) generateID() {
 }
 
 // requestID returns the request's correlation ID; for a request no observe wrapper saw (a
-// transport error) it makes one and sets the response header.
+// transport error) it makes one, once, and sets the response header.
 func requestID(ctx *fasthttp.RequestCtx) []byte {
 	if x := exchangeOf(ctx); x != nil {
 		return x.id
+	}
+	if id := ctx.Response.Header.Peek(HeaderRequestID); len(id) > 0 {
+		return id
 	}
 	var x exchange
 	x.takeID(ctx.Request.Header.Peek(HeaderRequestID), nil)
@@ -309,6 +312,15 @@ func requestFields(ctx *fasthttp.RequestCtx) (method, path, id zap.Field) {
 		zap.String("request_id", string(requestID(ctx)))
 }
 
+// spanName is a server span's name: the method and the route's pattern, or the method alone
+// for a request that matched no route.
+func spanName(method, route string) string {
+	if route == "" {
+		return method
+	}
+	return method + " " + route
+}
+
 // headerCarrier adapts fasthttp headers to the propagators.
 type requestCarrier struct{ h *fasthttp.RequestHeader }
 
@@ -343,14 +355,15 @@ var traceContext = propagation.TraceContext{}
 func (s *Server) startSpan(ctx *fasthttp.RequestCtx, x *exchange) {
 	parent := traceContext.Extract(context.Background(), requestCarrier{&ctx.Request.Header})
 	method := methodString(ctx.Method())
-	sctx, span := s.tracer.Start(parent, method+" "+x.route,
-		trace.WithSpanKind(trace.SpanKindServer),
-		trace.WithTimestamp(x.start),
-		trace.WithAttributes(
-			attribute.String("http.request.method", method),
-			attribute.String("http.route", x.route),
-			attribute.String("url.path", string(ctx.Path())),
-		))
+	attrs := []attribute.KeyValue{
+		attribute.String("http.request.method", method),
+		attribute.String("url.path", string(ctx.Path())),
+	}
+	if x.route != "" {
+		attrs = append(attrs, attribute.String("http.route", x.route))
+	}
+	sctx, span := s.tracer.Start(parent, spanName(method, x.route),
+		trace.WithSpanKind(trace.SpanKindServer), trace.WithTimestamp(x.start), trace.WithAttributes(attrs...))
 	x.span = span
 	if len(x.id) == 0 && span.SpanContext().HasTraceID() {
 		id := span.SpanContext().TraceID()

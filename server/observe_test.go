@@ -1,10 +1,12 @@
 package server
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"io"
+	"net/http"
 	"regexp"
 	"strconv"
 	"strings"
@@ -310,5 +312,29 @@ func BenchmarkInferHandlerObserved(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// A request fasthttp cannot read gets an error answer from outside the routes: it has a
+// correlation ID too, the same in the header and the body.
+func TestTransportErrorHasRequestID(t *testing.T) {
+	ts := startServer(t, testRegistry(), Options{})
+	c, err := ts.ln.Dial()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, "POST /v2/models/policy/infer HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	id := resp.Header.Get(HeaderRequestID)
+	if resp.StatusCode != 400 || !generatedID.MatchString(id) || !strings.Contains(string(b), `"request_id":"`+id+`"`) {
+		t.Errorf("status %d, X-Request-ID %q, body %s", resp.StatusCode, id, b)
 	}
 }
