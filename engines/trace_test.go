@@ -215,3 +215,27 @@ func TestUntracedPoolDoDoesNotAllocate(t *testing.T) {
 		t.Errorf("untraced Pool.Do: %v allocations per run, want 0", n)
 	}
 }
+
+// BenchmarkPoolDoTraced is BenchmarkPoolDo with every request traced and sampled (spans
+// recorded, not exported): the cost of the queue and execution spans.
+func BenchmarkPoolDoTraced(b *testing.B) {
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()))
+	defer tp.Shutdown(context.Background())
+	_, span := tp.Tracer("bench").Start(context.Background(), "request")
+	defer span.End()
+	f := &fakeFactory{}
+	p, err := newPool(f.newCtx, 1, PoolOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close()
+	in := []bridge.Tensor{f32Tensor(1, 2, 3, 4)}
+	fn := func([]bridge.Tensor) error { return nil }
+	opts := RunOptions{Trace: span, info: testTraceInfo}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := p.Do(context.Background(), in, opts, fn); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
