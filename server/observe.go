@@ -90,7 +90,10 @@ func exchangeOf(ctx *fasthttp.RequestCtx) *exchange {
 func (s *Server) observe(route string, traced bool, h fasthttp.RequestHandler) fasthttp.RequestHandler {
 	return func(ctx *fasthttp.RequestCtx) {
 		x := exchanges.Get().(*exchange)
-		x.start = time.Now()
+		x.start = ctx.Time() // when the server read the request (no clock read of our own)
+		if x.start.IsZero() {
+			x.start = time.Now() // a handler called outside a Server
+		}
 		x.route = route
 		ctx.SetUserValue(exchangeKey, x)
 		traceparent := ctx.Request.Header.Peek("traceparent")
@@ -105,7 +108,7 @@ func (s *Server) observe(route string, traced bool, h fasthttp.RequestHandler) f
 		h(ctx)
 		s.finish(ctx, x)
 		ctx.RemoveUserValue(exchangeKey)
-		*x = exchange{idBuf: x.idBuf}
+		x.info, x.route, x.id, x.span = RequestInfo{}, "", nil, nil // x.log is cleared after each use
 		exchanges.Put(x)
 	}
 }
@@ -243,6 +246,9 @@ func (x *exchange) timedOut() {
 // finish closes the request: status and sizes into its info, its span ended, the access line
 // written, OnRequest called for an inference route.
 func (s *Server) finish(ctx *fasthttp.RequestCtx, x *exchange) {
+	if !s.opts.AccessLog && s.opts.OnRequest == nil && x.span == nil {
+		return // nobody looks: not even a clock read
+	}
 	x.info.Status = ctx.Response.StatusCode()
 	x.info.Latency = time.Since(x.start)
 	x.info.BytesIn = len(ctx.Request.Body())

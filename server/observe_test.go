@@ -338,3 +338,24 @@ func TestTransportErrorHasRequestID(t *testing.T) {
 		t.Errorf("status %d, X-Request-ID %q, body %s", resp.StatusCode, id, b)
 	}
 }
+
+// BenchmarkObserve is the per-request wrapper alone around an empty handler, everything off
+// ("bare" is the empty handler without it): what every request pays for its correlation ID.
+func BenchmarkObserve(b *testing.B) {
+	s := New(newFakeRegistry(), nil, Options{})
+	noop := func(ctx *fasthttp.RequestCtx) { ctx.SetStatusCode(200) }
+	for _, c := range []struct {
+		name string
+		h    fasthttp.RequestHandler
+	}{{"bare", noop}, {"observed", s.observe("/x", true, noop)}} {
+		b.Run(c.name, func(b *testing.B) {
+			var ctx fasthttp.RequestCtx
+			ctx.Request.SetRequestURI("/x")
+			b.ReportAllocs()
+			for b.Loop() {
+				ctx.Response.Reset()
+				c.h(&ctx)
+			}
+		})
+	}
+}
