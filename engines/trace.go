@@ -37,16 +37,11 @@ func (v *ModelVersion) versionTrace() *traceInfo {
 	if ti := v.trace.Load(); ti != nil {
 		return ti
 	}
-	backend := v.Backend()
-	device := "cpu"
-	if backend != "cpu" {
-		device = "gpu" // the bridge does not say which GPU an engine uses
-	}
 	ti := &traceInfo{attrs: []attribute.KeyValue{
 		attribute.String("policyd.model", v.name),
 		attribute.String("policyd.version", v.version),
-		attribute.String("policyd.backend", backend),
-		attribute.String("policyd.device", device),
+		attribute.String("policyd.backend", v.Backend()),
+		attribute.String("policyd.device", v.Device()),
 	}}
 	v.trace.CompareAndSwap(nil, ti)
 	return v.trace.Load()

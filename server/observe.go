@@ -59,6 +59,9 @@ type RequestInfo struct {
 	CorrelationID string
 	// TimedOut says the request waited in its model's queue past its timeout (503).
 	TimedOut bool
+	// RetryAfter says the answer asked the client to retry later (Retry-After: an overloaded
+	// queue or a queue timeout, 503), as metrics.OutcomeOf wants to know.
+	RetryAfter bool
 }
 
 // exchange is the observed state of one request, pooled. Handlers reach it with exchangeOf.
@@ -236,10 +239,11 @@ func (x *exchange) runSpan() trace.Span {
 	return x.span
 }
 
-// timedOut records that the request timed out in its queue.
-func (x *exchange) timedOut() {
+// failed records what an error answer says beyond its status: a queue timeout, a
+// Retry-After.
+func (x *exchange) failed(timedOut, retryAfter bool) {
 	if x != nil {
-		x.info.TimedOut = true
+		x.info.TimedOut, x.info.RetryAfter = timedOut, retryAfter
 	}
 }
 

@@ -210,7 +210,7 @@ func TestOnRequest(t *testing.T) {
 		{Model: "policy", Version: "1", Protocol: ProtocolV2, Status: 200, Rows: 2, BytesIn: len(two), BytesOut: len(r1.body), CorrelationID: "one"},
 		{Model: "policy", Version: "1", Protocol: ProtocolPredict, Status: 200, Rows: 3, CorrelationID: "three"},
 		{Protocol: ProtocolV2, Status: 404, CorrelationID: "missing"},
-		{Model: "policy", Version: "7", Protocol: ProtocolV2, Status: 503, Rows: 1, CorrelationID: "slow", TimedOut: true},
+		{Model: "policy", Version: "7", Protocol: ProtocolV2, Status: 503, Rows: 1, CorrelationID: "slow", TimedOut: true, RetryAfter: true},
 		{Model: "policy", Version: "1", Protocol: ProtocolV2Binary, Status: 200, Rows: 1, CorrelationID: "bin"},
 	}
 	if len(got) != len(want) {

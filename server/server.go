@@ -564,9 +564,7 @@ func (s *Server) putRequest(r *inferRequest) {
 // rate-limited (Options.HotLogFirst).
 func (s *Server) fail(ctx *fasthttp.RequestCtx, err error) {
 	status, retry := errorStatus(err)
-	if errTimedOut(err) {
-		exchangeOf(ctx).timedOut()
-	}
+	exchangeOf(ctx).failed(errTimedOut(err), retry)
 	id := requestID(ctx)
 	ctx.Response.ResetBody()
 	ctx.SetStatusCode(status)
