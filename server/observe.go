@@ -208,12 +208,16 @@ func requestID(ctx *fasthttp.RequestCtx) []byte {
 	return id
 }
 
-// setModel records the version serving the request and its protocol (an inference route).
+// setModel records the version serving the request and, for an inference route, its
+// protocol ("" leaves it as it is).
 func (x *exchange) setModel(m Model, protocol string) {
 	if x == nil {
 		return
 	}
-	x.info.Model, x.info.Version, x.info.Protocol = m.Name(), m.Version(), protocol
+	x.info.Model, x.info.Version = m.Name(), m.Version()
+	if protocol != "" {
+		x.info.Protocol = protocol
+	}
 }
 
 // setRows records the request's batch size.

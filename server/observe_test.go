@@ -141,6 +141,9 @@ func TestCorrelationIDRoundTrip(t *testing.T) {
 	if r.header["traceparent"] != "" {
 		t.Errorf("tracing off, the response has traceparent %q", r.header["traceparent"])
 	}
+	if a := accessLine(t, logs, traceID); a["model"] != "policy" || a["version"] != "2" || a["protocol"] != nil {
+		t.Errorf("access line of a metadata request: %v; want model policy, version 2 (the default), no protocol", a)
+	}
 
 	// Unusable IDs are replaced: too long, a control or space character, an invalid traceparent.
 	for _, h := range [][]string{

@@ -348,6 +348,7 @@ func (s *Server) lookup(ctx *fasthttp.RequestCtx) (Model, bool) {
 		s.fail(ctx, err)
 		return nil, false
 	}
+	exchangeOf(ctx).setModel(m, "")
 	return m, true
 }
 
