@@ -17,6 +17,7 @@ import (
 	"net/url"
 	"time"
 
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/sdk/resource"
@@ -45,6 +46,10 @@ type Config struct {
 	ExportTimeout time.Duration
 	// BatchTimeout is the longest a finished span waits before it is exported (default 5s).
 	BatchTimeout time.Duration
+	// OnError receives the errors of the background export (an unreachable endpoint, a
+	// rejected batch). It becomes OpenTelemetry's process-wide error handler, which otherwise
+	// prints them with the standard log package. Nil leaves that handler as it is.
+	OnError func(error)
 }
 
 // Provider is a tracer provider that exports over OTLP/HTTP. Safe for concurrent use.
@@ -80,6 +85,9 @@ func New(cfg Config) (*Provider, error) {
 		otlptracehttp.WithTimeout(cfg.ExportTimeout))
 	if err != nil {
 		return nil, fmt.Errorf("tracing: OTLP/HTTP exporter for %s: %w", endpoint, err)
+	}
+	if cfg.OnError != nil {
+		otel.SetErrorHandler(otel.ErrorHandlerFunc(cfg.OnError))
 	}
 	attrs := []attribute.KeyValue{attribute.String("service.name", cfg.ServiceName)}
 	if cfg.ServiceVersion != "" {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"go.opentelemetry.io/otel/trace"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
@@ -101,5 +102,29 @@ func TestExportToOTLPReceiver(t *testing.T) {
 	}
 	if r := ps.Resource; r["service.name"] != "policyd-test" || r["service.version"] != "1.2.3" {
 		t.Errorf("resource = %v", r)
+	}
+}
+
+// Export errors go to OnError, not to the standard logger.
+func TestExportErrorsGoToOnError(t *testing.T) {
+	recv := otlptest.NewReceiver()
+	url := recv.URL()
+	recv.Close() // nothing listens there any more
+	errs := make(chan error, 16)
+	p, err := tracing.New(tracing.Config{Enabled: true, Endpoint: url, SamplingRatio: 1,
+		ExportTimeout: time.Second, OnError: func(err error) { errs <- err }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, s := p.TracerProvider().Tracer("test").Start(context.Background(), "lost")
+	s.End()
+	_ = p.Shutdown(context.Background()) // exports the span, which fails
+	select {
+	case err := <-errs:
+		if !strings.Contains(err.Error(), "connection refused") {
+			t.Errorf("OnError got %v, want a connection error", err)
+		}
+	default:
+		t.Fatal("an export to a closed endpoint did not reach OnError")
 	}
 }

@@ -267,7 +267,8 @@ func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
 
 	// Tracing (off by default): spans exported over OTLP/HTTP, flushed after the HTTP server stops.
 	tp, err := tracing.New(tracing.Config{Enabled: cfg.Tracing.Enabled, Endpoint: cfg.Tracing.Endpoint,
-		SamplingRatio: cfg.Tracing.SamplingRatio, ServiceName: cfg.Tracing.ServiceName, ServiceVersion: versionString()})
+		SamplingRatio: cfg.Tracing.SamplingRatio, ServiceName: cfg.Tracing.ServiceName, ServiceVersion: versionString(),
+		OnError: func(err error) { log.Warn("tracing: export failed", zap.Error(err)) }})
 	if err != nil {
 		log.Error("tracing", zap.Error(err))
 		fmt.Fprintf(stderr, "policyd: %v\n", err)
