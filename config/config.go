@@ -39,6 +39,7 @@ type Config struct {
 	Batching   Batching   `koanf:"batching" desc:"The dynamic batcher (see docs/engine.md, Dynamic batching): whether batchable models are batched, and the defaults of models[].batching."`
 	Models     []Model    `koanf:"models" reload:"live" unique:"true" desc:"The models to serve, each by name; empty serves every model found in the repository, each with the defaults below."`
 	Admin      Admin      `koanf:"admin" desc:"The admin API."`
+	Tracing    Tracing    `koanf:"tracing" desc:"OpenTelemetry tracing (docs/observability.md, Traces): spans of the HTTP requests, their queueing and the batch executions, exported over OTLP/HTTP. Off by default, and free when off."`
 	Artifacts  Artifacts  `koanf:"artifacts" desc:"How model artifacts are verified before they serve."`
 	Metrics    Metrics    `koanf:"metrics" desc:"The Prometheus metrics at GET /metrics (docs/observability.md)."`
 }
@@ -63,6 +64,7 @@ type Limits struct {
 type Log struct {
 	Level  string `koanf:"level" reload:"live" enum:"debug,info,warn,error" desc:"Least severe level logged."`
 	Format string `koanf:"format" reload:"restart" enum:"json,console" desc:"Log line format: json (one object a line) or console (human-readable)."`
+	Access bool   `koanf:"access" reload:"restart" desc:"One info line per HTTP request (method, path, status, latency, sizes, request_id; model, version, protocol and batch size for an inference); see docs/observability.md, Logs. log.level warn or above silences them too, live."`
 }
 
 // Repository says where the models and the backend plugins are.
@@ -147,6 +149,14 @@ type Metrics struct {
 	GPUInterval time.Duration `koanf:"gpu_interval" reload:"restart" min:"100ms" max:"1h" desc:"How often every NVIDIA GPU is sampled through NVML for the policyd_gpu_* metrics; a scrape reads the last sample and never waits for NVML."`
 }
 
+// Tracing configures OpenTelemetry tracing.
+type Tracing struct {
+	Enabled       bool    `koanf:"enabled" reload:"restart" desc:"Trace requests and export the spans to tracing.endpoint."`
+	Endpoint      string  `koanf:"endpoint" reload:"restart" pattern:"^https?://[^/]+" desc:"The OTLP/HTTP receiver (an OpenTelemetry Collector, Jaeger, Tempo): http(s)://HOST:PORT[/PATH]; without a path, /v1/traces. Required when tracing.enabled."`
+	SamplingRatio float64 `koanf:"sampling_ratio" reload:"restart" min:"0" max:"1" desc:"Share of new traces sampled, 0 to 1; a request with a W3C traceparent follows its caller's sampling decision."`
+	ServiceName   string  `koanf:"service_name" reload:"restart" desc:"The service.name of the exported spans."`
+}
+
 // Defaults returns the configuration every layer starts from. The defaults of a models[]
 // element are in DefaultModel.
 func Defaults() *Config {
@@ -159,7 +169,7 @@ func Defaults() *Config {
 			ShutdownTimeout: 30 * time.Second,
 		},
 		Limits:     Limits{MaxRequestSize: 64 * MiB, QueueLen: 64},
-		Log:        Log{Level: "info", Format: "json"},
+		Log:        Log{Level: "info", Format: "json", Access: true},
 		Repository: Repository{},
 		Engine:     Engine{Seed: 0, Threads: 1, CPUThreads: 0},
 		Batching:   Batching{Enabled: true, MaxBatchSize: 32, MaxQueueDelay: 100 * time.Microsecond, PreferredBatchSizes: []int{}},
@@ -167,6 +177,7 @@ func Defaults() *Config {
 		Admin:      Admin{},
 		Artifacts:  Artifacts{TrustedKeys: []string{}},
 		Metrics:    Metrics{GPUInterval: 10 * time.Second},
+		Tracing:    Tracing{SamplingRatio: 1, ServiceName: "policyd"},
 	}
 }
 

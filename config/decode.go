@@ -166,6 +166,13 @@ func (d *decoder) value(n *node, val any, v reflect.Value, path string) {
 			return
 		}
 		v.SetUint(u)
+	case kFloat:
+		f, ok := toFloat(val)
+		if !ok {
+			d.fail(path, "must be a number like 0.25, got %s", describe(val))
+			return
+		}
+		v.SetFloat(f)
 	}
 }
 
@@ -267,6 +274,27 @@ func toInt(v any) (int64, bool) {
 		return i, err == nil
 	}
 	return 0, false
+}
+
+// toFloat accepts a finite number, or a string holding one (environment, flags).
+func toFloat(v any) (float64, bool) {
+	var f float64
+	switch x := v.(type) {
+	case float64:
+		f = x
+	case string:
+		var err error
+		if f, err = strconv.ParseFloat(strings.TrimSpace(x), 64); err != nil {
+			return 0, false
+		}
+	default:
+		i, ok := toInt(v)
+		if !ok {
+			return 0, false
+		}
+		f = float64(i)
+	}
+	return f, !math.IsNaN(f) && !math.IsInf(f, 0)
 }
 
 func toUint(v any) (uint64, bool) {

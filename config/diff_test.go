@@ -62,6 +62,7 @@ func TestDiffMarksEveryRestartKey(t *testing.T) {
 	b.Admin = Admin{TokenFile: "t"}
 	b.Artifacts = Artifacts{TrustedKeys: []string{"k.pub"}}
 	b.Metrics = Metrics{GPUInterval: 1}
+	b.Tracing = Tracing{Enabled: true, Endpoint: "http://collector:4318", SamplingRatio: 0.5, ServiceName: "s"}
 	restart := map[string]bool{}
 	for _, ch := range Diff(a, b) {
 		restart[ch.Key] = ch.Restart

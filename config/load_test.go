@@ -238,7 +238,7 @@ func TestEnvNames(t *testing.T) {
 
 // Every key's documented environment variable sets that key.
 func TestEveryEnvNameSetsItsKey(t *testing.T) {
-	values := map[kind]string{kString: "x", kDuration: "7s", kSize: "7KiB", kInt: "7", kUint: "7", kList: "cuda,cpu"}
+	values := map[kind]string{kString: "x", kDuration: "7s", kSize: "7KiB", kInt: "7", kUint: "7", kFloat: "0.5", kList: "cuda,cpu"}
 	rootNode().leaves(func(n *node) {
 		val := values[n.kind]
 		if len(n.enum) > 0 && n.kind == kString {
@@ -638,6 +638,38 @@ models:
 		"models[1].batching.priority_levels"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error %v does not say %q", err, want)
+		}
+	}
+}
+
+func TestTracingAndLogKeys(t *testing.T) {
+	dir := t.TempDir()
+	repo, _ := filepath.Abs("testdata/repo")
+	file := write(t, filepath.Join(dir, "policyd.yaml"), `
+repository: {path: `+repo+`}
+log: {access: false}
+tracing: {enabled: true, endpoint: "http://collector:4318", sampling_ratio: 0.25}
+`)
+	c, _ := mustLoad(t, LoadOptions{File: file})
+	want := Tracing{Enabled: true, Endpoint: "http://collector:4318", SamplingRatio: 0.25, ServiceName: "policyd"}
+	if c.Log.Access || c.Tracing != want {
+		t.Errorf("log.access = %v, tracing = %+v, want false, %+v", c.Log.Access, c.Tracing, want)
+	}
+	c, _ = mustLoad(t, LoadOptions{File: file, Env: []string{"POLICYD_TRACING__SAMPLING_RATIO=0.125", "POLICYD_LOG__ACCESS=true"}})
+	if c.Tracing.SamplingRatio != 0.125 || !c.Log.Access {
+		t.Errorf("from env: sampling_ratio = %v, log.access = %v", c.Tracing.SamplingRatio, c.Log.Access)
+	}
+	for _, bad := range []struct{ yaml, want string }{
+		{`tracing: {sampling_ratio: 1.5}`, "tracing.sampling_ratio: must be ≤ 1, got 1.5"},
+		{`tracing: {sampling_ratio: -0.1}`, "tracing.sampling_ratio: must be ≥ 0, got -0.1"},
+		{`tracing: {sampling_ratio: half}`, `tracing.sampling_ratio: must be a number like 0.25, got "half"`},
+		{`tracing: {enabled: true}`, "tracing.endpoint: is required when tracing.enabled is true"},
+		{`tracing: {endpoint: "collector:4318"}`, "tracing.endpoint: must match ^https?://"},
+		{`log: {access: sometimes}`, "log.access: must be true or false"},
+	} {
+		write(t, file, "repository: {path: "+repo+"}\n"+bad.yaml+"\n")
+		if _, _, err := load(t, LoadOptions{File: file}); err == nil || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("%s: error\n%v\nwant it to contain\n%s", bad.yaml, err, bad.want)
 		}
 	}
 }

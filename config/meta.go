@@ -23,6 +23,7 @@ const (
 	kInt
 	kUint
 	kBool
+	kFloat
 )
 
 // node describes one key of the config, read once by reflection from the struct and its tags.
@@ -120,6 +121,8 @@ func buildTree(t reflect.Type, path, env string) *node {
 			c.kind = kUint
 		case f.Type.Kind() == reflect.Bool:
 			c.kind = kBool
+		case f.Type.Kind() == reflect.Float64:
+			c.kind = kFloat
 		case f.Type.Kind() == reflect.Slice && f.Type.Elem().Kind() == reflect.Int:
 			c.kind, c.ints = kList, true
 		case f.Type.Kind() == reflect.Struct:
@@ -205,6 +208,8 @@ func (n *node) typeName() string {
 		return "integer (uint64)"
 	case kBool:
 		return "boolean"
+	case kFloat:
+		return "number"
 	}
 	return "?"
 }

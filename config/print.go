@@ -124,6 +124,8 @@ func formatValue(n *node, v reflect.Value) string {
 		return strconv.FormatUint(v.Uint(), 10)
 	case kBool:
 		return strconv.FormatBool(v.Bool())
+	case kFloat:
+		return strconv.FormatFloat(v.Float(), 'g', -1, 64)
 	case kList:
 		parts := make([]string, v.Len())
 		for i := range parts {

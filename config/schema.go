@@ -156,6 +156,17 @@ func keySchema(n *node, def reflect.Value) obj {
 	case kBool:
 		add("description", desc)
 		add("type", "boolean")
+	case kFloat:
+		add("description", desc)
+		add("type", "number")
+		if n.min != "" {
+			lo, _ := strconv.ParseFloat(n.min, 64)
+			add("minimum", lo)
+		}
+		if n.max != "" {
+			hi, _ := strconv.ParseFloat(n.max, 64)
+			add("maximum", hi)
+		}
 	case kInt, kUint:
 		add("description", desc)
 		add("type", "integer")

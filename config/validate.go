@@ -74,6 +74,9 @@ func (c *Config) Validate() error {
 			repoOK = true
 		}
 	}
+	if c.Tracing.Enabled && c.Tracing.Endpoint == "" {
+		ch.fail("tracing.endpoint", "is required when tracing.enabled is true: the OTLP/HTTP receiver's URL, e.g. http://127.0.0.1:4318")
+	}
 	if b := c.Batching; b.DefaultPriorityLevel > max(b.PriorityLevels, 1) {
 		ch.fail("batching.default_priority_level", "must be at most batching.priority_levels (%d), got %d", b.PriorityLevels, b.DefaultPriorityLevel)
 	}
@@ -191,6 +194,8 @@ func (ch *checker) field(path string, n *node, v reflect.Value) {
 		ch.bounds(path, n, float64(v.Int()), strconv.FormatInt(v.Int(), 10))
 	case kUint:
 		ch.bounds(path, n, float64(v.Uint()), strconv.FormatUint(v.Uint(), 10))
+	case kFloat:
+		ch.bounds(path, n, v.Float(), strconv.FormatFloat(v.Float(), 'g', -1, 64))
 	case kSize:
 		ch.bounds(path, n, float64(v.Int()), Size(v.Int()).String())
 	case kDuration:

@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/policyd/policyd/bridge"
 )
 
@@ -97,6 +99,11 @@ type request struct {
 	state  atomic.Int32
 	done   chan error // buffered, capacity 1
 	enq    time.Time  // when queued (only with statistics)
+
+	// Tracing (engines/trace.go): the request's span, its queue span, the version's
+	// attributes; nil when the request is not traced.
+	span, queue trace.Span
+	info        *traceInfo
 }
 
 // Batchable reports whether a Batcher can serve a model with these inputs and outputs: the
@@ -195,9 +202,13 @@ func (b *Batcher) Do(ctx context.Context, inputs []bridge.Tensor, opts RunOption
 	if b.stats != nil {
 		r.enq = time.Now()
 	}
+	if opts.Trace != nil {
+		r.traceQueued(&opts)
+	}
 	r.state.Store(jobQueued)
 
 	if err := b.queue.push(r, level); err != nil {
+		endQueue(r.queue, err)
 		b.release(r)
 		return err
 	}
@@ -208,7 +219,9 @@ func (b *Batcher) Do(ctx context.Context, inputs []bridge.Tensor, opts RunOption
 		return err
 	case <-ctx.Done():
 		if r.state.CompareAndSwap(jobQueued, jobCancelled) {
+			endQueue(r.queue, ctx.Err())
 			r.inputs, r.fn = nil, nil // the former that dequeues it skips it; not reused
+			r.span, r.queue, r.info = nil, nil, nil
 			return ctx.Err()
 		}
 		err := <-r.done
@@ -219,6 +232,7 @@ func (b *Batcher) Do(ctx context.Context, inputs []bridge.Tensor, opts RunOption
 
 func (b *Batcher) release(r *request) {
 	r.inputs, r.fn = nil, nil
+	r.span, r.queue, r.info = nil, nil, nil
 	b.reqPool.Put(r)
 }
 
@@ -275,6 +289,7 @@ type former struct {
 	views   [][]bridge.Tensor // per request of the batch, its outputs
 	timer   *time.Timer
 	splitFn func([]bridge.Tensor) error
+	traced  []tracedRun // the batch's requests as its execution span sees them (reused)
 }
 
 func (b *Batcher) newFormer() *former {
@@ -308,9 +323,13 @@ func (f *former) take(r *request) bool {
 		return false
 	}
 	if f.b.abort.Load() {
+		endQueue(r.queue, ErrClosed)
+		r.queue = nil
 		r.done <- ErrClosed
 		return false
 	}
+	endQueue(r.queue, nil)
+	r.queue = nil
 	if f.b.stats != nil {
 		f.b.stats.recordQueue(1, time.Since(r.enq))
 	}
@@ -406,9 +425,12 @@ func (f *former) run() {
 	}
 	b.running.Add(1)
 	defer b.running.Add(-1)
+	exec := f.startExec()
 	if len(f.batch) == 1 {
 		r := f.batch[0]
-		r.done <- b.pool.do(context.Background(), r.inputs, r.fn, 0, RunOptions{}, r.rowSeeds(), time.Time{}, 1, 0)
+		err := b.pool.do(context.Background(), r.inputs, r.fn, 0, RunOptions{}, r.rowSeeds(), time.Time{}, 1, 0)
+		endExec(exec, err)
+		r.done <- err
 		return
 	}
 	var gathered time.Duration
@@ -420,6 +442,7 @@ func (f *former) run() {
 		f.gather()
 	}
 	err := b.pool.do(context.Background(), f.in, f.splitFn, 0, RunOptions{}, f.rowSeeds(), time.Time{}, len(f.batch), gathered)
+	endExec(exec, err) // before the answers: the span ends within its requests' spans
 	switch {
 	case err == nil:
 		for j, r := range f.batch {

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/policyd/policyd/bridge"
 )
 
@@ -50,6 +52,12 @@ type RunOptions struct {
 	// or, when batched with a seeded one, from a fresh random row seed.
 	Seed   uint64
 	Seeded bool
+	// Trace is the request's span when it is traced (package server's HTTP server span, being
+	// recorded), else nil: the runner then records a queue span under it and an execution span
+	// linked to it, with its tracer provider (engines/trace.go). Nil costs nothing.
+	Trace trace.Span
+
+	info *traceInfo // the version's trace attributes (ModelVersion.Do sets them)
 }
 
 // RowSeed is the row seed of row j of a request seeded with seed: seed + j·φ (φ = 2^64 / the
@@ -132,6 +140,11 @@ type job struct {
 	enq   time.Time
 	reqs  int
 	input time.Duration
+
+	// Tracing (engines/trace.go): the request's span, its queue span, the version's
+	// attributes; nil when the job is not traced.
+	span, queue trace.Span
+	info        *traceInfo
 }
 
 // execContext is what a worker needs of a *bridge.Context; tests substitute a fake.
@@ -233,6 +246,7 @@ func (p *Pool) worker(i int, seed uint64, started chan<- error) {
 		outputs[k].Shape = make([]int64, 0, bridge.MaxRank)
 	}
 	rowSeeded := false // the context has row seeds set
+	var one [1]tracedRun
 	for {
 		j, ok := p.jobs.pop()
 		if !ok {
@@ -242,21 +256,27 @@ func (p *Pool) worker(i int, seed uint64, started chan<- error) {
 			continue // its caller gave up while it was queued and owns it no more
 		}
 		if p.abort.Load() {
+			endQueue(j.queue, ErrClosed)
 			j.done <- ErrClosed
 			continue
 		}
+		exec := p.startExec(j, &one)
 		if j.seeds != nil || rowSeeded {
 			if err := c.SetRowSeeds(j.seeds); err != nil {
+				endExec(exec, err)
 				j.done <- err
 				continue
 			}
 			rowSeeded = j.seeds != nil
 		}
+		var err error
 		if p.stats == nil {
-			j.done <- run(c, j, outputs)
-			continue
+			err = run(c, j, outputs)
+		} else {
+			err = p.runTimed(c, j, outputs)
 		}
-		j.done <- p.runTimed(c, j, outputs)
+		endExec(exec, err)
+		j.done <- err
 	}
 }
 
@@ -324,9 +344,13 @@ func (p *Pool) do(ctx context.Context, inputs []bridge.Tensor, fn func(outputs [
 		j.seeds = j.seed[:]
 	}
 	j.enq, j.reqs, j.input = enq, reqs, input
+	if opts.Trace != nil {
+		j.traceQueued(&opts)
+	}
 	j.state.Store(jobQueued)
 
 	if err := p.jobs.push(j, level); err != nil {
+		endQueue(j.queue, err)
 		p.release(j)
 		return err
 	}
@@ -338,7 +362,9 @@ func (p *Pool) do(ctx context.Context, inputs []bridge.Tensor, fn func(outputs [
 	case <-ctx.Done():
 		if j.state.CompareAndSwap(jobQueued, jobCancelled) {
 			// The worker that dequeues it will skip it; it is not reused.
+			endQueue(j.queue, ctx.Err())
 			j.inputs, j.fn, j.seeds = nil, nil, nil
+			j.span, j.queue, j.info = nil, nil, nil
 			return ctx.Err()
 		}
 		err := <-j.done // a worker has it: wait, inputs are in use
@@ -349,6 +375,7 @@ func (p *Pool) do(ctx context.Context, inputs []bridge.Tensor, fn func(outputs [
 
 func (p *Pool) release(j *job) {
 	j.inputs, j.fn, j.seeds = nil, nil, nil
+	j.span, j.queue, j.info = nil, nil, nil
 	p.jobPool.Put(j)
 }
 

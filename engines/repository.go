@@ -117,8 +117,9 @@ type ModelVersion struct {
 	runner   Runner         // nil when the load failed
 	seqs     *Sequences     // nil without a sequence spec or when the load failed
 	loadTime time.Duration
-	stats    *Stats          // nil for a version that was never loaded
-	obs      VersionObserver // the repository's when the version was made; nil: none
+	stats    *Stats                    // nil for a version that was never loaded
+	obs      VersionObserver           // the repository's when the version was made; nil: none
+	trace    atomic.Pointer[traceInfo] // span attributes, set by the first traced request
 
 	// Holders: refs counts Acquire calls not yet released. retiring is set once the version
 	// left the served table; drained is closed when refs drops to 0 after that.
@@ -237,6 +238,9 @@ func (v *ModelVersion) Batchable() bool {
 func (v *ModelVersion) Do(ctx context.Context, inputs []bridge.Tensor, opts RunOptions, fn func(outputs []bridge.Tensor) error) error {
 	if v.runner == nil {
 		return &UnavailableError{Model: v.name, Version: v.version, Reason: v.Reason()}
+	}
+	if opts.Trace != nil {
+		opts.info = v.versionTrace()
 	}
 	err := v.runner.Do(ctx, inputs, opts, fn)
 	if err == ErrOverloaded || err == ErrClosed {

@@ -6,10 +6,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/fasthttp/router"
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fastjson"
-	"go.uber.org/zap"
 
 	"github.com/policyd/policyd/bridge"
 	"github.com/policyd/policyd/engines"
@@ -43,11 +41,12 @@ import (
 // predictVerb is the only TensorFlow Serving verb policyd serves.
 const predictVerb = "predict"
 
-// predictRoutes registers TensorFlow Serving's predict routes. The verb is part of the last
-// path segment (":predict"), so the routes take the whole segment and predict splits it.
-func (s *Server) predictRoutes(r *router.Router) {
-	r.POST("/v1/models/{model}", s.predict)
-	r.POST("/v1/models/{model}/versions/{version}", s.predict)
+// predictRoutes registers TensorFlow Serving's predict routes with post. The verb is part of
+// the last path segment (":predict"), so the routes take the whole segment and predict splits
+// it.
+func (s *Server) predictRoutes(post func(path string, h fasthttp.RequestHandler)) {
+	post("/v1/models/{model}", s.predict)
+	post("/v1/models/{model}/versions/{version}", s.predict)
 }
 
 // predictTarget splits the model and version of the route from the ":predict" verb: a path
@@ -77,6 +76,8 @@ func predictTarget(ctx *fasthttp.RequestCtx) (model, version string, err error) 
 // pooled buffers (checking them against the signature), runs the model, and encodes the
 // predictions or outputs on the engine's worker.
 func (s *Server) predict(ctx *fasthttp.RequestCtx) {
+	x := exchangeOf(ctx)
+	x.setProtocol(ProtocolPredict)
 	name, version, err := predictTarget(ctx)
 	if err != nil {
 		s.fail(ctx, err)
@@ -92,6 +93,7 @@ func (s *Server) predict(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	defer m.Release() // after the response is encoded
+	x.setModel(m, ProtocolPredict)
 	st, start, ok := statsOf(m), time.Time{}, false
 	if st != nil {
 		start = time.Now()
@@ -111,16 +113,14 @@ func (s *Server) predict(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	req.model = m
-	if err := s.run(m, req.tensors, engines.RunOptions{}, 0, req.encode); err != nil {
+	x.setRows(max(int(req.batch), 1))
+	if err := s.run(m, req.tensors, engines.RunOptions{Trace: x.runSpan()}, 0, req.encode); err != nil {
 		s.fail(ctx, err)
 		return
 	}
 	ok = true
 	ctx.SetContentType("application/json")
 	ctx.SetBody(req.out)
-	if ce := s.log.Check(zap.DebugLevel, "predict"); ce != nil {
-		ce.Write(zap.String("model", m.Name()), zap.String("version", m.Version()), zap.Int("status", fasthttp.StatusOK))
-	}
 }
 
 // predictRequest is a decoded predict request: one tensor per model input, in the model's

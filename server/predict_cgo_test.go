@@ -32,21 +32,7 @@ func TestPredict3DBall(t *testing.T) {
 	}
 	defer rt.Close()
 	dir := t.TempDir()
-	scalar := func(name string) artifacts.Tensor {
-		return artifacts.Tensor{Name: name, Datatype: "FP32", Shape: []int64{1}}
-	}
-	if _, err := artifacts.Add(dir, artifacts.AddRequest{
-		Name: "3DBall", Version: "1.0.0", Model: ballModel, Tool: "server test",
-		IO: artifacts.IO{
-			Inputs: []artifacts.Tensor{{Name: "obs_0", Datatype: "FP32", Shape: []int64{-1, 8}}},
-			Outputs: []artifacts.Tensor{scalar("version_number"), scalar("memory_size"),
-				{Name: "continuous_actions", Datatype: "FP32", Shape: []int64{-1, 2}},
-				scalar("continuous_action_output_shape"),
-				{Name: "deterministic_continuous_actions", Datatype: "FP32", Shape: []int64{-1, 2}}},
-		},
-	}); err != nil {
-		t.Fatal(err)
-	}
+	add3DBall(t, dir)
 	repo := engines.NewRepository(rt, nil)
 	defer repo.Close()
 	if _, err := repo.Apply(engines.Desired{Dir: dir}); err != nil {
@@ -118,6 +104,26 @@ func TestPredict3DBall(t *testing.T) {
 	r = ts.do(t, "POST", "/v1/models/3DBall:predict", []byte(`{"instances":[[1,2,3,4,5,6,7,8],[1,2,3]]}`))
 	if r.status != 400 || !strings.Contains(errorMessage(t, r), `instances[1]: input "obs_0": shape [3] differs from the shape [8] of instances[0]`) {
 		t.Errorf("bad instance = %d %s", r.status, r.body)
+	}
+}
+
+// add3DBall adds ML-Agents' 3DBall as 3DBall@1.0.0 to the repository dir.
+func add3DBall(t *testing.T, dir string) {
+	t.Helper()
+	scalar := func(name string) artifacts.Tensor {
+		return artifacts.Tensor{Name: name, Datatype: "FP32", Shape: []int64{1}}
+	}
+	if _, err := artifacts.Add(dir, artifacts.AddRequest{
+		Name: "3DBall", Version: "1.0.0", Model: ballModel, Tool: "server test",
+		IO: artifacts.IO{
+			Inputs: []artifacts.Tensor{{Name: "obs_0", Datatype: "FP32", Shape: []int64{-1, 8}}},
+			Outputs: []artifacts.Tensor{scalar("version_number"), scalar("memory_size"),
+				{Name: "continuous_actions", Datatype: "FP32", Shape: []int64{-1, 2}},
+				scalar("continuous_action_output_shape"),
+				{Name: "deterministic_continuous_actions", Datatype: "FP32", Shape: []int64{-1, 2}}},
+		},
+	}); err != nil {
+		t.Fatal(err)
 	}
 }
 

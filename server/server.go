@@ -54,10 +54,12 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/fasthttp/router"
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fastjson"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"github.com/policyd/policyd/bridge"
@@ -88,6 +90,24 @@ type Options struct {
 	QueueTimeout time.Duration
 	// Admin wires the operator endpoints (reload, health details, metrics); zero disables them.
 	Admin Admin
+
+	// AccessLog writes one info line per request (observe.go): method, path, status, latency,
+	// sizes, request_id, and for an inference the model, version, protocol and batch size.
+	AccessLog bool
+	// Tracer, when set, traces the requests (but health checks and /metrics): an HTTP server
+	// span per request, child of its W3C traceparent, under which the engines record the queue
+	// and execution spans (docs/observability.md, Traces). Nil: tracing off, at no cost.
+	Tracer trace.TracerProvider
+	// OnRequest, when set, is called once at the end of every inference request (KServe v2
+	// infer, JSON or binary, and TensorFlow Serving's predict; not metadata, ready or health)
+	// on the request's goroutine, with a pooled RequestInfo valid only during the call. It
+	// must not block.
+	OnRequest func(*RequestInfo)
+	// HotLogFirst and HotLogThereafter rate-limit the warnings and errors that a flood of
+	// requests could repeat (failed requests, handler panics, fasthttp's messages): per message
+	// and level, the first HotLogFirst each second are written, then one in HotLogThereafter
+	// (defaults 10 and 100).
+	HotLogFirst, HotLogThereafter int
 }
 
 // MaxRequestBodyCeiling is the most SetMaxRequestBodySize can allow without a restart: the
@@ -111,14 +131,22 @@ func (o *Options) defaults() {
 	if o.IdleTimeout <= 0 {
 		o.IdleTimeout = 120 * time.Second
 	}
+	if o.HotLogFirst <= 0 {
+		o.HotLogFirst = 10
+	}
+	if o.HotLogThereafter <= 0 {
+		o.HotLogThereafter = 100
+	}
 }
 
 // Server serves the HTTP API for a Registry. Its methods are safe for concurrent use.
 type Server struct {
-	reg  Registry
-	log  *zap.Logger
-	opts Options
-	srv  *fasthttp.Server
+	reg    Registry
+	log    *zap.Logger
+	hot    *zap.Logger // log, rate-limited: for what a flood of requests repeats
+	opts   Options
+	srv    *fasthttp.Server
+	tracer trace.Tracer // nil: tracing off
 
 	// runCtx is passed to Model.Do: it ends only when a graceful shutdown runs out of time,
 	// so requests queued at shutdown are still answered.
@@ -139,6 +167,10 @@ func New(reg Registry, log *zap.Logger, opts Options) *Server {
 	}
 	opts.defaults()
 	s := &Server{reg: reg, log: log, opts: opts}
+	s.hot = rateLimited(log, opts.HotLogFirst, opts.HotLogThereafter)
+	if opts.Tracer != nil {
+		s.tracer = opts.Tracer.Tracer("github.com/policyd/policyd/server")
+	}
 	s.maxBody.Store(int64(opts.MaxRequestBodySize))
 	s.runCtx, s.cancelRuns = context.WithCancel(context.Background())
 	s.reqs.New = func() any { return newInferRequest() }
@@ -157,7 +189,7 @@ func New(reg Registry, log *zap.Logger, opts Options) *Server {
 		Concurrency:                   opts.Concurrency,
 		DisablePreParseMultipartForm:  true,
 		NoDefaultContentType:          true,
-		Logger:                        fasthttpLogger{log},
+		Logger:                        fasthttpLogger{s.hot},
 		CloseOnShutdown:               true,
 		SecureErrorLogMessage:         true,
 		DisableHeaderNamesNormalizing: false,
@@ -165,45 +197,53 @@ func New(reg Registry, log *zap.Logger, opts Options) *Server {
 	return s
 }
 
-// Handler returns the request handler with every route (also usable without Serve).
+// Handler returns the request handler with every route (also usable without Serve). Every
+// route goes through observe (observe.go): correlation ID, server span, access line, OnRequest.
 func (s *Server) Handler() fasthttp.RequestHandler {
 	r := router.New()
-	r.GET("/v2", s.serverMetadata)
-	r.GET("/v2/health/live", s.live)
-	r.GET("/v2/health/ready", s.ready)
-	r.GET("/v2/models/stats", s.modelStats)
-	r.GET("/v2/models/{model}", s.modelMetadata)
-	r.GET("/v2/models/{model}/stats", s.modelStats)
-	r.GET("/v2/models/{model}/versions/{version}/stats", s.modelStats)
-	r.GET("/v2/models/{model}/ready", s.modelReady)
-	r.POST("/v2/models/{model}/infer", s.infer)
-	r.GET("/v2/models/{model}/versions/{version}", s.modelMetadata)
-	r.GET("/v2/models/{model}/versions/{version}/ready", s.modelReady)
-	r.POST("/v2/models/{model}/versions/{version}/infer", s.infer)
-	s.predictRoutes(r)
+	route := func(method, path string, h fasthttp.RequestHandler) {
+		traced := !strings.HasPrefix(path, "/v2/health/") && path != "/metrics"
+		r.Handle(method, path, s.observe(path, traced, h))
+	}
+	get := func(path string, h fasthttp.RequestHandler) { route(fasthttp.MethodGet, path, h) }
+	post := func(path string, h fasthttp.RequestHandler) { route(fasthttp.MethodPost, path, h) }
+	get("/v2", s.serverMetadata)
+	get("/v2/health/live", s.live)
+	get("/v2/health/ready", s.ready)
+	get("/v2/models/stats", s.modelStats)
+	get("/v2/models/{model}", s.modelMetadata)
+	get("/v2/models/{model}/stats", s.modelStats)
+	get("/v2/models/{model}/versions/{version}/stats", s.modelStats)
+	get("/v2/models/{model}/ready", s.modelReady)
+	post("/v2/models/{model}/infer", s.infer)
+	get("/v2/models/{model}/versions/{version}", s.modelMetadata)
+	get("/v2/models/{model}/versions/{version}/ready", s.modelReady)
+	post("/v2/models/{model}/versions/{version}/infer", s.infer)
+	s.predictRoutes(post)
 	if s.opts.Admin.Reload != nil {
-		r.POST("/v2/admin/reload", s.adminReload)
+		post("/v2/admin/reload", s.adminReload)
 	}
 	if s.opts.Admin.Details != nil {
-		r.GET("/v2/health/details", s.healthDetails)
+		get("/v2/health/details", s.healthDetails)
 	}
 	if s.opts.Admin.Metrics != nil {
-		r.GET("/metrics", s.opts.Admin.Metrics)
+		get("/metrics", s.opts.Admin.Metrics)
 	}
 	if s.opts.Admin.Repository != nil {
-		r.POST("/v2/admin/models/{model}/default", s.adminDefault)
-		r.POST("/v2/repository/index", s.repositoryIndex)
-		r.POST("/v2/repository/models/{model}/load", s.repositoryControl(true))
-		r.POST("/v2/repository/models/{model}/unload", s.repositoryControl(false))
+		post("/v2/admin/models/{model}/default", s.adminDefault)
+		post("/v2/repository/index", s.repositoryIndex)
+		post("/v2/repository/models/{model}/load", s.repositoryControl(true))
+		post("/v2/repository/models/{model}/unload", s.repositoryControl(false))
 	}
-	r.NotFound = func(ctx *fasthttp.RequestCtx) {
+	r.NotFound = s.observe("", true, func(ctx *fasthttp.RequestCtx) {
 		s.fail(ctx, &statusError{fasthttp.StatusNotFound, fmt.Sprintf("no route %s %s", ctx.Method(), clip(string(ctx.Path()), 200))})
-	}
-	r.MethodNotAllowed = func(ctx *fasthttp.RequestCtx) {
+	})
+	r.MethodNotAllowed = s.observe("", true, func(ctx *fasthttp.RequestCtx) {
 		s.fail(ctx, &statusError{fasthttp.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed on %s", ctx.Method(), clip(string(ctx.Path()), 200))})
-	}
+	})
 	r.PanicHandler = func(ctx *fasthttp.RequestCtx, v any) {
-		s.log.Error("handler panic", zap.Any("panic", v), zap.ByteString("path", ctx.Path()))
+		method, path, id := requestFields(ctx)
+		s.hot.Error("handler panic", zap.Any("panic", v), method, path, id)
 		s.fail(ctx, fmt.Errorf("internal error"))
 	}
 	return r.Handler
@@ -308,6 +348,7 @@ func (s *Server) lookup(ctx *fasthttp.RequestCtx) (Model, bool) {
 		s.fail(ctx, err)
 		return nil, false
 	}
+	exchangeOf(ctx).setModel(m, "")
 	return m, true
 }
 
@@ -420,6 +461,12 @@ func appendSignature(b []byte, infos []bridge.IOInfo) []byte {
 // infer decodes the request into pooled input buffers (checking it against the signature
 // first), runs the model, and encodes the response on the engine's worker from the outputs.
 func (s *Server) infer(ctx *fasthttp.RequestCtx) {
+	x := exchangeOf(ctx)
+	protocol := ProtocolV2
+	if len(ctx.Request.Header.Peek(inferHeaderLength)) > 0 {
+		protocol = ProtocolV2Binary
+	}
+	x.setProtocol(protocol)
 	if limit := s.maxBody.Load(); int64(len(ctx.PostBody())) > limit {
 		s.fail(ctx, s.tooLarge())
 		return
@@ -429,6 +476,7 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	defer m.Release() // after the response is encoded (on the worker, into req.out)
+	x.setModel(m, protocol)
 	st, start, ok := statsOf(m), time.Time{}, false
 	if st != nil {
 		start = time.Now()
@@ -453,6 +501,7 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	req.model = m
+	x.setRows(rowsOf(m, req.tensors))
 	if req.seqs != nil {
 		q, err := req.seqs.Begin(req.seqID, req.seqStart) // waits for the sequence's previous step
 		if err != nil {
@@ -462,7 +511,9 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx) {
 		req.seq = q
 		req.seqs.Inputs(q, req.tensors)
 	}
+	req.run.Trace = x.runSpan()
 	err = s.run(m, req.tensors, req.run, req.timeout, req.encode) // the callback stores the sequence's new state
+	req.run.Trace = nil
 	if req.seq != nil {
 		req.seqs.Finish(req.seq, req.seqEnd)
 		req.seq = nil
@@ -473,9 +524,15 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx) {
 	}
 	ok = true
 	req.writeResponse(ctx)
-	if ce := s.log.Check(zap.DebugLevel, "infer"); ce != nil {
-		ce.Write(zap.String("model", m.Name()), zap.String("version", m.Version()), zap.Int("status", fasthttp.StatusOK))
+}
+
+// rowsOf is the batch size of a request with these inputs: their dimension 0 for a batchable
+// model, else 1.
+func rowsOf(m Model, inputs []bridge.Tensor) int {
+	if !m.Batchable() || len(inputs) == 0 || len(inputs[0].Shape) == 0 || inputs[0].Shape[0] < 1 {
+		return 1
 	}
+	return int(inputs[0].Shape[0])
 }
 
 // run runs m under the server's run context, bounded by the request's own timeout and by
@@ -502,27 +559,32 @@ func (s *Server) putRequest(r *inferRequest) {
 	s.reqs.Put(r)
 }
 
-// fail answers {"error": err} with the status errorStatus gives. Our own faults (5xx but 503)
-// are logged as errors; the rest, the client's doing or a state already logged (a version that
-// failed to load, an overloaded queue), at debug level.
+// fail answers {"error": err, "request_id": id} with the status errorStatus gives. Our own
+// faults (5xx but 503) are logged as errors; the rest, the client's doing or a state already
+// logged (a version that failed to load, an overloaded queue), at debug level; both
+// rate-limited (Options.HotLogFirst).
 func (s *Server) fail(ctx *fasthttp.RequestCtx, err error) {
 	status, retry := errorStatus(err)
+	exchangeOf(ctx).failed(errTimedOut(err), retry)
+	id := requestID(ctx)
 	ctx.Response.ResetBody()
 	ctx.SetStatusCode(status)
 	ctx.SetContentType("application/json")
 	if retry {
 		ctx.Response.Header.Set("Retry-After", retryAfterSeconds)
 	}
-	b := append(make([]byte, 0, 64+len(err.Error())), `{"error":`...)
+	b := append(make([]byte, 0, 80+len(err.Error())+len(id)), `{"error":`...)
 	b = appendString(b, err.Error())
+	b = append(b, `,"request_id":`...)
+	b = appendString(b, unsafe.String(unsafe.SliceData(id), len(id)))
 	ctx.SetBody(append(b, '}'))
 	level := zap.DebugLevel
 	if status >= 500 && status != fasthttp.StatusServiceUnavailable {
 		level = zap.ErrorLevel
 	}
-	if ce := s.log.Check(level, "request failed"); ce != nil {
-		ce.Write(zap.ByteString("method", ctx.Method()), zap.ByteString("path", ctx.Path()),
-			zap.Int("status", status), zap.Error(err))
+	if ce := s.hot.Check(level, "request failed"); ce != nil {
+		method, path, rid := requestFields(ctx)
+		ce.Write(method, path, zap.Int("status", status), zap.Error(err), rid)
 	}
 }
 

@@ -37,8 +37,14 @@ type testServer struct {
 
 func startServer(t *testing.T, reg Registry, opts Options) *testServer {
 	t.Helper()
+	return startServerLog(t, reg, zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)), opts)
+}
+
+// startServerLog is startServer logging to log.
+func startServerLog(t *testing.T, reg Registry, log *zap.Logger, opts Options) *testServer {
+	t.Helper()
 	ts := &testServer{
-		srv:  New(reg, zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)), opts),
+		srv:  New(reg, log, opts),
 		ln:   fasthttputil.NewInmemoryListener(),
 		done: make(chan error, 1),
 	}

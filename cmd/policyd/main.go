@@ -41,6 +41,7 @@ import (
 	"github.com/policyd/policyd/gpu"
 	"github.com/policyd/policyd/metrics"
 	"github.com/policyd/policyd/server"
+	"github.com/policyd/policyd/tracing"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -192,19 +193,7 @@ func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
 		fmt.Fprintf(stderr, "policyd: %v\n", err)
 		return 1
 	}
-	native := log.Named("native")
-	bridge.SetLogger(func(l bridge.LogLevel, msg string) {
-		switch l {
-		case bridge.LogDebug:
-			native.Debug(msg)
-		case bridge.LogInfo:
-			native.Info(msg)
-		case bridge.LogWarn:
-			native.Warn(msg)
-		default:
-			native.Error(msg)
-		}
-	})
+	bridge.SetLogger(server.NativeLog(log.Named("native")))
 	defer bridge.SetLogger(nil)
 	major, minor := bridge.APIVersion()
 	log.Info("starting", zap.String("version", versionString()), zap.String("library", bridge.LibraryVersion()),
@@ -276,7 +265,29 @@ func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
 		log.Info("repository closed", zap.Duration("took", time.Since(t)))
 	}()
 
+	// Tracing (off by default): spans exported over OTLP/HTTP, flushed after the HTTP server stops.
+	tp, err := tracing.New(tracing.Config{Enabled: cfg.Tracing.Enabled, Endpoint: cfg.Tracing.Endpoint,
+		SamplingRatio: cfg.Tracing.SamplingRatio, ServiceName: cfg.Tracing.ServiceName, ServiceVersion: versionString(),
+		OnError: func(err error) { log.Warn("tracing: export failed", zap.Error(err)) }})
+	if err != nil {
+		log.Error("tracing", zap.Error(err))
+		fmt.Fprintf(stderr, "policyd: %v\n", err)
+		return 2
+	}
+	if tp != nil {
+		log.Info("tracing", zap.String("endpoint", cfg.Tracing.Endpoint), zap.Float64("sampling_ratio", cfg.Tracing.SamplingRatio))
+		defer func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := tp.Shutdown(ctx); err != nil {
+				log.Warn("tracing: spans not exported at shutdown", zap.Error(err))
+			}
+		}()
+	}
+
 	srv := server.New(server.NewRegistry(repo), log, server.Options{
+		AccessLog:          cfg.Log.Access,
+		Tracer:             tp.TracerProvider(),
 		Version:            versionString(),
 		MaxRequestBodySize: int(cfg.Limits.MaxRequestSize),
 		ReadTimeout:        cfg.Server.ReadTimeout,
