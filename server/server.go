@@ -289,8 +289,9 @@ func (s *Server) live(ctx *fasthttp.RequestCtx) {
 	ctx.SetStatusCode(fasthttp.StatusOK)
 }
 
-// ready answers 200 when every version of every model is ready, else 503 naming the first
-// versions that are not, with their reasons.
+// ready answers 200 when every version of every model is ready, else 400 with an empty body,
+// as the v2 protocol says (a 4xx status means false; health bodies are empty), naming the
+// first versions that are not and why in the X-Not-Ready-Reason header.
 func (s *Server) ready(ctx *fasthttp.RequestCtx) {
 	var notReady []byte
 	n := 0
@@ -322,8 +323,23 @@ func (s *Server) ready(ctx *fasthttp.RequestCtx) {
 		ctx.SetStatusCode(fasthttp.StatusOK)
 		return
 	}
-	s.fail(ctx, &statusError{fasthttp.StatusServiceUnavailable,
-		fmt.Sprintf("%d model version(s) not ready: %s", n, notReady)})
+	answerNotReady(ctx, fmt.Sprintf("%d model version(s) not ready: %s", n, notReady))
+}
+
+// notReadyHeader carries the reason of a health answer of false, whose body stays empty.
+const notReadyHeader = "X-Not-Ready-Reason"
+
+// answerNotReady answers a readiness check false: 400, no body, the reason in a header (on
+// one line, printable ASCII, at most 1000 bytes). GET /v2/health/details tells the whole story.
+func answerNotReady(ctx *fasthttp.RequestCtx, reason string) {
+	ctx.SetStatusCode(fasthttp.StatusBadRequest)
+	h := []byte(clip(reason, 1000))
+	for i, c := range h {
+		if c < 0x20 || c > 0x7e {
+			h[i] = ' '
+		}
+	}
+	ctx.Response.Header.SetBytesV(notReadyHeader, h)
 }
 
 // readyNow asks again about a version listed as not ready: a reload may have replaced it
@@ -360,13 +376,16 @@ func (s *Server) notReady(ctx *fasthttp.RequestCtx, m Model) bool {
 	return !ok
 }
 
+// modelReady answers 200 when the version is ready, else 400 with an empty body and the
+// reason in the X-Not-Ready-Reason header (see ready); an unknown model or version is 404.
 func (s *Server) modelReady(ctx *fasthttp.RequestCtx) {
 	m, ok := s.lookup(ctx)
 	if !ok {
 		return
 	}
 	defer m.Release()
-	if s.notReady(ctx, m) {
+	if ok, reason := m.Ready(); !ok {
+		answerNotReady(ctx, (&engines.UnavailableError{Model: m.Name(), Version: m.Version(), Reason: reason}).Error())
 		return
 	}
 	ctx.SetStatusCode(fasthttp.StatusOK)

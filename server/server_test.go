@@ -95,7 +95,7 @@ func (ts *testServer) do(t *testing.T, method, path string, body []byte) respons
 		t.Fatalf("%s %s: %v", method, path, err)
 	}
 	r := response{status: resp.StatusCode(), header: map[string]string{}, body: append([]byte(nil), resp.Body()...)}
-	for _, k := range []string{"Content-Type", "Retry-After"} {
+	for _, k := range []string{"Content-Type", "Retry-After", notReadyHeader} {
 		r.header[k] = string(resp.Header.Peek(k))
 	}
 	return r
@@ -328,11 +328,11 @@ func TestStatusCodes(t *testing.T) {
 		errPart      string // "" = no error body expected
 	}{
 		{"GET", "/v2/health/live", nil, 200, ""},
-		{"GET", "/v2/health/ready", nil, 503, `broken@1: graph output "y" is not produced`},
+		{"GET", "/v2/health/ready", nil, 400, `broken@1: graph output "y" is not produced`},
 		{"GET", "/v2/models/policy/ready", nil, 200, ""},
 		{"GET", "/v2/models/policy/versions/1/ready", nil, 200, ""},
-		{"GET", "/v2/models/policy/versions/3/ready", nil, 503, "version 3 failed to load"},
-		{"GET", "/v2/models/broken/ready", nil, 503, `model "broken" version "1" is not ready: graph output "y" is not produced by any node`},
+		{"GET", "/v2/models/policy/versions/3/ready", nil, 400, "version 3 failed to load"},
+		{"GET", "/v2/models/broken/ready", nil, 400, `model "broken" version "1" is not ready: graph output "y" is not produced by any node`},
 		{"GET", "/v2/models/nope/ready", nil, 404, `unknown model "nope"`},
 		{"GET", "/v2/models/policy/versions/9/ready", nil, 404, `unknown version "9" of model "policy"`},
 		{"POST", "/v2/models/nope/infer", body, 404, `unknown model "nope"`},
@@ -354,6 +354,13 @@ func TestStatusCodes(t *testing.T) {
 				t.Fatalf("status %d, want %d (body %s)", r.status, tt.status, r.body)
 			}
 			if tt.errPart == "" {
+				return
+			}
+			if strings.HasSuffix(tt.path, "/ready") && tt.status == 400 {
+				// v2 health: false is a 4xx with an empty body; the reason is in a header.
+				if len(r.body) != 0 || !strings.Contains(r.header[notReadyHeader], tt.errPart) {
+					t.Errorf("body %q, %s %q, want an empty body and the header to contain %q", r.body, notReadyHeader, r.header[notReadyHeader], tt.errPart)
+				}
 				return
 			}
 			if msg := errorMessage(t, r); !strings.Contains(msg, tt.errPart) {
@@ -403,8 +410,8 @@ func TestHealthReadyAsksAgainAfterAReload(t *testing.T) {
 	broken.reason = "still broken"
 	reg = staleRegistry{newFakeRegistry(broken), map[string][]Model{"policy": {broken}}}
 	ts = startServer(t, reg, Options{})
-	if r := ts.do(t, "GET", "/v2/health/ready", nil); r.status != 503 || !strings.Contains(errorMessage(t, r), "policy@1: still broken") {
-		t.Errorf("ready = %d %s, want 503 naming policy@1", r.status, r.body)
+	if r := ts.do(t, "GET", "/v2/health/ready", nil); r.status != 400 || !strings.Contains(r.header[notReadyHeader], "policy@1: still broken") {
+		t.Errorf("ready = %d %v, want 400 naming policy@1", r.status, r.header)
 	}
 }
 
@@ -414,8 +421,8 @@ func TestHealthReadyNamesMissingModel(t *testing.T) {
 	ghost := &fakeModel{name: "ghost", reason: "not found in repository /models"}
 	ts := startServer(t, newFakeRegistry(ghost), Options{})
 	r := ts.do(t, "GET", "/v2/health/ready", nil)
-	if msg := errorMessage(t, r); r.status != 503 || msg != "1 model version(s) not ready: ghost: not found in repository /models" {
-		t.Errorf("ready = %d %q", r.status, msg)
+	if msg := r.header[notReadyHeader]; r.status != 400 || len(r.body) != 0 || msg != "1 model version(s) not ready: ghost: not found in repository /models" {
+		t.Errorf("ready = %d %q %q", r.status, msg, r.body)
 	}
 }
 

@@ -62,8 +62,8 @@ func TestArtifactsEndToEnd(t *testing.T) {
 
 	// The unsigned b is refused and says why; a serves its highest version.
 	r := d.do(t, "GET", "/v2/models/b/ready", nil)
-	if r.status != 503 || !strings.Contains(string(r.body), "unsigned") {
-		t.Errorf("b/ready = %d %s, want 503 naming the missing signature", r.status, r.body)
+	if r.status != 400 || !strings.Contains(r.notReady, "unsigned") {
+		t.Errorf("b/ready = %d %q, want 400 naming the missing signature", r.status, r.notReady)
 	}
 	metrics := string(d.do(t, "GET", "/metrics", nil).body)
 	if !strings.Contains(metrics, `policyd_artifact_verification_failures_total{model="b",version="1.0.0"} 1`) {
@@ -155,11 +155,11 @@ func TestArtifactsEndToEnd(t *testing.T) {
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		r := d.do(t, "GET", "/v2/models/a/versions/1.1.0/ready", nil)
-		if r.status == 503 && strings.Contains(string(r.body), "model.onnx") {
+		if r.status == 400 && strings.Contains(r.notReady, "model.onnx") {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("tampered a@1.1.0 still %d %s", r.status, r.body)
+			t.Fatalf("tampered a@1.1.0 still %d %q", r.status, r.notReady)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -213,8 +213,9 @@ func (d *daemon) stop(t *testing.T) {
 }
 
 type httpResult struct {
-	status int
-	body   []byte
+	status   int
+	body     []byte
+	notReady string // X-Not-Ready-Reason: why a readiness check answered false
 }
 
 func (d *daemon) do(t *testing.T, method, path string, body []byte) httpResult {
@@ -233,7 +234,7 @@ func (d *daemon) do(t *testing.T, method, path string, body []byte) httpResult {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return httpResult{resp.StatusCode, b}
+	return httpResult{resp.StatusCode, b, resp.Header.Get("X-Not-Ready-Reason")}
 }
 
 func errorOf(t *testing.T, r httpResult) string {
@@ -266,11 +267,11 @@ func TestEndToEnd(t *testing.T) {
 			t.Errorf("live = %d", r.status)
 		}
 		r := d.do(t, "GET", "/v2/health/ready", nil)
-		if r.status != 503 {
-			t.Fatalf("ready with an invalid model = %d, want 503", r.status)
+		if r.status != 400 || len(r.body) != 0 {
+			t.Fatalf("ready with an invalid model = %d %q, want 400 and an empty body (v2: false is a 4xx)", r.status, r.body)
 		}
-		if msg := errorOf(t, r); !strings.Contains(msg, "1 model version(s) not ready") || !strings.Contains(msg, invalidID) {
-			t.Errorf("ready error %q, want exactly the invalid model named", msg)
+		if msg := r.notReady; !strings.Contains(msg, "1 model version(s) not ready") || !strings.Contains(msg, invalidID) {
+			t.Errorf("ready reason %q, want exactly the invalid model named", msg)
 		}
 		for id := range ids {
 			if r := d.do(t, "GET", "/v2/models/"+id+"/versions/1.0.0/ready", nil); r.status != 200 {
@@ -282,10 +283,10 @@ func TestEndToEnd(t *testing.T) {
 	t.Run("invalid model", func(t *testing.T) {
 		for _, path := range []string{"/v2/models/" + invalidID + "/ready", "/v2/models/" + invalidID + "/versions/1.0.0/ready"} {
 			r := d.do(t, "GET", path, nil)
-			if r.status != 503 {
-				t.Fatalf("%s = %d, want 503", path, r.status)
+			if r.status != 400 || len(r.body) != 0 {
+				t.Fatalf("%s = %d %q, want 400 and an empty body", path, r.status, r.body)
 			}
-			msg := errorOf(t, r)
+			msg := r.notReady
 			if !strings.Contains(msg, "memory_size") && !strings.Contains(msg, "discrete_action_output_shape") {
 				t.Errorf("reason %q does not name the missing graph output", msg)
 			}

@@ -223,15 +223,14 @@ func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
 	repo := engines.NewRepository(rt, log)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	// The server's families follow the repository from its first load on; the integrator of
-	// the request path calls mets.ObserveRequest once per answered request.
+	// The server's families follow the repository from its first load on; the request path
+	// (server.Options.OnRequest) adds one observation per answered inference request.
 	mets, err := metrics.New(reg, repo)
 	if err != nil {
 		log.Error("metrics", zap.Error(err))
 		fmt.Fprintf(stderr, "policyd: metrics: %v\n", err)
 		return 1
 	}
-	_ = mets // the request path (server.Options.OnRequest, branch tracing) calls mets.ObserveRequest
 	gpus, err := gpu.New(log.Named("gpu"), cfg.Metrics.GPUInterval, reg)
 	if err != nil {
 		log.Error("GPU metrics", zap.Error(err))
@@ -286,8 +285,12 @@ func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
 	}
 
 	srv := server.New(server.NewRegistry(repo), log, server.Options{
-		AccessLog:          cfg.Log.Access,
-		Tracer:             tp.TracerProvider(),
+		AccessLog: cfg.Log.Access,
+		Tracer:    tp.TracerProvider(),
+		OnRequest: func(ri *server.RequestInfo) {
+			mets.ObserveRequest(ri.Model, ri.Version, ri.Protocol, ri.Status,
+				metrics.OutcomeOf(ri.Status, ri.RetryAfter, ri.TimedOut), ri.Latency)
+		},
 		Version:            versionString(),
 		MaxRequestBodySize: int(cfg.Limits.MaxRequestSize),
 		ReadTimeout:        cfg.Server.ReadTimeout,

@@ -27,6 +27,10 @@ func TestMetricsAndHealthDetails(t *testing.T) {
 			t.Fatalf("infer = %d %s", r.status, r.body)
 		}
 	}
+	bad := `{"inputs":[{"name":"obs","datatype":"FP32","shape":[2,7],"data":[` + zeros(14) + `]}]}`
+	if r := d.do(t, "POST", "/v2/models/mlp/infer", []byte(bad)); r.status != 400 {
+		t.Fatalf("infer with a wrong shape = %d %s", r.status, r.body)
+	}
 
 	scrape := d.do(t, "GET", "/metrics", nil)
 	if scrape.status != 200 {
@@ -98,6 +102,9 @@ func TestMetricsAndHealthDetails(t *testing.T) {
 			{"policyd_pinned_memory_bytes", map[string]string{"device": "cpu"}, 0},
 			{"policyd_config_reloads_total", map[string]string{"outcome": "applied"}, 0},
 			{"go_goroutines", nil, -1},
+			{"policyd_requests_total", map[string]string{"model": "mlp", "version": "1.0.0", "protocol": "v2", "code": "200", "outcome": "success"}, 3},
+			{"policyd_requests_total", map[string]string{"model": "mlp", "version": "1.0.0", "protocol": "v2", "code": "400", "outcome": "client_error"}, 1},
+			{"policyd_request_duration_seconds", map[string]string{"model": "mlp", "version": "1.0.0"}, 4},
 		}
 		for _, c := range checks {
 			v, ok := val(c.name, c.labels)
@@ -108,7 +115,6 @@ func TestMetricsAndHealthDetails(t *testing.T) {
 				t.Errorf("%s%v = %v, want %v", c.name, c.labels, v, c.want)
 			}
 		}
-		// The families the request path feeds (ObserveRequest) appear once it is wired.
 		for name := range mfs {
 			if strings.HasPrefix(name, "policyd_gpu_") {
 				t.Logf("GPU family %s present: NVML found a GPU", name)
