@@ -46,9 +46,15 @@ func parseDockerfile(t *testing.T, path string) *dockerfile {
 	for _, w := range res.Warnings {
 		df.warnings = append(df.warnings, fmt.Sprintf("line %d: %s", w.Location.Start.Line, w.Short))
 	}
-	// BuildKit's lint rules (docker build --check), every one that runs while parsing:
-	// instruction and stage-name casing, JSON exec form, deprecated MAINTAINER, legacy
-	// ENV/LABEL syntax, duplicate or reserved stage names, secrets in ARG/ENV, EXPOSE format...
+	// The BuildKit lint rules (docker build --check) that run while parsing: FROM ... AS and
+	// stage-name casing, deprecated MAINTAINER, definition descriptions. The others run in
+	// BuildKit's LLB conversion, which would bring containerd and gRPC into this module; the
+	// ones that matter here are checked below (casing, exec form, undefined ARG in FROM).
+	for _, n := range res.AST.Children {
+		if word, _, _ := strings.Cut(strings.TrimSpace(n.Original), " "); word != strings.ToUpper(word) {
+			df.warnings = append(df.warnings, fmt.Sprintf("line %d: instruction %q: write instructions in capitals", n.StartLine, word))
+		}
+	}
 	lint := linter.New(&linter.Config{Warn: func(rule, _, _, msg string, loc []parser.Range) {
 		line := 0
 		if len(loc) > 0 {
@@ -74,9 +80,27 @@ func parseDockerfile(t *testing.T, path string) *dockerfile {
 	return df
 }
 
-// base is the stage's base image with the global ARGs' defaults substituted.
-func (df *dockerfile) base(s instructions.Stage) string {
-	return os.Expand(s.BaseName, func(k string) string { return df.args[k] })
+// base is the stage's base image with the global ARGs' defaults substituted; an ARG without
+// a default is an error.
+func (df *dockerfile) base(s instructions.Stage) (string, error) {
+	var err error
+	image := os.Expand(s.BaseName, func(k string) string {
+		v, ok := df.args[k]
+		if !ok && err == nil {
+			err = fmt.Errorf("FROM %s: ARG %s has no default before the first FROM", s.BaseName, k)
+		}
+		return v
+	})
+	return image, err
+}
+
+func (df *dockerfile) mustBase(t *testing.T, s instructions.Stage) string {
+	t.Helper()
+	b, err := df.base(s)
+	if err != nil {
+		t.Fatalf("%s: %v", df.path, err)
+	}
+	return b
 }
 
 func (df *dockerfile) final() instructions.Stage { return df.stages[len(df.stages)-1] }
@@ -129,7 +153,10 @@ func TestDockerfiles(t *testing.T) {
 			}
 			stages := map[string]bool{}
 			for _, s := range df.stages {
-				base := df.base(s)
+				base, err := df.base(s)
+				if err != nil {
+					t.Errorf("%s: %v", path, err)
+				}
 				if !stages[base] {
 					if err := checkPinned(base); err != nil {
 						t.Errorf("%s: FROM %s: %v", path, s.BaseName, err)
@@ -166,6 +193,8 @@ func TestDockerfiles(t *testing.T) {
 			hcs := commandsOf[*instructions.HealthCheckCommand](final)
 			if len(hcs) != 1 || hcs[0].Health == nil || len(hcs[0].Health.Test) < 2 {
 				t.Errorf("%s: the final stage needs one HEALTHCHECK CMD", path)
+			} else if hcs[0].Health.Test[0] != "CMD" {
+				t.Errorf("%s: HEALTHCHECK %v: use the exec form (CMD [...]), no shell", path, hcs[0].Health.Test)
 			} else if test := strings.Join(hcs[0].Health.Test, " "); !strings.Contains(test, "http://127.0.0.1:8000/v2/health/ready") {
 				t.Errorf("%s: HEALTHCHECK %s does not ask http://127.0.0.1:8000/v2/health/ready", path, test)
 			}
@@ -213,8 +242,14 @@ func imageCmd(t *testing.T, df *dockerfile) []string {
 	for _, c := range df.final().Commands {
 		switch c := c.(type) {
 		case *instructions.EntrypointCommand:
+			if c.PrependShell {
+				t.Errorf("%s: ENTRYPOINT %v: use the exec form, so that policyd gets SIGTERM", df.path, c.CmdLine)
+			}
 			cmd = slices.Clone(c.CmdLine)
 		case *instructions.CmdCommand:
+			if c.PrependShell {
+				t.Errorf("%s: CMD %v: use the exec form, so that policyd gets SIGTERM", df.path, c.CmdLine)
+			}
 			cmd = append(cmd, c.CmdLine...)
 		}
 	}
@@ -377,16 +412,16 @@ func TestRuntimeLibraries(t *testing.T) {
 // the libraries the build links are the ones the runtime installs.
 func TestDebianRelease(t *testing.T) {
 	df := parseDockerfile(t, cpuDockerfile)
-	build, runtime := df.base(df.stages[0]), df.base(df.final())
+	build, runtime := df.mustBase(t, df.stages[0]), df.mustBase(t, df.final())
 	if !strings.HasSuffix(build, "-bookworm") || !strings.HasPrefix(runtime, "debian:12") {
 		t.Errorf("%s: build on %s, run on %s: both must be Debian 12 (bookworm)", cpuDockerfile, build, runtime)
 	}
 	gpu := parseDockerfile(t, gpuDockerfile)
-	if b := gpu.base(gpu.stages[0]); b != build {
+	if b := gpu.mustBase(t, gpu.stages[0]); b != build {
 		t.Errorf("%s builds the native part on %s, %s on %s: keep them the same", gpuDockerfile, b, cpuDockerfile, build)
 	}
 	for _, s := range gpu.stages[1:] {
-		if b := gpu.base(s); !strings.HasPrefix(b, "nvcr.io/nvidia/tensorrt:") || !strings.HasSuffix(b, "-py3") {
+		if b := gpu.mustBase(t, s); !strings.HasPrefix(b, "nvcr.io/nvidia/tensorrt:") || !strings.HasSuffix(b, "-py3") {
 			t.Errorf("%s: stage %q on %s, want NVIDIA's TensorRT container nvcr.io/nvidia/tensorrt:<yy.mm>-py3", gpuDockerfile, s.Name, b)
 		}
 	}
