@@ -246,7 +246,11 @@ func checkOverlay(t *testing.T, ov overlay) {
 		t.Errorf("the Service's ports %+v do not reach the container's port %d by the name http", svc.Spec.Ports, port)
 	}
 	if len(sm.Spec.Endpoints) != 1 || sm.Spec.Endpoints[0].Port != svc.Spec.Ports[0].Name || sm.Spec.Endpoints[0].Path != "/metrics" {
-		t.Errorf("the ServiceMonitor's endpoints %+v: want the Service's port %q, path /metrics", sm.Spec.Endpoints, svc.Spec.Ports[0].Name)
+		var got []string
+		for _, e := range sm.Spec.Endpoints {
+			got = append(got, "port "+e.Port+" path "+e.Path)
+		}
+		t.Errorf("the ServiceMonitor scrapes %v: want the Service's port %q, path /metrics", got, svc.Spec.Ports[0].Name)
 	}
 
 	// security: non-root (the images' user), no privilege, read-only root file system
