@@ -2,8 +2,11 @@ package deploy
 
 import (
 	"errors"
+	"fmt"
 	"net"
+	"os/exec"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -24,6 +27,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
+	"sigs.k8s.io/yaml"
 )
 
 // render builds a kustomization the way kubectl apply -k does (kustomize's own library, no
@@ -415,4 +419,45 @@ func selectorOf(s *metav1.LabelSelector) (labels.Selector, error) {
 		return nil, errors.New("empty selector")
 	}
 	return metav1.LabelSelectorAsSelector(s)
+}
+
+// TestKubectlRendersTheSame: where kubectl is installed, its kustomize (the one kubectl
+// apply -k uses, an older release than the library here) renders every kustomization into
+// the same objects.
+func TestKubectlRendersTheSame(t *testing.T) {
+	kubectl, err := exec.LookPath("kubectl")
+	if err != nil {
+		t.Skip("kubectl not installed: only kustomize's library renders here")
+	}
+	for _, dir := range []string{overlays[0].dir, overlays[1].dir, adapterDir, kserveDir} {
+		out, err := exec.Command(kubectl, "kustomize", dir).Output()
+		if err != nil {
+			t.Errorf("kubectl kustomize %s: %v", dir, err)
+			continue
+		}
+		want := map[string]any{}
+		for _, y := range render(t, dir) {
+			var obj map[string]any
+			if err := yaml.Unmarshal(y, &obj); err != nil {
+				t.Fatal(err)
+			}
+			want[objectKey(obj)] = obj
+		}
+		got := map[string]any{}
+		for _, doc := range strings.Split(string(out), "\n---\n") {
+			var obj map[string]any
+			if err := yaml.Unmarshal([]byte(doc), &obj); err != nil {
+				t.Fatalf("kubectl kustomize %s: %v", dir, err)
+			}
+			got[objectKey(obj)] = obj
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("kubectl kustomize %s renders objects %v, kustomize's library %v, or their content differs", dir, keys(got), keys(want))
+		}
+	}
+}
+
+func objectKey(obj map[string]any) string {
+	meta, _ := obj["metadata"].(map[string]any)
+	return fmt.Sprintf("%v %v %v/%v", obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
 }
