@@ -24,7 +24,7 @@ APT_PACKAGES := cmake ninja-build g++ pkg-config libonnx-dev libprotobuf-dev pro
                 libdnnl-dev libonnx-testdata libgtest-dev libgmock-dev prometheus
 PROMTOOL   ?= promtool
 
-.PHONY: all deps build native go run test test-native test-go check-monitoring check-deploy docker docker-gpu bench bench-engine refs clean
+.PHONY: all deps build native go run test test-native test-go check-monitoring bench bench-engine refs clean
 
 all: build
 
@@ -76,6 +76,8 @@ check-monitoring:
 	cd monitoring/prometheus && $(PROMTOOL) test rules policyd.rules.test.yml
 	$(GO) test -count=1 ./monitoring/ ./gpu/
 	CGO_ENABLED=0 $(GO) test -count=1 ./monitoring/ ./gpu/
+
+.PHONY: check-deploy docker docker-gpu
 
 # Docker images, compose, Kubernetes/KServe manifests and the systemd unit, validated offline
 # without Docker or kubectl (docs/deployment.md#how-the-files-are-checked): promtool checks the
