@@ -8,6 +8,9 @@
 #   make bench        the benchmark suite: policyd beside the peers over HTTP, report in build/bench/
 #                     (BENCH_QUICK=1 for ~4 min, BENCH_SAVE_BASELINE=1 to save this hardware's baseline)
 #   make deps         Debian packages the build and the tests need (idempotent; root)
+#   make check-deploy validate docker/ and deploy/: Dockerfiles, compose, Kubernetes, KServe, systemd
+#   make docker       build the CPU image policyd:cpu (needs a Docker engine with BuildKit)
+#   make docker-gpu   build the GPU image policyd:gpu (needs a Docker engine; runs with the NVIDIA Container Toolkit)
 
 SHELL      := /bin/bash
 GO         ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
@@ -53,7 +56,7 @@ build: go
 run: build
 	bin/policyd --repository $(REPOSITORY) --addr $(ADDR)
 
-test: build test-native test-go check-monitoring
+test: build test-native test-go check-monitoring check-deploy
 
 test-native: native
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
@@ -73,6 +76,28 @@ check-monitoring:
 	cd monitoring/prometheus && $(PROMTOOL) test rules policyd.rules.test.yml
 	$(GO) test -count=1 ./monitoring/ ./gpu/
 	CGO_ENABLED=0 $(GO) test -count=1 ./monitoring/ ./gpu/
+
+.PHONY: check-deploy docker docker-gpu
+
+# Docker images, compose, Kubernetes/KServe manifests and the systemd unit, validated offline
+# without Docker or kubectl (docs/deployment.md#how-the-files-are-checked): promtool checks the
+# compose Prometheus config; package deploy's Go tests do the rest.
+check-deploy:
+	@command -v $(PROMTOOL) >/dev/null || { echo "check-deploy: $(PROMTOOL) not found; make deps installs it (Debian package prometheus)"; exit 1; }
+	$(PROMTOOL) check config --syntax-only docker/prometheus/prometheus.yml
+	$(GO) test -count=1 ./deploy/
+
+DOCKER     ?= docker
+IMAGE      ?= policyd
+# The images build everything from the sources inside Docker; they need a Docker engine with
+# BuildKit (Docker 23+), not make deps.
+docker:
+	@$(DOCKER) info >/dev/null 2>&1 || { echo "docker: no Docker engine answers ($(DOCKER) info failed); make docker needs one"; exit 1; }
+	DOCKER_BUILDKIT=1 $(DOCKER) build -f docker/Dockerfile -t $(IMAGE):cpu .
+
+docker-gpu:
+	@$(DOCKER) info >/dev/null 2>&1 || { echo "docker-gpu: no Docker engine answers ($(DOCKER) info failed); make docker-gpu needs one"; exit 1; }
+	DOCKER_BUILDKIT=1 $(DOCKER) build -f docker/Dockerfile.gpu -t $(IMAGE):gpu .
 
 bench-engine: build
 	bash bench/engine/run.sh

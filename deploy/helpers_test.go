@@ -1,0 +1,132 @@
+package deploy
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/policyd/policyd/config"
+	"go.yaml.in/yaml/v3"
+)
+
+const (
+	repoRoot          = ".."
+	observabilityDoc  = "../docs/observability.md"
+	exampleRepository = "../examples/repository"
+)
+
+func readFile(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// policydArgs parses a policyd command line the way cmd/policyd does for the flags a
+// deployment may pass: --config, --profile and the long form of every config key
+// (--server.addr, --repository.path, ...). It fails on any other flag or argument.
+func policydArgs(t *testing.T, args []string) config.LoadOptions {
+	t.Helper()
+	fs := flag.NewFlagSet("policyd", flag.ContinueOnError)
+	fs.SetOutput(&strings.Builder{})
+	var opts config.LoadOptions
+	fs.StringVar(&opts.File, "config", "", "")
+	fs.StringVar(&opts.Profile, "profile", "", "")
+	keyed := config.BindFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		t.Fatalf("policyd %s: %v", strings.Join(args, " "), err)
+	}
+	if fs.NArg() > 0 {
+		t.Fatalf("policyd %s: unexpected arguments %q", strings.Join(args, " "), fs.Args())
+	}
+	opts.Flags = keyed()
+	return opts
+}
+
+// checkPolicydConfig validates what a deployment gives policyd: its command-line arguments,
+// environment and config files (files maps a path inside the container to the file's
+// content). repository.path (from the file or a flag) must be modelsPath, the folder the
+// deployment mounts the repository at; it is validated against the bundled example repository
+// (examples/repository, which the images ship as /models) in its place, so that the models a
+// config names must exist there. It returns the validated config.
+func checkPolicydConfig(t *testing.T, args []string, env map[string]string, files map[string]string, modelsPath string) *config.Config {
+	t.Helper()
+	opts := policydArgs(t, args)
+	dir := t.TempDir()
+	for path, content := range files {
+		p := filepath.Join(dir, filepath.FromSlash(path))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	repoPath, _ := opts.Flags["repository.path"].(string)
+	if opts.File != "" {
+		content, ok := files[opts.File]
+		if !ok {
+			t.Fatalf("--config %s: the deployment provides no such file (it has %v)", opts.File, keys(files))
+		}
+		var raw struct {
+			Repository struct {
+				Path string `yaml:"path"`
+			} `yaml:"repository"`
+		}
+		if err := yaml.Unmarshal([]byte(content), &raw); err != nil {
+			t.Fatalf("%s: %v", opts.File, err)
+		}
+		if repoPath == "" {
+			repoPath = raw.Repository.Path
+		}
+		opts.File = filepath.Join(dir, filepath.FromSlash(opts.File))
+	}
+	if repoPath != modelsPath {
+		t.Errorf("repository.path is %q; the repository is mounted at %q", repoPath, modelsPath)
+	}
+	models, err := filepath.Abs(exampleRepository)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Flags["repository.path"] = models
+	opts.Env = []string{}
+	for k, v := range env {
+		if k == "POLICYD_PROFILE" && opts.Profile == "" {
+			opts.Profile = v
+		}
+		opts.Env = append(opts.Env, k+"="+v)
+	}
+	opts.DotEnv = config.NoDotEnv
+	cfg, _, err := config.Load(opts)
+	if err != nil {
+		t.Fatalf("policyd config (args %q, env %v): %v", args, env, err)
+	}
+	return cfg
+}
+
+func keys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// metricLabels returns the labels docs/observability.md documents for a metric, and its
+// type; ok is false when the metric is not in the table.
+func metricLabels(t *testing.T, name string) (kind, labels string, ok bool) {
+	t.Helper()
+	row := regexp.MustCompile("(?m)^\\| `" + regexp.QuoteMeta(name) + "` \\| (\\w+) \\| ([^|]*) \\|")
+	m := row.FindSubmatch(readFile(t, observabilityDoc))
+	if m == nil {
+		return "", "", false
+	}
+	return string(m[1]), strings.TrimSpace(string(m[2])), true
+}
