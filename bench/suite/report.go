@@ -472,7 +472,7 @@ func (r *Report) memoryTable(t *table) {
 	t.line("One policyd per model (that model only, default settings). batch 0 = at rest after start-up; " +
 		"otherwise under closed-loop JSON load at that batch. RSS at the end of the run, the most RSS sampled every 50 ms during it, " +
 		"peak = VmHWM since start (includes loading and compiling the model), Go heap = `go_memstats_heap_inuse_bytes`, " +
-		"native arenas = `policyd_engine_memory_bytes` (n/a: this policyd's /metrics does not expose it). MB = 10^6 bytes.\n")
+		"native arenas = `policyd_engine_memory_bytes` summed over kind (arena, weights; n/a where /metrics does not expose it). MB = 10^6 bytes.\n")
 	t.head("model", "batch", "C", "RSS MB", "max RSS MB", "peak RSS MB", "Go heap MB", "native arenas MB", "req/s")
 	for _, m := range r.Memory {
 		if m.Error != "" {

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"github.com/valyala/fasthttp"
 )
 
@@ -188,40 +190,33 @@ func metrics(addr string, names ...string) (map[string]float64, error) {
 	return parseMetrics(string(body), names...), nil
 }
 
-// parseMetrics reads Prometheus text exposition: for each wanted name, the sum of its samples.
+// parseMetrics reads Prometheus text exposition (with prometheus/common's parser): for each
+// wanted name, the sum of its samples (gauges, counters, untyped). A name absent from the text
+// is absent from the map. Text the parser refuses yields an empty map.
 func parseMetrics(text string, names ...string) map[string]float64 {
-	want := map[string]bool{}
-	for _, n := range names {
-		want[n] = true
-	}
 	out := map[string]float64{}
-	for _, line := range strings.Split(text, "\n") {
-		if line == "" || line[0] == '#' {
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := p.TextToMetricFamilies(strings.NewReader(text))
+	if err != nil {
+		return out
+	}
+	for _, n := range names {
+		mf, ok := families[n]
+		if !ok {
 			continue
 		}
-		name, rest := line, ""
-		if i := strings.IndexAny(line, "{ "); i >= 0 {
-			name, rest = line[:i], line[i:]
-		}
-		if !want[name] {
-			continue
-		}
-		if strings.HasPrefix(rest, "{") {
-			j := strings.LastIndexByte(rest, '}')
-			if j < 0 {
-				continue
+		sum := 0.0
+		for _, m := range mf.GetMetric() {
+			switch {
+			case m.Gauge != nil:
+				sum += m.GetGauge().GetValue()
+			case m.Counter != nil:
+				sum += m.GetCounter().GetValue()
+			case m.Untyped != nil:
+				sum += m.GetUntyped().GetValue()
 			}
-			rest = rest[j+1:]
 		}
-		f := strings.Fields(rest)
-		if len(f) == 0 {
-			continue
-		}
-		v, err := strconv.ParseFloat(f[0], 64)
-		if err != nil {
-			continue
-		}
-		out[name] += v
+		out[n] = sum
 	}
 	return out
 }
