@@ -366,8 +366,9 @@ class CudaEngine final : public BackendEngine {
       nvrtcProgram* p;
       ~Destroy() { nvrtcDestroyProgram(p); }
     } destroy{&prog};
-    const char* opts[] = {opt.c_str(), "--std=c++14"};
-    nvrtcResult r = nvrtcCompileProgram(prog, 2, opts);
+    // NVRTC's default dialect (C++17 from CUDA 11 on); the source is plain C++11.
+    const char* opts[] = {opt.c_str()};
+    nvrtcResult r = nvrtcCompileProgram(prog, 1, opts);
     if (r != NVRTC_SUCCESS) {
       size_t len = 0;
       nvrtcGetProgramLogSize(prog, &len);
@@ -409,6 +410,9 @@ class CudaEngine final : public BackendEngine {
       weight_ptr_[t] = base + off;
       off += align_up(t->nbytes());
     }
+    // cudaMemcpy from pageable memory may return before its DMA lands; the contexts' streams
+    // do not wait for the legacy stream, so wait here, once per engine.
+    PD_CUDA_CHECK(cudaDeviceSynchronize());
   }
 
   std::shared_ptr<const Graph> graph_;
@@ -522,6 +526,9 @@ class Bucket {
       out_.push_back(Staging{v.dev, v.bytes(), pinned_alloc(v.bytes())});
       out_values_.push_back(v);
     }
+    // Per-bucket constants were uploaded with cudaMemcpy from pageable memory: let the DMA land
+    // before the context's (non-blocking) stream reads them.
+    if (!consts_.empty()) PD_CUDA_CHECK(cudaDeviceSynchronize());
   }
 
   ~Bucket() {
@@ -1180,8 +1187,10 @@ class CudaBackend final : public Backend {
     int rt = 0;
     cudaRuntimeGetVersion(&rt);
     const std::string k = fnv1a64_tag(kernel_source().data(), kernel_source().size());
-    return str("policyd-cuda-", PD_VERSION, "+k", k.substr(k.size() - 8), " cudart-", rt, " cublasLt-",
-               cublasLtGetVersion(), " nvrtc-", nvrtc_version());
+    // Path-safe (an engine cache lives under engines/cuda-<version>/<sm_XX>/): what the
+    // compiled code depends on, the kernel source's fingerprint included.
+    return str(PD_VERSION, "-k", k.substr(k.size() - 8), "-cudart", rt, "-cublaslt", cublasLtGetVersion(),
+               "-nvrtc", nvrtc_version());
   }
   std::unique_ptr<BackendEngine> build(std::shared_ptr<const Graph> g, const BuildOptions& o) override {
     return std::make_unique<CudaEngine>(std::move(g), o);
