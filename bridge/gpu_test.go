@@ -4,7 +4,9 @@ package bridge
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
+	"math"
 	"os"
 	"strings"
 	"testing"
@@ -79,17 +81,33 @@ func TestCpuEngineHasNoCacheAndNoDeviceTime(t *testing.T) {
 	}
 }
 
-func TestCudaEngineCacheRoundTrip(t *testing.T) {
+// cudaRuntime is a runtime whose cuda backend has a device: the real one when this machine has
+// a GPU, else the test build of the plugin on the CPU emulation of CUDA (build/fakecuda, made
+// by make native), else the test skips.
+func cudaRuntime(t *testing.T) (*Runtime, []Device) {
+	t.Helper()
 	rt := newRuntime(t)
-	devs, _ := rt.Devices("cuda")
-	if len(devs) == 0 {
-		for _, b := range rt.Backends() {
-			if b.Name == "cuda" {
-				t.Skipf("no CUDA device: %s", b.Reason)
-			}
-		}
-		t.Skip("cuda plugin not installed")
+	if devs, _ := rt.Devices("cuda"); len(devs) > 0 {
+		return rt, devs
 	}
+	if _, err := os.Stat("../build/fakecuda/libpolicyd_backend_cuda.so"); err != nil {
+		t.Skip("no CUDA device and no build/fakecuda")
+	}
+	rt, err := NewRuntime("../build/fakecuda")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rt.Close() })
+	devs, err := rt.Devices("cuda")
+	if err != nil || len(devs) == 0 {
+		t.Fatalf("fake cuda: %v, %v (%+v)", devs, err, rt.Backends())
+	}
+	t.Logf("no GPU: on the CPU emulation of CUDA (%s)", devs[0].Name)
+	return rt, devs
+}
+
+func TestCudaEngineCacheRoundTrip(t *testing.T) {
+	rt, devs := cudaRuntime(t)
 	model, err := os.ReadFile("../../shared/peers/models/mlp-med.onnx")
 	if err != nil {
 		t.Skipf("peers' models not found: %v", err)
@@ -112,9 +130,73 @@ func TestCudaEngineCacheRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatalf("from cache: %v", err)
 	}
-	e2.Close()
+	defer e2.Close()
+	// Both engines compute the same, and the one from the cache measures device time.
+	c, err := e2.NewContext()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	obs := make([]byte, 64*4)
+	for i := range 64 {
+		binary.LittleEndian.PutUint32(obs[4*i:], math.Float32bits(float32(i)/64-0.5))
+	}
+	out := make([]Tensor, 1)
+	if err := c.Run([]Tensor{{DType: Float32, Shape: []int64{1, 64}, Data: obs}}, out); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.DeviceTime(); !errors.Is(err, &Error{Code: CodeUnsupported}) {
+		t.Errorf("DeviceTime without Profile = %v, want unsupported", err)
+	}
+	want := bytes.Clone(out[0].Data)
+	c1, err := e.NewContext()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c1.Close()
+	if err := c1.Run([]Tensor{{DType: Float32, Shape: []int64{1, 64}, Data: obs}}, out); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(out[0].Data, want) {
+		t.Error("the engine from the cache computes differently")
+	}
+
 	opts.ModelDigest = "sha256:02"
 	if _, err := rt.NewEngine(model, opts); err == nil || !strings.Contains(err.Error(), "rebuild engines") {
 		t.Errorf("cache of another digest = %v, want refused", err)
+	}
+}
+
+func TestCudaProfiledRunsReportDeviceTime(t *testing.T) {
+	rt, _ := cudaRuntime(t)
+	model, err := os.ReadFile("../../shared/peers/models/mlp-small.onnx")
+	if err != nil {
+		t.Skipf("peers' models not found: %v", err)
+	}
+	e, err := rt.NewEngine(model, EngineOptions{Backend: "cuda", Profile: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	c, err := e.NewContext()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	out := make([]Tensor, 1)
+	for run := range 3 { // eager, capture, replay
+		if err := c.Run([]Tensor{{DType: Float32, Shape: []int64{2, 8}, Data: make([]byte, 2*8*4)}}, out); err != nil {
+			t.Fatalf("run %d: %v", run, err)
+		}
+		if d, err := c.DeviceTime(); err != nil || d < 0 {
+			t.Errorf("run %d: DeviceTime = %v, %v", run, d, err)
+		}
+	}
+	if len(out[0].Shape) != 2 || out[0].Shape[0] != 2 || out[0].Shape[1] != 2 {
+		t.Errorf("output shape %v, want [2 2]", out[0].Shape)
+	}
+	if _, err := rt.NewEngine(model, EngineOptions{Backend: "cuda", Device: 7}); !errors.Is(err, &Error{Code: CodeInvalidArg}) ||
+		!strings.Contains(err.Error(), "device 7 out of range") {
+		t.Errorf("device 7: %v, want out of range", err)
 	}
 }

@@ -19,11 +19,15 @@
 // Threading follows backend.h: the engine (module, device copies of the weights) is immutable
 // after build and shared by its contexts; a context is used by one thread at a time; every
 // entry point sets the engine's device on the calling thread first.
+#ifdef PD_FAKE_CUDA
+#include "fake_cuda.h"  // the test build: a CPU emulation of the calls below (csrc/cuda/fake)
+#else
 #include <cublasLt.h>
 #include <cuda.h>
 #include <cuda_runtime.h>
-#include <dlfcn.h>
 #include <nvrtc.h>
+#endif
+#include <dlfcn.h>
 
 #include <algorithm>
 #include <atomic>
@@ -118,6 +122,14 @@ Driver g_drv;
 
 // Returns "" or why the driver library cannot be used.
 std::string load_driver() {
+#ifdef PD_FAKE_CUDA
+  g_drv.ModuleLoadData = &fake_cuModuleLoadData;
+  g_drv.ModuleUnload = &fake_cuModuleUnload;
+  g_drv.ModuleGetFunction = &fake_cuModuleGetFunction;
+  g_drv.LaunchKernel = &fake_cuLaunchKernel;
+  g_drv.GetErrorString = &fake_cuGetErrorString;
+  return "";
+#endif
   void* h = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
   if (!h) {
     const char* e = dlerror();
@@ -295,10 +307,12 @@ class CudaEngine final : public BackendEngine {
       fail(PD_ERR_INVALID_ARG, o.name, ": CUDA device ", o.device, " does not exist (", g_devices.size(),
            " found)");
     device_ = g_devices[o.device];
-    for (const auto& in : graph_->inputs)
-      if (in.value_input)
-        fail(PD_ERR_UNSUPPORTED, o.name, ": shape-tensor input '", in.name, "' is not supported on CUDA");
-    std::string why = unsupported_reason(*graph_, analyze(*graph_, probe_shapes(*graph_)));
+    bool value_inputs = false;
+    for (const auto& in : graph_->inputs) value_inputs = value_inputs || in.value_input;
+    // With shape-tensor inputs the shapes depend on their values: check op names now, types and
+    // attributes per bucket.
+    std::string why = value_inputs ? unsupported_op(*graph_)
+                                   : unsupported_reason(*graph_, analyze(*graph_, probe_shapes(*graph_)));
     if (!why.empty()) fail(PD_ERR_UNSUPPORTED, o.name, ": ", why);
     PD_CUDA_CHECK(cudaSetDevice(device_.ordinal));
 
@@ -461,6 +475,8 @@ class Bucket {
       : e_(e), key_(std::move(key)), lt_(lt), ws_(ws), ev0_(ev0), ev1_(ev1) {
     const Graph& g = e.graph();
     Analysis a = analyze(g, key_.shapes, key_.values);
+    std::string why = unsupported_reason(g, a);
+    if (!why.empty()) fail(PD_ERR_UNSUPPORTED, e.options().name, ": ", why);
     // Sizes first: inputs and the outputs of live, non-alias nodes live in the arena; folded
     // values that are not graph constants are uploaded to a per-bucket pool.
     std::vector<std::pair<std::string, size_t>> arena_values;

@@ -89,8 +89,6 @@ std::string check_node(const Node& n, const std::vector<TensorInfo>& in, const s
     }
     if (in.size() > 4 && in[4].present()) return why("the CUDA LSTM has no sequence_lens");
     if (in.size() > 7 && in[7].present()) return why("the CUDA LSTM has no peepholes");
-    for (size_t i : {1, 2})
-      if (!in[i].value) return why("W and R must be constants");
   }
   return "";
 }
@@ -101,6 +99,15 @@ std::vector<std::string> supported_ops() {
   std::set<std::string> all;
   for (const auto* s : {&kFloatOnly, &kFloatOrInt64, &kBool, &kAnyType}) all.insert(s->begin(), s->end());
   return {all.begin(), all.end()};
+}
+
+std::string unsupported_op(const Graph& g) {
+  for (const auto& n : g.nodes) {
+    const std::string op = qualified(n);
+    if (kRandom.count(op) || !(kFloatOnly.count(op) || kFloatOrInt64.count(op) || kBool.count(op) || kAnyType.count(op)))
+      return check_node(n, {}, {});
+  }
+  return "";
 }
 
 std::string unsupported_reason(const Graph& g, const Analysis& a) {

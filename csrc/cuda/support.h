@@ -20,6 +20,10 @@ std::vector<std::string> supported_ops();
 // ("RandomNormalLike node '/x': random operators run on the CPU backend only").
 std::string unsupported_reason(const Graph& g, const Analysis& a);
 
+// The same by op name alone, for graphs whose shapes depend on input values (shape-tensor
+// inputs): their types and attributes are checked per shape bucket.
+std::string unsupported_op(const Graph& g);
+
 // Serialized form of the backend's part of an engine cache (the core adds the envelope that
 // binds model and backend version): the architecture the code was compiled for, the NVRTC
 // version, a fingerprint of the kernel source, the code kind ("cubin" or "ptx") and the code.

@@ -3,7 +3,8 @@
 //   pd_refcheck [--backend NAME] [--backend-dir DIR] [--repo DIR] [--cache-roundtrip]
 //               [--rtol R] [--atol A] REF.json...
 //       Runs each ONNX Runtime reference (testdata/reference/*.json: model path relative to
-//       --repo, inputs, expected outputs) on the backend and compares every deterministic
+//       --repo, inputs, expected outputs) on the backend, three times on one context (on cuda
+//       an eager run, the graph capture, a replay: all must agree), and compares every deterministic
 //       output: |got - want| <= atol + rtol * |want| (defaults 1e-5, 1e-3); integers exactly;
 //       outputs of random ops by dtype and shape. A model the backend refuses with
 //       PD_ERR_UNSUPPORTED is reported as FALLBACK with the reason (the server would run it on
@@ -169,23 +170,39 @@ void make_engine(pd_runtime* rt, const Options& o, const std::string& model, con
   check(err, "engine");
 }
 
-// Runs the reference's inputs; returns the outputs copied out.
-std::vector<HostTensor> run_once(pd_engine* e, std::vector<HostTensor>& inputs) {
+// Runs the reference's inputs three times on one context (cuda: an eager run, the run that
+// captures the CUDA graph, a replay) and returns the last outputs, copied out. *unstable names
+// a deterministic output whose runs differ.
+std::vector<HostTensor> run_inputs(pd_engine* e, std::vector<HostTensor>& inputs, const std::vector<HostTensor>& want,
+                                   std::string* unstable) {
   Context c;
   check(pd_context_create(e, &c.c), "context");
   std::vector<pd_tensor> in;
   for (auto& t : inputs) in.push_back(t.view());
-  std::vector<pd_tensor> out(pd_engine_output_count(e));
-  check(pd_context_run(c.c, in.data(), static_cast<int32_t>(in.size()), out.data(),
-                       static_cast<int32_t>(out.size())), "run");
-  std::vector<HostTensor> res;
-  for (auto& t : out) {
-    HostTensor h;
-    h.dtype = t.dtype;
-    h.shape.assign(t.dims, t.dims + t.rank);
-    const auto* p = static_cast<const unsigned char*>(t.data);
-    h.bytes.assign(p, p + t.byte_size);
-    res.push_back(std::move(h));
+  std::vector<HostTensor> res, first;
+  for (int run = 0; run < 3; ++run) {
+    std::vector<pd_tensor> out(pd_engine_output_count(e));
+    check(pd_context_run(c.c, in.data(), static_cast<int32_t>(in.size()), out.data(),
+                         static_cast<int32_t>(out.size())), "run");
+    res.clear();
+    for (auto& t : out) {
+      HostTensor h;
+      h.dtype = t.dtype;
+      h.shape.assign(t.dims, t.dims + t.rank);
+      const auto* p = static_cast<const unsigned char*>(t.data);
+      h.bytes.assign(p, p + t.byte_size);
+      res.push_back(std::move(h));
+    }
+    if (run == 0) first = res;
+    for (size_t i = 0; i < res.size() && unstable->empty(); ++i) {
+      pd_io_info info;
+      check(pd_engine_output_info(e, static_cast<int32_t>(i), &info), "output info");
+      bool deterministic = true;
+      for (const auto& w : want)
+        if (w.name == info.name) deterministic = w.deterministic;
+      if (deterministic && res[i].bytes != first[i].bytes)
+        *unstable = std::string(info.name) + " differs between run 1 and run " + std::to_string(run + 1);
+    }
   }
   return res;
 }
@@ -243,7 +260,9 @@ int check_refs(pd_runtime* rt, const Options& o, const std::vector<std::string>&
         throw;
       }
       double worst = 0;
-      std::string diff = compare(e.e, run_once(e.e, in), want, o, &worst);
+      std::string unstable;
+      std::string diff = compare(e.e, run_inputs(e.e, in, want, &unstable), want, o, &worst);
+      if (diff.empty()) diff = unstable;
       if (diff.empty() && o.cache_roundtrip) {
         void* data = nullptr;
         size_t size = 0;
@@ -252,7 +271,8 @@ int check_refs(pd_runtime* rt, const Options& o, const std::vector<std::string>&
         pd_engine_serialized_free(data);
         Engine e2;
         make_engine(rt, o, model, id + " (from cache)", &blob, false, &e2);
-        diff = compare(e2.e, run_once(e2.e, in), want, o, &worst);
+        diff = compare(e2.e, run_inputs(e2.e, in, want, &unstable), want, o, &worst);
+        if (diff.empty()) diff = unstable;
         if (!diff.empty()) diff = "from its cache: " + diff;
       }
       if (diff.empty()) {
