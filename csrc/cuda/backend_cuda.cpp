@@ -280,7 +280,8 @@ class LtGemm {
   cublasLtMatmulAlgo_t algo_{};
 };
 
-constexpr size_t kWorkspace = 4u << 20;
+// cuBLASLt's workspace per context; NVIDIA recommends 32 MiB on Hopper.
+constexpr size_t kWorkspace = 32u << 20;
 
 // ---- the engine -----------------------------------------------------------------------------
 
@@ -315,6 +316,9 @@ class CudaEngine final : public BackendEngine {
                                    : unsupported_reason(*graph_, analyze(*graph_, probe_shapes(*graph_)));
     if (!why.empty()) fail(PD_ERR_UNSUPPORTED, o.name, ": ", why);
     PD_CUDA_CHECK(cudaSetDevice(device_.ordinal));
+    // Make the device's primary context current on this thread (before CUDA 12 cudaSetDevice
+    // alone does not): the driver-API module calls below need it.
+    PD_CUDA_CHECK(cudaFree(nullptr));
 
     Payload want;
     want.arch = device_.target;
@@ -338,6 +342,7 @@ class CudaEngine final : public BackendEngine {
 
   ~CudaEngine() override {
     cudaSetDevice(device_.ordinal);
+    cudaFree(nullptr);  // the primary context current for cuModuleUnload
     weights_.reset();
     if (module_) g_drv.ModuleUnload(module_);
   }
@@ -1124,6 +1129,7 @@ class CudaContext final : public BackendContext {
  public:
   explicit CudaContext(const CudaEngine& e) : e_(e), graphs_(graphs_enabled()) {
     PD_CUDA_CHECK(cudaSetDevice(e_.ordinal()));
+    PD_CUDA_CHECK(cudaFree(nullptr));
     PD_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     PD_CUBLAS_CHECK(cublasLtCreate(&lt_));
     ws_ = dev_alloc(kWorkspace);
