@@ -329,7 +329,7 @@ class CudaEngine final : public BackendEngine {
       check_payload(want, got);
       code_ = std::move(got);
     } else {
-      code_ = compile(want);
+      code_ = compiled(want);
     }
     PD_CU_CHECK(g_drv.ModuleLoadData(&module_, code_.code.data()));
     for (const auto& name : kernel_names()) {
@@ -366,6 +366,17 @@ class CudaEngine final : public BackendEngine {
   }
 
  private:
+  // The module for want.arch: compiled once per process and architecture (every model uses the
+  // same kernels), then shared by the engines built after it.
+  static Payload compiled(const Payload& want) {
+    static std::mutex mu;
+    static std::map<std::string, Payload> by_arch;
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = by_arch.find(want.arch);
+    if (it == by_arch.end()) it = by_arch.emplace(want.arch, compile(want)).first;
+    return it->second;
+  }
+
   // NVRTC: SASS for the device's architecture when NVRTC knows it, else PTX for the newest
   // architecture it knows (the driver compiles that for the device at load).
   static Payload compile(Payload p) {
