@@ -56,7 +56,7 @@ grep -E "policyd .*backends" "$out/cmake.txt"
 timeout $(( $(left) - 150 )) cmake --build build/gpu -j "$(nproc)" --target policyd policyd_backend_cuda pd_refcheck \
   >"$out/build.txt" 2>&1 || { grep -E "error|Error" "$out/build.txt" | head -30; echo "gpu-check: build failed"; exit 1; }
 echo "built in $((SECONDS - t0)) s"
-export LD_LIBRARY_PATH="$bundle/lib:$root/build/gpu/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export LD_LIBRARY_PATH="$bundle/lib:$root/build/gpu/lib:$cuda_root/lib64:$cuda_root/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 refcheck=build/gpu/csrc/tests/pd_refcheck
 
 step "ONNX Runtime references on the cuda backend (and from each engine's cache)"

@@ -60,6 +60,105 @@ namespace {
 
 const HostServices* g_host = nullptr;
 
+// ---- cuBLASLt and NVRTC, opened only where there is a device ---------------------------------
+// Loading libcublasLt costs ~75 MB of resident memory and libnvrtc ~12 MB: linked, every
+// process that loads the plugin would pay that, GPU or not. So the plugin links only cudart
+// and opens these two when it has found a device.
+#define PD_LT_FUNCS(X)                                                                              \
+  X(cublasLtGetStatusString) X(cublasLtGetVersion) X(cublasLtCreate) X(cublasLtDestroy)            \
+  X(cublasLtMatmulDescCreate) X(cublasLtMatmulDescDestroy) X(cublasLtMatmulDescSetAttribute)       \
+  X(cublasLtMatrixLayoutCreate) X(cublasLtMatrixLayoutDestroy) X(cublasLtMatrixLayoutSetAttribute) \
+  X(cublasLtMatmulPreferenceCreate) X(cublasLtMatmulPreferenceDestroy)                             \
+  X(cublasLtMatmulPreferenceSetAttribute) X(cublasLtMatmulAlgoGetHeuristic) X(cublasLtMatmul)
+#define PD_NVRTC_FUNCS(X)                                                                       \
+  X(nvrtcGetErrorString) X(nvrtcVersion) X(nvrtcGetNumSupportedArchs) X(nvrtcGetSupportedArchs) \
+  X(nvrtcCreateProgram) X(nvrtcDestroyProgram) X(nvrtcCompileProgram) X(nvrtcGetProgramLogSize) \
+  X(nvrtcGetProgramLog) X(nvrtcGetCUBINSize) X(nvrtcGetCUBIN) X(nvrtcGetPTXSize) X(nvrtcGetPTX)
+
+struct Libs {
+#define PD_PTR(f) decltype(&::f) f = nullptr;
+  PD_LT_FUNCS(PD_PTR) PD_NVRTC_FUNCS(PD_PTR)
+#undef PD_PTR
+};
+Libs g_libs;
+
+// Every call below goes through the table (a function-like macro per function; taking an
+// address, as the table's declaration does, is not a call and is left alone).
+#define cublasLtGetStatusString(...) g_libs.cublasLtGetStatusString(__VA_ARGS__)
+#define cublasLtGetVersion(...) g_libs.cublasLtGetVersion(__VA_ARGS__)
+#define cublasLtCreate(...) g_libs.cublasLtCreate(__VA_ARGS__)
+#define cublasLtDestroy(...) g_libs.cublasLtDestroy(__VA_ARGS__)
+#define cublasLtMatmulDescCreate(...) g_libs.cublasLtMatmulDescCreate(__VA_ARGS__)
+#define cublasLtMatmulDescDestroy(...) g_libs.cublasLtMatmulDescDestroy(__VA_ARGS__)
+#define cublasLtMatmulDescSetAttribute(...) g_libs.cublasLtMatmulDescSetAttribute(__VA_ARGS__)
+#define cublasLtMatrixLayoutCreate(...) g_libs.cublasLtMatrixLayoutCreate(__VA_ARGS__)
+#define cublasLtMatrixLayoutDestroy(...) g_libs.cublasLtMatrixLayoutDestroy(__VA_ARGS__)
+#define cublasLtMatrixLayoutSetAttribute(...) g_libs.cublasLtMatrixLayoutSetAttribute(__VA_ARGS__)
+#define cublasLtMatmulPreferenceCreate(...) g_libs.cublasLtMatmulPreferenceCreate(__VA_ARGS__)
+#define cublasLtMatmulPreferenceDestroy(...) g_libs.cublasLtMatmulPreferenceDestroy(__VA_ARGS__)
+#define cublasLtMatmulPreferenceSetAttribute(...) g_libs.cublasLtMatmulPreferenceSetAttribute(__VA_ARGS__)
+#define cublasLtMatmulAlgoGetHeuristic(...) g_libs.cublasLtMatmulAlgoGetHeuristic(__VA_ARGS__)
+#define cublasLtMatmul(...) g_libs.cublasLtMatmul(__VA_ARGS__)
+#define nvrtcGetErrorString(...) g_libs.nvrtcGetErrorString(__VA_ARGS__)
+#define nvrtcVersion(...) g_libs.nvrtcVersion(__VA_ARGS__)
+#define nvrtcGetNumSupportedArchs(...) g_libs.nvrtcGetNumSupportedArchs(__VA_ARGS__)
+#define nvrtcGetSupportedArchs(...) g_libs.nvrtcGetSupportedArchs(__VA_ARGS__)
+#define nvrtcCreateProgram(...) g_libs.nvrtcCreateProgram(__VA_ARGS__)
+#define nvrtcDestroyProgram(...) g_libs.nvrtcDestroyProgram(__VA_ARGS__)
+#define nvrtcCompileProgram(...) g_libs.nvrtcCompileProgram(__VA_ARGS__)
+#define nvrtcGetProgramLogSize(...) g_libs.nvrtcGetProgramLogSize(__VA_ARGS__)
+#define nvrtcGetProgramLog(...) g_libs.nvrtcGetProgramLog(__VA_ARGS__)
+#define nvrtcGetCUBINSize(...) g_libs.nvrtcGetCUBINSize(__VA_ARGS__)
+#define nvrtcGetCUBIN(...) g_libs.nvrtcGetCUBIN(__VA_ARGS__)
+#define nvrtcGetPTXSize(...) g_libs.nvrtcGetPTXSize(__VA_ARGS__)
+#define nvrtcGetPTX(...) g_libs.nvrtcGetPTX(__VA_ARGS__)
+
+// Returns "" or why cuBLASLt or NVRTC cannot be used.
+std::string load_libs() {
+#ifdef PD_FAKE_CUDA
+#define PD_SET(f) g_libs.f = &::f;
+  PD_LT_FUNCS(PD_SET) PD_NVRTC_FUNCS(PD_SET)
+#undef PD_SET
+  return "";
+#else
+  // The libraries of the toolkit this plugin was compiled with (same major version).
+  const std::string major = std::to_string(CUDART_VERSION / 1000);
+  auto open = [](const std::vector<std::string>& names, std::string* err) -> void* {
+    for (const auto& n : names) {
+      if (n.empty()) continue;
+      if (void* h = dlopen(n.c_str(), RTLD_NOW | RTLD_LOCAL)) return h;
+      const char* e = dlerror();
+      *err = e ? e : n + " not found";
+    }
+    return nullptr;
+  };
+  // First beside the libcudart this plugin loaded (a toolkit outside the linker's path, e.g.
+  // /usr/local/cuda/lib64), then wherever the dynamic linker finds them.
+  std::string dir;
+  Dl_info info;
+  if (dladdr(reinterpret_cast<void*>(&cudaGetDeviceCount), &info) && info.dli_fname) {
+    dir = info.dli_fname;
+    dir = dir.substr(0, dir.rfind('/') + 1);
+  }
+  std::string err;
+  void* lt = open({dir + "libcublasLt.so." + major, "libcublasLt.so." + major, "libcublasLt.so"}, &err);
+  if (!lt) return "cannot load cuBLASLt (" + err + ")";
+  const std::string nvso = major == "11" ? "libnvrtc.so.11.2" : "libnvrtc.so." + major;
+  void* nv = open({dir + nvso, nvso, "libnvrtc.so"}, &err);
+  if (!nv) return "cannot load NVRTC (" + err + ")";
+#define PD_SYM(lib, f)                                                  \
+  g_libs.f = reinterpret_cast<decltype(g_libs.f)>(dlsym(lib, #f));      \
+  if (!g_libs.f) return std::string(#lib " library lacks ") + #f;
+#define PD_SYM_LT(f) PD_SYM(lt, f)
+#define PD_SYM_NV(f) PD_SYM(nv, f)
+  PD_LT_FUNCS(PD_SYM_LT) PD_NVRTC_FUNCS(PD_SYM_NV)
+#undef PD_SYM_NV
+#undef PD_SYM_LT
+#undef PD_SYM
+  return "";
+#endif
+}
+
 void log(pd_log_level level, const std::string& msg) {
   if (g_host && g_host->log) g_host->log(level, msg.c_str());
 }
@@ -1247,6 +1346,8 @@ std::string probe() {
                ", this plugin was built with CUDA ", runtime / 1000, ".", runtime % 1000 / 10);
   if (e != cudaSuccess) return str("no usable CUDA device (", cudaGetErrorName(e), ": ", cudaGetErrorString(e), ")");
   if (count == 0) return "no CUDA device";
+  why = load_libs();
+  if (!why.empty()) return why;
   for (int i = 0; i < count; ++i) {
     cudaDeviceProp p{};
     e = cudaGetDeviceProperties(&p, i);
