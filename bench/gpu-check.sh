@@ -5,6 +5,8 @@
 # `make gpu-bundle` prepares (build/gpu-bundle, or $PD_GPU_BUNDLE).
 #
 #   bash bench/gpu-check.sh            # about 3-5 minutes; everything within 8
+#   bash bench/gpu-check.sh --fake     # the same on the CPU emulation of CUDA (csrc/cuda/fake):
+#                                      # checks the script itself on a machine without a GPU
 #
 # 1. says which GPU, driver and toolkit, and whether TensorRT is present;
 # 2. builds libpolicyd + the cuda plugin + pd_refcheck with CMake (-DPD_CUDA=ON, no oneDNN);
@@ -18,6 +20,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
+fake=0
+[ "${1:-}" = --fake ] && fake=1
 bundle=${PD_GPU_BUNDLE:-$root/build/gpu-bundle}
 out=$root/build/gpu-check
 mkdir -p "$out"
@@ -53,26 +57,33 @@ timeout $(( $(left) - 200 )) cmake -S . -B build/gpu -G Ninja -DCMAKE_BUILD_TYPE
   -DProtobuf_LIBRARY="$bundle/lib/libprotobuf.so" -DCMAKE_INCLUDE_PATH="$bundle/include" \
   -DCMAKE_BUILD_RPATH="$bundle/lib" >"$out/cmake.txt" 2>&1 || { tail -30 "$out/cmake.txt"; echo "gpu-check: configure failed"; exit 1; }
 grep -E "policyd .*backends" "$out/cmake.txt"
-timeout $(( $(left) - 150 )) cmake --build build/gpu -j "$(nproc)" --target policyd policyd_backend_cuda pd_refcheck \
+targets="policyd policyd_backend_cuda pd_refcheck"
+[ $fake = 1 ] && targets="$targets policyd_backend_cuda_fake"
+timeout $(( $(left) - 150 )) cmake --build build/gpu -j "$(nproc)" --target $targets \
   >"$out/build.txt" 2>&1 || { grep -E "error|Error" "$out/build.txt" | head -30; echo "gpu-check: build failed"; exit 1; }
 echo "built in $((SECONDS - t0)) s"
 export LD_LIBRARY_PATH="$bundle/lib:$root/build/gpu/lib:$cuda_root/lib64:$cuda_root/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 refcheck=build/gpu/csrc/tests/pd_refcheck
+plugins=build/gpu/lib
+[ $fake = 1 ] && plugins=build/gpu/fakecuda && echo "FAKE: the CPU emulation of CUDA, not a GPU; numbers mean nothing"
+why=$($refcheck --backend cuda --backend-dir $plugins --repo "$repo" testdata/reference/peers-mlp-small_b1.json \
+  | sed -n 's/^backend cuda *unavailable: //p')
+if [ -n "$why" ]; then echo "gpu-check: the cuda backend is unavailable: $why"; exit 1; fi
 
 step "ONNX Runtime references on the cuda backend (and from each engine's cache)"
 refs=(testdata/reference/*.json)
-timeout 90 $refcheck --backend cuda --backend-dir build/gpu/lib --repo "$repo" --cache-roundtrip "${refs[@]}" \
+timeout 90 $refcheck --backend cuda --backend-dir $plugins --repo "$repo" --cache-roundtrip "${refs[@]}" \
   | tee "$out/refcheck.txt"
 rc=${PIPESTATUS[0]}
 if [ "$rc" != 0 ]; then
   echo "-- again without CUDA graphs (eager launches), to tell graph capture from kernel faults:"
-  POLICYD_CUDA_GRAPHS=0 timeout 60 $refcheck --backend cuda --backend-dir build/gpu/lib --repo "$repo" "${refs[@]}" \
+  POLICYD_CUDA_GRAPHS=0 timeout 60 $refcheck --backend cuda --backend-dir $plugins --repo "$repo" "${refs[@]}" \
     | grep -E "^(FAIL|refcheck)" | tee "$out/refcheck-nographs.txt"
 fi
 
 step "benchmark: batch 1, 32, 256"
 bench_refs=(testdata/reference/peers-*_b1.json)
-timeout $(( $(left) - 60 )) $refcheck --backend cuda --backend-dir build/gpu/lib --repo "$repo" \
+timeout $(( $(left) - 60 )) $refcheck --backend cuda --backend-dir $plugins --repo "$repo" \
   --bench 1,32,256 --seconds 0.7 "${bench_refs[@]}" | tee "$out/bench.txt"
 mlps=()
 for m in mlp-small mlp-med mlp-large; do
@@ -81,6 +92,7 @@ for m in mlp-small mlp-med mlp-large; do
   if $refcheck --export-gemms "$repo/../shared/peers/models/$m.onnx" "$d"; then mlps+=(--mlp "peers-$m=$d"); fi
 done
 step "PyTorch eager on the same GPU, and the table"
+[ $fake = 1 ] && mlps=()
 timeout $(( $(left) > 20 ? $(left) : 20 )) python3 bench/gpu/torch_mlp.py --bench "$out/bench.txt" "${mlps[@]}" \
   --batches 1,32,256 --seconds 0.5 | tee "$out/table.md"
 echo
