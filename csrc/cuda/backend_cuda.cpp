@@ -630,6 +630,7 @@ class Bucket {
       Value v{t.dtype, t.shape, const_cast<void*>(e_.weight(t.value.get()))};
       if (!v.dev) {
         consts_.push_back(dev_alloc(t.value->nbytes()));
+        extra_bytes_ += t.value->nbytes();
         v.dev = consts_.back().get();
         if (t.value->nbytes())
           PD_CUDA_CHECK(cudaMemcpy(v.dev, t.value->data(), t.value->nbytes(), cudaMemcpyHostToDevice));
@@ -667,7 +668,9 @@ class Bucket {
   }
 
   const BucketKey& key() const { return key_; }
-  size_t arena_bytes() const { return arena_bytes_; }
+  // Device memory of the bucket: the arena, per-step scratch (im2col, LSTM gates) and folded
+  // constants of its own.
+  size_t arena_bytes() const { return arena_bytes_ + extra_bytes_; }
 
   void run(cudaStream_t s, bool graphs, bool profile, const pd_tensor* inputs, pd_tensor* outputs, double* dev_ms) {
     for (size_t i = 0; i < in_.size(); ++i)
@@ -906,6 +909,7 @@ class Bucket {
     const float* col = cf(X);
     if (!direct) {
       scratch_.push_back(dev_alloc(static_cast<size_t>(N * K * P) * sizeof(float)));
+      extra_bytes_ += static_cast<size_t>(N * K * P) * sizeof(float);
       float* colp = static_cast<float*>(scratch_.back().get());
       col = colp;
       CUfunction k = fn("pd_im2col_f32");
@@ -939,6 +943,7 @@ class Bucket {
     float* cst = out(2);
     auto scratch = [&](size_t floats) {
       scratch_.push_back(dev_alloc(floats * sizeof(float)));
+      extra_bytes_ += floats * sizeof(float);
       return static_cast<float*>(scratch_.back().get());
     };
     if (!h) h = scratch(B * H);
@@ -1211,7 +1216,7 @@ class Bucket {
   cublasLtHandle_t lt_;
   void* ws_;
   cudaEvent_t ev0_, ev1_;
-  size_t arena_bytes_ = 0;
+  size_t arena_bytes_ = 0, extra_bytes_ = 0;
   DevMem arena_;
   std::vector<DevMem> consts_, scratch_;
   std::unordered_map<std::string, Value> values_;

@@ -3,6 +3,7 @@
 // is present: NVRTC is a compiler and needs no driver), and, with the plugin built, that
 // loading it on a machine without a GPU reports why it is unavailable.
 #include <gtest/gtest.h>
+#include <onnx/onnx_pb.h>
 
 #include <fstream>
 #include <functional>
@@ -232,5 +233,90 @@ TEST(CudaPlugin, ReportsWhyItIsUnavailableOrItsDevices) {
   pd_runtime_destroy(rt);
 }
 #endif
+
+// On the CPU emulation of CUDA (build/fakecuda): an index out of range in a Gather whose indices
+// are an input is caught on the device and fails that run with INVALID_ARG; the context stays
+// usable, and the memory it reports grows with its buckets.
+std::string gather_model() {
+  onnx::ModelProto m;
+  m.set_ir_version(8);
+  auto* os = m.add_opset_import();
+  os->set_domain("");
+  os->set_version(17);
+  auto* g = m.mutable_graph();
+  g->set_name("g");
+  auto* n = g->add_node();
+  n->set_op_type("Gather");
+  n->set_name("pick");
+  n->add_input("table");
+  n->add_input("idx");
+  n->add_output("y");
+  auto io = [](onnx::ValueInfoProto* v, const char* name, int type, std::vector<int64_t> dims) {
+    v->set_name(name);
+    auto* tt = v->mutable_type()->mutable_tensor_type();
+    tt->set_elem_type(type);
+    for (int64_t d : dims) {
+      if (d < 0) tt->mutable_shape()->add_dim()->set_dim_param("batch");
+      else tt->mutable_shape()->add_dim()->set_dim_value(d);
+    }
+  };
+  io(g->add_input(), "table", onnx::TensorProto::FLOAT, {4, 2});
+  io(g->add_input(), "idx", onnx::TensorProto::INT64, {-1});
+  io(g->add_output(), "y", onnx::TensorProto::FLOAT, {-1, 2});
+  return m.SerializeAsString();
+}
+
+TEST(FakeCuda, GatherIndexOutOfRangeFailsTheRunOnly) {
+  pd_runtime_options* ro = nullptr;
+  ASSERT_EQ(pd_runtime_options_create(&ro), nullptr);
+  ASSERT_EQ(pd_runtime_options_set_backend_dir(ro, PD_FAKE_CUDA_DIR), nullptr);
+  pd_runtime* rt = nullptr;
+  ASSERT_EQ(pd_runtime_create(ro, &rt), nullptr);
+  pd_runtime_options_destroy(ro);
+  pd_engine_options* eo = nullptr;
+  ASSERT_EQ(pd_engine_options_create(&eo), nullptr);
+  ASSERT_EQ(pd_engine_options_set_backend(eo, "cuda"), nullptr);
+  const std::string model = gather_model();
+  pd_engine* e = nullptr;
+  pd_error* err = pd_engine_create(rt, model.data(), model.size(), eo, &e);
+  ASSERT_EQ(err, nullptr) << pd_error_get_message(err);
+  pd_context* c = nullptr;
+  ASSERT_EQ(pd_context_create(e, &c), nullptr);
+
+  float table[8] = {0, 1, 10, 11, 20, 21, 30, 31};
+  auto run = [&](std::vector<int64_t> idx, pd_tensor* out) {
+    pd_tensor in[2] = {};
+    in[0] = pd_tensor{PD_DTYPE_FLOAT32, 2, {4, 2}, table, sizeof table};
+    in[1] = pd_tensor{PD_DTYPE_INT64, 1, {static_cast<int64_t>(idx.size())}, idx.data(), idx.size() * 8};
+    return pd_context_run(c, in, 2, out, 1);
+  };
+  pd_tensor out{};
+  ASSERT_EQ(run({2, -1}, &out), nullptr);
+  ASSERT_EQ(out.rank, 2);
+  const float* y = static_cast<const float*>(out.data);
+  EXPECT_EQ(std::vector<float>(y, y + 4), (std::vector<float>{20, 21, 30, 31}));
+
+  err = run({1, 4}, &out);
+  ASSERT_NE(err, nullptr);
+  EXPECT_EQ(pd_error_get_code(err), PD_ERR_INVALID_ARG);
+  EXPECT_NE(std::string(pd_error_get_message(err)).find("Gather index is out of range"), std::string::npos)
+      << pd_error_get_message(err);
+  pd_error_free(err);
+
+  pd_memory_info mi{};
+  ASSERT_EQ(pd_context_memory(c, &mi), nullptr);
+  EXPECT_EQ(mi.buckets, 1u);
+  EXPECT_GE(mi.arena_bytes, sizeof table + 16 + 16);
+  ASSERT_EQ(run({0, 0, 3}, &out), nullptr);  // a second bucket, and the context still works
+  y = static_cast<const float*>(out.data);
+  EXPECT_EQ(std::vector<float>(y, y + 6), (std::vector<float>{0, 1, 0, 1, 30, 31}));
+  ASSERT_EQ(pd_context_memory(c, &mi), nullptr);
+  EXPECT_EQ(mi.buckets, 2u);
+
+  pd_context_destroy(c);
+  pd_engine_destroy(e);
+  pd_engine_options_destroy(eo);
+  pd_runtime_destroy(rt);
+}
 
 }  // namespace
