@@ -7,7 +7,10 @@
 #   make check-monitoring  promtool check/test of the Prometheus rules, dashboard and GPU collector tests
 #   make bench        the benchmark suite: policyd beside the peers over HTTP, report in build/bench/
 #                     (BENCH_QUICK=1 for ~4 min, BENCH_SAVE_BASELINE=1 to save this hardware's baseline)
-#   make deps         Debian packages the build and the tests need (idempotent; root)
+#   make deps         Debian packages the build and the tests need (idempotent; root), the CUDA
+#                     toolkit included (CUDA_DEPS=0 skips it; the cuda plugin is then not built)
+#   make gpu-bundle   build/gpu-bundle/: what bench/gpu-check.sh needs on a GPU machine that has
+#                     only the CUDA toolkit, CMake, ninja and Python (docs/gpu.md)
 #   make check-deploy validate docker/ and deploy/: Dockerfiles, compose, Kubernetes, KServe, systemd
 #   make docker       build the CPU image policyd:cpu (needs a Docker engine with BuildKit)
 #   make docker-gpu   build the GPU image policyd:gpu (needs a Docker engine; runs with the NVIDIA Container Toolkit)
@@ -21,10 +24,18 @@ JOBS       ?= $(shell nproc)
 export GOTOOLCHAIN := local
 
 APT_PACKAGES := cmake ninja-build g++ pkg-config libonnx-dev libprotobuf-dev protobuf-compiler \
-                libdnnl-dev libonnx-testdata libgtest-dev libgmock-dev prometheus
+                libdnnl-dev libonnx-testdata libgtest-dev libgmock-dev prometheus nlohmann-json3-dev
+# The CUDA toolkit of Debian 12 (contrib/non-free): nvcc, cudart, cuBLAS/cuBLASLt (libcublaslt11),
+# NVRTC (libnvrtc11.2) and their headers (nvidia-cuda-dev). The cuda plugin needs no GPU to build.
+CUDA_DEPS    ?= 1
+CUDA_PACKAGES := nvidia-cuda-toolkit nvidia-cuda-dev
+NONFREE_SOURCES := /etc/apt/sources.list.d/debian-nonfree.sources
+# -DPD_CUDA=AUTO|ON|OFF for CMake (AUTO: build the cuda plugin when the toolkit is found).
+PD_CUDA      ?= AUTO
 PROMTOOL   ?= promtool
 
-.PHONY: all deps build native go run test test-native test-go check-monitoring bench bench-engine refs clean
+.PHONY: all deps deps-cuda build native go run test test-native test-go check-monitoring bench bench-engine refs \
+        gpu-bundle clean
 
 all: build
 
@@ -37,14 +48,33 @@ deps:
 	fi
 	@command -v node >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; }
 	@$(GO) version >/dev/null 2>&1 || { echo "deps: Go 1.26 is needed (expected at /usr/local/go)"; exit 1; }
+	@if [ "$(CUDA_DEPS)" = 1 ]; then $(MAKE) --no-print-directory deps-cuda; fi
+
+# Idempotent: enables bookworm's contrib/non-free components only when the toolkit has no
+# install candidate, then installs what is missing.
+deps-cuda:
+	@missing=$$(for p in $(CUDA_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "deps-cuda: run as root (apt-get), or CUDA_DEPS=0"; exit 1; fi; \
+	  if ! apt-cache policy nvidia-cuda-toolkit 2>/dev/null | grep -q 'Candidate: [0-9]'; then \
+	    if [ ! -f $(NONFREE_SOURCES) ]; then \
+	      echo "deps-cuda: enabling Debian contrib/non-free in $(NONFREE_SOURCES)"; \
+	      printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm bookworm-updates\nComponents: contrib non-free non-free-firmware\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' > $(NONFREE_SOURCES); \
+	    fi; \
+	    apt-get update -qq; \
+	  fi; \
+	  echo "deps-cuda: installing $$missing (about 3 GB)"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
 
 $(BUILD_DIR)/build.ninja: CMakeLists.txt
-	cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Release
+	cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Release -DPD_CUDA=$(PD_CUDA)
 
 native: deps $(BUILD_DIR)/build.ninja
 	cmake --build $(BUILD_DIR) -j $(JOBS)
 	@mkdir -p lib
 	@cp -u $(BUILD_DIR)/lib/libpolicyd.so $(BUILD_DIR)/lib/libpolicyd_backend_cpu.so lib/
+	@if [ -f $(BUILD_DIR)/lib/libpolicyd_backend_cuda.so ]; then cp -u $(BUILD_DIR)/lib/libpolicyd_backend_cuda.so lib/; fi
 
 go: native
 	@mkdir -p bin
@@ -104,6 +134,11 @@ bench-engine: build
 
 bench: build
 	bash bench/run.sh $(BENCH_ARGS)
+
+# The C++ build dependencies a CUDA-13-only GPU machine lacks (ONNX + protobuf headers, libraries
+# and protoc's generated headers; nlohmann/json), for bench/gpu-check.sh. Under 64 MiB with the tree.
+gpu-bundle:
+	bash bench/gpu/make-bundle.sh $(BUILD_DIR)/gpu-bundle
 
 refs:
 	cd tools/reference && npm ci --ignore-scripts --no-audit --no-fund && node make_refs.js

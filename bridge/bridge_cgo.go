@@ -23,6 +23,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unsafe"
 )
 
@@ -154,6 +155,35 @@ func (r *Runtime) Backends() []BackendInfo {
 	return out
 }
 
+// Devices lists the devices of the named backend ("cuda"), found when the runtime loaded it:
+// none for cpu or a backend that did not load. An unknown name is a CodeNotFound error.
+func (r *Runtime) Devices(backend string) ([]Device, error) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if r.ptr == nil {
+		return nil, ErrClosed
+	}
+	cs := C.CString(backend)
+	defer C.free(unsafe.Pointer(cs))
+	var n C.int32_t
+	if err := toError(C.pd_runtime_device_count(r.ptr, cs, &n)); err != nil {
+		return nil, err
+	}
+	out := make([]Device, 0, int(n))
+	for i := 0; i < int(n); i++ {
+		var d C.pd_device_info
+		if err := toError(C.pd_runtime_device_info(r.ptr, cs, C.int32_t(i), &d)); err != nil {
+			return nil, err
+		}
+		out = append(out, Device{
+			Ordinal: int(d.ordinal), Name: C.GoString(d.name), UUID: C.GoString(d.uuid),
+			Target: C.GoString(d.target), CCMajor: int(d.cc_major), CCMinor: int(d.cc_minor),
+			TotalMemory: uint64(d.total_memory),
+		})
+	}
+	return out, nil
+}
+
 // Close releases the runtime. Idempotent.
 func (r *Runtime) Close() error {
 	r.mu.Lock()
@@ -214,6 +244,30 @@ func (r *Runtime) NewEngine(onnx []byte, o EngineOptions) (*Engine, error) {
 			return nil, err
 		}
 	}
+	if o.Device != 0 {
+		if err := toError(C.pd_engine_options_set_device(opts, C.int32_t(o.Device))); err != nil {
+			return nil, err
+		}
+	}
+	if o.Profile {
+		if err := toError(C.pd_engine_options_set_profiling(opts, 1)); err != nil {
+			return nil, err
+		}
+	}
+	if o.ModelDigest != "" {
+		cs := C.CString(o.ModelDigest)
+		err := toError(C.pd_engine_options_set_model_digest(opts, cs))
+		C.free(unsafe.Pointer(cs))
+		if err != nil {
+			return nil, err
+		}
+	}
+	if len(o.Cache) > 0 {
+		// Copied by the library during the call.
+		if err := toError(C.pd_engine_options_set_cache(opts, unsafe.Pointer(&o.Cache[0]), C.size_t(len(o.Cache)))); err != nil {
+			return nil, err
+		}
+	}
 	e := &Engine{}
 	// The model bytes are Go memory read only during the call: allowed by the cgo rules.
 	if err := toError(C.pd_engine_create(r.ptr, unsafe.Pointer(&onnx[0]), C.size_t(len(onnx)), opts, &e.ptr)); err != nil {
@@ -260,6 +314,25 @@ func (e *Engine) Outputs() []IOInfo { return e.outputs }
 
 // Batchable reports whether the model takes any batch size on a shared dynamic dimension 0.
 func (e *Engine) Batchable() bool { return e.batchable }
+
+// Serialize returns the engine as an engine cache for EngineOptions.Cache: the backend's
+// built state (cuda: the kernels compiled for the device's architecture) bound to the model,
+// backend version, device target and build options. Backends without caches (cpu) return a
+// CodeUnsupported error.
+func (e *Engine) Serialize() ([]byte, error) {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	if e.ptr == nil {
+		return nil, ErrClosed
+	}
+	var data unsafe.Pointer
+	var size C.size_t
+	if err := toError(C.pd_engine_serialize(e.ptr, &data, &size)); err != nil {
+		return nil, err
+	}
+	defer C.pd_engine_serialized_free(data)
+	return C.GoBytes(data, C.int(size)), nil
+}
 
 // Close releases the engine. Close every Context first. Idempotent.
 func (e *Engine) Close() error {
@@ -354,6 +427,20 @@ func (c *Context) Memory() (MemoryInfo, error) {
 		ContextWeightBytes: uint64(mi.context_weight_bytes),
 		Buckets:            int(mi.buckets),
 	}, nil
+}
+
+// DeviceTime is the device time of the last Run (the kernels, without host<->device copies),
+// for an engine built with EngineOptions.Profile on a backend that measures it (cuda);
+// otherwise a CodeUnsupported error. Same goroutine rules as Run.
+func (c *Context) DeviceTime() (time.Duration, error) {
+	if c.closed.Load() {
+		return 0, ErrClosed
+	}
+	var ms C.double
+	if err := toError(C.pd_context_device_time(c.ptr, &ms)); err != nil {
+		return 0, err
+	}
+	return time.Duration(float64(ms) * float64(time.Millisecond)), nil
 }
 
 // Run executes the model once. inputs are in Engine.Inputs order; outputs must have

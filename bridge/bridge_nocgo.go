@@ -2,6 +2,8 @@
 
 package bridge
 
+import "time"
+
 // Available reports why the native library cannot be used: this build has no cgo.
 func Available() error { return ErrUnavailable }
 
@@ -22,6 +24,9 @@ func NewRuntime(string) (*Runtime, error) { return nil, ErrUnavailable }
 
 // Backends returns nil.
 func (r *Runtime) Backends() []BackendInfo { return nil }
+
+// Devices returns ErrUnavailable.
+func (r *Runtime) Devices(string) ([]Device, error) { return nil, ErrUnavailable }
 
 // NewEngine returns ErrUnavailable.
 func (r *Runtime) NewEngine([]byte, EngineOptions) (*Engine, error) { return nil, ErrUnavailable }
@@ -44,6 +49,9 @@ func (e *Engine) Outputs() []IOInfo { return nil }
 // Batchable returns false.
 func (e *Engine) Batchable() bool { return false }
 
+// Serialize returns ErrUnavailable.
+func (e *Engine) Serialize() ([]byte, error) { return nil, ErrUnavailable }
+
 // NewContext returns ErrUnavailable.
 func (e *Engine) NewContext() (*Context, error) { return nil, ErrUnavailable }
 
@@ -61,6 +69,9 @@ func (c *Context) SetRowSeeds([]uint64) error { return ErrUnavailable }
 
 // Memory returns ErrUnavailable.
 func (c *Context) Memory() (MemoryInfo, error) { return MemoryInfo{}, ErrUnavailable }
+
+// DeviceTime returns ErrUnavailable.
+func (c *Context) DeviceTime() (time.Duration, error) { return 0, ErrUnavailable }
 
 // Run returns ErrUnavailable.
 func (c *Context) Run([]Tensor, []Tensor) error { return ErrUnavailable }

@@ -199,6 +199,30 @@ type EngineOptions struct {
 	Backend string // "cpu" (default)
 	Threads int    // threads per context run (default 1)
 	Name    string // used in messages, e.g. "3DBall@1.0.0"
+	// Device is the ordinal (Runtime.Devices) of the GPU to build for and run on; ignored by
+	// backends without devices (cpu).
+	Device int
+	// Profile makes contexts measure the device time of each run (Context.DeviceTime).
+	Profile bool
+	// ModelDigest is the host's digest of the model ("sha256:<hex>" from the manifest), bound
+	// into a serialized engine and required to match when building from Cache.
+	ModelDigest string
+	// Cache is an engine cache made by Engine.Serialize. It is used only when it was made for
+	// this model (bytes and ModelDigest), backend, backend version, device target and build
+	// options; otherwise NewEngine fails with CodeInvalidArg and a message ending in
+	// "rebuild engines". Read only during the call.
+	Cache []byte
+}
+
+// Device is a device a backend can build for (Runtime.Devices).
+type Device struct {
+	Ordinal     int    // for EngineOptions.Device
+	Name        string // "NVIDIA H100 80GB HBM3"
+	UUID        string // "GPU-…", "" when unknown
+	Target      string // what an engine cache is bound to: "sm_90"
+	CCMajor     int    // compute capability
+	CCMinor     int
+	TotalMemory uint64 // bytes
 }
 
 // MemoryInfo is what Context.Memory reports, in bytes.

@@ -17,13 +17,17 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
+#include "error.h"
 #include "ir.h"
 #include "policyd.h"
 
 namespace pd {
 
-constexpr uint32_t kBackendAbiVersion = 2;  // 2: set_row_seeds, memory
+// 2: set_row_seeds, memory; 3: devices, device selection, engine serialization and caches,
+// device-time profiling.
+constexpr uint32_t kBackendAbiVersion = 3;
 
 // What the core offers a plugin.
 struct HostServices {
@@ -34,6 +38,23 @@ struct HostServices {
 struct BuildOptions {
   std::string name;  // for messages: "model@version"
   int threads = 1;   // intra-op threads per context run
+  int device = 0;    // ordinal among Backend::devices() (GPU backends); 0 for cpu
+  bool profile = false;  // contexts measure the device time of each run (last_device_ms)
+  // The backend's own part of an engine cache (what BackendEngine::serialize returned), after
+  // the core has checked the envelope (backend, version, target, model, options; see
+  // engine_cache.h). Empty: build from the graph. A backend that cannot use it throws
+  // PD_ERR_INVALID_ARG naming the mismatch; one without caches throws PD_ERR_UNSUPPORTED.
+  std::string cache;
+};
+
+// A device a backend can build for (GPU backends; cpu reports none).
+struct DeviceInfo {
+  int ordinal = 0;
+  std::string name;    // "NVIDIA H100 80GB HBM3"
+  std::string uuid;    // "GPU-8c1f..." (empty when unknown)
+  std::string target;  // what an engine cache is bound to: "sm_90"
+  int cc_major = 0, cc_minor = 0;
+  uint64_t total_memory = 0;  // bytes
 };
 
 // Memory a context holds of its own (see pd_memory_info).
@@ -55,12 +76,22 @@ class BackendContext {
   // inputs: one per graph input, checked; outputs: one per graph output, filled with views of
   // memory the context owns until its next run.
   virtual void run(const pd_tensor* inputs, pd_tensor* outputs) = 0;
+  // Device time of the last run in milliseconds, measured by the device (CUDA events around
+  // the kernels, copies excluded) when the engine was built with BuildOptions::profile; a
+  // negative value when the backend does not measure it.
+  virtual double last_device_ms() const { return -1; }
 };
 
 class BackendEngine {
  public:
   virtual ~BackendEngine() = default;
   virtual std::unique_ptr<BackendContext> create_context() = 0;
+  // The backend's part of an engine cache: everything build() needs besides the graph to
+  // skip its slow work (GPU backends: compiled kernels, prepared weights). The core wraps it
+  // in an envelope binding it to the model, backend version, target and options.
+  virtual std::string serialize() const {
+    fail(PD_ERR_UNSUPPORTED, "this backend does not serialize engines");
+  }
 };
 
 class Backend {
@@ -71,6 +102,11 @@ class Backend {
   // graph has been imported, checked and optimized by the core; it outlives the engine.
   virtual std::unique_ptr<BackendEngine> build(std::shared_ptr<const Graph> graph,
                                                const BuildOptions& opts) = 0;
+  // Devices the backend can build for, found when the plugin loaded. Empty for cpu.
+  virtual std::vector<DeviceInfo> devices() const { return {}; }
+  // The build options that change what build() produces, as a string an engine cache is bound
+  // to ("" when none do). threads, name and profile never do.
+  virtual std::string options_key(const BuildOptions&) const { return ""; }
 };
 
 }  // namespace pd

@@ -5,6 +5,8 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <mutex>
 #include <new>
 #include <string>
@@ -12,6 +14,7 @@
 #include <vector>
 
 #include "backend.h"
+#include "engine_cache.h"
 #include "log.h"
 #include "onnx_import.h"
 #include "passes.h"
@@ -128,6 +131,7 @@ struct BackendSlot {
   bool available = false;
   void* handle = nullptr;
   Backend* backend = nullptr;
+  std::vector<DeviceInfo> devices;  // found at load
 };
 
 struct pd_runtime {
@@ -193,6 +197,7 @@ extern "C" pd_error* pd_runtime_create(const pd_runtime_options* opts, pd_runtim
           s.backend = b;
           s.available = true;
           s.version = b->version();
+          s.devices = b->devices();
         }
       } else {
         const char* e = dlerror();
@@ -210,6 +215,40 @@ extern "C" void pd_runtime_destroy(pd_runtime* rt) { delete rt; }
 
 extern "C" int32_t pd_runtime_backend_count(const pd_runtime* rt) {
   return rt ? static_cast<int32_t>(rt->backends.size()) : 0;
+}
+
+namespace {
+const BackendSlot& slot_named(const pd_runtime* rt, const char* backend) {
+  PD_CHECK_ARG(rt && backend, "runtime or backend is NULL");
+  for (const auto& b : rt->backends)
+    if (b.name == backend) return b;
+  fail(PD_ERR_NOT_FOUND, "unknown backend '", backend, "' (known: tensorrt, cuda, cpu)");
+}
+}  // namespace
+
+extern "C" pd_error* pd_runtime_device_count(const pd_runtime* rt, const char* backend, int32_t* out) {
+  return guard([&] {
+    PD_CHECK_ARG(out, "out is NULL");
+    *out = static_cast<int32_t>(slot_named(rt, backend).devices.size());
+  });
+}
+
+extern "C" pd_error* pd_runtime_device_info(const pd_runtime* rt, const char* backend, int32_t i,
+                                            pd_device_info* out) {
+  return guard([&] {
+    PD_CHECK_ARG(out, "out is NULL");
+    const BackendSlot& s = slot_named(rt, backend);
+    PD_CHECK_ARG(i >= 0 && i < static_cast<int32_t>(s.devices.size()), "device index ", i,
+                 " out of range: backend '", backend, "' has ", s.devices.size(), " devices");
+    const DeviceInfo& d = s.devices[i];
+    out->ordinal = d.ordinal;
+    out->name = d.name.c_str();
+    out->uuid = d.uuid.c_str();
+    out->target = d.target.c_str();
+    out->cc_major = d.cc_major;
+    out->cc_minor = d.cc_minor;
+    out->total_memory = d.total_memory;
+  });
 }
 
 extern "C" pd_error* pd_runtime_backend_info(const pd_runtime* rt, int32_t i, pd_backend_info* out) {
@@ -232,6 +271,10 @@ struct pd_engine_options {
   std::string backend = "cpu";
   int threads = 1;
   std::string name = "model";
+  int device = 0;
+  bool profile = false;
+  std::string model_digest;
+  std::string cache;  // an engine cache envelope (engine_cache.h); empty: build
 };
 
 extern "C" pd_error* pd_engine_options_create(pd_engine_options** out) {
@@ -261,6 +304,41 @@ extern "C" pd_error* pd_engine_options_set_name(pd_engine_options* o, const char
   });
 }
 
+extern "C" pd_error* pd_engine_options_set_device(pd_engine_options* o, int32_t device) {
+  return guard([&] {
+    PD_CHECK_ARG(o, "options is NULL");
+    PD_CHECK_ARG(device >= 0, "device must be >= 0, got ", device);
+    o->device = device;
+  });
+}
+extern "C" pd_error* pd_engine_options_set_profiling(pd_engine_options* o, int32_t on) {
+  return guard([&] {
+    PD_CHECK_ARG(o, "options is NULL");
+    o->profile = on != 0;
+  });
+}
+extern "C" pd_error* pd_engine_options_set_model_digest(pd_engine_options* o, const char* digest) {
+  return guard([&] {
+    PD_CHECK_ARG(o && digest, "options or digest is NULL");
+    for (const char* c = digest; *c; ++c)
+      PD_CHECK_ARG(*c >= 0x21 && *c <= 0x7e, "model digest must be printable ASCII without spaces");
+    o->model_digest = digest;
+  });
+}
+extern "C" pd_error* pd_engine_options_set_cache(pd_engine_options* o, const void* data, size_t size) {
+  return guard([&] {
+    PD_CHECK_ARG(o, "options is NULL");
+    PD_CHECK_ARG(size == 0 || data, "cache data is NULL for ", size, " bytes");
+    if (size == 0) {
+      o->cache.clear();
+      return;
+    }
+    // Only the envelope is checked here; the binding is checked by pd_engine_create.
+    (void)decode_engine_cache(data, size, nullptr);
+    o->cache.assign(static_cast<const char*>(data), size);
+  });
+}
+
 struct pd_engine {
   std::string name;
   std::string backend_name;
@@ -269,6 +347,8 @@ struct pd_engine {
   std::vector<ValueInfo> inputs;   // signature (dims -1 where not fixed)
   std::vector<ValueInfo> outputs;  // probed signature
   bool batchable = false;
+  CacheBinding binding;  // what a serialized engine is bound to
+  bool from_cache = false;
   std::unique_ptr<BackendEngine> impl;
 };
 
@@ -418,9 +498,31 @@ extern "C" pd_error* pd_engine_create(pd_runtime* rt, const void* onnx, size_t o
     BuildOptions bo;
     bo.name = o.name;
     bo.threads = o.threads;
+    bo.device = o.device;
+    bo.profile = o.profile;
+    if (!slot->devices.empty())
+      PD_CHECK_ARG(o.device < static_cast<int>(slot->devices.size()), o.name, ": device ", o.device,
+                   " out of range: backend '", slot->name, "' has ", slot->devices.size(), " devices");
+    e->binding.backend = slot->name;
+    e->binding.backend_version = slot->version;
+    e->binding.target = slot->devices.empty() ? "" : slot->devices[o.device].target;
+    e->binding.model_fingerprint = fnv1a64_tag(onnx, onnx_size);
+    e->binding.model_digest = o.model_digest;
+    e->binding.options = slot->backend->options_key(bo);
+    if (!o.cache.empty()) {
+      CacheBinding got = decode_engine_cache(o.cache.data(), o.cache.size(), &bo.cache);
+      try {
+        check_engine_cache(e->binding, got);
+      } catch (const Error& err) {
+        fail(err.code(), o.name, ": ", err.what());
+      }
+      e->from_cache = true;
+    }
     e->impl = slot->backend->build(e->graph, bo);
     double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-    pd::log(PD_LOG_INFO, o.name, ": loaded on ", slot->name, " in ", ms, " ms (", nodes_in,
+    pd::log(PD_LOG_INFO, o.name, ": loaded on ", slot->name,
+            e->binding.target.empty() ? "" : " (" + e->binding.target + ")",
+            e->from_cache ? " from its engine cache" : "", " in ", ms, " ms (", nodes_in,
             " nodes; ", folded, " folded, ", fusedn, " fused, ", removed, " removed; ",
             e->graph->nodes.size(), " remain)");
     *out = e.release();
@@ -428,6 +530,28 @@ extern "C" pd_error* pd_engine_create(pd_runtime* rt, const void* onnx, size_t o
 }
 
 extern "C" void pd_engine_destroy(pd_engine* e) { delete e; }
+
+extern "C" pd_error* pd_engine_serialize(const pd_engine* e, void** data, size_t* size) {
+  return guard([&] {
+    PD_CHECK_ARG(e && data && size, "engine, data or size is NULL");
+    *data = nullptr;
+    *size = 0;
+    std::string payload;
+    try {
+      payload = e->impl->serialize();
+    } catch (const Error& err) {
+      fail(err.code(), e->name, " on ", e->backend_name, ": ", err.what());
+    }
+    std::string blob = encode_engine_cache(e->binding, payload);
+    void* p = std::malloc(blob.size());
+    if (!p) throw std::bad_alloc();
+    std::memcpy(p, blob.data(), blob.size());
+    *data = p;
+    *size = blob.size();
+  });
+}
+
+extern "C" void pd_engine_serialized_free(void* data) { std::free(data); }
 
 extern "C" const char* pd_engine_backend(const pd_engine* e) {
   return e ? e->backend_name.c_str() : "";
@@ -497,6 +621,17 @@ extern "C" pd_error* pd_context_set_row_seeds(pd_context* c, const uint64_t* see
     PD_CHECK_ARG(c, "context is NULL");
     PD_CHECK_ARG(n == 0 || seeds, "seeds is NULL for ", n, " row seeds");
     c->impl->set_row_seeds(seeds, n);
+  });
+}
+
+extern "C" pd_error* pd_context_device_time(const pd_context* c, double* ms) {
+  return guard([&] {
+    PD_CHECK_ARG(c && ms, "context or ms is NULL");
+    double v = c->impl->last_device_ms();
+    if (v < 0)
+      fail(PD_ERR_UNSUPPORTED, "backend '", c->engine->backend_name,
+           "' does not measure device time (or the engine was built without profiling)");
+    *ms = v;
   });
 }
 

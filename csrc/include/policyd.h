@@ -34,7 +34,8 @@ extern "C" {
 /* The ABI version. A host refuses a library whose major version differs from the one it was
  * compiled against; minor versions only add functions. */
 #define PD_API_VERSION_MAJOR 1
-#define PD_API_VERSION_MINOR 1 /* 1: pd_context_set_row_seeds, pd_context_memory */
+#define PD_API_VERSION_MINOR 2 /* 1: pd_context_set_row_seeds, pd_context_memory;
+                                  2: devices, device selection, engine caches, device time */
 
 /* Largest tensor rank the ABI carries. */
 #define PD_MAX_RANK 8
@@ -145,6 +146,25 @@ PD_EXPORT int32_t pd_runtime_backend_count(const pd_runtime* rt);
  * pd_runtime_destroy. */
 PD_EXPORT pd_error* pd_runtime_backend_info(const pd_runtime* rt, int32_t i, pd_backend_info* out);
 
+/* The devices a backend can build for (GPU backends; "cpu" has none), found when the runtime
+ * loaded the plugin. Strings owned by rt and valid until pd_runtime_destroy. */
+typedef struct pd_device_info {
+  int32_t ordinal;       /* the device's number for pd_engine_options_set_device */
+  const char* name;      /* "NVIDIA H100 80GB HBM3" */
+  const char* uuid;      /* "GPU-…" as nvidia-smi prints it; "" when unknown */
+  const char* target;    /* what an engine cache is bound to, e.g. "sm_90" */
+  int32_t cc_major;      /* compute capability */
+  int32_t cc_minor;
+  uint64_t total_memory; /* bytes */
+} pd_device_info;
+
+/* Number of devices of the named backend (0 for cpu or a backend that did not load);
+ * PD_ERR_NOT_FOUND for an unknown backend name. */
+PD_EXPORT pd_error* pd_runtime_device_count(const pd_runtime* rt, const char* backend, int32_t* out);
+/* Fills *out for device i in [0, count) of the named backend. */
+PD_EXPORT pd_error* pd_runtime_device_info(const pd_runtime* rt, const char* backend, int32_t i,
+                                           pd_device_info* out);
+
 /* ---------------------------------------------------------------------------------------- */
 /* Engine: one model, imported, validated, optimized and compiled for one backend.           */
 
@@ -160,6 +180,23 @@ PD_EXPORT pd_error* pd_engine_options_set_backend(pd_engine_options* opts, const
 PD_EXPORT pd_error* pd_engine_options_set_threads(pd_engine_options* opts, int32_t threads);
 /* Name used in error and log messages (e.g. "3DBall@1.0.0"). Default "model". */
 PD_EXPORT pd_error* pd_engine_options_set_name(pd_engine_options* opts, const char* name);
+/* Device to build for and run on: an ordinal of pd_runtime_device_info (default 0). Ignored
+ * by backends without devices (cpu); out of range fails pd_engine_create. */
+PD_EXPORT pd_error* pd_engine_options_set_device(pd_engine_options* opts, int32_t device);
+/* on != 0: contexts measure the device time of each run (pd_context_device_time). Costs a
+ * little per run; for benchmarks. Default off. */
+PD_EXPORT pd_error* pd_engine_options_set_profiling(pd_engine_options* opts, int32_t on);
+/* The host's digest of the model bytes (e.g. "sha256:<hex>" from the artifact manifest),
+ * printable ASCII. Recorded in a serialized engine and required to match when the engine is
+ * built from a cache. Default "". */
+PD_EXPORT pd_error* pd_engine_options_set_model_digest(pd_engine_options* opts, const char* digest);
+/* Build from an engine cache made by pd_engine_serialize (copied; size 0 clears it). The call
+ * checks that the bytes are an engine cache; pd_engine_create then checks that it is bound to
+ * this model (fingerprint of the ONNX bytes and the model digest), backend, backend version,
+ * device target (e.g. "sm_90") and build options, and fails with PD_ERR_INVALID_ARG naming the
+ * first field that differs ("…; rebuild engines") otherwise: a stale cache is never used. The
+ * ONNX bytes are still needed (signature, fallback kernels). */
+PD_EXPORT pd_error* pd_engine_options_set_cache(pd_engine_options* opts, const void* data, size_t size);
 
 /* Imports an ONNX model from memory (the bytes are borrowed for the call only), checks it,
  * runs the graph passes and prepares it on the chosen backend. A model ONNX Runtime would
@@ -169,6 +206,14 @@ PD_EXPORT pd_error* pd_engine_options_set_name(pd_engine_options* opts, const ch
 PD_EXPORT pd_error* pd_engine_create(pd_runtime* rt, const void* onnx, size_t onnx_size,
                                      const pd_engine_options* opts, pd_engine** out);
 PD_EXPORT void pd_engine_destroy(pd_engine* engine);
+
+/* Serializes a built engine into an engine cache for pd_engine_options_set_cache: an envelope
+ * binding the backend's bytes (GPU backends: the compiled kernels for the device's
+ * architecture, the prepared weights) to the model, backend version, target and options.
+ * *data is allocated by the library: the caller owns it and releases it with
+ * pd_engine_serialized_free. Backends without caches (cpu) fail with PD_ERR_UNSUPPORTED. */
+PD_EXPORT pd_error* pd_engine_serialize(const pd_engine* engine, void** data, size_t* size);
+PD_EXPORT void pd_engine_serialized_free(void* data);
 
 /* Backend that runs this engine ("cpu"). Owned by engine. */
 PD_EXPORT const char* pd_engine_backend(const pd_engine* engine);
@@ -258,6 +303,12 @@ typedef struct pd_memory_info {
 /* Fills *out. Unlike the other context functions this one may be called from any thread,
  * also while another thread runs ctx (not while it destroys ctx). */
 PD_EXPORT pd_error* pd_context_memory(const pd_context* ctx, pd_memory_info* out);
+
+/* Device time of the last run in milliseconds (CUDA events around the kernels, host<->device
+ * copies excluded), for an engine built with pd_engine_options_set_profiling. Fails with
+ * PD_ERR_UNSUPPORTED when the backend does not measure it (cpu) or profiling is off. Same
+ * threading as pd_context_run. */
+PD_EXPORT pd_error* pd_context_device_time(const pd_context* ctx, double* ms);
 
 /* Runs the model once.
  *  inputs:  n_inputs tensors in the engine's input order; data is borrowed for the call.

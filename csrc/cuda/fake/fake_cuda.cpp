@@ -1,0 +1,550 @@
+// The CPU emulation behind fake_cuda.h (see there). Besides computing, it checks what a GPU
+// would reject or silently get wrong: kernel and matmul pointers that are not device memory,
+// host<->device copies in the wrong direction, cuBLASLt layouts whose shapes do not chain, a
+// leading dimension smaller than the rows, batch counts that differ, a pageable buffer in an
+// asynchronous copy, and allocations during stream capture.
+#include "fake_cuda.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "../kernels.h"
+
+// ---- the kernels, as host C++ ----------------------------------------------------------------
+namespace pd_fake_kernels {
+struct Dim {
+  unsigned x = 0;
+};
+thread_local Dim blockIdx, threadIdx, blockDim, gridDim;
+inline float __int_as_float(int v) {
+  float f;
+  std::memcpy(&f, &v, sizeof f);
+  return f;
+}
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#include "../kernels.cuh"
+#undef __global__
+#undef __device__
+#undef __forceinline__
+}  // namespace pd_fake_kernels
+
+namespace {
+
+// ---- memory: device allocations are tracked so that misuse is an error --------------------
+std::mutex g_mu;
+std::map<uintptr_t, size_t> g_device, g_pinned;  // start -> size
+
+bool in(const std::map<uintptr_t, size_t>& m, const void* p, size_t n) {
+  std::lock_guard<std::mutex> l(g_mu);
+  auto u = reinterpret_cast<uintptr_t>(p);
+  auto it = m.upper_bound(u);
+  if (it == m.begin()) return false;
+  --it;
+  return u >= it->first && u + n <= it->first + it->second;
+}
+bool is_device(const void* p, size_t n = 1) { return in(g_device, p, n); }
+bool is_pinned(const void* p, size_t n = 1) { return in(g_pinned, p, n); }
+
+void* alloc(std::map<uintptr_t, size_t>& m, size_t n) {
+  void* p = std::aligned_alloc(256, (std::max<size_t>(n, 1) + 255) / 256 * 256);
+  if (!p) return nullptr;
+  std::memset(p, 0xcd, n);  // garbage, as device memory would be
+  std::lock_guard<std::mutex> l(g_mu);
+  m[reinterpret_cast<uintptr_t>(p)] = n;
+  return p;
+}
+bool release(std::map<uintptr_t, size_t>& m, void* p) {
+  if (!p) return true;
+  std::lock_guard<std::mutex> l(g_mu);
+  if (!m.erase(reinterpret_cast<uintptr_t>(p))) return false;
+  std::free(p);
+  return true;
+}
+
+}  // namespace
+
+struct FakeStream {
+  bool capturing = false;
+  std::vector<std::function<void()>> ops;
+  bool failed = false;  // an operation failed while capturing
+};
+struct FakeEvent {
+  std::chrono::steady_clock::time_point t;
+};
+struct FakeGraph {
+  std::vector<std::function<void()>> ops;
+};
+
+namespace {
+bool any_capturing = false;  // the test runs one context at a time
+
+// Runs f now, or records it when s is capturing.
+void submit(cudaStream_t s, std::function<void()> f) {
+  if (s && s->capturing) s->ops.push_back(std::move(f));
+  else f();
+}
+}  // namespace
+
+const char* cudaGetErrorName(cudaError_t e) {
+  switch (e) {
+    case cudaSuccess: return "cudaSuccess";
+    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
+    case cudaErrorInsufficientDriver: return "cudaErrorInsufficientDriver";
+    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
+    case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
+  }
+  return "cudaErrorUnknown";
+}
+const char* cudaGetErrorString(cudaError_t e) {
+  return e == cudaSuccess ? "no error" : e == cudaErrorInvalidValue ? "invalid argument (fake CUDA check)" : "error";
+}
+cudaError_t cudaMalloc(void** p, size_t n) {
+  if (any_capturing) return cudaErrorStreamCaptureUnsupported;
+  *p = alloc(g_device, n);
+  return *p ? cudaSuccess : cudaErrorMemoryAllocation;
+}
+cudaError_t cudaFree(void* p) { return release(g_device, p) ? cudaSuccess : cudaErrorInvalidValue; }
+cudaError_t cudaHostAlloc(void** p, size_t n, unsigned) {
+  *p = alloc(g_pinned, n);
+  return *p ? cudaSuccess : cudaErrorMemoryAllocation;
+}
+cudaError_t cudaFreeHost(void* p) { return release(g_pinned, p) ? cudaSuccess : cudaErrorInvalidValue; }
+
+namespace {
+bool copy_ok(void* dst, const void* src, size_t n, cudaMemcpyKind kind) {
+  if (n == 0) return true;
+  switch (kind) {
+    case cudaMemcpyHostToDevice: return is_device(dst, n) && !is_device(src);
+    case cudaMemcpyDeviceToHost: return is_device(src, n) && !is_device(dst);
+    case cudaMemcpyDeviceToDevice: return is_device(src, n) && is_device(dst, n);
+  }
+  return false;
+}
+}  // namespace
+
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t n, cudaMemcpyKind kind) {
+  if (!copy_ok(dst, src, n, kind)) return cudaErrorInvalidValue;
+  std::memcpy(dst, src, n);
+  return cudaSuccess;
+}
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, cudaMemcpyKind kind, cudaStream_t s) {
+  if (!copy_ok(dst, src, n, kind)) return cudaErrorInvalidValue;
+  // Asynchronous host<->device copies need pinned host memory (a pageable one is not async,
+  // and is illegal in a graph).
+  if (kind == cudaMemcpyHostToDevice && !is_pinned(src, n)) return cudaErrorInvalidValue;
+  if (kind == cudaMemcpyDeviceToHost && !is_pinned(dst, n)) return cudaErrorInvalidValue;
+  submit(s, [=] { std::memcpy(dst, src, n); });
+  return cudaSuccess;
+}
+cudaError_t cudaMemsetAsync(void* dst, int v, size_t n, cudaStream_t s) {
+  if (n && !is_device(dst, n)) return cudaErrorInvalidValue;
+  submit(s, [=] { std::memset(dst, v, n); });
+  return cudaSuccess;
+}
+cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
+cudaError_t cudaSetDevice(int d) { return d == 0 ? cudaSuccess : cudaErrorInvalidValue; }
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned) {
+  *s = new FakeStream();
+  return cudaSuccess;
+}
+cudaError_t cudaStreamSynchronize(cudaStream_t s) { return s && s->capturing ? cudaErrorInvalidValue : cudaSuccess; }
+cudaError_t cudaStreamDestroy(cudaStream_t s) {
+  delete s;
+  return cudaSuccess;
+}
+cudaError_t cudaEventCreate(cudaEvent_t* e) {
+  *e = new FakeEvent();
+  return cudaSuccess;
+}
+cudaError_t cudaEventDestroy(cudaEvent_t e) {
+  delete e;
+  return cudaSuccess;
+}
+cudaError_t cudaEventRecordWithFlags(cudaEvent_t e, cudaStream_t s, unsigned) {
+  submit(s, [e] { e->t = std::chrono::steady_clock::now(); });
+  return cudaSuccess;
+}
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
+  *ms = std::chrono::duration<float, std::milli>(b->t - a->t).count();
+  return cudaSuccess;
+}
+cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode) {
+  if (s->capturing) return cudaErrorInvalidValue;
+  s->capturing = true;
+  s->ops.clear();
+  any_capturing = true;
+  return cudaSuccess;
+}
+cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t* g) {
+  if (!s->capturing) return cudaErrorInvalidValue;
+  s->capturing = false;
+  any_capturing = false;
+  *g = new FakeGraph{std::move(s->ops)};
+  s->ops.clear();
+  return cudaSuccess;
+}
+cudaError_t cudaGraphInstantiateWithFlags(cudaGraphExec_t* e, cudaGraph_t g, unsigned long long) {
+  *e = new FakeGraph{g->ops};
+  return cudaSuccess;
+}
+cudaError_t cudaGraphDestroy(cudaGraph_t g) {
+  delete g;
+  return cudaSuccess;
+}
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t e) {
+  delete e;
+  return cudaSuccess;
+}
+cudaError_t cudaGraphLaunch(cudaGraphExec_t e, cudaStream_t s) {
+  if (s->capturing) return cudaErrorInvalidValue;
+  for (auto& op : e->ops) op();
+  return cudaSuccess;
+}
+cudaError_t cudaRuntimeGetVersion(int* v) {
+  *v = 11080;
+  return cudaSuccess;
+}
+cudaError_t cudaDriverGetVersion(int* v) {
+  *v = 12040;
+  return cudaSuccess;
+}
+cudaError_t cudaGetDeviceCount(int* n) {
+  *n = 1;
+  return cudaSuccess;
+}
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int d) {
+  if (d != 0) return cudaErrorInvalidValue;
+  std::memset(p, 0, sizeof *p);
+  std::snprintf(p->name, sizeof p->name, "policyd fake CUDA device (CPU)");
+  for (int i = 0; i < 16; ++i) p->uuid.bytes[i] = static_cast<char>(i * 17);
+  p->totalGlobalMem = size_t(1) << 30;
+  p->major = 9;
+  p->minor = 0;
+  return cudaSuccess;
+}
+
+// ---- cuBLASLt ---------------------------------------------------------------------------------
+struct FakeLt {};
+struct FakeLtDesc {
+  cublasOperation_t ta = CUBLAS_OP_N, tb = CUBLAS_OP_N;
+  cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_DEFAULT;
+  const float* bias = nullptr;
+};
+struct FakeLtLayout {
+  uint64_t rows, cols;
+  int64_t ld;
+  int32_t batch = 1;
+  int64_t stride = 0;
+};
+struct FakeLtPref {};
+
+const char* cublasLtGetStatusString(cublasStatus_t s) {
+  return s == CUBLAS_STATUS_SUCCESS ? "CUBLAS_STATUS_SUCCESS" : s == CUBLAS_STATUS_INVALID_VALUE ? "CUBLAS_STATUS_INVALID_VALUE (fake check)" : "CUBLAS_STATUS_ERROR";
+}
+size_t cublasLtGetVersion() { return 111103; }
+cublasStatus_t cublasLtCreate(cublasLtHandle_t* h) {
+  *h = new FakeLt();
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtDestroy(cublasLtHandle_t h) {
+  delete h;
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t* d, cublasComputeType_t c, cudaDataType_t t) {
+  if (c != CUBLAS_COMPUTE_32F || t != CUDA_R_32F) return CUBLAS_STATUS_NOT_SUPPORTED;
+  *d = new FakeLtDesc();
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulDescDestroy(cublasLtMatmulDesc_t d) {
+  delete d;
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d, cublasLtMatmulDescAttributes_t a, const void* v,
+                                              size_t n) {
+  switch (a) {
+    case CUBLASLT_MATMUL_DESC_TRANSA:
+      if (n != sizeof(int32_t)) return CUBLAS_STATUS_INVALID_VALUE;
+      std::memcpy(&d->ta, v, n);
+      break;
+    case CUBLASLT_MATMUL_DESC_TRANSB:
+      if (n != sizeof(int32_t)) return CUBLAS_STATUS_INVALID_VALUE;
+      std::memcpy(&d->tb, v, n);
+      break;
+    case CUBLASLT_MATMUL_DESC_EPILOGUE:
+      if (n != sizeof(uint32_t)) return CUBLAS_STATUS_INVALID_VALUE;
+      std::memcpy(&d->epi, v, n);
+      break;
+    case CUBLASLT_MATMUL_DESC_BIAS_POINTER:
+      if (n != sizeof(void*)) return CUBLAS_STATUS_INVALID_VALUE;
+      std::memcpy(&d->bias, v, n);
+      break;
+  }
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t* l, cudaDataType_t t, uint64_t rows, uint64_t cols,
+                                          int64_t ld) {
+  if (t != CUDA_R_32F) return CUBLAS_STATUS_NOT_SUPPORTED;
+  // Column-major: the leading dimension holds a column.
+  if (ld < static_cast<int64_t>(std::max<uint64_t>(rows, 1))) return CUBLAS_STATUS_INVALID_VALUE;
+  *l = new FakeLtLayout{rows, cols, ld};
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatrixLayoutDestroy(cublasLtMatrixLayout_t l) {
+  delete l;
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatrixLayoutSetAttribute(cublasLtMatrixLayout_t l, cublasLtMatrixLayoutAttribute_t a,
+                                                const void* v, size_t n) {
+  if (a == CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT) {
+    if (n != sizeof(int32_t)) return CUBLAS_STATUS_INVALID_VALUE;
+    std::memcpy(&l->batch, v, n);
+  } else {
+    if (n != sizeof(int64_t)) return CUBLAS_STATUS_INVALID_VALUE;
+    std::memcpy(&l->stride, v, n);
+  }
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulPreferenceCreate(cublasLtMatmulPreference_t* p) {
+  *p = new FakeLtPref();
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulPreferenceDestroy(cublasLtMatmulPreference_t p) {
+  delete p;
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t, cublasLtMatmulPreferenceAttributes_t,
+                                                    const void*, size_t n) {
+  return n == sizeof(uint64_t) ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_INVALID_VALUE;
+}
+
+namespace {
+// D (m x n) = op(A) (m x k) * op(B) (k x n): the shapes must chain, as cuBLASLt requires.
+bool shapes(const FakeLtDesc& d, const FakeLtLayout& A, const FakeLtLayout& B, const FakeLtLayout& D, uint64_t* m,
+            uint64_t* n, uint64_t* k) {
+  *m = D.rows;
+  *n = D.cols;
+  const uint64_t am = d.ta == CUBLAS_OP_N ? A.rows : A.cols, ak = d.ta == CUBLAS_OP_N ? A.cols : A.rows;
+  const uint64_t bk = d.tb == CUBLAS_OP_N ? B.rows : B.cols, bn = d.tb == CUBLAS_OP_N ? B.cols : B.rows;
+  *k = ak;
+  return am == *m && bn == *n && bk == ak && A.batch == D.batch && B.batch == D.batch;
+}
+}  // namespace
+
+cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDesc_t d, cublasLtMatrixLayout_t a,
+                                              cublasLtMatrixLayout_t b, cublasLtMatrixLayout_t c,
+                                              cublasLtMatrixLayout_t dd, cublasLtMatmulPreference_t, int requested,
+                                              cublasLtMatmulHeuristicResult_t* r, int* returned) {
+  uint64_t m, n, k;
+  if (requested < 1 || !shapes(*d, *a, *b, *dd, &m, &n, &k) || c->rows != dd->rows || c->cols != dd->cols)
+    return CUBLAS_STATUS_INVALID_VALUE;
+  std::memset(r, 0, sizeof *r);
+  *returned = 1;
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t d, const void* alpha, const void* A,
+                              cublasLtMatrixLayout_t Ad, const void* B, cublasLtMatrixLayout_t Bd, const void* beta,
+                              const void* C, cublasLtMatrixLayout_t Cd, void* D, cublasLtMatrixLayout_t Dd,
+                              const cublasLtMatmulAlgo_t*, void*, size_t, cudaStream_t s) {
+  uint64_t m, n, k;
+  if (!shapes(*d, *Ad, *Bd, *Dd, &m, &n, &k)) return CUBLAS_STATUS_INVALID_VALUE;
+  if (!is_device(A) || !is_device(B) || !is_device(C) || !is_device(D) || (d->bias && !is_device(d->bias, m * 4)))
+    return CUBLAS_STATUS_INVALID_VALUE;
+  const FakeLtDesc desc = *d;
+  const FakeLtLayout a = *Ad, b = *Bd, c = *Cd, dl = *Dd;
+  const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
+  const float* pa = static_cast<const float*>(A);
+  const float* pb = static_cast<const float*>(B);
+  const float* pc = static_cast<const float*>(C);
+  float* pd = static_cast<float*>(D);
+  submit(s, [=] {
+    for (int32_t bt = 0; bt < dl.batch; ++bt) {
+      const float* ab = pa + bt * a.stride;
+      const float* bb = pb + bt * b.stride;
+      const float* cb = pc + bt * c.stride;
+      float* db = pd + bt * dl.stride;
+      std::vector<float> out(m * n);
+      for (uint64_t i = 0; i < m; ++i)
+        for (uint64_t j = 0; j < n; ++j) {
+          double acc = 0;
+          for (uint64_t p = 0; p < k; ++p) {
+            const float av = desc.ta == CUBLAS_OP_N ? ab[i + p * a.ld] : ab[p + i * a.ld];
+            const float bv = desc.tb == CUBLAS_OP_N ? bb[p + j * b.ld] : bb[j + p * b.ld];
+            acc += static_cast<double>(av) * bv;
+          }
+          float v = static_cast<float>(al * acc);
+          if (be != 0.f) v += be * cb[i + j * c.ld];
+          if (desc.epi == CUBLASLT_EPILOGUE_BIAS || desc.epi == CUBLASLT_EPILOGUE_RELU_BIAS) v += desc.bias[i];
+          if (desc.epi == CUBLASLT_EPILOGUE_RELU || desc.epi == CUBLASLT_EPILOGUE_RELU_BIAS) v = v > 0.f ? v : 0.f;
+          out[i + j * m] = v;
+        }
+      for (uint64_t i = 0; i < m; ++i)
+        for (uint64_t j = 0; j < n; ++j) db[i + j * dl.ld] = out[i + j * m];
+    }
+  });
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+// ---- NVRTC: "compiles" to an image naming the architecture and carrying the source ---------
+struct FakeProgram {
+  std::string src, image, log;
+};
+const char* nvrtcGetErrorString(nvrtcResult r) { return r == NVRTC_SUCCESS ? "NVRTC_SUCCESS" : "NVRTC_ERROR (fake)"; }
+nvrtcResult nvrtcVersion(int* major, int* minor) {
+  *major = 11;
+  *minor = 8;
+  return NVRTC_SUCCESS;
+}
+nvrtcResult nvrtcGetNumSupportedArchs(int* n) {
+  *n = 3;
+  return NVRTC_SUCCESS;
+}
+nvrtcResult nvrtcGetSupportedArchs(int* archs) {
+  archs[0] = 70;
+  archs[1] = 80;
+  archs[2] = 90;
+  return NVRTC_SUCCESS;
+}
+nvrtcResult nvrtcCreateProgram(nvrtcProgram* p, const char* src, const char*, int, const char* const*,
+                               const char* const*) {
+  *p = new FakeProgram{src, "", ""};
+  return NVRTC_SUCCESS;
+}
+nvrtcResult nvrtcDestroyProgram(nvrtcProgram* p) {
+  delete *p;
+  *p = nullptr;
+  return NVRTC_SUCCESS;
+}
+nvrtcResult nvrtcCompileProgram(nvrtcProgram p, int n, const char* const* opts) {
+  std::string arch;
+  for (int i = 0; i < n; ++i)
+    if (std::strncmp(opts[i], "--gpu-architecture=", 19) == 0) arch = opts[i] + 19;
+  if (arch.empty()) {
+    p->log = "no --gpu-architecture";
+    return NVRTC_ERROR_INVALID_INPUT;
+  }
+  p->image = "FAKE-" + arch + "\n" + p->src;
+  return NVRTC_SUCCESS;
+}
+nvrtcResult nvrtcGetProgramLogSize(nvrtcProgram p, size_t* n) {
+  *n = p->log.size() + 1;
+  return NVRTC_SUCCESS;
+}
+nvrtcResult nvrtcGetProgramLog(nvrtcProgram p, char* log) {
+  std::memcpy(log, p->log.c_str(), p->log.size() + 1);
+  return NVRTC_SUCCESS;
+}
+nvrtcResult nvrtcGetCUBINSize(nvrtcProgram p, size_t* n) {
+  *n = p->image.size();
+  return NVRTC_SUCCESS;
+}
+nvrtcResult nvrtcGetCUBIN(nvrtcProgram p, char* out) {
+  std::memcpy(out, p->image.data(), p->image.size());
+  return NVRTC_SUCCESS;
+}
+nvrtcResult nvrtcGetPTXSize(nvrtcProgram p, size_t* n) { return nvrtcGetCUBINSize(p, n); }
+nvrtcResult nvrtcGetPTX(nvrtcProgram p, char* out) { return nvrtcGetCUBIN(p, out); }
+
+// ---- driver: modules and launches ----------------------------------------------------------
+namespace {
+
+template <typename T>
+bool device_arg_ok(const T& v) {
+  if constexpr (std::is_pointer_v<T>) return v == nullptr || is_device(v);
+  return true;
+}
+
+// Copies the launch's arguments (as cuLaunchKernel does) into a closure that runs the kernel.
+template <typename... A, size_t... I>
+std::function<void()> bind_impl(void (*k)(A...), void** p, bool* ok, std::index_sequence<I...>) {
+  auto args = std::make_tuple(*static_cast<std::remove_cv_t<A>*>(p[I])...);
+  *ok = std::apply([](const auto&... a) { return (device_arg_ok(a) && ...); }, args);
+  return [k, args] { std::apply(k, args); };
+}
+template <typename... A>
+std::function<void()> bind(void (*k)(A...), void** p, bool* ok) {
+  return bind_impl(k, p, ok, std::index_sequence_for<A...>{});
+}
+
+using Binder = std::function<void()> (*)(void**, bool*);
+#define PD_FAKE_KERNEL(name) \
+  {#name, [](void** p, bool* ok) { return bind(&pd_fake_kernels::name, p, ok); }}
+const std::unordered_map<std::string, Binder>& binders() {
+  static const std::unordered_map<std::string, Binder> m = {
+      PD_FAKE_KERNEL(pd_unary_f32),     PD_FAKE_KERNEL(pd_bias_act_f32), PD_FAKE_KERNEL(pd_binary_f32),
+      PD_FAKE_KERNEL(pd_binary_i64),    PD_FAKE_KERNEL(pd_compare_f32),  PD_FAKE_KERNEL(pd_compare_i64),
+      PD_FAKE_KERNEL(pd_logic_bool),    PD_FAKE_KERNEL(pd_not_bool),     PD_FAKE_KERNEL(pd_cast),
+      PD_FAKE_KERNEL(pd_copy_1),        PD_FAKE_KERNEL(pd_copy_2),       PD_FAKE_KERNEL(pd_copy_4),
+      PD_FAKE_KERNEL(pd_copy_8),        PD_FAKE_KERNEL(pd_gather_1),     PD_FAKE_KERNEL(pd_gather_2),
+      PD_FAKE_KERNEL(pd_gather_4),      PD_FAKE_KERNEL(pd_gather_8),     PD_FAKE_KERNEL(pd_softmax_f32),
+      PD_FAKE_KERNEL(pd_argext_f32),    PD_FAKE_KERNEL(pd_im2col_f32),   PD_FAKE_KERNEL(pd_lstm_cell_f32)};
+  return m;
+}
+
+}  // namespace
+
+struct FakeModule {};
+struct FakeFunction {
+  Binder bind;
+};
+
+CUresult fake_cuModuleLoadData(CUmodule* m, const void* image) {
+  const std::string img = static_cast<const char*>(image);
+  const size_t nl = img.find('\n');
+  // The image must be what nvrtcCompileProgram made from the very source compiled in here.
+  if (img.rfind("FAKE-", 0) != 0 || nl == std::string::npos || img.substr(nl + 1) != pd::cuda::kernel_source())
+    return CUDA_ERROR_INVALID_IMAGE;
+  *m = new FakeModule();
+  return CUDA_SUCCESS;
+}
+CUresult fake_cuModuleUnload(CUmodule m) {
+  delete m;
+  return CUDA_SUCCESS;
+}
+CUresult fake_cuModuleGetFunction(CUfunction* f, CUmodule, const char* name) {
+  static std::unordered_map<std::string, FakeFunction> fns;
+  static std::mutex mu;
+  std::lock_guard<std::mutex> l(mu);
+  auto it = binders().find(name);
+  if (it == binders().end()) return CUDA_ERROR_NOT_FOUND;
+  fns[name] = FakeFunction{it->second};
+  *f = &fns[name];
+  return CUDA_SUCCESS;
+}
+CUresult fake_cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
+                             unsigned bz, unsigned, CUstream s, void** params, void**) {
+  if (!f || gx == 0 || bx == 0 || gy != 1 || gz != 1 || by != 1 || bz != 1 || bx > 1024) return CUDA_ERROR_INVALID_VALUE;
+  bool ok = true;
+  std::function<void()> run = f->bind(params, &ok);
+  if (!ok) return CUDA_ERROR_INVALID_VALUE;  // a pointer argument is not device memory
+  submit(s, [run, gx, bx] {
+    using namespace pd_fake_kernels;
+    gridDim.x = gx;
+    blockDim.x = bx;
+    for (unsigned b = 0; b < gx; ++b)
+      for (unsigned t = 0; t < bx; ++t) {
+        blockIdx.x = b;
+        threadIdx.x = t;
+        run();
+      }
+  });
+  return CUDA_SUCCESS;
+}
+CUresult fake_cuGetErrorString(CUresult r, const char** s) {
+  *s = r == CUDA_SUCCESS ? "no error" : r == CUDA_ERROR_INVALID_VALUE ? "invalid argument (fake CUDA check)" : "error";
+  return CUDA_SUCCESS;
+}

@@ -1,0 +1,322 @@
+// The CUDA backend's host-only parts, which need no GPU: the op support table that decides
+// fallback, the engine-cache payload, the kernel source (compiled with NVRTC when the toolkit
+// is present: NVRTC is a compiler and needs no driver), and, with the plugin built, that
+// loading it on a machine without a GPU reports why it is unavailable.
+#include <gtest/gtest.h>
+#include <onnx/onnx_pb.h>
+
+#include <fstream>
+#include <functional>
+#include <regex>
+#include <set>
+#include <sstream>
+#include <string>
+
+#include "../cuda/kernels.h"
+#include "../cuda/support.h"
+#include "engine_cache.h"
+#include "onnx_import.h"
+#include "passes.h"
+#include "policyd.h"
+#include "program.h"
+
+#ifdef PD_HAVE_NVRTC
+#include <nvrtc.h>
+#endif
+
+namespace {
+
+std::string slurp(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+// The model as the core hands it to a backend: imported, folded, fused; analyzed at batch 1.
+std::string reason_for(const std::string& rel) {
+  std::string bytes = slurp(std::string(PD_SHARED_DIR) + "/" + rel);
+  EXPECT_FALSE(bytes.empty()) << rel;
+  pd::Graph g = pd::import_onnx(bytes.data(), bytes.size());
+  pd::eliminate_dead_nodes(g);
+  pd::fold_constants(g);
+  pd::fuse(g);
+  pd::eliminate_dead_nodes(g);
+  std::vector<pd::Shape> shapes;
+  for (const auto& in : g.inputs) {
+    pd::Shape s = in.dims;
+    for (auto& d : s)
+      if (d < 0) d = 1;
+    shapes.push_back(s);
+  }
+  return pd::cuda::unsupported_reason(g, pd::analyze(g, shapes));
+}
+
+TEST(CudaSupport, RunsThePeerModelsAndTheDeterministicPolicies) {
+  for (const char* m : {"peers/models/mlp-small.onnx", "peers/models/mlp-med.onnx", "peers/models/mlp-large.onnx",
+                        "peers/models/cnn-atari.onnx", "peers/models/lstm.onnx", "models/godot_rl/JumperHard.onnx",
+                        "models/godot_rl/MultiAgentSimple_player.onnx", "models/godot_rl/ScoreTheGoal.onnx",
+                        "models/learning_to_fly/actor.onnx", "models/mujoco_playground/go1_policy.onnx",
+                        "models/snn_ctrl/mapless_navi_policy.onnx", "models/unitree_rl_lab/g1_velocity_v0.onnx"})
+    EXPECT_EQ(reason_for(m), "") << m;
+}
+
+TEST(CudaSupport, RandomOpsFallBackNamingTheNode) {
+  const std::string r = reason_for("models/mlagents/3DBall.onnx");
+  EXPECT_NE(r.find("RandomNormalLike node"), std::string::npos) << r;
+  EXPECT_NE(r.find("CPU backend only"), std::string::npos) << r;
+  EXPECT_NE(reason_for("models/mlagents/Basic.onnx").find("Multinomial node"), std::string::npos);
+}
+
+TEST(CudaSupport, OpsWithoutKernelAndWrongTypesAreNamed) {
+  pd::Graph g;
+  pd::ValueInfo x;
+  x.name = "x";
+  x.dtype = pd::DType::F64;
+  x.dims = {2, 3};
+  x.has_shape = true;
+  g.inputs.push_back(x);
+  pd::Node relu;
+  relu.name = "r";
+  relu.op = "Relu";
+  relu.opset = 17;
+  relu.inputs = {"x"};
+  relu.outputs = {"y"};
+  g.nodes.push_back(relu);
+  pd::ValueInfo y;
+  y.name = "y";
+  g.outputs.push_back(y);
+  std::string r = pd::cuda::unsupported_reason(g, pd::analyze(g, {{2, 3}}));
+  EXPECT_NE(r.find("Relu node 'r'"), std::string::npos) << r;
+  EXPECT_NE(r.find("float32 only"), std::string::npos) << r;
+  EXPECT_NE(r.find("double"), std::string::npos) << r;
+
+  g.inputs[0].dtype = pd::DType::F32;
+  g.nodes[0].op = "MaxPool";  // a real op without a CUDA kernel
+  g.nodes[0].attrs["kernel_shape"].kind = pd::Attribute::Ints;
+  g.nodes[0].attrs["kernel_shape"].ints = {1};
+  r = pd::cuda::unsupported_reason(g, pd::analyze(g, {{2, 3, 4}}));
+  EXPECT_NE(r.find("no CUDA kernel for MaxPool"), std::string::npos) << r;
+}
+
+TEST(CudaSupport, TableListsTheFusedOps) {
+  std::vector<std::string> ops = pd::cuda::supported_ops();
+  std::set<std::string> s(ops.begin(), ops.end());
+  for (const char* op : {"pd.FusedGemm", "pd.FusedMatMul", "pd.FusedConv", "LSTM", "Gather", "Softmax"})
+    EXPECT_TRUE(s.count(op)) << op;
+  EXPECT_FALSE(s.count("Multinomial"));
+  EXPECT_TRUE(std::is_sorted(ops.begin(), ops.end()));
+}
+
+pd::cuda::Payload payload() {
+  pd::cuda::Payload p;
+  p.arch = "sm_90";
+  p.nvrtc = "12.4";
+  p.source = pd::fnv1a64_tag(pd::cuda::kernel_source().data(), pd::cuda::kernel_source().size());
+  p.kind = "cubin";
+  p.code = std::string("\x7f" "ELF\0\0binary", 12);
+  return p;
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(CudaPayload, RoundTripsAndRefusesAnotherArchitecture) {
+  const pd::cuda::Payload p = payload();
+  const pd::cuda::Payload got = pd::cuda::decode_payload(pd::cuda::encode_payload(p));
+  EXPECT_EQ(got.code, p.code);
+  EXPECT_EQ(got.arch, "sm_90");
+  EXPECT_EQ(error_of([&] { pd::cuda::check_payload(p, got); }), "");
+  pd::cuda::Payload want = p;
+  want.arch = "sm_80";
+  std::string msg = error_of([&] { pd::cuda::check_payload(want, got); });
+  EXPECT_NE(msg.find("architecture 'sm_90', this device needs 'sm_80'; rebuild engines"), std::string::npos) << msg;
+  want = p;
+  want.source = "fnv1a64:0000000000000000";
+  EXPECT_NE(error_of([&] { pd::cuda::check_payload(want, got); }).find("kernel source"), std::string::npos);
+  std::string bad = pd::cuda::encode_payload(p);
+  bad.pop_back();
+  EXPECT_NE(error_of([&] { pd::cuda::decode_payload(bad); }).find("header says"), std::string::npos);
+  EXPECT_NE(error_of([&] { pd::cuda::decode_payload("PDENGINE"); }).find("not made by this backend"), std::string::npos);
+}
+
+TEST(CudaKernels, EveryLaunchedKernelIsDefinedOnce) {
+  const std::string& src = pd::cuda::kernel_source();
+  for (const auto& name : pd::cuda::kernel_names()) {
+    // Defined directly or through the PD_COPY / PD_GATHER macros.
+    std::regex def("(__global__ void " + name + "\\()|((PD_COPY|PD_GATHER)\\(" + name + ",)");
+    auto n = std::distance(std::sregex_iterator(src.begin(), src.end(), def), std::sregex_iterator());
+    EXPECT_EQ(n, 1) << name;
+  }
+  EXPECT_EQ(pd::cuda::copy_kernel(4), "pd_copy_4");
+  EXPECT_EQ(pd::cuda::copy_kernel(3), "");
+  EXPECT_EQ(pd::cuda::gather_kernel(16), "");
+}
+
+#ifdef PD_HAVE_NVRTC
+// The kernels compile for the oldest and newest architectures the CUDA backend targets here.
+TEST(CudaKernels, CompileWithNvrtc) {
+  int n = 0;
+  ASSERT_EQ(nvrtcGetNumSupportedArchs(&n), NVRTC_SUCCESS);
+  std::vector<int> archs(n);
+  ASSERT_EQ(nvrtcGetSupportedArchs(archs.data()), NVRTC_SUCCESS);
+  for (int arch : {70, 80, archs.back()}) {
+    nvrtcProgram prog = nullptr;
+    ASSERT_EQ(nvrtcCreateProgram(&prog, pd::cuda::kernel_source().c_str(), "k.cu", 0, nullptr, nullptr), NVRTC_SUCCESS);
+    const std::string opt = "--gpu-architecture=sm_" + std::to_string(arch);
+    const char* opts[] = {opt.c_str()};
+    nvrtcResult r = nvrtcCompileProgram(prog, 1, opts);
+    size_t len = 0;
+    nvrtcGetProgramLogSize(prog, &len);
+    std::string log(len, '\0');
+    if (len) nvrtcGetProgramLog(prog, &log[0]);
+    EXPECT_EQ(r, NVRTC_SUCCESS) << opt << "\n" << log;
+    size_t cubin = 0;
+    if (r == NVRTC_SUCCESS) {
+      ASSERT_EQ(nvrtcGetCUBINSize(prog, &cubin), NVRTC_SUCCESS);
+      EXPECT_GT(cubin, 1000u) << opt;
+    }
+    nvrtcDestroyProgram(&prog);
+  }
+}
+#endif
+
+#ifdef PD_HAVE_CUDA_PLUGIN
+// Without a GPU (this machine, CI) the plugin loads and says why it is unavailable; the runtime
+// still serves on cpu. With a GPU the same test checks that it found devices.
+TEST(CudaPlugin, ReportsWhyItIsUnavailableOrItsDevices) {
+  pd_runtime* rt = nullptr;
+  ASSERT_EQ(pd_runtime_create(nullptr, &rt), nullptr);
+  bool seen = false;
+  for (int32_t i = 0; i < pd_runtime_backend_count(rt); ++i) {
+    pd_backend_info bi{};
+    ASSERT_EQ(pd_runtime_backend_info(rt, i, &bi), nullptr);
+    if (std::string(bi.name) == "cpu") {
+      EXPECT_EQ(bi.available, 1);
+    }
+    if (std::string(bi.name) != "cuda") continue;
+    seen = true;
+    int32_t n = -1;
+    ASSERT_EQ(pd_runtime_device_count(rt, "cuda", &n), nullptr);
+    if (bi.available) {
+      EXPECT_GT(n, 0);
+      EXPECT_TRUE(std::regex_match(std::string(bi.version), std::regex("[0-9.]+-k[0-9a-f]{8}-cudart[0-9]+-cublaslt[0-9]+-nvrtc[0-9.]+")))
+          << bi.version;
+    } else {
+      EXPECT_EQ(n, 0);
+      const std::string why = bi.reason;
+      // The plugin itself loaded (its CUDA libraries are installed) and refused: no driver or no device.
+      EXPECT_EQ(why.find("cannot load plugin"), std::string::npos) << why;
+      EXPECT_TRUE(why.find("no NVIDIA driver") != std::string::npos || why.find("CUDA device") != std::string::npos ||
+                  why.find("driver too old") != std::string::npos)
+          << why;
+      // Building for it fails cleanly, naming the reason.
+      pd_engine_options* o = nullptr;
+      ASSERT_EQ(pd_engine_options_create(&o), nullptr);
+      ASSERT_EQ(pd_engine_options_set_backend(o, "cuda"), nullptr);
+      pd_engine* e = nullptr;
+      pd_error* err = pd_engine_create(rt, "x", 1, o, &e);
+      ASSERT_NE(err, nullptr);
+      EXPECT_EQ(pd_error_get_code(err), PD_ERR_UNAVAILABLE);
+      EXPECT_NE(std::string(pd_error_get_message(err)).find(why), std::string::npos);
+      pd_error_free(err);
+      pd_engine_options_destroy(o);
+    }
+  }
+  EXPECT_TRUE(seen);
+  pd_runtime_destroy(rt);
+}
+#endif
+
+// On the CPU emulation of CUDA (build/fakecuda): an index out of range in a Gather whose indices
+// are an input is caught on the device and fails that run with INVALID_ARG; the context stays
+// usable, and the memory it reports grows with its buckets.
+std::string gather_model() {
+  onnx::ModelProto m;
+  m.set_ir_version(8);
+  auto* os = m.add_opset_import();
+  os->set_domain("");
+  os->set_version(17);
+  auto* g = m.mutable_graph();
+  g->set_name("g");
+  auto* n = g->add_node();
+  n->set_op_type("Gather");
+  n->set_name("pick");
+  n->add_input("table");
+  n->add_input("idx");
+  n->add_output("y");
+  auto io = [](onnx::ValueInfoProto* v, const char* name, int type, std::vector<int64_t> dims) {
+    v->set_name(name);
+    auto* tt = v->mutable_type()->mutable_tensor_type();
+    tt->set_elem_type(type);
+    for (int64_t d : dims) {
+      if (d < 0) tt->mutable_shape()->add_dim()->set_dim_param("batch");
+      else tt->mutable_shape()->add_dim()->set_dim_value(d);
+    }
+  };
+  io(g->add_input(), "table", onnx::TensorProto::FLOAT, {4, 2});
+  io(g->add_input(), "idx", onnx::TensorProto::INT64, {-1});
+  io(g->add_output(), "y", onnx::TensorProto::FLOAT, {-1, 2});
+  return m.SerializeAsString();
+}
+
+TEST(FakeCuda, GatherIndexOutOfRangeFailsTheRunOnly) {
+  pd_runtime_options* ro = nullptr;
+  ASSERT_EQ(pd_runtime_options_create(&ro), nullptr);
+  ASSERT_EQ(pd_runtime_options_set_backend_dir(ro, PD_FAKE_CUDA_DIR), nullptr);
+  pd_runtime* rt = nullptr;
+  ASSERT_EQ(pd_runtime_create(ro, &rt), nullptr);
+  pd_runtime_options_destroy(ro);
+  pd_engine_options* eo = nullptr;
+  ASSERT_EQ(pd_engine_options_create(&eo), nullptr);
+  ASSERT_EQ(pd_engine_options_set_backend(eo, "cuda"), nullptr);
+  const std::string model = gather_model();
+  pd_engine* e = nullptr;
+  pd_error* err = pd_engine_create(rt, model.data(), model.size(), eo, &e);
+  ASSERT_EQ(err, nullptr) << pd_error_get_message(err);
+  pd_context* c = nullptr;
+  ASSERT_EQ(pd_context_create(e, &c), nullptr);
+
+  float table[8] = {0, 1, 10, 11, 20, 21, 30, 31};
+  auto run = [&](std::vector<int64_t> idx, pd_tensor* out) {
+    pd_tensor in[2] = {};
+    in[0] = pd_tensor{PD_DTYPE_FLOAT32, 2, {4, 2}, table, sizeof table};
+    in[1] = pd_tensor{PD_DTYPE_INT64, 1, {static_cast<int64_t>(idx.size())}, idx.data(), idx.size() * 8};
+    return pd_context_run(c, in, 2, out, 1);
+  };
+  pd_tensor out{};
+  ASSERT_EQ(run({2, -1}, &out), nullptr);
+  ASSERT_EQ(out.rank, 2);
+  const float* y = static_cast<const float*>(out.data);
+  EXPECT_EQ(std::vector<float>(y, y + 4), (std::vector<float>{20, 21, 30, 31}));
+
+  err = run({1, 4}, &out);
+  ASSERT_NE(err, nullptr);
+  EXPECT_EQ(pd_error_get_code(err), PD_ERR_INVALID_ARG);
+  EXPECT_NE(std::string(pd_error_get_message(err)).find("Gather index is out of range"), std::string::npos)
+      << pd_error_get_message(err);
+  pd_error_free(err);
+
+  pd_memory_info mi{};
+  ASSERT_EQ(pd_context_memory(c, &mi), nullptr);
+  EXPECT_EQ(mi.buckets, 1u);
+  EXPECT_GE(mi.arena_bytes, sizeof table + 16 + 16);
+  ASSERT_EQ(run({0, 0, 3}, &out), nullptr);  // a second bucket, and the context still works
+  y = static_cast<const float*>(out.data);
+  EXPECT_EQ(std::vector<float>(y, y + 6), (std::vector<float>{0, 1, 0, 1, 30, 31}));
+  ASSERT_EQ(pd_context_memory(c, &mi), nullptr);
+  EXPECT_EQ(mi.buckets, 2u);
+
+  pd_context_destroy(c);
+  pd_engine_destroy(e);
+  pd_engine_options_destroy(eo);
+  pd_runtime_destroy(rt);
+}
+
+}  // namespace
