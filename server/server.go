@@ -153,7 +153,8 @@ type Server struct {
 	runCtx     context.Context
 	cancelRuns context.CancelFunc
 
-	maxBody atomic.Int64 // the live body limit (SetMaxRequestBodySize)
+	maxBody  atomic.Int64 // the live body limit (SetMaxRequestBodySize)
+	starting atomic.Bool  // the first load of the model repository is running (SetStarting)
 
 	parsers fastjson.ParserPool
 	reqs    sync.Pool // *inferRequest
@@ -289,10 +290,23 @@ func (s *Server) live(ctx *fasthttp.RequestCtx) {
 	ctx.SetStatusCode(fasthttp.StatusOK)
 }
 
+// SetStarting marks the server as starting: the process listens (live answers 200) while it
+// loads its models for the first time, readiness answers false with the reason "starting", and
+// a request for a model not loaded yet gets 503 rather than 404. The owner clears it once the
+// first load is done.
+func (s *Server) SetStarting(on bool) { s.starting.Store(on) }
+
+// errStarting answers a request for a model the first load has not reached yet.
+var errStarting = &statusError{fasthttp.StatusServiceUnavailable, "starting: the model repository is still loading; retry shortly"}
+
 // ready answers 200 when every version of every model is ready, else 400 with an empty body,
 // as the v2 protocol says (a 4xx status means false; health bodies are empty), naming the
 // first versions that are not and why in the X-Not-Ready-Reason header.
 func (s *Server) ready(ctx *fasthttp.RequestCtx) {
+	if s.starting.Load() {
+		answerNotReady(ctx, errStarting.msg)
+		return
+	}
 	var notReady []byte
 	n := 0
 	for _, name := range s.reg.Models() {
@@ -361,6 +375,9 @@ func (s *Server) lookup(ctx *fasthttp.RequestCtx) (Model, bool) {
 	version, _ := ctx.UserValue("version").(string)
 	m, err := s.reg.Acquire(name, version)
 	if err != nil {
+		if s.starting.Load() && errors.Is(err, engines.ErrNotFound) {
+			err = errStarting
+		}
 		s.fail(ctx, err)
 		return nil, false
 	}
@@ -379,6 +396,16 @@ func (s *Server) notReady(ctx *fasthttp.RequestCtx, m Model) bool {
 // modelReady answers 200 when the version is ready, else 400 with an empty body and the
 // reason in the X-Not-Ready-Reason header (see ready); an unknown model or version is 404.
 func (s *Server) modelReady(ctx *fasthttp.RequestCtx) {
+	if s.starting.Load() {
+		name, _ := ctx.UserValue("model").(string)
+		version, _ := ctx.UserValue("version").(string)
+		if m, err := s.reg.Acquire(name, version); err == nil {
+			m.Release() // loaded already: answer as usual below
+		} else {
+			answerNotReady(ctx, errStarting.msg)
+			return
+		}
+	}
 	m, ok := s.lookup(ctx)
 	if !ok {
 		return

@@ -683,3 +683,34 @@ func TestHalfToFloat32(t *testing.T) {
 		}
 	}
 }
+
+// While the first load runs the server is live, not ready ("starting"), and a model it has not
+// loaded yet is 503 (retry), not 404; once the load is done, the usual answers.
+func TestStarting(t *testing.T) {
+	ts := startServer(t, newFakeRegistry(policyModel("1")), Options{})
+	ts.srv.SetStarting(true)
+	if r := ts.do(t, "GET", "/v2/health/live", nil); r.status != 200 {
+		t.Errorf("live while starting = %d", r.status)
+	}
+	r := ts.do(t, "GET", "/v2/health/ready", nil)
+	if r.status != 400 || len(r.body) != 0 || !strings.HasPrefix(r.header[notReadyHeader], "starting") {
+		t.Errorf("ready while starting = %d %q %q", r.status, r.body, r.header[notReadyHeader])
+	}
+	if r := ts.do(t, "GET", "/v2/models/later/ready", nil); r.status != 400 || !strings.HasPrefix(r.header[notReadyHeader], "starting") {
+		t.Errorf("model ready of a model not loaded yet = %d %q", r.status, r.header[notReadyHeader])
+	}
+	if r := ts.do(t, "GET", "/v2/models/policy/ready", nil); r.status != 200 {
+		t.Errorf("model ready of a loaded model while starting = %d", r.status)
+	}
+	body := []byte(`{"inputs":[{"name":"obs","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}`)
+	if r := ts.do(t, "POST", "/v2/models/later/infer", body); r.status != 503 || !strings.Contains(errorMessage(t, r), "still loading") {
+		t.Errorf("infer on a model not loaded yet = %d %s", r.status, r.body)
+	}
+	ts.srv.SetStarting(false)
+	if r := ts.do(t, "GET", "/v2/health/ready", nil); r.status != 200 {
+		t.Errorf("ready after starting = %d %v", r.status, r.header)
+	}
+	if r := ts.do(t, "POST", "/v2/models/later/infer", body); r.status != 404 {
+		t.Errorf("infer on an unknown model after starting = %d", r.status)
+	}
+}

@@ -144,8 +144,8 @@ func freeAddr(t *testing.T) string {
 	return addr
 }
 
-// startDaemon starts policyd on repo and waits until it answers /v2/health/ready (it listens
-// only once the repository is loaded, so any answer means loading is over).
+// startDaemon starts policyd on repo and waits until its first load of the repository is over:
+// /v2/health/ready answers, and not "starting" (it listens while it loads).
 func startDaemon(t *testing.T, repo string, extra ...string) *daemon {
 	t.Helper()
 	addr := freeAddr(t)
@@ -182,7 +182,9 @@ func startDaemon(t *testing.T, repo string, extra ...string) *daemon {
 		resp, err := http.Get(d.url + "/v2/health/ready")
 		if err == nil {
 			resp.Body.Close()
-			return d
+			if !strings.HasPrefix(resp.Header.Get("X-Not-Ready-Reason"), "starting") {
+				return d // the first load is done (ready or not)
+			}
 		}
 		if time.Now().After(deadline) {
 			t.Fatal("policyd did not answer within 3 minutes")

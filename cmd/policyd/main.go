@@ -247,23 +247,6 @@ func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
 		fmt.Fprintf(stderr, "policyd: %v\n", err)
 		return 2
 	}
-	rep, err := rl.apply(desired(cfg, keys, rl.verifyFailed))
-	if err != nil {
-		log.Error("model repository", zap.Error(err))
-		fmt.Fprintf(stderr, "policyd: %v\n", err)
-		return 1
-	}
-	log.Info("repository loaded", zap.Int("versions", len(rep.Loaded)+len(rep.Failed)), zap.Int("ready", len(rep.Loaded)),
-		zap.Int("unavailable", len(rep.Failed)), zap.Duration("took", time.Since(start)))
-	if len(rep.Loaded)+len(rep.Failed) == 0 {
-		log.Warn("the repository holds no model version", zap.String("repository", cfg.Repository.Path))
-	}
-	defer func() {
-		t := time.Now()
-		repo.Close()
-		log.Info("repository closed", zap.Duration("took", time.Since(t)))
-	}()
-
 	// Tracing (off by default): spans exported over OTLP/HTTP, flushed after the HTTP server stops.
 	tp, err := tracing.New(tracing.Config{Enabled: cfg.Tracing.Enabled, Endpoint: cfg.Tracing.Endpoint,
 		SamplingRatio: cfg.Tracing.SamplingRatio, ServiceName: cfg.Tracing.ServiceName, ServiceVersion: versionString(),
@@ -313,8 +296,32 @@ func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
 		return 1
 	}
 	served := make(chan error, 1)
+	srv.SetStarting(true)
 	go func() { served <- srv.Serve(ln) }()
 	log.Info("serving", zap.String("addr", ln.Addr().String()))
+
+	// The first load runs while the server listens: live answers 200, ready answers false
+	// ("starting") until every version is loaded and warmed up (docs/operators.md).
+	rep, err := rl.apply(desired(cfg, keys, rl.verifyFailed))
+	if err != nil {
+		log.Error("model repository", zap.Error(err))
+		fmt.Fprintf(stderr, "policyd: %v\n", err)
+		ctx, cancel := context.WithTimeout(context.Background(), cfg.Server.ShutdownTimeout)
+		_ = srv.Shutdown(ctx)
+		cancel()
+		return 1
+	}
+	srv.SetStarting(false)
+	log.Info("repository loaded", zap.Int("versions", len(rep.Loaded)+len(rep.Failed)), zap.Int("ready", len(rep.Loaded)),
+		zap.Int("unavailable", len(rep.Failed)), zap.Duration("took", time.Since(start)))
+	if len(rep.Loaded)+len(rep.Failed) == 0 {
+		log.Warn("the repository holds no model version", zap.String("repository", cfg.Repository.Path))
+	}
+	defer func() {
+		t := time.Now()
+		repo.Close()
+		log.Info("repository closed", zap.Duration("took", time.Since(t)))
+	}()
 
 	watchCtx, stopWatch := context.WithCancel(context.Background())
 	watched := make(chan struct{})
