@@ -79,56 +79,14 @@ func TestBatcherNativeMatchesUnbatched(t *testing.T) {
 			}
 			c.Close()
 
-			// The first runs wait until every goroutine's first request is queued or in one.
-			var runs, waiting atomic.Int32
-			gate := make(chan struct{})
-			var opened sync.Once
-			open := func() { opened.Do(func() { close(gate) }) }
-			p, err := newPool(func() (execContext, error) {
-				c, err := e.NewContext()
-				if err != nil {
-					return nil, err
-				}
-				return gatedContext{countingContext{c, &runs}, gate, &waiting}, nil
-			}, len(e.Outputs()), PoolOptions{Instances: 2})
-			if err != nil {
-				t.Fatal(err)
-			}
-			b, err := NewBatcher(p, e.Inputs(), e.Outputs(), BatcherOptions{MaxBatchSize: 16, MaxQueueDelay: DefaultMaxQueueDelay})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer func() { open(); b.Close() }() // never leave a worker waiting: Close waits for it
-			var wg sync.WaitGroup
-			var mismatches atomic.Int32
-			for g := range goroutines {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for i := range each {
-						err := b.Do(context.Background(), []bridge.Tensor{obs(g, i)}, RunOptions{}, func(out []bridge.Tensor) error {
-							if out[0].Shape[0] != 1 || !slices.Equal(out[0].Data, want[g*each+i]) {
-								mismatches.Add(1)
-							}
-							return nil
-						})
-
-						if err != nil {
-							t.Error(err)
-							return
-						}
-					}
-				}()
-			}
-			waitFor(t, func() bool { return int(waiting.Load())+b.queue.len() == goroutines })
-			open()
-			wg.Wait()
-			if n := mismatches.Load(); n != 0 {
-				t.Errorf("%d of %d outputs differ from the unbatched run", n, goroutines*each)
-			}
-			t.Logf("%d engine runs for %d requests", runs.Load(), goroutines*each)
-			if int(runs.Load()) >= goroutines*each {
-				t.Errorf("%d engine runs for %d requests: no batching", runs.Load(), goroutines*each)
+			mismatches := batchConcurrently(t, e, 2, BatcherOptions{MaxBatchSize: 16, MaxQueueDelay: DefaultMaxQueueDelay},
+				goroutines, each, func(g, i int) ([]bridge.Tensor, RunOptions) {
+					return []bridge.Tensor{obs(g, i)}, RunOptions{}
+				}, func(g, i int, out []bridge.Tensor) bool {
+					return out[0].Shape[0] == 1 && slices.Equal(out[0].Data, want[g*each+i])
+				})
+			if mismatches != 0 {
+				t.Errorf("%d of %d outputs differ from the unbatched run", mismatches, goroutines*each)
 			}
 		})
 	}
@@ -278,9 +236,29 @@ func TestBatcherNativeSeededSamples(t *testing.T) {
 	}
 	c.Close()
 
-	// One instance whose first run waits until the other goroutines' first requests queued,
-	// so that they batch (a 3DBall run takes microseconds: they would rarely meet otherwise).
-	var runs, waiting atomic.Int32
+	mismatches := batchConcurrently(t, e, 1, BatcherOptions{MaxBatchSize: 16, MaxQueueDelay: time.Millisecond},
+		goroutines, each, func(g, i int) ([]bridge.Tensor, RunOptions) {
+			n := g*each + i
+			return []bridge.Tensor{obs(n)}, RunOptions{Seed: seed(n), Seeded: seeded(n)}
+		}, func(g, i int, out []bridge.Tensor) bool {
+			n := g*each + i
+			return !seeded(n) || closeFloats(floats(out[act]), want[n], 1e-5)
+		})
+	if mismatches != 0 {
+		t.Errorf("%d seeded requests sampled differently batched than alone", mismatches)
+	}
+}
+
+// batchConcurrently sends goroutines × each requests (request(g, i)) through a Batcher over
+// e with the given instances, checks each request's outputs (ok(g, i, outputs)) and returns
+// how many failed the check. The first runs wait until every goroutine's first request is in
+// one or queued, so that requests meet in batches however the machine schedules them (a
+// small policy runs in microseconds: they would rarely meet otherwise); the test fails when
+// no batching happened, since it would then prove nothing.
+func batchConcurrently(t *testing.T, e *bridge.Engine, instances int, opts BatcherOptions, goroutines, each int,
+	request func(g, i int) ([]bridge.Tensor, RunOptions), ok func(g, i int, outputs []bridge.Tensor) bool) int {
+	t.Helper()
+	var runs, waiting, bad atomic.Int32
 	gate := make(chan struct{})
 	var opened sync.Once
 	open := func() { opened.Do(func() { close(gate) }) }
@@ -290,27 +268,23 @@ func TestBatcherNativeSeededSamples(t *testing.T) {
 			return nil, err
 		}
 		return gatedContext{countingContext{c, &runs}, gate, &waiting}, nil
-	}, len(e.Outputs()), PoolOptions{})
+	}, len(e.Outputs()), PoolOptions{Instances: instances})
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := NewBatcher(p, e.Inputs(), e.Outputs(), BatcherOptions{MaxBatchSize: 16, MaxQueueDelay: time.Millisecond})
+	b, err := NewBatcher(p, e.Inputs(), e.Outputs(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { open(); b.Close() }() // never leave the worker waiting: Close waits for it
+	defer func() { open(); b.Close() }() // never leave a worker waiting: Close waits for it
 	var wg sync.WaitGroup
-	var mismatches atomic.Int32
 	for g := range goroutines {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for i := range each {
-				n := g*each + i
-				opts := RunOptions{Seed: seed(n), Seeded: seeded(n)}
-				err := b.Do(context.Background(), []bridge.Tensor{obs(n)}, opts, func(out []bridge.Tensor) error {
-					if seeded(n) && !closeFloats(floats(out[act]), want[n], 1e-5) {
-						mismatches.Add(1)
+				in, o := request(g, i)
+				err := b.Do(context.Background(), in, o, func(out []bridge.Tensor) error {
+					if !ok(g, i, out) {
+						bad.Add(1)
 					}
 					return nil
 				})
@@ -319,19 +293,16 @@ func TestBatcherNativeSeededSamples(t *testing.T) {
 					return
 				}
 			}
-		}()
+		})
 	}
-	// Every goroutine's first request is in the gated run or queued behind it.
 	waitFor(t, func() bool { return int(waiting.Load())+b.queue.len() == goroutines })
 	open()
 	wg.Wait()
-	if n := mismatches.Load(); n != 0 {
-		t.Errorf("%d seeded requests sampled differently batched than alone", n)
-	}
 	t.Logf("%d engine runs for %d requests", runs.Load(), goroutines*each)
 	if int(runs.Load()) >= goroutines*each {
 		t.Errorf("%d engine runs for %d requests: no batching, the test proves nothing", runs.Load(), goroutines*each)
 	}
+	return int(bad.Load())
 }
 
 // gatedContext waits for gate before every run (a closed gate lets every run through); rows
