@@ -36,8 +36,20 @@ type ModelSpec struct {
 	// when the previous one fails; ModelVersion.Backend says which one loaded. Empty: the
 	// Default's, or the library's default when that is empty too.
 	Backends []string
-	// Instances is the number of execution contexts (workers) of the version's pool; 0: the
-	// Default's, or 1.
+	// Fallback lets the next backend of Backends serve when one cannot load the model (its
+	// plugin or GPU is missing, an op is unsupported); the reasons of the backends skipped are
+	// logged. False: only the first backend may serve it; when it cannot, the version is
+	// UNAVAILABLE with its reason. Nil: the Default's, or true.
+	Fallback *bool
+	// Devices selects the GPUs of a backend that has devices (cuda, tensorrt): their ordinals
+	// as the backend lists them (bridge.Runtime.Devices). The version gets one engine per
+	// GPU (bridge.EngineOptions.Device), each with Instances contexts, all taking requests from
+	// the version's one queue (and batcher). A listed GPU the backend lacks makes that backend
+	// fail ("devices: GPU 3 not found ..."). Nil: the Default's, or every GPU. Ignored by
+	// backends without devices (cpu).
+	Devices []int
+	// Instances is the number of execution contexts (workers) of the version's pool, per GPU
+	// on a backend with devices; 0: the Default's, or 1.
 	Instances int
 	// Threads per context run; 0: the Default's, or the library's default (1).
 	Threads int
@@ -94,6 +106,8 @@ type Desired struct {
 // settings are the effective settings of one version; a change of any of them rebuilds it.
 type settings struct {
 	backends  string // preference order joined by "\x00"; "" = the library's default
+	fallback  bool   // the next backend may serve when one fails
+	devices   string // the GPU ordinals selected, "0,2"; "" = every GPU
 	instances int
 	threads   int
 	queueLen  int
@@ -115,6 +129,19 @@ func (s settings) batcherOptions() BatcherOptions {
 		o.PreferredBatchSizes = append(o.PreferredBatchSizes, n)
 	}
 	return o
+}
+
+// deviceList is the GPUs selected; nil: every GPU.
+func (s settings) deviceList() []int {
+	if s.devices == "" {
+		return nil
+	}
+	var out []int
+	for _, f := range strings.Split(s.devices, ",") {
+		n, _ := strconv.Atoi(f)
+		out = append(out, n)
+	}
+	return out
 }
 
 func (s settings) backendList() []string {
@@ -179,6 +206,13 @@ func (d *Desired) validate() error {
 			add("%s.batching.default_priority_level: must be 0..%d, got %d", path, MaxPriorityLevels, l)
 		}
 		m.Sequence.check(path, add)
+		for i, g := range m.Devices {
+			if g < 0 {
+				add("%s.devices[%d]: must not be negative, got %d", path, i, g)
+			} else if slices.Index(m.Devices, g) < i {
+				add("%s.devices[%d]: GPU %d listed twice", path, i, g)
+			}
+		}
 		for i, b := range m.Backends {
 			if b == "" {
 				add("%s.backends[%d]: empty", path, i)
@@ -245,6 +279,23 @@ func (d *Desired) settingsOf(m ModelSpec) settings {
 	}
 	if len(m.Backends) == 0 {
 		s.backends = strings.Join(d.Default.Backends, "\x00")
+	}
+	s.fallback = true
+	if f := cmp.Or(m.Fallback, d.Default.Fallback); f != nil {
+		s.fallback = *f
+	}
+	devs := m.Devices
+	if devs == nil {
+		devs = d.Default.Devices
+	}
+	if len(devs) > 0 {
+		devs = slices.Clone(devs)
+		slices.Sort(devs)
+		parts := make([]string, len(devs))
+		for i, g := range devs {
+			parts[i] = strconv.Itoa(g)
+		}
+		s.devices = strings.Join(parts, ",")
 	}
 	if s.instances == 0 {
 		s.instances = max(d.Default.Instances, 1)
@@ -410,8 +461,12 @@ type Change struct {
 	Model, Version string
 	// Backend the version's engine runs on ("" when none loaded).
 	Backend string
-	// Instances of the pool loaded (or asked for, on a failure).
+	// Instances of the pool loaded (or asked for, on a failure), per GPU on a backend with
+	// devices.
 	Instances int
+	// Devices are the GPU ordinals the version runs on, one engine each (nil: a backend
+	// without devices).
+	Devices []int
 	// Reason of a failure.
 	Reason string
 	// KeptPrevious: a failed reload left the previous engine serving.
@@ -525,20 +580,21 @@ func (r *Repository) apply(d Desired) (Report, error) {
 			}
 		}
 		v := r.load(t, art)
-		c := Change{Model: v.name, Version: v.version, Backend: v.Backend(), Instances: t.set.instances, Load: v.loadTime}
+		c := Change{Model: v.name, Version: v.version, Backend: v.Backend(), Instances: t.set.instances, Devices: v.devices, Load: v.loadTime}
 		if ok, reason := v.Ready(); ok {
 			served = append(served, v)
 			if prevReady {
 				reloaded[prev] = len(rep.Reloaded)
 				rep.Reloaded = append(rep.Reloaded, c)
 				r.log.Info("model version reloaded", zap.String("model", v.name), zap.String("version", v.version),
-					zap.String("digest", v.digest), zap.String("backend", v.Backend()), zap.Int("instances", t.set.instances),
-					zap.Duration("load_time", v.loadTime))
+					zap.String("digest", v.digest), zap.String("backend", v.Backend()), zap.String("device", v.Device()),
+					zap.Int("instances", t.set.instances), zap.Duration("load_time", v.loadTime))
 			} else {
 				rep.Loaded = append(rep.Loaded, c)
 				r.log.Info("model version loaded", zap.String("model", v.name), zap.String("version", v.version),
 					zap.String("state", v.State().String()), zap.String("digest", v.digest), zap.String("signer", v.signer),
-					zap.String("backend", v.Backend()), zap.Int("instances", t.set.instances), zap.Duration("load_time", v.loadTime))
+					zap.String("backend", v.Backend()), zap.String("device", v.Device()), zap.Int("instances", t.set.instances),
+					zap.Duration("load_time", v.loadTime))
 			}
 		} else {
 			c.Reason = reason
@@ -593,9 +649,14 @@ func (r *Repository) apply(d Desired) (Report, error) {
 	return rep, nil
 }
 
-// runner builds the runner of a version: its pool, behind a Batcher when batching is on and
-// the model is batchable.
-func (r *Repository) runner(e *bridge.Engine, set settings, stats *Stats) (Runner, error) {
+// runner builds the runner of a version: one pool over the contexts of all its engines (one
+// engine per GPU, set.instances contexts each), behind a Batcher when batching is on and the
+// model is batchable. es is never empty except in tests of versions the repository lacks.
+func (r *Repository) runner(es []*bridge.Engine, set settings, stats *Stats) (Runner, error) {
+	var e *bridge.Engine
+	if len(es) > 0 {
+		e = es[0]
+	}
 	if e != nil {
 		stats.Batched = Batchable(e.Batchable(), e.Inputs(), e.Outputs())
 	}
@@ -611,8 +672,8 @@ func (r *Repository) runner(e *bridge.Engine, set settings, stats *Stats) (Runne
 		}
 		warmup = WarmupInputs(e.Inputs(), sizes)
 	}
-	p, err := r.newRunner(e, PoolOptions{
-		Instances: set.instances, QueueLen: set.queueLen, Seed: set.seed, Stats: stats,
+	p, err := r.newRunner(es, PoolOptions{
+		Instances: set.instances * max(len(es), 1), QueueLen: set.queueLen, Seed: set.seed, Stats: stats,
 		PriorityLevels: set.levels, DefaultPriorityLevel: set.defLevel,
 		LockOSThread: lockThreads(e, set.threads), Warmup: warmup,
 	})
@@ -719,27 +780,34 @@ func (r *Repository) load(t target, art *artifacts.Artifact) *ModelVersion {
 	if len(backends) == 0 {
 		backends = []string{""} // the library's default
 	}
+	tried := backends
+	if !t.set.fallback {
+		tried = backends[:1]
+	}
 	var errs []error
-	for _, b := range backends {
-		e, err := r.loader.NewEngine(onnx, bridge.EngineOptions{
-			Backend: b, Threads: t.set.threads, Name: t.model + "@" + t.version,
-		})
+	for _, b := range tried {
+		es, devs, err := r.engines(onnx, t, b)
 		if err == nil {
 			var p Runner
 			var seqs *Sequences
 			if spec := parseSequenceKey(t.set.sequence); spec != nil {
-				if seqs, err = NewSequences(*spec, e.Inputs(), e.Outputs()); err != nil {
-					e.Close()
+				if seqs, err = NewSequences(*spec, es[0].Inputs(), es[0].Outputs()); err != nil {
+					closeEngines(es)
 					v.reason = err.Error() // the same for every backend: the signature is the model's
 					return v
 				}
 			}
-			if p, err = r.runner(e, t.set, v.stats); err == nil {
-				v.engine, v.runner, v.seqs, v.state = e, p, seqs, StateReady
+			if p, err = r.runner(es, t.set, v.stats); err == nil {
+				v.engine, v.engines, v.devices, v.runner, v.seqs, v.state = es[0], es, devs, p, seqs, StateReady
+				v.backend = cmp.Or(es[0].Backend(), b)
+				if len(errs) > 0 {
+					r.log.Warn("model version fell back to a later backend", zap.String("model", t.model),
+						zap.String("version", t.version), zap.String("backend", b), zap.Error(errors.Join(errs...)))
+				}
 				return v
 			}
 			seqs.Close()
-			e.Close()
+			closeEngines(es)
 		}
 		if len(backends) > 1 {
 			err = fmt.Errorf("backend %q: %w", b, err)
@@ -751,5 +819,81 @@ func (r *Repository) load(t target, art *artifacts.Artifact) *ModelVersion {
 		msgs[i] = err.Error()
 	}
 	v.reason = strings.Join(msgs, "; ")
+	if len(tried) < len(backends) {
+		v.reason += fmt.Sprintf("; fallback is off for this model (fallback: false), so %s was not tried",
+			strings.Join(backends[len(tried):], ", "))
+	}
 	return v
+}
+
+// DeviceLister is an EngineLoader that lists the devices of a backend; *bridge.Runtime
+// implements it. A loader without it builds every engine for device 0.
+type DeviceLister interface {
+	Devices(backend string) ([]bridge.Device, error)
+}
+
+// devicesOf returns the GPU ordinals a version runs on with backend b: those of want (nil:
+// every GPU the backend lists), or nil for a backend without devices (cpu) and for one that
+// lists none (it did not load: NewEngine says why). A wanted GPU the backend lacks is an error.
+func (r *Repository) devicesOf(b string, want []int) ([]int, error) {
+	dl, ok := r.loader.(DeviceLister)
+	if !ok || b == "" || b == "cpu" {
+		return nil, nil
+	}
+	list, err := dl.Devices(b)
+	if err != nil || len(list) == 0 {
+		return nil, nil
+	}
+	have := make([]int, len(list))
+	names := make([]string, len(list))
+	for i, d := range list {
+		have[i] = d.Ordinal
+		names[i] = fmt.Sprintf("%d (%s, %s)", d.Ordinal, d.Name, d.Target)
+	}
+	if len(want) == 0 {
+		return have, nil
+	}
+	for _, g := range want {
+		if !slices.Contains(have, g) {
+			return nil, fmt.Errorf("devices: GPU %d not found: %s has %d: %s", g, b, len(list), strings.Join(names, ", "))
+		}
+	}
+	return want, nil
+}
+
+// engines builds the engines of target t on backend b: one per GPU it selects (devicesOf),
+// or one for a backend without devices. On a failure every engine built is closed.
+func (r *Repository) engines(onnx []byte, t target, b string) ([]*bridge.Engine, []int, error) {
+	opts := bridge.EngineOptions{Backend: b, Threads: t.set.threads, Name: t.model + "@" + t.version}
+	devs, err := r.devicesOf(b, t.set.deviceList())
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(devs) == 0 {
+		e, err := r.loader.NewEngine(onnx, opts)
+		if err != nil {
+			return nil, nil, err
+		}
+		return []*bridge.Engine{e}, nil, nil
+	}
+	es := make([]*bridge.Engine, 0, len(devs))
+	for _, g := range devs {
+		opts.Device = g
+		e, err := r.loader.NewEngine(onnx, opts)
+		if err != nil {
+			closeEngines(es)
+			if len(devs) > 1 {
+				err = fmt.Errorf("GPU %d: %w", g, err)
+			}
+			return nil, nil, err
+		}
+		es = append(es, e)
+	}
+	return es, devs, nil
+}
+
+func closeEngines(es []*bridge.Engine) {
+	for _, e := range es {
+		e.Close()
+	}
 }
