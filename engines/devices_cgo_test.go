@@ -96,4 +96,3 @@ func runMLP(t *testing.T, v *ModelVersion) {
 		t.Errorf("run: %v, %d outputs", err, n)
 	}
 }
-
