@@ -75,10 +75,11 @@ type Repository struct {
 
 // Engine holds the defaults of the engine instances that run the models.
 type Engine struct {
-	Seed       uint64   `koanf:"seed" reload:"live" desc:"Base seed of random operators; instance i of a version uses seed+i. A change applies to the versions (re)loaded after it."`
-	Threads    int      `koanf:"threads" reload:"live" min:"1" max:"1024" desc:"Threads of each engine instance, unless a model sets its own."`
-	CPUThreads int      `koanf:"cpu_threads" reload:"restart" min:"0" max:"65536" desc:"CPU threads the engines may use in all, 0 = every core; a model's default instance count is max(1, cpu_threads / threads)."`
-	Backends   []string `koanf:"backends" reload:"live" enum:"cpu,cuda,tensorrt" min:"1" unique:"true" desc:"Backends in order of preference of every model that sets no models[].backends. A backend this machine cannot run (no plugin, no GPU, an op it lacks) is skipped with its reason logged, unless the model's fallback is false (see docs/gpu.md, Backend order and fallback)."`
+	Seed         uint64   `koanf:"seed" reload:"live" desc:"Base seed of random operators; instance i of a version uses seed+i. A change applies to the versions (re)loaded after it."`
+	Threads      int      `koanf:"threads" reload:"live" min:"1" max:"1024" desc:"Threads of each engine instance, unless a model sets its own."`
+	CPUThreads   int      `koanf:"cpu_threads" reload:"restart" min:"0" max:"65536" desc:"CPU threads the engines may use in all, 0 = every core; a model's default instance count is max(1, cpu_threads / threads)."`
+	Backends     []string `koanf:"backends" reload:"live" enum:"cpu,cuda,tensorrt" min:"1" unique:"true" desc:"Backends in order of preference of every model that sets no models[].backends. A backend this machine cannot run (no plugin, no GPU, an op it lacks) is skipped with its reason logged, unless the model's fallback is false (see docs/gpu.md, Backend order and fallback)."`
+	BuildEngines bool     `koanf:"build_engines" reload:"live" desc:"Build a GPU engine from model.onnx when the artifact has no engine cache matching the GPU's architecture and the backend's version (policyctl engines build, make engines, store them). false: such a version is UNAVAILABLE with \"rebuild engines\". A stale or mismatched cache is never used either way. Servers never write caches into the repository."`
 }
 
 // Batching configures the dynamic batcher and holds the defaults of models[].batching.
@@ -174,7 +175,7 @@ func Defaults() *Config {
 		Limits:     Limits{MaxRequestSize: 64 * MiB, QueueLen: 64},
 		Log:        Log{Level: "info", Format: "json", Access: true},
 		Repository: Repository{},
-		Engine:     Engine{Seed: 0, Threads: 1, CPUThreads: 0, Backends: []string{"cpu"}},
+		Engine:     Engine{Seed: 0, Threads: 1, CPUThreads: 0, Backends: []string{"cpu"}, BuildEngines: true},
 		Batching:   Batching{Enabled: true, MaxBatchSize: 32, MaxQueueDelay: 100 * time.Microsecond, PreferredBatchSizes: []int{}},
 		Models:     []Model{},
 		Admin:      Admin{},

@@ -366,7 +366,7 @@ func TestGoodFiles(t *testing.T) {
 			return c.Server.WriteTimeout == 90*time.Second && c.Limits.MaxRequestSize == 512*KiB && c.Engine.Seed == 1<<64-1 &&
 				c.Models[1].Version == "2" && reflect.DeepEqual(c.Models[1].Backends, []string{}) && c.Models[0].Instances == 1024 &&
 				!c.Models[0].Fallback && reflect.DeepEqual(c.Models[0].Devices, []string{"0", "1"}) && c.Models[1].Fallback &&
-				reflect.DeepEqual(c.Engine.Backends, []string{"cuda", "cpu"})
+				reflect.DeepEqual(c.Engine.Backends, []string{"cuda", "cpu"}) && !c.Engine.BuildEngines
 		}},
 		{"full.json", func(c *Config) bool {
 			return c.Limits.MaxRequestSize == MiB && c.Models[1].Version == "2" && c.Engine.Seed == 7 && c.Server.IdleTimeout == 5*time.Minute

@@ -95,6 +95,12 @@ type Desired struct {
 	Batching bool
 	// Seed is the base seed of the random operators of every pool (see PoolOptions.Seed).
 	Seed uint64
+	// RequireEngineCaches refuses to build a GPU engine from source: an engine on a GPU
+	// comes from the artifact's matching engine cache (artifacts.Artifact.EngineCache) or the
+	// backend fails with "... rebuild engines". False: a GPU engine without a matching cache is
+	// built from model.onnx (and not stored: policyctl engines build stores caches). A
+	// stale or mismatched cache is never used either way.
+	RequireEngineCaches bool
 	// TrustedKeys, when not empty, require every version's manifest.sig to verify with one of
 	// them: unsigned or wrongly signed versions are refused.
 	TrustedKeys []ed25519.PublicKey
@@ -119,6 +125,7 @@ type settings struct {
 	levels    int    // priority levels
 	defLevel  int    // default priority level
 	sequence  string // SequenceSpec.key(); "" without sequences
+	needCache bool   // Desired.RequireEngineCaches
 }
 
 func (s settings) batcherOptions() BatcherOptions {
@@ -276,6 +283,7 @@ func (d *Desired) settingsOf(m ModelSpec) settings {
 		queueLen:  d.QueueLen,
 		seed:      d.Seed,
 		sequence:  m.Sequence.key(),
+		needCache: d.RequireEngineCaches,
 	}
 	if len(m.Backends) == 0 {
 		s.backends = strings.Join(d.Default.Backends, "\x00")
@@ -786,7 +794,7 @@ func (r *Repository) load(t target, art *artifacts.Artifact) *ModelVersion {
 	}
 	var errs []error
 	for _, b := range tried {
-		es, devs, err := r.engines(onnx, t, b)
+		es, devs, err := r.engines(onnx, art, t, b)
 		if err == nil {
 			var p Runner
 			var seqs *Sequences
@@ -826,16 +834,18 @@ func (r *Repository) load(t target, art *artifacts.Artifact) *ModelVersion {
 	return v
 }
 
-// DeviceLister is an EngineLoader that lists the devices of a backend; *bridge.Runtime
-// implements it. A loader without it builds every engine for device 0.
+// DeviceLister is an EngineLoader that lists the backends and the devices of a backend;
+// *bridge.Runtime implements it. A loader without it builds every engine for device 0 and
+// uses no engine cache.
 type DeviceLister interface {
 	Devices(backend string) ([]bridge.Device, error)
+	Backends() []bridge.BackendInfo
 }
 
 // devicesOf returns the GPU ordinals a version runs on with backend b: those of want (nil:
 // every GPU the backend lists), or nil for a backend without devices (cpu) and for one that
 // lists none (it did not load: NewEngine says why). A wanted GPU the backend lacks is an error.
-func (r *Repository) devicesOf(b string, want []int) ([]int, error) {
+func (r *Repository) devicesOf(b string, want []int) ([]bridge.Device, error) {
 	dl, ok := r.loader.(DeviceLister)
 	if !ok || b == "" || b == "cpu" {
 		return nil, nil
@@ -851,19 +861,23 @@ func (r *Repository) devicesOf(b string, want []int) ([]int, error) {
 		names[i] = fmt.Sprintf("%d (%s, %s)", d.Ordinal, d.Name, d.Target)
 	}
 	if len(want) == 0 {
-		return have, nil
+		return list, nil
 	}
+	var out []bridge.Device
 	for _, g := range want {
-		if !slices.Contains(have, g) {
+		i := slices.Index(have, g)
+		if i < 0 {
 			return nil, fmt.Errorf("devices: GPU %d not found: %s has %d: %s", g, b, len(list), strings.Join(names, ", "))
 		}
+		out = append(out, list[i])
 	}
-	return want, nil
+	return out, nil
 }
 
 // engines builds the engines of target t on backend b: one per GPU it selects (devicesOf),
-// or one for a backend without devices. On a failure every engine built is closed.
-func (r *Repository) engines(onnx []byte, t target, b string) ([]*bridge.Engine, []int, error) {
+// each from the artifact's engine cache for its architecture when one matches (gpuEngine),
+// or one engine for a backend without devices. On a failure every engine built is closed.
+func (r *Repository) engines(onnx []byte, art *artifacts.Artifact, t target, b string) ([]*bridge.Engine, []int, error) {
 	opts := bridge.EngineOptions{Backend: b, Threads: t.set.threads, Name: t.model + "@" + t.version}
 	devs, err := r.devicesOf(b, t.set.deviceList())
 	if err != nil {
@@ -877,19 +891,80 @@ func (r *Repository) engines(onnx []byte, t target, b string) ([]*bridge.Engine,
 		return []*bridge.Engine{e}, nil, nil
 	}
 	es := make([]*bridge.Engine, 0, len(devs))
-	for _, g := range devs {
-		opts.Device = g
-		e, err := r.loader.NewEngine(onnx, opts)
+	ords := make([]int, 0, len(devs))
+	for _, d := range devs {
+		opts.Device = d.Ordinal
+		e, err := r.gpuEngine(onnx, art, t, opts, d)
 		if err != nil {
 			closeEngines(es)
 			if len(devs) > 1 {
-				err = fmt.Errorf("GPU %d: %w", g, err)
+				err = fmt.Errorf("GPU %d: %w", d.Ordinal, err)
 			}
 			return nil, nil, err
 		}
 		es = append(es, e)
+		ords = append(ords, d.Ordinal)
 	}
-	return es, devs, nil
+	return es, ords, nil
+}
+
+// reasonRebuild ends the reason of a version refused for want of a matching engine cache.
+const reasonRebuild = "rebuild engines (policyctl engines build --repository DIR --model M, or make engines), or set engine.build_engines: true"
+
+// gpuEngine builds the engine of one GPU: from the artifact's engine cache for the device's
+// architecture and the backend's version when one is listed and matches, else from the model
+// unless t requires caches. A cache that is stale (another model, backend version, target or
+// options: artifacts.ErrStaleEngine), fails its checksum, or that the backend refuses (its
+// own envelope check, "...; rebuild engines") is never used.
+func (r *Repository) gpuEngine(onnx []byte, art *artifacts.Artifact, t target, opts bridge.EngineOptions, d bridge.Device) (*bridge.Engine, error) {
+	log := r.log.With(zap.String("model", t.model), zap.String("version", t.version),
+		zap.String("backend", opts.Backend), zap.Int("gpu", d.Ordinal), zap.String("target", d.Target))
+	if art == nil || r.backendVersion(opts.Backend) == "" {
+		return r.loader.NewEngine(onnx, opts)
+	}
+	bv := r.backendVersion(opts.Backend)
+	opts.ModelDigest = "sha256:" + art.Manifest.File(ModelFile).SHA256
+	dir := artifacts.EngineCacheDir(opts.Backend, bv, d.Target)
+	_, data, err := art.EngineCache(opts.Backend, bv, d.Target, "")
+	var problem string
+	switch {
+	case err != nil:
+		problem = fmt.Sprintf("engine cache %s refused: %v", dir, err)
+	case data == nil:
+		problem = fmt.Sprintf("no engine cache %s in the artifact", dir)
+	default:
+		withCache := opts
+		withCache.Cache = data
+		e, err := r.loader.NewEngine(onnx, withCache)
+		if err == nil {
+			log.Info("engine loaded from its cache", zap.String("cache", dir), zap.Int("bytes", len(data)))
+			return e, nil
+		}
+		var be *bridge.Error
+		if !errors.As(err, &be) || be.Code != bridge.CodeInvalidArg {
+			return nil, err // not about the cache: the backend cannot build it at all
+		}
+		problem = fmt.Sprintf("engine cache %s refused by the backend: %v", dir, err)
+	}
+	if t.set.needCache {
+		return nil, fmt.Errorf("%s; %s", strings.TrimSuffix(problem, "; rebuild engines"), reasonRebuild)
+	}
+	log.Info("building the engine from the model", zap.String("why", problem))
+	return r.loader.NewEngine(onnx, opts)
+}
+
+// backendVersion is the version the loader reports for backend b ("" when unknown).
+func (r *Repository) backendVersion(b string) string {
+	dl, ok := r.loader.(DeviceLister)
+	if !ok {
+		return ""
+	}
+	for _, bi := range dl.Backends() {
+		if bi.Name == b {
+			return bi.Version
+		}
+	}
+	return ""
 }
 
 func closeEngines(es []*bridge.Engine) {

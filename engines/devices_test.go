@@ -1,13 +1,19 @@
 package engines
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 
+	"github.com/policyd/policyd/artifacts"
 	"github.com/policyd/policyd/bridge"
 )
 
@@ -19,16 +25,32 @@ type gpuLoader struct {
 	devices  map[string][]bridge.Device // backend → its devices
 	failGPU  map[int]bool               // engines for these ordinals fail
 	mu       sync.Mutex
-	builtDev []string // "backend:device" of every engine asked for
+	builtDev []string // "backend:device[+cache:<bytes>]" of every engine asked for
+	digests  []string // their ModelDigest
+	// refuseCache: an engine asked for with this cache fails as a stale one does
+	refuseCache string
+}
+
+func (l *gpuLoader) Backends() []bridge.BackendInfo {
+	return []bridge.BackendInfo{{Name: "cpu", Version: "1", Available: true}, {Name: "cuda", Version: "1.0-test", Available: true}}
 }
 
 func (l *gpuLoader) NewEngine(onnx []byte, o bridge.EngineOptions) (*bridge.Engine, error) {
 	l.mu.Lock()
-	l.builtDev = append(l.builtDev, fmt.Sprintf("%s:%d", o.Backend, o.Device))
+	built := fmt.Sprintf("%s:%d", o.Backend, o.Device)
+	if o.Cache != nil {
+		built += "+cache:" + string(o.Cache)
+	}
+	l.builtDev = append(l.builtDev, built)
+	l.digests = append(l.digests, o.ModelDigest)
 	fail := l.failGPU[o.Device] && o.Backend != "cpu"
+	refuse := o.Cache != nil && string(o.Cache) == l.refuseCache
 	l.mu.Unlock()
 	if fail {
 		return nil, &bridge.Error{Code: bridge.CodeUnavailable, Msg: fmt.Sprintf("out of memory on GPU %d", o.Device)}
+	}
+	if refuse {
+		return nil, &bridge.Error{Code: bridge.CodeInvalidArg, Msg: "engine cache: nvrtc version differs; rebuild engines"}
 	}
 	return l.applyLoader.NewEngine(onnx, o)
 }
@@ -297,4 +319,96 @@ func doF32(t *testing.T, v *ModelVersion, x float32) (float32, error) {
 		return nil
 	})
 	return out, err
+}
+
+// addCache stores engine cache data for cuda (version 1.0-test, gpuLoader's) and target in
+// the version folder vdir.
+func addCache(t *testing.T, vdir, target, data string) {
+	t.Helper()
+	if _, err := artifacts.AddEngineCache(vdir, artifacts.AddEngineRequest{
+		Backend: "cuda", BackendVersion: "1.0-test", Target: target, Data: []byte(data),
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestEngineCacheUsedPerArchitecture(t *testing.T) {
+	dir := writeRepo(t, map[string]string{"a/1.0.0/model.onnx": "ok"})
+	addCache(t, filepath.Join(dir, "a", "1.0.0"), "sm_90", "E90")
+	l := &gpuLoader{devices: twoGPUs()}
+	r, _ := spyRepository(t, l)
+	d := Desired{Dir: dir, Default: ModelSpec{Backends: []string{"cuda"}}}
+	rep := mustApply(t, r, d)
+	checkReport(t, rep, []string{"a@1.0.0"}, nil, nil, nil, 0)
+	// GPU 0 (sm_90) from its cache, GPU 1 (sm_80, no cache) from the model.
+	if got := l.takeDev(); !reflect.DeepEqual(got, []string{"cuda:0+cache:E90", "cuda:1"}) {
+		t.Errorf("engines = %v", got)
+	}
+	sum := sha256.Sum256([]byte("ok"))
+	for _, dg := range l.digests {
+		if dg != "sha256:"+hex.EncodeToString(sum[:]) {
+			t.Errorf("ModelDigest = %q, want the manifest's model.onnx sha256", dg)
+		}
+	}
+
+	// Caches required: GPU 1 has none, so cuda fails and the version is UNAVAILABLE.
+	d.RequireEngineCaches = true
+	r2, _ := spyRepository(t, l)
+	rep = mustApply(t, r2, d)
+	checkReport(t, rep, nil, nil, nil, []string{"a@1.0.0"}, 0)
+	want := "GPU 1: no engine cache engines/cuda-1.0-test/sm_80 in the artifact; rebuild engines (policyctl engines build"
+	if got := rep.Failed[0].Reason; !strings.HasPrefix(got, want) {
+		t.Errorf("reason = %q, want prefix %q", got, want)
+	}
+	if got := l.takeDev(); !reflect.DeepEqual(got, []string{"cuda:0+cache:E90"}) {
+		t.Errorf("engines = %v: nothing may be built from the model", got)
+	}
+	// On GPU 0 alone it serves from the cache.
+	d.Default.Devices = []int{0}
+	rep = mustApply(t, r2, d)
+	checkReport(t, rep, []string{"a@1.0.0"}, nil, nil, nil, 0)
+	if got := l.takeDev(); !reflect.DeepEqual(got, []string{"cuda:0+cache:E90"}) {
+		t.Errorf("engines = %v", got)
+	}
+}
+
+func TestStaleEngineCacheNeverUsed(t *testing.T) {
+	binding, err := json.Marshal(artifacts.EngineCache{Backend: "cuda", BackendVersion: "1.0-test", Target: "sm_90",
+		ModelSHA256: strings.Repeat("0", 64)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A cache of another model.onnx, listed in a manifest that verifies.
+	dir := writeRepo(t, map[string]string{
+		"a/1.0.0/model.onnx":                              "ok",
+		"a/1.0.0/engines/cuda-1.0-test/sm_90/engine.bin":  "OLD",
+		"a/1.0.0/engines/cuda-1.0-test/sm_90/engine.json": string(binding),
+		"b/1.0.0/model.onnx":                              "ok",
+	})
+	addCache(t, filepath.Join(dir, "b", "1.0.0"), "sm_90", "REFUSED") // the backend's own check refuses it
+	l := &gpuLoader{devices: twoGPUs(), refuseCache: "REFUSED"}
+	r, _ := spyRepository(t, l)
+	d := Desired{Dir: dir, Default: ModelSpec{Backends: []string{"cuda"}, Devices: []int{0}}}
+	rep := mustApply(t, r, d)
+	checkReport(t, rep, []string{"a@1.0.0", "b@1.0.0"}, nil, nil, nil, 0)
+	got := l.takeDev()
+	slices.Sort(got)
+	if want := []string{"cuda:0", "cuda:0", "cuda:0+cache:REFUSED"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("engines = %v, want %v: a's stale cache never passed, b's refused one rebuilt from the model", got, want)
+	}
+
+	d.RequireEngineCaches = true
+	rep = mustApply(t, r, d)
+	checkReport(t, rep, nil, nil, nil, []string{"a@1.0.0", "b@1.0.0"}, 0)
+	for i, want := range []string{
+		"engine cache engines/cuda-1.0-test/sm_90 refused: engines/cuda-1.0-test/sm_90: stale engine cache: model_sha256 is \"000",
+		"engine cache engines/cuda-1.0-test/sm_90 refused by the backend: engine cache: nvrtc version differs; rebuild engines (policyctl",
+	} {
+		if got := rep.Failed[i].Reason; !strings.HasPrefix(got, want) || !rep.Failed[i].KeptPrevious {
+			t.Errorf("%s: reason %q (kept previous %v), want prefix %q", rep.Failed[i].Model, got, rep.Failed[i].KeptPrevious, want)
+		}
+	}
+	if got := rep.Failed[0].Reason; strings.Count(got, "rebuild engines") != 1 || !strings.HasSuffix(got, "or set engine.build_engines: true") {
+		t.Errorf("a: reason %q should say rebuild engines once, with the way to do it", got)
+	}
 }

@@ -20,6 +20,13 @@ func TestDesiredMapsBackendKeys(t *testing.T) {
 	all.Name, all.Devices = "all", []string{"all"}
 	c.Models = []config.Model{a, b, all}
 	d := desired(c, nil, nil)
+	if d.RequireEngineCaches {
+		t.Error("engine.build_engines defaults to true: caches are not required")
+	}
+	c.Engine.BuildEngines = false
+	if !desired(c, nil, nil).RequireEngineCaches {
+		t.Error("engine.build_engines: false must require caches")
+	}
 	if !reflect.DeepEqual(d.Default.Backends, []string{"cuda", "cpu"}) || d.Default.Fallback != nil || d.Default.Devices != nil {
 		t.Errorf("default = %+v", d.Default)
 	}

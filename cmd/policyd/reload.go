@@ -204,12 +204,13 @@ func gpuIndexes(devices []string) []int {
 // versions refused by artifact verification.
 func desired(c *config.Config, keys []ed25519.PublicKey, onVerifyFailure func(model, version, reason string)) engines.Desired {
 	d := engines.Desired{
-		Dir:             c.Repository.Path,
-		QueueLen:        c.Limits.QueueLen,
-		Batching:        c.Batching.Enabled,
-		Seed:            c.Engine.Seed,
-		TrustedKeys:     keys,
-		OnVerifyFailure: onVerifyFailure,
+		Dir:                 c.Repository.Path,
+		QueueLen:            c.Limits.QueueLen,
+		Batching:            c.Batching.Enabled,
+		Seed:                c.Engine.Seed,
+		RequireEngineCaches: !c.Engine.BuildEngines,
+		TrustedKeys:         keys,
+		OnVerifyFailure:     onVerifyFailure,
 		Default: engines.ModelSpec{
 			Backends:  c.Engine.Backends,
 			Instances: c.Instances(config.DefaultModel()),
