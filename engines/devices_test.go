@@ -412,3 +412,43 @@ func TestStaleEngineCacheNeverUsed(t *testing.T) {
 		t.Errorf("a: reason %q should say rebuild engines once, with the way to do it", got)
 	}
 }
+
+func TestBuildTargetsOnePerArchitecture(t *testing.T) {
+	devs := twoGPUs()
+	devs["cuda"] = append(devs["cuda"], bridge.Device{Ordinal: 2, Name: "GPU C", Target: "sm_90"})
+	got, why := BuildTargets(&gpuLoader{devices: devs})
+	if len(got) != 2 || got[0].Device.Ordinal != 0 || got[1].Device.Ordinal != 1 || got[0].BackendVersion != "1.0-test" {
+		t.Errorf("targets = %+v (%s), want GPU 0 for sm_90 and GPU 1 for sm_80", got, why)
+	}
+	got, why = BuildTargets(&gpuLoader{})
+	if len(got) != 0 || why != "cuda: no device (<nil>)" {
+		t.Errorf("no devices: %+v, %q", got, why)
+	}
+}
+
+func TestBuildVersionsSelection(t *testing.T) {
+	dir := writeRepo(t, map[string]string{"a/1.0.0/model.onnx": "ok", "a/2.0.0/model.onnx": "ok", "b/1.0.0/model.onnx": "ok"})
+	for _, tt := range []struct {
+		only string
+		want [][2]string
+		err  string
+	}{
+		{"", [][2]string{{"a", "1.0.0"}, {"a", "2.0.0"}, {"b", "1.0.0"}}, ""},
+		{"a", [][2]string{{"a", "1.0.0"}, {"a", "2.0.0"}}, ""},
+		{"a@v2.0.0", [][2]string{{"a", "2.0.0"}}, ""},
+		{"a@3.0.0", nil, "no version 3.0.0 of a in " + dir + " (found: 1.0.0, 2.0.0)"},
+		{"../x", nil, "../x"},
+		{"c", nil, "c"},
+	} {
+		got, err := BuildVersions(dir, tt.only)
+		if tt.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("%q: %v, %v; want error %q", tt.only, got, err, tt.err)
+			}
+			continue
+		}
+		if err != nil || !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("%q: %v, %v; want %v", tt.only, got, err, tt.want)
+		}
+	}
+}
