@@ -514,7 +514,8 @@ func (r *Report) String() string {
 //     listed UNAVAILABLE with the verification error as its reason (logged at error level,
 //     reported to d.OnVerifyFailure), and the engine it served on, if any, is retired.
 //  3. It loads every verified version that is new, UNAVAILABLE, or whose settings (backends,
-//     threads, instances, queue length, seed, batching) or artifact (digest, signer) changed, on a new
+//     threads, instances, queue length, seed, batching, fallback, devices, required
+//     engine caches) or artifact (digest, signer) changed, on a new
 //     engine and pool, from the bytes of model.onnx checked against the manifest as they are
 //     read (no gap between check and use), while the current table keeps serving. Versions
 //     that did not change keep their pool.
