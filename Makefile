@@ -11,6 +11,7 @@
 #                     toolkit included (CUDA_DEPS=0 skips it; the cuda plugin is then not built)
 #   make gpu-bundle   build/gpu-bundle/: what bench/gpu-check.sh needs on a GPU machine that has
 #                     only the CUDA toolkit, CMake, ninja and Python (docs/gpu.md)
+#   make engines      engine caches of $(REPOSITORY) for each local GPU architecture (MODEL=, SIGN_KEY=)
 #   make check-deploy validate docker/ and deploy/: Dockerfiles, compose, Kubernetes, KServe, systemd
 #   make docker       build the CPU image policyd:cpu (needs a Docker engine with BuildKit)
 #   make docker-gpu   build the GPU image policyd:gpu (needs a Docker engine; runs with the NVIDIA Container Toolkit)
@@ -35,7 +36,7 @@ PD_CUDA      ?= AUTO
 PROMTOOL   ?= promtool
 
 .PHONY: all deps deps-cuda build native go run test test-native test-go check-monitoring bench bench-engine refs \
-        gpu-bundle clean
+        gpu-bundle engines clean
 
 all: build
 
@@ -85,6 +86,12 @@ build: go
 
 run: build
 	bin/policyd --repository $(REPOSITORY) --addr $(ADDR)
+
+# Engine caches of every model of $(REPOSITORY) (or MODEL=name[@version]) for each local GPU
+# architecture, stored in the artifacts (docs/gpu.md). SIGN_KEY=file re-signs signed versions.
+# Without a usable GPU it says there is nothing to build.
+engines: go
+	bin/policyctl engines build --repository $(REPOSITORY) $(if $(MODEL),--model $(MODEL)) $(if $(SIGN_KEY),--sign-key $(SIGN_KEY))
 
 test: build test-native test-go check-monitoring check-deploy
 

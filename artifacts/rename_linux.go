@@ -19,3 +19,11 @@ func renameNoReplace(tmp, final string) error {
 	}
 	return &os.LinkError{Op: "rename", Old: tmp, New: final, Err: err}
 }
+
+// exchangeDirs swaps the folders a and b atomically (both must exist).
+func exchangeDirs(a, b string) error {
+	if err := unix.Renameat2(unix.AT_FDCWD, a, unix.AT_FDCWD, b, unix.RENAME_EXCHANGE); err != nil {
+		return &os.LinkError{Op: "exchange", Old: a, New: b, Err: err}
+	}
+	return nil
+}

@@ -167,7 +167,7 @@ func TestProfileFromEnvironmentAndDotEnv(t *testing.T) {
 func TestProfileListsReplaceWhole(t *testing.T) {
 	c, s := mustLoad(t, LoadOptions{File: "testdata/profiles/policyd.yaml", Profile: "prod"})
 	// the overlay's models list replaces the file's: policy-a is gone, policy-b has defaults
-	want := []Model{{Name: "policy-b", Backends: []string{"cuda", "cpu"}, Batching: ModelBatching{PreferredBatchSizes: []int{}}, Sequence: ModelSequence{States: []string{}}}}
+	want := []Model{{Name: "policy-b", Backends: []string{"cuda", "cpu"}, Fallback: true, Devices: []string{}, Batching: ModelBatching{PreferredBatchSizes: []int{}}, Sequence: ModelSequence{States: []string{}}}}
 	if !reflect.DeepEqual(c.Models, want) {
 		t.Errorf("models = %+v, want %+v", c.Models, want)
 	}
@@ -205,7 +205,7 @@ func TestEnvNames(t *testing.T) {
 		}, "models[0].backends"},
 		{"append", []string{"POLICYD_MODELS__2__NAME=policy-a2", "POLICYD_MODELS__2__VERSION=1"}, func(c *Config) bool {
 			return len(c.Models) == 3 && c.Models[2].Name == "policy-a2" && c.Models[2].Version == "1" &&
-				reflect.DeepEqual(c.Models[2].Backends, []string{"cpu"})
+				reflect.DeepEqual(c.Models[2].Backends, []string{}) && c.Models[2].Fallback
 		}, "models[2].name"},
 		{"not config", []string{"POLICYD_BACKEND_DIR=/x", "POLICYD_PROFILE=", "POLICYD_BIN=/y", "PATH=/bin"}, func(c *Config) bool { return c.Repository.BackendDir == "" }, ""},
 		{"last wins", []string{"POLICYD_LOG__LEVEL=debug", "POLICYD_LOG__LEVEL=warn"}, func(c *Config) bool { return c.Log.Level == "warn" }, "log.level"},
@@ -364,7 +364,9 @@ func TestGoodFiles(t *testing.T) {
 		}},
 		{"full.yaml", func(c *Config) bool {
 			return c.Server.WriteTimeout == 90*time.Second && c.Limits.MaxRequestSize == 512*KiB && c.Engine.Seed == 1<<64-1 &&
-				c.Models[1].Version == "2" && reflect.DeepEqual(c.Models[1].Backends, []string{"cpu"}) && c.Models[0].Instances == 1024
+				c.Models[1].Version == "2" && reflect.DeepEqual(c.Models[1].Backends, []string{}) && c.Models[0].Instances == 1024 &&
+				!c.Models[0].Fallback && reflect.DeepEqual(c.Models[0].Devices, []string{"0", "1"}) && c.Models[1].Fallback &&
+				reflect.DeepEqual(c.Engine.Backends, []string{"cuda", "cpu"}) && !c.Engine.BuildEngines
 		}},
 		{"full.json", func(c *Config) bool {
 			return c.Limits.MaxRequestSize == MiB && c.Models[1].Version == "2" && c.Engine.Seed == 7 && c.Server.IdleTimeout == 5*time.Minute
@@ -415,7 +417,9 @@ func TestBadFiles(t *testing.T) {
 			"models[0].instances: must be ≥ 0, got -1",
 			"models[1].instances: must be ≤ 1024, got 2000",
 			"models[1].threads: must be ≥ 0, got -2",
-			"models[1].backends: must list at least 1 of cpu, cuda, tensorrt",
+			"engine.backends: must list at least 1 of cpu, cuda, tensorrt",
+			`models[1].devices[1]: must match ^(all|0|[1-9][0-9]{0,3})$, got "gpu1"`,
+			`models[1].devices: "all" selects every GPU: list it alone or list GPU indexes, got ["0" "gpu1" "all"]`,
 		}},
 		{"duplicates.yaml", []string{
 			`models[1].backends: lists "cpu" twice`,

@@ -107,11 +107,17 @@ func keySchema(n *node, def reflect.Value) obj {
 		add("description", desc)
 		add("type", "array")
 		item := obj{{"type", "string"}}
+		if n.key == "devices" { // a GPU index may be written unquoted
+			item = obj{{"type", []string{"string", "integer"}}}
+		}
 		if n.ints {
 			item = obj{{"type", "integer"}, {"minimum", 1}}
 		}
 		if len(n.enum) > 0 {
 			item = append(item, kv{"enum", n.enum})
+		}
+		if n.pattern != nil {
+			item = append(item, kv{"pattern", n.pattern.String()})
 		}
 		add("items", item)
 		if n.min != "" {

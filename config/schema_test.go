@@ -85,7 +85,8 @@ func TestSchemaRejects(t *testing.T) {
 		{`{"limits": {"queue_len": 0}}`, "minimum"},
 		{`{"models": [{"name": "a", "instances": 2000}]}`, "maximum"},
 		{`{"models": [{"instances": 1}]}`, "missing property 'name'"},
-		{`{"models": [{"name": "a", "backends": []}]}`, "minItems"},
+		{`{"engine": {"backends": []}}`, "minItems"},
+		{`{"models": [{"name": "a", "devices": ["gpu0"]}]}`, "does not match pattern"},
 		{`{"models": [{"name": "a", "backends": ["cpu", "cpu"]}]}`, "items at 0 and 1 are equal"},
 		{`{"models": [{"name": "a", "backends": ["gpu"]}]}`, "value must be one of 'cpu', 'cuda', 'tensorrt'"},
 	} {

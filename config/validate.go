@@ -122,6 +122,9 @@ func (c *Config) Validate() error {
 		if d := cmp.Or(m.Batching.DefaultPriorityLevel, c.Batching.DefaultPriorityLevel); d > max(levels, 1) {
 			ch.fail(p+".batching.default_priority_level", "must be at most the model's priority levels (%d), got %d", levels, d)
 		}
+		if len(m.Devices) > 1 && slices.Contains(m.Devices, "all") {
+			ch.fail(p+".devices", "\"all\" selects every GPU: list it alone or list GPU indexes, got %q", m.Devices)
+		}
 		if m.Digest != "" && !exact {
 			ch.fail(p+".digest", "a digest pins one version: set models[%d].version to an exact version like 1.2.3, not %q", i, m.Version)
 		}
@@ -224,6 +227,8 @@ func (ch *checker) field(path string, n *node, v reflect.Value) {
 			}
 			if len(n.enum) > 0 && !slices.Contains(n.enum, s) {
 				ch.fail(path, "must be one of %s, got %q", strings.Join(n.enum, ", "), s)
+			} else if n.pattern != nil && !n.pattern.MatchString(s) {
+				ch.fail(fmt.Sprintf("%s[%d]", path, i), "must match %s, got %q", n.pattern, s)
 			} else if n.unique && seen[s] {
 				ch.fail(path, "lists %q twice", s)
 			}

@@ -36,8 +36,20 @@ type ModelSpec struct {
 	// when the previous one fails; ModelVersion.Backend says which one loaded. Empty: the
 	// Default's, or the library's default when that is empty too.
 	Backends []string
-	// Instances is the number of execution contexts (workers) of the version's pool; 0: the
-	// Default's, or 1.
+	// Fallback lets the next backend of Backends serve when one cannot load the model (its
+	// plugin or GPU is missing, an op is unsupported); the reasons of the backends skipped are
+	// logged. False: only the first backend may serve it; when it cannot, the version is
+	// UNAVAILABLE with its reason. Nil: the Default's, or true.
+	Fallback *bool
+	// Devices selects the GPUs of a backend that has devices (cuda, tensorrt): their ordinals
+	// as the backend lists them (bridge.Runtime.Devices). The version gets one engine per
+	// GPU (bridge.EngineOptions.Device), each with Instances contexts, all taking requests from
+	// the version's one queue (and batcher). A listed GPU the backend lacks makes that backend
+	// fail ("devices: GPU 3 not found ..."). Nil: the Default's, or every GPU. Ignored by
+	// backends without devices (cpu).
+	Devices []int
+	// Instances is the number of execution contexts (workers) of the version's pool, per GPU
+	// on a backend with devices; 0: the Default's, or 1.
 	Instances int
 	// Threads per context run; 0: the Default's, or the library's default (1).
 	Threads int
@@ -83,6 +95,12 @@ type Desired struct {
 	Batching bool
 	// Seed is the base seed of the random operators of every pool (see PoolOptions.Seed).
 	Seed uint64
+	// RequireEngineCaches refuses to build a GPU engine from source: an engine on a GPU
+	// comes from the artifact's matching engine cache (artifacts.Artifact.EngineCache) or the
+	// backend fails with "... rebuild engines". False: a GPU engine without a matching cache is
+	// built from model.onnx (and not stored: policyctl engines build stores caches). A
+	// stale or mismatched cache is never used either way.
+	RequireEngineCaches bool
 	// TrustedKeys, when not empty, require every version's manifest.sig to verify with one of
 	// them: unsigned or wrongly signed versions are refused.
 	TrustedKeys []ed25519.PublicKey
@@ -94,6 +112,8 @@ type Desired struct {
 // settings are the effective settings of one version; a change of any of them rebuilds it.
 type settings struct {
 	backends  string // preference order joined by "\x00"; "" = the library's default
+	fallback  bool   // the next backend may serve when one fails
+	devices   string // the GPU ordinals selected, "0,2"; "" = every GPU
 	instances int
 	threads   int
 	queueLen  int
@@ -105,6 +125,7 @@ type settings struct {
 	levels    int    // priority levels
 	defLevel  int    // default priority level
 	sequence  string // SequenceSpec.key(); "" without sequences
+	needCache bool   // Desired.RequireEngineCaches
 }
 
 func (s settings) batcherOptions() BatcherOptions {
@@ -115,6 +136,19 @@ func (s settings) batcherOptions() BatcherOptions {
 		o.PreferredBatchSizes = append(o.PreferredBatchSizes, n)
 	}
 	return o
+}
+
+// deviceList is the GPUs selected; nil: every GPU.
+func (s settings) deviceList() []int {
+	if s.devices == "" {
+		return nil
+	}
+	var out []int
+	for _, f := range strings.Split(s.devices, ",") {
+		n, _ := strconv.Atoi(f)
+		out = append(out, n)
+	}
+	return out
 }
 
 func (s settings) backendList() []string {
@@ -179,6 +213,13 @@ func (d *Desired) validate() error {
 			add("%s.batching.default_priority_level: must be 0..%d, got %d", path, MaxPriorityLevels, l)
 		}
 		m.Sequence.check(path, add)
+		for i, g := range m.Devices {
+			if g < 0 {
+				add("%s.devices[%d]: must not be negative, got %d", path, i, g)
+			} else if slices.Index(m.Devices, g) < i {
+				add("%s.devices[%d]: GPU %d listed twice", path, i, g)
+			}
+		}
 		for i, b := range m.Backends {
 			if b == "" {
 				add("%s.backends[%d]: empty", path, i)
@@ -242,9 +283,27 @@ func (d *Desired) settingsOf(m ModelSpec) settings {
 		queueLen:  d.QueueLen,
 		seed:      d.Seed,
 		sequence:  m.Sequence.key(),
+		needCache: d.RequireEngineCaches,
 	}
 	if len(m.Backends) == 0 {
 		s.backends = strings.Join(d.Default.Backends, "\x00")
+	}
+	s.fallback = true
+	if f := cmp.Or(m.Fallback, d.Default.Fallback); f != nil {
+		s.fallback = *f
+	}
+	devs := m.Devices
+	if devs == nil {
+		devs = d.Default.Devices
+	}
+	if len(devs) > 0 {
+		devs = slices.Clone(devs)
+		slices.Sort(devs)
+		parts := make([]string, len(devs))
+		for i, g := range devs {
+			parts[i] = strconv.Itoa(g)
+		}
+		s.devices = strings.Join(parts, ",")
 	}
 	if s.instances == 0 {
 		s.instances = max(d.Default.Instances, 1)
@@ -410,8 +469,12 @@ type Change struct {
 	Model, Version string
 	// Backend the version's engine runs on ("" when none loaded).
 	Backend string
-	// Instances of the pool loaded (or asked for, on a failure).
+	// Instances of the pool loaded (or asked for, on a failure), per GPU on a backend with
+	// devices.
 	Instances int
+	// Devices are the GPU ordinals the version runs on, one engine each (nil: a backend
+	// without devices).
+	Devices []int
 	// Reason of a failure.
 	Reason string
 	// KeptPrevious: a failed reload left the previous engine serving.
@@ -451,7 +514,8 @@ func (r *Report) String() string {
 //     listed UNAVAILABLE with the verification error as its reason (logged at error level,
 //     reported to d.OnVerifyFailure), and the engine it served on, if any, is retired.
 //  3. It loads every verified version that is new, UNAVAILABLE, or whose settings (backends,
-//     threads, instances, queue length, seed, batching) or artifact (digest, signer) changed, on a new
+//     threads, instances, queue length, seed, batching, fallback, devices, required
+//     engine caches) or artifact (digest, signer) changed, on a new
 //     engine and pool, from the bytes of model.onnx checked against the manifest as they are
 //     read (no gap between check and use), while the current table keeps serving. Versions
 //     that did not change keep their pool.
@@ -525,20 +589,21 @@ func (r *Repository) apply(d Desired) (Report, error) {
 			}
 		}
 		v := r.load(t, art)
-		c := Change{Model: v.name, Version: v.version, Backend: v.Backend(), Instances: t.set.instances, Load: v.loadTime}
+		c := Change{Model: v.name, Version: v.version, Backend: v.Backend(), Instances: t.set.instances, Devices: v.devices, Load: v.loadTime}
 		if ok, reason := v.Ready(); ok {
 			served = append(served, v)
 			if prevReady {
 				reloaded[prev] = len(rep.Reloaded)
 				rep.Reloaded = append(rep.Reloaded, c)
 				r.log.Info("model version reloaded", zap.String("model", v.name), zap.String("version", v.version),
-					zap.String("digest", v.digest), zap.String("backend", v.Backend()), zap.Int("instances", t.set.instances),
-					zap.Duration("load_time", v.loadTime))
+					zap.String("digest", v.digest), zap.String("backend", v.Backend()), zap.String("device", v.Device()),
+					zap.Int("instances", t.set.instances), zap.Duration("load_time", v.loadTime))
 			} else {
 				rep.Loaded = append(rep.Loaded, c)
 				r.log.Info("model version loaded", zap.String("model", v.name), zap.String("version", v.version),
 					zap.String("state", v.State().String()), zap.String("digest", v.digest), zap.String("signer", v.signer),
-					zap.String("backend", v.Backend()), zap.Int("instances", t.set.instances), zap.Duration("load_time", v.loadTime))
+					zap.String("backend", v.Backend()), zap.String("device", v.Device()), zap.Int("instances", t.set.instances),
+					zap.Duration("load_time", v.loadTime))
 			}
 		} else {
 			c.Reason = reason
@@ -593,9 +658,14 @@ func (r *Repository) apply(d Desired) (Report, error) {
 	return rep, nil
 }
 
-// runner builds the runner of a version: its pool, behind a Batcher when batching is on and
-// the model is batchable.
-func (r *Repository) runner(e *bridge.Engine, set settings, stats *Stats) (Runner, error) {
+// runner builds the runner of a version: one pool over the contexts of all its engines (one
+// engine per GPU, set.instances contexts each), behind a Batcher when batching is on and the
+// model is batchable. es is never empty except in tests of versions the repository lacks.
+func (r *Repository) runner(es []*bridge.Engine, set settings, stats *Stats) (Runner, error) {
+	var e *bridge.Engine
+	if len(es) > 0 {
+		e = es[0]
+	}
 	if e != nil {
 		stats.Batched = Batchable(e.Batchable(), e.Inputs(), e.Outputs())
 	}
@@ -611,8 +681,8 @@ func (r *Repository) runner(e *bridge.Engine, set settings, stats *Stats) (Runne
 		}
 		warmup = WarmupInputs(e.Inputs(), sizes)
 	}
-	p, err := r.newRunner(e, PoolOptions{
-		Instances: set.instances, QueueLen: set.queueLen, Seed: set.seed, Stats: stats,
+	p, err := r.newRunner(es, PoolOptions{
+		Instances: set.instances * max(len(es), 1), QueueLen: set.queueLen, Seed: set.seed, Stats: stats,
 		PriorityLevels: set.levels, DefaultPriorityLevel: set.defLevel,
 		LockOSThread: lockThreads(e, set.threads), Warmup: warmup,
 	})
@@ -719,27 +789,34 @@ func (r *Repository) load(t target, art *artifacts.Artifact) *ModelVersion {
 	if len(backends) == 0 {
 		backends = []string{""} // the library's default
 	}
+	tried := backends
+	if !t.set.fallback {
+		tried = backends[:1]
+	}
 	var errs []error
-	for _, b := range backends {
-		e, err := r.loader.NewEngine(onnx, bridge.EngineOptions{
-			Backend: b, Threads: t.set.threads, Name: t.model + "@" + t.version,
-		})
+	for _, b := range tried {
+		es, devs, err := r.engines(onnx, art, t, b)
 		if err == nil {
 			var p Runner
 			var seqs *Sequences
 			if spec := parseSequenceKey(t.set.sequence); spec != nil {
-				if seqs, err = NewSequences(*spec, e.Inputs(), e.Outputs()); err != nil {
-					e.Close()
+				if seqs, err = NewSequences(*spec, es[0].Inputs(), es[0].Outputs()); err != nil {
+					closeEngines(es)
 					v.reason = err.Error() // the same for every backend: the signature is the model's
 					return v
 				}
 			}
-			if p, err = r.runner(e, t.set, v.stats); err == nil {
-				v.engine, v.runner, v.seqs, v.state = e, p, seqs, StateReady
+			if p, err = r.runner(es, t.set, v.stats); err == nil {
+				v.engine, v.engines, v.devices, v.runner, v.seqs, v.state = es[0], es, devs, p, seqs, StateReady
+				v.backend = cmp.Or(es[0].Backend(), b)
+				if len(errs) > 0 {
+					r.log.Warn("model version fell back to a later backend", zap.String("model", t.model),
+						zap.String("version", t.version), zap.String("backend", b), zap.Error(errors.Join(errs...)))
+				}
 				return v
 			}
 			seqs.Close()
-			e.Close()
+			closeEngines(es)
 		}
 		if len(backends) > 1 {
 			err = fmt.Errorf("backend %q: %w", b, err)
@@ -751,5 +828,148 @@ func (r *Repository) load(t target, art *artifacts.Artifact) *ModelVersion {
 		msgs[i] = err.Error()
 	}
 	v.reason = strings.Join(msgs, "; ")
+	if len(tried) < len(backends) {
+		v.reason += fmt.Sprintf("; fallback is off for this model (fallback: false), so %s was not tried",
+			strings.Join(backends[len(tried):], ", "))
+	}
 	return v
+}
+
+// DeviceLister is an EngineLoader that lists the backends and the devices of a backend;
+// *bridge.Runtime implements it. A loader without it builds every engine for device 0 and
+// uses no engine cache.
+type DeviceLister interface {
+	Devices(backend string) ([]bridge.Device, error)
+	Backends() []bridge.BackendInfo
+}
+
+// devicesOf returns the GPU ordinals a version runs on with backend b: those of want (nil:
+// every GPU the backend lists), or nil for a backend without devices (cpu) and for one that
+// lists none (it did not load: NewEngine says why). A wanted GPU the backend lacks is an error.
+func (r *Repository) devicesOf(b string, want []int) ([]bridge.Device, error) {
+	dl, ok := r.loader.(DeviceLister)
+	if !ok || b == "" || b == "cpu" {
+		return nil, nil
+	}
+	list, err := dl.Devices(b)
+	if err != nil || len(list) == 0 {
+		return nil, nil
+	}
+	have := make([]int, len(list))
+	names := make([]string, len(list))
+	for i, d := range list {
+		have[i] = d.Ordinal
+		names[i] = fmt.Sprintf("%d (%s, %s)", d.Ordinal, d.Name, d.Target)
+	}
+	if len(want) == 0 {
+		return list, nil
+	}
+	var out []bridge.Device
+	for _, g := range want {
+		i := slices.Index(have, g)
+		if i < 0 {
+			return nil, fmt.Errorf("devices: GPU %d not found: %s has %d: %s", g, b, len(list), strings.Join(names, ", "))
+		}
+		out = append(out, list[i])
+	}
+	return out, nil
+}
+
+// engines builds the engines of target t on backend b: one per GPU it selects (devicesOf),
+// each from the artifact's engine cache for its architecture when one matches (gpuEngine),
+// or one engine for a backend without devices. On a failure every engine built is closed.
+func (r *Repository) engines(onnx []byte, art *artifacts.Artifact, t target, b string) ([]*bridge.Engine, []int, error) {
+	opts := bridge.EngineOptions{Backend: b, Threads: t.set.threads, Name: t.model + "@" + t.version}
+	devs, err := r.devicesOf(b, t.set.deviceList())
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(devs) == 0 {
+		e, err := r.loader.NewEngine(onnx, opts)
+		if err != nil {
+			return nil, nil, err
+		}
+		return []*bridge.Engine{e}, nil, nil
+	}
+	es := make([]*bridge.Engine, 0, len(devs))
+	ords := make([]int, 0, len(devs))
+	for _, d := range devs {
+		opts.Device = d.Ordinal
+		e, err := r.gpuEngine(onnx, art, t, opts, d)
+		if err != nil {
+			closeEngines(es)
+			if len(devs) > 1 {
+				err = fmt.Errorf("GPU %d: %w", d.Ordinal, err)
+			}
+			return nil, nil, err
+		}
+		es = append(es, e)
+		ords = append(ords, d.Ordinal)
+	}
+	return es, ords, nil
+}
+
+// reasonRebuild ends the reason of a version refused for want of a matching engine cache.
+const reasonRebuild = "rebuild engines (policyctl engines build --repository DIR --model M, or make engines), or set engine.build_engines: true"
+
+// gpuEngine builds the engine of one GPU: from the artifact's engine cache for the device's
+// architecture and the backend's version when one is listed and matches, else from the model
+// unless t requires caches. A cache that is stale (another model, backend version, target or
+// options: artifacts.ErrStaleEngine), fails its checksum, or that the backend refuses (its
+// own envelope check, "...; rebuild engines") is never used.
+func (r *Repository) gpuEngine(onnx []byte, art *artifacts.Artifact, t target, opts bridge.EngineOptions, d bridge.Device) (*bridge.Engine, error) {
+	log := r.log.With(zap.String("model", t.model), zap.String("version", t.version),
+		zap.String("backend", opts.Backend), zap.Int("gpu", d.Ordinal), zap.String("target", d.Target))
+	if art == nil || r.backendVersion(opts.Backend) == "" {
+		return r.loader.NewEngine(onnx, opts)
+	}
+	bv := r.backendVersion(opts.Backend)
+	opts.ModelDigest = "sha256:" + art.Manifest.File(ModelFile).SHA256
+	dir := artifacts.EngineCacheDir(opts.Backend, bv, d.Target)
+	_, data, err := art.EngineCache(opts.Backend, bv, d.Target, "")
+	var problem string
+	switch {
+	case err != nil:
+		problem = fmt.Sprintf("engine cache %s refused: %v", dir, err)
+	case data == nil:
+		problem = fmt.Sprintf("no engine cache %s in the artifact", dir)
+	default:
+		withCache := opts
+		withCache.Cache = data
+		e, err := r.loader.NewEngine(onnx, withCache)
+		if err == nil {
+			log.Info("engine loaded from its cache", zap.String("cache", dir), zap.Int("bytes", len(data)))
+			return e, nil
+		}
+		var be *bridge.Error
+		if !errors.As(err, &be) || be.Code != bridge.CodeInvalidArg {
+			return nil, err // not about the cache: the backend cannot build it at all
+		}
+		problem = fmt.Sprintf("engine cache %s refused by the backend: %v", dir, err)
+	}
+	if t.set.needCache {
+		return nil, fmt.Errorf("%s; %s", strings.TrimSuffix(problem, "; rebuild engines"), reasonRebuild)
+	}
+	log.Info("building the engine from the model", zap.String("why", problem))
+	return r.loader.NewEngine(onnx, opts)
+}
+
+// backendVersion is the version the loader reports for backend b ("" when unknown).
+func (r *Repository) backendVersion(b string) string {
+	dl, ok := r.loader.(DeviceLister)
+	if !ok {
+		return ""
+	}
+	for _, bi := range dl.Backends() {
+		if bi.Name == b {
+			return bi.Version
+		}
+	}
+	return ""
+}
+
+func closeEngines(es []*bridge.Engine) {
+	for _, e := range es {
+		e.Close()
+	}
 }

@@ -65,7 +65,7 @@ func fakeRepository(t *testing.T, l EngineLoader) (*Repository, *fakeFactory) {
 	t.Helper()
 	f := &fakeFactory{}
 	r := NewRepository(l, nil)
-	r.newRunner = func(_ *bridge.Engine, o PoolOptions) (Runner, error) {
+	r.newRunner = func(_ []*bridge.Engine, o PoolOptions) (Runner, error) {
 		p, err := newPool(f.newCtx, 1, o)
 		if err != nil {
 			return nil, err

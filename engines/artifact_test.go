@@ -164,7 +164,7 @@ func TestTamperedVersionsNeverServe(t *testing.T) {
 	log, logs := observedLogger()
 	r := NewRepository(&applyLoader{}, log)
 	t.Cleanup(func() { r.Close() })
-	r.newRunner = func(_ *bridge.Engine, o PoolOptions) (Runner, error) { return newPool((&fakeFactory{}).newCtx, 1, o) }
+	r.newRunner = func(_ []*bridge.Engine, o PoolOptions) (Runner, error) { return newPool((&fakeFactory{}).newCtx, 1, o) }
 	mustApply(t, r, Desired{Dir: dir, TrustedKeys: []ed25519.PublicKey{pub(trusted)}, OnVerifyFailure: h.fn})
 
 	refused := h.take()

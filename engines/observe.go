@@ -2,6 +2,9 @@ package engines
 
 import (
 	"errors"
+	"slices"
+	"strconv"
+	"strings"
 
 	"github.com/policyd/policyd/bridge"
 )
@@ -58,19 +61,30 @@ func (r *Repository) SetObserver(o VersionObserver) {
 	r.obs = o
 }
 
-// Device is where the version's engine runs, as health details and the metrics' device label
-// name it: "cpu" for the cpu backend; a GPU backend (which runs on the first GPU until device
-// selection exists) "cuda:0"; "" when the version is not loaded.
+// Device is where the version's engines run, as health details and the metrics' device label
+// name it: "cpu" for the cpu backend; "cuda:<ordinal>" for a GPU backend (cuda, tensorrt) on one
+// GPU, the GPUs joined by commas ("cuda:0,cuda:1") when the version runs on several (see
+// ModelSpec.Devices); "" when the version is not loaded. A GPU backend whose devices the loader
+// does not list (a loader without DeviceLister) runs on GPU 0: "cuda:0".
 func (v *ModelVersion) Device() string {
-	switch b := v.Backend(); b {
-	case "":
+	switch b := v.Backend(); {
+	case b == "":
 		return ""
-	case "cpu":
+	case b == "cpu":
 		return "cpu"
-	default:
+	case len(v.devices) == 0:
 		return "cuda:0"
 	}
+	parts := make([]string, len(v.devices))
+	for i, g := range v.devices {
+		parts[i] = "cuda:" + strconv.Itoa(g)
+	}
+	return strings.Join(parts, ",")
 }
+
+// Devices are the GPU ordinals the version runs on, one engine each; nil for a backend without
+// devices (cpu) or a version not loaded.
+func (v *ModelVersion) Devices() []int { return slices.Clone(v.devices) }
 
 // InFlight is the number of requests holding the version now (Repository.Acquire not yet
 // released): accepted and not yet answered.
@@ -139,5 +153,5 @@ func (p *Pool) memory() (arena, weights uint64, err error) {
 		weights += mi.ContextWeightBytes
 		shared = mi.WeightBytes
 	}
-	return arena, weights + shared, err
+	return arena, weights + shared*uint64(max(p.nEngines, 1)), err // each GPU's engine holds its own copy
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -115,8 +116,9 @@ type Pool struct {
 	stats     *Stats
 	warmup    [][]bridge.Tensor
 
-	ctxMu sync.Mutex
-	ctxs  []memCtx // the workers' contexts that report memory (Memory)
+	ctxMu    sync.Mutex
+	ctxs     []memCtx // the workers' contexts that report memory (Memory)
+	nEngines int      // engines the contexts come from (one per GPU); 0 means 1
 }
 
 // Job states: a job is taken by exactly one of the worker (queued→running) and a caller whose
@@ -170,6 +172,44 @@ func NewPool(e *bridge.Engine, opts PoolOptions) (*Pool, error) {
 		return c, nil
 	}
 	return newPool(newCtx, len(e.Outputs()), opts)
+}
+
+// newEnginesPool is NewPool over several engines of one model (one per GPU): opts.Instances
+// workers share one queue, and the engines take turns giving them contexts, so that with
+// opts.Instances a multiple of len(es) each engine serves the same number of workers.
+func newEnginesPool(es []*bridge.Engine, opts PoolOptions) (*Pool, error) {
+	if len(es) == 1 {
+		return NewPool(es[0], opts)
+	}
+	if len(es) == 0 || slices.Contains(es, nil) {
+		return nil, errors.New("engines: new pool: nil engine")
+	}
+	newCtx := spreadContexts(len(es), func(k int) (execContext, error) {
+		c, err := es[k].NewContext()
+		if err != nil {
+			return nil, err
+		}
+		return c, nil
+	})
+	p, err := newPool(newCtx, len(es[0].Outputs()), opts)
+	if p != nil {
+		p.nEngines = len(es)
+	}
+	return p, err
+}
+
+// spreadContexts returns a context factory that asks newCtx for a context of engine 0, 1, ...,
+// n-1, 0, 1, ... in turn (safe for the workers' concurrent calls).
+func spreadContexts(n int, newCtx func(k int) (execContext, error)) func() (execContext, error) {
+	var next atomic.Uint64
+	return func() (execContext, error) {
+		k := int((next.Add(1) - 1) % uint64(n))
+		c, err := newCtx(k)
+		if err != nil && n > 1 {
+			return nil, fmt.Errorf("engine %d of %d: %w", k, n, err)
+		}
+		return c, err
+	}
 }
 
 func newPool(newCtx func() (execContext, error), nOut int, opts PoolOptions) (*Pool, error) {

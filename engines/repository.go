@@ -113,9 +113,12 @@ type ModelVersion struct {
 	digest  string          // the verified artifact's digest ("" when verification failed)
 	signer  string          // key ID of the verified signature ("" when unsigned)
 
-	engine   *bridge.Engine // nil when the load failed
-	runner   Runner         // nil when the load failed
-	seqs     *Sequences     // nil without a sequence spec or when the load failed
+	engine   *bridge.Engine   // nil when the load failed; engines[0]
+	engines  []*bridge.Engine // one per GPU of devices; just engine on a backend without devices
+	devices  []int            // the GPU ordinals of engines; nil on a backend without devices
+	backend  string           // engine.Backend(), or the backend asked for when that is "" (test fakes)
+	runner   Runner           // nil when the load failed
+	seqs     *Sequences       // nil without a sequence spec or when the load failed
 	loadTime time.Duration
 	stats    *Stats                    // nil for a version that was never loaded
 	obs      VersionObserver           // the repository's when the version was made; nil: none
@@ -197,7 +200,7 @@ func (v *ModelVersion) Backend() string {
 	if v.engine == nil {
 		return ""
 	}
-	return v.engine.Backend()
+	return v.backend
 }
 
 // Inputs is the model's input signature (nil when it failed to load).
@@ -313,9 +316,7 @@ func (v *ModelVersion) retire(reason string, log *zap.Logger) time.Duration {
 		v.runner.Drain()
 	}
 	v.seqs.Close()
-	if v.engine != nil {
-		v.engine.Close()
-	}
+	closeEngines(v.engines)
 	return time.Since(start)
 }
 
@@ -356,7 +357,7 @@ type RepositoryOptions struct {
 type Repository struct {
 	loader    EngineLoader
 	log       *zap.Logger
-	newRunner func(e *bridge.Engine, o PoolOptions) (Runner, error) // tests substitute fakes
+	newRunner func(es []*bridge.Engine, o PoolOptions) (Runner, error) // tests substitute fakes
 
 	applyMu  sync.Mutex            // serializes Apply, Load, Unload and Close
 	last     *Desired              // the desired state of the last Apply (under applyMu)
@@ -471,8 +472,8 @@ func NewRepository(loader EngineLoader, log *zap.Logger) *Repository {
 	return r
 }
 
-func newPoolRunner(e *bridge.Engine, o PoolOptions) (Runner, error) {
-	p, err := NewPool(e, o)
+func newPoolRunner(es []*bridge.Engine, o PoolOptions) (Runner, error) {
+	p, err := newEnginesPool(es, o)
 	if err != nil {
 		return nil, err
 	}

@@ -21,6 +21,8 @@
 //	policyctl config validate FILE [--profile P] [--env]
 //	policyctl config diff A B [--profile P | --profile-a P --profile-b Q] [--env]
 //	policyctl config schema
+//	policyctl engines build --repository DIR [--model NAME[@VERSION]] [--backend-dir DIR]
+//	                        [--sign-key KEY] [--force]
 //
 // Every command and command group takes --help. Exit status: 0 success, 1 failure, 2 usage.
 package main
@@ -67,6 +69,7 @@ func root() *command {
 			{name: "suite", short: "the benchmark suite (make bench): policyd beside the peers, report, baseline", run: benchSuite},
 		}},
 		{name: "config", short: "check, compare and describe config files", subs: configCommands()},
+		{name: "engines", short: "engine caches: build them for the local GPUs (make engines)", subs: enginesCommands()},
 	}}
 }
 

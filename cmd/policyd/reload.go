@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -185,18 +186,33 @@ func trustedKeys(c *config.Config) ([]ed25519.PublicKey, error) {
 	return keys, nil
 }
 
+// gpuIndexes maps models[].devices (validated by config: "all" alone, or indexes) to
+// engines.ModelSpec.Devices: nil for every GPU.
+func gpuIndexes(devices []string) []int {
+	var out []int
+	for _, d := range devices {
+		n, err := strconv.Atoi(d)
+		if err != nil { // "all"
+			return nil
+		}
+		out = append(out, n)
+	}
+	return out
+}
+
 // desired turns the configuration into the engines' desired state. onVerifyFailure counts
 // versions refused by artifact verification.
 func desired(c *config.Config, keys []ed25519.PublicKey, onVerifyFailure func(model, version, reason string)) engines.Desired {
 	d := engines.Desired{
-		Dir:             c.Repository.Path,
-		QueueLen:        c.Limits.QueueLen,
-		Batching:        c.Batching.Enabled,
-		Seed:            c.Engine.Seed,
-		TrustedKeys:     keys,
-		OnVerifyFailure: onVerifyFailure,
+		Dir:                 c.Repository.Path,
+		QueueLen:            c.Limits.QueueLen,
+		Batching:            c.Batching.Enabled,
+		Seed:                c.Engine.Seed,
+		RequireEngineCaches: !c.Engine.BuildEngines,
+		TrustedKeys:         keys,
+		OnVerifyFailure:     onVerifyFailure,
 		Default: engines.ModelSpec{
-			Backends:  config.DefaultModel().Backends,
+			Backends:  c.Engine.Backends,
 			Instances: c.Instances(config.DefaultModel()),
 			Threads:   c.Threads(config.DefaultModel()),
 			Batching: engines.BatchingSpec{
@@ -209,8 +225,10 @@ func desired(c *config.Config, keys []ed25519.PublicKey, onVerifyFailure func(mo
 		},
 	}
 	for _, m := range c.Models {
+		fallback := m.Fallback
 		d.Models = append(d.Models, engines.ModelSpec{
 			Name: m.Name, Version: m.Version, Digest: m.Digest, Backends: m.Backends,
+			Fallback: &fallback, Devices: gpuIndexes(m.Devices),
 			Instances: c.Instances(m), Threads: c.Threads(m),
 			Batching: engines.BatchingSpec{
 				MaxBatchSize:         m.Batching.MaxBatchSize,
