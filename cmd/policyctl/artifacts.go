@@ -252,15 +252,8 @@ trusted keys), DIGEST. Versions are sorted by semantic version. Exits 0 (see ver
 func artifactsList(_ context.Context, _ string, path, args []string, stdout, stderr io.Writer) int {
 	fs := newConfigFlags(path, stderr, "--repository DIR", listAbout)
 	repo := fs.String("repository", "", "repository `DIR` (required)")
-	pos, code := fs.parse(args, stdout)
-	if code >= 0 {
+	if code := fs.parseFlagsOnly(args, stdout, stderr, "repository"); code >= 0 {
 		return code
-	}
-	if len(pos) > 0 {
-		return fs.usageError(stderr, "unexpected arguments %q", pos)
-	}
-	if *repo == "" {
-		return fs.usageError(stderr, "--repository is required")
 	}
 	models, err := artifacts.List(*repo)
 	if err != nil {
@@ -328,15 +321,8 @@ overwrite either file. Prints the key ID that manifest.sig files signed with it 
 func artifactsKeygen(_ context.Context, _ string, path, args []string, stdout, stderr io.Writer) int {
 	fs := newConfigFlags(path, stderr, "--out NAME", keygenAbout)
 	out := fs.String("out", "", "`NAME` of the key files, without .key/.pub (required)")
-	pos, code := fs.parse(args, stdout)
-	if code >= 0 {
+	if code := fs.parseFlagsOnly(args, stdout, stderr, "out"); code >= 0 {
 		return code
-	}
-	if len(pos) > 0 {
-		return fs.usageError(stderr, "unexpected arguments %q", pos)
-	}
-	if *out == "" {
-		return fs.usageError(stderr, "--out is required")
 	}
 	pub, err := artifacts.GenerateKeyFiles(*out)
 	if err != nil {
@@ -399,15 +385,8 @@ left alone. Exits 1 if any version could not be migrated.
 func artifactsMigrate(_ context.Context, _ string, path, args []string, stdout, stderr io.Writer) int {
 	fs := newConfigFlags(path, stderr, "--repository DIR", migrateAbout)
 	repo := fs.String("repository", "", "repository `DIR` (required)")
-	pos, code := fs.parse(args, stdout)
-	if code >= 0 {
+	if code := fs.parseFlagsOnly(args, stdout, stderr, "repository"); code >= 0 {
 		return code
-	}
-	if len(pos) > 0 {
-		return fs.usageError(stderr, "unexpected arguments %q", pos)
-	}
-	if *repo == "" {
-		return fs.usageError(stderr, "--repository is required")
 	}
 	opts := artifacts.MigrateOptions{Tool: toolVersion()}
 	if err := bridge.Available(); err == nil {

@@ -75,6 +75,25 @@ func (fs *configFlags) parse(args []string, stdout io.Writer) ([]string, int) {
 	}
 }
 
+// parseFlagsOnly parses a command that takes flags and no positional arguments, and whose
+// flags named in required must be set. It returns the exit status when the command is done
+// (help, bad flags, arguments, a missing flag) and -1 to go on.
+func (fs *configFlags) parseFlagsOnly(args []string, stdout, stderr io.Writer, required ...string) int {
+	pos, code := fs.parse(args, stdout)
+	if code >= 0 {
+		return code
+	}
+	if len(pos) > 0 {
+		return fs.usageError(stderr, "unexpected arguments %q", pos)
+	}
+	for _, name := range required {
+		if fs.Lookup(name).Value.String() == "" {
+			return fs.usageError(stderr, "--%s is required", name)
+		}
+	}
+	return -1
+}
+
 func (fs *configFlags) usageError(stderr io.Writer, format string, args ...any) int {
 	fmt.Fprintf(stderr, "%s: %s\n\n", fs.name, fmt.Sprintf(format, args...))
 	fs.Usage()
