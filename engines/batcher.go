@@ -10,8 +10,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"go.opentelemetry.io/otel/trace"
-
 	"github.com/policyd/policyd/bridge"
 )
 
@@ -92,18 +90,12 @@ type Batcher struct {
 }
 
 type request struct {
+	ticket
 	inputs []bridge.Tensor
 	fn     func([]bridge.Tensor) error
-	rows   int      // rows along the batch dimension; -1: runs alone
-	seeds  []uint64 // RowSeed(RunOptions.Seed, j) per row when seeded, else empty (reused)
-	state  atomic.Int32
-	done   chan error // buffered, capacity 1
-	enq    time.Time  // when queued (only with statistics)
-
-	// Tracing (engines/trace.go): the request's span, its queue span, the version's
-	// attributes; nil when the request is not traced.
-	span, queue trace.Span
-	info        *traceInfo
+	rows   int       // rows along the batch dimension; -1: runs alone
+	seeds  []uint64  // RowSeed(RunOptions.Seed, j) per row when seeded, else empty (reused)
+	enq    time.Time // when queued (only with statistics)
 }
 
 // Batchable reports whether a Batcher can serve a model with these inputs and outputs: the
@@ -169,7 +161,7 @@ func newBatcher(p batchPool, inputs, outputs []bridge.IOInfo, opts BatcherOption
 			b.maxPrefd = s
 		}
 	}
-	b.reqPool.New = func() any { return &request{done: make(chan error, 1)} }
+	b.reqPool.New = func() any { return &request{ticket: ticket{done: make(chan error, 1)}} }
 	for range p.Instances() {
 		f := b.newFormer()
 		b.wg.Add(1)
@@ -212,22 +204,13 @@ func (b *Batcher) Do(ctx context.Context, inputs []bridge.Tensor, opts RunOption
 		b.release(r)
 		return err
 	}
-
-	select {
-	case err := <-r.done:
-		b.release(r)
-		return err
-	case <-ctx.Done():
-		if r.state.CompareAndSwap(jobQueued, jobCancelled) {
-			endQueue(r.queue, ctx.Err())
-			r.inputs, r.fn = nil, nil // the former that dequeues it skips it; not reused
-			r.span, r.queue, r.info = nil, nil, nil
-			return ctx.Err()
-		}
-		err := <-r.done
-		b.release(r)
+	err, cancelled := r.wait(ctx)
+	if cancelled {
+		r.inputs, r.fn = nil, nil // not reused: the former that dequeues it skips it
 		return err
 	}
+	b.release(r)
+	return err
 }
 
 func (b *Batcher) release(r *request) {

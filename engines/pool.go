@@ -130,23 +130,48 @@ const (
 )
 
 type job struct {
+	ticket
 	inputs []bridge.Tensor
 	seeds  []uint64  // row seeds of the run; nil: the context's stream
 	seed   [1]uint64 // the storage of seeds for a seeded request run by Pool.Do
 	fn     func([]bridge.Tensor) error
-	state  atomic.Int32
-	done   chan error // buffered, capacity 1
 
 	// Statistics: enq is when Do queued the job (zero: its queue time is recorded by the
 	// batcher in front); reqs the requests the run serves; input how long gathering them took.
 	enq   time.Time
 	reqs  int
 	input time.Duration
+}
+
+// ticket is what a queued job (Pool) or request (Batcher) shares with the caller waiting for
+// it: its state, its answer and its trace.
+type ticket struct {
+	state atomic.Int32
+	done  chan error // buffered, capacity 1
 
 	// Tracing (engines/trace.go): the request's span, its queue span, the version's
-	// attributes; nil when the job is not traced.
+	// attributes; nil when not traced.
 	span, queue trace.Span
 	info        *traceInfo
+}
+
+// wait waits for the answer of a queued ticket. When ctx ends while it is still queued, it is
+// cancelled (whoever dequeues it skips it), its queue span ends with ctx's error, and wait
+// returns ctx.Err() and cancelled: the caller then drops the ticket (it is not reused). Once
+// taken, it waits for the answer whatever ctx does: a run cannot be interrupted and its
+// inputs stay in use until it ends.
+func (t *ticket) wait(ctx context.Context) (err error, cancelled bool) {
+	select {
+	case err := <-t.done:
+		return err, false
+	case <-ctx.Done():
+		if t.state.CompareAndSwap(jobQueued, jobCancelled) {
+			endQueue(t.queue, ctx.Err())
+			t.span, t.queue, t.info = nil, nil, nil
+			return ctx.Err(), true
+		}
+		return <-t.done, false
+	}
 }
 
 // execContext is what a worker needs of a *bridge.Context; tests substitute a fake.
@@ -233,7 +258,7 @@ func newPool(newCtx func() (execContext, error), nOut int, opts PoolOptions) (*P
 		stats:     opts.Stats,
 		warmup:    opts.Warmup,
 	}
-	p.jobPool.New = func() any { return &job{done: make(chan error, 1)} }
+	p.jobPool.New = func() any { return &job{ticket: ticket{done: make(chan error, 1)}} }
 	started := make(chan error, opts.Instances)
 	for i := 0; i < opts.Instances; i++ {
 		p.wg.Add(1)
@@ -394,23 +419,13 @@ func (p *Pool) do(ctx context.Context, inputs []bridge.Tensor, fn func(outputs [
 		p.release(j)
 		return err
 	}
-
-	select {
-	case err := <-j.done:
-		p.release(j)
-		return err
-	case <-ctx.Done():
-		if j.state.CompareAndSwap(jobQueued, jobCancelled) {
-			// The worker that dequeues it will skip it; it is not reused.
-			endQueue(j.queue, ctx.Err())
-			j.inputs, j.fn, j.seeds = nil, nil, nil
-			j.span, j.queue, j.info = nil, nil, nil
-			return ctx.Err()
-		}
-		err := <-j.done // a worker has it: wait, inputs are in use
-		p.release(j)
+	err, cancelled := j.wait(ctx)
+	if cancelled {
+		j.inputs, j.fn, j.seeds = nil, nil, nil // not reused: a worker may still dequeue it
 		return err
 	}
+	p.release(j)
+	return err
 }
 
 func (p *Pool) release(j *job) {
