@@ -9,7 +9,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/policyd/policyd/bridge"
 	"github.com/policyd/policyd/engines"
 )
 
@@ -17,18 +16,7 @@ import (
 // the default version and digests, a rollback through the admin route, and a tampered version
 // that never serves while the other does.
 func TestArtifactsEndToEnd(t *testing.T) {
-	if err := bridge.Available(); err != nil {
-		t.Skip("native library unusable:", err)
-	}
-	model, err := os.ReadFile(mlpSmall)
-	if err != nil {
-		t.Skip("model missing:", err)
-	}
-	rt, err := bridge.NewRuntime("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rt.Close()
+	rt, model := nativeRuntime(t, mlpSmall)
 	dir := t.TempDir()
 	a1 := addArtifact(t, dir, "A", "1.0.0", model, nil)
 	a2 := addArtifact(t, dir, "A", "v2.0.0", model, nil)

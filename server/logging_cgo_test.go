@@ -62,11 +62,7 @@ func TestNativeLogsReachZap(t *testing.T) {
 	core, logs := observer.New(zapcore.DebugLevel)
 	bridge.SetLogger(NativeLog(zap.New(core).Named("native")))
 	defer bridge.SetLogger(nil)
-	rt, err := bridge.NewRuntime("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rt.Close()
+	rt, _ := nativeRuntime(t, "")
 	e, err := rt.NewEngine(reshapeToOneRow(), bridge.EngineOptions{Name: "reshape@1.0.0"})
 	if err != nil {
 		t.Fatal(err)

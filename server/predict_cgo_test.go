@@ -5,12 +5,10 @@ package server
 import (
 	"encoding/json"
 	"math"
-	"os"
 	"strings"
 	"testing"
 
 	"github.com/policyd/policyd/artifacts"
-	"github.com/policyd/policyd/bridge"
 	"github.com/policyd/policyd/engines"
 )
 
@@ -20,17 +18,7 @@ const ballModel = "../../shared/models/mlagents/3DBall.onnx"
 // actions per instance and leaves out the constant outputs, the columnar form has them all,
 // and both agree with the v2 API.
 func TestPredict3DBall(t *testing.T) {
-	if err := bridge.Available(); err != nil {
-		t.Skip("native library unusable:", err)
-	}
-	if _, err := os.Stat(ballModel); err != nil {
-		t.Skip("model missing:", err)
-	}
-	rt, err := bridge.NewRuntime("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rt.Close()
+	rt, _ := nativeRuntime(t, ballModel)
 	dir := t.TempDir()
 	add3DBall(t, dir)
 	repo := engines.NewRepository(rt, nil)

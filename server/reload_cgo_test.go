@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/policyd/policyd/bridge"
 	"github.com/policyd/policyd/engines"
 )
 
@@ -23,18 +22,7 @@ const mlpSmall = "../../shared/peers/models/mlp-small.onnx"
 // version 1) and poll /v2/health/ready while Repository.Apply flips A's instances, adds and
 // removes A@2, and adds and removes model B. Every answer is 200 with the same outputs.
 func TestReloadUnderLoadFailsNoRequest(t *testing.T) {
-	if err := bridge.Available(); err != nil {
-		t.Skip("native library unusable:", err)
-	}
-	model, err := os.ReadFile(mlpSmall)
-	if err != nil {
-		t.Skip("model missing:", err)
-	}
-	rt, err := bridge.NewRuntime("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rt.Close()
+	rt, model := nativeRuntime(t, mlpSmall)
 	dir := t.TempDir()
 	put := func(name, version string) {
 		t.Helper()

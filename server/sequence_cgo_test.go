@@ -5,7 +5,6 @@ package server
 import (
 	"encoding/json"
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 
@@ -20,18 +19,7 @@ const hallwayModel = "../../shared/models/mlagents/Hallway.onnx"
 // through the sequence API give the same outputs, state included, as three steps where the
 // client carries the state itself. A signature mismatch leaves the version UNAVAILABLE.
 func TestSequenceHallway(t *testing.T) {
-	if err := bridge.Available(); err != nil {
-		t.Skip("native library unusable:", err)
-	}
-	onnx, err := os.ReadFile(hallwayModel)
-	if err != nil {
-		t.Skip("model missing:", err)
-	}
-	rt, err := bridge.NewRuntime("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rt.Close()
+	rt, onnx := nativeRuntime(t, hallwayModel)
 	e, err := rt.NewEngine(onnx, bridge.EngineOptions{})
 	if err != nil {
 		t.Fatal(err)

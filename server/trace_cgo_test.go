@@ -5,7 +5,6 @@ package server
 import (
 	"context"
 	"fmt"
-	"os"
 	"strconv"
 	"sync"
 	"testing"
@@ -13,7 +12,6 @@ import (
 
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 
-	"github.com/policyd/policyd/bridge"
 	"github.com/policyd/policyd/engines"
 	"github.com/policyd/policyd/tracing"
 	"github.com/policyd/policyd/tracing/otlptest"
@@ -25,17 +23,7 @@ import (
 // the model, version, backend, device and batch size. Health checks and unsampled requests
 // export nothing.
 func TestTraceExportedToOTLPReceiver(t *testing.T) {
-	if err := bridge.Available(); err != nil {
-		t.Skip("native library unusable:", err)
-	}
-	if _, err := os.Stat(ballModel); err != nil {
-		t.Skip("model missing:", err)
-	}
-	rt, err := bridge.NewRuntime("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rt.Close()
+	rt, _ := nativeRuntime(t, ballModel)
 	dir := t.TempDir()
 	add3DBall(t, dir)
 	repo := engines.NewRepository(rt, nil)
