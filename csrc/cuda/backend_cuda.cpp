@@ -676,7 +676,7 @@ class Bucket {
     for (size_t i = 0; i < in_.size(); ++i)
       if (in_[i].bytes) std::memcpy(in_[i].host.get(), inputs[i].data, in_[i].bytes);
     if (!warm_ || !graphs) {
-      enqueue(s, profile);
+      enqueue(s, profile, false);
       warm_ = true;
     } else {
       if (!exec_) capture(s, profile);
@@ -710,14 +710,20 @@ class Bucket {
 
   static size_t bytes_of(const TensorInfo& t) { return static_cast<size_t>(numel(t.shape)) * dtype_size(t.dtype); }
 
-  // Everything a run does, in stream order: what the CUDA graph captures.
-  void enqueue(cudaStream_t s, bool profile) {
+  // Everything a run does, in stream order: what the CUDA graph captures. The profiling events
+  // are recorded as external event nodes when captured (so each replay records them); outside a
+  // capture the runtime refuses that flag (cudaErrorIllegalState), so eager runs record plainly.
+  void enqueue(cudaStream_t s, bool profile, bool capturing) {
+    auto record = [&](cudaEvent_t ev) {
+      if (capturing) PD_CUDA_CHECK(cudaEventRecordWithFlags(ev, s, cudaEventRecordExternal));
+      else PD_CUDA_CHECK(cudaEventRecord(ev, s));
+    };
     for (const auto& in : in_)
       if (in.bytes) PD_CUDA_CHECK(cudaMemcpyAsync(in.dev, in.host.get(), in.bytes, cudaMemcpyHostToDevice, s));
     if (needs_flag_) PD_CUDA_CHECK(cudaMemsetAsync(flag_dev_.get(), 0, sizeof(int), s));
-    if (profile) PD_CUDA_CHECK(cudaEventRecordWithFlags(ev0_, s, cudaEventRecordExternal));
+    if (profile) record(ev0_);
     for (const auto& st : steps_) st(s);
-    if (profile) PD_CUDA_CHECK(cudaEventRecordWithFlags(ev1_, s, cudaEventRecordExternal));
+    if (profile) record(ev1_);
     for (const auto& o : out_)
       if (o.bytes) PD_CUDA_CHECK(cudaMemcpyAsync(o.host.get(), o.dev, o.bytes, cudaMemcpyDeviceToHost, s));
     if (needs_flag_)
@@ -728,7 +734,7 @@ class Bucket {
     PD_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
     cudaGraph_t graph = nullptr;
     try {
-      enqueue(s, profile);
+      enqueue(s, profile, true);
     } catch (...) {
       cudaStreamEndCapture(s, &graph);
       if (graph) cudaGraphDestroy(graph);

@@ -105,6 +105,7 @@ const char* cudaGetErrorName(cudaError_t e) {
     case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
     case cudaErrorInsufficientDriver: return "cudaErrorInsufficientDriver";
     case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
+    case cudaErrorIllegalState: return "cudaErrorIllegalState";
     case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
   }
   return "cudaErrorUnknown";
@@ -174,9 +175,15 @@ cudaError_t cudaEventDestroy(cudaEvent_t e) {
   delete e;
   return cudaSuccess;
 }
-cudaError_t cudaEventRecordWithFlags(cudaEvent_t e, cudaStream_t s, unsigned) {
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
   submit(s, [e] { e->t = std::chrono::steady_clock::now(); });
   return cudaSuccess;
+}
+// As the runtime does: cudaEventRecordExternal is legal only while the stream is capturing
+// (seen on an H100 with CUDA 13: cudaErrorIllegalState for an eager record with that flag).
+cudaError_t cudaEventRecordWithFlags(cudaEvent_t e, cudaStream_t s, unsigned flags) {
+  if ((flags & cudaEventRecordExternal) && !(s && s->capturing)) return cudaErrorIllegalState;
+  return cudaEventRecord(e, s);
 }
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
   *ms = std::chrono::duration<float, std::milli>(b->t - a->t).count();
