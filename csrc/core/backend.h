@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -26,8 +27,8 @@
 namespace pd {
 
 // 2: set_row_seeds, memory; 3: devices, device selection, engine serialization and caches,
-// device-time profiling.
-constexpr uint32_t kBackendAbiVersion = 3;
+// device-time profiling; 4: the model's bytes, batch profile, parameters, timing caches.
+constexpr uint32_t kBackendAbiVersion = 4;
 
 // What the core offers a plugin.
 struct HostServices {
@@ -45,6 +46,18 @@ struct BuildOptions {
   // engine_cache.h). Empty: build from the graph. A backend that cannot use it throws
   // PD_ERR_INVALID_ARG naming the mismatch; one without caches throws PD_ERR_UNSUPPORTED.
   std::string cache;
+  // The model file as given to pd_engine_create, borrowed for the build only (backends with
+  // their own ONNX parser: tensorrt).
+  const void* onnx = nullptr;
+  size_t onnx_size = 0;
+  // pd_engine_options_set_batch_profile: 1 <= min_batch <= opt_batch <= max_batch, or
+  // max_batch 0 when no bound is known.
+  int64_t min_batch = 1, opt_batch = 1, max_batch = 0;
+  // This backend's parameters (pd_engine_options_set_param) without the "<backend>." prefix.
+  // The backend refuses keys and values it does not know (PD_ERR_INVALID_ARG).
+  std::map<std::string, std::string> params;
+  // pd_engine_options_set_timing_cache; empty when none.
+  std::string timing_cache;
 };
 
 // A device a backend can build for (GPU backends; cpu reports none).
@@ -92,6 +105,8 @@ class BackendEngine {
   virtual std::string serialize() const {
     fail(PD_ERR_UNSUPPORTED, "this backend does not serialize engines");
   }
+  // The timing cache the build left ("" when the backend keeps none, or built from a cache).
+  virtual std::string timing_cache() const { return ""; }
 };
 
 class Backend {
@@ -105,8 +120,13 @@ class Backend {
   // Devices the backend can build for, found when the plugin loaded. Empty for cpu.
   virtual std::vector<DeviceInfo> devices() const { return {}; }
   // The build options that change what build() produces, as a string an engine cache is bound
-  // to ("" when none do). threads, name and profile never do.
-  virtual std::string options_key(const BuildOptions&) const { return ""; }
+  // to ("" when none do). threads, name and profile never do. Throws PD_ERR_INVALID_ARG for a
+  // parameter (BuildOptions::params) the backend does not know.
+  virtual std::string options_key(const BuildOptions& o) const {
+    if (!o.params.empty())
+      fail(PD_ERR_INVALID_ARG, "backend '", name(), "' has no build parameter '", o.params.begin()->first, "'");
+    return "";
+  }
 };
 
 }  // namespace pd

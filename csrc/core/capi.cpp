@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <mutex>
 #include <new>
 #include <string>
@@ -275,6 +276,9 @@ struct pd_engine_options {
   bool profile = false;
   std::string model_digest;
   std::string cache;  // an engine cache envelope (engine_cache.h); empty: build
+  int64_t min_batch = 1, opt_batch = 1, max_batch = 0;
+  std::map<std::string, std::string> params;  // "<backend>.<key>" -> value
+  std::string timing_cache;
 };
 
 extern "C" pd_error* pd_engine_options_create(pd_engine_options** out) {
@@ -336,6 +340,40 @@ extern "C" pd_error* pd_engine_options_set_cache(pd_engine_options* o, const voi
     // Only the envelope is checked here; the binding is checked by pd_engine_create.
     (void)decode_engine_cache(data, size, nullptr);
     o->cache.assign(static_cast<const char*>(data), size);
+  });
+}
+
+extern "C" pd_error* pd_engine_options_set_batch_profile(pd_engine_options* o, int64_t min, int64_t opt,
+                                                         int64_t max) {
+  return guard([&] {
+    PD_CHECK_ARG(o, "options is NULL");
+    PD_CHECK_ARG(min >= 1 && opt >= min && (max == 0 || max >= opt),
+                 "batch profile must satisfy 1 <= min <= opt <= max (max 0: unbounded), got min ", min,
+                 ", opt ", opt, ", max ", max);
+    o->min_batch = min;
+    o->opt_batch = opt;
+    o->max_batch = max;
+  });
+}
+extern "C" pd_error* pd_engine_options_set_param(pd_engine_options* o, const char* key, const char* value) {
+  return guard([&] {
+    PD_CHECK_ARG(o && key && value, "options, key or value is NULL");
+    const std::string k = key;
+    const size_t dot = k.find('.');
+    PD_CHECK_ARG(dot != std::string::npos && dot > 0 && dot + 1 < k.size(),
+                 "parameter key must be '<backend>.<name>', got '", k, "'");
+    const std::string b = k.substr(0, dot);
+    PD_CHECK_ARG(b == "cpu" || b == "cuda" || b == "tensorrt", "parameter '", k, "' names unknown backend '", b,
+                 "' (known: tensorrt, cuda, cpu)");
+    if (*value) o->params[k] = value;
+    else o->params.erase(k);
+  });
+}
+extern "C" pd_error* pd_engine_options_set_timing_cache(pd_engine_options* o, const void* data, size_t size) {
+  return guard([&] {
+    PD_CHECK_ARG(o, "options is NULL");
+    PD_CHECK_ARG(size == 0 || data, "timing cache data is NULL for ", size, " bytes");
+    o->timing_cache.assign(static_cast<const char*>(data), size);
   });
 }
 
@@ -500,6 +538,14 @@ extern "C" pd_error* pd_engine_create(pd_runtime* rt, const void* onnx, size_t o
     bo.threads = o.threads;
     bo.device = o.device;
     bo.profile = o.profile;
+    bo.onnx = onnx;
+    bo.onnx_size = onnx_size;
+    bo.min_batch = o.min_batch;
+    bo.opt_batch = o.opt_batch;
+    bo.max_batch = o.max_batch;
+    for (const auto& [k, v] : o.params)
+      if (k.compare(0, slot->name.size() + 1, slot->name + ".") == 0) bo.params[k.substr(slot->name.size() + 1)] = v;
+    bo.timing_cache = o.timing_cache;
     if (!slot->devices.empty())
       PD_CHECK_ARG(o.device < static_cast<int>(slot->devices.size()), o.name, ": device ", o.device,
                    " out of range: backend '", slot->name, "' has ", slot->devices.size(), " devices");
@@ -508,7 +554,11 @@ extern "C" pd_error* pd_engine_create(pd_runtime* rt, const void* onnx, size_t o
     e->binding.target = slot->devices.empty() ? "" : slot->devices[o.device].target;
     e->binding.model_fingerprint = fnv1a64_tag(onnx, onnx_size);
     e->binding.model_digest = o.model_digest;
-    e->binding.options = slot->backend->options_key(bo);
+    try {
+      e->binding.options = slot->backend->options_key(bo);
+    } catch (const Error& err) {
+      fail(err.code(), o.name, ": ", err.what());
+    }
     if (!o.cache.empty()) {
       CacheBinding got = decode_engine_cache(o.cache.data(), o.cache.size(), &bo.cache);
       try {
@@ -548,6 +598,21 @@ extern "C" pd_error* pd_engine_serialize(const pd_engine* e, void** data, size_t
     std::memcpy(p, blob.data(), blob.size());
     *data = p;
     *size = blob.size();
+  });
+}
+
+extern "C" pd_error* pd_engine_timing_cache(const pd_engine* e, void** data, size_t* size) {
+  return guard([&] {
+    PD_CHECK_ARG(e && data && size, "engine, data or size is NULL");
+    *data = nullptr;
+    *size = 0;
+    const std::string tc = e->impl->timing_cache();
+    if (tc.empty()) return;
+    void* p = std::malloc(tc.size());
+    if (!p) throw std::bad_alloc();
+    std::memcpy(p, tc.data(), tc.size());
+    *data = p;
+    *size = tc.size();
   });
 }
 

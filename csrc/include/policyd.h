@@ -34,8 +34,9 @@ extern "C" {
 /* The ABI version. A host refuses a library whose major version differs from the one it was
  * compiled against; minor versions only add functions. */
 #define PD_API_VERSION_MAJOR 1
-#define PD_API_VERSION_MINOR 2 /* 1: pd_context_set_row_seeds, pd_context_memory;
-                                  2: devices, device selection, engine caches, device time */
+#define PD_API_VERSION_MINOR 3 /* 1: pd_context_set_row_seeds, pd_context_memory;
+                                  2: devices, device selection, engine caches, device time;
+                                  3: batch profile, backend parameters, timing caches */
 
 /* Largest tensor rank the ABI carries. */
 #define PD_MAX_RANK 8
@@ -198,6 +199,25 @@ PD_EXPORT pd_error* pd_engine_options_set_model_digest(pd_engine_options* opts, 
  * ONNX bytes are still needed (signature, fallback kernels). */
 PD_EXPORT pd_error* pd_engine_options_set_cache(pd_engine_options* opts, const void* data, size_t size);
 
+/* The batch sizes the engine will be run with: 1 <= min <= opt <= max (default 1, 1, 0; max 0
+ * means no bound is known). Backends that compile for a range of shapes use them (tensorrt: the
+ * optimization profile over the batch dimension, tuned for opt) and refuse a run outside
+ * [min, max] with PD_ERR_INVALID_ARG; the others ignore them. Part of the engine cache binding
+ * of the backends that use them. */
+PD_EXPORT pd_error* pd_engine_options_set_batch_profile(pd_engine_options* opts, int64_t min, int64_t opt,
+                                                        int64_t max);
+/* A backend's own build parameter, "<backend>.<key>" = value, e.g. "tensorrt.precision" =
+ * "fp16" (docs/engine.md lists them). Only the parameters of the backend the engine is built
+ * for reach it; that backend refuses a key or value it does not know at pd_engine_create
+ * (PD_ERR_INVALID_ARG naming it). Setting a key again replaces its value; an empty value
+ * removes it. Parameters that change what is built are part of the engine cache binding. */
+PD_EXPORT pd_error* pd_engine_options_set_param(pd_engine_options* opts, const char* key, const char* value);
+/* A timing cache from an earlier build on the same GPU architecture (pd_engine_timing_cache)
+ * that the build may start from (copied; size 0 clears it). Backends without one ignore it; a
+ * cache the backend cannot use (another library version or architecture) is ignored with a
+ * warning in the log: it only makes the build slower, never changes its result's correctness. */
+PD_EXPORT pd_error* pd_engine_options_set_timing_cache(pd_engine_options* opts, const void* data, size_t size);
+
 /* Imports an ONNX model from memory (the bytes are borrowed for the call only), checks it,
  * runs the graph passes and prepares it on the chosen backend. A model ONNX Runtime would
  * reject, or one with an unsupported operator, fails with a message naming the problem (and
@@ -214,6 +234,12 @@ PD_EXPORT void pd_engine_destroy(pd_engine* engine);
  * pd_engine_serialized_free. Backends without caches (cpu) fail with PD_ERR_UNSUPPORTED. */
 PD_EXPORT pd_error* pd_engine_serialize(const pd_engine* engine, void** data, size_t* size);
 PD_EXPORT void pd_engine_serialized_free(void* data);
+
+/* The timing cache the build left (tensorrt: the measured kernel timings, to be kept beside the
+ * engine cache of this GPU architecture and passed to later builds). *size is 0 when the backend
+ * keeps none or the engine was made from an engine cache. *data as for pd_engine_serialize,
+ * released with pd_engine_serialized_free. */
+PD_EXPORT pd_error* pd_engine_timing_cache(const pd_engine* engine, void** data, size_t* size);
 
 /* Backend that runs this engine ("cpu"). Owned by engine. */
 PD_EXPORT const char* pd_engine_backend(const pd_engine* engine);
