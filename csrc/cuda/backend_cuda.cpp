@@ -263,10 +263,22 @@ DevMem dev_alloc(size_t bytes) {
   PD_CUDA_CHECK(cudaMalloc(&p, std::max<size_t>(bytes, 256)));
   return DevMem(p);
 }
-PinnedMem pinned_alloc(size_t bytes) {
+PinnedMem pinned_alloc(size_t bytes, unsigned flags = cudaHostAllocDefault) {
   void* p = nullptr;
-  PD_CUDA_CHECK(cudaHostAlloc(&p, std::max<size_t>(bytes, 64), cudaHostAllocDefault));
+  PD_CUDA_CHECK(cudaHostAlloc(&p, std::max<size_t>(bytes, 64), flags));
   return PinnedMem(p);
+}
+
+// Staging of an input or output at or under this size is pinned host memory mapped into the
+// device's address space, moved by a copy kernel inside the run's CUDA graph: a kernel node
+// starts in about a microsecond, where a small copy-engine transfer costs several, which is
+// most of a batch-1 run (docs/gpu.md, measured on an H100). Larger staging uses asynchronous
+// DMA copies, which reach the link's bandwidth. POLICYD_CUDA_MAPPED_IO=0 turns mapping off.
+constexpr size_t kMappedStagingMax = 64 << 10;
+
+bool mapped_io_enabled() {
+  const char* v = std::getenv("POLICYD_CUDA_MAPPED_IO");
+  return !(v && std::strcmp(v, "0") == 0);
 }
 
 constexpr size_t kAlign = 256;
@@ -651,11 +663,11 @@ class Bucket {
     // Staging buffers.
     for (const auto& in : g.inputs) {
       const Value& v = values_.at(in.name);
-      in_.push_back(Staging{v.dev, v.bytes(), pinned_alloc(v.bytes())});
+      in_.push_back(staging(v));
     }
     for (const auto& o : g.outputs) {
       const Value& v = ensure(o.name);
-      out_.push_back(Staging{v.dev, v.bytes(), pinned_alloc(v.bytes())});
+      out_.push_back(staging(v));
       out_values_.push_back(v);
     }
     // Per-bucket constants were uploaded with cudaMemcpy from pageable memory: let the DMA land
@@ -706,7 +718,23 @@ class Bucket {
     void* dev;
     size_t bytes;
     PinnedMem host;
+    void* mapped = nullptr;  // the device's address of host, when moved by a copy kernel
   };
+
+  Staging staging(const Value& v) const {
+    const size_t n = v.bytes();
+    if (!mapped_io_ || n == 0 || n > kMappedStagingMax) return Staging{v.dev, n, pinned_alloc(n)};
+    Staging st{v.dev, n, pinned_alloc(n, cudaHostAllocMapped)};
+    PD_CUDA_CHECK(cudaHostGetDevicePointer(&st.mapped, st.host.get(), 0));
+    return st;
+  }
+
+  // Copies n bytes between device addresses (a mapped host buffer is one) with a copy kernel.
+  void copy_kernel_bytes(cudaStream_t s, const void* from, void* to, size_t n) const {
+    Strided flat{};  // rank 0: element i to element i
+    if (n % 4 == 0) launch(fn("pd_copy_4"), static_cast<int64_t>(n / 4), s, from, to, static_cast<int64_t>(n / 4), flat);
+    else launch(fn("pd_copy_1"), static_cast<int64_t>(n), s, from, to, static_cast<int64_t>(n), flat);
+  }
 
   static size_t bytes_of(const TensorInfo& t) { return static_cast<size_t>(numel(t.shape)) * dtype_size(t.dtype); }
 
@@ -718,14 +746,20 @@ class Bucket {
       if (capturing) PD_CUDA_CHECK(cudaEventRecordWithFlags(ev, s, cudaEventRecordExternal));
       else PD_CUDA_CHECK(cudaEventRecord(ev, s));
     };
-    for (const auto& in : in_)
-      if (in.bytes) PD_CUDA_CHECK(cudaMemcpyAsync(in.dev, in.host.get(), in.bytes, cudaMemcpyHostToDevice, s));
+    for (const auto& in : in_) {
+      if (!in.bytes) continue;
+      if (in.mapped) copy_kernel_bytes(s, in.mapped, in.dev, in.bytes);
+      else PD_CUDA_CHECK(cudaMemcpyAsync(in.dev, in.host.get(), in.bytes, cudaMemcpyHostToDevice, s));
+    }
     if (needs_flag_) PD_CUDA_CHECK(cudaMemsetAsync(flag_dev_.get(), 0, sizeof(int), s));
     if (profile) record(ev0_);
     for (const auto& st : steps_) st(s);
     if (profile) record(ev1_);
-    for (const auto& o : out_)
-      if (o.bytes) PD_CUDA_CHECK(cudaMemcpyAsync(o.host.get(), o.dev, o.bytes, cudaMemcpyDeviceToHost, s));
+    for (const auto& o : out_) {
+      if (!o.bytes) continue;
+      if (o.mapped) copy_kernel_bytes(s, o.dev, o.mapped, o.bytes);
+      else PD_CUDA_CHECK(cudaMemcpyAsync(o.host.get(), o.dev, o.bytes, cudaMemcpyDeviceToHost, s));
+    }
     if (needs_flag_)
       PD_CUDA_CHECK(cudaMemcpyAsync(flag_host_.get(), flag_dev_.get(), sizeof(int), cudaMemcpyDeviceToHost, s));
   }
@@ -1234,6 +1268,7 @@ class Bucket {
   DevMem flag_dev_;
   PinnedMem flag_host_;
   bool warm_ = false;
+  const bool mapped_io_ = mapped_io_enabled();
   cudaGraphExec_t exec_ = nullptr;
 };
 

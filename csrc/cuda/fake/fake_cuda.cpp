@@ -46,7 +46,7 @@ namespace {
 
 // ---- memory: device allocations are tracked so that misuse is an error --------------------
 std::mutex g_mu;
-std::map<uintptr_t, size_t> g_device, g_pinned;  // start -> size
+std::map<uintptr_t, size_t> g_device, g_pinned, g_mapped;  // start -> size; g_mapped: pinned, device-visible
 
 bool in(const std::map<uintptr_t, size_t>& m, const void* p, size_t n) {
   std::lock_guard<std::mutex> l(g_mu);
@@ -58,6 +58,7 @@ bool in(const std::map<uintptr_t, size_t>& m, const void* p, size_t n) {
 }
 bool is_device(const void* p, size_t n = 1) { return in(g_device, p, n); }
 bool is_pinned(const void* p, size_t n = 1) { return in(g_pinned, p, n); }
+bool is_mapped(const void* p, size_t n = 1) { return in(g_mapped, p, n); }
 
 void* alloc(std::map<uintptr_t, size_t>& m, size_t n) {
   void* p = std::aligned_alloc(256, (std::max<size_t>(n, 1) + 255) / 256 * 256);
@@ -119,11 +120,26 @@ cudaError_t cudaMalloc(void** p, size_t n) {
   return *p ? cudaSuccess : cudaErrorMemoryAllocation;
 }
 cudaError_t cudaFree(void* p) { return release(g_device, p) ? cudaSuccess : cudaErrorInvalidValue; }
-cudaError_t cudaHostAlloc(void** p, size_t n, unsigned) {
+cudaError_t cudaHostAlloc(void** p, size_t n, unsigned flags) {
   *p = alloc(g_pinned, n);
+  if (*p && (flags & cudaHostAllocMapped)) {
+    std::lock_guard<std::mutex> l(g_mu);
+    g_mapped[reinterpret_cast<uintptr_t>(*p)] = n;
+  }
   return *p ? cudaSuccess : cudaErrorMemoryAllocation;
 }
-cudaError_t cudaFreeHost(void* p) { return release(g_pinned, p) ? cudaSuccess : cudaErrorInvalidValue; }
+cudaError_t cudaHostGetDevicePointer(void** dev, void* host, unsigned flags) {
+  if (!dev || !host || flags != 0 || !is_mapped(host)) return cudaErrorInvalidValue;
+  *dev = host;
+  return cudaSuccess;
+}
+cudaError_t cudaFreeHost(void* p) {
+  {
+    std::lock_guard<std::mutex> l(g_mu);
+    g_mapped.erase(reinterpret_cast<uintptr_t>(p));
+  }
+  return release(g_pinned, p) ? cudaSuccess : cudaErrorInvalidValue;
+}
 
 namespace {
 bool copy_ok(void* dst, const void* src, size_t n, cudaMemcpyKind kind) {
@@ -471,7 +487,7 @@ namespace {
 
 template <typename T>
 bool device_arg_ok(const T& v) {
-  if constexpr (std::is_pointer_v<T>) return v == nullptr || is_device(v);
+  if constexpr (std::is_pointer_v<T>) return v == nullptr || is_device(v) || is_mapped(v);
   return true;
 }
 

@@ -21,6 +21,7 @@ enum cudaError_t { cudaSuccess = 0, cudaErrorMemoryAllocation = 2, cudaErrorInsu
 enum cudaMemcpyKind { cudaMemcpyHostToDevice = 1, cudaMemcpyDeviceToHost = 2, cudaMemcpyDeviceToDevice = 3 };
 enum cudaStreamCaptureMode { cudaStreamCaptureModeThreadLocal = 1 };
 constexpr unsigned cudaHostAllocDefault = 0;
+constexpr unsigned cudaHostAllocMapped = 2;
 constexpr unsigned cudaStreamNonBlocking = 1;
 constexpr unsigned cudaEventRecordExternal = 1;
 struct FakeStream;
@@ -45,6 +46,8 @@ const char* cudaGetErrorString(cudaError_t e);
 cudaError_t cudaMalloc(void** p, size_t n);
 cudaError_t cudaFree(void* p);
 cudaError_t cudaHostAlloc(void** p, size_t n, unsigned flags);
+// Host and device share one address space here: the device's address of a mapped buffer is its own.
+cudaError_t cudaHostGetDevicePointer(void** dev, void* host, unsigned flags);
 cudaError_t cudaFreeHost(void* p);
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t n, cudaMemcpyKind kind);
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, cudaMemcpyKind kind, cudaStream_t s);
