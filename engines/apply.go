@@ -696,18 +696,20 @@ func (r *Repository) runner(es []*bridge.Engine, set settings, stats *Stats) (Ru
 	return newBatcher(bp, e.Inputs(), e.Outputs(), set.batcherOptions())
 }
 
-// lockThreads reports whether the workers of an engine's pool lock their OS threads: for
-// backends whose contexts keep per-thread state (a CUDA context is current per thread), and
+// lockThreads reports whether the workers of an engine's pool lock their OS threads: only
 // on the CPU when a context runs an OpenMP team of more than one thread (the team belongs to
 // the thread that starts it; a worker moving between threads would start one per thread).
-// A one-thread CPU context has no per-thread state (it sets its OpenMP thread count on every
-// run), so its workers stay plain goroutines: handing a request to a locked worker and back
-// costs two OS thread wake-ups, half the latency of a small policy over HTTP (docs/engine.md).
+// The other contexts keep no per-thread state: a one-thread CPU context sets its OpenMP
+// thread count on every run, and a GPU context makes its device current at the start of every
+// run (cudaSetDevice) and keeps its stream, graphs and handles as process-wide objects. Their
+// workers stay plain goroutines: handing a request to a locked worker and back costs two OS
+// thread wake-ups (docs/engine.md: half the latency of a small policy over HTTP on the CPU,
+// and on an H100 machine ... ).
 func lockThreads(e *bridge.Engine, threads int) bool {
 	if e == nil {
 		return true
 	}
-	return e.Backend() != "cpu" || threads > 1
+	return e.Backend() == "cpu" && threads > 1
 }
 
 // reasonUnloaded is the Index reason of a version switched off by Unload.

@@ -77,19 +77,28 @@ engine:
 models:
 $(for m in "${models[@]}"; do printf '  - name: %s\n    fallback: false\n' "$m"; done)
 YAML
-"$work/bin/policyd" --config "$work/policyd.yaml" >"$work/policyd.log" 2>&1 &
-pid=$!
 get() { python3 -c 'import sys,urllib.request as u
 try:
   r=u.urlopen(sys.argv[1], timeout=2); print(r.status); sys.stdout.write(r.read().decode())
 except Exception as e:
   print(getattr(e, "code", 0))' "$1"; }
+# Every policyd* binary of the bundle is served in turn, twice when there are several (two
+# builds side by side: an A/B); the details are shown on the first pass only.
+servers=("$work"/bin/policyd*)
+[ ${#servers[@]} -gt 1 ] && servers+=("${servers[@]}")
+pass=0
+for server in "${servers[@]}"; do
+pass=$((pass + 1))
+echo "==== $(basename "$server") (pass $pass)"
+"$server" --config "$work/policyd.yaml" >"$work/policyd.log" 2>&1 &
+pid=$!
 for _ in $(seq 1 300); do
   [ "$(get http://127.0.0.1:18431/v2/health/ready | head -1)" = 200 ] && break
   kill -0 $pid 2>/dev/null || break
   sleep 0.2
 done
 echo "== ready: $(get http://127.0.0.1:18431/v2/health/ready | head -1)"
+if [ $pass = 1 ]; then
 grep -E '"(loaded|model version)|fell back|engine cache|cuda device|backend' "$work/policyd.log" | cut -c1-300 | head -12
 echo "== health details"
 get http://127.0.0.1:18431/v2/health/details | tail -n +2 | python3 -c 'import json,sys
@@ -100,13 +109,14 @@ for g in dev.get("gpus", []): print("gpu", json.dumps(g)[:300])
 if not dev.get("gpus"): print("gpus: none;", dev.get("gpus_reason", ""))'
 echo "== NVML metrics"
 get http://127.0.0.1:18431/metrics | grep -E '^policyd_gpu_' | head -12
+fi
 
 echo "== HTTP: batch 1, the first answer checked against ONNX Runtime"
 for m in "${models[@]}"; do
   for args in "-c 1" "-c 1 -binary" "-c 16"; do
     printf '%-10s %-14s ' "$m" "$args"
     "$ctl" bench load -url "http://127.0.0.1:18431/v2/models/$m/infer" -model "$m" -peers "$peers" \
-      -refs testdata/reference $args -d 3s -warmup 1s 2>&1 | tail -1 | python3 -c 'import json,sys
+      -refs testdata/reference $args -d 2s -warmup 0.5s 2>&1 | tail -1 | python3 -c 'import json,sys
 l=sys.stdin.read()
 try:
   d=json.loads(l); print("p50 %(p50_us)s us  p99 %(p99_us)s us  %(rps).0f req/s  errors %(errors)s" % d)
@@ -114,5 +124,5 @@ except Exception: print(l.strip()[:300])'
   done
 done
 kill $pid; wait $pid 2>/dev/null; pid=
-echo "== policyd exited; its last log lines"
-tail -3 "$work/policyd.log" | cut -c1-300
+[ $pass = 1 ] && { echo "== policyd exited; its last log lines"; tail -3 "$work/policyd.log" | cut -c1-300; }
+done
