@@ -703,8 +703,8 @@ func (r *Repository) runner(es []*bridge.Engine, set settings, stats *Stats) (Ru
 // thread count on every run, and a GPU context makes its device current at the start of every
 // run (cudaSetDevice) and keeps its stream, graphs and handles as process-wide objects. Their
 // workers stay plain goroutines: handing a request to a locked worker and back costs two OS
-// thread wake-ups (docs/engine.md: half the latency of a small policy over HTTP on the CPU,
-// and on an H100 machine ... ).
+// thread wake-ups (docs/engine.md: half the latency of a small policy over HTTP on the CPU;
+// on a 16-core H100 machine, batch-1 HTTP p50 140 → 111 µs and 16-connection throughput +25%).
 func lockThreads(e *bridge.Engine, threads int) bool {
 	if e == nil {
 		return true

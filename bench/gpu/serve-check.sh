@@ -124,5 +124,5 @@ except Exception: print(l.strip()[:300])'
   done
 done
 kill $pid; wait $pid 2>/dev/null; pid=
-[ $pass = 1 ] && { echo "== policyd exited; its last log lines"; tail -3 "$work/policyd.log" | cut -c1-300; }
+if [ $pass = 1 ]; then echo "== policyd exited; its last log lines"; tail -3 "$work/policyd.log" | cut -c1-300; fi
 done
