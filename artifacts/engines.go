@@ -18,13 +18,15 @@ import (
 // Engine caches: a built engine stored in its version folder under
 // engines/<backend>-<backend version>/<target>/, as two files listed in the manifest like every
 // other: engine.bin (the bytes of bridge.Engine.Serialize) and engine.json (EngineCache, the
-// binding). The manifest schema does not change, so servers that know nothing of caches still
+// binding); and beside them, for backends that keep one, timing.cache (bridge.Engine.TimingCache:
+// what a later build for the same target may start from). The manifest schema does not change, so servers that know nothing of caches still
 // verify such an artifact. See docs/artifacts.md, Engine caches.
 
 // File names of an engine cache folder.
 const (
 	EngineDataFile    = "engine.bin"
 	EngineBindingFile = "engine.json"
+	TimingCacheFile   = "timing.cache"
 )
 
 // EngineCache is engine.json: what an engine cache was built from and for. A cache is used
@@ -112,6 +114,21 @@ func (a *Artifact) EngineCache(backend, backendVersion, target, options string) 
 	return &c, data, nil
 }
 
+// TimingCache reads the timing cache of backend at backendVersion for target
+// (EngineCacheDir/timing.cache), checked against the manifest as it is read. It returns nil,
+// nil when the manifest lists none. A timing cache carries no binding: it only speeds up a
+// build for the target, whose backend ignores one it cannot use.
+func (a *Artifact) TimingCache(backend, backendVersion, target string) ([]byte, error) {
+	if err := checkEngineKey(backend, backendVersion, target); err != nil {
+		return nil, err
+	}
+	p := EngineCacheDir(backend, backendVersion, target) + "/" + TimingCacheFile
+	if a.Manifest.File(p) == nil {
+		return nil, nil
+	}
+	return a.ReadFile(p)
+}
+
 // EngineCaches lists the bindings of the engine caches the manifest lists (not read: the
 // folder names), as "backend-version/target" folders relative to engines/.
 func (m *Manifest) EngineCaches() []string {
@@ -130,6 +147,9 @@ type AddEngineRequest struct {
 	Options                         string // the build options ("" none)
 	Device                          string // the GPU it was built on
 	Data                            []byte // bridge.Engine.Serialize
+	// TimingCache, when not empty, is stored as timing.cache beside the engine
+	// (bridge.Engine.TimingCache), replacing the one there; empty leaves the folder's own.
+	TimingCache []byte
 	// ModelSHA256 is the hex SHA-256 of the model.onnx the engine was built from: AddEngineCache
 	// refuses when the artifact's differs (the folder changed since it was read).
 	ModelSHA256 string
@@ -140,8 +160,8 @@ type AddEngineRequest struct {
 	Now     func() time.Time // default time.Now
 }
 
-// AddEngineCache stores an engine cache in the verified version folder dir, replacing one
-// of the same backend, backend version and target. It rewrites manifest.json (and
+// AddEngineCache stores an engine cache (and its timing cache, when given) in the verified
+// version folder dir, replacing one of the same backend, backend version and target. It rewrites manifest.json (and
 // manifest.sig with req.SignKey), so the artifact's digest changes: a models[].digest pin
 // must be updated to the returned Artifact's Digest. The version is rebuilt beside it (a
 // .tmp- folder of hard links to its files, plus the new ones) and exchanged with it in one
@@ -182,6 +202,9 @@ func AddEngineCache(dir string, req AddEngineRequest) (*Artifact, error) {
 	binding = append(binding, '\n')
 	cdir := EngineCacheDir(req.Backend, req.BackendVersion, req.Target)
 	added := map[string][]byte{cdir + "/" + EngineDataFile: req.Data, cdir + "/" + EngineBindingFile: binding}
+	if len(req.TimingCache) > 0 {
+		added[cdir+"/"+TimingCacheFile] = req.TimingCache
+	}
 
 	m := *a.Manifest
 	m.Files = slices.DeleteFunc(slices.Clone(a.Manifest.Files), func(f File) bool { return added[f.Path] != nil })

@@ -176,3 +176,88 @@ func TestAddEngineCacheRefusesBadInput(t *testing.T) {
 		t.Error("AddEngineCache to a missing version succeeded")
 	}
 }
+
+// A timing cache is stored beside the engine, listed and verified like it, read back by
+// TimingCache, kept when a rebuild gives none, and refused when tampered with.
+func TestTimingCache(t *testing.T) {
+	repo := t.TempDir()
+	a := add(t, repo, "m", "1.0.0", nil)
+	const bv = "0.1.0-k1-cudart11080"
+	if tc, err := a.TimingCache("cuda", bv, "sm_90"); tc != nil || err != nil {
+		t.Fatalf("TimingCache of a version without one = %q, %v; want none", tc, err)
+	}
+	req := engineReq("ENGINE-1")
+	req.TimingCache = []byte("TIMINGS-1")
+	if _, err := AddEngineCache(a.Dir, req); err != nil {
+		t.Fatal(err)
+	}
+	v, err := Verify(a.Dir, VerifyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := "engines/cuda-" + bv + "/sm_90/timing.cache"
+	if f := v.Manifest.File(p); f == nil || f.Size != 9 || f.SHA256 != sha256Hex([]byte("TIMINGS-1")) {
+		t.Errorf("manifest entry of %s = %+v", p, f)
+	}
+	if tc, err := v.TimingCache("cuda", bv, "sm_90"); string(tc) != "TIMINGS-1" || err != nil {
+		t.Errorf("TimingCache = %q, %v", tc, err)
+	}
+	if tc, err := v.TimingCache("cuda", bv, "sm_80"); tc != nil || err != nil {
+		t.Errorf("TimingCache of another target = %q, %v; want none", tc, err)
+	}
+	if _, err := v.TimingCache("cuda", bv, "../sm_90"); err == nil || !strings.Contains(err.Error(), "not usable in a folder name") {
+		t.Errorf("TimingCache of a bad target = %v", err)
+	}
+
+	// A rebuild whose engine left no timing cache keeps the folder's; one that left one
+	// replaces it.
+	if _, err := AddEngineCache(a.Dir, engineReq("ENGINE-2")); err != nil {
+		t.Fatal(err)
+	}
+	v, err = Verify(a.Dir, VerifyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tc, _ := v.TimingCache("cuda", bv, "sm_90"); string(tc) != "TIMINGS-1" {
+		t.Errorf("after a rebuild without one: %q, want the old one kept", tc)
+	}
+	req = engineReq("ENGINE-3")
+	req.TimingCache = []byte("TIMINGS-2")
+	if _, err := AddEngineCache(a.Dir, req); err != nil {
+		t.Fatal(err)
+	}
+	if v, err = Verify(a.Dir, VerifyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if tc, _ := v.TimingCache("cuda", bv, "sm_90"); string(tc) != "TIMINGS-2" {
+		t.Errorf("after a rebuild with one: %q", tc)
+	}
+
+	// Changed after Verify: ReadFile's check refuses it, and Verify does too.
+	if err := os.WriteFile(filepath.Join(a.Dir, filepath.FromSlash(p)), []byte("TIMINGS-X"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.TimingCache("cuda", bv, "sm_90"); !errors.Is(err, ErrIntegrity) {
+		t.Errorf("tampered timing.cache: %v", err)
+	}
+	if _, err := Verify(a.Dir, VerifyOptions{}); !errors.Is(err, ErrIntegrity) {
+		t.Errorf("Verify of a tampered timing.cache: %v", err)
+	}
+}
+
+// A timing.cache put in the folder by hand without a manifest entry makes the version fail
+// verification, as any unlisted file does: it is never read.
+func TestTimingCacheUnlisted(t *testing.T) {
+	repo := t.TempDir()
+	a := add(t, repo, "m", "1.0.0", nil)
+	if _, err := AddEngineCache(a.Dir, engineReq("ENGINE")); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(a.Dir, "engines", "cuda-0.1.0-k1-cudart11080", "sm_90")
+	if err := os.WriteFile(filepath.Join(dir, TimingCacheFile), []byte("HAND-MADE"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Verify(a.Dir, VerifyOptions{}); err == nil || !strings.Contains(err.Error(), "sm_90/timing.cache: not listed in the manifest") {
+		t.Errorf("Verify with an unlisted timing.cache = %v", err)
+	}
+}

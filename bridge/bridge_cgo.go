@@ -20,7 +20,9 @@ import "C"
 
 import (
 	"fmt"
+	"maps"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -268,6 +270,27 @@ func (r *Runtime) NewEngine(onnx []byte, o EngineOptions) (*Engine, error) {
 			return nil, err
 		}
 	}
+	if o.MinBatch != 0 || o.OptBatch != 0 || o.MaxBatch != 0 {
+		err := toError(C.pd_engine_options_set_batch_profile(opts, C.int64_t(o.MinBatch), C.int64_t(o.OptBatch), C.int64_t(o.MaxBatch)))
+		if err != nil {
+			return nil, err
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(o.Params)) {
+		ck, cv := C.CString(k), C.CString(o.Params[k])
+		err := toError(C.pd_engine_options_set_param(opts, ck, cv))
+		C.free(unsafe.Pointer(ck))
+		C.free(unsafe.Pointer(cv))
+		if err != nil {
+			return nil, err
+		}
+	}
+	if len(o.TimingCache) > 0 {
+		// Copied by the library during the call.
+		if err := toError(C.pd_engine_options_set_timing_cache(opts, unsafe.Pointer(&o.TimingCache[0]), C.size_t(len(o.TimingCache)))); err != nil {
+			return nil, err
+		}
+	}
 	e := &Engine{}
 	// The model bytes are Go memory read only during the call: allowed by the cgo rules.
 	if err := toError(C.pd_engine_create(r.ptr, unsafe.Pointer(&onnx[0]), C.size_t(len(onnx)), opts, &e.ptr)); err != nil {
@@ -329,6 +352,27 @@ func (e *Engine) Serialize() ([]byte, error) {
 	var size C.size_t
 	if err := toError(C.pd_engine_serialize(e.ptr, &data, &size)); err != nil {
 		return nil, err
+	}
+	defer C.pd_engine_serialized_free(data)
+	return C.GoBytes(data, C.int(size)), nil
+}
+
+// TimingCache returns the timing cache the build left, for EngineOptions.TimingCache of later
+// builds on the same GPU architecture (tensorrt: the measured kernel timings). It is empty
+// when the backend keeps none (cpu, cuda) or the engine was made from an engine cache.
+func (e *Engine) TimingCache() ([]byte, error) {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	if e.ptr == nil {
+		return nil, ErrClosed
+	}
+	var data unsafe.Pointer
+	var size C.size_t
+	if err := toError(C.pd_engine_timing_cache(e.ptr, &data, &size)); err != nil {
+		return nil, err
+	}
+	if size == 0 {
+		return nil, nil
 	}
 	defer C.pd_engine_serialized_free(data)
 	return C.GoBytes(data, C.int(size)), nil

@@ -52,6 +52,9 @@ func (e *Engine) Batchable() bool { return false }
 // Serialize returns ErrUnavailable.
 func (e *Engine) Serialize() ([]byte, error) { return nil, ErrUnavailable }
 
+// TimingCache returns ErrUnavailable.
+func (e *Engine) TimingCache() ([]byte, error) { return nil, ErrUnavailable }
+
 // NewContext returns ErrUnavailable.
 func (e *Engine) NewContext() (*Context, error) { return nil, ErrUnavailable }
 

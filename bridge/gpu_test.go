@@ -81,6 +81,49 @@ func TestCpuEngineHasNoCacheAndNoDeviceTime(t *testing.T) {
 	}
 }
 
+// Batch profile, backend parameters and timing caches (ABI 1.3) on the cpu backend, which uses
+// none of them: a profile within the rules and a timing cache are accepted and ignored, a
+// parameter of its own name is refused at create naming it, a bad profile or a parameter key
+// that is not "<backend>.<name>" is refused before any build.
+func TestCpuEngineBuildOptions(t *testing.T) {
+	rt := newRuntime(t)
+	model, err := os.ReadFile("../../shared/peers/models/mlp-small.onnx")
+	if err != nil {
+		t.Skipf("peers' models not found: %v", err)
+	}
+	e, err := rt.NewEngine(model, EngineOptions{MinBatch: 1, OptBatch: 8, MaxBatch: 32,
+		Params: map[string]string{"tensorrt.precision": "fp16", "cuda.anything": "x"}, TimingCache: []byte("timings")})
+	if err != nil {
+		t.Fatalf("profile, other backends' parameters and a timing cache on cpu: %v", err)
+	}
+	tc, err := e.TimingCache()
+	if err != nil || len(tc) != 0 {
+		t.Errorf("TimingCache of a cpu engine = %q, %v; want empty", tc, err)
+	}
+	e.Close()
+	if _, err := e.TimingCache(); !errors.Is(err, ErrClosed) {
+		t.Errorf("TimingCache after Close = %v, want ErrClosed", err)
+	}
+
+	for _, tt := range []struct {
+		name string
+		o    EngineOptions
+		want string
+	}{
+		{"own parameter", EngineOptions{Name: "m@1", Params: map[string]string{"cpu.x": "1"}}, "m@1: backend 'cpu' has no build parameter 'x'"},
+		{"unknown backend", EngineOptions{Params: map[string]string{"onnxruntime.x": "1"}}, "parameter 'onnxruntime.x' names unknown backend 'onnxruntime'"},
+		{"no backend", EngineOptions{Params: map[string]string{"precision": "fp16"}}, "parameter key must be '<backend>.<name>', got 'precision'"},
+		{"min above opt", EngineOptions{MinBatch: 4, OptBatch: 2, MaxBatch: 8}, "got min 4, opt 2, max 8"},
+		{"max below opt", EngineOptions{MinBatch: 1, OptBatch: 16, MaxBatch: 8}, "got min 1, opt 16, max 8"},
+		{"min zero", EngineOptions{MinBatch: 0, OptBatch: 1, MaxBatch: 8}, "1 <= min <= opt <= max"},
+	} {
+		_, err := rt.NewEngine(model, tt.o)
+		if !errors.Is(err, &Error{Code: CodeInvalidArg}) || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: NewEngine = %v, want invalid argument with %q", tt.name, err, tt.want)
+		}
+	}
+}
+
 // cudaRuntime is a runtime whose cuda backend has a device: the real one when this machine has
 // a GPU, else the test build of the plugin on the CPU emulation of CUDA (build/fakecuda, made
 // by make native), else the test skips.

@@ -18,6 +18,9 @@ func TestWithoutCgoEverythingSaysUnavailable(t *testing.T) {
 	if _, err := e.NewContext(); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("NewContext: %v", err)
 	}
+	if _, err := e.TimingCache(); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("TimingCache: %v", err)
+	}
 	var c Context
 	if err := c.SetRowSeeds([]uint64{1}); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("SetRowSeeds: %v", err)

@@ -212,6 +212,22 @@ type EngineOptions struct {
 	// options; otherwise NewEngine fails with CodeInvalidArg and a message ending in
 	// "rebuild engines". Read only during the call.
 	Cache []byte
+	// MinBatch, OptBatch and MaxBatch are the batch sizes the engine will be run with
+	// (1 <= MinBatch <= OptBatch <= MaxBatch): backends that compile for a range of shapes
+	// (tensorrt: the optimization profile over the batch dimension, tuned for OptBatch) use
+	// them and refuse a run outside [MinBatch, MaxBatch]; the others ignore them. All zero:
+	// no profile (the library's default). Part of the engine cache binding of the backends
+	// that use them.
+	MinBatch, OptBatch, MaxBatch int
+	// Params are backend build parameters, "<backend>.<key>" -> value ("tensorrt.precision"
+	// -> "fp16"). Only those of the backend the engine is built for reach it; it refuses a
+	// key or value it does not know with CodeInvalidArg naming it. A key of an unknown
+	// backend is refused by every backend.
+	Params map[string]string
+	// TimingCache is a timing cache from an earlier build on the same GPU architecture
+	// (Engine.TimingCache) the build may start from; backends without one ignore it, and one
+	// the backend cannot use only makes the build slower. Read only during the call.
+	TimingCache []byte
 }
 
 // Device is a device a backend can build for (Runtime.Devices).

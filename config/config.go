@@ -15,7 +15,8 @@
 // exist; each element of a list), pattern:"regexp" (strings, when set), path:"true" (relative
 // to the file that sets it; each element of a list), key:"true" (the field naming an
 // element of a list), secret:"true" (printed as <redacted>). Its default goes in Defaults.
-// Then refresh the reference: go test ./config -update.
+// Then refresh the reference: go test ./config -update. A field of type BackendParams is a
+// map of backend parameters, its keys and values checked against BackendParameters.
 //
 // The package is pure Go and imports nothing of policyd's.
 package config
@@ -75,11 +76,12 @@ type Repository struct {
 
 // Engine holds the defaults of the engine instances that run the models.
 type Engine struct {
-	Seed         uint64   `koanf:"seed" reload:"live" desc:"Base seed of random operators; instance i of a version uses seed+i. A change applies to the versions (re)loaded after it."`
-	Threads      int      `koanf:"threads" reload:"live" min:"1" max:"1024" desc:"Threads of each engine instance, unless a model sets its own."`
-	CPUThreads   int      `koanf:"cpu_threads" reload:"restart" min:"0" max:"65536" desc:"CPU threads the engines may use in all, 0 = every core; a model's default instance count is max(1, cpu_threads / threads)."`
-	Backends     []string `koanf:"backends" reload:"live" enum:"cpu,cuda,tensorrt" min:"1" unique:"true" desc:"Backends in order of preference of every model that sets no models[].backends. A backend this machine cannot run (no plugin, no GPU, an op it lacks) is skipped with its reason logged, unless the model's fallback is false (see docs/gpu.md, Backend order and fallback)."`
-	BuildEngines bool     `koanf:"build_engines" reload:"live" desc:"Build a GPU engine from model.onnx when the artifact has no engine cache matching the GPU's architecture and the backend's version (policyctl engines build, make engines, store them). false: such a version is UNAVAILABLE with \"rebuild engines\". A stale or mismatched cache is never used either way. Servers never write caches into the repository."`
+	Seed              uint64        `koanf:"seed" reload:"live" desc:"Base seed of random operators; instance i of a version uses seed+i. A change applies to the versions (re)loaded after it."`
+	Threads           int           `koanf:"threads" reload:"live" min:"1" max:"1024" desc:"Threads of each engine instance, unless a model sets its own."`
+	CPUThreads        int           `koanf:"cpu_threads" reload:"restart" min:"0" max:"65536" desc:"CPU threads the engines may use in all, 0 = every core; a model's default instance count is max(1, cpu_threads / threads)."`
+	Backends          []string      `koanf:"backends" reload:"live" enum:"cpu,cuda,tensorrt" min:"1" unique:"true" desc:"Backends in order of preference of every model that sets no models[].backends; the first that loads the model serves it. A backend this machine does not have (plugin not installed, no driver or GPU) is skipped quietly (its state is logged once at start); one that has it but cannot load the model (an op it lacks, a missing engine cache, a listed GPU it lacks) is skipped with a warning giving the reason. A model whose fallback is false tries only the first (see docs/gpu.md, Backend order and the fallback switch)."`
+	BackendParameters BackendParams `koanf:"backend_parameters" reload:"live" desc:"Build parameters of the backends, <backend>.<name>: value (tensorrt.precision: fp16), for every model; models[].backend_parameters overrides them key by key. Only the backend a model's engine is built on reads its own. The known keys and values are in docs/configuration.md, Backend parameters. A change reloads the versions whose parameters change."`
+	BuildEngines      bool          `koanf:"build_engines" reload:"live" desc:"Build a GPU engine from model.onnx when the artifact has no engine cache matching the GPU's architecture and the backend's version (policyctl engines build, make engines, store them). false: such a version is UNAVAILABLE with \"rebuild engines\". A stale or mismatched cache is never used either way. Servers never write caches into the repository."`
 }
 
 // Batching configures the dynamic batcher and holds the defaults of models[].batching.
@@ -103,16 +105,17 @@ type ModelBatching struct {
 
 // Model names a model of the repository to serve and how.
 type Model struct {
-	Name      string        `koanf:"name" reload:"live" required:"true" key:"true" desc:"The model's folder name in the repository."`
-	Version   string        `koanf:"version" reload:"live" desc:"Versions to serve: empty serves every version found; an exact version (1.2.3, v1.2.3, 1.3.0-rc.1) serves that one; a semver constraint (^1.2, ~1.2.3, >=1.0 <2, 1.x) serves every version it matches, pre-releases only when it names one. Requests without a version get the highest ready one unless the default is pinned (POST /v2/admin/models/{m}/default)."`
-	Digest    string        `koanf:"digest" reload:"live" pattern:"^sha256:[0-9a-f]{64}$" desc:"Pins the artifact of an exact version: the sha256 of its manifest.json as policyctl artifacts list prints it; a version whose digest differs is refused. Only with an exact version."`
-	Backends  []string      `koanf:"backends" reload:"live" enum:"cpu,cuda,tensorrt" unique:"true" desc:"Backends in order of preference; the first that loads on this machine serves. Empty = engine.backends."`
-	Fallback  bool          `koanf:"fallback" reload:"live" desc:"Let the next backend of backends serve when one cannot load the model (unavailable on this machine, an op it lacks); false: only the first backend may serve it, and when it cannot the version is UNAVAILABLE with the reason."`
-	Devices   []string      `koanf:"devices" reload:"live" unique:"true" pattern:"^(all|0|[1-9][0-9]{0,3})$" desc:"GPUs a GPU backend (cuda, tensorrt) runs the model on: device indexes as the backend numbers them (\"0\", \"1\") or \"all\". Each GPU gets its own engine and instances contexts, all behind the version's one queue and batcher. A listed GPU the backend does not have leaves the version UNAVAILABLE. Ignored by cpu. Empty = all."`
-	Instances int           `koanf:"instances" reload:"live" min:"0" max:"1024" desc:"Engine instances of each version (per GPU on a GPU backend), 0 = max(1, engine.cpu_threads / threads)."`
-	Threads   int           `koanf:"threads" reload:"live" min:"0" max:"1024" desc:"Threads of each engine instance, 0 = engine.threads."`
-	Batching  ModelBatching `koanf:"batching" desc:"The model's dynamic batcher settings (used when batching.enabled and the model is batchable)."`
-	Sequence  ModelSequence `koanf:"sequence" desc:"Stateful sequences of a recurrent model (see docs/api.md, Stateful sequences): requests with a sequence_id send only the other inputs, the server feeds each state input from the state output of the sequence's previous step. Off while states is empty."`
+	Name              string        `koanf:"name" reload:"live" required:"true" key:"true" desc:"The model's folder name in the repository."`
+	Version           string        `koanf:"version" reload:"live" desc:"Versions to serve: empty serves every version found; an exact version (1.2.3, v1.2.3, 1.3.0-rc.1) serves that one; a semver constraint (^1.2, ~1.2.3, >=1.0 <2, 1.x) serves every version it matches, pre-releases only when it names one. Requests without a version get the highest ready one unless the default is pinned (POST /v2/admin/models/{m}/default)."`
+	Digest            string        `koanf:"digest" reload:"live" pattern:"^sha256:[0-9a-f]{64}$" desc:"Pins the artifact of an exact version: the sha256 of its manifest.json as policyctl artifacts list prints it; a version whose digest differs is refused. Only with an exact version."`
+	Backends          []string      `koanf:"backends" reload:"live" enum:"cpu,cuda,tensorrt" unique:"true" desc:"Backends in order of preference; the first that loads on this machine serves. Empty = engine.backends."`
+	Fallback          bool          `koanf:"fallback" reload:"live" desc:"Let the next backend of backends serve when one cannot load the model (unavailable on this machine, an op it lacks); false: only the first backend may serve it, and when it cannot the version is UNAVAILABLE with the reason."`
+	Devices           []string      `koanf:"devices" reload:"live" unique:"true" pattern:"^(all|0|[1-9][0-9]{0,3})$" desc:"GPUs a GPU backend (cuda, tensorrt) runs the model on: device indexes as the backend numbers them (\"0\", \"1\") or \"all\". Each GPU gets its own engine and instances contexts, all behind the version's one queue and batcher. A listed GPU the backend does not have leaves the version UNAVAILABLE. Ignored by cpu. Empty = all."`
+	Instances         int           `koanf:"instances" reload:"live" min:"0" max:"1024" desc:"Engine instances of each version (per GPU on a GPU backend), 0 = max(1, engine.cpu_threads / threads)."`
+	Threads           int           `koanf:"threads" reload:"live" min:"0" max:"1024" desc:"Threads of each engine instance, 0 = engine.threads."`
+	BackendParameters BackendParams `koanf:"backend_parameters" reload:"live" desc:"Build parameters of the backends for this model, <backend>.<name>: value; each key set here overrides engine.backend_parameters, the others keep it. A change reloads the model's versions."`
+	Batching          ModelBatching `koanf:"batching" desc:"The model's dynamic batcher settings (used when batching.enabled and the model is batchable)."`
+	Sequence          ModelSequence `koanf:"sequence" desc:"Stateful sequences of a recurrent model (see docs/api.md, Stateful sequences): requests with a sequence_id send only the other inputs, the server feeds each state input from the state output of the sequence's previous step. Off while states is empty."`
 }
 
 // ModelSequence configures the stateful sequences of one model.
@@ -175,7 +178,7 @@ func Defaults() *Config {
 		Limits:     Limits{MaxRequestSize: 64 * MiB, QueueLen: 64},
 		Log:        Log{Level: "info", Format: "json", Access: true},
 		Repository: Repository{},
-		Engine:     Engine{Seed: 0, Threads: 1, CPUThreads: 0, Backends: []string{"cpu"}, BuildEngines: true},
+		Engine:     Engine{Seed: 0, Threads: 1, CPUThreads: 0, Backends: []string{"tensorrt", "cuda", "cpu"}, BackendParameters: BackendParams{}, BuildEngines: true},
 		Batching:   Batching{Enabled: true, MaxBatchSize: 32, MaxQueueDelay: 100 * time.Microsecond, PreferredBatchSizes: []int{}},
 		Models:     []Model{},
 		Admin:      Admin{},
@@ -188,7 +191,7 @@ func Defaults() *Config {
 // DefaultModel returns the defaults of an element of models: a key a layer does not set for
 // models[i] takes its value from here.
 func DefaultModel() Model {
-	return Model{Backends: []string{}, Fallback: true, Devices: []string{}, Batching: ModelBatching{PreferredBatchSizes: []int{}}, Sequence: ModelSequence{States: []string{}}}
+	return Model{Backends: []string{}, Fallback: true, Devices: []string{}, BackendParameters: BackendParams{}, Batching: ModelBatching{PreferredBatchSizes: []int{}}, Sequence: ModelSequence{States: []string{}}}
 }
 
 // Threads returns the threads of each engine instance of m: m.Threads, else engine.threads.

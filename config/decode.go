@@ -173,6 +173,42 @@ func (d *decoder) value(n *node, val any, v reflect.Value, path string) {
 			return
 		}
 		v.SetFloat(f)
+	case kParams:
+		if s, ok := val.(string); ok { // the key=value,… form of a flag or variable
+			m, err := parseParams(s)
+			if err != nil {
+				d.fail(path, "must be backend parameters like tensorrt.precision=fp16,tensorrt.workspace_mib=1024: %v", err)
+				return
+			}
+			val = m
+		}
+		m, ok := val.(map[string]any)
+		if !ok {
+			d.fail(path, "must be a map of backend parameters like {tensorrt.precision: fp16}, got %s", describe(val))
+			return
+		}
+		out := BackendParams{}
+		set := func(key string, e any) {
+			s, ok := scalarString(e)
+			if b, isBool := e.(bool); isBool {
+				s, ok = strconv.FormatBool(b), true
+			}
+			if !ok {
+				d.fail(joinPath(path, key), "must be a value (a string or a number), got %s", describe(e))
+				return
+			}
+			out[key] = s
+		}
+		for k, e := range m {
+			if sub, isMap := e.(map[string]any); isMap {
+				for name, x := range sub {
+					set(k+"."+name, x)
+				}
+				continue
+			}
+			set(k, e)
+		}
+		v.Set(reflect.ValueOf(out))
 	}
 }
 

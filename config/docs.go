@@ -59,6 +59,7 @@ func Reference() string {
 			}
 		}
 	}
+	b.WriteString(paramsReference())
 	return b.String()
 }
 
@@ -218,3 +219,44 @@ unloaded, and ` + "`config.restart_pending`" + ` the changes waiting for a resta
 ` + "`models[]`" + ` stands for every element of ` + "`models`" + `, and ` + "`<i>`" + ` for its index in the
 environment variable.
 `
+
+// paramsReference is the section of the reference listing BackendParameters.
+func paramsReference() string {
+	var b strings.Builder
+	b.WriteString(`
+## Backend parameters
+
+` + "`engine.backend_parameters`" + ` (every model) and ` + "`models[].backend_parameters`" + ` (one model, key by key
+over the former) pass build parameters to the backend that builds a model's engine. A key is
+` + "`<backend>.<name>`" + `; in a file it may also be written as a section per backend:
+
+` + "```yaml" + `
+engine:
+  backend_parameters:
+    tensorrt.precision: fp16
+models:
+  - name: walker
+    backend_parameters:
+      tensorrt:
+        workspace_mib: 2048
+        builder_optimization_level: 5
+` + "```" + `
+
+From the environment, one variable per key
+(` + "`POLICYD_ENGINE__BACKEND_PARAMETERS__TENSORRT__PRECISION=fp16`" + `,
+` + "`POLICYD_MODELS__0__BACKEND_PARAMETERS__TENSORRT__WORKSPACE_MIB=2048`" + `), or the whole map as
+comma-separated ` + "`key=value`" + ` pairs, as a flag takes it
+(` + "`--engine.backend-parameters tensorrt.precision=fp16,tensorrt.workspace_mib=1024`" + `). An unknown key
+or a value out of range is an error naming the key. Only the backend named by a key reads it:
+` + "`tensorrt.*`" + ` is ignored by a model served on cuda or cpu. The parameters that change what is built
+are part of an engine cache's binding: ` + "`policyctl engines build --config`" + ` builds with the same
+ones (docs/gpu.md, Engine caches). cpu and cuda have no parameters.
+
+| key | values | description |
+| --- | --- | --- |
+`)
+	for _, p := range BackendParameters {
+		fmt.Fprintf(&b, "| `%s` | %s | %s |\n", p.Key, p.allows(), mdEscape(p.Desc))
+	}
+	return b.String()
+}

@@ -232,6 +232,11 @@ func (l *loader) sourceOf(path string) string {
 			return s
 		}
 	}
+	for p := parentKey(path); p != ""; p = parentKey(p) { // a key within a map of parameters
+		if s, ok := l.src[p]; ok {
+			return s
+		}
+	}
 	return "default"
 }
 
@@ -378,6 +383,8 @@ func (l *loader) checkTree(n *node, m map[string]any, path, label, dir string) {
 					}
 				}
 			}
+		case kParams:
+			m[k] = nestParams(v) // merged key by key with the lower layers
 		default:
 			if s, ok := v.(string); ok && c.isPath && s != "" && !filepath.IsAbs(s) {
 				m[k] = filepath.Join(dir, s)
@@ -628,6 +635,34 @@ func (l *loader) walkKeyed(dest map[string]any, segs []string, kv keyed, dry boo
 			}
 			if !dry {
 				cur[seg] = list
+				l.src[path] = kv.Label
+			}
+			return true
+		case kParams:
+			// the whole map as key=value,… (decoded, and checked, with the rest), or one
+			// parameter as <backend>.<name>
+			if last {
+				if !dry {
+					cur[seg] = kv.Val
+					l.src[path] = kv.Label
+				}
+				return true
+			}
+			if len(segs)-i-1 != 2 {
+				return fail(joinPath(path, strings.Join(segs[i+1:], ".")), "a backend parameter is <backend>.<name>, as %s__TENSORRT__PRECISION", c.env)
+			}
+			if !dry {
+				m, ok := cur[seg].(map[string]any)
+				if !ok {
+					m = map[string]any{}
+					cur[seg] = m
+				}
+				b, _ := m[segs[i+1]].(map[string]any)
+				if b == nil {
+					b = map[string]any{}
+					m[segs[i+1]] = b
+				}
+				b[segs[i+2]] = kv.Val
 				l.src[path] = kv.Label
 			}
 			return true

@@ -167,7 +167,7 @@ func TestProfileFromEnvironmentAndDotEnv(t *testing.T) {
 func TestProfileListsReplaceWhole(t *testing.T) {
 	c, s := mustLoad(t, LoadOptions{File: "testdata/profiles/policyd.yaml", Profile: "prod"})
 	// the overlay's models list replaces the file's: policy-a is gone, policy-b has defaults
-	want := []Model{{Name: "policy-b", Backends: []string{"cuda", "cpu"}, Fallback: true, Devices: []string{}, Batching: ModelBatching{PreferredBatchSizes: []int{}}, Sequence: ModelSequence{States: []string{}}}}
+	want := []Model{{Name: "policy-b", Backends: []string{"cuda", "cpu"}, Fallback: true, Devices: []string{}, BackendParameters: BackendParams{}, Batching: ModelBatching{PreferredBatchSizes: []int{}}, Sequence: ModelSequence{States: []string{}}}}
 	if !reflect.DeepEqual(c.Models, want) {
 		t.Errorf("models = %+v, want %+v", c.Models, want)
 	}
@@ -238,7 +238,7 @@ func TestEnvNames(t *testing.T) {
 
 // Every key's documented environment variable sets that key.
 func TestEveryEnvNameSetsItsKey(t *testing.T) {
-	values := map[kind]string{kString: "x", kDuration: "7s", kSize: "7KiB", kInt: "7", kUint: "7", kFloat: "0.5", kList: "cuda,cpu"}
+	values := map[kind]string{kString: "x", kDuration: "7s", kSize: "7KiB", kInt: "7", kUint: "7", kFloat: "0.5", kList: "cuda,cpu", kParams: "tensorrt.precision=fp16"}
 	rootNode().leaves(func(n *node) {
 		val := values[n.kind]
 		if len(n.enum) > 0 && n.kind == kString {

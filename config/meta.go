@@ -24,6 +24,7 @@ const (
 	kUint
 	kBool
 	kFloat
+	kParams // BackendParams: "<backend>.<name>" → value
 )
 
 // node describes one key of the config, read once by reflection from the struct and its tags.
@@ -55,6 +56,7 @@ type node struct {
 var (
 	durationType = reflect.TypeFor[time.Duration]()
 	sizeType     = reflect.TypeFor[Size]()
+	paramsType   = reflect.TypeFor[BackendParams]()
 )
 
 var rootNode = sync.OnceValue(func() *node { return buildTree(reflect.TypeFor[Config](), "", "POLICYD") })
@@ -113,6 +115,8 @@ func buildTree(t reflect.Type, path, env string) *node {
 			c.kind = kDuration
 		case f.Type == sizeType:
 			c.kind = kSize
+		case f.Type == paramsType:
+			c.kind = kParams
 		case f.Type.Kind() == reflect.String:
 			c.kind = kString
 		case f.Type.Kind() == reflect.Int:
@@ -210,6 +214,8 @@ func (n *node) typeName() string {
 		return "boolean"
 	case kFloat:
 		return "number"
+	case kParams:
+		return "map of backend parameters"
 	}
 	return "?"
 }

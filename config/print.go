@@ -37,6 +37,12 @@ func encodeTree(n *node, v reflect.Value) map[string]any {
 				}
 			}
 			m[c.key] = list
+		case kParams:
+			p := make(map[string]any, f.Len())
+			for k, v := range f.Interface().(BackendParams) {
+				p[k] = v
+			}
+			m[c.key] = nestParams(p)
 		default:
 			m[c.key] = f.Interface()
 		}
@@ -136,6 +142,8 @@ func formatValue(n *node, v reflect.Value) string {
 			}
 		}
 		return "[" + strings.Join(parts, ", ") + "]"
+	case kParams:
+		return v.Interface().(BackendParams).String()
 	case kSection:
 		return formatTable(n, v)
 	case kTable:

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"reflect"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -159,6 +160,31 @@ func keySchema(n *node, def reflect.Value) obj {
 		} else {
 			add("minimum", 0)
 		}
+	case kParams:
+		add("description", desc)
+		add("type", "object")
+		props := obj{}
+		perBackend := map[string]obj{}
+		var backends []string
+		for _, p := range BackendParameters {
+			ps := obj{{"description", p.Desc}}
+			if len(p.Enum) > 0 {
+				ps = append(ps, kv{"enum", p.Enum})
+			} else {
+				ps = append(ps, kv{"type", []string{"integer", "string"}}, kv{"minimum", p.Min}, kv{"maximum", p.Max}, kv{"pattern", `^\s*-?[0-9]+\s*$`})
+			}
+			props = append(props, kv{p.Key, ps})
+			b, name, _ := strings.Cut(p.Key, ".")
+			if _, ok := perBackend[b]; !ok {
+				backends = append(backends, b)
+			}
+			perBackend[b] = append(perBackend[b], kv{name, ps})
+		}
+		for _, b := range backends {
+			props = append(props, kv{b, obj{{"type", "object"}, {"properties", perBackend[b]}, {"additionalProperties", false}}})
+		}
+		add("properties", props)
+		add("additionalProperties", false)
 	case kBool:
 		add("description", desc)
 		add("type", "boolean")
@@ -215,6 +241,8 @@ func defaultJSON(n *node, v reflect.Value) any {
 		return out
 	case kTable:
 		return []any{}
+	case kParams:
+		return map[string]any{}
 	case kString:
 		if n.secret && !v.IsZero() {
 			return Redacted

@@ -208,6 +208,8 @@ func (ch *checker) field(path string, n *node, v reflect.Value) {
 				ch.fail(path, "must be ≥ %s, got %s", n.min, formatDuration(d))
 			}
 		}
+	case kParams:
+		ch.checkParams(path, v.Interface().(BackendParams))
 	case kList:
 		if n.min != "" {
 			if lo, _ := strconv.Atoi(n.min); v.Len() < lo {

@@ -362,11 +362,11 @@ func checkOverlay(t *testing.T, ov overlay) {
 		if env["POLICYD_PROFILE"] != "gpu" {
 			t.Errorf("POLICYD_PROFILE=%q, want gpu", env["POLICYD_PROFILE"])
 		}
-		if len(cfg.Models) == 0 {
-			t.Error("the gpu profile lists no model: every model would run on the cpu backend")
+		if len(cfg.Engine.Backends) == 0 || cfg.Engine.Backends[0] == "cpu" {
+			t.Errorf("engine.backends %v: the models without their own would run on the cpu backend", cfg.Engine.Backends)
 		}
 		for _, m := range cfg.Models {
-			if len(m.Backends) == 0 || m.Backends[0] == "cpu" {
+			if len(m.Backends) > 0 && m.Backends[0] == "cpu" {
 				t.Errorf("model %s: backends %v: put a GPU backend first", m.Name, m.Backends)
 			}
 		}

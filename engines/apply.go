@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 	"sort"
@@ -53,6 +54,10 @@ type ModelSpec struct {
 	Instances int
 	// Threads per context run; 0: the Default's, or the library's default (1).
 	Threads int
+	// Params are backend build parameters, "<backend>.<name>" -> value
+	// (bridge.EngineOptions.Params), passed to every backend tried: each reads only its own.
+	// A key not set here takes the Default's value.
+	Params map[string]string
 	// Batching configures the version's dynamic batcher (when Desired.Batching is on and the
 	// model is batchable); each zero field takes the Default's.
 	Batching BatchingSpec
@@ -126,6 +131,47 @@ type settings struct {
 	defLevel  int    // default priority level
 	sequence  string // SequenceSpec.key(); "" without sequences
 	needCache bool   // Desired.RequireEngineCaches
+	params    string // ModelSpec.Params over the Default's, "k=v" sorted, joined by "\x00"
+}
+
+// paramMap is the backend parameters of the version; nil when none.
+func (s settings) paramMap() map[string]string {
+	if s.params == "" {
+		return nil
+	}
+	out := map[string]string{}
+	for _, kv := range strings.Split(s.params, "\x00") {
+		k, v, _ := strings.Cut(kv, "=")
+		out[k] = v
+	}
+	return out
+}
+
+// batchProfile is the batch profile (bridge.EngineOptions MinBatch, OptBatch, MaxBatch) of
+// the engines of a version whose model has the signature io (the manifest's): min 1, max the
+// version's max batch size, opt the largest preferred batch size up to max, else max when
+// the batcher forms batches, else 1. A model whose inputs do not all have a dynamic
+// dimension 0 (-1) is not batchable and gets no profile (all zero), nor does one whose
+// manifest lists no signature.
+func (s settings) batchProfile(io artifacts.IO) (lo, opt, hi int) {
+	if len(io.Inputs) == 0 {
+		return 0, 0, 0
+	}
+	for _, in := range io.Inputs {
+		if len(in.Shape) == 0 || in.Shape[0] != -1 {
+			return 0, 0, 0
+		}
+	}
+	opt = 1
+	if s.batching {
+		opt = s.maxBatch
+	}
+	for _, n := range s.batcherOptions().PreferredBatchSizes {
+		if n <= s.maxBatch {
+			opt = n // sorted: the last that fits is the largest
+		}
+	}
+	return 1, opt, s.maxBatch
 }
 
 func (s settings) batcherOptions() BatcherOptions {
@@ -220,6 +266,11 @@ func (d *Desired) validate() error {
 				add("%s.devices[%d]: GPU %d listed twice", path, i, g)
 			}
 		}
+		for _, k := range slices.Sorted(maps.Keys(m.Params)) {
+			if b, name, ok := strings.Cut(k, "."); !ok || b == "" || name == "" {
+				add("%s.params: key %q is not <backend>.<name>", path, k)
+			}
+		}
 		for i, b := range m.Backends {
 			if b == "" {
 				add("%s.backends[%d]: empty", path, i)
@@ -288,6 +339,17 @@ func (d *Desired) settingsOf(m ModelSpec) settings {
 	if len(m.Backends) == 0 {
 		s.backends = strings.Join(d.Default.Backends, "\x00")
 	}
+	params := maps.Clone(d.Default.Params)
+	if params == nil {
+		params = map[string]string{}
+	}
+	maps.Copy(params, m.Params)
+	for _, k := range slices.Sorted(maps.Keys(params)) {
+		if s.params != "" {
+			s.params += "\x00"
+		}
+		s.params += k + "=" + params[k]
+	}
 	s.fallback = true
 	if f := cmp.Or(m.Fallback, d.Default.Fallback); f != nil {
 		s.fallback = *f
@@ -316,20 +378,22 @@ func (d *Desired) settingsOf(m ModelSpec) settings {
 	if s.defLevel > max(s.levels, 1) {
 		s.defLevel = 0 // refused by validate when set on the model; a Default's applies only where it fits
 	}
+	// The max and preferred batch sizes also make the batch profile of the engines, so they
+	// are resolved with batching off too.
+	b, def := m.Batching, d.Default.Batching
+	s.maxBatch = cmp.Or(b.MaxBatchSize, def.MaxBatchSize, DefaultMaxBatchSize)
+	pref := b.PreferredBatchSizes
+	if len(pref) == 0 {
+		pref = def.PreferredBatchSizes
+	}
+	pref = slices.Clone(pref)
+	slices.Sort(pref)
+	if len(pref) > 0 {
+		s.preferred = fmt.Sprint(pref)
+	}
 	if d.Batching {
-		b, def := m.Batching, d.Default.Batching
 		s.batching = true
-		s.maxBatch = cmp.Or(b.MaxBatchSize, def.MaxBatchSize, DefaultMaxBatchSize)
 		s.delay = cmp.Or(b.MaxQueueDelay, def.MaxQueueDelay)
-		pref := b.PreferredBatchSizes
-		if len(pref) == 0 {
-			pref = def.PreferredBatchSizes
-		}
-		pref = slices.Clone(pref)
-		slices.Sort(pref)
-		if len(pref) > 0 {
-			s.preferred = fmt.Sprint(pref)
-		}
 	}
 	return s
 }
@@ -795,7 +859,11 @@ func (r *Repository) load(t target, art *artifacts.Artifact) *ModelVersion {
 	if !t.set.fallback {
 		tried = backends[:1]
 	}
-	var errs []error
+	// errs: why each backend tried did not serve; refusals: those of backends this machine
+	// has (a backend it does not have is skipped without a warning: the runtime logged its
+	// state once at start).
+	var errs, refusals []error
+	absent := r.absentBackends()
 	for _, b := range tried {
 		es, devs, err := r.engines(onnx, art, t, b)
 		if err == nil {
@@ -811,8 +879,11 @@ func (r *Repository) load(t target, art *artifacts.Artifact) *ModelVersion {
 			if p, err = r.runner(es, t.set, v.stats); err == nil {
 				v.engine, v.engines, v.devices, v.runner, v.seqs, v.state = es[0], es, devs, p, seqs, StateReady
 				v.backend = cmp.Or(es[0].Backend(), b)
-				if len(errs) > 0 {
+				if len(refusals) > 0 {
 					r.log.Warn("model version fell back to a later backend", zap.String("model", t.model),
+						zap.String("version", t.version), zap.String("backend", b), zap.Error(errors.Join(refusals...)))
+				} else if len(errs) > 0 {
+					r.log.Debug("model version skipped backends this machine does not have", zap.String("model", t.model),
 						zap.String("version", t.version), zap.String("backend", b), zap.Error(errors.Join(errs...)))
 				}
 				return v
@@ -824,6 +895,9 @@ func (r *Repository) load(t target, art *artifacts.Artifact) *ModelVersion {
 			err = fmt.Errorf("backend %q: %w", b, err)
 		}
 		errs = append(errs, err)
+		if !absent[b] {
+			refusals = append(refusals, err)
+		}
 	}
 	msgs := make([]string, len(errs))
 	for i, err := range errs {
@@ -877,11 +951,21 @@ func (r *Repository) devicesOf(b string, want []int) ([]bridge.Device, error) {
 	return out, nil
 }
 
+// engineOptions are the options of every engine of target t on backend b: its batch profile
+// (settings.batchProfile) and backend parameters included.
+func engineOptions(t target, art *artifacts.Artifact, b string) bridge.EngineOptions {
+	opts := bridge.EngineOptions{Backend: b, Threads: t.set.threads, Name: t.model + "@" + t.version, Params: t.set.paramMap()}
+	if art != nil {
+		opts.MinBatch, opts.OptBatch, opts.MaxBatch = t.set.batchProfile(art.Manifest.IO)
+	}
+	return opts
+}
+
 // engines builds the engines of target t on backend b: one per GPU it selects (devicesOf),
 // each from the artifact's engine cache for its architecture when one matches (gpuEngine),
 // or one engine for a backend without devices. On a failure every engine built is closed.
 func (r *Repository) engines(onnx []byte, art *artifacts.Artifact, t target, b string) ([]*bridge.Engine, []int, error) {
-	opts := bridge.EngineOptions{Backend: b, Threads: t.set.threads, Name: t.model + "@" + t.version}
+	opts := engineOptions(t, art, b)
 	devs, err := r.devicesOf(b, t.set.deviceList())
 	if err != nil {
 		return nil, nil, err
@@ -916,9 +1000,10 @@ const reasonRebuild = "rebuild engines (policyctl engines build --repository DIR
 
 // gpuEngine builds the engine of one GPU: from the artifact's engine cache for the device's
 // architecture and the backend's version when one is listed and matches, else from the model
-// unless t requires caches. A cache that is stale (another model, backend version, target or
-// options: artifacts.ErrStaleEngine), fails its checksum, or that the backend refuses (its
-// own envelope check, "...; rebuild engines") is never used.
+// unless t requires caches, starting from the artifact's timing cache of that folder when it
+// has one. A cache that is stale (another model, backend version, target or options:
+// artifacts.ErrStaleEngine), fails its checksum, or that the backend refuses (its own
+// envelope check, "...; rebuild engines") is never used.
 func (r *Repository) gpuEngine(onnx []byte, art *artifacts.Artifact, t target, opts bridge.EngineOptions, d bridge.Device) (*bridge.Engine, error) {
 	log := r.log.With(zap.String("model", t.model), zap.String("version", t.version),
 		zap.String("backend", opts.Backend), zap.Int("gpu", d.Ordinal), zap.String("target", d.Target))
@@ -952,8 +1037,33 @@ func (r *Repository) gpuEngine(onnx []byte, art *artifacts.Artifact, t target, o
 	if t.set.needCache {
 		return nil, fmt.Errorf("%s; %s", strings.TrimSuffix(problem, "; rebuild engines"), reasonRebuild)
 	}
-	log.Info("building the engine from the model", zap.String("why", problem))
+	tc, err := art.TimingCache(opts.Backend, bv, d.Target)
+	if err != nil { // only a speed-up: build without it
+		log.Warn("timing cache refused", zap.String("cache", dir), zap.Error(err))
+		tc = nil
+	}
+	opts.TimingCache = tc
+	log.Info("building the engine from the model", zap.String("why", problem), zap.Int("timing_cache_bytes", len(tc)))
 	return r.loader.NewEngine(onnx, opts)
+}
+
+// absentBackends are the backends the loader lists as not available on this machine (plugin
+// not installed or not loadable, no driver, no device): nil when the loader lists none.
+func (r *Repository) absentBackends() map[string]bool {
+	dl, ok := r.loader.(DeviceLister)
+	if !ok {
+		return nil
+	}
+	var out map[string]bool
+	for _, bi := range dl.Backends() {
+		if !bi.Available {
+			if out == nil {
+				out = map[string]bool{}
+			}
+			out[bi.Name] = true
+		}
+	}
+	return out
 }
 
 // backendVersion is the version the loader reports for backend b ("" when unknown).

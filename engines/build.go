@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/policyd/policyd/artifacts"
 	"github.com/policyd/policyd/bridge"
 )
@@ -75,6 +77,12 @@ type BuildOptions struct {
 	Progress func(BuildStep)
 	// Stop, when set, is checked before each step; true ends the build (interrupted).
 	Stop func() bool
+	// Serving is the desired state of the servers that will load the caches (cmd/policyctl
+	// makes it from their config; Dir is ignored): each version is built with the batch
+	// profile and backend parameters those servers build it with (the backends that use
+	// them bind them into the cache, and refuse a cache made with others). A version it does
+	// not select gets its Default's.
+	Serving Desired
 }
 
 // Outcomes of a BuildStep.
@@ -100,6 +108,9 @@ type BuildStep struct {
 	Bytes  int
 	Took   time.Duration
 	Digest string
+	// TimingBytes is the size of the timing cache stored beside the engine (0: the backend
+	// left none, and the folder's own, if any, was kept).
+	TimingBytes int
 }
 
 // ErrBuildStopped is returned by BuildEngineCaches when Stop ended it.
@@ -115,6 +126,10 @@ func BuildEngineCaches(rt Builder, targets []BuildTarget, o BuildOptions) ([]Bui
 	if err != nil {
 		return nil, err
 	}
+	serving, err := servingTargets(o)
+	if err != nil {
+		return nil, err
+	}
 	total := len(refs) * len(targets)
 	steps := make([]BuildStep, 0, total)
 	for _, ref := range refs {
@@ -123,7 +138,11 @@ func BuildEngineCaches(rt Builder, targets []BuildTarget, o BuildOptions) ([]Bui
 				return steps, ErrBuildStopped
 			}
 			s := BuildStep{Index: len(steps) + 1, Total: total, Model: ref[0], Version: ref[1], Target: t}
-			buildOne(rt, filepath.Join(o.Repository, ref[0], ref[1]), o, &s)
+			st, ok := serving[ref[0]+"@"+ref[1]]
+			if !ok {
+				st = target{model: ref[0], version: ref[1], set: o.Serving.settingsOf(ModelSpec{Name: ref[0]})}
+			}
+			buildOne(rt, filepath.Join(o.Repository, ref[0], ref[1]), st, o, &s)
 			steps = append(steps, s)
 			if o.Progress != nil {
 				o.Progress(s)
@@ -173,8 +192,32 @@ func BuildVersions(repo, only string) ([][2]string, error) {
 	return out, nil
 }
 
-// buildOne builds and stores the cache of the version folder dir for s.Target, filling s.
-func buildOne(rt Builder, dir string, o BuildOptions, s *BuildStep) {
+// servingTargets are the versions of the repository as o.Serving selects them, with their
+// settings, by "model@version".
+func servingTargets(o BuildOptions) (map[string]target, error) {
+	d := o.Serving
+	d.Dir = o.Repository
+	if err := d.validate(); err != nil {
+		return nil, err
+	}
+	found, err := scan(d.Dir, zap.NewNop())
+	if err != nil {
+		return nil, err
+	}
+	ts, _ := d.targets(found)
+	out := make(map[string]target, len(ts))
+	for _, t := range ts {
+		if t.missing == "" {
+			out[t.model+"@"+t.version] = t
+		}
+	}
+	return out, nil
+}
+
+// buildOne builds and stores the cache of the version folder dir for s.Target with the
+// settings of st, filling s. The folder's timing cache, when it has one, is where the build
+// starts from; the one the build leaves, when not empty, is stored beside the engine.
+func buildOne(rt Builder, dir string, st target, o BuildOptions, s *BuildStep) {
 	fail := func(err error) { s.Outcome, s.Detail = Failed, err.Error() }
 	t := s.Target
 	a, err := artifacts.Verify(dir, artifacts.VerifyOptions{})
@@ -186,19 +229,35 @@ func buildOne(rt Builder, dir string, o BuildOptions, s *BuildStep) {
 		fail(fmt.Errorf("%s is signed (key %s) and adding a cache changes its manifest: give the signing key to sign it again", a.Ref(), a.SignedBy))
 		return
 	}
-	if _, data, err := a.EngineCache(t.Backend, t.BackendVersion, t.Device.Target, ""); err == nil && data != nil && !o.Force {
-		s.Outcome = UpToDate
-		return
-	}
 	onnx, err := a.ReadFile(ModelFile)
 	if err != nil {
 		fail(err)
 		return
 	}
 	sum := a.Manifest.File(ModelFile).SHA256
+	opts := engineOptions(st, a, t.Backend)
+	opts.Device, opts.ModelDigest, opts.Name, opts.Threads = t.Device.Ordinal, "sha256:"+sum, a.Ref(), 0
+	if _, data, err := a.EngineCache(t.Backend, t.BackendVersion, t.Device.Target, ""); err == nil && data != nil && !o.Force {
+		// Up to date when the backend takes it for these options (profile, parameters).
+		withCache := opts
+		withCache.Cache = data
+		e, err := rt.NewEngine(onnx, withCache)
+		if err == nil {
+			e.Close()
+			s.Outcome = UpToDate
+			return
+		}
+		if !errors.Is(err, &bridge.Error{Code: bridge.CodeInvalidArg}) {
+			fail(err)
+			return
+		}
+	}
+	if opts.TimingCache, err = a.TimingCache(t.Backend, t.BackendVersion, t.Device.Target); err != nil {
+		fail(err)
+		return
+	}
 	start := time.Now()
-	e, err := rt.NewEngine(onnx, bridge.EngineOptions{Backend: t.Backend, Device: t.Device.Ordinal,
-		ModelDigest: "sha256:" + sum, Name: a.Ref()})
+	e, err := rt.NewEngine(onnx, opts)
 	if errors.Is(err, &bridge.Error{Code: bridge.CodeUnsupported}) {
 		s.Outcome, s.Detail = Skipped, err.Error()
 		return
@@ -208,19 +267,25 @@ func buildOne(rt Builder, dir string, o BuildOptions, s *BuildStep) {
 		return
 	}
 	data, err := e.Serialize()
+	if err != nil {
+		e.Close()
+		fail(fmt.Errorf("serialize: %w", err))
+		return
+	}
+	timing, err := e.TimingCache()
 	e.Close()
 	if err != nil {
-		fail(fmt.Errorf("serialize: %w", err))
+		fail(fmt.Errorf("timing cache: %w", err))
 		return
 	}
 	s.Took = time.Since(start)
 	b, err := artifacts.AddEngineCache(dir, artifacts.AddEngineRequest{
 		Backend: t.Backend, BackendVersion: t.BackendVersion, Target: t.Device.Target, Device: t.Device.Name,
-		Data: data, ModelSHA256: sum, SignKey: o.SignKey, Builder: o.Builder,
+		Data: data, TimingCache: timing, ModelSHA256: sum, SignKey: o.SignKey, Builder: o.Builder,
 	})
 	if err != nil {
 		fail(err)
 		return
 	}
-	s.Outcome, s.Dir, s.Bytes, s.Digest = Built, artifacts.EngineCacheDir(t.Backend, t.BackendVersion, t.Device.Target), len(data), b.Digest
+	s.Outcome, s.Dir, s.Bytes, s.TimingBytes, s.Digest = Built, artifacts.EngineCacheDir(t.Backend, t.BackendVersion, t.Device.Target), len(data), len(timing), b.Digest
 }

@@ -173,3 +173,100 @@ func TestFakeCudaEngineCache(t *testing.T) {
 		t.Errorf("another model's engine: %+v", rep.Failed)
 	}
 }
+
+// recordingBuilder is the runtime, recording the options of every engine asked for.
+type recordingBuilder struct {
+	*bridge.Runtime
+	opts []bridge.EngineOptions
+}
+
+func (b *recordingBuilder) NewEngine(onnx []byte, o bridge.EngineOptions) (*bridge.Engine, error) {
+	b.opts = append(b.opts, o)
+	return b.Runtime.NewEngine(onnx, o)
+}
+
+// TestFakeCudaBuildTimingCache: BuildEngineCaches passes the folder's timing cache to the
+// build, with the serving config's batch profile and parameters; the cuda backend leaves no
+// timing cache, so no new file is written and the folder's own stays.
+func TestFakeCudaBuildTimingCache(t *testing.T) {
+	if err := bridge.Available(); err != nil {
+		t.Skip("native library unusable:", err)
+	}
+	if _, err := os.Stat("../build/fakecuda/libpolicyd_backend_cuda.so"); err != nil {
+		t.Skip("no build/fakecuda")
+	}
+	rt, err := bridge.NewRuntime("../build/fakecuda")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close()
+	targets, why := BuildTargets(rt)
+	if len(targets) != 1 {
+		t.Skipf("fake cuda targets %v (%s)", targets, why)
+	}
+	tg := targets[0]
+	dir := t.TempDir()
+	putModel(t, dir, "a", "1.0.0", mlpSmall)
+	putModel(t, dir, "b", "1.0.0", mlpSmall)
+	vdir := dir + "/a/1.0.0"
+	// A hand-made timing cache beside an engine cache the backend refuses (not its envelope).
+	if _, err := artifacts.AddEngineCache(vdir, artifacts.AddEngineRequest{Backend: "cuda", BackendVersion: tg.BackendVersion,
+		Target: tg.Device.Target, Data: []byte("not an engine"), TimingCache: []byte("HAND-MADE TIMINGS")}); err != nil {
+		t.Fatal(err)
+	}
+	b := &recordingBuilder{Runtime: rt}
+	serving := Desired{Batching: true, Default: ModelSpec{Batching: BatchingSpec{MaxBatchSize: 16, PreferredBatchSizes: []int{4}}},
+		Models: []ModelSpec{{Name: "a", Params: map[string]string{"tensorrt.precision": "fp16"}}, {Name: "b"}}}
+	steps, err := BuildEngineCaches(b, targets, BuildOptions{Repository: dir, Serving: serving, Builder: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range steps {
+		if s.Outcome != Built || s.TimingBytes != 0 {
+			t.Errorf("%s@%s: %s %s, timing %d bytes", s.Model, s.Version, s.Outcome, s.Detail, s.TimingBytes)
+		}
+	}
+	var built []bridge.EngineOptions
+	for _, o := range b.opts {
+		if o.Cache == nil {
+			built = append(built, o)
+		}
+	}
+	if len(built) != 2 {
+		t.Fatalf("builds %+v", built)
+	}
+	if o := built[0]; string(o.TimingCache) != "HAND-MADE TIMINGS" || o.MinBatch != 1 || o.OptBatch != 4 || o.MaxBatch != 16 ||
+		o.Params["tensorrt.precision"] != "fp16" || o.Backend != "cuda" {
+		t.Errorf("a built with %+v; want the folder's timing cache, profile 1/4/16 and its parameters", o)
+	}
+	if o := built[1]; o.TimingCache != nil {
+		t.Errorf("b (no timing cache in its folder) built with %q", o.TimingCache)
+	}
+	a, err := artifacts.Verify(vdir, artifacts.VerifyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tc, err := a.TimingCache("cuda", tg.BackendVersion, tg.Device.Target); string(tc) != "HAND-MADE TIMINGS" || err != nil {
+		t.Errorf("timing cache after the build: %q, %v; want the folder's own kept", tc, err)
+	}
+	bv, err := artifacts.Verify(dir+"/b/1.0.0", artifacts.VerifyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tc, err := bv.TimingCache("cuda", tg.BackendVersion, tg.Device.Target); tc != nil || err != nil {
+		t.Errorf("b: timing cache %q, %v; want no file (the backend left none)", tc, err)
+	}
+
+	// The caches serve a server with the same settings, and are up to date for the builder.
+	b.opts = nil
+	steps, err = BuildEngineCaches(b, targets, BuildOptions{Repository: dir, Serving: serving})
+	if err != nil || len(steps) != 2 || steps[0].Outcome != UpToDate || steps[1].Outcome != UpToDate {
+		t.Errorf("second build: %+v, %v", steps, err)
+	}
+	r := NewRepository(rt, nil)
+	defer r.Close()
+	serving.Dir, serving.RequireEngineCaches = dir, true
+	serving.Default.Backends = []string{"cuda"}
+	rep := mustApply(t, r, serving)
+	checkReport(t, rep, []string{"a@1.0.0", "b@1.0.0"}, nil, nil, nil, 0)
+}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/policyd/policyd/artifacts"
 	"github.com/policyd/policyd/bridge"
+	"github.com/policyd/policyd/config"
 	"github.com/policyd/policyd/engines"
 )
 
@@ -23,8 +24,18 @@ architecture it finds (one GPU per sm_XX), builds the engine of every version of
 (or of --model NAME[@VERSION]) and stores it in the version's artifact under
 engines/<backend>-<backend version>/<sm_XX>/ (engine.bin and engine.json, listed in the
 manifest with their sha256, bound to model.onnx, the backend's version and the target). A
-version whose matching cache is there already is left alone unless --force. A model the
-backend cannot run (an op it lacks) is skipped: the server runs it on the next backend.
+version whose matching cache is there already (the backend accepts it) is left alone unless
+--force. A model the backend cannot run (an op it lacks) is skipped: the server runs it on
+the next backend.
+
+Each engine is built with the batch profile and backend parameters the servers will build it
+with (tensorrt binds both into its cache and refuses a cache made with others): those of
+--config FILE [--profile P] (batching, models[].batching, engine.backend_parameters,
+models[].backend_parameters; the file and overlay alone, as policyctl config validate reads
+them without --env), else of the default config. A timing.cache in the cache's folder is
+passed to the build, and the one the build leaves (tensorrt) is stored there beside
+engine.bin, listed in the manifest the same way; a backend that leaves none (cuda) leaves the
+folder's own as it was.
 
 Adding a cache rewrites the version's manifest.json, so its digest changes: update the
 models[].digest pins of the versions built (the new digests are printed). A signed version
@@ -35,8 +46,10 @@ Exit status: 0 when every build succeeded, 1 when one failed, 2 on usage errors.
 `
 
 func enginesBuild(ctx context.Context, _ string, path, args []string, stdout, stderr io.Writer) int {
-	fs := newConfigFlags(path, stderr, "--repository DIR [--model NAME[@VERSION]] [--backend-dir DIR] [--sign-key KEY] [--force]", enginesBuildAbout)
-	repo := fs.String("repository", "", "repository `DIR` (required)")
+	fs := newConfigFlags(path, stderr, "--repository DIR [--config FILE [--profile P]] [--model NAME[@VERSION]] [--backend-dir DIR] [--sign-key KEY] [--force]", enginesBuildAbout)
+	repo := fs.String("repository", "", "repository `DIR` (required unless --config gives repository.path)")
+	cfgFile := fs.String("config", "", "the servers' config `FILE`: the batch profile and backend parameters of each version (default: the default config)")
+	profile := fs.String("profile", "", "`PROFILE` overlay of --config")
 	model := fs.String("model", "", "only this model `NAME[@VERSION]` (default: every model)")
 	backendDir := fs.String("backend-dir", "", "`DIR` of the backend plugins (default: beside libpolicyd)")
 	signKey := fs.String("sign-key", "", "private `KEY` file to sign the new manifests with (required for signed versions)")
@@ -48,11 +61,26 @@ func enginesBuild(ctx context.Context, _ string, path, args []string, stdout, st
 	if len(pos) > 0 {
 		return fs.usageError(stderr, "unexpected argument %q", pos[0])
 	}
+	if *profile != "" && *cfgFile == "" {
+		return fs.usageError(stderr, "--profile needs --config")
+	}
+	cfg := config.Defaults()
+	if *cfgFile != "" {
+		c, _, err := config.Load(loadOptions(*cfgFile, *profile, false))
+		if err != nil {
+			fmt.Fprintf(stderr, "%s: %s: %v\n", fs.name, describeFile(*cfgFile, *profile), err)
+			return 1
+		}
+		cfg = c
+		if *repo == "" {
+			*repo = c.Repository.Path
+		}
+	}
 	if *repo == "" {
 		return fs.usageError(stderr, "--repository is required")
 	}
 	o := engines.BuildOptions{Repository: *repo, Model: *model, Force: *force, Builder: toolVersion(),
-		Stop: func() bool { return ctx.Err() != nil }}
+		Stop: func() bool { return ctx.Err() != nil }, Serving: servingDesired(cfg)}
 	if *signKey != "" {
 		k, err := artifacts.LoadPrivateKey(*signKey)
 		if err != nil {
@@ -88,6 +116,9 @@ func enginesBuild(ctx context.Context, _ string, path, args []string, stdout, st
 		case engines.Built:
 			changed = append(changed, fmt.Sprintf("%s@%s %s", s.Model, s.Version, s.Digest))
 			line += fmt.Sprintf("built %s in %.1f ms (%s), digest %s", formatBytes(s.Bytes), s.Took.Seconds()*1000, s.Dir, s.Digest)
+			if s.TimingBytes > 0 {
+				line += fmt.Sprintf(", timing cache %s", formatBytes(s.TimingBytes))
+			}
 		case engines.UpToDate:
 			line += "up to date"
 		case engines.Skipped:
@@ -113,6 +144,23 @@ func enginesBuild(ctx context.Context, _ string, path, args []string, stdout, st
 		return 1
 	}
 	return 0
+}
+
+// servingDesired is what of the servers' config decides how each version's engine is built:
+// batching (the batch profile) and backend parameters, per model as policyd applies them
+// (cmd/policyd's desired makes the same from the same keys).
+func servingDesired(c *config.Config) engines.Desired {
+	spec := func(b config.ModelBatching) engines.BatchingSpec {
+		return engines.BatchingSpec{MaxBatchSize: b.MaxBatchSize, PreferredBatchSizes: b.PreferredBatchSizes}
+	}
+	d := engines.Desired{Batching: c.Batching.Enabled, Default: engines.ModelSpec{
+		Params:   c.Engine.BackendParameters,
+		Batching: engines.BatchingSpec{MaxBatchSize: c.Batching.MaxBatchSize, PreferredBatchSizes: c.Batching.PreferredBatchSizes},
+	}}
+	for _, m := range c.Models {
+		d.Models = append(d.Models, engines.ModelSpec{Name: m.Name, Version: m.Version, Params: m.BackendParameters, Batching: spec(m.Batching)})
+	}
+	return d
 }
 
 func formatBytes(n int) string {

@@ -123,4 +123,37 @@ func TestEnginesBuildFakeCuda(t *testing.T) {
 	if !strings.Contains(out, "mlp@1.0.0 cuda sm_90: up to date") {
 		t.Errorf("second build:\n%s", out)
 	}
+	// cuda keeps no timing cache: none is written.
+	for _, f := range a.Manifest.Files {
+		if strings.HasSuffix(f.Path, "/timing.cache") {
+			t.Errorf("the manifest lists %s", f.Path)
+		}
+	}
+
+	// With the servers' config: its batch profile and parameters, which cuda does not bind
+	// (its cache stays up to date); repository.path comes from it.
+	cfg := filepath.Join(t.TempDir(), "policyd.yaml")
+	if err := os.WriteFile(cfg, []byte("repository:\n  path: "+repo+"\nbatching:\n  max_batch_size: 8\nengine:\n  backend_parameters:\n    tensorrt.precision: fp16\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out = mustOK("engines", "build", "--config", cfg, "--backend-dir", plugins, "--model", "mlp@1.0.0")
+	if !strings.Contains(out, "mlp@1.0.0 cuda sm_90: up to date") {
+		t.Errorf("build with --config:\n%s", out)
+	}
+}
+
+func TestEnginesBuildConfigErrors(t *testing.T) {
+	code, _, errs := call("engines", "build", "--repository", t.TempDir(), "--profile", "prod")
+	if code != 2 || !strings.Contains(errs, "--profile needs --config") {
+		t.Errorf("--profile alone: exit %d %q", code, errs)
+	}
+	repo := t.TempDir()
+	cfg := filepath.Join(t.TempDir(), "policyd.yaml")
+	if err := os.WriteFile(cfg, []byte("repository:\n  path: "+repo+"\nengine:\n  backend_parameters:\n    tensorrt.precision: fp8\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errs = call("engines", "build", "--config", cfg)
+	if code != 1 || !strings.Contains(errs, `engine.backend_parameters.tensorrt.precision: must be fp32, fp16 or bf16, got "fp8"`) {
+		t.Errorf("a bad parameter: exit %d %q", code, errs)
+	}
 }

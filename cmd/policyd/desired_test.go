@@ -7,8 +7,9 @@ import (
 	"github.com/policyd/policyd/config"
 )
 
-// TestDesiredMapsBackendKeys: engine.backends is the default order, models[].fallback and
-// models[].devices reach the engines' desired state ("all" and empty: every GPU).
+// TestDesiredMapsBackendKeys: engine.backends is the default order, models[].fallback,
+// models[].devices ("all" and empty: every GPU) and the backend parameters reach the engines'
+// desired state.
 func TestDesiredMapsBackendKeys(t *testing.T) {
 	c := config.Defaults()
 	c.Repository.Path = "repo"
@@ -17,6 +18,8 @@ func TestDesiredMapsBackendKeys(t *testing.T) {
 	a, b, all := m, m, m
 	a.Name, a.Devices = "a", []string{"0", "2"}
 	b.Name, b.Fallback, b.Backends = "b", false, []string{"tensorrt"}
+	b.BackendParameters = config.BackendParams{"tensorrt.precision": "fp32"}
+	c.Engine.BackendParameters = config.BackendParams{"tensorrt.precision": "fp16", "tensorrt.workspace_mib": "64"}
 	all.Name, all.Devices = "all", []string{"all"}
 	c.Models = []config.Model{a, b, all}
 	d := desired(c, nil, nil)
@@ -39,6 +42,10 @@ func TestDesiredMapsBackendKeys(t *testing.T) {
 	}
 	if got[1].Fallback == nil || *got[1].Fallback || !reflect.DeepEqual(got[1].Backends, []string{"tensorrt"}) || got[1].Devices != nil {
 		t.Errorf("b = %+v", got[1])
+	}
+	if !reflect.DeepEqual(d.Default.Params, map[string]string{"tensorrt.precision": "fp16", "tensorrt.workspace_mib": "64"}) ||
+		!reflect.DeepEqual(got[1].Params, map[string]string{"tensorrt.precision": "fp32"}) || len(got[0].Params) != 0 {
+		t.Errorf("backend parameters: default %v, b %v, a %v", d.Default.Params, got[1].Params, got[0].Params)
 	}
 	if got[2].Devices != nil {
 		t.Errorf("all = %+v, want every GPU (nil)", got[2])

@@ -213,6 +213,7 @@ func desired(c *config.Config, keys []ed25519.PublicKey, onVerifyFailure func(mo
 		OnVerifyFailure:     onVerifyFailure,
 		Default: engines.ModelSpec{
 			Backends:  c.Engine.Backends,
+			Params:    c.Engine.BackendParameters,
 			Instances: c.Instances(config.DefaultModel()),
 			Threads:   c.Threads(config.DefaultModel()),
 			Batching: engines.BatchingSpec{
@@ -228,7 +229,7 @@ func desired(c *config.Config, keys []ed25519.PublicKey, onVerifyFailure func(mo
 		fallback := m.Fallback
 		d.Models = append(d.Models, engines.ModelSpec{
 			Name: m.Name, Version: m.Version, Digest: m.Digest, Backends: m.Backends,
-			Fallback: &fallback, Devices: gpuIndexes(m.Devices),
+			Fallback: &fallback, Devices: gpuIndexes(m.Devices), Params: m.BackendParameters,
 			Instances: c.Instances(m), Threads: c.Threads(m),
 			Batching: engines.BatchingSpec{
 				MaxBatchSize:         m.Batching.MaxBatchSize,
