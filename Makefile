@@ -33,6 +33,10 @@ CUDA_PACKAGES := nvidia-cuda-toolkit nvidia-cuda-dev
 NONFREE_SOURCES := /etc/apt/sources.list.d/debian-nonfree.sources
 # -DPD_CUDA=AUTO|ON|OFF for CMake (AUTO: build the cuda plugin when the toolkit is found).
 PD_CUDA      ?= AUTO
+# -DPD_TENSORRT=AUTO|ON|OFF (AUTO: build the tensorrt plugin when TensorRT >= 10 and the CUDA toolkit
+# are found); TENSORRT_ROOT=<dir> points CMake at a TensorRT outside the standard paths.
+PD_TENSORRT  ?= AUTO
+TENSORRT_ROOT ?=
 PROMTOOL   ?= promtool
 
 .PHONY: all deps deps-cuda build native go run test test-native test-go check-monitoring bench bench-engine refs \
@@ -69,13 +73,15 @@ deps-cuda:
 	fi
 
 $(BUILD_DIR)/build.ninja: CMakeLists.txt
-	cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Release -DPD_CUDA=$(PD_CUDA)
+	cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Release -DPD_CUDA=$(PD_CUDA) -DPD_TENSORRT=$(PD_TENSORRT) \
+	  $(if $(TENSORRT_ROOT),-DTENSORRT_ROOT=$(TENSORRT_ROOT))
 
 native: deps $(BUILD_DIR)/build.ninja
 	cmake --build $(BUILD_DIR) -j $(JOBS)
 	@mkdir -p lib
 	@cp -u $(BUILD_DIR)/lib/libpolicyd.so $(BUILD_DIR)/lib/libpolicyd_backend_cpu.so lib/
 	@if [ -f $(BUILD_DIR)/lib/libpolicyd_backend_cuda.so ]; then cp -u $(BUILD_DIR)/lib/libpolicyd_backend_cuda.so lib/; fi
+	@if [ -f $(BUILD_DIR)/lib/libpolicyd_backend_tensorrt.so ]; then cp -u $(BUILD_DIR)/lib/libpolicyd_backend_tensorrt.so lib/; fi
 
 go: native
 	@mkdir -p bin

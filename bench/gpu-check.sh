@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# GPU check of the CUDA backend (docs/gpu.md), for an NVIDIA machine that has only the CUDA
+# GPU check of the CUDA backend, and of the TensorRT backend where TensorRT is installed
+# (docs/gpu.md, docs/tensorrt.md), for an NVIDIA machine that has only the CUDA
 # toolkit (13 or any from 11.8), CMake, ninja and Python with PyTorch: no Go, no Debian
 # packages, no network. What the C++ build needs beyond that travels in the folder that
 # `make gpu-bundle` prepares (build/gpu-bundle, or $PD_GPU_BUNDLE).
@@ -16,6 +17,9 @@
 # 4. benchmarks the peers' models at batch 1, 32 and 256: end to end through pd_context_run
 #    (host<->device copies included) and the kernels' GPU time (CUDA events), beside PyTorch
 #    eager on the same GPU for the MLPs; the table comes last.
+# With TensorRT's headers and libraries present (TENSORRT_ROOT, or the standard paths), step 2
+# also builds the tensorrt plugin (-DPD_TENSORRT=ON) and steps 3-4 run on --backend tensorrt
+# too (the references and their cache round trip; the benchmark with a 1/32/256 batch profile).
 # Output also goes to build/gpu-check/ (log and table).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -40,6 +44,16 @@ ldconfig -p 2>/dev/null | grep -q 'libnvinfer\.so' && trt="libnvinfer in the lin
 pytrt=$(python3 -c 'import tensorrt; print(tensorrt.__version__)' 2>/dev/null || true)
 [ -n "$pytrt" ] && trt="${trt:+$trt; }python tensorrt $pytrt"
 echo "TensorRT: ${trt:-not present}"
+# The tensorrt plugin needs TensorRT's headers too (a Python wheel alone has none).
+trt_root=""
+if [ -n "$trt" ] && [ $fake = 0 ]; then
+  for d in "${TENSORRT_ROOT:-}" /usr/local/tensorrt /usr/lib/x86_64-linux-gnu/.. /usr; do
+    [ -n "$d" ] || continue
+    if ls "$d"/include/NvInfer.h "$d"/include/*/NvInfer.h >/dev/null 2>&1; then trt_root=$d; break; fi
+  done
+  [ -n "$trt_root" ] && echo "TensorRT headers under $trt_root: building the tensorrt plugin" \
+    || echo "TensorRT headers not found (set TENSORRT_ROOT): the tensorrt plugin is not built"
+fi
 
 [ -d "$bundle/include/onnx" ] || { echo "gpu-check: no bundle at $bundle (run make gpu-bundle on a Debian 12 machine)"; exit 1; }
 cat "$bundle/MANIFEST" 2>/dev/null
@@ -48,17 +62,20 @@ cat "$bundle/MANIFEST" 2>/dev/null
 if [ -d "$root/../shared/peers/models" ]; then repo=$root; else mkdir -p "$bundle/repo"; repo=$bundle/repo; fi
 echo "models from $(cd "$repo/../shared" && pwd)"
 
-step "build (core + cuda plugin + pd_refcheck)"
+step "build (core + cuda plugin${trt_root:+ + tensorrt plugin} + pd_refcheck)"
 cuda_root=$(dirname "$(dirname "${nvcc_bin:-/usr/local/cuda/bin/nvcc}")")
 t0=$SECONDS
+trt_flags=(-DPD_TENSORRT=OFF)
+[ -n "$trt_root" ] && trt_flags=(-DPD_TENSORRT=ON -DTENSORRT_ROOT="$trt_root")
 timeout $(( $(left) - 200 )) cmake -S . -B build/gpu -G Ninja -DCMAKE_BUILD_TYPE=Release \
-  -DPD_CUDA=ON -DPD_WITH_CPU=OFF -DPD_BUILD_TESTS=OFF -DCUDAToolkit_ROOT="$cuda_root" \
+  -DPD_CUDA=ON "${trt_flags[@]}" -DPD_WITH_CPU=OFF -DPD_BUILD_TESTS=OFF -DCUDAToolkit_ROOT="$cuda_root" \
   -DONNX_DIR="$bundle/cmake/ONNX" -DProtobuf_INCLUDE_DIR="$bundle/include" \
   -DProtobuf_LIBRARY="$bundle/lib/libprotobuf.so" -DCMAKE_INCLUDE_PATH="$bundle/include" \
   -DCMAKE_BUILD_RPATH="$bundle/lib" >"$out/cmake.txt" 2>&1 || { tail -30 "$out/cmake.txt"; echo "gpu-check: configure failed"; exit 1; }
 grep -E "policyd .*backends" "$out/cmake.txt"
 targets="policyd policyd_backend_cuda pd_refcheck"
 [ $fake = 1 ] && targets="$targets policyd_backend_cuda_fake"
+[ -n "$trt_root" ] && targets="$targets policyd_backend_tensorrt"
 timeout $(( $(left) - 150 )) cmake --build build/gpu -j "$(nproc)" --target $targets \
   >"$out/build.txt" 2>&1 || { grep -E "error|Error" "$out/build.txt" | head -30; echo "gpu-check: build failed"; exit 1; }
 echo "built in $((SECONDS - t0)) s"
@@ -81,10 +98,31 @@ if [ "$rc" != 0 ]; then
     | grep -E "^(FAIL|refcheck)" | tee "$out/refcheck-nographs.txt"
 fi
 
+trt_rc=0
+if [ -n "$trt_root" ]; then
+  step "ONNX Runtime references on the tensorrt backend (and from each plan's cache)"
+  trt_why=$($refcheck --backend tensorrt --backend-dir $plugins --repo "$repo" testdata/reference/peers-mlp-small_b1.json \
+    | sed -n 's/^backend tensorrt *unavailable: //p')
+  if [ -n "$trt_why" ]; then
+    echo "gpu-check: the tensorrt backend is unavailable: $trt_why"
+    trt_rc=1
+  else
+    timeout $(( $(left) > 240 ? 150 : $(left) / 2 )) $refcheck --backend tensorrt --backend-dir $plugins --repo "$repo" \
+      --cache-roundtrip "${refs[@]}" | tee "$out/refcheck-tensorrt.txt"
+    trt_rc=${PIPESTATUS[0]}
+  fi
+fi
+
 step "benchmark: batch 1, 32, 256"
 bench_refs=(testdata/reference/peers-*_b1.json)
-timeout $(( $(left) - 60 )) $refcheck --backend cuda --backend-dir $plugins --repo "$repo" \
+trt_reserve=0
+[ -n "$trt_root" ] && trt_reserve=40
+timeout $(( $(left) - trt_reserve - 60 )) $refcheck --backend cuda --backend-dir $plugins --repo "$repo" \
   --bench 1,32,256 --seconds 0.7 "${bench_refs[@]}" | tee "$out/bench.txt"
+if [ -n "$trt_root" ] && [ "$trt_rc" = 0 ]; then
+  timeout $(( $(left) > 80 ? $(left) - 40 : 40 )) $refcheck --backend tensorrt --backend-dir $plugins --repo "$repo" \
+    --batch-profile 1,32,256 --bench 1,32,256 --seconds 0.5 "${bench_refs[@]}" | tee "$out/bench-tensorrt.txt"
+fi
 mlps=()
 for m in mlp-small mlp-med mlp-large; do
   d=$out/torch-$m
@@ -97,5 +135,10 @@ timeout $(( $(left) > 20 ? $(left) : 20 )) python3 bench/gpu/torch_mlp.py --benc
   --batches 1,32,256 --seconds 0.5 | tee "$out/table.md"
 echo
 echo "TensorRT: ${trt:-not present}; references: $(grep -E '^refcheck' "$out/refcheck.txt" || echo 'did not finish')"
+if [ -n "$trt_root" ]; then
+  echo "tensorrt references: $(grep -E '^refcheck' "$out/refcheck-tensorrt.txt" 2>/dev/null || echo 'did not finish')"
+  [ -s "$out/bench-tensorrt.txt" ] && { echo "tensorrt benchmark:"; grep -E '^BENCH' "$out/bench-tensorrt.txt"; }
+  [ "$rc" = 0 ] && rc=$trt_rc
+fi
 echo "GPU: $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1); total $SECONDS s"
 exit "$rc"

@@ -377,6 +377,92 @@ TEST_F(Engine, MemoryCountsArenasPerBucketAndSharedWeights) {
   pd_engine_destroy(e);
 }
 
+// ABI 1.3: the batch profile, backend parameters and timing caches.
+TEST(Abi, BatchProfileMustBeOrdered) {
+  pd_engine_options* o = nullptr;
+  ASSERT_EQ(take(pd_engine_options_create(&o)), "");
+  EXPECT_EQ(take(pd_engine_options_set_batch_profile(o, 1, 8, 64)), "");
+  EXPECT_EQ(take(pd_engine_options_set_batch_profile(o, 1, 1, 0)), "");  // max 0: unbounded
+  EXPECT_EQ(take(pd_engine_options_set_batch_profile(o, 4, 4, 4)), "");
+  const int64_t bad[][3] = {{0, 1, 4}, {-1, 1, 4}, {4, 2, 8}, {1, 8, 4}, {2, 2, -1}};
+  for (const auto& b : bad) {
+    pd_error* err = pd_engine_options_set_batch_profile(o, b[0], b[1], b[2]);
+    ASSERT_NE(err, nullptr) << b[0] << "/" << b[1] << "/" << b[2];
+    EXPECT_EQ(pd_error_get_code(err), PD_ERR_INVALID_ARG);
+    const std::string msg = take(err);
+    EXPECT_NE(msg.find("1 <= min <= opt <= max"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("got min " + std::to_string(b[0])), std::string::npos) << msg;
+  }
+  EXPECT_NE(take(pd_engine_options_set_batch_profile(nullptr, 1, 1, 1)), "");
+  pd_engine_options_destroy(o);
+}
+
+TEST(Abi, ParamsNameTheirBackend) {
+  pd_engine_options* o = nullptr;
+  ASSERT_EQ(take(pd_engine_options_create(&o)), "");
+  EXPECT_EQ(take(pd_engine_options_set_param(o, "tensorrt.precision", "fp16")), "");
+  EXPECT_EQ(take(pd_engine_options_set_param(o, "cuda.anything", "1")), "");
+  pd_error* err = pd_engine_options_set_param(o, "onnxruntime.threads", "4");
+  ASSERT_NE(err, nullptr);
+  EXPECT_EQ(pd_error_get_code(err), PD_ERR_INVALID_ARG);
+  std::string msg = take(err);
+  EXPECT_NE(msg.find("names unknown backend 'onnxruntime'"), std::string::npos) << msg;
+  for (const char* key : {"precision", ".precision", "tensorrt.", ""}) {
+    msg = take(pd_engine_options_set_param(o, key, "x"));
+    EXPECT_NE(msg.find("'<backend>.<name>'"), std::string::npos) << key << ": " << msg;
+  }
+  EXPECT_NE(take(pd_engine_options_set_param(o, "cpu.x", nullptr)), "");
+  pd_engine_options_destroy(o);
+}
+
+TEST_F(Engine, CpuRefusesAParamOfItsOwnAtCreateAndIgnoresOthers) {
+  const std::string m = one_node_model("Relu");
+  pd_engine_options* o = nullptr;
+  ASSERT_EQ(take(pd_engine_options_create(&o)), "");
+  ASSERT_EQ(take(pd_engine_options_set_name(o, "relu@1.0.0")), "");
+  // Other backends' parameters never reach cpu.
+  ASSERT_EQ(take(pd_engine_options_set_param(o, "tensorrt.precision", "fp16")), "");
+  pd_engine* e = nullptr;
+  ASSERT_EQ(take(pd_engine_create(rt_, m.data(), m.size(), o, &e)), "");
+  pd_engine_destroy(e);
+  e = nullptr;
+  ASSERT_EQ(take(pd_engine_options_set_param(o, "cpu.x", "1")), "");
+  pd_error* err = pd_engine_create(rt_, m.data(), m.size(), o, &e);
+  ASSERT_NE(err, nullptr);
+  EXPECT_EQ(e, nullptr);
+  EXPECT_EQ(pd_error_get_code(err), PD_ERR_INVALID_ARG);
+  const std::string msg = take(err);
+  EXPECT_NE(msg.find("relu@1.0.0"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("backend 'cpu' has no build parameter 'x'"), std::string::npos) << msg;
+  // An empty value removes the parameter.
+  ASSERT_EQ(take(pd_engine_options_set_param(o, "cpu.x", "")), "");
+  ASSERT_EQ(take(pd_engine_create(rt_, m.data(), m.size(), o, &e)), "");
+  pd_engine_destroy(e);
+  pd_engine_options_destroy(o);
+}
+
+TEST_F(Engine, CpuKeepsNoTimingCacheAndIgnoresOneGiven) {
+  const std::string m = one_node_model("Relu");
+  pd_engine_options* o = nullptr;
+  ASSERT_EQ(take(pd_engine_options_create(&o)), "");
+  EXPECT_NE(take(pd_engine_options_set_timing_cache(o, nullptr, 5)), "");
+  const char tc[] = "some timing cache";
+  ASSERT_EQ(take(pd_engine_options_set_timing_cache(o, tc, sizeof tc)), "");
+  ASSERT_EQ(take(pd_engine_options_set_batch_profile(o, 1, 4, 16)), "");
+  pd_engine* e = nullptr;
+  ASSERT_EQ(take(pd_engine_create(rt_, m.data(), m.size(), o, &e)), "");
+  void* data = reinterpret_cast<void*>(1);
+  size_t size = 7;
+  ASSERT_EQ(take(pd_engine_timing_cache(e, &data, &size)), "");
+  EXPECT_EQ(data, nullptr);
+  EXPECT_EQ(size, 0u);
+  EXPECT_NE(take(pd_engine_timing_cache(e, nullptr, &size)), "");
+  EXPECT_NE(take(pd_engine_timing_cache(nullptr, &data, &size)), "");
+  ASSERT_EQ(take(pd_engine_options_set_timing_cache(o, nullptr, 0)), "");  // clears
+  pd_engine_destroy(e);
+  pd_engine_options_destroy(o);
+}
+
 TEST(Abi, DestroyAcceptsNull) {
   pd_runtime_destroy(nullptr);
   pd_engine_destroy(nullptr);

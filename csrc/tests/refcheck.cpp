@@ -10,7 +10,8 @@
 //       PD_ERR_UNSUPPORTED is reported as FALLBACK with the reason (the server would run it on
 //       the next backend) and is not a failure. --cache-roundtrip also serializes each engine,
 //       builds a second one from the cache and requires the same outputs (GPU backends).
-//       Exit status 1 when any comparison fails.
+//       Exit status 1 when any comparison fails. --batch-profile MIN,OPT,MAX sets the engines'
+//       batch profile (pd_engine_options_set_batch_profile: tensorrt's optimization profile).
 //   pd_refcheck --bench 1,32,256 [--seconds S] [--backend …] [--repo …] REF.json...
 //       For each distinct model of the references: engine time per run at each batch size
 //       (end to end through pd_context_run, host<->device copies included) and, where the
@@ -145,6 +146,7 @@ struct Options {
   bool cache_roundtrip = false;
   std::vector<int64_t> bench;
   double seconds = 1.0;
+  std::vector<int64_t> batch_profile;  // --batch-profile min,opt,max (tensorrt's optimization profile)
 };
 
 struct Engine {
@@ -165,6 +167,9 @@ void make_engine(pd_runtime* rt, const Options& o, const std::string& model, con
   check(pd_engine_options_set_name(eo, name.c_str()), "name");
   if (profile) check(pd_engine_options_set_profiling(eo, 1), "profiling");
   if (cache) check(pd_engine_options_set_cache(eo, cache->data(), cache->size()), "cache");
+  if (o.batch_profile.size() == 3)
+    check(pd_engine_options_set_batch_profile(eo, o.batch_profile[0], o.batch_profile[1], o.batch_profile[2]),
+          "batch profile");
   pd_error* err = pd_engine_create(rt, bytes.data(), bytes.size(), eo, &out->e);
   pd_engine_options_destroy(eo);
   check(err, "engine");
@@ -442,7 +447,7 @@ int export_gemms(const std::string& model, const std::string& dir) {
 void usage() {
   std::fprintf(stderr,
                "usage: pd_refcheck [--backend NAME] [--backend-dir DIR] [--repo DIR] [--rtol R] [--atol A]\n"
-               "                   [--cache-roundtrip] [--bench 1,32,256 [--seconds S]] REF.json...\n"
+               "                   [--cache-roundtrip] [--batch-profile MIN,OPT,MAX] [--bench 1,32,256 [--seconds S]] REF.json...\n"
                "       pd_refcheck --list-ops MODEL.onnx...\n"
                "       pd_refcheck --export-gemms MODEL.onnx DIR\n");
 }
@@ -475,6 +480,13 @@ int main(int argc, char** argv) {
       mode = "bench";
       std::stringstream ss(next());
       for (std::string b; std::getline(ss, b, ',');) o.bench.push_back(std::stoll(b));
+    } else if (a == "--batch-profile") {
+      std::stringstream ss(next());
+      for (std::string b; std::getline(ss, b, ',');) o.batch_profile.push_back(std::stoll(b));
+      if (o.batch_profile.size() != 3) {
+        std::fprintf(stderr, "pd_refcheck: --batch-profile takes min,opt,max\n");
+        return 2;
+      }
     } else if (a.rfind("--", 0) == 0) {
       usage();
       return 2;
