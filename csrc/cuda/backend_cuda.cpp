@@ -48,6 +48,7 @@
 #include "../core/engine_cache.h"
 #include "../core/op.h"
 #include "../core/program.h"
+#include "cuda_common.h"
 #include "kernels.h"
 #include "support.h"
 
@@ -57,6 +58,12 @@
 
 namespace pd::cuda {
 namespace {
+
+using gpu::arch_of;
+using gpu::dev_alloc;
+using gpu::DevMem;
+using gpu::pinned_alloc;
+using gpu::PinnedMem;
 
 const HostServices* g_host = nullptr;
 
@@ -123,15 +130,7 @@ std::string load_libs() {
 #else
   // The libraries of the toolkit this plugin was compiled with (same major version).
   const std::string major = std::to_string(CUDART_VERSION / 1000);
-  auto open = [](const std::vector<std::string>& names, std::string* err) -> void* {
-    for (const auto& n : names) {
-      if (n.empty()) continue;
-      if (void* h = dlopen(n.c_str(), RTLD_NOW | RTLD_LOCAL)) return h;
-      const char* e = dlerror();
-      *err = e ? e : n + " not found";
-    }
-    return nullptr;
-  };
+  const auto open = gpu::dlopen_first;
   // First beside the libcudart this plugin loaded (a toolkit outside the linker's path, e.g.
   // /usr/local/cuda/lib64), then wherever the dynamic linker finds them.
   std::string dir;
@@ -163,18 +162,7 @@ void log(pd_log_level level, const std::string& msg) {
   if (g_host && g_host->log) g_host->log(level, msg.c_str());
 }
 
-// ---- checks ---------------------------------------------------------------------------------
-
-[[noreturn]] void cuda_fail(cudaError_t e, const char* call, const char* file, int line) {
-  const pd_error_code code = e == cudaErrorMemoryAllocation ? PD_ERR_UNAVAILABLE : PD_ERR_INTERNAL;
-  fail(code, "CUDA call ", call, " failed at ", file, ":", line, ": ", cudaGetErrorName(e), ": ",
-       cudaGetErrorString(e));
-}
-#define PD_CUDA_CHECK(call)                                          \
-  do {                                                               \
-    cudaError_t pd_e_ = (call);                                      \
-    if (pd_e_ != cudaSuccess) cuda_fail(pd_e_, #call, __FILE__, __LINE__); \
-  } while (0)
+// ---- checks (PD_CUDA_CHECK: cuda_common.h) ---------------------------------------------------
 
 #define PD_CUBLAS_CHECK(call)                                                                 \
   do {                                                                                        \
@@ -247,27 +235,7 @@ std::string load_driver() {
   return "";
 }
 
-// ---- RAII -----------------------------------------------------------------------------------
-
-struct DevFree {
-  void operator()(void* p) const { cudaFree(p); }
-};
-using DevMem = std::unique_ptr<void, DevFree>;
-struct HostFree {
-  void operator()(void* p) const { cudaFreeHost(p); }
-};
-using PinnedMem = std::unique_ptr<void, HostFree>;
-
-DevMem dev_alloc(size_t bytes) {
-  void* p = nullptr;
-  PD_CUDA_CHECK(cudaMalloc(&p, std::max<size_t>(bytes, 256)));
-  return DevMem(p);
-}
-PinnedMem pinned_alloc(size_t bytes, unsigned flags = cudaHostAllocDefault) {
-  void* p = nullptr;
-  PD_CUDA_CHECK(cudaHostAlloc(&p, std::max<size_t>(bytes, 64), flags));
-  return PinnedMem(p);
-}
+// ---- staging and the arena ------------------------------------------------------------------
 
 // Staging of an input or output at or under this size is pinned host memory mapped into the
 // device's address space, moved by a copy kernel inside the run's CUDA graph: a kernel node
@@ -276,31 +244,14 @@ PinnedMem pinned_alloc(size_t bytes, unsigned flags = cudaHostAllocDefault) {
 // DMA copies, which reach the link's bandwidth. POLICYD_CUDA_MAPPED_IO=0 turns mapping off.
 constexpr size_t kMappedStagingMax = 64 << 10;
 
-bool mapped_io_enabled() {
-  const char* v = std::getenv("POLICYD_CUDA_MAPPED_IO");
-  return !(v && std::strcmp(v, "0") == 0);
-}
+bool mapped_io_enabled() { return gpu::env_switch("POLICYD_CUDA_MAPPED_IO"); }
 
 constexpr size_t kAlign = 256;
 size_t align_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 
 // ---- devices --------------------------------------------------------------------------------
 
-std::string arch_of(int major, int minor) { return "sm_" + std::to_string(major * 10 + minor); }
-
 std::vector<DeviceInfo> g_devices;
-
-std::string uuid_string(const cudaUUID_t& u) {
-  static const char kHex[] = "0123456789abcdef";
-  std::string s = "GPU-";
-  for (int i = 0; i < 16; ++i) {
-    if (i == 4 || i == 6 || i == 8 || i == 10) s += '-';
-    const auto b = static_cast<unsigned char>(u.bytes[i]);
-    s += kHex[b >> 4];
-    s += kHex[b & 15];
-  }
-  return s;
-}
 
 std::string nvrtc_version() {
   int major = 0, minor = 0;
@@ -779,7 +730,7 @@ class Bucket {
     cudaGraphDestroy(graph);
     if (e != cudaSuccess) {
       exec_ = nullptr;
-      cuda_fail(e, "cudaGraphInstantiateWithFlags(&exec_, graph, 0)", __FILE__, __LINE__);
+      gpu::cuda_fail(e, "cudaGraphInstantiateWithFlags(&exec_, graph, 0)", __FILE__, __LINE__);
     }
   }
 
@@ -1276,10 +1227,7 @@ class Bucket {
 
 constexpr size_t kMaxBuckets = 64;
 
-bool graphs_enabled() {
-  const char* v = std::getenv("POLICYD_CUDA_GRAPHS");
-  return !(v && std::strcmp(v, "0") == 0);
-}
+bool graphs_enabled() { return gpu::env_switch("POLICYD_CUDA_GRAPHS"); }
 
 class CudaContext final : public BackendContext {
  public:
@@ -1380,35 +1328,12 @@ class CudaBackend final : public Backend {
 std::string probe() {
   std::string why = load_driver();
   if (!why.empty()) return why;
-  int driver = 0, runtime = 0;
-  cudaRuntimeGetVersion(&runtime);
-  cudaError_t e = cudaDriverGetVersion(&driver);
-  if (e != cudaSuccess) return std::string("cannot query the NVIDIA driver: ") + cudaGetErrorString(e);
-  if (driver == 0) return "no NVIDIA driver is installed";
   int count = 0;
-  e = cudaGetDeviceCount(&count);
-  if (e == cudaErrorInsufficientDriver)
-    return str("NVIDIA driver too old: it supports CUDA ", driver / 1000, ".", driver % 1000 / 10,
-               ", this plugin was built with CUDA ", runtime / 1000, ".", runtime % 1000 / 10);
-  if (e != cudaSuccess) return str("no usable CUDA device (", cudaGetErrorName(e), ": ", cudaGetErrorString(e), ")");
-  if (count == 0) return "no CUDA device";
+  why = gpu::probe_driver(&count);
+  if (!why.empty()) return why;
   why = load_libs();
   if (!why.empty()) return why;
-  for (int i = 0; i < count; ++i) {
-    cudaDeviceProp p{};
-    e = cudaGetDeviceProperties(&p, i);
-    if (e != cudaSuccess) return str("cannot query CUDA device ", i, ": ", cudaGetErrorString(e));
-    DeviceInfo d;
-    d.ordinal = i;
-    d.name = p.name;
-    d.uuid = uuid_string(p.uuid);
-    d.cc_major = p.major;
-    d.cc_minor = p.minor;
-    d.target = arch_of(p.major, p.minor);
-    d.total_memory = p.totalGlobalMem;
-    g_devices.push_back(d);
-  }
-  return "";
+  return gpu::list_devices(count, &g_devices);
 }
 
 }  // namespace

@@ -41,6 +41,7 @@
 #include <vector>
 
 #include "../core/backend.h"
+#include "../cuda/cuda_common.h"
 #include "support.h"
 
 #ifndef PD_VERSION
@@ -57,6 +58,10 @@ namespace pd::trt {
 namespace {
 
 namespace nv = nvinfer1;
+using gpu::dev_alloc;
+using gpu::DevMem;
+using gpu::pinned_alloc;
+using gpu::PinnedMem;
 
 const HostServices* g_host = nullptr;
 
@@ -107,14 +112,8 @@ std::string load_libs() {
   const std::string dir = PD_TENSORRT_LIBDIR;
   auto open = [&](const std::string& name, std::string* err) -> void* {
     // First where CMake found TensorRT, then wherever the dynamic linker finds it.
-    for (const std::string& n : {dir.empty() ? std::string() : dir + "/" + name + "." + major, name + "." + major,
-                                 name}) {
-      if (n.empty()) continue;
-      if (void* h = dlopen(n.c_str(), RTLD_NOW | RTLD_LOCAL)) return h;
-      const char* e = dlerror();
-      *err = e ? e : n + " not found";
-    }
-    return nullptr;
+    return gpu::dlopen_first({dir.empty() ? std::string() : dir + "/" + name + "." + major, name + "." + major, name},
+                             err);
   };
   std::string err;
   void* infer = open("libnvinfer.so", &err);
@@ -138,18 +137,7 @@ std::string load_libs() {
   return "";
 }
 
-// ---- checks and RAII -------------------------------------------------------------------------
-
-[[noreturn]] void cuda_fail(cudaError_t e, const char* call, const char* file, int line) {
-  const pd_error_code code = e == cudaErrorMemoryAllocation ? PD_ERR_UNAVAILABLE : PD_ERR_INTERNAL;
-  fail(code, "CUDA call ", call, " failed at ", file, ":", line, ": ", cudaGetErrorName(e), ": ",
-       cudaGetErrorString(e));
-}
-#define PD_CUDA_CHECK(call)                                                \
-  do {                                                                     \
-    cudaError_t pd_e_ = (call);                                            \
-    if (pd_e_ != cudaSuccess) cuda_fail(pd_e_, #call, __FILE__, __LINE__); \
-  } while (0)
+// ---- checks (PD_CUDA_CHECK and device memory: ../cuda/cuda_common.h) --------------------------
 
 // A TensorRT call that returns false or null on failure.
 #define PD_TRT_CHECK(call)                                                                                   \
@@ -162,41 +150,9 @@ std::string load_libs() {
 template <typename T>
 using Ptr = std::unique_ptr<T>;
 
-struct DevFree {
-  void operator()(void* p) const { cudaFree(p); }
-};
-using DevMem = std::unique_ptr<void, DevFree>;
-struct HostFree {
-  void operator()(void* p) const { cudaFreeHost(p); }
-};
-using PinnedMem = std::unique_ptr<void, HostFree>;
-
-DevMem dev_alloc(size_t bytes) {
-  void* p = nullptr;
-  PD_CUDA_CHECK(cudaMalloc(&p, std::max<size_t>(bytes, 256)));
-  return DevMem(p);
-}
-PinnedMem pinned_alloc(size_t bytes) {
-  void* p = nullptr;
-  PD_CUDA_CHECK(cudaHostAlloc(&p, std::max<size_t>(bytes, 64), cudaHostAllocDefault));
-  return PinnedMem(p);
-}
-
 // ---- devices ---------------------------------------------------------------------------------
 
 std::vector<DeviceInfo> g_devices;
-
-std::string uuid_string(const cudaUUID_t& u) {
-  static const char kHex[] = "0123456789abcdef";
-  std::string s = "GPU-";
-  for (int i = 0; i < 16; ++i) {
-    if (i == 4 || i == 6 || i == 8 || i == 10) s += '-';
-    const auto b = static_cast<unsigned char>(u.bytes[i]);
-    s += kHex[b >> 4];
-    s += kHex[b & 15];
-  }
-  return s;
-}
 
 DType dtype_of(nv::DataType t) {
   switch (t) {
@@ -221,10 +177,7 @@ nv::Dims dims_of(const std::vector<int64_t>& v) {
   return d;
 }
 
-bool graphs_enabled() {
-  const char* v = std::getenv("POLICYD_CUDA_GRAPHS");
-  return !(v && std::strcmp(v, "0") == 0);
-}
+bool graphs_enabled() { return gpu::env_switch("POLICYD_CUDA_GRAPHS"); }
 
 // ---- the engine ------------------------------------------------------------------------------
 
@@ -435,6 +388,7 @@ class Bucket {
 #if PD_TRT_AT_LEAST(10, 1)
     ctx_->setDeviceMemoryV2(activations, static_cast<int64_t>(activation_bytes));
 #else
+    (void)activation_bytes;  // TensorRT 10.0 takes the size from the engine
     ctx_->setDeviceMemory(activations);
 #endif
     const Graph& g = e.graph();
@@ -686,35 +640,12 @@ class TrtBackend final : public Backend {
 
 // Returns "" when a CUDA device and TensorRT can be used, else why not.
 std::string probe() {
-  int driver = 0, runtime = 0;
-  cudaRuntimeGetVersion(&runtime);
-  cudaError_t e = cudaDriverGetVersion(&driver);
-  if (e != cudaSuccess) return std::string("cannot query the NVIDIA driver: ") + cudaGetErrorString(e);
-  if (driver == 0) return "no NVIDIA driver is installed";
   int count = 0;
-  e = cudaGetDeviceCount(&count);
-  if (e == cudaErrorInsufficientDriver)
-    return str("NVIDIA driver too old: it supports CUDA ", driver / 1000, ".", driver % 1000 / 10,
-               ", this plugin was built with CUDA ", runtime / 1000, ".", runtime % 1000 / 10);
-  if (e != cudaSuccess) return str("no usable CUDA device (", cudaGetErrorName(e), ": ", cudaGetErrorString(e), ")");
-  if (count == 0) return "no CUDA device";
-  std::string why = load_libs();
+  std::string why = gpu::probe_driver(&count);
   if (!why.empty()) return why;
-  for (int i = 0; i < count; ++i) {
-    cudaDeviceProp p{};
-    e = cudaGetDeviceProperties(&p, i);
-    if (e != cudaSuccess) return str("cannot query CUDA device ", i, ": ", cudaGetErrorString(e));
-    DeviceInfo d;
-    d.ordinal = i;
-    d.name = p.name;
-    d.uuid = uuid_string(p.uuid);
-    d.cc_major = p.major;
-    d.cc_minor = p.minor;
-    d.target = "sm_" + std::to_string(p.major * 10 + p.minor);
-    d.total_memory = p.totalGlobalMem;
-    g_devices.push_back(d);
-  }
-  return "";
+  why = load_libs();
+  if (!why.empty()) return why;
+  return gpu::list_devices(count, &g_devices);
 }
 
 }  // namespace

@@ -1,0 +1,130 @@
+// What the GPU plugins (csrc/cuda, csrc/tensorrt) share of the CUDA runtime: the checked-call
+// macro, device and pinned memory, the driver and device probe, device names. Header-only, so
+// each plugin compiles it against its own runtime: the real cuda_runtime.h, or the CPU
+// emulation of csrc/cuda/fake in the cuda plugin's test build. Include it after that header.
+#pragma once
+
+#include <dlfcn.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../core/backend.h"
+#include "../core/error.h"
+
+namespace pd::gpu {
+
+[[noreturn]] inline void cuda_fail(cudaError_t e, const char* call, const char* file, int line) {
+  const pd_error_code code = e == cudaErrorMemoryAllocation ? PD_ERR_UNAVAILABLE : PD_ERR_INTERNAL;
+  fail(code, "CUDA call ", call, " failed at ", file, ":", line, ": ", cudaGetErrorName(e), ": ",
+       cudaGetErrorString(e));
+}
+
+}  // namespace pd::gpu
+
+// Every CUDA runtime call goes through this: a failure becomes a pd::Error naming the call,
+// the place and the runtime's own message (out of memory: PD_ERR_UNAVAILABLE).
+#define PD_CUDA_CHECK(call)                                                            \
+  do {                                                                                 \
+    cudaError_t pd_e_ = (call);                                                        \
+    if (pd_e_ != cudaSuccess) ::pd::gpu::cuda_fail(pd_e_, #call, __FILE__, __LINE__); \
+  } while (0)
+
+namespace pd::gpu {
+
+struct DevFree {
+  void operator()(void* p) const { cudaFree(p); }
+};
+using DevMem = std::unique_ptr<void, DevFree>;
+struct HostFree {
+  void operator()(void* p) const { cudaFreeHost(p); }
+};
+using PinnedMem = std::unique_ptr<void, HostFree>;
+
+inline DevMem dev_alloc(size_t bytes) {
+  void* p = nullptr;
+  PD_CUDA_CHECK(cudaMalloc(&p, std::max<size_t>(bytes, 256)));
+  return DevMem(p);
+}
+inline PinnedMem pinned_alloc(size_t bytes, unsigned flags = cudaHostAllocDefault) {
+  void* p = nullptr;
+  PD_CUDA_CHECK(cudaHostAlloc(&p, std::max<size_t>(bytes, 64), flags));
+  return PinnedMem(p);
+}
+
+// What an engine cache is bound to: "sm_90".
+inline std::string arch_of(int major, int minor) { return "sm_" + std::to_string(major * 10 + minor); }
+
+// "GPU-8c1f…", as nvidia-smi and NVML print it (so the health details can join the two).
+inline std::string uuid_string(const cudaUUID_t& u) {
+  static const char kHex[] = "0123456789abcdef";
+  std::string s = "GPU-";
+  for (int i = 0; i < 16; ++i) {
+    if (i == 4 || i == 6 || i == 8 || i == 10) s += '-';
+    const auto b = static_cast<unsigned char>(u.bytes[i]);
+    s += kHex[b >> 4];
+    s += kHex[b & 15];
+  }
+  return s;
+}
+
+// dlopen of the first of names that loads ("" entries skipped); nullptr and the last dlerror in
+// *err when none does. For the NVIDIA libraries a plugin opens only once it has found a device.
+inline void* dlopen_first(const std::vector<std::string>& names, std::string* err) {
+  for (const auto& n : names) {
+    if (n.empty()) continue;
+    if (void* h = dlopen(n.c_str(), RTLD_NOW | RTLD_LOCAL)) return h;
+    const char* e = dlerror();
+    *err = e ? e : n + " not found";
+  }
+  return nullptr;
+}
+
+// A diagnostic switch such as POLICYD_CUDA_GRAPHS: on unless the variable is "0".
+inline bool env_switch(const char* name) {
+  const char* v = std::getenv(name);
+  return !(v && std::strcmp(v, "0") == 0);
+}
+
+// The first half of a plugin's probe: "" and *count > 0 when the driver runs and sees a device,
+// else why not ("no NVIDIA driver is installed", "NVIDIA driver too old: …", "no CUDA device").
+inline std::string probe_driver(int* count) {
+  *count = 0;
+  int driver = 0, runtime = 0;
+  cudaRuntimeGetVersion(&runtime);
+  cudaError_t e = cudaDriverGetVersion(&driver);
+  if (e != cudaSuccess) return std::string("cannot query the NVIDIA driver: ") + cudaGetErrorString(e);
+  if (driver == 0) return "no NVIDIA driver is installed";
+  e = cudaGetDeviceCount(count);
+  if (e == cudaErrorInsufficientDriver)
+    return str("NVIDIA driver too old: it supports CUDA ", driver / 1000, ".", driver % 1000 / 10,
+               ", this plugin was built with CUDA ", runtime / 1000, ".", runtime % 1000 / 10);
+  if (e != cudaSuccess) return str("no usable CUDA device (", cudaGetErrorName(e), ": ", cudaGetErrorString(e), ")");
+  if (*count == 0) return "no CUDA device";
+  return "";
+}
+
+// The second half: devices [0, count) appended to *out, or why one cannot be queried.
+inline std::string list_devices(int count, std::vector<DeviceInfo>* out) {
+  for (int i = 0; i < count; ++i) {
+    cudaDeviceProp p{};
+    cudaError_t e = cudaGetDeviceProperties(&p, i);
+    if (e != cudaSuccess) return str("cannot query CUDA device ", i, ": ", cudaGetErrorString(e));
+    DeviceInfo d;
+    d.ordinal = i;
+    d.name = p.name;
+    d.uuid = uuid_string(p.uuid);
+    d.cc_major = p.major;
+    d.cc_minor = p.minor;
+    d.target = arch_of(p.major, p.minor);
+    d.total_memory = p.totalGlobalMem;
+    out->push_back(d);
+  }
+  return "";
+}
+
+}  // namespace pd::gpu
