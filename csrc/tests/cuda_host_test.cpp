@@ -19,6 +19,7 @@
 #include "passes.h"
 #include "policyd.h"
 #include "program.h"
+#include "test_util.h"
 
 #ifdef PD_HAVE_NVRTC
 #include <nvrtc.h>
@@ -26,22 +27,9 @@
 
 namespace {
 
-std::string slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
 // The model as the core hands it to a backend: imported, folded, fused; analyzed at batch 1.
 std::string reason_for(const std::string& rel) {
-  std::string bytes = slurp(std::string(PD_SHARED_DIR) + "/" + rel);
-  EXPECT_FALSE(bytes.empty()) << rel;
-  pd::Graph g = pd::import_onnx(bytes.data(), bytes.size());
-  pd::eliminate_dead_nodes(g);
-  pd::fold_constants(g);
-  pd::fuse(g);
-  pd::eliminate_dead_nodes(g);
+  pd::Graph g = pd::test::backend_graph(std::string(PD_SHARED_DIR) + "/" + rel);
   std::vector<pd::Shape> shapes;
   for (const auto& in : g.inputs) {
     pd::Shape s = in.dims;

@@ -10,8 +10,11 @@
 #include "engine_cache.h"
 #include "error.h"
 #include "policyd.h"
+#include "test_util.h"
 
 namespace {
+
+using pd::test::slurp;
 
 pd::CacheBinding binding() {
   pd::CacheBinding b;
@@ -90,13 +93,6 @@ TEST(EngineCache, CorruptOrForeignBytesAreRefused) {
   newer[8] = 9;  // format version
   EXPECT_NE(decode(newer).find("format 9"), std::string::npos);
   EXPECT_EQ(decode(blob), "");
-}
-
-std::string slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
 }
 
 std::string take(pd_error* e, pd_error_code* code = nullptr) {

@@ -13,10 +13,13 @@
 #include <vector>
 
 #include "policyd.h"
+#include "test_util.h"
 
 // Every operator new of the process (this binary, libpolicyd and its plugins) is counted, so a
 // test can assert that a call allocates nothing.
 namespace {
+
+using pd::test::slurp;
 std::atomic<long> g_allocations{0};
 }  // namespace
 // GCC cannot see that these replacements pair malloc with free.
@@ -32,14 +35,6 @@ void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 #pragma GCC diagnostic pop
 
 namespace {
-
-std::string slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  EXPECT_TRUE(f) << "cannot read " << path;
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 
 std::string take(pd_error* e) {
   if (!e) return "";

@@ -41,18 +41,13 @@
 #include "onnx_import.h"
 #include "passes.h"
 #include "policyd.h"
+#include "test_util.h"
 
 namespace {
 
 using json = nlohmann::json;
 
-std::string read_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw std::runtime_error("cannot read " + path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+using pd::test::slurp;
 
 std::string take(pd_error* e) {
   std::string m = pd_error_get_message(e);
@@ -160,7 +155,7 @@ struct Context {
 
 void make_engine(pd_runtime* rt, const Options& o, const std::string& model, const std::string& name,
                  const std::string* cache, bool profile, Engine* out) {
-  std::string bytes = read_file(model);
+  std::string bytes = slurp(model);
   pd_engine_options* eo = nullptr;
   check(pd_engine_options_create(&eo), "options");
   check(pd_engine_options_set_backend(eo, o.backend.c_str()), "backend");
@@ -246,7 +241,7 @@ std::string compare(pd_engine* e, const std::vector<HostTensor>& got, const std:
 int check_refs(pd_runtime* rt, const Options& o, const std::vector<std::string>& files) {
   int failed = 0, passed = 0, fallback = 0;
   for (const auto& f : files) {
-    json j = json::parse(read_file(f));
+    json j = json::parse(slurp(f));
     std::string id = j.at("id").get<std::string>() + "_b" + std::to_string(j.at("batch").get<int>());
     std::string model = o.repo + "/" + j.at("model").get<std::string>();
     std::vector<HostTensor> in, want;
@@ -299,7 +294,7 @@ int check_refs(pd_runtime* rt, const Options& o, const std::vector<std::string>&
 int bench(pd_runtime* rt, const Options& o, const std::vector<std::string>& files) {
   std::set<std::string> seen;
   for (const auto& f : files) {
-    json j = json::parse(read_file(f));
+    json j = json::parse(slurp(f));
     std::string model = j.at("model").get<std::string>();
     if (!seen.insert(model).second) continue;
     std::string id = j.at("id").get<std::string>();
@@ -383,19 +378,9 @@ int bench(pd_runtime* rt, const Options& o, const std::vector<std::string>& file
   return 0;
 }
 
-pd::Graph optimized(const std::string& path) {
-  std::string bytes = read_file(path);
-  pd::Graph g = pd::import_onnx(bytes.data(), bytes.size());
-  pd::eliminate_dead_nodes(g);
-  pd::fold_constants(g);
-  pd::fuse(g);
-  pd::eliminate_dead_nodes(g);
-  return g;
-}
-
 int list_ops(const std::vector<std::string>& models) {
   for (const auto& m : models) {
-    pd::Graph g = optimized(m);
+    pd::Graph g = pd::test::backend_graph(m);
     std::map<std::string, int> count;
     for (const auto& n : g.nodes) {
       std::string k = (n.domain.empty() ? "" : n.domain + ".") + n.op;
@@ -411,7 +396,7 @@ int list_ops(const std::vector<std::string>& models) {
 
 // The chain of Gemm layers of an MLP: W as [out, in], bias [out], activation after it.
 int export_gemms(const std::string& model, const std::string& dir) {
-  pd::Graph g = optimized(model);
+  pd::Graph g = pd::test::backend_graph(model);
   std::ofstream layers(dir + "/layers.txt");
   if (!layers) throw std::runtime_error("cannot write " + dir + "/layers.txt");
   int i = 0;

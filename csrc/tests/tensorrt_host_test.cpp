@@ -16,29 +16,14 @@
 #include "onnx_import.h"
 #include "passes.h"
 #include "policyd.h"
+#include "test_util.h"
 
 namespace {
 
 namespace trt = pd::trt;
 
-std::string slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
 // The model as the core hands it to a backend: imported, folded, fused.
-pd::Graph graph_of(const std::string& rel) {
-  std::string bytes = slurp(std::string(PD_SHARED_DIR) + "/" + rel);
-  EXPECT_FALSE(bytes.empty()) << rel;
-  pd::Graph g = pd::import_onnx(bytes.data(), bytes.size());
-  pd::eliminate_dead_nodes(g);
-  pd::fold_constants(g);
-  pd::fuse(g);
-  pd::eliminate_dead_nodes(g);
-  return g;
-}
+pd::Graph graph_of(const std::string& rel) { return pd::test::backend_graph(std::string(PD_SHARED_DIR) + "/" + rel); }
 
 // The code and message of what f throws ("" when it throws nothing).
 struct Thrown {
