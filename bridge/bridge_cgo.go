@@ -343,24 +343,23 @@ func (e *Engine) Batchable() bool { return e.batchable }
 // backend version, device target and build options. Backends without caches (cpu) return a
 // CodeUnsupported error.
 func (e *Engine) Serialize() ([]byte, error) {
-	e.mu.RLock()
-	defer e.mu.RUnlock()
-	if e.ptr == nil {
-		return nil, ErrClosed
-	}
-	var data unsafe.Pointer
-	var size C.size_t
-	if err := toError(C.pd_engine_serialize(e.ptr, &data, &size)); err != nil {
-		return nil, err
-	}
-	defer C.pd_engine_serialized_free(data)
-	return C.GoBytes(data, C.int(size)), nil
+	return e.libraryBytes(func(p *C.pd_engine, data *unsafe.Pointer, size *C.size_t) *C.pd_error {
+		return C.pd_engine_serialize(p, data, size)
+	})
 }
 
 // TimingCache returns the timing cache the build left, for EngineOptions.TimingCache of later
 // builds on the same GPU architecture (tensorrt: the measured kernel timings). It is empty
 // when the backend keeps none (cpu, cuda) or the engine was made from an engine cache.
 func (e *Engine) TimingCache() ([]byte, error) {
+	return e.libraryBytes(func(p *C.pd_engine, data *unsafe.Pointer, size *C.size_t) *C.pd_error {
+		return C.pd_engine_timing_cache(p, data, size)
+	})
+}
+
+// libraryBytes copies out bytes the library allocated for a call (freed with
+// pd_engine_serialized_free); nil when it returned none.
+func (e *Engine) libraryBytes(get func(*C.pd_engine, *unsafe.Pointer, *C.size_t) *C.pd_error) ([]byte, error) {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
 	if e.ptr == nil {
@@ -368,7 +367,7 @@ func (e *Engine) TimingCache() ([]byte, error) {
 	}
 	var data unsafe.Pointer
 	var size C.size_t
-	if err := toError(C.pd_engine_timing_cache(e.ptr, &data, &size)); err != nil {
+	if err := toError(get(e.ptr, &data, &size)); err != nil {
 		return nil, err
 	}
 	if size == 0 {

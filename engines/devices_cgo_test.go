@@ -51,17 +51,7 @@ func TestRealRuntimeFallbackWithoutGPU(t *testing.T) {
 }
 
 func TestFakeCudaDevicesSelectEngines(t *testing.T) {
-	if err := bridge.Available(); err != nil {
-		t.Skip("native library unusable:", err)
-	}
-	if _, err := os.Stat("../build/fakecuda/libpolicyd_backend_cuda.so"); err != nil {
-		t.Skip("no build/fakecuda")
-	}
-	rt, err := bridge.NewRuntime("../build/fakecuda")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rt.Close()
+	rt := fakeCudaRuntime(t)
 	if devs, err := rt.Devices("cuda"); err != nil || len(devs) != 1 {
 		t.Skipf("fake cuda lists %v, %v", devs, err)
 	}
@@ -102,17 +92,7 @@ func runMLP(t *testing.T, v *ModelVersion) {
 // artifacts.AddEngineCache serves when caches are required; the artifact without it is
 // UNAVAILABLE with "rebuild engines".
 func TestFakeCudaEngineCache(t *testing.T) {
-	if err := bridge.Available(); err != nil {
-		t.Skip("native library unusable:", err)
-	}
-	if _, err := os.Stat("../build/fakecuda/libpolicyd_backend_cuda.so"); err != nil {
-		t.Skip("no build/fakecuda")
-	}
-	rt, err := bridge.NewRuntime("../build/fakecuda")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rt.Close()
+	rt := fakeCudaRuntime(t)
 	devs, err := rt.Devices("cuda")
 	if err != nil || len(devs) != 1 {
 		t.Skipf("fake cuda lists %v, %v", devs, err)
@@ -189,17 +169,7 @@ func (b *recordingBuilder) NewEngine(onnx []byte, o bridge.EngineOptions) (*brid
 // build, with the serving config's batch profile and parameters; the cuda backend leaves no
 // timing cache, so no new file is written and the folder's own stays.
 func TestFakeCudaBuildTimingCache(t *testing.T) {
-	if err := bridge.Available(); err != nil {
-		t.Skip("native library unusable:", err)
-	}
-	if _, err := os.Stat("../build/fakecuda/libpolicyd_backend_cuda.so"); err != nil {
-		t.Skip("no build/fakecuda")
-	}
-	rt, err := bridge.NewRuntime("../build/fakecuda")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rt.Close()
+	rt := fakeCudaRuntime(t)
 	targets, why := BuildTargets(rt)
 	if len(targets) != 1 {
 		t.Skipf("fake cuda targets %v (%s)", targets, why)
@@ -269,4 +239,22 @@ func TestFakeCudaBuildTimingCache(t *testing.T) {
 	serving.Default.Backends = []string{"cuda"}
 	rep := mustApply(t, r, serving)
 	checkReport(t, rep, []string{"a@1.0.0", "b@1.0.0"}, nil, nil, nil, 0)
+}
+
+// fakeCudaRuntime is a runtime over build/fakecuda (the cuda plugin on the CPU emulation of
+// CUDA, one sm_90 device), closed with the test; the test is skipped without it.
+func fakeCudaRuntime(t *testing.T) *bridge.Runtime {
+	t.Helper()
+	if err := bridge.Available(); err != nil {
+		t.Skip("native library unusable:", err)
+	}
+	if _, err := os.Stat("../build/fakecuda/libpolicyd_backend_cuda.so"); err != nil {
+		t.Skip("no build/fakecuda")
+	}
+	rt, err := bridge.NewRuntime("../build/fakecuda")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rt.Close() })
+	return rt
 }
