@@ -47,6 +47,12 @@ type batchPool interface {
 	Instances() int
 	do(ctx context.Context, inputs []bridge.Tensor, fn func([]bridge.Tensor) error, level int, opts RunOptions, seeds []uint64, enq time.Time, reqs int, input time.Duration) error
 	statistics() *Stats
+	// Shared contexts (Pool without LockOSThread; see Pool.tryIdle): none otherwise.
+	shared() bool
+	tryIdle() *slot
+	acquire() *slot
+	putIdle(s *slot)
+	runOn(s *slot, inputs []bridge.Tensor, fn func([]bridge.Tensor) error, seeds []uint64, reqs int, input time.Duration) error
 }
 
 // Batcher is Triton's dynamic batcher in front of a Pool, for one model version: it gathers
@@ -199,6 +205,14 @@ func (b *Batcher) Do(ctx context.Context, inputs []bridge.Tensor, opts RunOption
 	}
 	r.state.Store(jobQueued)
 
+	if b.queue.len() == 0 && b.running.Load() == 0 && !b.queue.closed.Load() {
+		// No batch is forming or running: nothing could join this request within its delay.
+		// Run it here on an idle context, if the pool has one free, without the hand-over to
+		// a former and back.
+		if s := b.pool.tryIdle(); s != nil {
+			return b.runHere(ctx, s, r)
+		}
+	}
 	if err := b.queue.push(r, level); err != nil {
 		endQueue(r.queue, err)
 		b.release(r)
@@ -209,6 +223,31 @@ func (b *Batcher) Do(ctx context.Context, inputs []bridge.Tensor, opts RunOption
 		r.inputs, r.fn = nil, nil // not reused: the former that dequeues it skips it
 		return err
 	}
+	b.release(r)
+	return err
+}
+
+// runHere runs request r alone on s, on the caller's goroutine, as a former runs a batch of
+// one: the queue span ends, the queue time (about zero) and the run are recorded.
+func (b *Batcher) runHere(ctx context.Context, s *slot, r *request) error {
+	if err := ctx.Err(); err != nil {
+		b.pool.putIdle(s)
+		endQueue(r.queue, err)
+		b.release(r)
+		return err
+	}
+	r.state.Store(jobRunning)
+	endQueue(r.queue, nil)
+	r.queue = nil
+	if b.stats != nil {
+		b.stats.recordQueue(1, time.Since(r.enq))
+	}
+	b.running.Add(1)
+	exec := r.startExec()
+	err := b.pool.runOn(s, r.inputs, r.fn, r.rowSeeds(), 1, 0)
+	b.pool.putIdle(s)
+	b.running.Add(-1)
+	endExec(exec, err)
 	b.release(r)
 	return err
 }
@@ -323,6 +362,10 @@ func (f *former) loop() {
 	b := f.b
 	defer b.wg.Done()
 	defer f.timer.Stop()
+	if b.pool.shared() {
+		f.loopShared()
+		return
+	}
 	var carry *request // an incompatible request taken while forming the previous batch
 	for {
 		first := carry
@@ -341,7 +384,51 @@ func (f *former) loop() {
 		if first.rows > 0 {
 			carry = f.collect(first)
 		}
-		f.run()
+		f.run(nil)
+	}
+}
+
+// loopShared is the former's loop over a pool's shared contexts: woken by the queue's bell,
+// it gets an idle context, then forms and runs batches on it while requests are queued. A
+// request is taken (and stops being cancellable) only when a context is there to run it.
+func (f *former) loopShared() {
+	b := f.b
+	for {
+		b.queue.waitBell()
+		s := b.pool.acquire()
+		closed := f.serve(s)
+		b.pool.putIdle(s)
+		if closed {
+			return
+		}
+	}
+}
+
+// serve forms and runs batches on s until the queue is empty; it reports a closed, empty queue.
+func (f *former) serve(s *slot) (closed bool) {
+	b := f.b
+	var carry *request // an incompatible request taken while forming the previous batch
+	for {
+		first := carry
+		carry = nil
+		if first == nil {
+			r, ok, closed := b.queue.tryPop()
+			if !ok {
+				return closed
+			}
+			if !f.take(r) {
+				continue
+			}
+			first = r
+		}
+		f.batch = append(f.batch[:0], first)
+		if first.rows > 0 {
+			carry = f.collect(first)
+		}
+		if b.queue.len() > 0 {
+			b.queue.ring() // another former may run the next batch meanwhile
+		}
+		f.run(s)
 	}
 }
 
@@ -396,8 +483,16 @@ func (b *Batcher) isPreferred(rows int) bool {
 	return ok
 }
 
-// run runs the batch on the pool and answers each of its requests.
-func (f *former) run() {
+// exec runs a taken run on s, or through the pool's queue when s is nil.
+func (f *former) exec(s *slot, inputs []bridge.Tensor, fn func([]bridge.Tensor) error, seeds []uint64, reqs int, input time.Duration) error {
+	if s != nil {
+		return f.b.pool.runOn(s, inputs, fn, seeds, reqs, input)
+	}
+	return f.b.pool.do(context.Background(), inputs, fn, 0, RunOptions{}, seeds, time.Time{}, reqs, input)
+}
+
+// run runs the batch (on s, see exec) and answers each of its requests.
+func (f *former) run(s *slot) {
 	b := f.b
 	defer clear(f.batch)
 	if b.abort.Load() {
@@ -411,7 +506,7 @@ func (f *former) run() {
 	exec := f.startExec()
 	if len(f.batch) == 1 {
 		r := f.batch[0]
-		err := b.pool.do(context.Background(), r.inputs, r.fn, 0, RunOptions{}, r.rowSeeds(), time.Time{}, 1, 0)
+		err := f.exec(s, r.inputs, r.fn, r.rowSeeds(), 1, 0)
 		endExec(exec, err)
 		r.done <- err
 		return
@@ -424,7 +519,7 @@ func (f *former) run() {
 	} else {
 		f.gather()
 	}
-	err := b.pool.do(context.Background(), f.in, f.splitFn, 0, RunOptions{}, f.rowSeeds(), time.Time{}, len(f.batch), gathered)
+	err := f.exec(s, f.in, f.splitFn, f.rowSeeds(), len(f.batch), gathered)
 	endExec(exec, err) // before the answers: the span ends within its requests' spans
 	switch {
 	case err == nil:
@@ -440,7 +535,7 @@ func (f *former) run() {
 		// The batch failed (no callback ran): run each request alone, so that only the
 		// requests that fail by themselves fail.
 		for _, r := range f.batch {
-			r.done <- b.pool.do(context.Background(), r.inputs, r.fn, 0, RunOptions{}, r.rowSeeds(), time.Time{}, 1, 0)
+			r.done <- f.exec(s, r.inputs, r.fn, r.rowSeeds(), 1, 0)
 		}
 	}
 }

@@ -82,10 +82,11 @@ type PoolOptions struct {
 	// order the queue: a worker takes the oldest job of the highest level (1) queued. QueueLen
 	// bounds each level.
 	PriorityLevels, DefaultPriorityLevel int
-	// LockOSThread locks each worker to its OS thread for its whole life, for backends whose
-	// contexts keep per-thread state (a CUDA context, an OpenMP team). Without it the workers
-	// are plain goroutines, which hand a request over in a goroutine switch instead of two OS
-	// thread wake-ups (see docs/engine.md, Worker threads).
+	// LockOSThread locks each worker to its OS thread for its whole life, for contexts that
+	// keep per-thread state (an OpenMP team of several threads). Without it the contexts are
+	// shared: a caller of Do that finds the queue empty and a context idle runs on its own
+	// goroutine, and the workers borrow idle contexts for queued jobs (see Pool and
+	// docs/engine.md, Worker threads).
 	LockOSThread bool
 	// Warmup lists input sets (in the engine's input order) each worker runs once on its new
 	// context before the pool serves, so that the first requests do not pay for building
@@ -95,9 +96,15 @@ type PoolOptions struct {
 	Warmup [][]bridge.Tensor
 }
 
-// Pool runs one engine on a fixed set of workers. Each worker is a goroutine locked to its OS
-// thread (the native side keeps per-thread state) that owns one bridge.Context, created on that
-// thread, and takes jobs from one bounded queue shared by all workers.
+// Pool runs one engine on a fixed set of execution contexts (Instances) and as many worker
+// goroutines, which take jobs from one bounded queue shared by all of them.
+//
+// With LockOSThread each worker is locked to its OS thread and owns one context, created on
+// that thread. Without it the contexts are shared: a worker that takes a job borrows any idle
+// context for the run, and a caller of Do that finds the queue empty and a context idle runs
+// its job on its own goroutine, with no hand-over to a worker and back (two goroutine
+// switches, which on an idle machine are two OS-thread wake-ups: docs/engine.md). A job is
+// taken (and stops being cancellable) only once a context is there to run it.
 //
 // A Pool is safe for concurrent use: Do may be called from any number of goroutines, and Close
 // concurrently with Do. The Pool never closes its engine: the owner of the engine closes it
@@ -119,6 +126,20 @@ type Pool struct {
 	ctxMu    sync.Mutex
 	ctxs     []memCtx // the workers' contexts that report memory (Memory)
 	nEngines int      // engines the contexts come from (one per GPU); 0 means 1
+
+	// Shared contexts (without LockOSThread): the idle ones, how many were made, and the
+	// closing of them once the workers exited.
+	idle      chan *slot
+	nSlots    atomic.Int32
+	slotsOnce sync.Once
+}
+
+// slot is one execution context with what a run on it needs.
+type slot struct {
+	c         execContext
+	outputs   []bridge.Tensor
+	rowSeeded bool // the context has row seeds set
+	one       [1]tracedRun
 }
 
 // Job states: a job is taken by exactly one of the worker (queued→running) and a caller whose
@@ -259,6 +280,9 @@ func newPool(newCtx func() (execContext, error), nOut int, opts PoolOptions) (*P
 		warmup:    opts.Warmup,
 	}
 	p.jobPool.New = func() any { return &job{ticket: ticket{done: make(chan error, 1)}} }
+	if !p.lock {
+		p.idle = make(chan *slot, opts.Instances)
+	}
 	started := make(chan error, opts.Instances)
 	for i := 0; i < opts.Instances; i++ {
 		p.wg.Add(1)
@@ -277,41 +301,28 @@ func newPool(newCtx func() (execContext, error), nOut int, opts PoolOptions) (*P
 	return p, nil
 }
 
-// worker owns one context for its whole life (on one locked OS thread with LockOSThread).
+// worker makes context i; with LockOSThread it owns it for its whole life, on its locked OS
+// thread, else it hands it to the idle set and borrows whichever is idle for each job.
 func (p *Pool) worker(i int, seed uint64, started chan<- error) {
 	defer p.wg.Done()
 	if p.lock {
 		runtime.LockOSThread()
 		defer runtime.UnlockOSThread()
 	}
-
-	c, err := p.newCtx()
+	s, err := p.newSlot(i, seed)
 	if err != nil {
-		started <- fmt.Errorf("worker %d: new context: %w", i, err)
+		started <- err
 		return
 	}
-	defer c.Close()
-	if m, ok := c.(memCtx); ok {
-		p.ctxMu.Lock()
-		p.ctxs = append(p.ctxs, m)
-		p.ctxMu.Unlock()
-	}
-	if err := p.warm(c); err != nil {
-		started <- fmt.Errorf("worker %d: %w", i, err)
+	if !p.lock {
+		p.nSlots.Add(1)
+		p.idle <- s
+		started <- nil
+		p.serveShared()
 		return
 	}
-	if err := c.SetSeed(seed); err != nil {
-		started <- fmt.Errorf("worker %d: set seed: %w", i, err)
-		return
-	}
+	defer s.c.Close()
 	started <- nil
-
-	outputs := make([]bridge.Tensor, p.nOut)
-	for k := range outputs {
-		outputs[k].Shape = make([]int64, 0, bridge.MaxRank)
-	}
-	rowSeeded := false // the context has row seeds set
-	var one [1]tracedRun
 	for {
 		j, ok := p.jobs.pop()
 		if !ok {
@@ -325,24 +336,129 @@ func (p *Pool) worker(i int, seed uint64, started chan<- error) {
 			j.done <- ErrClosed
 			continue
 		}
-		exec := p.startExec(j, &one)
-		if j.seeds != nil || rowSeeded {
-			if err := c.SetRowSeeds(j.seeds); err != nil {
-				endExec(exec, err)
-				j.done <- err
+		j.done <- p.execute(s, j)
+	}
+}
+
+// serveShared is a worker's loop over shared contexts: woken by the queue's bell, it gets an
+// idle context and then runs the jobs queued, in priority order, until none is left. A job
+// stays queued (its caller can still give up on it) until a context is there to run it.
+func (p *Pool) serveShared() {
+	for {
+		p.jobs.waitBell()
+		s := <-p.idle
+		for {
+			j, ok, closed := p.jobs.tryPop()
+			if !ok {
+				p.idle <- s
+				if closed {
+					return
+				}
+				break
+			}
+			if p.jobs.len() > 0 {
+				p.jobs.ring() // another worker may take the next one meanwhile
+			}
+			if !j.state.CompareAndSwap(jobQueued, jobRunning) {
+				continue // its caller gave up while it was queued and owns it no more
+			}
+			if p.abort.Load() {
+				endQueue(j.queue, ErrClosed)
+				j.done <- ErrClosed
 				continue
 			}
-			rowSeeded = j.seeds != nil
+			j.done <- p.execute(s, j)
 		}
-		var err error
-		if p.stats == nil {
-			err = run(c, j, outputs)
-		} else {
-			err = p.runTimed(c, j, outputs)
-		}
-		endExec(exec, err)
-		j.done <- err
 	}
+}
+
+// newSlot makes the context of worker i: created, registered for Memory, warmed up, seeded.
+func (p *Pool) newSlot(i int, seed uint64) (*slot, error) {
+	c, err := p.newCtx()
+	if err != nil {
+		return nil, fmt.Errorf("worker %d: new context: %w", i, err)
+	}
+	if m, ok := c.(memCtx); ok {
+		p.ctxMu.Lock()
+		p.ctxs = append(p.ctxs, m)
+		p.ctxMu.Unlock()
+	}
+	if err := p.warm(c); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("worker %d: %w", i, err)
+	}
+	if err := c.SetSeed(seed); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("worker %d: set seed: %w", i, err)
+	}
+	s := &slot{c: c, outputs: make([]bridge.Tensor, p.nOut)}
+	for k := range s.outputs {
+		s.outputs[k].Shape = make([]int64, 0, bridge.MaxRank)
+	}
+	return s, nil
+}
+
+// execute runs a taken job on s and calls its callback: the execution span, the row seeds,
+// the run and its statistics. It returns the job's answer.
+func (p *Pool) execute(s *slot, j *job) error {
+	exec := p.startExec(j, &s.one)
+	if j.seeds != nil || s.rowSeeded {
+		if err := s.c.SetRowSeeds(j.seeds); err != nil {
+			endExec(exec, err)
+			return err
+		}
+		s.rowSeeded = j.seeds != nil
+	}
+	var err error
+	if p.stats == nil {
+		err = run(s.c, j, s.outputs)
+	} else {
+		err = p.runTimed(s.c, j, s.outputs)
+	}
+	endExec(exec, err)
+	return err
+}
+
+// tryIdle returns an idle shared context when nothing is queued and the pool is not closing;
+// nil otherwise (with LockOSThread always). The caller runs on it and gives it back (putIdle).
+func (p *Pool) tryIdle() *slot {
+	if p.idle == nil || p.jobs.len() > 0 || p.jobs.closed.Load() {
+		return nil
+	}
+	select {
+	case s := <-p.idle:
+		if p.jobs.closed.Load() { // a Close or Drain began: it waits for every context
+			p.idle <- s
+			return nil
+		}
+		return s
+	default:
+		return nil
+	}
+}
+
+// shared reports whether the pool's contexts are shared (no LockOSThread).
+func (p *Pool) shared() bool { return p.idle != nil }
+
+// acquire waits for an idle shared context; nil when the pool has none of its own (LockOSThread).
+func (p *Pool) acquire() *slot {
+	if p.idle == nil {
+		return nil
+	}
+	return <-p.idle
+}
+
+func (p *Pool) putIdle(s *slot) { p.idle <- s }
+
+// runOn runs one already taken run (a batch or a request of a batcher) on s: do without the
+// queue. enq is zero: the batcher records the queue time.
+func (p *Pool) runOn(s *slot, inputs []bridge.Tensor, fn func(outputs []bridge.Tensor) error, seeds []uint64, reqs int, input time.Duration) error {
+	j := p.jobPool.Get().(*job)
+	j.inputs, j.fn, j.seeds = inputs, fn, seeds
+	j.enq, j.reqs, j.input = time.Time{}, reqs, input
+	err := p.execute(s, j)
+	p.release(j)
+	return err
 }
 
 // runTimed is run with statistics: one clock reading per stage boundary.
@@ -414,6 +530,20 @@ func (p *Pool) do(ctx context.Context, inputs []bridge.Tensor, fn func(outputs [
 	}
 	j.state.Store(jobQueued)
 
+	if s := p.tryIdle(); s != nil {
+		// Nothing queued and a context idle: run here, on the caller's goroutine.
+		if err := ctx.Err(); err != nil {
+			p.putIdle(s)
+			endQueue(j.queue, err)
+			p.release(j)
+			return err
+		}
+		j.state.Store(jobRunning)
+		err := p.execute(s, j)
+		p.putIdle(s)
+		p.release(j)
+		return err
+	}
 	if err := p.jobs.push(j, level); err != nil {
 		endQueue(j.queue, err)
 		p.release(j)
@@ -467,4 +597,12 @@ func (p *Pool) Drain() error {
 func (p *Pool) stop() {
 	p.jobs.close()
 	p.wg.Wait()
+	if p.idle != nil {
+		// Every shared context comes back once the runs on it end; none starts after close.
+		p.slotsOnce.Do(func() {
+			for range p.nSlots.Load() {
+				(<-p.idle).c.Close()
+			}
+		})
+	}
 }

@@ -67,10 +67,13 @@ type prioQueue[T any] struct {
 	ready  chan struct{} // nil with one level
 	mu     sync.RWMutex  // guards closed against sends
 	closed atomic.Bool
+	// bell wakes a consumer over shared contexts (waitBell) without taking an item: it rings
+	// on every push (and when a consumer leaves items behind), and is closed by close.
+	bell chan struct{}
 }
 
 func newPrioQueue[T any](levels, capacity int) *prioQueue[T] {
-	q := &prioQueue[T]{levels: make([]chan T, levels)}
+	q := &prioQueue[T]{levels: make([]chan T, levels), bell: make(chan struct{}, 1)}
 	for i := range q.levels {
 		q.levels[i] = make(chan T, capacity)
 	}
@@ -95,7 +98,29 @@ func (q *prioQueue[T]) push(v T, level int) error {
 	if q.ready != nil {
 		q.ready <- struct{}{} // never blocks: ready holds every level's capacity
 	}
+	q.ringLocked()
 	return nil
+}
+
+// waitBell waits until an item may be queued (or the queue is closed), without taking one: a
+// consumer over shared contexts first gets a context, then tries to pop (tryPop), so that an
+// item is taken only when it can run, stays cancellable and keeps its place until then.
+func (q *prioQueue[T]) waitBell() { <-q.bell }
+
+// ring wakes one consumer waiting in waitBell; a no-op once closed.
+func (q *prioQueue[T]) ring() {
+	q.mu.RLock()
+	defer q.mu.RUnlock()
+	if !q.closed.Load() {
+		q.ringLocked()
+	}
+}
+
+func (q *prioQueue[T]) ringLocked() {
+	select {
+	case q.bell <- struct{}{}:
+	default: // already rung: the consumer it wakes looks at every item
+	}
 }
 
 // pop waits for an item; false once the queue is closed and empty.
@@ -175,6 +200,7 @@ func (q *prioQueue[T]) close() {
 	if q.closed.Swap(true) {
 		return
 	}
+	close(q.bell)
 	if q.ready != nil {
 		close(q.ready)
 		return

@@ -156,6 +156,16 @@ func (r *request) traceQueued(opts *RunOptions) {
 	r.queue = queueSpan(opts)
 }
 
+// startExec starts the execution span of a request run alone by its caller (Batcher.runHere);
+// nil when it is not traced.
+func (r *request) startExec() trace.Span {
+	if r.span == nil {
+		return nil
+	}
+	one := [1]tracedRun{{span: r.span, info: r.info, rows: r.rows}}
+	return execSpan(one[:])
+}
+
 // startExec starts the execution span of the batch; nil when none of its requests is traced.
 func (f *former) startExec() trace.Span {
 	traced := false
