@@ -366,26 +366,7 @@ func (f *former) loop() {
 		f.loopShared()
 		return
 	}
-	var carry *request // an incompatible request taken while forming the previous batch
-	for {
-		first := carry
-		carry = nil
-		if first == nil {
-			r, ok := b.queue.pop()
-			if !ok {
-				return
-			}
-			if !f.take(r) {
-				continue
-			}
-			first = r
-		}
-		f.batch = append(f.batch[:0], first)
-		if first.rows > 0 {
-			carry = f.collect(first)
-		}
-		f.run(nil)
-	}
+	f.serve(nil)
 }
 
 // loopShared is the former's loop over a pool's shared contexts: woken by the queue's bell,
@@ -404,7 +385,9 @@ func (f *former) loopShared() {
 	}
 }
 
-// serve forms and runs batches on s until the queue is empty; it reports a closed, empty queue.
+// serve forms and runs batches. On a shared context s it runs them there until the queue is
+// empty; with s nil (contexts locked to their workers) it waits for requests and runs each
+// batch through the pool's queue, until the queue is closed. It reports a closed, empty queue.
 func (f *former) serve(s *slot) (closed bool) {
 	b := f.b
 	var carry *request // an incompatible request taken while forming the previous batch
@@ -412,7 +395,14 @@ func (f *former) serve(s *slot) (closed bool) {
 		first := carry
 		carry = nil
 		if first == nil {
-			r, ok, closed := b.queue.tryPop()
+			var r *request
+			var ok bool
+			if s == nil {
+				r, ok = b.queue.pop()
+				closed = !ok
+			} else {
+				r, ok, closed = b.queue.tryPop()
+			}
 			if !ok {
 				return closed
 			}
@@ -425,7 +415,7 @@ func (f *former) serve(s *slot) (closed bool) {
 		if first.rows > 0 {
 			carry = f.collect(first)
 		}
-		if b.queue.len() > 0 {
+		if s != nil && b.queue.len() > 0 {
 			b.queue.ring() // another former may run the next batch meanwhile
 		}
 		f.run(s)

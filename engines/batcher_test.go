@@ -121,7 +121,7 @@ func newTestBatcher(t *testing.T, instances int, gated bool, opts BatcherOptions
 	newCtx := func() (execContext, error) {
 		return &batchContext{rec: fx.rec, started: fx.started, gate: fx.gate}, nil
 	}
-	p, err := newPool(newCtx, 2, PoolOptions{Instances: instances})
+	p, err := newPool(newCtx, 2, PoolOptions{Instances: instances, LockOSThread: testLockedWorkers})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -77,3 +77,51 @@ func TestBatcherRunsOnCallerWhenIdle(t *testing.T) {
 		t.Errorf("an idle batcher ran a lone request on goroutine %d, caller %d", g, me)
 	}
 }
+
+// testLockedWorkers makes the pools of newTestPool and newTestBatcher lock their workers to OS threads (each owns
+// its context; formers hand batches to them through the pool's queue).
+var testLockedWorkers bool
+
+// The batcher's tests again over workers that own their contexts (LockOSThread: multi-thread
+// CPU contexts), the path where formers run batches through the pool's queue.
+func TestBatcherLockedWorkers(t *testing.T) {
+	testLockedWorkers = true
+	defer func() { testLockedWorkers = false }()
+	for name, test := range map[string]func(*testing.T){
+		"FormsBatchesAndSplitsOutputs":    TestBatcherFormsBatchesAndSplitsOutputs,
+		"ConcurrentRunsFewerThanRequests": TestBatcherConcurrentRunsFewerThanRequests,
+		"NeverMixesShapes":                TestBatcherNeverMixesShapes,
+		"TimeoutInQueueNeverRuns":         TestBatcherTimeoutInQueueNeverRuns,
+		"QueueFull":                       TestBatcherQueueFull,
+		"FailingRequestSparesBatchMates":  TestBatcherFailingRequestSparesBatchMates,
+		"CallbackErrorIsItsOwn":           TestBatcherCallbackErrorIsItsOwn,
+		"AloneRunsWithoutDelay":           TestBatcherAloneRunsWithoutDelay,
+		"CloseAndDrain":                   TestBatcherCloseAndDrain,
+		"PriorityLevels":                  TestBatcherPriorityLevels,
+		"PriorityErrorsAndOverload":       TestBatcherPriorityErrorsAndOverload,
+		"RowSeeds":                        TestBatcherRowSeeds,
+	} {
+		t.Run(name, test)
+	}
+}
+
+// The pool's tests again over workers that own their contexts.
+func TestPoolLockedWorkers(t *testing.T) {
+	testLockedWorkers = true
+	defer func() { testLockedWorkers = false }()
+	for name, test := range map[string]func(*testing.T){
+		"ConcurrentDo":            TestPoolConcurrentDo,
+		"SeedsAreDistinct":        TestPoolSeedsAreDistinct,
+		"QueueFull":               TestPoolQueueFull,
+		"CancelWhileQueued":       TestPoolCancelWhileQueued,
+		"CancelWhileRunningWaits": TestPoolCancelWhileRunningWaits,
+		"CloseDrainsQueue":        TestPoolCloseDrainsQueue,
+		"DrainRunsQueue":          TestPoolDrainRunsQueue,
+		"RunErrorSkipsCallback":   TestPoolRunErrorSkipsCallback,
+		"CallbackErrorAndPanic":   TestPoolCallbackErrorAndPanic,
+		"PriorityLevels":          TestPoolPriorityLevels,
+		"RowSeeds":                TestPoolRowSeeds,
+	} {
+		t.Run(name, test)
+	}
+}

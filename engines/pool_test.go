@@ -85,6 +85,7 @@ func firstF32(t bridge.Tensor) float32 {
 
 func newTestPool(t *testing.T, f *fakeFactory, opts PoolOptions) *Pool {
 	t.Helper()
+	opts.LockOSThread = opts.LockOSThread || testLockedWorkers
 	p, err := newPool(f.newCtx, 1, opts)
 	if err != nil {
 		t.Fatalf("newPool: %v", err)
