@@ -440,13 +440,8 @@ func (p *Pool) tryIdle() *slot {
 // shared reports whether the pool's contexts are shared (no LockOSThread).
 func (p *Pool) shared() bool { return p.idle != nil }
 
-// acquire waits for an idle shared context; nil when the pool has none of its own (LockOSThread).
-func (p *Pool) acquire() *slot {
-	if p.idle == nil {
-		return nil
-	}
-	return <-p.idle
-}
+// acquire waits for an idle shared context (shared pools only).
+func (p *Pool) acquire() *slot { return <-p.idle }
 
 func (p *Pool) putIdle(s *slot) { p.idle <- s }
 
