@@ -323,10 +323,42 @@ func (p *Pool) worker(i int, seed uint64, started chan<- error) {
 	}
 	defer s.c.Close()
 	started <- nil
+	p.serve(s, true)
+}
+
+// serveShared is a worker's loop over shared contexts: woken by the queue's bell, it gets an
+// idle context and then runs the jobs queued, in priority order, until none is left. A job
+// stays queued (its caller can still give up on it) until a context is there to run it.
+func (p *Pool) serveShared() {
 	for {
-		j, ok := p.jobs.pop()
-		if !ok {
+		p.jobs.waitBell()
+		s := <-p.idle
+		closed := p.serve(s, false)
+		p.idle <- s
+		if closed {
 			return
+		}
+	}
+}
+
+// serve runs queued jobs on s. With wait (a worker that owns s) it waits for jobs until the
+// queue is closed; otherwise (a shared context, held for now) it returns once the queue is
+// empty. It reports a closed, empty queue.
+func (p *Pool) serve(s *slot, wait bool) (closed bool) {
+	for {
+		var j *job
+		var ok bool
+		if wait {
+			j, ok = p.jobs.pop()
+			closed = !ok
+		} else {
+			j, ok, closed = p.jobs.tryPop()
+		}
+		if !ok {
+			return closed
+		}
+		if !wait && p.jobs.len() > 0 {
+			p.jobs.ring() // another worker may take the next one meanwhile
 		}
 		if !j.state.CompareAndSwap(jobQueued, jobRunning) {
 			continue // its caller gave up while it was queued and owns it no more
@@ -337,38 +369,6 @@ func (p *Pool) worker(i int, seed uint64, started chan<- error) {
 			continue
 		}
 		j.done <- p.execute(s, j)
-	}
-}
-
-// serveShared is a worker's loop over shared contexts: woken by the queue's bell, it gets an
-// idle context and then runs the jobs queued, in priority order, until none is left. A job
-// stays queued (its caller can still give up on it) until a context is there to run it.
-func (p *Pool) serveShared() {
-	for {
-		p.jobs.waitBell()
-		s := <-p.idle
-		for {
-			j, ok, closed := p.jobs.tryPop()
-			if !ok {
-				p.idle <- s
-				if closed {
-					return
-				}
-				break
-			}
-			if p.jobs.len() > 0 {
-				p.jobs.ring() // another worker may take the next one meanwhile
-			}
-			if !j.state.CompareAndSwap(jobQueued, jobRunning) {
-				continue // its caller gave up while it was queued and owns it no more
-			}
-			if p.abort.Load() {
-				endQueue(j.queue, ErrClosed)
-				j.done <- ErrClosed
-				continue
-			}
-			j.done <- p.execute(s, j)
-		}
 	}
 }
 
