@@ -1342,28 +1342,9 @@ std::string probe() {
 extern "C" __attribute__((visibility("default"))) int pd_backend_entry(const pd::HostServices* host,
                                                                       pd::Backend** out, char* err,
                                                                       size_t err_len) {
-  try {
-    if (!host || host->abi_version != pd::kBackendAbiVersion) {
-      std::snprintf(err, err_len, "backend ABI mismatch: core %u, cuda plugin %u", host ? host->abi_version : 0u,
-                    pd::kBackendAbiVersion);
-      return 1;
-    }
-    pd::cuda::g_host = host;
-    static std::once_flag once;
-    static std::string why;
-    std::call_once(once, [] { why = pd::cuda::probe(); });
-    if (!why.empty()) {
-      std::snprintf(err, err_len, "%s", why.c_str());
-      return 1;
-    }
-    static pd::cuda::CudaBackend backend;
+  return pd::gpu::backend_entry<pd::cuda::CudaBackend>("cuda", host, &pd::cuda::g_host, &pd::cuda::probe, [] {
     for (const auto& d : pd::cuda::g_devices)
       pd::cuda::log(PD_LOG_INFO, pd::str("cuda device ", d.ordinal, ": ", d.name, " (", d.target, ", ",
                                          d.total_memory >> 20, " MiB)"));
-    *out = &backend;
-    return 0;
-  } catch (const std::exception& e) {
-    std::snprintf(err, err_len, "%s", e.what());
-    return 1;
-  }
+  }, out, err, err_len);
 }

@@ -7,9 +7,11 @@
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -125,6 +127,36 @@ inline std::string list_devices(int count, std::vector<DeviceInfo>* out) {
     out->push_back(d);
   }
   return "";
+}
+
+// The body of a GPU plugin's pd_backend_entry: checks the ABI, probes the machine once (the
+// outcome is kept for later calls), then hands out the plugin's one backend B, calling loaded
+// (its log line), or writes why there is none into err and returns non-zero.
+template <typename B>
+int backend_entry(const char* plugin, const HostServices* host, const HostServices** g_host, std::string (*probe)(),
+                  void (*loaded)(), Backend** out, char* err, size_t err_len) {
+  try {
+    if (!host || host->abi_version != kBackendAbiVersion) {
+      std::snprintf(err, err_len, "backend ABI mismatch: core %u, %s plugin %u", host ? host->abi_version : 0u, plugin,
+                    kBackendAbiVersion);
+      return 1;
+    }
+    *g_host = host;
+    static std::once_flag once;
+    static std::string why;
+    std::call_once(once, [probe] { why = probe(); });
+    if (!why.empty()) {
+      std::snprintf(err, err_len, "%s", why.c_str());
+      return 1;
+    }
+    static B backend;
+    loaded();
+    *out = &backend;
+    return 0;
+  } catch (const std::exception& e) {
+    std::snprintf(err, err_len, "%s", e.what());
+    return 1;
+  }
 }
 
 }  // namespace pd::gpu

@@ -654,27 +654,8 @@ std::string probe() {
 extern "C" __attribute__((visibility("default"))) int pd_backend_entry(const pd::HostServices* host,
                                                                       pd::Backend** out, char* err,
                                                                       size_t err_len) {
-  try {
-    if (!host || host->abi_version != pd::kBackendAbiVersion) {
-      std::snprintf(err, err_len, "backend ABI mismatch: core %u, tensorrt plugin %u", host ? host->abi_version : 0u,
-                    pd::kBackendAbiVersion);
-      return 1;
-    }
-    pd::trt::g_host = host;
-    static std::once_flag once;
-    static std::string why;
-    std::call_once(once, [] { why = pd::trt::probe(); });
-    if (!why.empty()) {
-      std::snprintf(err, err_len, "%s", why.c_str());
-      return 1;
-    }
-    static pd::trt::TrtBackend backend;
+  return pd::gpu::backend_entry<pd::trt::TrtBackend>("tensorrt", host, &pd::trt::g_host, &pd::trt::probe, [] {
     pd::trt::log(PD_LOG_INFO, pd::str("tensorrt ", pd::trt::version_string(pd::trt::g_lib_version), " on ",
                                       pd::trt::g_devices.size(), " CUDA device(s)"));
-    *out = &backend;
-    return 0;
-  } catch (const std::exception& e) {
-    std::snprintf(err, err_len, "%s", e.what());
-    return 1;
-  }
+  }, out, err, err_len);
 }
