@@ -114,6 +114,12 @@ type batchFixture struct {
 
 func newTestBatcher(t *testing.T, instances int, gated bool, opts BatcherOptions) *batchFixture {
 	t.Helper()
+	return newBatchFixture(t, instances, gated, opts, nil)
+}
+
+// newBatchFixture is newTestBatcher whose pool records into st (nil: no statistics).
+func newBatchFixture(t *testing.T, instances int, gated bool, opts BatcherOptions, st *Stats) *batchFixture {
+	t.Helper()
 	fx := &batchFixture{rec: &runRecord{seen: map[float32]bool{}}}
 	if gated {
 		fx.started, fx.gate = make(chan struct{}, 64), make(chan struct{})
@@ -121,7 +127,7 @@ func newTestBatcher(t *testing.T, instances int, gated bool, opts BatcherOptions
 	newCtx := func() (execContext, error) {
 		return &batchContext{rec: fx.rec, started: fx.started, gate: fx.gate}, nil
 	}
-	p, err := newPool(newCtx, 2, PoolOptions{Instances: instances, LockOSThread: testLockedWorkers})
+	p, err := newPool(newCtx, 2, PoolOptions{Instances: instances, Stats: st, LockOSThread: testLockedWorkers})
 	if err != nil {
 		t.Fatal(err)
 	}

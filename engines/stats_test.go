@@ -55,31 +55,7 @@ func TestStatsPoolUnbatched(t *testing.T) {
 func newStatsBatcher(t *testing.T, instances int, gated bool, opts BatcherOptions) (*batchFixture, *Stats) {
 	t.Helper()
 	st := &Stats{Batched: true}
-	fx := &batchFixture{rec: &runRecord{seen: map[float32]bool{}}}
-	if gated {
-		fx.started, fx.gate = make(chan struct{}, 64), make(chan struct{})
-	}
-	newCtx := func() (execContext, error) {
-		return &batchContext{rec: fx.rec, started: fx.started, gate: fx.gate}, nil
-	}
-	p, err := newPool(newCtx, 2, PoolOptions{Instances: instances, Stats: st})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if fx.b, err = newBatcher(p, batchInputs, batchOutputs, opts); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if fx.gate != nil {
-			select {
-			case <-fx.gate:
-			default:
-				close(fx.gate)
-			}
-		}
-		fx.b.Close()
-	})
-	return fx, st
+	return newBatchFixture(t, instances, gated, opts, st), st
 }
 
 func TestStatsBatcher(t *testing.T) {
