@@ -96,11 +96,12 @@ type Tensor struct {
 	Data  []byte
 }
 
-// NumElements is the product of the dimensions (1 for a scalar).
+// NumElements is the product of the dimensions (1 for a scalar), or -1 when a dimension is
+// negative or the product overflows (see Elements).
 func NumElements(shape []int64) int64 {
-	n := int64(1)
-	for _, d := range shape {
-		n *= d
+	n, ok := Elements(shape)
+	if !ok {
+		return -1
 	}
 	return n
 }

@@ -5,7 +5,6 @@ import (
 	"unsafe"
 
 	"github.com/valyala/fasthttp"
-	"github.com/valyala/fastjson"
 
 	"github.com/policyd/policyd/bridge"
 )
@@ -58,17 +57,17 @@ func splitBody(hdr, body []byte) (js, bin []byte, err error) {
 }
 
 // binarySize reads the "binary_data_size" parameter of an input: a non-negative integer.
-func (r *inferRequest) binarySize(v *fastjson.Value, info *bridge.IOInfo) (int64, error) {
-	tok, err := r.numberToken(v)
+func (r *inferRequest) binarySize(v jsonValue, info *bridge.IOInfo) (int64, error) {
+	tok, err := numberToken(v)
 	if err != nil || !isInteger(tok) {
 		return 0, badRequest(`input %q: "binary_data_size" must be a non-negative integer`, info.Name)
 	}
 	if tok[0] == '-' {
-		return 0, badRequest(`input %q: "binary_data_size" %s is negative`, info.Name, clip(string(tok), 32))
+		return 0, badRequest(`input %q: "binary_data_size" %s is negative`, info.Name, clipBytes(tok, 32))
 	}
-	n, err := strconv.ParseInt(string(tok), 10, 64)
+	n, err := strconv.ParseInt(tokenString(tok), 10, 64)
 	if err != nil {
-		return 0, badRequest(`input %q: "binary_data_size" %s is out of range`, info.Name, clip(string(tok), 32))
+		return 0, badRequest(`input %q: "binary_data_size" %s is out of range`, info.Name, clipBytes(tok, 32))
 	}
 	return n, nil
 }
@@ -79,7 +78,7 @@ func (r *inferRequest) binarySize(v *fastjson.Value, info *bridge.IOInfo) (int64
 // otherwise it is copied into the input's reused buffer.
 func (r *inferRequest) decodeBinaryInput(k int, info *bridge.IOInfo, shape []int64, count, size int64) error {
 	esize := info.DType.Size()
-	if want := count * int64(esize); size != want {
+	if want, _ := bridge.ByteSize(info.DType, shape); size != want {
 		return badRequest(`input %q: "binary_data_size" is %d, but shape %s of %s takes %d bytes`,
 			info.Name, size, formatShape(shape), info.DType, want)
 	}
@@ -122,11 +121,11 @@ func (r *inferRequest) binaryLeftover() error {
 }
 
 // jsonBool reads a JSON boolean.
-func jsonBool(v *fastjson.Value) (value, ok bool) {
-	switch v.Type() {
-	case fastjson.TypeTrue:
+func jsonBool(v jsonValue) (value, ok bool) {
+	switch v.kind() {
+	case jsonTrue:
 		return true, true
-	case fastjson.TypeFalse:
+	case jsonFalse:
 		return false, true
 	}
 	return false, false

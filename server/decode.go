@@ -5,6 +5,8 @@ import (
 	"math"
 	"strconv"
 	"time"
+	"unicode/utf8"
+	"unsafe"
 
 	"github.com/valyala/fastjson"
 
@@ -25,6 +27,7 @@ type inferRequest struct {
 	given   []bool
 	outputs []int // requested outputs (indices into Model.Outputs), in request order; empty = all
 	num     []byte
+	str     []byte // scratch for unescaped names
 
 	// The binary tensor data extension (binary.go).
 	bin     []byte // the body after the JSON (a view of the request body, valid during the handler)
@@ -97,67 +100,64 @@ func (r *inferRequest) release() {
 	if cap(r.out) > maxRetained {
 		r.out = nil
 	}
+	if cap(r.id) > maxRetained || cap(r.str) > maxRetained {
+		r.id, r.str = nil, nil
+	}
 }
 
-// decode parses a JSON-only body (no binary tensor data) and fills r with the inputs of m; see
+// maxIDLen bounds the string ids a request carries: its "id" and a string "sequence_id".
+const maxIDLen = 256
+
+// decode reads a JSON-only body (no binary tensor data) and fills r with the inputs of m; see
 // decodeParts.
 func (r *inferRequest) decode(p *fastjson.Parser, body []byte, m Model) error {
 	return r.decodeParts(p, body, nil, m)
 }
 
-// decodeParts parses the JSON request js and fills r with the inputs of m, checking everything
+// decodeParts reads the JSON request js and fills r with the inputs of m, checking everything
 // against m's signature: every input present once and no other, datatype, shape, element
 // count, and every element's JSON type and range. bin is the body after the JSON (the binary
 // tensor data extension, see binary.go): the inputs with "binary_data_size" take their bytes
 // from it in order, and together they must take all of it. Binary inputs may be views of bin,
 // so bin must stay valid and unchanged until the tensors are used. Every error is a
-// *requestError naming the problem and, where there is one, the input. p is used for this
-// call only: nothing of r refers to it afterwards.
-func (r *inferRequest) decodeParts(p *fastjson.Parser, js, bin []byte, m Model) error {
+// *requestError naming the problem and, where there is one, the input.
+//
+// The JSON is checked whole first (scanJSON) and then read in place: no tree of it is built,
+// an input's element count comes from its shape and is checked against its "data" before a
+// value is converted or its buffer sized, so the memory a request takes is its tensors, never
+// a multiple of its body. The parser argument is not used (it was fastjson's; the tests keep
+// passing one).
+func (r *inferRequest) decodeParts(_ *fastjson.Parser, js, bin []byte, m Model) error {
 	ins := m.Inputs()
 	r.reset(len(ins))
 	r.bin = bin
-	root, err := p.ParseBytes(js)
+	var vals [len(inferKeys)]jsonValue
+	root, err := scanJSON(js, inferKeys[:], vals[:])
 	if err != nil {
-		return badRequest("invalid JSON: %s", clip(err.Error(), 200))
+		return err
 	}
-	obj, err := root.Object()
-	if err != nil {
-		return badRequest("request body must be a JSON object, got %s", root.Type())
+	if k := root.kind(); k != jsonObject {
+		return badRequest("request body must be a JSON object, got %s", k)
 	}
-	var inputs, outputs, badID, badParams, params *fastjson.Value
-	obj.Visit(func(key []byte, v *fastjson.Value) {
-		switch string(key) {
-		case "id":
-			s, err := v.StringBytes()
-			if err != nil {
-				badID = v
-				return
-			}
-			r.id, r.hasID = append(r.id[:0], s...), true
-		case "inputs":
-			inputs = v
-		case "outputs":
-			outputs = v
-		case "parameters":
-			if v.Type() != fastjson.TypeObject {
-				badParams = v
-			} else {
-				params = v
-			}
+	idV, inputs, outputs, params := vals[0], vals[1], vals[2], vals[3]
+	if idV != nil {
+		if idV.kind() != jsonString {
+			return badRequest(`"id" must be a string, got %s`, idV.kind())
 		}
-	})
-	if badID != nil {
-		return badRequest(`"id" must be a string, got %s`, badID.Type())
-	}
-	if badParams != nil {
-		return badRequest(`"parameters" must be an object, got %s`, badParams.Type())
+		id, ok := unquoteMax(r.id[:0], idV, maxIDLen)
+		if !ok {
+			return badRequest(`"id" is longer than %d bytes: %q`, maxIDLen, clipBytes(idV.raw(), 32))
+		}
+		r.id, r.hasID = id, true
 	}
 	if params != nil {
-		if v := params.Get("binary_data_output"); v != nil {
+		if params.kind() != jsonObject {
+			return badRequest(`"parameters" must be an object, got %s`, params.kind())
+		}
+		if v := params.get("binary_data_output"); v != nil {
 			all, ok := jsonBool(v)
 			if !ok {
-				return badRequest(`"parameters": "binary_data_output" must be true or false, got %s`, v.Type())
+				return badRequest(`"parameters": "binary_data_output" must be true or false, got %s`, v.kind())
 			}
 			r.binAll = all
 		}
@@ -171,11 +171,14 @@ func (r *inferRequest) decodeParts(p *fastjson.Parser, js, bin []byte, m Model) 
 	if inputs == nil {
 		return badRequest(`missing "inputs"`)
 	}
-	arr, err := inputs.Array()
-	if err != nil {
-		return badRequest(`"inputs" must be an array, got %s`, inputs.Type())
+	if inputs.kind() != jsonArray {
+		return badRequest(`"inputs" must be an array, got %s`, inputs.kind())
 	}
-	for i, v := range arr {
+	for i, it := 0, inputs.iter(); ; i++ {
+		v, ok := it.next()
+		if !ok {
+			break
+		}
 		if err := r.decodeInput(i, v, ins); err != nil {
 			return err
 		}
@@ -215,22 +218,42 @@ func (r *inferRequest) decodeParts(p *fastjson.Parser, js, bin []byte, m Model) 
 	return nil
 }
 
-func (r *inferRequest) decodeInput(pos int, v *fastjson.Value, ins []bridge.IOInfo) error {
-	o, err := v.Object()
-	if err != nil {
-		return badRequest("inputs[%d] must be an object, got %s", pos, v.Type())
+// inferKeys are the members of a request decodeParts reads.
+var inferKeys = [...]string{"id", "inputs", "outputs", "parameters"}
+
+func (r *inferRequest) decodeInput(pos int, v jsonValue, ins []bridge.IOInfo) error {
+	if v.kind() != jsonObject {
+		return badRequest("inputs[%d] must be an object, got %s", pos, v.kind())
 	}
-	nameV, dtypeV, shapeV, dataV, paramsV := o.Get("name"), o.Get("datatype"), o.Get("shape"), o.Get("data"), o.Get("parameters")
+	var nameV, dtypeV, shapeV, dataV, paramsV jsonValue // the first of a repeated key counts
+	leaves := int64(0)                                  // of dataV
+	for it := v.iter(); ; {
+		k, val, n, ok := it.memberData("data")
+		if !ok {
+			break
+		}
+		switch {
+		case nameV == nil && k.is("name"):
+			nameV = val
+		case dtypeV == nil && k.is("datatype"):
+			dtypeV = val
+		case shapeV == nil && k.is("shape"):
+			shapeV = val
+		case dataV == nil && k.is("data"):
+			dataV, leaves = val, n
+		case paramsV == nil && k.is("parameters"):
+			paramsV = val
+		}
+	}
 	if nameV == nil {
 		return badRequest(`inputs[%d]: missing "name"`, pos)
 	}
-	name, err := nameV.StringBytes()
-	if err != nil {
-		return badRequest(`inputs[%d]: "name" must be a string, got %s`, pos, nameV.Type())
+	if nameV.kind() != jsonString {
+		return badRequest(`inputs[%d]: "name" must be a string, got %s`, pos, nameV.kind())
 	}
-	k := bridge.IOIndex(ins, name)
+	k := r.inputIndex(nameV, ins)
 	if k < 0 {
-		return badRequest("unknown input %q (model inputs: %s)", clip(string(name), 100), bridge.IONames(ins))
+		return badRequest("unknown input %q (model inputs: %s)", clipBytes(nameV.raw(), 100), bridge.IONames(ins))
 	}
 	info := &ins[k]
 	if r.seqs != nil && r.seqs.IsState(k) {
@@ -241,11 +264,11 @@ func (r *inferRequest) decodeInput(pos int, v *fastjson.Value, ins []bridge.IOIn
 	}
 	binSize := int64(-1) // "binary_data_size", when given
 	if paramsV != nil {
-		po, err := paramsV.Object()
-		if err != nil {
-			return badRequest(`input %q: "parameters" must be an object, got %s`, info.Name, paramsV.Type())
+		if paramsV.kind() != jsonObject {
+			return badRequest(`input %q: "parameters" must be an object, got %s`, info.Name, paramsV.kind())
 		}
-		if v := po.Get("binary_data_size"); v != nil {
+		if v := paramsV.get("binary_data_size"); v != nil {
+			var err error
 			if binSize, err = r.binarySize(v, info); err != nil {
 				return err
 			}
@@ -258,15 +281,14 @@ func (r *inferRequest) decodeInput(pos int, v *fastjson.Value, ins []bridge.IOIn
 	if dtypeV == nil {
 		return badRequest(`input %q: missing "datatype"`, info.Name)
 	}
-	dt, err := dtypeV.StringBytes()
-	if err != nil {
-		return badRequest(`input %q: "datatype" must be a string, got %s`, info.Name, dtypeV.Type())
+	if dtypeV.kind() != jsonString {
+		return badRequest(`input %q: "datatype" must be a string, got %s`, info.Name, dtypeV.kind())
 	}
-	if binSize >= 0 && string(dt) == "BYTES" {
+	if binSize >= 0 && dtypeV.is("BYTES") {
 		return badRequest("input %q: BYTES tensors are not supported as binary data", info.Name)
 	}
-	if string(dt) != info.DType.String() {
-		return badRequest("input %q: expected datatype %s, got %s", info.Name, info.DType, clip(string(dt), 32))
+	if !dtypeV.is(info.DType.String()) {
+		return badRequest("input %q: expected datatype %s, got %s", info.Name, info.DType, clipBytes(dtypeV.raw(), 32))
 	}
 	if binSize < 0 && !jsonDType(info.DType) {
 		if info.DType.Size() > 0 {
@@ -278,24 +300,27 @@ func (r *inferRequest) decodeInput(pos int, v *fastjson.Value, ins []bridge.IOIn
 	if shapeV == nil {
 		return badRequest(`input %q: missing "shape"`, info.Name)
 	}
-	dims, err := shapeV.Array()
-	if err != nil {
-		return badRequest(`input %q: "shape" must be an array, got %s`, info.Name, shapeV.Type())
+	if shapeV.kind() != jsonArray {
+		return badRequest(`input %q: "shape" must be an array, got %s`, info.Name, shapeV.kind())
 	}
-	if len(dims) > bridge.MaxRank {
-		return badRequest("input %q: expected shape %s, got rank %d", info.Name, formatShape(info.Shape), len(dims))
+	if rank := shapeV.len(); rank > bridge.MaxRank {
+		return badRequest("input %q: expected shape %s, got rank %d", info.Name, formatShape(info.Shape), rank)
 	}
-	shape := r.shapes[k][:len(dims)]
-	for i, d := range dims {
-		tok, err := r.numberToken(d)
+	shape := r.shapes[k][:0]
+	for i, it := 0, shapeV.iter(); ; i++ {
+		d, ok := it.next()
+		if !ok {
+			break
+		}
+		tok, err := numberToken(d)
 		if err != nil || !isInteger(tok) || tok[0] == '-' {
 			return badRequest(`input %q: "shape" must be an array of non-negative integers`, info.Name)
 		}
-		n, err := strconv.ParseInt(string(tok), 10, 64)
+		n, err := strconv.ParseInt(tokenString(tok), 10, 64)
 		if err != nil {
 			return badRequest("input %q: dimension %d out of range", info.Name, i)
 		}
-		shape[i] = n
+		shape = append(shape, n)
 	}
 	if !shapeMatches(info.Shape, shape) {
 		return badRequest("input %q: expected shape %s, got %s", info.Name, formatShape(info.Shape), formatShape(shape))
@@ -311,11 +336,13 @@ func (r *inferRequest) decodeInput(pos int, v *fastjson.Value, ins []bridge.IOIn
 	if dataV == nil {
 		return badRequest(`input %q: missing "data"`, info.Name)
 	}
-	if dataV.Type() != fastjson.TypeArray {
-		return badRequest(`input %q: "data" must be an array, got %s`, info.Name, dataV.Type())
+	if dataV.kind() != jsonArray {
+		return badRequest(`input %q: "data" must be an array, got %s`, info.Name, dataV.kind())
 	}
-	if n := countLeaves(dataV); int64(n) != count {
-		return badRequest("input %q: shape %s needs %d elements, data has %d", info.Name, formatShape(shape), count, n)
+	// The values were counted when the input was read, none converted: the buffer is sized
+	// for values that are there.
+	if leaves != count {
+		return badRequest("input %q: shape %s needs %d elements, data has %d", info.Name, formatShape(shape), count, leaves)
 	}
 	size := info.DType.Size()
 	buf := r.bufs[k]
@@ -325,8 +352,7 @@ func (r *inferRequest) decodeInput(pos int, v *fastjson.Value, ins []bridge.IOIn
 		buf = buf[:need]
 	}
 	r.bufs[k] = buf
-	idx := 0
-	if err := r.fill(dataV, info, buf, &idx); err != nil {
+	if err := r.fill(dataV, info, buf); err != nil {
 		return err
 	}
 	r.tensors[k] = bridge.Tensor{DType: info.DType, Shape: shape, Data: buf}
@@ -334,67 +360,107 @@ func (r *inferRequest) decodeInput(pos int, v *fastjson.Value, ins []bridge.IOIn
 	return nil
 }
 
-// fill writes the leaves of v (flat or nested arrays, row-major) into buf from element *idx on.
-// The caller checked that the leaves are exactly as many as buf holds elements.
-func (r *inferRequest) fill(v *fastjson.Value, info *bridge.IOInfo, buf []byte, idx *int) error {
-	arr, _ := v.Array()
-	for _, e := range arr {
-		if e.Type() == fastjson.TypeArray {
-			if err := r.fill(e, info, buf, idx); err != nil {
-				return err
-			}
+// inputIndex returns the index of the input the string value name names, -1 when none does.
+func (r *inferRequest) inputIndex(name jsonValue, ins []bridge.IOInfo) int {
+	longest := 0
+	for i := range ins {
+		longest = max(longest, len(ins[i].Name))
+	}
+	s, ok := unquoteMax(r.str[:0], name, longest)
+	r.str = s
+	if !ok {
+		return -1
+	}
+	return bridge.IOIndex(ins, s)
+}
+
+// unquoteMax appends the text of the string value v to dst, unless it is longer than limit
+// bytes: then ok is false and dst holds some of it at most.
+func unquoteMax(dst []byte, v jsonValue, limit int) (_ []byte, ok bool) {
+	raw := v.raw()
+	if !hasEscape(raw) {
+		if len(raw) > limit {
+			return dst, false
+		}
+		return append(dst, raw...), true
+	}
+	if len(raw) > 6*limit { // an escape takes at most 6 bytes for one byte at least
+		return dst, false
+	}
+	start := len(dst)
+	dst = appendUnquoted(dst, raw)
+	return dst, len(dst)-start <= limit
+}
+
+// fill converts the leaves of the array v (flat or nested, row-major) into buf, which holds as
+// many elements as the caller counted.
+func (r *inferRequest) fill(v jsonValue, info *bridge.IOInfo, buf []byte) error {
+	n := len(buf) / max(info.DType.Size(), 1)
+	idx := 0
+	for i := 1; i < len(v)-1; {
+		switch v[i] {
+		case ' ', '\t', '\n', '\r', ',', '[', ']':
+			i++
 			continue
 		}
-		if err := r.putElement(e, info, buf, *idx); err != nil {
+		end := skipValue(v, i)
+		if idx >= n {
+			return badRequest("input %q: %d elements expected, data has more", info.Name, n)
+		}
+		if err := r.putElement(v[i:end], info, buf, idx); err != nil {
 			return err
 		}
-		*idx++
+		idx++
+		i = end
+	}
+	if idx != n {
+		return badRequest("input %q: %d elements expected, data has %d", info.Name, n, idx)
 	}
 	return nil
 }
 
 // putElement converts one JSON value to element i of buf.
-func (r *inferRequest) putElement(e *fastjson.Value, info *bridge.IOInfo, buf []byte, i int) error {
+func (r *inferRequest) putElement(e jsonValue, info *bridge.IOInfo, buf []byte, i int) error {
 	dt := info.DType
 	if dt == bridge.Bool {
-		switch e.Type() {
-		case fastjson.TypeTrue:
+		switch e.kind() {
+		case jsonTrue:
 			buf[i] = 1
-		case fastjson.TypeFalse:
+		case jsonFalse:
 			buf[i] = 0
 		default:
-			return badRequest("input %q: element %d: expected true or false, got %s", info.Name, i, e.Type())
+			return badRequest("input %q: element %d: expected true or false, got %s", info.Name, i, e.kind())
 		}
 		return nil
 	}
-	tok, err := r.numberToken(e)
+	tok, err := numberToken(e)
 	if err != nil {
 		return badRequest("input %q: element %d: %v", info.Name, i, err)
 	}
 	switch dt {
 	case bridge.Float32:
-		f, err := strconv.ParseFloat(string(tok), 32)
+		f, err := strconv.ParseFloat(tokenString(tok), 32)
 		if err != nil {
-			return badRequest("input %q: element %d: %s is out of range for FP32", info.Name, i, clip(string(tok), 32))
+			return badRequest("input %q: element %d: %s is out of range for FP32", info.Name, i, clipBytes(tok, 32))
 		}
 		binary.LittleEndian.PutUint32(buf[4*i:], math.Float32bits(float32(f)))
 		return nil
 	case bridge.Float64:
-		f, err := strconv.ParseFloat(string(tok), 64)
+		f, err := strconv.ParseFloat(tokenString(tok), 64)
 		if err != nil {
-			return badRequest("input %q: element %d: %s is out of range for FP64", info.Name, i, clip(string(tok), 32))
+			return badRequest("input %q: element %d: %s is out of range for FP64", info.Name, i, clipBytes(tok, 32))
 		}
 		binary.LittleEndian.PutUint64(buf[8*i:], math.Float64bits(f))
 		return nil
 	}
 	if !isInteger(tok) {
-		return badRequest("input %q: element %d: expected an integer for %s, got %s", info.Name, i, dt, clip(string(tok), 32))
+		return badRequest("input %q: element %d: expected an integer for %s, got %s", info.Name, i, dt, clipBytes(tok, 32))
 	}
 	switch dt {
 	case bridge.Int8, bridge.Int16, bridge.Int32, bridge.Int64:
-		n, err := strconv.ParseInt(string(tok), 10, 8*dt.Size())
+		n, err := strconv.ParseInt(tokenString(tok), 10, 8*dt.Size())
 		if err != nil {
-			return badRequest("input %q: element %d: %s is out of range for %s", info.Name, i, clip(string(tok), 32), dt)
+			return badRequest("input %q: element %d: %s is out of range for %s", info.Name, i, clipBytes(tok, 32), dt)
 		}
 		switch dt {
 		case bridge.Int8:
@@ -407,9 +473,9 @@ func (r *inferRequest) putElement(e *fastjson.Value, info *bridge.IOInfo, buf []
 			binary.LittleEndian.PutUint64(buf[8*i:], uint64(n))
 		}
 	case bridge.Uint8, bridge.Uint16, bridge.Uint32, bridge.Uint64:
-		n, err := strconv.ParseUint(string(tok), 10, 8*dt.Size())
+		n, err := strconv.ParseUint(tokenString(tok), 10, 8*dt.Size())
 		if err != nil { // including a minus sign
-			return badRequest("input %q: element %d: %s is out of range for %s", info.Name, i, clip(string(tok), 32), dt)
+			return badRequest("input %q: element %d: %s is out of range for %s", info.Name, i, clipBytes(tok, 32), dt)
 		}
 		switch dt {
 		case bridge.Uint8:
@@ -427,41 +493,41 @@ func (r *inferRequest) putElement(e *fastjson.Value, info *bridge.IOInfo, buf []
 	return nil
 }
 
-// numberToken returns the text of a JSON number, checked against the JSON grammar (fastjson
-// itself also takes NaN, Inf and a leading '+', which JSON does not allow). The result is
-// valid until the next call.
-func (r *inferRequest) numberToken(v *fastjson.Value) ([]byte, error) {
-	if t := v.Type(); t != fastjson.TypeNumber {
-		return nil, &requestError{msg: "expected a number, got " + t.String()}
+// numberToken returns the text of a JSON number, checked against the JSON grammar (the
+// scanner delimits NaN, Inf and a leading '+' as numbers, which JSON does not allow; see
+// jsonscan.go). The result is a view of v.
+func numberToken(v jsonValue) ([]byte, error) {
+	if k := v.kind(); k != jsonNumber {
+		return nil, &requestError{msg: "expected a number, got " + k.String()}
 	}
-	r.num = v.MarshalTo(r.num[:0])
-	if !isJSONNumber(r.num) {
-		return nil, &requestError{msg: "invalid JSON number " + strconv.Quote(clip(string(r.num), 32))}
+	if !isJSONNumber(v) {
+		return nil, &requestError{msg: "invalid JSON number " + strconv.Quote(string(clipBytes(v, 32)))}
 	}
-	return r.num, nil
+	return v, nil
 }
 
-func (r *inferRequest) decodeOutputs(v *fastjson.Value, outs []bridge.IOInfo) error {
-	arr, err := v.Array()
-	if err != nil {
-		return badRequest(`"outputs" must be an array, got %s`, v.Type())
+func (r *inferRequest) decodeOutputs(v jsonValue, outs []bridge.IOInfo) error {
+	if v.kind() != jsonArray {
+		return badRequest(`"outputs" must be an array, got %s`, v.kind())
 	}
-	for i, e := range arr {
-		o, err := e.Object()
-		if err != nil {
-			return badRequest("outputs[%d] must be an object, got %s", i, e.Type())
+	for i, it := 0, v.iter(); ; i++ {
+		e, ok := it.next()
+		if !ok {
+			break
 		}
-		nameV := o.Get("name")
+		if e.kind() != jsonObject {
+			return badRequest("outputs[%d] must be an object, got %s", i, e.kind())
+		}
+		nameV := e.get("name")
 		if nameV == nil {
 			return badRequest(`outputs[%d]: missing "name"`, i)
 		}
-		name, err := nameV.StringBytes()
-		if err != nil {
-			return badRequest(`outputs[%d]: "name" must be a string, got %s`, i, nameV.Type())
+		if nameV.kind() != jsonString {
+			return badRequest(`outputs[%d]: "name" must be a string, got %s`, i, nameV.kind())
 		}
-		k := bridge.IOIndex(outs, name)
+		k := r.inputIndex(nameV, outs)
 		if k < 0 {
-			return badRequest("unknown output %q (model outputs: %s)", clip(string(name), 100), bridge.IONames(outs))
+			return badRequest("unknown output %q (model outputs: %s)", clipBytes(nameV.raw(), 100), bridge.IONames(outs))
 		}
 		for _, seen := range r.outputs {
 			if seen == k {
@@ -469,22 +535,21 @@ func (r *inferRequest) decodeOutputs(v *fastjson.Value, outs []bridge.IOInfo) er
 			}
 		}
 		bin := int8(-1)
-		if pv := o.Get("parameters"); pv != nil {
-			po, err := pv.Object()
-			if err != nil {
-				return badRequest(`output %q: "parameters" must be an object, got %s`, outs[k].Name, pv.Type())
+		if pv := e.get("parameters"); pv != nil {
+			if pv.kind() != jsonObject {
+				return badRequest(`output %q: "parameters" must be an object, got %s`, outs[k].Name, pv.kind())
 			}
-			if b := po.Get("binary_data"); b != nil {
+			if b := pv.get("binary_data"); b != nil {
 				on, ok := jsonBool(b)
 				if !ok {
-					return badRequest(`output %q: "binary_data" must be true or false, got %s`, outs[k].Name, b.Type())
+					return badRequest(`output %q: "binary_data" must be true or false, got %s`, outs[k].Name, b.kind())
 				}
 				bin = 0
 				if on {
 					bin = 1
 				}
 			}
-			if po.Get("classification") != nil {
+			if pv.get("classification") != nil {
 				return badRequest("output %q: the classification extension is not supported", outs[k].Name)
 			}
 		}
@@ -519,37 +584,14 @@ func shapeMatches(want, got []int64) bool {
 	return true
 }
 
-// numElements multiplies the dimensions, failing on overflow past 2^31 elements (far more than
-// a request body can carry).
+// numElements is the element count of a request's shape (bridge.Elements, checked before it
+// multiplies), failing beyond 2^31-1 elements, far more than a request body can carry.
 func numElements(shape []int64) (int64, bool) {
-	n := int64(1)
-	for _, d := range shape {
-		if d < 0 {
-			return 0, false
-		}
-		n *= d
-		if n > math.MaxInt32 {
-			return 0, false
-		}
+	n, ok := bridge.Elements(shape)
+	if !ok || n > math.MaxInt32 {
+		return 0, false
 	}
 	return n, true
-}
-
-// countLeaves counts the non-array values in v, at any depth.
-func countLeaves(v *fastjson.Value) int {
-	arr, err := v.Array()
-	if err != nil {
-		return 1
-	}
-	n := 0
-	for _, e := range arr {
-		if e.Type() == fastjson.TypeArray {
-			n += countLeaves(e)
-		} else {
-			n++
-		}
-	}
-	return n
 }
 
 // isJSONNumber reports whether b is a number as RFC 8259 defines it:
@@ -620,10 +662,28 @@ func formatShape(shape []int64) string {
 	return string(append(b, ']'))
 }
 
-// clip shortens s for an error message.
+// clip shortens s for an error message, at a character boundary.
 func clip(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
 	return s[:n] + "..."
 }
+
+// clipBytes is clip for a view of the body: it copies at most n+3 bytes.
+func clipBytes(b []byte, n int) string {
+	if len(b) <= n {
+		return string(b)
+	}
+	for n > 0 && !utf8.RuneStart(b[n]) {
+		n--
+	}
+	return string(b[:n]) + "..."
+}
+
+// tokenString is a number token as a string for strconv, without a copy: strconv keeps nothing
+// of its argument (its errors copy what they quote), and the body does not change meanwhile.
+func tokenString(tok []byte) string { return unsafe.String(unsafe.SliceData(tok), len(tok)) }

@@ -4,8 +4,6 @@ import (
 	"math"
 	"strconv"
 	"time"
-
-	"github.com/valyala/fastjson"
 )
 
 // maxRequestTimeout bounds the "timeout" request parameter (one hour, in microseconds).
@@ -18,22 +16,22 @@ const maxRequestTimeout = uint64(time.Hour / time.Microsecond)
 // own; the server's limits.queue_timeout still applies: the shorter bound wins), and policyd's
 // "seed" (an unsigned 64-bit integer that makes the request's samples of random operators
 // reproducible, also when it is batched with others; see engines.RunOptions).
-func (r *inferRequest) decodeScheduling(params *fastjson.Value) error {
-	if v := params.Get("priority"); v != nil {
+func (r *inferRequest) decodeScheduling(params jsonValue) error {
+	if v := params.get("priority"); v != nil {
 		n, err := r.uintParam("priority", v, 1<<31-1)
 		if err != nil {
 			return err
 		}
 		r.run.Priority = int(n)
 	}
-	if v := params.Get("timeout"); v != nil {
+	if v := params.get("timeout"); v != nil {
 		n, err := r.uintParam("timeout", v, maxRequestTimeout)
 		if err != nil {
 			return err
 		}
 		r.timeout = time.Duration(n) * time.Microsecond
 	}
-	if v := params.Get("seed"); v != nil {
+	if v := params.get("seed"); v != nil {
 		n, err := r.uintParam("seed", v, math.MaxUint64)
 		if err != nil {
 			return err
@@ -44,14 +42,14 @@ func (r *inferRequest) decodeScheduling(params *fastjson.Value) error {
 }
 
 // uintParam reads an unsigned integer request parameter no larger than max.
-func (r *inferRequest) uintParam(name string, v *fastjson.Value, max uint64) (uint64, error) {
-	tok, err := r.numberToken(v)
+func (r *inferRequest) uintParam(name string, v jsonValue, max uint64) (uint64, error) {
+	tok, err := numberToken(v)
 	if err != nil {
-		return 0, badRequest(`"parameters": %q must be an unsigned integer, got %s`, name, v.Type())
+		return 0, badRequest(`"parameters": %q must be an unsigned integer, got %s`, name, v.kind())
 	}
-	n, err := strconv.ParseUint(string(tok), 10, 64)
+	n, err := strconv.ParseUint(tokenString(tok), 10, 64)
 	if err != nil || !isInteger(tok) {
-		return 0, badRequest(`"parameters": %q must be an unsigned integer, got %s`, name, clip(string(tok), 32))
+		return 0, badRequest(`"parameters": %q must be an unsigned integer, got %s`, name, clipBytes(tok, 32))
 	}
 	if n > max {
 		return 0, badRequest(`"parameters": %q is %d, more than its maximum %d`, name, n, max)

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
-	"github.com/valyala/fastjson"
 
 	"github.com/policyd/policyd/bridge"
 	"github.com/policyd/policyd/engines"
@@ -105,10 +104,7 @@ func (s *Server) predict(ctx *fasthttp.RequestCtx) {
 	req := predictRequests.Get().(*predictRequest)
 	defer req.put()
 
-	p := s.parsers.Get()
-	err = req.decode(p, ctx.PostBody(), m.Inputs())
-	s.parsers.Put(p)
-	if err != nil {
+	if err := req.decode(ctx.PostBody(), m.Inputs()); err != nil {
 		s.fail(ctx, err)
 		return
 	}
@@ -172,29 +168,34 @@ func (r *predictRequest) put() {
 	if cap(r.out) > maxRetained {
 		r.out = nil
 	}
+	if cap(r.conv.str) > maxRetained {
+		r.conv.str = nil
+	}
 	predictRequests.Put(r)
 }
 
-// decode parses body and fills r with the inputs ins. Every error is a *requestError naming
-// the problem and, where there is one, the instance and the input. p is used for this call only.
-func (r *predictRequest) decode(p *fastjson.Parser, body []byte, ins []bridge.IOInfo) error {
+// decode reads body and fills r with the inputs ins. Every error is a *requestError naming
+// the problem and, where there is one, the instance and the input. As for the v2 API
+// (inferRequest.decodeParts) the JSON is checked whole and read in place: the shape of a value
+// is taken from its lists before its buffer is sized, so the memory a request takes is its
+// tensors.
+func (r *predictRequest) decode(body []byte, ins []bridge.IOInfo) error {
 	r.reset(len(ins))
-	root, err := p.ParseBytes(body)
+	var vals [len(predictKeys)]jsonValue
+	root, err := scanJSON(body, predictKeys[:], vals[:])
 	if err != nil {
-		return badRequest("invalid JSON: %s", clip(err.Error(), 200))
+		return err
 	}
-	obj, err := root.Object()
-	if err != nil {
-		return badRequest("request body must be a JSON object, got %s", root.Type())
+	if k := root.kind(); k != jsonObject {
+		return badRequest("request body must be a JSON object, got %s", k)
 	}
-	instances, inputs, sig := obj.Get("instances"), obj.Get("inputs"), obj.Get("signature_name")
+	instances, inputs, sig := vals[0], vals[1], vals[2]
 	if sig != nil {
-		name, err := sig.StringBytes()
-		if err != nil {
-			return badRequest(`"signature_name" must be a string, got %s`, sig.Type())
+		if sig.kind() != jsonString {
+			return badRequest(`"signature_name" must be a string, got %s`, sig.kind())
 		}
-		if len(name) > 0 && string(name) != "serving_default" {
-			return badRequest(`unknown signature_name %q: an ONNX model has one signature, "serving_default"`, clip(string(name), 100))
+		if len(sig.raw()) > 0 && !sig.is("serving_default") {
+			return badRequest(`unknown signature_name %q: an ONNX model has one signature, "serving_default"`, clipBytes(sig.raw(), 100))
 		}
 	}
 	switch {
@@ -208,13 +209,16 @@ func (r *predictRequest) decode(p *fastjson.Parser, body []byte, ins []bridge.IO
 	return badRequest(`missing "instances" (row format) or "inputs" (columnar format)`)
 }
 
+// predictKeys are the members of a request decode reads.
+var predictKeys = [...]string{"instances", "inputs", "signature_name"}
+
 // decodeInstances decodes the row format: the instances stacked along the batch dimension.
-func (r *predictRequest) decodeInstances(v *fastjson.Value, ins []bridge.IOInfo) error {
-	arr, err := v.Array()
-	if err != nil {
-		return badRequest(`"instances" must be an array, got %s`, v.Type())
+// They must all be objects {input name: value} or all values of the one input.
+func (r *predictRequest) decodeInstances(v jsonValue, ins []bridge.IOInfo) error {
+	if v.kind() != jsonArray {
+		return badRequest(`"instances" must be an array, got %s`, v.kind())
 	}
-	n := len(arr)
+	n := v.len()
 	if n == 0 {
 		return badRequest(`"instances" is empty`)
 	}
@@ -227,22 +231,34 @@ func (r *predictRequest) decodeInstances(v *fastjson.Value, ins []bridge.IOInfo)
 				n, ins[k].Name, formatShape(ins[k].Shape))
 		}
 	}
-	for i, inst := range arr {
-		if inst.Type() != fastjson.TypeObject {
-			if len(ins) != 1 {
-				return badRequest("instances[%d] must be an object {input name: value} for a model with %d inputs (%s), got %s",
-					i, len(ins), bridge.IONames(ins), inst.Type())
-			}
+	var first jsonValue
+	for i, it := 0, v.iter(); ; i++ {
+		inst, ok := it.next()
+		if !ok {
+			break
+		}
+		obj := inst.kind() == jsonObject
+		if !obj && len(ins) != 1 {
+			return badRequest("instances[%d] must be an object {input name: value} for a model with %d inputs (%s), got %s",
+				i, len(ins), bridge.IONames(ins), inst.kind())
+		}
+		if i == 0 {
+			first = inst
+		} else if obj != (first.kind() == jsonObject) {
+			return badRequest("instances[%d] is %s, but instances[0] is %s: the instances must be all objects {input name: value} or all values (lists)",
+				i, instanceForm(inst), instanceForm(first))
+		}
+		if !obj {
 			continue
 		}
-		if name, ok := unknownInput(inst, ins); !ok {
-			return badRequest("instances[%d]: unknown input %q (model inputs: %s)", i, clip(name, 100), bridge.IONames(ins))
+		if name, ok := r.unknownInput(inst, ins); !ok {
+			return badRequest("instances[%d]: unknown input %q (model inputs: %s)", i, name, bridge.IONames(ins))
 		}
 	}
 	for k := range ins {
 		info := &ins[k]
 		if info.BatchDim != 0 { // one instance: the whole tensor
-			e, err := instanceValue(arr[0], 0, info)
+			e, err := instanceValue(first, 0, info)
 			if err != nil {
 				return err
 			}
@@ -251,9 +267,13 @@ func (r *predictRequest) decodeInstances(v *fastjson.Value, ins []bridge.IOInfo)
 			}
 			continue
 		}
-		var first []int64
+		var firstShape []int64
 		per := int64(0)
-		for i, inst := range arr {
+		for i, it := 0, v.iter(); ; i++ {
+			inst, ok := it.next()
+			if !ok {
+				break
+			}
 			e, err := instanceValue(inst, i, info)
 			if err != nil {
 				return err
@@ -275,10 +295,10 @@ func (r *predictRequest) decodeInstances(v *fastjson.Value, ins []bridge.IOInfo)
 				}
 				per = count / int64(n)
 				r.tensors[k] = bridge.Tensor{DType: info.DType, Shape: full, Data: r.buffer(k, count, info)}
-				first = full[1:]
-			} else if !sameDims(first, shape) {
+				firstShape = full[1:]
+			} else if !sameDims(firstShape, shape) {
 				return badRequest("instances[%d]: input %q: shape %s differs from the shape %s of instances[0]",
-					i, info.Name, formatShape(shape), formatShape(first))
+					i, info.Name, formatShape(shape), formatShape(firstShape))
 			}
 			size := int64(info.DType.Size())
 			if err := r.fill(e, info, r.tensors[k].Data[int64(i)*per*size:int64(i+1)*per*size]); err != nil {
@@ -289,39 +309,52 @@ func (r *predictRequest) decodeInstances(v *fastjson.Value, ins []bridge.IOInfo)
 	return nil
 }
 
+// instanceForm names the form of an instance for a message.
+func instanceForm(v jsonValue) string {
+	switch v.kind() {
+	case jsonObject:
+		return "an object"
+	case jsonArray:
+		return "a list"
+	}
+	return "a " + v.kind().String()
+}
+
 // instanceValue is the value of input info in instance i: the instance itself for a
 // single-input model, else the instance's field.
-func instanceValue(inst *fastjson.Value, i int, info *bridge.IOInfo) (*fastjson.Value, error) {
-	if inst.Type() != fastjson.TypeObject {
+func instanceValue(inst jsonValue, i int, info *bridge.IOInfo) (jsonValue, error) {
+	if inst.kind() != jsonObject {
 		return inst, nil // single input (checked by the caller)
 	}
-	e := inst.Get(info.Name)
+	e := inst.get(info.Name)
 	if e == nil {
 		return nil, badRequest("instances[%d]: missing input %q", i, info.Name)
 	}
 	return e, nil
 }
 
-// unknownInput returns the first field of the object v that names no input of ins.
-func unknownInput(v *fastjson.Value, ins []bridge.IOInfo) (string, bool) {
-	o, _ := v.Object()
-	name, ok := "", true
-	o.Visit(func(key []byte, _ *fastjson.Value) {
-		if ok && bridge.IOIndex(ins, key) < 0 {
-			name, ok = string(key), false
+// unknownInput returns the first key of the object v that names no input of ins (clipped for
+// a message).
+func (r *predictRequest) unknownInput(v jsonValue, ins []bridge.IOInfo) (string, bool) {
+	for it := v.iter(); ; {
+		k, _, ok := it.member()
+		if !ok {
+			return "", true
 		}
-	})
-	return name, ok
+		if r.conv.inputIndex(k, ins) < 0 {
+			return clipBytes(k.raw(), 100), false
+		}
+	}
 }
 
 // decodeColumns decodes the columnar format: whole tensors, with their batch dimension.
-func (r *predictRequest) decodeColumns(v *fastjson.Value, ins []bridge.IOInfo) error {
-	if v.Type() == fastjson.TypeObject {
-		if name, ok := unknownInput(v, ins); !ok {
-			return badRequest(`"inputs": unknown input %q (model inputs: %s)`, clip(name, 100), bridge.IONames(ins))
+func (r *predictRequest) decodeColumns(v jsonValue, ins []bridge.IOInfo) error {
+	if v.kind() == jsonObject {
+		if name, ok := r.unknownInput(v, ins); !ok {
+			return badRequest(`"inputs": unknown input %q (model inputs: %s)`, name, bridge.IONames(ins))
 		}
 		for k := range ins {
-			e := v.Get(ins[k].Name)
+			e := v.get(ins[k].Name)
 			if e == nil {
 				return badRequest(`"inputs": missing input %q`, ins[k].Name)
 			}
@@ -332,7 +365,7 @@ func (r *predictRequest) decodeColumns(v *fastjson.Value, ins []bridge.IOInfo) e
 	} else {
 		if len(ins) != 1 {
 			return badRequest(`"inputs" must be an object {input name: value} for a model with %d inputs (%s), got %s`,
-				len(ins), bridge.IONames(ins), v.Type())
+				len(ins), bridge.IONames(ins), v.kind())
 		}
 		if err := r.whole(0, v, &ins[0], false); err != nil {
 			return err
@@ -355,7 +388,7 @@ func (r *predictRequest) decodeColumns(v *fastjson.Value, ins []bridge.IOInfo) e
 
 // whole decodes e as the whole tensor of input k. row allows, for a signature whose fixed
 // dimension 0 is 1, the value of its one row.
-func (r *predictRequest) whole(k int, e *fastjson.Value, info *bridge.IOInfo, row bool) error {
+func (r *predictRequest) whole(k int, e jsonValue, info *bridge.IOInfo, row bool) error {
 	shape, err := nestedShape(e, r.shapes[k][:0])
 	if err != nil {
 		return badRequest("input %q: %s", info.Name, err)
@@ -387,30 +420,32 @@ func (r *predictRequest) buffer(k int, count int64, info *bridge.IOInfo) []byte 
 }
 
 // fill converts the leaves of e (a scalar or nested lists whose shape was checked) into buf.
-func (r *predictRequest) fill(e *fastjson.Value, info *bridge.IOInfo, buf []byte) error {
+func (r *predictRequest) fill(e jsonValue, info *bridge.IOInfo, buf []byte) error {
 	if !jsonDType(info.DType) {
 		return badRequest("input %q: datatype %s is not supported in JSON requests", info.Name, info.DType)
 	}
-	if e.Type() != fastjson.TypeArray {
+	if e.kind() != jsonArray {
 		return r.conv.putElement(e, info, buf, 0)
 	}
-	idx := 0
-	return r.conv.fill(e, info, buf, &idx)
+	return r.conv.fill(e, info, buf)
 }
 
 // nestedShape returns the shape of nested JSON lists (rank 0 for a scalar), appended to dims,
-// failing when the lists are ragged or deeper than bridge.MaxRank.
-func nestedShape(v *fastjson.Value, dims []int64) ([]int64, error) {
-	for cur := v; cur.Type() == fastjson.TypeArray; {
-		a, _ := cur.Array()
+// failing when the lists are ragged or deeper than bridge.MaxRank. The shape is that of the
+// values there, so its element count is bounded by the body.
+func nestedShape(v jsonValue, dims []int64) ([]int64, error) {
+	for cur := v; cur.kind() == jsonArray; {
 		if len(dims) == bridge.MaxRank {
 			return dims, fmt.Errorf("lists nested deeper than %d levels", bridge.MaxRank)
 		}
-		dims = append(dims, int64(len(a)))
-		if len(a) == 0 {
+		it := cur.iter()
+		e, _ := it.next()
+		n := cur.len()
+		dims = append(dims, int64(n))
+		if n == 0 {
 			break
 		}
-		cur = a[0]
+		cur = e
 	}
 	if !rectangular(v, dims) {
 		return dims, fmt.Errorf("ragged nested lists: the lists at one depth must have one length (first ones: %s)", formatShape(dims))
@@ -419,20 +454,24 @@ func nestedShape(v *fastjson.Value, dims []int64) ([]int64, error) {
 }
 
 // rectangular reports whether v is nested lists of exactly the shape dims, scalars at the bottom.
-func rectangular(v *fastjson.Value, dims []int64) bool {
+func rectangular(v jsonValue, dims []int64) bool {
 	if len(dims) == 0 {
-		return v.Type() != fastjson.TypeArray
+		return v.kind() != jsonArray
 	}
-	a, err := v.Array()
-	if err != nil || int64(len(a)) != dims[0] {
+	if v.kind() != jsonArray {
 		return false
 	}
-	for _, e := range a {
-		if !rectangular(e, dims[1:]) {
+	n := int64(0)
+	for it := v.iter(); ; n++ {
+		e, ok := it.next()
+		if !ok {
+			break
+		}
+		if n == dims[0] || !rectangular(e, dims[1:]) {
 			return false
 		}
 	}
-	return true
+	return n == dims[0]
 }
 
 func sameDims(a, b []int64) bool {

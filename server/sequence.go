@@ -3,8 +3,6 @@ package server
 import (
 	"strconv"
 
-	"github.com/valyala/fastjson"
-
 	"github.com/policyd/policyd/bridge"
 	"github.com/policyd/policyd/engines"
 )
@@ -21,16 +19,16 @@ func sequencesOf(m Model) *engines.Sequences {
 }
 
 // decodeSequence reads the request parameters of Triton's sequence extension: "sequence_id"
-// (a non-zero integer or a non-empty string), "sequence_start" and "sequence_end" (booleans).
-// With a sequence_id, the state inputs come from the model's sequence store (r.seqs).
-// A model without sequences ignores them, as it ignores every parameter it does not know
-// (a stateful model then says which state input is missing).
-func (r *inferRequest) decodeSequence(params *fastjson.Value, m Model) error {
+// (a non-zero integer or a non-empty string of at most maxIDLen bytes), "sequence_start" and
+// "sequence_end" (booleans). With a sequence_id, the state inputs come from the model's
+// sequence store (r.seqs). A model without sequences ignores them, as it ignores every
+// parameter it does not know (a stateful model then says which state input is missing).
+func (r *inferRequest) decodeSequence(params jsonValue, m Model) error {
 	seqs := sequencesOf(m)
 	if seqs == nil {
 		return nil
 	}
-	idV, startV, endV := params.Get("sequence_id"), params.Get("sequence_start"), params.Get("sequence_end")
+	idV, startV, endV := params.get("sequence_id"), params.get("sequence_start"), params.get("sequence_end")
 	if idV == nil {
 		if startV != nil || endV != nil {
 			return badRequest(`"parameters": "sequence_start" and "sequence_end" need a "sequence_id"`)
@@ -38,27 +36,31 @@ func (r *inferRequest) decodeSequence(params *fastjson.Value, m Model) error {
 		return nil
 	}
 	var id engines.SequenceID
-	switch idV.Type() {
-	case fastjson.TypeNumber:
-		tok, err := r.numberToken(idV)
+	switch idV.kind() {
+	case jsonNumber:
+		tok, err := numberToken(idV)
 		if err == nil && isInteger(tok) {
-			id.Num, err = strconv.ParseUint(string(tok), 10, 64)
+			id.Num, err = strconv.ParseUint(tokenString(tok), 10, 64)
 		}
 		if err != nil || !isInteger(tok) || id.Num == 0 {
-			return badRequest(`"parameters": "sequence_id" must be a non-zero unsigned 64-bit integer or a non-empty string, got %s`, clip(string(tok), 32))
+			return badRequest(`"parameters": "sequence_id" must be a non-zero unsigned 64-bit integer or a non-empty string, got %s`, clipBytes(idV, 32))
 		}
-	case fastjson.TypeString:
-		b, _ := idV.StringBytes()
+	case jsonString:
+		b, ok := unquoteMax(r.str[:0], idV, maxIDLen)
+		r.str = b
+		if !ok {
+			return badRequest(`"parameters": "sequence_id" is longer than %d bytes: %q`, maxIDLen, clipBytes(idV.raw(), 32))
+		}
 		if len(b) == 0 {
 			return badRequest(`"parameters": "sequence_id" must not be empty`)
 		}
 		id.Str = string(b)
 	default:
-		return badRequest(`"parameters": "sequence_id" must be an integer or a string, got %s`, idV.Type())
+		return badRequest(`"parameters": "sequence_id" must be an integer or a string, got %s`, idV.kind())
 	}
 	for _, p := range []struct {
 		name string
-		v    *fastjson.Value
+		v    jsonValue
 		dst  *bool
 	}{{"sequence_start", startV, &r.seqStart}, {"sequence_end", endV, &r.seqEnd}} {
 		if p.v == nil {
@@ -66,7 +68,7 @@ func (r *inferRequest) decodeSequence(params *fastjson.Value, m Model) error {
 		}
 		b, ok := jsonBool(p.v)
 		if !ok {
-			return badRequest(`"parameters": %q must be true or false, got %s`, p.name, p.v.Type())
+			return badRequest(`"parameters": %q must be true or false, got %s`, p.name, p.v.kind())
 		}
 		*p.dst = b
 	}

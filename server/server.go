@@ -539,10 +539,7 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx) {
 		s.fail(ctx, err)
 		return
 	}
-	p := s.parsers.Get()
-	err = req.decodeParts(p, js, bin, m) // binary inputs may be views of the body: valid until we return
-	s.parsers.Put(p)
-	if err != nil {
+	if err := req.decodeParts(nil, js, bin, m); err != nil { // binary inputs may be views of the body: valid until we return
 		s.fail(ctx, err)
 		return
 	}
