@@ -279,6 +279,7 @@ struct pd_engine_options {
   int64_t min_batch = 1, opt_batch = 1, max_batch = 0;
   std::map<std::string, std::string> params;  // "<backend>.<key>" -> value
   std::string timing_cache;
+  uint64_t max_memory = 0;  // 0: no limit
 };
 
 extern "C" pd_error* pd_engine_options_create(pd_engine_options** out) {
@@ -369,6 +370,12 @@ extern "C" pd_error* pd_engine_options_set_param(pd_engine_options* o, const cha
     else o->params.erase(k);
   });
 }
+extern "C" pd_error* pd_engine_options_set_max_memory(pd_engine_options* o, uint64_t bytes) {
+  return guard([&] {
+    PD_CHECK_ARG(o, "options is NULL");
+    o->max_memory = bytes;
+  });
+}
 extern "C" pd_error* pd_engine_options_set_timing_cache(pd_engine_options* o, const void* data, size_t size) {
   return guard([&] {
     PD_CHECK_ARG(o, "options is NULL");
@@ -382,6 +389,7 @@ struct pd_engine {
   std::string backend_name;
   std::shared_ptr<const Graph> graph;
   uint64_t weight_bytes = 0;  // the graph's constants
+  uint64_t arena_estimate = 0;  // one context's activation arena at batch 1 (0: not known)
   std::vector<ValueInfo> inputs;   // signature (dims -1 where not fixed)
   std::vector<ValueInfo> outputs;  // probed signature
   bool batchable = false;
@@ -444,6 +452,7 @@ void derive_signature(pd_engine& e, Graph& g) {
   for (const auto& in : g.inputs)
     if (in.batch_dim < 0) batchable = false;
   Analysis a1 = analyze(g, probe_shapes(g, 1, 1));
+  e.arena_estimate = estimate_arena_bytes(g, a1);
   std::unique_ptr<Analysis> a2, a3;
   if (batchable) {
     try {
@@ -514,7 +523,7 @@ extern "C" pd_error* pd_engine_create(pd_runtime* rt, const void* onnx, size_t o
     e->backend_name = slot->name;
     Graph g;
     try {
-      g = import_onnx(onnx, onnx_size);
+      g = import_onnx(onnx, onnx_size, o.max_memory);
     } catch (const Error& err) {
       fail(err.code(), o.name, ": ", err.what());
     }
@@ -522,7 +531,7 @@ extern "C" pd_error* pd_engine_create(pd_runtime* rt, const void* onnx, size_t o
     int folded = 0, fusedn = 0, removed = 0;
     try {
       removed += eliminate_dead_nodes(g);
-      folded = fold_constants(g);
+      folded = fold_constants(g, o.max_memory);
       fusedn = fuse(g);
       removed += eliminate_dead_nodes(g);
       derive_signature(*e, g);
@@ -533,6 +542,10 @@ extern "C" pd_error* pd_engine_create(pd_runtime* rt, const void* onnx, size_t o
     std::unordered_set<const Tensor*> counted;  // a tensor may have several names
     for (const auto& [name, t] : e->graph->constants)
       if (counted.insert(t.get()).second) e->weight_bytes += t->nbytes();
+    if (o.max_memory && e->weight_bytes + e->arena_estimate > o.max_memory)
+      fail(PD_ERR_INVALID_ARG, o.name, ": the model needs ", e->weight_bytes + e->arena_estimate, " bytes (",
+           e->weight_bytes, " of weights, ", e->arena_estimate, " of activations at batch 1), more than the ",
+           "engine's memory limit of ", o.max_memory, " bytes");
     BuildOptions bo;
     bo.name = o.name;
     bo.threads = o.threads;
@@ -712,7 +725,9 @@ extern "C" pd_error* pd_context_memory(const pd_context* c, pd_memory_info* out)
 }
 
 namespace {
-// Checks the caller's tensors against the signature; every message names the input.
+// Checks the caller's tensors against the signature; every message names the input. Nothing
+// of a tensor is trusted: rank, every dimension, the element count, the byte size and the data
+// pointer are checked before anything is read or multiplied.
 void check_inputs(const pd_engine& e, const pd_tensor* in, int32_t n) {
   PD_CHECK_ARG(n == static_cast<int32_t>(e.inputs.size()), "the model takes ", e.inputs.size(),
                " inputs, got ", n);
@@ -722,16 +737,25 @@ void check_inputs(const pd_engine& e, const pd_tensor* in, int32_t n) {
     const pd_tensor& t = in[i];
     PD_CHECK_ARG(t.dtype == static_cast<int32_t>(v.dtype), "input '", v.name, "': expected ",
                  dtype_name(v.dtype), ", got ", dtype_name(static_cast<DType>(t.dtype)));
+    PD_CHECK_ARG(t.rank >= 0 && t.rank <= PD_MAX_RANK, "input '", v.name, "': rank ", t.rank,
+                 " is out of range [0, ", PD_MAX_RANK, "]");
     PD_CHECK_ARG(t.rank == static_cast<int32_t>(v.dims.size()), "input '", v.name, "': expected rank ",
                  v.dims.size(), ", got ", t.rank);
-    int64_t count = 1;
+    // No allocation on this path: the shape is only made into a Shape for a message.
+#define PD_INPUT_SHAPE shape_str(Shape(t.dims, t.dims + t.rank))
     for (int32_t d = 0; d < t.rank; ++d) {
       PD_CHECK_ARG(t.dims[d] >= 0, "input '", v.name, "': negative dimension ", t.dims[d]);
       if (v.dims[d] >= 0)
         PD_CHECK_ARG(t.dims[d] == v.dims[d], "input '", v.name, "': dimension ", d, " must be ",
                      v.dims[d], ", got ", t.dims[d]);
-      count *= t.dims[d];
     }
+    int64_t count;
+    PD_CHECK_ARG(checked_numel(t.dims, t.rank, &count), "input '", v.name, "': shape ", PD_INPUT_SHAPE,
+                 " has more elements than a 64-bit count can hold");
+    uint64_t want;
+    PD_CHECK_ARG(checked_nbytes(t.dims, t.rank, v.dtype, &want), "input '", v.name, "': shape ", PD_INPUT_SHAPE,
+                 " needs ", count, " ", dtype_name(v.dtype), " elements, more than the limit of ",
+                 kMaxTensorBytes, " bytes per tensor");
     if (v.batch_dim >= 0) {
       int64_t b = t.dims[v.batch_dim];
       PD_CHECK_ARG(b >= 1, "input '", v.name, "': batch size must be at least 1");
@@ -739,10 +763,10 @@ void check_inputs(const pd_engine& e, const pd_tensor* in, int32_t n) {
                    " differs from the other inputs' ", batch);
       batch = b;
     }
-    uint64_t want = static_cast<uint64_t>(count) * dtype_size(v.dtype);
     PD_CHECK_ARG(t.byte_size == want, "input '", v.name, "': ", t.byte_size,
-                 " bytes of data, its shape needs ", want);
-    PD_CHECK_ARG(want == 0 || t.data, "input '", v.name, "': data is NULL");
+                 " bytes of data, its shape ", PD_INPUT_SHAPE, " needs ", want);
+    PD_CHECK_ARG(want == 0 || t.data, "input '", v.name, "': data is NULL for ", want, " bytes");
+#undef PD_INPUT_SHAPE
   }
 }
 }  // namespace

@@ -13,18 +13,55 @@ namespace pd {
 namespace {
 
 constexpr int64_t kMaxIrVersion = 10;
+// The newest opset of each domain whose semantics the ops implement (docs/operators.md): what
+// changed up to ai.onnx 21 in the ops policyd has is implemented (Reduce* axes input and Split
+// num_outputs of 18, Pad 'wrap' and AveragePool dilations of 19) or is a new data type that
+// import refuses by name. A newer opset is refused, as ONNX Runtime refuses one newer than it
+// knows. policyd has no ai.onnx.ml ops; models may still import the domain.
+constexpr int64_t kMaxOpsetOnnx = 21;
+constexpr int64_t kMaxOpsetOnnxMl = 5;
 
 DType dtype_from_onnx(int32_t t) { return static_cast<DType>(t); }
 
 template <typename Src, typename Dst>
 void copy_field(const Src& field, Tensor& t) {
-  PD_CHECK_ARG(static_cast<int64_t>(field.size()) == t.numel(), "tensor data has ", field.size(),
-               " values, its shape ", shape_str(t.shape()), " needs ", t.numel());
   Dst* out = t.as<Dst>();
   for (int i = 0; i < field.size(); ++i) out[i] = static_cast<Dst>(field.Get(i));
 }
 
-Tensor to_tensor(const onnx::TensorProto& p, const std::string& what) {
+// The number of values a TensorProto stores in the typed field its data type uses.
+int64_t field_count(const onnx::TensorProto& p, DType dt) {
+  switch (dt) {
+    case DType::F32: return p.float_data_size();
+    case DType::F64: return p.double_data_size();
+    case DType::I64: return p.int64_data_size();
+    case DType::U32: case DType::U64: return p.uint64_data_size();
+    default: return p.int32_data_size();
+  }
+}
+
+// Checks a TensorProto's declared shape against the data it actually carries, before anything
+// is allocated: a 100-byte model claiming a 1 GiB tensor fails here naming it. Returns the
+// byte size the tensor will take.
+uint64_t checked_proto_bytes(const onnx::TensorProto& p, DType dt, const Shape& shape, const std::string& what) {
+  const std::string who = what + " '" + p.name() + "'";
+  const uint64_t bytes = nbytes_or_fail(shape, dt, who);
+  if (p.has_raw_data()) {
+    PD_CHECK_ARG(p.raw_data().size() == bytes, who, " has ", p.raw_data().size(),
+                 " bytes of data, its shape ", shape_str(shape), " needs ", bytes);
+  } else {
+    const int64_t have = field_count(p, dt);
+    const uint64_t need = bytes / dtype_size(dt);
+    PD_CHECK_ARG(static_cast<uint64_t>(have) == need, who, " has ", have, " values of data, its shape ",
+                 shape_str(shape), " needs ", need);
+  }
+  return bytes;
+}
+
+// Reads a TensorProto into a Tensor. budget, when given, is what the model may still allocate
+// for its constants; the tensor's size is checked against it, then taken from it, before the
+// allocation.
+Tensor to_tensor(const onnx::TensorProto& p, const std::string& what, uint64_t* budget = nullptr) {
   if (p.data_location() == onnx::TensorProto::EXTERNAL || p.external_data_size() > 0)
     fail(PD_ERR_UNSUPPORTED, what, " '", p.name(),
          "' stores its data in an external file; policyd needs self-contained models");
@@ -32,21 +69,17 @@ Tensor to_tensor(const onnx::TensorProto& p, const std::string& what) {
   if (dtype_size(dt) == 0)
     fail(PD_ERR_UNSUPPORTED, what, " '", p.name(), "' has data type ",
          dtype_name(dt), " (", p.data_type(), "), which policyd does not support");
+  PD_CHECK_ARG(p.dims_size() <= 64, what, " '", p.name(), "' has rank ", p.dims_size());
   Shape shape(p.dims().begin(), p.dims().end());
-  for (int64_t d : shape) PD_CHECK_ARG(d >= 0, what, " '", p.name(), "' has a negative dimension");
-  if (p.has_raw_data()) {
-    // Check the size against the data before allocating what a corrupt shape claims.
-    int64_t n = 1;
-    for (int64_t d : shape) n = d == 0 ? 0 : (n > (int64_t{1} << 40) / std::max<int64_t>(d, 1) ? -1 : n * d);
-    PD_CHECK_ARG(n >= 0 && static_cast<uint64_t>(n) * dtype_size(dt) == p.raw_data().size(), what, " '",
-                 p.name(), "' has ", p.raw_data().size(), " bytes of data, which does not fit its shape ",
-                 shape_str(shape));
+  const uint64_t bytes = checked_proto_bytes(p, dt, shape, what);
+  if (budget) {
+    if (bytes > *budget)
+      fail(PD_ERR_INVALID_ARG, what, " '", p.name(), "' of shape ", shape_str(shape), " needs ", bytes,
+           " bytes, more than the ", *budget, " bytes left under the engine's memory limit");
+    *budget -= bytes;
   }
   Tensor t(dt, shape);
   if (p.has_raw_data()) {
-    PD_CHECK_ARG(p.raw_data().size() == t.nbytes(), what, " '", p.name(), "' has ",
-                 p.raw_data().size(), " bytes of data, its shape ", shape_str(shape), " needs ",
-                 t.nbytes());
     if (t.nbytes()) std::memcpy(t.data(), p.raw_data().data(), t.nbytes());
     return t;
   }
@@ -69,7 +102,7 @@ Tensor to_tensor(const onnx::TensorProto& p, const std::string& what) {
   return t;
 }
 
-Attribute to_attr(const onnx::AttributeProto& a, const std::string& node) {
+Attribute to_attr(const onnx::AttributeProto& a, const std::string& node, uint64_t* budget) {
   Attribute r;
   switch (a.type()) {
     case onnx::AttributeProto::INT: r.kind = Attribute::Int; r.i = a.i(); break;
@@ -89,7 +122,7 @@ Attribute to_attr(const onnx::AttributeProto& a, const std::string& node) {
       break;
     case onnx::AttributeProto::TENSOR:
       r.kind = Attribute::TensorKind;
-      r.t = std::make_shared<Tensor>(to_tensor(a.t(), "attribute '" + a.name() + "' of node '" + node + "'"));
+      r.t = std::make_shared<Tensor>(to_tensor(a.t(), "attribute '" + a.name() + "' of node '" + node + "'", budget));
       break;
     default:
       // Graph-valued and other attributes: ops that need them (If, Loop, Scan) are unsupported
@@ -124,10 +157,10 @@ ValueInfo to_value_info(const onnx::ValueInfoProto& v) {
 }
 
 // A Constant node becomes a graph constant.
-TensorPtr constant_value(const onnx::NodeProto& n) {
+TensorPtr constant_value(const onnx::NodeProto& n, uint64_t* budget) {
   for (const auto& a : n.attribute()) {
     const std::string& k = a.name();
-    if (k == "value") return std::make_shared<Tensor>(to_tensor(a.t(), "Constant node '" + n.name() + "'"));
+    if (k == "value") return std::make_shared<Tensor>(to_tensor(a.t(), "Constant node '" + n.name() + "'", budget));
     if (k == "value_float") {
       auto t = std::make_shared<Tensor>(DType::F32, Shape{});
       *t->as<float>() = a.f();
@@ -154,14 +187,24 @@ TensorPtr constant_value(const onnx::NodeProto& n) {
   fail(PD_ERR_INVALID_ARG, "Constant node '", n.name(), "' has no value");
 }
 
+int max_opset(const std::string& domain) {
+  if (domain.empty()) return kMaxOpsetOnnx;
+  if (domain == "ai.onnx.ml") return kMaxOpsetOnnxMl;
+  return -1;  // a domain we know nothing of: its nodes fail as unsupported operators
+}
+
 }  // namespace
 
-Graph import_onnx(const void* data, size_t size) {
+Graph import_onnx(const void* data, size_t size, uint64_t max_constant_bytes) {
   onnx::ModelProto m;
   if (size > static_cast<size_t>(std::numeric_limits<int>::max()) ||
       !m.ParseFromArray(data, static_cast<int>(size)))
     fail(PD_ERR_INVALID_ARG, "not an ONNX model: the protobuf could not be parsed");
   Graph g;
+  // What the constants may still take (initializers, Constant nodes, tensor attributes),
+  // counted before each is allocated.
+  uint64_t left = max_constant_bytes;
+  uint64_t* budget = max_constant_bytes ? &left : nullptr;
   g.ir_version = m.ir_version();
   g.producer = m.producer_name() + (m.producer_version().empty() ? "" : " " + m.producer_version());
   PD_CHECK_ARG(m.has_graph(), "invalid model: it has no graph");
@@ -170,6 +213,13 @@ Graph import_onnx(const void* data, size_t size) {
          kMaxIrVersion, ")");
   for (const auto& o : m.opset_import()) {
     std::string d = o.domain() == "ai.onnx" ? "" : o.domain();
+    if (d == "pd")
+      fail(PD_ERR_INVALID_ARG, "invalid model: it imports domain 'pd', policyd's own fused operators, ",
+           "which only policyd's passes may create");
+    const int newest = max_opset(d);
+    if (newest > 0 && o.version() > newest)
+      fail(PD_ERR_UNSUPPORTED, "opset ", o.version(), " of domain ", d.empty() ? "ai.onnx" : d,
+           " is newer than the newest supported, ", newest);
     g.opsets[d] = static_cast<int>(o.version());
   }
   if (!g.opsets.count("")) fail(PD_ERR_INVALID_ARG, "invalid model: it imports no ai.onnx opset");
@@ -181,7 +231,7 @@ Graph import_onnx(const void* data, size_t size) {
   std::unordered_set<std::string> defined;
   for (const auto& init : gp.initializer()) {
     PD_CHECK_ARG(!init.name().empty(), "invalid model: an initializer has no name");
-    g.constants[init.name()] = std::make_shared<Tensor>(to_tensor(init, "initializer"));
+    g.constants[init.name()] = std::make_shared<Tensor>(to_tensor(init, "initializer", budget));
     defined.insert(init.name());
   }
   std::unordered_set<std::string> input_names;
@@ -215,7 +265,7 @@ Graph import_onnx(const void* data, size_t size) {
       copy.set_name(name);
       PD_CHECK_ARG(!defined.count(np.output(0)) && !produced.count(np.output(0)),
                    "invalid model: value '", np.output(0), "' is produced twice");
-      g.constants[np.output(0)] = constant_value(copy);
+      g.constants[np.output(0)] = constant_value(copy, budget);
       defined.insert(np.output(0));
       continue;
     }
@@ -235,7 +285,7 @@ Graph import_onnx(const void* data, size_t size) {
       PD_CHECK_ARG(!defined.count(out) && produced.insert(out).second, "invalid model: value '", out,
                    "' is produced by more than one node (node '", name, "')");
     }
-    for (const auto& a : np.attribute()) n.attrs[a.name()] = to_attr(a, name);
+    for (const auto& a : np.attribute()) n.attrs[a.name()] = to_attr(a, name, budget);
     pending.push_back(std::move(n));
   }
   // Kahn-style pass in file order: repeatedly emit nodes whose inputs are all defined.

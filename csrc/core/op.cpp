@@ -95,11 +95,35 @@ std::vector<int64_t> broadcast_strides(const Shape& in, const Shape& out) {
   return st;
 }
 
-std::vector<TensorPtr> evaluate(const Node& n, const std::vector<TensorInfo>& in) {
+uint64_t InferCtx::check_outputs(uint64_t max_bytes) const {
+  uint64_t total = 0;
+  for (size_t o = 0; o < out.size(); ++o) {
+    if (!out[o].present()) continue;
+    const std::string name = o < node.outputs.size() ? node.outputs[o] : std::to_string(o);
+    const uint64_t b = nbytes_or_fail(out[o].shape, out[o].dtype, node.describe() + ": output '" + name + "'");
+    total += b;  // at most out.size() * 16 GiB: no overflow
+  }
+  if (total > max_bytes)
+    ::pd::fail(PD_ERR_INVALID_ARG, node.describe(), ": its outputs need ", total,
+               " bytes, more than the ", max_bytes, " bytes left under the memory limit");
+  return total;
+}
+
+std::vector<TensorPtr> evaluate(const Node& n, const std::vector<TensorInfo>& in, uint64_t max_bytes) {
   const OpSchema* s = ops().find(n.domain, n.op);
   if (!s) fail(PD_ERR_UNSUPPORTED, "unsupported operator ", n.describe());
   InferCtx c(n, in);
   s->infer(c);
+  {
+    uint64_t alloc = 0;  // what this call allocates: the outputs inference did not know
+    for (size_t i = 0; i < c.out.size(); ++i)
+      if (c.out[i].present() && !c.out[i].value)
+        alloc += nbytes_or_fail(c.out[i].shape, c.out[i].dtype,
+                                n.describe() + ": output '" + (i < n.outputs.size() ? n.outputs[i] : "") + "'");
+    if (alloc > max_bytes)
+      fail(PD_ERR_INVALID_ARG, n.describe(), ": folding it needs ", alloc, " bytes, more than the ",
+           max_bytes, " bytes left under the memory limit");
+  }
   std::vector<TensorPtr> res(c.out.size());
   std::vector<std::shared_ptr<Tensor>> owned(c.out.size());
   std::vector<View> iv(in.size()), ov(c.out.size());

@@ -62,6 +62,10 @@ class InferCtx {
   const TensorInfo& input(size_t i) const;
   // Normalizes a possibly negative axis against rank, failing when out of range.
   int64_t axis(int64_t a, int64_t rank) const;
+  // After infer: every output's shape has no negative dimension, an element count that fits
+  // int64 and at most max_bytes bytes (kMaxTensorBytes unless given); fails naming the node and
+  // the output otherwise. Returns the outputs' total bytes (constant outputs included).
+  uint64_t check_outputs(uint64_t max_bytes = kMaxTensorBytes) const;
 };
 
 // Dense single-precision GEMM: C = alpha * op(A) * op(B) + beta * C, row-major.
@@ -150,7 +154,9 @@ std::vector<int64_t> broadcast_strides(const Shape& in, const Shape& out);
 // Row-major strides of a shape, in elements.
 std::vector<int64_t> strides_of(const Shape& s);
 
-// Runs a single node on constant inputs with its portable kernel (constant folding).
-std::vector<TensorPtr> evaluate(const Node& n, const std::vector<TensorInfo>& in);
+// Runs a single node on constant inputs with its portable kernel (constant folding). Fails
+// before allocating when the outputs it would allocate exceed max_bytes together.
+std::vector<TensorPtr> evaluate(const Node& n, const std::vector<TensorInfo>& in,
+                                uint64_t max_bytes = kMaxTensorBytes);
 
 }  // namespace pd

@@ -1,5 +1,6 @@
 #include "passes.h"
 
+#include <algorithm>
 #include <cfloat>
 #include <unordered_map>
 #include <unordered_set>
@@ -9,8 +10,16 @@
 
 namespace pd {
 
-int fold_constants(Graph& g) {
+int fold_constants(Graph& g, uint64_t max_bytes) {
   int folded = 0;
+  // The constants' bytes so far (a tensor may have several names): folding adds to them while
+  // the inputs it folded stay until dead-node removal, so the bound is on the sum.
+  uint64_t used = 0;
+  if (max_bytes) {
+    std::unordered_set<const Tensor*> seen;
+    for (const auto& [name, t] : g.constants)
+      if (seen.insert(t.get()).second) used += t->nbytes();
+  }
   std::vector<Node> kept;
   kept.reserve(g.nodes.size());
   for (auto& n : g.nodes) {
@@ -27,9 +36,14 @@ int fold_constants(Graph& g) {
       kept.push_back(std::move(n));
       continue;
     }
-    std::vector<TensorPtr> v = evaluate(n, in);
+    std::vector<TensorPtr> v =
+        max_bytes ? evaluate(n, in, used >= max_bytes ? 0 : std::min(max_bytes - used, kMaxTensorBytes))
+                  : evaluate(n, in);
     for (size_t o = 0; o < n.outputs.size(); ++o)
-      if (!n.outputs[o].empty()) g.constants[n.outputs[o]] = v[o];
+      if (!n.outputs[o].empty()) {
+        if (max_bytes && v[o]) used += v[o]->nbytes();
+        g.constants[n.outputs[o]] = v[o];
+      }
     ++folded;
   }
   g.nodes = std::move(kept);

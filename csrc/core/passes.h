@@ -6,8 +6,9 @@
 namespace pd {
 
 // Evaluates every node whose inputs are all constants (random ops excepted) and replaces its
-// outputs by constants. Returns the number of nodes folded.
-int fold_constants(Graph& g);
+// outputs by constants. Returns the number of nodes folded. max_bytes > 0 bounds the bytes of
+// all constants together; a fold that would pass it fails (INVALID_ARG) before allocating.
+int fold_constants(Graph& g, uint64_t max_bytes = 0);
 
 // Fuses Gemm / MatMul(+Add bias) / Conv with a following activation (and MatMul with its bias
 // Add) into pd.FusedGemm / pd.FusedMatMul / pd.FusedConv, which the CPU backend runs as one

@@ -32,6 +32,69 @@ std::vector<TensorInfo> gather_inputs(const Node& n,
 }
 }  // namespace
 
+size_t buffer_bytes(const Shape& s, DType t) {
+  uint64_t b = 0;
+  PD_ASSERT(checked_nbytes(s, t, &b));  // every shape passed InferCtx::check_outputs
+  return align_up(std::max<size_t>(1, static_cast<size_t>(b)));
+}
+
+size_t place_buffers(std::vector<Buffer>& bufs) {
+  size_t total = 0;
+  for (size_t i = 0; i < bufs.size(); ++i) {
+    Buffer& cur = bufs[i];
+    std::vector<std::pair<size_t, size_t>> busy;
+    for (size_t j = 0; j < i; ++j)
+      if (!(bufs[j].last < cur.first || cur.last < bufs[j].first))
+        busy.emplace_back(bufs[j].off, bufs[j].off + bufs[j].size);
+    std::sort(busy.begin(), busy.end());
+    size_t off = 0;
+    for (const auto& [b, e] : busy) {
+      if (off + cur.size <= b) break;
+      off = std::max(off, e);
+    }
+    cur.off = off;
+    total = std::max(total, off + cur.size);
+  }
+  return total;
+}
+
+uint64_t estimate_arena_bytes(const Graph& g, const Analysis& a) {
+  constexpr int kForever = std::numeric_limits<int>::max();
+  std::unordered_map<std::string, size_t> root;  // value -> its buffer
+  std::vector<Buffer> bufs;
+  for (size_t ni = 0; ni < g.nodes.size(); ++ni) {
+    if (!a.live[ni]) continue;
+    const Node& n = g.nodes[ni];
+    const int step = static_cast<int>(ni);
+    for (const auto& v : n.inputs) {
+      auto it = root.find(v);
+      if (it != root.end()) bufs[it->second].last = std::max(bufs[it->second].last, step);
+    }
+    const OpSchema* s = ops().find(n.domain, n.op);
+    const bool alias = s && (s->flags & kOpAlias) && !n.inputs.empty();
+    for (size_t o = 0; o < n.outputs.size(); ++o) {
+      const std::string& v = n.outputs[o];
+      if (v.empty()) continue;
+      const TensorInfo& t = a.values.at(v);
+      if (t.value) continue;
+      auto in = alias && o == 0 ? root.find(n.inputs[0]) : root.end();
+      if (in != root.end()) {
+        root[v] = in->second;
+        continue;
+      }
+      root[v] = bufs.size();
+      bufs.push_back({buffer_bytes(t.shape, t.dtype), step, step, 0});
+    }
+  }
+  uint64_t extra = 0;  // outputs that are inputs or constants get a region of their own
+  for (const auto& o : g.outputs) {
+    auto it = root.find(o.name);
+    if (it != root.end()) bufs[it->second].last = kForever;
+    else if (a.values.count(o.name)) extra += buffer_bytes(a.values.at(o.name).shape, a.values.at(o.name).dtype);
+  }
+  return place_buffers(bufs) + extra;
+}
+
 BucketKey BucketKey::of(const Graph& g, const pd_tensor* in) {
   BucketKey k;
   k.shapes.resize(g.inputs.size());
@@ -73,6 +136,7 @@ Analysis analyze(const Graph& g, const std::vector<Shape>& input_shapes,
     const OpSchema& s = schema_of(n);
     InferCtx c(n, gather_inputs(n, a.values));
     s.infer(c);
+    (void)c.check_outputs();
     bool all_const = !(s.flags & kOpRandom);
     for (const auto& t : c.in)
       if (t.present() && !t.value) all_const = false;
@@ -190,25 +254,15 @@ void Program::plan_memory(const Graph&) {
     if (slots_[s].kind == SlotKind::Arena) last[root(s)] = kForever;
 
   // First-fit placement of each root buffer against the buffers whose lifetimes overlap.
-  struct Placed { size_t off, size; int first, last; };
-  std::vector<Placed> placed;
-  size_t total = 0;
+  std::vector<Buffer> bufs;
+  std::vector<size_t> buf_slot;
   for (size_t s = 0; s < n; ++s) {
     if (slots_[s].kind != SlotKind::Arena || slots_[s].alias_of >= 0 || first[s] < 0) continue;
-    size_t size = align_up(std::max<size_t>(1, static_cast<size_t>(numel(slots_[s].shape)) * dtype_size(slots_[s].dtype)));
-    std::vector<std::pair<size_t, size_t>> busy;
-    for (const auto& p : placed)
-      if (!(p.last < first[s] || last[s] < p.first)) busy.emplace_back(p.off, p.off + p.size);
-    std::sort(busy.begin(), busy.end());
-    size_t off = 0;
-    for (const auto& [b, e] : busy) {
-      if (off + size <= b) break;
-      off = std::max(off, e);
-    }
-    slots_[s].offset = off;
-    placed.push_back({off, size, first[s], last[s]});
-    total = std::max(total, off + size);
+    bufs.push_back({buffer_bytes(slots_[s].shape, slots_[s].dtype), first[s], last[s], 0});
+    buf_slot.push_back(s);
   }
+  size_t total = place_buffers(bufs);
+  for (size_t i = 0; i < bufs.size(); ++i) slots_[buf_slot[i]].offset = bufs[i].off;
   // Outputs that are graph inputs or constants get a region of their own.
   output_copy_.assign(output_slots_.size(), false);
   output_copy_offset_.assign(output_slots_.size(), 0);
@@ -217,7 +271,7 @@ void Program::plan_memory(const Graph&) {
     if (s.kind == SlotKind::Arena) continue;
     output_copy_[i] = true;
     output_copy_offset_[i] = total;
-    total += align_up(std::max<size_t>(1, static_cast<size_t>(numel(s.shape)) * dtype_size(s.dtype)));
+    total += buffer_bytes(s.shape, s.dtype);
   }
   arena_bytes_ = std::max<size_t>(total, kAlign);
   void* p = std::aligned_alloc(kAlign, arena_bytes_);

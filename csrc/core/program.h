@@ -34,6 +34,21 @@ struct Analysis {
 Analysis analyze(const Graph& g, const std::vector<Shape>& input_shapes,
                  const std::vector<TensorPtr>& input_values = {});
 
+// Memory planning: buffers with the steps they are live in [first, last], placed first-fit
+// against those whose lifetimes overlap. place_buffers sets each off and returns the arena size.
+struct Buffer {
+  size_t size;
+  int first, last;
+  size_t off;
+};
+size_t place_buffers(std::vector<Buffer>& bufs);
+// The arena bytes of one value: its size rounded up to the arena's alignment (at least one unit).
+size_t buffer_bytes(const Shape& s, DType t);
+
+// The activation arena a Program of these shapes would plan with the portable kernels (backends
+// that alias more need less): for checking a model's memory before building anything.
+uint64_t estimate_arena_bytes(const Graph& g, const Analysis& a);
+
 // The bucket key of a run: shapes of every input plus values of shape-tensor inputs.
 struct BucketKey {
   std::vector<Shape> shapes;

@@ -49,19 +49,43 @@ std::string shape_str(const Shape& s) {
   return out + "]";
 }
 
+bool checked_numel(const int64_t* dims, size_t rank, int64_t* n) {
+  // The product of the non-zero dimensions must fit as well: the strides of [0, 2^62, 4] are
+  // products of the later dimensions, whatever the count.
+  int64_t c = 1;
+  bool empty = false;
+  for (size_t i = 0; i < rank; ++i) {
+    if (dims[i] < 0) return false;
+    if (dims[i] == 0) empty = true;
+    else if (!checked_mul(c, dims[i], &c)) return false;
+  }
+  *n = empty ? 0 : c;
+  return true;
+}
+
+bool checked_nbytes(const int64_t* dims, size_t rank, DType t, uint64_t* bytes, uint64_t max_bytes) {
+  int64_t n;
+  if (!checked_numel(dims, rank, &n)) return false;
+  const uint64_t es = dtype_size(t);
+  if (es != 0 && static_cast<uint64_t>(n) > max_bytes / es) return false;
+  *bytes = static_cast<uint64_t>(n) * es;
+  return true;
+}
+
+uint64_t nbytes_or_fail(const Shape& s, DType t, const std::string& what, uint64_t max_bytes) {
+  for (int64_t d : s) PD_CHECK_ARG(d >= 0, what, " of shape ", shape_str(s), " has a negative dimension");
+  int64_t n;
+  PD_CHECK_ARG(checked_numel(s, &n), what, " of shape ", shape_str(s),
+               " has more elements than a 64-bit count can hold");
+  uint64_t bytes;
+  PD_CHECK_ARG(checked_nbytes(s, t, &bytes, max_bytes), what, " of shape ", shape_str(s), " needs ", n, " ",
+               dtype_name(t), " elements, more than the limit of ", max_bytes, " bytes per tensor");
+  return bytes;
+}
+
 Tensor::Tensor(DType t, Shape s) : dtype_(t), shape_(std::move(s)) {
   // Sizes come from models: refuse overflow and absurd sizes before allocating.
-  constexpr int64_t kMaxBytes = int64_t{1} << 34;  // 16 GiB
-  int64_t elems = 1;
-  for (int64_t d : shape_) {
-    PD_CHECK_ARG(d >= 0, "negative dimension in shape ", shape_str(shape_));
-    if (d != 0 && elems > kMaxBytes / d)
-      fail(PD_ERR_UNSUPPORTED, "tensor of shape ", shape_str(shape_), " is too large");
-    elems *= d;
-  }
-  if (elems > kMaxBytes / static_cast<int64_t>(std::max<size_t>(1, dtype_size(t))))
-    fail(PD_ERR_UNSUPPORTED, "tensor of shape ", shape_str(shape_), " is too large");
-  size_t n = nbytes();
+  size_t n = nbytes_or_fail(shape_, t, "tensor");
   size_t alloc = (n + 63) / 64 * 64;
   if (alloc == 0) alloc = 64;
   void* p = std::aligned_alloc(64, alloc);

@@ -45,6 +45,29 @@ inline int64_t numel(const Shape& s) {
   return n;
 }
 
+// The largest tensor the library allocates, accepts from a caller or lets shape inference
+// produce: 16 GiB.
+constexpr uint64_t kMaxTensorBytes = uint64_t{1} << 34;
+
+// Overflow-checked sizes: every product of dimensions that comes from a model or a caller goes
+// through these before it is used. checked_mul: *out = a * b, false on int64 overflow.
+inline bool checked_mul(int64_t a, int64_t b, int64_t* out) { return !__builtin_mul_overflow(a, b, out); }
+inline bool checked_add(int64_t a, int64_t b, int64_t* out) { return !__builtin_add_overflow(a, b, out); }
+// The element count of dims[0..rank): false when a dimension is negative or the product
+// overflows int64 (a zero dimension makes the count 0 whatever the others are).
+bool checked_numel(const int64_t* dims, size_t rank, int64_t* n);
+inline bool checked_numel(const Shape& s, int64_t* n) { return checked_numel(s.data(), s.size(), n); }
+// The byte size of such a tensor of type t: false as above, or when count * element size
+// exceeds max_bytes (kMaxTensorBytes unless given).
+bool checked_nbytes(const int64_t* dims, size_t rank, DType t, uint64_t* bytes,
+                    uint64_t max_bytes = kMaxTensorBytes);
+inline bool checked_nbytes(const Shape& s, DType t, uint64_t* bytes, uint64_t max_bytes = kMaxTensorBytes) {
+  return checked_nbytes(s.data(), s.size(), t, bytes, max_bytes);
+}
+// The byte size, or throws INVALID_ARG "<what> of shape [..] ..." naming what is wrong
+// (negative dimension, overflow, more than max_bytes).
+uint64_t nbytes_or_fail(const Shape& s, DType t, const std::string& what, uint64_t max_bytes = kMaxTensorBytes);
+
 // An owned, immutable-after-construction tensor: initializers, folded constants.
 // Data is 64-byte aligned.
 class Tensor {

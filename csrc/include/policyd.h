@@ -34,9 +34,10 @@ extern "C" {
 /* The ABI version. A host refuses a library whose major version differs from the one it was
  * compiled against; minor versions only add functions. */
 #define PD_API_VERSION_MAJOR 1
-#define PD_API_VERSION_MINOR 3 /* 1: pd_context_set_row_seeds, pd_context_memory;
+#define PD_API_VERSION_MINOR 4 /* 1: pd_context_set_row_seeds, pd_context_memory;
                                   2: devices, device selection, engine caches, device time;
-                                  3: batch profile, backend parameters, timing caches */
+                                  3: batch profile, backend parameters, timing caches;
+                                  4: pd_engine_options_set_max_memory, size checks */
 
 /* Largest tensor rank the ABI carries. */
 #define PD_MAX_RANK 8
@@ -218,6 +219,14 @@ PD_EXPORT pd_error* pd_engine_options_set_param(pd_engine_options* opts, const c
  * warning in the log: it only makes the build slower, never changes its result's correctness. */
 PD_EXPORT pd_error* pd_engine_options_set_timing_cache(pd_engine_options* opts, const void* data, size_t size);
 
+/* The most host memory the model may take, in bytes (default 0: no limit). pd_engine_create
+ * checks it while it imports and folds the model, before each allocation: the constants
+ * (initializers, Constant nodes, tensor attributes, folded values) together, then those plus
+ * one context's activation arena at batch 1 as the portable kernels would plan it. A model over
+ * the limit fails with PD_ERR_INVALID_ARG naming what does not fit and the limit. Contexts, the
+ * arenas of larger batches and a backend's own copies of the weights are not counted. */
+PD_EXPORT pd_error* pd_engine_options_set_max_memory(pd_engine_options* opts, uint64_t bytes);
+
 /* Imports an ONNX model from memory (the bytes are borrowed for the call only), checks it,
  * runs the graph passes and prepares it on the chosen backend. A model ONNX Runtime would
  * reject, or one with an unsupported operator, fails with a message naming the problem (and
@@ -337,7 +346,13 @@ PD_EXPORT pd_error* pd_context_memory(const pd_context* ctx, pd_memory_info* out
 PD_EXPORT pd_error* pd_context_device_time(const pd_context* ctx, double* ms);
 
 /* Runs the model once.
- *  inputs:  n_inputs tensors in the engine's input order; data is borrowed for the call.
+ *  inputs:  n_inputs tensors in the engine's input order; data is borrowed for the call. Each
+ *           is checked before anything is read: dtype, rank in [0, PD_MAX_RANK] and equal to
+ *           the signature's, dims >= 0 and equal to the fixed ones, the element count and
+ *           count * element size without overflow and at most 16 GiB, byte_size equal to it,
+ *           data non-NULL unless byte_size is 0; PD_ERR_INVALID_ARG naming the input
+ *           otherwise. Dimensions computed from them inside the model are checked the same way
+ *           (PD_ERR_INVALID_ARG naming the node).
  *  outputs: n_outputs slots (must equal pd_engine_output_count) filled with the results in the
  *           engine's output order. Their data is owned by the context and valid until the next
  *           pd_context_run or pd_context_destroy on it.

@@ -387,6 +387,10 @@ Geometry geometry(const InferCtx& c, const Shape& x, const std::vector<int64_t>&
     if (k < 1) c.fail("kernel dims must be >= 1");
     if (st < 1) c.fail("'strides' must be >= 1");
     if (dl < 1) c.fail("'dilations' must be >= 1");
+    // Model attributes: bound them so that the geometry below cannot overflow.
+    constexpr int64_t kMaxGeom = int64_t{1} << 31;
+    if (k > kMaxGeom || st > kMaxGeom || dl > kMaxGeom || pads[i] > kMaxGeom || pads[nsp + i] > kMaxGeom)
+      c.fail("kernel, 'strides', 'dilations' and 'pads' must be at most ", kMaxGeom);
     const int64_t ek = (k - 1) * dl + 1;  // effective kernel extent
     int64_t pb = 0, pe = 0, out = 0;
     if (auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER") {

@@ -22,6 +22,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <limits>
 #include <string>
@@ -278,8 +279,8 @@ void reshape_infer(InferCtx& c) {
   else c.fail("input 1 (shape) is required");
   const bool allowzero = c.opset() >= 14 && c.node.attr_int("allowzero", 0) != 0;
   Shape out(spec.size());
-  int64_t neg = -1, known = 1;
-  bool has_zero = false;
+  int64_t neg = -1, known = 1;  // known: product of the non-zero dimensions given
+  bool has_zero = false, known_zero = false;
   for (size_t i = 0; i < spec.size(); ++i) {
     int64_t v = spec[i];
     if (v == -1) {
@@ -298,16 +299,20 @@ void reshape_infer(InferCtx& c) {
     }
     if (v < 0) c.fail("shape ", shape_str(spec), " has an invalid dimension ", v);
     out[i] = v;
-    known *= v;
+    if (v == 0) known_zero = true;
+    else if (!checked_mul(known, v, &known))
+      c.fail("shape ", shape_str(spec), " has more elements than a 64-bit count can hold");
   }
   const int64_t total = numel(x.shape);
   if (neg >= 0) {
     if (allowzero && has_zero) c.fail("shape ", shape_str(spec), " has both -1 and 0 with allowzero");
-    if (known == 0 || total % known != 0)
+    if (known_zero || total % known != 0)
       c.fail("cannot reshape ", shape_str(x.shape), " to ", shape_str(spec));
     out[neg] = total / known;
   }
-  if (numel(out) != total) c.fail("cannot reshape ", shape_str(x.shape), " to ", shape_str(spec));
+  int64_t out_count;
+  if (!checked_numel(out, &out_count) || out_count != total)
+    c.fail("cannot reshape ", shape_str(x.shape), " to ", shape_str(spec));
   c.out[0] = TensorInfo{x.dtype, out, nullptr};
 }
 
@@ -563,7 +568,8 @@ void tile_infer(InferCtx& c) {
   Shape out(x.shape.size());
   for (size_t i = 0; i < rep.size(); ++i) {
     if (rep[i] < 0) c.fail("repeats ", shape_str(rep), " has a negative value");
-    out[i] = x.shape[i] * rep[i];
+    if (!checked_mul(x.shape[i], rep[i], &out[i]))
+      c.fail("repeats ", shape_str(rep), " make dimension ", i, " larger than a 64-bit count can hold");
   }
   c.out[0] = TensorInfo{x.dtype, out, nullptr};
 }
@@ -732,7 +738,8 @@ void concat_infer(InferCtx& c) {
     if (!ok)
       c.fail("input ", k, " shape ", shape_str(x.shape), " does not match input 0 shape ",
              shape_str(x0.shape), " outside axis ", axis);
-    out[axis] += x.shape[axis];
+    if (!checked_add(out[axis], x.shape[axis], &out[axis]))
+      c.fail("the inputs' dimensions ", axis, " add up to more than a 64-bit count can hold");
   }
   c.out[0] = TensorInfo{x0.dtype, out, nullptr};
 }
@@ -873,7 +880,8 @@ PadSpec pad_spec(const InferCtx& c) {
   }
   s.out = xs;
   for (int64_t d = 0; d < r; ++d) {
-    s.out[d] = xs[d] + s.before[d] + s.after[d];
+    if (!checked_add(xs[d], s.before[d], &s.out[d]) || !checked_add(s.out[d], s.after[d], &s.out[d]))
+      c.fail("pads ", shape_str(pads), " overflow dimension ", d);
     if (s.out[d] < 0) c.fail("pads ", shape_str(pads), " remove more than dimension ", d, " holds");
     if (s.mode != PadMode::Constant && xs[d] == 0 && s.out[d] > 0)
       c.fail("cannot pad an empty dimension in mode '", mode, "'");
@@ -1064,11 +1072,14 @@ void range_infer(InferCtx& c) {
     if (d == 0) c.fail("delta is 0");
     const double q = std::ceil((l - s) / d);
     if (!std::isfinite(q)) c.fail("range has no finite length");
+    if (q > static_cast<double>(int64_t{1} << 62)) c.fail("range has ", q, " elements, too many");
     n = static_cast<int64_t>(std::max(0.0, q));
   } else {
     const int64_t s = start.int_at(0), l = limit.int_at(0), d = delta.int_at(0);
     if (d == 0) c.fail("delta is 0");
-    const int64_t diff = l - s;
+    int64_t diff;
+    if (__builtin_sub_overflow(l, s, &diff) || (d == -1 && diff == INT64_MIN))
+      c.fail("range from ", s, " to ", l, " has more elements than a 64-bit count can hold");
     int64_t q = diff / d;
     if (q * d != diff && ((diff > 0) == (d > 0))) ++q;  // ceil
     n = std::max<int64_t>(0, q);
