@@ -67,6 +67,8 @@ func root() *command {
 			{name: "engine", short: "engine latency/throughput beside onnxruntime-node, same machine, same run", run: benchEngine},
 			{name: "load", short: "KServe v2 load generator: closed or open loop, JSON or binary, HdrHistogram percentiles", run: benchLoad},
 			{name: "suite", short: "the benchmark suite (make bench): policyd beside the peers, report, baseline", run: benchSuite},
+			{name: "soak", short: "memory over time (make bench-soak): RSS slope under load over three models", run: benchSoak},
+			{name: "memory", short: "peak RSS for large JSON bodies, the memory targets (make bench-memory)", run: benchMemory},
 		}},
 		{name: "config", short: "check, compare and describe config files", subs: configCommands()},
 		{name: "engines", short: "engine caches: build them for the local GPUs (make engines)", subs: enginesCommands()},
