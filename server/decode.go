@@ -62,13 +62,14 @@ func newInferRequest() *inferRequest {
 
 func (r *inferRequest) reset(nIn int) {
 	r.id, r.hasID = r.id[:0], false
-	for len(r.tensors) < nIn {
-		r.tensors = append(r.tensors, bridge.Tensor{})
+	// shapes, bufs and given keep the most inputs seen; tensors is cut to nIn (a pooled request
+	// serves models with different numbers of inputs in turn).
+	for len(r.shapes) < nIn {
 		r.shapes = append(r.shapes, [bridge.MaxRank]int64{})
 		r.bufs = append(r.bufs, nil)
 		r.given = append(r.given, false)
 	}
-	r.tensors = r.tensors[:nIn]
+	r.tensors = append(r.tensors[:0], make([]bridge.Tensor, nIn)...)
 	for i := range r.tensors {
 		r.tensors[i] = bridge.Tensor{}
 		r.given[i] = false

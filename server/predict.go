@@ -142,12 +142,11 @@ var predictRequests = sync.Pool{New: func() any {
 }}
 
 func (r *predictRequest) reset(nIn int) {
-	for len(r.tensors) < nIn {
-		r.tensors = append(r.tensors, bridge.Tensor{})
+	for len(r.shapes) < nIn { // as inferRequest.reset: the most inputs seen
 		r.shapes = append(r.shapes, [bridge.MaxRank]int64{})
 		r.bufs = append(r.bufs, nil)
 	}
-	r.tensors = r.tensors[:nIn]
+	r.tensors = append(r.tensors[:0], make([]bridge.Tensor, nIn)...)
 	for i := range r.tensors {
 		r.tensors[i] = bridge.Tensor{}
 	}
