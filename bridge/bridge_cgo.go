@@ -291,6 +291,11 @@ func (r *Runtime) NewEngine(onnx []byte, o EngineOptions) (*Engine, error) {
 			return nil, err
 		}
 	}
+	if o.MaxMemory > 0 {
+		if err := toError(C.pd_engine_options_set_max_memory(opts, C.uint64_t(o.MaxMemory))); err != nil {
+			return nil, err
+		}
+	}
 	e := &Engine{}
 	// The model bytes are Go memory read only during the call: allowed by the cgo rules.
 	if err := toError(C.pd_engine_create(r.ptr, unsafe.Pointer(&onnx[0]), C.size_t(len(onnx)), opts, &e.ptr)); err != nil {

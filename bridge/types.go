@@ -229,6 +229,11 @@ type EngineOptions struct {
 	// (Engine.TimingCache) the build may start from; backends without one ignore it, and one
 	// the backend cannot use only makes the build slower. Read only during the call.
 	TimingCache []byte
+	// MaxMemory bounds the host memory the model may take, in bytes (0: no limit): its
+	// constants (initializers, folded values) together, checked before each is allocated,
+	// then those plus one context's activation arena at batch 1. A model over it fails with
+	// CodeInvalidArg naming what does not fit.
+	MaxMemory uint64
 }
 
 // Device is a device a backend can build for (Runtime.Devices).

@@ -59,6 +59,7 @@ type Limits struct {
 	MaxRequestSize Size          `koanf:"max_request_size" reload:"live" min:"1" max:"256MiB" desc:"Largest request body; a larger one gets 413. A size: 64MiB, 512KiB or a number of bytes; at most 256MiB."`
 	QueueLen       int           `koanf:"queue_len" reload:"live" min:"1" desc:"Requests that may wait per engine instance of a model version before more get 503 with Retry-After."`
 	QueueTimeout   time.Duration `koanf:"queue_timeout" reload:"restart" min:"0s" desc:"Longest a request may wait in its model's queue before it is answered 503 (timed out) without running; 0 waits as long as the client does."`
+	MaxModelMemory Size          `koanf:"max_model_memory" reload:"live" min:"1MiB" desc:"Most host memory one model's engine may take: its weights and folded constants, checked while it is imported before each is allocated, then those plus one context's activations at batch 1. A model over it is UNAVAILABLE with the reason; a change applies to the models loaded from then on. A size: 4GiB, 512MiB or a number of bytes."`
 }
 
 // Log configures logging.
@@ -175,7 +176,7 @@ func Defaults() *Config {
 			IdleTimeout:     2 * time.Minute,
 			ShutdownTimeout: 30 * time.Second,
 		},
-		Limits:     Limits{MaxRequestSize: 64 * MiB, QueueLen: 64},
+		Limits:     Limits{MaxRequestSize: 64 * MiB, QueueLen: 64, MaxModelMemory: 4 * GiB},
 		Log:        Log{Level: "info", Format: "json", Access: true},
 		Repository: Repository{},
 		Engine:     Engine{Seed: 0, Threads: 1, CPUThreads: 0, Backends: []string{"tensorrt", "cuda", "cpu"}, BackendParameters: BackendParams{}, BuildEngines: true},

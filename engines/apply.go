@@ -112,6 +112,11 @@ type Desired struct {
 	// OnVerifyFailure, when set, is called (by Apply, synchronously) once per version refused
 	// because artifacts.Verify failed, with the reason; cmd/policyd counts them in a metric.
 	OnVerifyFailure func(model, version, reason string)
+	// MaxModelMemory bounds the host memory of each engine built (bridge.EngineOptions
+	// MaxMemory: constants, then those plus one context's arena at batch 1); 0: no limit. A
+	// version over it is UNAVAILABLE with the reason. A change applies to the engines built
+	// from then on: the versions serving are not rebuilt for it.
+	MaxModelMemory uint64
 }
 
 // settings are the effective settings of one version; a change of any of them rebuilds it.
@@ -966,6 +971,9 @@ func engineOptions(t target, art *artifacts.Artifact, b string) bridge.EngineOpt
 // or one engine for a backend without devices. On a failure every engine built is closed.
 func (r *Repository) engines(onnx []byte, art *artifacts.Artifact, t target, b string) ([]*bridge.Engine, []int, error) {
 	opts := engineOptions(t, art, b)
+	if r.last != nil { // under applyMu, as every load is
+		opts.MaxMemory = r.last.MaxModelMemory
+	}
 	devs, err := r.devicesOf(b, t.set.deviceList())
 	if err != nil {
 		return nil, nil, err

@@ -26,6 +26,9 @@ func TestDesiredMapsBackendKeys(t *testing.T) {
 	if d.RequireEngineCaches {
 		t.Error("engine.build_engines defaults to true: caches are not required")
 	}
+	if d.MaxModelMemory != 4<<30 {
+		t.Errorf("limits.max_model_memory defaults to 4GiB, the engines got %d bytes", d.MaxModelMemory)
+	}
 	c.Engine.BuildEngines = false
 	if !desired(c, nil, nil).RequireEngineCaches {
 		t.Error("engine.build_engines: false must require caches")

@@ -209,6 +209,7 @@ func desired(c *config.Config, keys []ed25519.PublicKey, onVerifyFailure func(mo
 		Batching:            c.Batching.Enabled,
 		Seed:                c.Engine.Seed,
 		RequireEngineCaches: !c.Engine.BuildEngines,
+		MaxModelMemory:      uint64(c.Limits.MaxModelMemory),
 		TrustedKeys:         keys,
 		OnVerifyFailure:     onVerifyFailure,
 		Default: engines.ModelSpec{
