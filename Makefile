@@ -7,6 +7,10 @@
 #   make check-monitoring  promtool check/test of the Prometheus rules, dashboard and GPU collector tests
 #   make bench        the benchmark suite: policyd beside the peers over HTTP, report in build/bench/
 #                     (BENCH_QUICK=1 for ~4 min, BENCH_SAVE_BASELINE=1 to save this hardware's baseline)
+#                     then a short soak (BENCH_SOAK=3m; BENCH_SOAK=0 skips it)
+#   make bench-soak   memory over time: 16 connections over three models for SOAK (default 30m), RSS
+#                     slope after the first 5 minutes, failed requests; report in build/bench/soak-*/
+#   make bench-memory peak RSS for a refused 15 MiB JSON body and the cnn-atari batch-32 body
 #   make deps         Debian packages the build and the tests need (idempotent; root), the CUDA
 #                     toolkit included (CUDA_DEPS=0 skips it; the cuda plugin is then not built)
 #   make gpu-bundle   build/gpu-bundle/: what bench/gpu-check.sh needs on a GPU machine that has
@@ -40,6 +44,7 @@ TENSORRT_ROOT ?=
 PROMTOOL   ?= promtool
 
 .PHONY: all deps deps-cuda build native go run test test-native test-go check-monitoring bench bench-engine refs \
+        bench-soak bench-memory \
         gpu-bundle engines clean
 
 all: build
@@ -145,8 +150,21 @@ docker-gpu:
 bench-engine: build
 	bash bench/engine/run.sh
 
+# SOAK is make bench-soak's length, BENCH_SOAK the short soak at the end of make bench (0: none);
+# SOAK_ARGS more policyctl bench soak flags (-warmup, -c, -models, -env KEY=VALUE).
+SOAK       ?= 30m
+BENCH_SOAK ?= 3m
+SOAK_ARGS  ?=
+
 bench: build
 	bash bench/run.sh $(BENCH_ARGS)
+	@if [ "$(BENCH_SOAK)" != 0 ]; then bash bench/soak/run.sh soak -d $(BENCH_SOAK) $(SOAK_ARGS); fi
+
+bench-soak: build
+	bash bench/soak/run.sh soak -d $(SOAK) $(SOAK_ARGS)
+
+bench-memory: build
+	bash bench/soak/run.sh memory
 
 # The C++ build dependencies a CUDA-13-only GPU machine lacks (ONNX + protobuf headers, libraries
 # and protoc's generated headers; nlohmann/json), for bench/gpu-check.sh. Under 64 MiB with the tree.
