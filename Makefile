@@ -4,6 +4,7 @@
 #   make test         every test: C++ (ctest, incl. ONNX conformance), Go (-race, cgocheck2,
 #                     CGO_ENABLED=0), ONNX Runtime reference comparisons over HTTP
 #   make bench-engine engine latency/throughput beside onnxruntime-node, same machine, same run
+#   make fuzz-native  the C ABI fuzz target against an ASan/UBSan build of the library (FUZZTIME=60s)
 #   make check-monitoring  promtool check/test of the Prometheus rules, dashboard and GPU collector tests
 #   make bench        the benchmark suite: policyd beside the peers over HTTP, report in build/bench/
 #                     (BENCH_QUICK=1 for ~4 min, BENCH_SAVE_BASELINE=1 to save this hardware's baseline)
@@ -45,7 +46,7 @@ PROMTOOL   ?= promtool
 
 .PHONY: all deps deps-cuda build native go run test test-native test-go check-monitoring bench bench-engine refs \
         bench-soak bench-memory \
-        gpu-bundle engines clean
+        gpu-bundle engines clean fuzz-native
 
 all: build
 
@@ -108,6 +109,22 @@ test: build test-native test-go check-monitoring check-deploy
 
 test-native: native
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
+
+# The C ABI fuzz target (bridge FuzzContextRunShapes) for FUZZTIME against the library built with
+# ASan and UBSan in $(ASAN_BUILD_DIR)/ (-DPD_SANITIZE=address,undefined): the test binary runs with
+# that build's libpolicyd first on the library path and libasan preloaded, so a finding stops the
+# run with the sanitizer's report; a crasher is saved under bridge/testdata/fuzz/. Its seeds run
+# in every go test.
+ASAN_BUILD_DIR ?= build-asan
+FUZZTIME       ?= 60s
+fuzz-native:
+	cmake -S . -B $(ASAN_BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPD_SANITIZE=address,undefined \
+	  -DPD_BUILD_TESTS=OFF -DPD_CUDA=OFF -DPD_TENSORRT=OFF
+	cmake --build $(ASAN_BUILD_DIR) -j $(JOBS) --target policyd policyd_backend_cpu
+	@test -f lib/libpolicyd.so || { echo "fuzz-native: lib/libpolicyd.so missing: make native first"; exit 1; }
+	$(GO) test -run '^$$' -fuzz '^FuzzContextRunShapes$$' -fuzztime $(FUZZTIME) -parallel $(JOBS) \
+	  -exec "env LD_LIBRARY_PATH=$(CURDIR)/$(ASAN_BUILD_DIR)/lib LD_PRELOAD=$$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1" \
+	  ./bridge
 
 test-go: go
 	$(GO) vet ./...
