@@ -305,13 +305,20 @@ void Program::plan_memory(const Graph&) {
   }
 }
 
+namespace {
+// An empty input may come with data NULL (the ABI allows it); kernels get a valid address
+// instead, so that even a copy of 0 bytes never passes NULL to memcpy.
+alignas(64) char g_empty[64];
+void* input_data(const pd_tensor& t) { return t.data ? t.data : g_empty; }
+}  // namespace
+
 void Program::run(RunCtx& rc, const pd_tensor* inputs, pd_tensor* outputs) {
   char* base = static_cast<char*>(arena_.get());
   for (auto& st : steps_) {
     for (size_t k = 0; k < st.in.size(); ++k) {
       int si = st.in[k];
       if (si >= 0 && slots_[si].kind == SlotKind::Input)
-        st.in_views[k].data = inputs[slots_[si].input_index].data;
+        st.in_views[k].data = input_data(inputs[slots_[si].input_index]);
     }
     if (st.kernel) st.kernel->run(rc, st.in_views.data(), st.out_views.data());
   }
@@ -327,7 +334,7 @@ void Program::run(RunCtx& rc, const pd_tensor* inputs, pd_tensor* outputs) {
     } else {
       o.data = base + output_copy_offset_[i];
       if (s.kind == SlotKind::Input)
-        std::memcpy(o.data, inputs[s.input_index].data, o.byte_size);
+        std::memcpy(o.data, input_data(inputs[s.input_index]), o.byte_size);
     }
   }
 }
