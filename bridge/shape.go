@@ -8,13 +8,15 @@ import "math"
 // count ([3, 6148914691236517206] is not 2 elements). Every Go size computed from dimensions
 // goes through it (or ByteSize).
 func Elements(shape []int64) (n int64, ok bool) {
+	zero := false
 	for _, d := range shape {
 		if d < 0 {
 			return 0, false
 		}
-		if d == 0 {
-			return 0, true // whatever the other dimensions are
-		}
+		zero = zero || d == 0
+	}
+	if zero {
+		return 0, true // whatever the other dimensions are
 	}
 	n = 1
 	for _, d := range shape {

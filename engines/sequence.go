@@ -3,6 +3,7 @@ package engines
 import (
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -220,10 +221,16 @@ func NewSequences(spec SequenceSpec, inputs, outputs []bridge.IOInfo) (*Sequence
 			problems = append(problems, fmt.Sprintf("state input %q: shape %v has more than one dynamic dimension", p.Input, ii.Shape))
 			continue
 		}
-		nIn := bridge.NumElements(shape)
-		nOut := int64(1)
-		for _, d := range oi.Shape {
-			nOut *= max(d, 1)
+		outShape := make([]int64, len(oi.Shape))
+		for i, d := range oi.Shape {
+			outShape[i] = max(d, 1)
+		}
+		nIn, okIn := bridge.Elements(shape)
+		nOut, okOut := bridge.Elements(outShape)
+		stateBytes, okBytes := bridge.ByteSize(ii.DType, shape)
+		if !okIn || !okOut || ii.DType.Size() > 0 && (!okBytes || stateBytes > math.MaxInt32) {
+			problems = append(problems, fmt.Sprintf("state %q→%q: shapes %v and %v are too large to keep", p.Input, p.Output, ii.Shape, oi.Shape))
+			continue
 		}
 		if nIn != nOut {
 			problems = append(problems, fmt.Sprintf("state %q→%q: shapes %v and %v differ (batch dimension aside)", p.Input, p.Output, ii.Shape, oi.Shape))
@@ -234,7 +241,7 @@ func NewSequences(spec SequenceSpec, inputs, outputs []bridge.IOInfo) (*Sequence
 			continue
 		}
 		s.isIn[in] = true
-		s.slots = append(s.slots, stateSlot{in: in, out: out, dtype: ii.DType, shape: shape, bytes: int(nIn) * ii.DType.Size()})
+		s.slots = append(s.slots, stateSlot{in: in, out: out, dtype: ii.DType, shape: shape, bytes: int(stateBytes)})
 	}
 	if len(problems) > 0 {
 		return nil, fmt.Errorf("sequence: %s", strings.Join(problems, "; "))

@@ -8,6 +8,10 @@ import (
 	"github.com/policyd/policyd/bridge"
 )
 
+// maxWarmupInput bounds the bytes of one made-up warm-up input (its dimensions come from the
+// model file): a signature whose fixed dimensions ask for more is not warmed up.
+const maxWarmupInput = 256 << 20
+
 // WarmupInputs builds the warm-up runs of a model with the given input signature: one input
 // set of zeros per batch size (sizes below 1 and repeats are dropped, 1 is always first).
 // Dimension batchDim of each input takes the batch size (inputs without a batch dimension
@@ -41,7 +45,11 @@ func WarmupInputs(inputs []bridge.IOInfo, batchSizes []int) [][]bridge.Tensor {
 					shape[d] = 1
 				}
 			}
-			run[i] = bridge.Tensor{DType: in.DType, Shape: shape, Data: make([]byte, bridge.NumElements(shape)*int64(size))}
+			bytes, ok := bridge.ByteSize(in.DType, shape)
+			if !ok || bytes > maxWarmupInput {
+				return nil // a signature too large to run with made-up inputs: no warm-up
+			}
+			run[i] = bridge.Tensor{DType: in.DType, Shape: shape, Data: make([]byte, bytes)}
 		}
 		runs = append(runs, run)
 	}
