@@ -1,6 +1,6 @@
 // Package server is policyd's HTTP API: the KServe v2 / Open Inference Protocol over fasthttp,
-// with JSON requests decoded by fastjson straight into the engine's input buffers and responses
-// encoded straight from the engine's output memory.
+// with JSON requests read in place (jsonscan.go: no tree of the body is built) straight into the
+// engine's input buffers and responses encoded straight from the engine's output memory.
 //
 // Routes:
 //
@@ -58,7 +58,6 @@ import (
 
 	"github.com/fasthttp/router"
 	"github.com/valyala/fasthttp"
-	"github.com/valyala/fastjson"
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
@@ -156,9 +155,8 @@ type Server struct {
 	maxBody  atomic.Int64 // the live body limit (SetMaxRequestBodySize)
 	starting atomic.Bool  // the first load of the model repository is running (SetStarting)
 
-	parsers fastjson.ParserPool
-	reqs    sync.Pool // *inferRequest
-	meta    []byte    // body of GET /v2
+	reqs sync.Pool // *inferRequest
+	meta []byte    // body of GET /v2
 }
 
 // New returns a Server for reg. log may be nil (no logs).
