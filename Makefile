@@ -122,7 +122,7 @@ fuzz-native:
 	  -DPD_BUILD_TESTS=OFF -DPD_CUDA=OFF -DPD_TENSORRT=OFF
 	cmake --build $(ASAN_BUILD_DIR) -j $(JOBS) --target policyd policyd_backend_cpu
 	@test -f lib/libpolicyd.so || { echo "fuzz-native: lib/libpolicyd.so missing: make native first"; exit 1; }
-	$(GO) test -run '^$$' -fuzz '^FuzzContextRunShapes$$' -fuzztime $(FUZZTIME) -parallel $(JOBS) \
+	$(GO) test -run '^$$' -fuzz '^FuzzContextRunShapes$$' -fuzztime $(FUZZTIME) -timeout 0 -parallel $(JOBS) \
 	  -exec "env LD_LIBRARY_PATH=$(CURDIR)/$(ASAN_BUILD_DIR)/lib LD_PRELOAD=$$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1" \
 	  ./bridge
 
