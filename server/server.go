@@ -109,9 +109,9 @@ type Options struct {
 	HotLogFirst, HotLogThereafter int
 }
 
-// MaxRequestBodyCeiling is the most SetMaxRequestBodySize can allow without a restart: the
-// transport reads bodies up to max(MaxRequestBodySize at start, this) before the handler
-// applies the live limit.
+// MaxRequestBodyCeiling is the most SetMaxRequestBodySize can allow (limits.max_request_size
+// allows no more): a bound on the transport, not a size it reads. The live limit is applied
+// when a request's headers arrive (bodyLimit), so no body beyond it is ever read.
 const MaxRequestBodyCeiling = 256 << 20
 
 func (o *Options) defaults() {
@@ -181,7 +181,9 @@ func New(reg Registry, log *zap.Logger, opts Options) *Server {
 		Handler:                       s.Handler(),
 		ErrorHandler:                  s.transportError,
 		Name:                          "policyd",
-		MaxRequestBodySize:            max(opts.MaxRequestBodySize, MaxRequestBodyCeiling),
+		MaxRequestBodySize:            opts.MaxRequestBodySize, // bodyLimit gives the live one
+		HeaderReceived:                s.bodyLimit,
+		ExpectHandler:                 s.expect,
 		ReadTimeout:                   opts.ReadTimeout,
 		WriteTimeout:                  opts.WriteTimeout,
 		IdleTimeout:                   opts.IdleTimeout,
@@ -245,7 +247,14 @@ func (s *Server) Handler() fasthttp.RequestHandler {
 		s.hot.Error("handler panic", zap.Any("panic", v), method, path, id)
 		s.fail(ctx, fmt.Errorf("internal error"))
 	}
-	return r.Handler
+	badVersion := s.observe("", true, s.unsupportedVersion)
+	return func(ctx *fasthttp.RequestCtx) {
+		if !supportedProtocol(&ctx.Request.Header) {
+			badVersion(ctx)
+			return
+		}
+		r.Handler(ctx)
+	}
 }
 
 // ListenAndServe listens on addr (HOST:PORT) and serves until Shutdown; it then returns nil.
@@ -601,7 +610,7 @@ func (s *Server) putRequest(r *inferRequest) {
 }
 
 // fail answers {"error": err, "request_id": id} with the status errorStatus gives. Our own
-// faults (5xx but 503) are logged as errors; the rest, the client's doing or a state already
+// faults (5xx but 503 and 505) are logged as errors; the rest, the client's doing or a state already
 // logged (a version that failed to load, an overloaded queue), at debug level; both
 // rate-limited (Options.HotLogFirst).
 func (s *Server) fail(ctx *fasthttp.RequestCtx, err error) {
@@ -620,7 +629,7 @@ func (s *Server) fail(ctx *fasthttp.RequestCtx, err error) {
 	b = appendString(b, unsafe.String(unsafe.SliceData(id), len(id)))
 	ctx.SetBody(append(b, '}'))
 	level := zap.DebugLevel
-	if status >= 500 && status != fasthttp.StatusServiceUnavailable {
+	if status >= 500 && status != fasthttp.StatusServiceUnavailable && status != fasthttp.StatusHTTPVersionNotSupported {
 		level = zap.ErrorLevel
 	}
 	if ce := s.hot.Check(level, "request failed"); ce != nil {
@@ -629,10 +638,48 @@ func (s *Server) fail(ctx *fasthttp.RequestCtx, err error) {
 	}
 }
 
-// SetMaxRequestBodySize changes the body limit of the requests that arrive from now on, up to
-// the transport's ceiling (see MaxRequestBodyCeiling).
+// SetMaxRequestBodySize changes the body limit of the requests whose headers arrive from now
+// on, up to max(Options.MaxRequestBodySize, MaxRequestBodyCeiling); n <= 0 restores
+// Options.MaxRequestBodySize.
 func (s *Server) SetMaxRequestBodySize(n int) {
+	if n <= 0 {
+		n = s.opts.MaxRequestBodySize
+	}
 	s.maxBody.Store(int64(min(n, max(s.opts.MaxRequestBodySize, MaxRequestBodyCeiling))))
+}
+
+// bodyLimit is the transport's hook once a request's headers are read: the body is read under
+// the live limit. A Content-Length over it is refused (413, transportError) before a byte of
+// the body is read, a chunked body as soon as it passes the limit; fasthttp then closes the
+// connection without reading the rest.
+func (s *Server) bodyLimit(*fasthttp.RequestHeader) fasthttp.RequestConfig {
+	return fasthttp.RequestConfig{MaxRequestBodySize: int(s.maxBody.Load())}
+}
+
+// expect answers "Expect: 100-continue" (curl sends it for bodies over 1 MiB): 413 at once,
+// without inviting the body, when the announced length is over the live limit; else 100. The
+// transport then closes the connection.
+func (s *Server) expect(ctx *fasthttp.RequestCtx) int {
+	if n := ctx.Request.Header.ContentLength(); n > 0 && int64(n) > s.maxBody.Load() {
+		s.fail(ctx, s.tooLarge())
+		return fasthttp.StatusRequestEntityTooLarge
+	}
+	return fasthttp.StatusContinue
+}
+
+// supportedProtocol reports whether a request's HTTP version is one the server speaks:
+// HTTP/1.0 or HTTP/1.1 (fasthttp itself accepts any HTTP/d.d).
+func supportedProtocol(h *fasthttp.RequestHeader) bool {
+	p := h.Protocol()
+	return string(p) == "HTTP/1.1" || string(p) == "HTTP/1.0"
+}
+
+// unsupportedVersion answers a request in an HTTP version other than 1.0 and 1.1 (RFC 9110,
+// 15.6.6), closing the connection.
+func (s *Server) unsupportedVersion(ctx *fasthttp.RequestCtx) {
+	ctx.SetConnectionClose()
+	s.fail(ctx, &statusError{fasthttp.StatusHTTPVersionNotSupported,
+		fmt.Sprintf("HTTP version %s not supported: use HTTP/1.1 or HTTP/1.0", clip(string(ctx.Request.Header.Protocol()), 20))})
 }
 
 func (s *Server) tooLarge() error {
@@ -641,12 +688,15 @@ func (s *Server) tooLarge() error {
 		fmt.Sprintf("request body too large: the limit is %d bytes (%s)", n, byteSize(n))}
 }
 
-// transportError answers a request fasthttp could not read: 413 over the body limit, 431 for
-// headers too large, 408 on a read timeout, 400 otherwise.
+// transportError answers a request fasthttp could not read: 505 for an HTTP version other
+// than 1.0 and 1.1, 413 over the body limit, 431 for headers too large, 408 on a read timeout,
+// 400 otherwise.
 func (s *Server) transportError(ctx *fasthttp.RequestCtx, err error) {
 	var small *fasthttp.ErrSmallBuffer
 	var netErr net.Error
 	switch {
+	case len(ctx.Request.Header.Protocol()) > 0 && !supportedProtocol(&ctx.Request.Header):
+		s.unsupportedVersion(ctx)
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
 		s.fail(ctx, s.tooLarge())
 	case errors.As(err, &small):
