@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -16,26 +15,37 @@ import (
 
 // Admin holds the operator endpoints cmd/policyd wires in. Nil fields disable their route.
 //
-//	POST /v2/admin/reload    re-reads the configuration and applies it (as SIGHUP does);
-//	                         needs "Authorization: Bearer <token>" with the configured token
+//	POST /v2/admin/reload    re-reads the configuration and applies it (as SIGHUP does)
 //	GET  /v2/health/details  a JSON document of what an operator needs: model versions with
 //	                         state and reason, backends, configuration and last reload
 //	GET  /metrics            Prometheus text format
 //	POST /v2/admin/models/{m}/default        pins the default version of m: body
 //	                         {"version":"1.2.3"}, or {"version":""} to unpin; answers
-//	                         {"model","default","pinned","switch_seconds"}; needs the token
+//	                         {"model","default","pinned","switch_seconds"}
 //	POST /v2/repository/index                Triton's repository index: [{"name","version",
 //	                         "state","reason"}], state READY, UNAVAILABLE or UNLOADED
 //	POST /v2/repository/models/{m}/load      loads m (or one version: body
 //	POST /v2/repository/models/{m}/unload    {"parameters":{"version":"1.2.3"}} or ?version=)
 //
-// The /v2/admin routes answer 403 while no token is configured. The /v2/repository routes
-// follow Triton: guarded by the bearer token when one is configured, open when none is.
+// Who may call them, safe by default (Triton's default refuses load/unload too):
+//
+//   - With a token configured (Token returns it), every route above but /metrics needs
+//     "Authorization: Bearer <token>": 401 with WWW-Authenticate without it or with another.
+//   - With none, the /v2/admin routes, repository load/unload and health details (which show
+//     config paths and every digest) answer 403 naming the settings, unless
+//     AllowUnauthenticated says yes (loopback development): then they are open. The
+//     repository index, read-only and telling no more than model metadata and readiness do,
+//     stays open.
+//   - /metrics, /v2/health/live and /v2/health/ready are always open.
 type Admin struct {
 	// Reload applies the configuration anew and returns its outcome, which is written as JSON.
 	Reload func() (any, error)
-	// Token returns the bearer token admin calls need; "" disables the admin API (403).
+	// Token returns the bearer token the guarded routes need; "" when none is configured. It is
+	// called on every guarded request, so a rotated token takes effect at once.
 	Token func() string
+	// AllowUnauthenticated, when it returns true while no token is configured, opens the
+	// guarded routes to anyone (admin.allow_unauthenticated). Nil: false.
+	AllowUnauthenticated func() bool
 	// Details returns the document of GET /v2/health/details, written as JSON.
 	Details func() any
 	// Metrics serves GET /metrics.
@@ -61,33 +71,49 @@ type Repository interface {
 	DefaultVersion(model string) (version string, pinned bool)
 }
 
-// authorized checks the bearer token in constant time; it answers the request when not.
-func (s *Server) authorized(ctx *fasthttp.RequestCtx) bool {
-	want := ""
-	if s.opts.Admin.Token != nil {
-		want = s.opts.Admin.Token()
-	}
+// authorized lets a guarded call through: with a token configured, when it carries it
+// (compared in constant time; 401 otherwise); with none, when AllowUnauthenticated says so
+// (403 naming the settings otherwise). what names the call in the 403. It answers the request
+// when it refuses it.
+func (s *Server) authorized(ctx *fasthttp.RequestCtx, what string) bool {
+	want := s.token()
 	if want == "" {
-		s.fail(ctx, &statusError{http.StatusForbidden, "admin API disabled: set admin.token_file in the configuration"})
+		if a := s.opts.Admin.AllowUnauthenticated; a != nil && a() {
+			return true
+		}
+		s.fail(ctx, &statusError{http.StatusForbidden, what +
+			" needs a token: set admin.token_file, or admin.allow_unauthenticated: true for loopback development"})
 		return false
 	}
-	got := string(ctx.Request.Header.Peek("Authorization"))
+	return s.bearer(ctx, want)
+}
+
+// guarded checks the bearer token when one is configured, and lets the request through when
+// none is (the read-only repository index); it answers the request when it refuses it.
+func (s *Server) guarded(ctx *fasthttp.RequestCtx) bool {
+	if want := s.token(); want != "" {
+		return s.bearer(ctx, want)
+	}
+	return true
+}
+
+func (s *Server) token() string {
+	if s.opts.Admin.Token == nil {
+		return ""
+	}
+	return s.opts.Admin.Token()
+}
+
+// bearer checks "Authorization: Bearer <want>" in constant time, answering 401 when not.
+func (s *Server) bearer(ctx *fasthttp.RequestCtx, want string) bool {
+	got := ctx.Request.Header.Peek("Authorization")
 	const prefix = "Bearer "
-	if !strings.HasPrefix(got, prefix) || subtle.ConstantTimeCompare([]byte(got[len(prefix):]), []byte(want)) != 1 {
+	if !bytes.HasPrefix(got, []byte(prefix)) || subtle.ConstantTimeCompare(got[len(prefix):], []byte(want)) != 1 {
 		ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="policyd"`)
 		s.fail(ctx, &statusError{http.StatusUnauthorized, "missing or wrong bearer token"})
 		return false
 	}
 	return true
-}
-
-// guarded checks the bearer token when one is configured, and lets the request through when
-// none is (Triton's repository extension); it answers the request when it refuses it.
-func (s *Server) guarded(ctx *fasthttp.RequestCtx) bool {
-	if s.opts.Admin.Token == nil || s.opts.Admin.Token() == "" {
-		return true
-	}
-	return s.authorized(ctx)
 }
 
 // decodeBody decodes a JSON body into v, refusing unknown fields; an empty body leaves v as
@@ -110,7 +136,7 @@ func decodeBody(ctx *fasthttp.RequestCtx, v any) error {
 
 // adminDefault pins (or unpins) the default version of a model.
 func (s *Server) adminDefault(ctx *fasthttp.RequestCtx) {
-	if !s.authorized(ctx) {
+	if !s.authorized(ctx, "pinning the default version") {
 		return
 	}
 	model, _ := ctx.UserValue("model").(string)
@@ -170,8 +196,9 @@ func (s *Server) repositoryIndex(ctx *fasthttp.RequestCtx) {
 // both, unless equal); Triton's unload_dependents parameter is accepted and ignored (policyd
 // models have no dependents); any other parameter is refused.
 func (s *Server) repositoryControl(load bool) fasthttp.RequestHandler {
+	what := map[bool]string{true: "repository load", false: "repository unload"}[load]
 	return func(ctx *fasthttp.RequestCtx) {
-		if !s.guarded(ctx) {
+		if !s.authorized(ctx, what) {
 			return
 		}
 		model, _ := ctx.UserValue("model").(string)
@@ -219,7 +246,7 @@ func (s *Server) repositoryControl(load bool) fasthttp.RequestHandler {
 }
 
 func (s *Server) adminReload(ctx *fasthttp.RequestCtx) {
-	if !s.authorized(ctx) {
+	if !s.authorized(ctx, "admin reload") {
 		return
 	}
 	res, err := s.opts.Admin.Reload()
@@ -231,6 +258,9 @@ func (s *Server) adminReload(ctx *fasthttp.RequestCtx) {
 }
 
 func (s *Server) healthDetails(ctx *fasthttp.RequestCtx) {
+	if !s.authorized(ctx, "health details") {
+		return
+	}
 	writeJSON(ctx, http.StatusOK, s.opts.Admin.Details())
 }
 

@@ -106,16 +106,18 @@ func (ts *testServer) doAuth(t *testing.T, method, path, auth string, body []byt
 }
 
 func TestRepositoryRoutes(t *testing.T) {
-	token := ""
+	token, allow := "", false
 	var mu sync.Mutex
 	repo := &fakeRepo{}
 	ts := startServer(t, testRegistry(), Options{Admin: Admin{
-		Repository: repo,
-		Token:      func() string { mu.Lock(); defer mu.Unlock(); return token },
+		Repository:           repo,
+		Token:                func() string { mu.Lock(); defer mu.Unlock(); return token },
+		AllowUnauthenticated: func() bool { mu.Lock(); defer mu.Unlock(); return allow },
 	}})
 	setToken := func(s string) { mu.Lock(); token = s; mu.Unlock() }
 
-	// No token configured: the repository routes are open, the admin route is 403.
+	// No token configured: the read-only index is open; load, unload and the default pin
+	// are 403 (TestAdminDoor has every route).
 	r := ts.doAuth(t, "POST", "/v2/repository/index", "", nil)
 	want := `[{"name":"m","version":"1.0.0","state":"READY","reason":""},` +
 		`{"name":"m","version":"2.0.0","state":"UNAVAILABLE","reason":"artifact verification failed: m@2.0.0: model.onnx: sha256 mismatch"},` +
@@ -128,11 +130,15 @@ func TestRepositoryRoutes(t *testing.T) {
 		t.Errorf("index ready = %d %s", r.status, r.body)
 	}
 	if r := ts.doAuth(t, "POST", "/v2/admin/models/m/default", "", []byte(`{"version":"1.0.0"}`)); r.status != 403 ||
-		!strings.Contains(errorMessage(t, r), "admin API disabled") {
+		!strings.Contains(errorMessage(t, r), "set admin.token_file, or admin.allow_unauthenticated: true") {
 		t.Errorf("default without a token configured = %d %s", r.status, r.body)
 	}
 
-	// Load and unload: the version from the body or the query; errors map to statuses.
+	// Load and unload (admin.allow_unauthenticated, as for loopback development): the version
+	// from the body or the query; errors map to statuses.
+	mu.Lock()
+	allow = true
+	mu.Unlock()
 	for _, tt := range []struct {
 		path string
 		body string
@@ -176,7 +182,7 @@ func TestRepositoryRoutes(t *testing.T) {
 		}
 	}
 
-	// A token configured: every route needs it.
+	// A token configured: every route needs it, allow_unauthenticated or not.
 	setToken("s3cret")
 	for _, path := range []string{"/v2/repository/index", "/v2/repository/models/m/load", "/v2/repository/models/m/unload", "/v2/admin/models/m/default"} {
 		for _, auth := range []string{"", "Bearer wrong", "s3cret"} {
