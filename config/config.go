@@ -142,9 +142,11 @@ func (s ModelSequence) StatePairs() (pairs [][2]string, ok bool) {
 	return pairs, ok
 }
 
-// Admin configures the admin API.
+// Admin configures who may call the operator routes: /v2/admin/*, repository load/unload and
+// GET /v2/health/details.
 type Admin struct {
-	TokenFile string `koanf:"token_file" reload:"live" exists:"file" path:"true" desc:"File holding the bearer token of the admin API (its first line, trimmed); empty disables the admin API. The config holds only the path; the token is read when needed and never printed."`
+	TokenFile            string `koanf:"token_file" reload:"live" exists:"file" path:"true" desc:"File holding the bearer token (its first line, trimmed) that /v2/admin/*, the repository API and GET /v2/health/details need. Re-read on every reload and watched: writing a new token to it (or updating the Kubernetes Secret it comes from) takes effect at once, and the old token is refused. Empty: those routes answer 403 unless admin.allow_unauthenticated is set. The config holds only the path; the token is never printed."`
+	AllowUnauthenticated bool   `koanf:"allow_unauthenticated" reload:"live" desc:"With no admin.token_file, open /v2/admin/*, repository load/unload and GET /v2/health/details to anyone who reaches the port: for loopback development only. Ignored when a token file is set (the token is then required)."`
 }
 
 // Artifacts configures how model artifacts are verified.

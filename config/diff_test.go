@@ -59,7 +59,7 @@ func TestDiffMarksEveryRestartKey(t *testing.T) {
 	b.Repository = Repository{Path: "p", BackendDir: "d"}
 	b.Engine = Engine{Seed: 1, Threads: 2, CPUThreads: 3}
 	b.Batching = Batching{Enabled: false, MaxBatchSize: 2, MaxQueueDelay: 1, PreferredBatchSizes: []int{4}, PriorityLevels: 2, DefaultPriorityLevel: 1}
-	b.Admin = Admin{TokenFile: "t"}
+	b.Admin = Admin{TokenFile: "t", AllowUnauthenticated: true}
 	b.Artifacts = Artifacts{TrustedKeys: []string{"k.pub"}}
 	b.Metrics = Metrics{GPUInterval: 1}
 	b.Tracing = Tracing{Enabled: true, Endpoint: "http://collector:4318", SamplingRatio: 0.5, ServiceName: "s"}
@@ -79,7 +79,7 @@ func TestDiffMarksEveryRestartKey(t *testing.T) {
 		}
 	})
 	for key, want := range map[string]bool{"server.addr": true, "log.format": true, "log.level": false, "limits.queue_len": false,
-		"repository.path": false, "repository.backend_dir": true, "engine.seed": false, "engine.cpu_threads": true, "admin.token_file": false, "artifacts.trusted_keys": false, "metrics.gpu_interval": true} {
+		"repository.path": false, "repository.backend_dir": true, "engine.seed": false, "engine.cpu_threads": true, "admin.token_file": false, "admin.allow_unauthenticated": false, "artifacts.trusted_keys": false, "metrics.gpu_interval": true} {
 		if restart[key] != want {
 			t.Errorf("%s: Restart = %v, want %v", key, restart[key], want)
 		}

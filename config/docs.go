@@ -200,7 +200,9 @@ Unknown keys are errors in every layer, and an invalid config stops start-up.
 
 A running policyd reloads its config when the config file, its overlay or the .env file changes
 (watched with ` + "`config.Watch`" + `: writes, an editor's rename, a Kubernetes ConfigMap update) on SIGHUP, and on ` + "`POST /v2/admin/reload`" + ` (with ` + "`Authorization: Bearer <token>`" + `, the
-token read from ` + "`admin.token_file`" + `; without one the admin API answers 403). The new config
+token read from ` + "`admin.token_file`" + `; without one the admin API answers 403 unless
+` + "`admin.allow_unauthenticated`" + ` is set). The token file is watched too and re-read on every
+reload: a token written to it (or a Kubernetes Secret update) takes effect at once. The new config
 is loaded and validated whole first; an invalid one is rejected (log, metric, health details) and
 the running config stays. A valid one is applied at once: the keys marked **reload** below take
 effect without dropping a request (new models load, removed ones drain and unload). A change to a

@@ -47,10 +47,15 @@ func (opts LoadOptions) Files() []string {
 // and apply the new config if valid or keep the old one if not. Watch returns when ctx is
 // done (nil) or the watcher fails.
 func Watch(ctx context.Context, opts LoadOptions, settle time.Duration, onChange func()) error {
+	return WatchFiles(ctx, opts.Files(), settle, onChange)
+}
+
+// WatchFiles is Watch for a list of files: the config's and others a reload reads, such as
+// admin.token_file (a Kubernetes Secret's file is swapped through symlinks as a ConfigMap's is).
+func WatchFiles(ctx context.Context, files []string, settle time.Duration, onChange func()) error {
 	if settle <= 0 {
 		settle = 100 * time.Millisecond
 	}
-	files := opts.Files()
 	if len(files) == 0 {
 		<-ctx.Done()
 		return nil

@@ -105,3 +105,47 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+// WatchFiles watches files of several folders: the config file and a token file mounted from
+// a Kubernetes Secret (token → ..data/token, ..data → ..v1), whose update swaps ..data.
+func TestWatchFiles(t *testing.T) {
+	dir := t.TempDir()
+	must(t, os.MkdirAll(filepath.Join(dir, "cfg"), 0o755))
+	cfg := write(t, filepath.Join(dir, "cfg", "policyd.yaml"), "log: {level: info}\n")
+	secret := filepath.Join(dir, "secret")
+	for _, v := range []string{"..v1", "..v2"} {
+		must(t, os.MkdirAll(filepath.Join(secret, v), 0o755))
+		write(t, filepath.Join(secret, v, "token"), "token-"+v+"\n")
+	}
+	must(t, os.Symlink("..v1", filepath.Join(secret, "..data")))
+	must(t, os.Symlink(filepath.Join("..data", "token"), filepath.Join(secret, "token")))
+
+	ctx, cancel := context.WithCancel(context.Background())
+	changes := make(chan struct{}, 16)
+	done := make(chan error, 1)
+	go func() {
+		done <- WatchFiles(ctx, []string{cfg, filepath.Join(secret, "token")}, 20*time.Millisecond, func() { changes <- struct{}{} })
+	}()
+	time.Sleep(100 * time.Millisecond) // let the watcher start
+	expect := func(what string) {
+		t.Helper()
+		select {
+		case <-changes:
+		case <-time.After(3 * time.Second):
+			t.Errorf("%s: no change reported", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+		for len(changes) > 0 {
+			<-changes
+		}
+	}
+	must(t, os.Symlink("..v2", filepath.Join(secret, "..data_tmp")))
+	must(t, os.Rename(filepath.Join(secret, "..data_tmp"), filepath.Join(secret, "..data")))
+	expect("the Secret's symlink swap")
+	write(t, cfg, "log: {level: debug}\n")
+	expect("the config file")
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("WatchFiles: %v", err)
+	}
+}
