@@ -2,9 +2,11 @@ package deploy
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -103,7 +105,23 @@ func TestCompose(t *testing.T) {
 					env[k] = *v
 				}
 			}
+			// the admin token: a compose secret from a file git ignores, nothing else
+			secrets := map[string]string{} // target in the container → file on the host
+			for _, sec := range s.Secrets {
+				target := sec.Target
+				if !strings.HasPrefix(target, "/") {
+					target = dockerSecrets + target
+				}
+				secrets[target] = composeSecretFile(t, p, sec.Source)
+			}
 			cmd := imageCmd(t, parseDockerfile(t, want.dockerfile))
+			tok := adminTokenFile(t, cmd[1:], env, files)
+			if src, ok := secrets[tok]; ok {
+				files[tok] = "test-token\n"
+				checkGitIgnored(t, src)
+			} else if tok != "" {
+				t.Errorf("admin.token_file %s is not a compose secret (secrets at %v)", tok, keys(secrets))
+			}
 			cfg := checkPolicydConfig(t, cmd[1:], env, files, "/models")
 			if _, port, _ := net.SplitHostPort(cfg.Server.Addr); port != "8000" {
 				t.Errorf("policyd listens on %s, the service publishes 8000", cfg.Server.Addr)
@@ -129,6 +147,55 @@ func TestCompose(t *testing.T) {
 			}
 		})
 	}
+}
+
+// composeSecretFile is the host file of a top-level file secret (not an environment variable's
+// content, not an external one: the token is created beside the compose file).
+func composeSecretFile(t *testing.T, p *types.Project, name string) string {
+	t.Helper()
+	sec, ok := p.Secrets[name]
+	if !ok {
+		t.Fatalf("%s: no top-level secret %q (have %v)", composeFile, name, keys(p.Secrets))
+	}
+	if sec.File == "" || sec.Environment != "" || bool(sec.External) {
+		t.Errorf("%s: secret %s: want a file (file: ./...), got %+v", composeFile, name, sec)
+	}
+	return sec.File
+}
+
+// checkGitIgnored: git would not commit the file (a token written there stays out of the
+// repository). Skipped outside a git work tree.
+func checkGitIgnored(t *testing.T, file string) {
+	t.Helper()
+	git, err := exec.LookPath("git")
+	if err != nil {
+		t.Log("git not installed: not checking that the secret file is ignored")
+		return
+	}
+	rel, err := filepath.Rel(mustAbs(t, repoRoot), file)
+	if err != nil || strings.HasPrefix(rel, "..") {
+		return // outside the repository
+	}
+	cmd := exec.Command(git, "check-ignore", "-q", "--no-index", rel)
+	cmd.Dir = repoRoot
+	err = cmd.Run()
+	var exit *exec.ExitError
+	switch {
+	case err == nil: // ignored
+	case errors.As(err, &exit) && exit.ExitCode() == 1:
+		t.Errorf("%s: git does not ignore it; add it to .gitignore so that no token is committed", rel)
+	default:
+		t.Logf("git check-ignore %s: %v (not a git work tree?)", rel, err)
+	}
+}
+
+func mustAbs(t *testing.T, p string) string {
+	t.Helper()
+	a, err := filepath.Abs(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
 }
 
 // TestComposeMonitoring: Prometheus scrapes policyd (under a name both variants answer to) with

@@ -25,6 +25,8 @@ const (
 	gpuDockerfile = "../docker/Dockerfile.gpu"
 	// imageUID is the user the images run as; the Kubernetes and compose files run them as it.
 	imageUID = 65532
+	// dockerSecrets is the folder where Docker (compose's secrets:) mounts secrets.
+	dockerSecrets = "/run/secrets/"
 )
 
 // dockerfile is a parsed Dockerfile: its stages as BuildKit reads them, the default values of
@@ -226,6 +228,14 @@ func TestDockerfiles(t *testing.T) {
 						env[kv.Key] = kv.Value
 					}
 				}
+			}
+			// the admin token is never in the image: it is mounted at run time where Docker
+			// puts secrets (compose's secrets:, or docker run -v ...:/run/secrets/...:ro)
+			if tok := adminTokenFile(t, cmd[1:], env, files); tok != "" {
+				if !strings.HasPrefix(tok, dockerSecrets) {
+					t.Errorf("%s: admin.token_file %s: want a file under %s, where compose mounts its secrets", path, tok, dockerSecrets)
+				}
+				files[tok] = "test-token\n"
 			}
 			cfg := checkPolicydConfig(t, cmd[1:], env, files, "/models")
 			if !strings.HasSuffix(cfg.Server.Addr, ":8000") || strings.HasPrefix(cfg.Server.Addr, "127.") {

@@ -3,6 +3,7 @@ package deploy
 import (
 	"flag"
 	"os"
+	"path"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -54,9 +55,25 @@ func policydArgs(t *testing.T, args []string) config.LoadOptions {
 // content). repository.path (from the file or a flag) must be modelsPath, the folder the
 // deployment mounts the repository at; it is validated against the bundled example repository
 // (examples/repository, which the images ship as /models) in its place, so that the models a
-// config names must exist there. It returns the validated config.
+// config names must exist there.
+//
+// Every shipped deployment listens beyond loopback, so each must set admin.token_file (the
+// operator routes then need its token) and none may set admin.allow_unauthenticated. The token
+// file must be one of files: the caller puts a test token at the path adminTokenFile gives,
+// once it has checked that the deployment mounts a secret there. It is validated in place of
+// that path (validation requires the file to exist).
+//
+// It returns the validated config, with Admin.TokenFile the path inside the container.
 func checkPolicydConfig(t *testing.T, args []string, env map[string]string, files map[string]string, modelsPath string) *config.Config {
 	t.Helper()
+	token := adminTokenFile(t, args, env, files)
+	if token == "" {
+		t.Error("no admin.token_file: the operator routes (/v2/admin/*, repository load/unload, health details) " +
+			"would answer 403 to everyone; give policyd a token from a secret (docs/deployment.md#the-admin-token)")
+	} else if _, ok := files[token]; !ok {
+		t.Errorf("admin.token_file %s: the deployment puts no file there (it provides %v)", token, keys(files))
+		token = ""
+	}
 	opts := policydArgs(t, args)
 	dir := t.TempDir()
 	for path, content := range files {
@@ -95,6 +112,9 @@ func checkPolicydConfig(t *testing.T, args []string, env map[string]string, file
 		t.Fatal(err)
 	}
 	opts.Flags["repository.path"] = models
+	if token != "" {
+		opts.Flags["admin.token_file"] = filepath.Join(dir, filepath.FromSlash(token))
+	}
 	opts.Env = []string{}
 	for k, v := range env {
 		if k == "POLICYD_PROFILE" && opts.Profile == "" {
@@ -107,7 +127,74 @@ func checkPolicydConfig(t *testing.T, args []string, env map[string]string, file
 	if err != nil {
 		t.Fatalf("policyd config (args %q, env %v): %v", args, env, err)
 	}
+	if cfg.Admin.AllowUnauthenticated {
+		t.Error("admin.allow_unauthenticated is set: a shipped deployment must not open the operator routes to whoever reaches the port")
+	}
+	if token != "" {
+		if _, err := cfg.Admin.Token(); err != nil {
+			t.Errorf("admin.token_file %s: %v", token, err)
+		}
+	}
+	cfg.Admin.TokenFile = token
 	return cfg
+}
+
+// adminTokenFile is the admin.token_file that a deployment's arguments, environment and config
+// files (as checkPolicydConfig takes them) give policyd, as a path inside the container: from
+// the first layer that sets it, in policyd's order — flag, environment, profile overlay, config
+// file; "" when none does. A relative path in a file is relative to the file's folder; from a
+// flag or the environment it would be relative to policyd's working folder, which no deployment
+// should rely on, so it must be absolute.
+func adminTokenFile(t *testing.T, args []string, env, files map[string]string) string {
+	t.Helper()
+	opts := policydArgs(t, args)
+	abs := func(layer, p string) string {
+		if p != "" && !path.IsAbs(p) {
+			t.Errorf("%s: admin.token_file %q: give an absolute path", layer, p)
+		}
+		return p
+	}
+	if v, ok := opts.Flags["admin.token_file"].(string); ok {
+		return abs("--admin.token-file", v)
+	}
+	if v, ok := env["POLICYD_ADMIN__TOKEN_FILE"]; ok {
+		return abs("POLICYD_ADMIN__TOKEN_FILE", v)
+	}
+	if opts.File == "" {
+		return ""
+	}
+	var layers []string
+	profile := opts.Profile
+	if profile == "" {
+		profile = env["POLICYD_PROFILE"]
+	}
+	if profile != "" {
+		ext := path.Ext(opts.File)
+		for _, e := range []string{ext, ".yaml", ".yml", ".json"} { // policyd's overlay lookup
+			if f := strings.TrimSuffix(opts.File, ext) + "." + profile + e; files[f] != "" {
+				layers = append(layers, f)
+				break
+			}
+		}
+	}
+	layers = append(layers, opts.File)
+	for _, f := range layers {
+		var raw struct {
+			Admin struct {
+				TokenFile *string `yaml:"token_file"`
+			} `yaml:"admin"`
+		}
+		if err := yaml.Unmarshal([]byte(files[f]), &raw); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		if p := raw.Admin.TokenFile; p != nil {
+			if *p == "" || path.IsAbs(*p) {
+				return *p
+			}
+			return path.Join(path.Dir(f), *p)
+		}
+	}
+	return ""
 }
 
 func keys[V any](m map[string]V) []string {

@@ -118,7 +118,15 @@ func TestKServe(t *testing.T) {
 	if len(c.Command) != 1 || c.Command[0] != "/opt/policyd/bin/policyd" {
 		t.Errorf("command %q, want [/opt/policyd/bin/policyd]", c.Command)
 	}
-	cfg := checkPolicydConfig(t, c.Args, envOf(t, c), nil, kserveMountPath)
+	env := envOf(t, c)
+	files := map[string]string{}
+	if tok := adminTokenFile(t, c.Args, env, files); tok != "" {
+		// the runtime's volumes, merged by KServe into the predictor pod; Knative also
+		// requires a Secret's mount to be read-only
+		checkSecretMount(t, tok, c, rt.Spec.Volumes)
+		files[tok] = "test-token\n"
+	}
+	cfg := checkPolicydConfig(t, c.Args, env, files, kserveMountPath)
 	if host, p, _ := net.SplitHostPort(cfg.Server.Addr); p != strconv.Itoa(int(port)) || host == "127.0.0.1" {
 		t.Errorf("policyd listens on %s, the container port is %d", cfg.Server.Addr, port)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -351,6 +352,10 @@ func checkOverlay(t *testing.T, ov overlay) {
 		t.Error("no emptyDir at /tmp: with a read-only root file system nothing could write a temporary file")
 	}
 	env := envOf(t, c)
+	if tok := adminTokenFile(t, c.Args, env, files); tok != "" {
+		checkSecretMount(t, tok, c, pod.Spec.Volumes)
+		files[tok] = "test-token\n"
+	}
 	cfg := checkPolicydConfig(t, c.Args, env, files, "/models")
 	if _, p, _ := net.SplitHostPort(cfg.Server.Addr); p != strconv.Itoa(port) || strings.HasPrefix(cfg.Server.Addr, "127.") {
 		t.Errorf("policyd listens on %s; the probes and the Service use port %d on the pod's address", cfg.Server.Addr, port)
@@ -409,6 +414,62 @@ func checkOverlay(t *testing.T, ov overlay) {
 		t.Errorf("HPA metric %+v: want the Pods metric policyd_queue_depth with a positive AverageValue target", hm)
 	} else if !served[hm.Pods.Metric.Name] {
 		t.Errorf("HPA metric %s: the Prometheus adapter rules serve %v", hm.Pods.Metric.Name, keys(served))
+	}
+}
+
+// adminTokenSecret is the Secret (and its key) that holds the admin token, which
+// docs/deployment.md and the comments of the manifests tell the operator to create.
+const adminTokenSecret, adminTokenKey = "policyd-admin-token", "token"
+
+// checkSecretMount: the admin token file is the key "token" of the Secret policyd-admin-token,
+// mounted read-only as a folder — no subPath, which the kubelet never updates, so a rotated
+// token reaches the pod — and not optional, so that no pod starts without it.
+func checkSecretMount(t *testing.T, token string, c corev1.Container, volumes []corev1.Volume) {
+	t.Helper()
+	var mount *corev1.VolumeMount
+	for i, m := range c.VolumeMounts {
+		if path.Clean(m.MountPath) == path.Dir(token) {
+			mount = &c.VolumeMounts[i]
+		}
+	}
+	if mount == nil {
+		t.Errorf("admin.token_file %s: nothing is mounted at %s", token, path.Dir(token))
+		return
+	}
+	if mount.SubPath != "" || mount.SubPathExpr != "" {
+		t.Errorf("the admin token is mounted with subPath %q: the kubelet never updates such a mount, so a rotated token would never reach policyd", mount.SubPath)
+	}
+	if !mount.ReadOnly {
+		t.Errorf("volumeMount %s: want readOnly", mount.MountPath)
+	}
+	var sec *corev1.SecretVolumeSource
+	for _, v := range volumes {
+		if v.Name == mount.Name {
+			sec = v.Secret
+		}
+	}
+	switch {
+	case sec == nil:
+		t.Errorf("admin.token_file %s: volume %q is not a Secret", token, mount.Name)
+		return
+	case sec.SecretName != adminTokenSecret:
+		t.Errorf("the admin token comes from the Secret %q; the docs tell the operator to create %q", sec.SecretName, adminTokenSecret)
+	case sec.Optional != nil && *sec.Optional:
+		t.Errorf("the Secret %s is optional: a pod would start without its token", sec.SecretName)
+	}
+	key := path.Base(token) // without items, each key is a file of that name
+	for _, it := range sec.Items {
+		if it.Path == path.Base(token) {
+			key = it.Key
+		}
+	}
+	if len(sec.Items) > 0 && !slices.ContainsFunc(sec.Items, func(it corev1.KeyToPath) bool { return it.Path == path.Base(token) }) {
+		t.Errorf("admin.token_file %s: the Secret's items %+v put no file there", token, sec.Items)
+	} else if key != adminTokenKey {
+		t.Errorf("admin.token_file %s is the Secret's key %q; the docs create the key %q", token, key, adminTokenKey)
+	}
+	if m := sec.DefaultMode; m != nil && *m&0o044 == 0 {
+		t.Errorf("Secret volume defaultMode %#o: neither the group (fsGroup) nor others may read the token; policyd runs as %d", *m, imageUID)
 	}
 }
 

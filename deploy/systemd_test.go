@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"os/exec"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -11,9 +12,13 @@ import (
 
 	"github.com/coreos/go-systemd/v22/unit"
 	"github.com/policyd/policyd/config"
+	"go.yaml.in/yaml/v3"
 )
 
-const systemdUnit = "systemd/policyd.service"
+const (
+	systemdUnit   = "systemd/policyd.service"
+	deploymentDoc = "../docs/deployment.md"
+)
 
 func TestSystemdUnit(t *testing.T) {
 	f, err := os.Open(systemdUnit)
@@ -83,6 +88,48 @@ func TestSystemdUnit(t *testing.T) {
 	if w := only("Install", "WantedBy"); w != "multi-user.target" {
 		t.Errorf("WantedBy=%s, want multi-user.target", w)
 	}
+
+	// The config: the unit ships none, so the one docs/deployment.md writes stands in for it,
+	// with the unit's environment and a test token where the unit says the token file is.
+	env := map[string]string{}
+	for _, line := range get("Service", "Environment") {
+		for _, kv := range strings.Fields(line) {
+			if k, v, ok := strings.Cut(strings.Trim(kv, `"`), "="); ok {
+				env[k] = v
+			}
+		}
+	}
+	if len(get("Service", "LoadCredential")) > 0 {
+		t.Error("LoadCredential=: systemd copies a credential at start only, so a rotated token would wait for a restart")
+	}
+	doc := string(readFile(t, deploymentDoc))
+	m := regexp.MustCompile(`(?s)cat > ` + regexp.QuoteMeta(args.File) + ` <<'YAML'\n(.*?)\nYAML\n`).FindStringSubmatch(doc)
+	if m == nil {
+		t.Fatalf("%s does not write %s (cat > %s <<'YAML' ... YAML)", deploymentDoc, args.File, args.File)
+	}
+	files := map[string]string{args.File: m[1]}
+	tok := adminTokenFile(t, start[1:], env, files)
+	if tok != "" {
+		files[tok] = "test-token\n"
+		// the docs create the file policyd reads, readable by the service's group and written by root
+		if !strings.Contains(doc, "install -m 0640 -o root -g "+only("Service", "Group")+" /dev/null "+tok) {
+			t.Errorf("%s does not create %s (install -m 0640 -o root -g %s /dev/null %s)", deploymentDoc, tok, only("Service", "Group"), tok)
+		}
+		for _, rw := range append(get("Service", "ReadWritePaths"), get("Service", "StateDirectory")...) {
+			if rw != "" && strings.HasPrefix(tok, strings.TrimSuffix(rw, "/")+"/") {
+				t.Errorf("the token file %s is under ReadWritePaths %s: policyd could overwrite its own token", tok, rw)
+			}
+		}
+	}
+	var raw struct {
+		Repository struct {
+			Path string `yaml:"path"`
+		} `yaml:"repository"`
+	}
+	if err := yaml.Unmarshal([]byte(m[1]), &raw); err != nil {
+		t.Fatalf("%s: the config it writes: %v", deploymentDoc, err)
+	}
+	checkPolicydConfig(t, start[1:], env, files, raw.Repository.Path)
 }
 
 // TestSystemdAnalyzeVerify runs systemd's own checker over the unit where systemd is there. The
