@@ -44,8 +44,9 @@ var beforeRename func(tmp string) error
 // manifest.json and, with a SignKey, manifest.sig. The version is written in a work folder
 // DIR/<name>/.tmp-* and renamed into place once complete and synced, never over an existing
 // version (ErrExists), so a crash never leaves a half version visible; on failure the work
-// folder is removed. Adds of different versions may run concurrently (also from several
-// processes); of the same version, exactly one succeeds.
+// folder is removed (what a crash leaves there, RemoveStale removes later). Adds of different
+// versions may run concurrently (also from several processes); of the same version, exactly
+// one succeeds.
 func Add(repo string, req AddRequest) (*Artifact, error) {
 	if err := ValidateName(req.Name); err != nil {
 		return nil, err
@@ -102,6 +103,11 @@ func Add(repo string, req AddRequest) (*Artifact, error) {
 			os.RemoveAll(tmp)
 		}
 	}()
+	// Held until Add returns, so that RemoveStale never takes the folder of an add that runs
+	// (where the file system cannot lock, the folder's age protects it).
+	if release, err := lockWork(tmp); err == nil {
+		defer release()
+	}
 	if err := os.Chmod(tmp, 0o755); err != nil {
 		return nil, fmt.Errorf("add %s: %w", ref, err)
 	}
@@ -230,5 +236,7 @@ func renameLocked(tmp, final string) error {
 	return os.Rename(tmp, final)
 }
 
-// isTemp reports whether a folder entry is Add's work (never a version).
+// isTemp reports whether an entry of a model folder is the work of Add or AddEngineCache (a
+// .tmp-* work folder or lock file), never a version. It is the one predicate of work: entries
+// skips it, Report lists it as stale, RemoveStale removes it once old.
 func isTemp(name string) bool { return strings.HasPrefix(name, tmpPrefix) }

@@ -221,7 +221,10 @@ func AddEngineCache(dir string, req AddEngineRequest) (*Artifact, error) {
 	if err != nil {
 		return nil, fmt.Errorf("add engine cache to %s: %w", ref, err)
 	}
-	defer os.RemoveAll(tmp) // after the exchange: the old folder
+	defer os.RemoveAll(tmp)                        // after the exchange: the old folder
+	if release, err := lockWork(tmp); err == nil { // RemoveStale leaves it alone (as Add's)
+		defer release()
+	}
 	if err := os.Chmod(tmp, 0o755); err != nil {
 		return nil, err
 	}

@@ -109,8 +109,9 @@ type ReportOptions struct {
 type RepositoryReport struct {
 	Repository string        `json:"repository"`
 	Models     []ModelStatus `json:"models"`
-	// Stale lists Add's work folders (.tmp-*) left behind, e.g. by a crash: never versions;
-	// safe to remove once no add is running.
+	// Stale lists Add's work folders and lock files (.tmp-*) found, never versions: those of
+	// adds running now, and those left by interrupted ones, which RemoveStale removes once
+	// they are StaleAge old (policyctl artifacts add and the server do).
 	Stale  []string `json:"stale,omitempty"`
 	OK     int      `json:"ok"`
 	Errors int      `json:"errors"`
@@ -153,13 +154,8 @@ func Report(repo string, opts ReportOptions) (*RepositoryReport, error) {
 		models = []string{opts.Model}
 	}
 	for _, name := range models {
-		ms := ModelStatus{Name: name, Versions: []VersionStatus{}}
+		ms := ModelStatus{Name: name, Versions: []VersionStatus{}, Problem: modelProblem(repo, name)}
 		dir := filepath.Join(repo, name)
-		if err := ValidateName(name); err != nil {
-			ms.Problem = err.Error()
-		} else if st, err := os.Lstat(dir); err == nil && st.Mode()&fs.ModeSymlink != 0 {
-			ms.Problem = fmt.Sprintf("model folder %s is a symlink; model folders must be real folders", dir)
-		}
 		if ms.Problem != "" {
 			rep.Models = append(rep.Models, ms)
 			rep.Errors++

@@ -112,6 +112,7 @@ type ModelVersion struct {
 	set     settings        // effective settings it was (or would have been) loaded with
 	digest  string          // the verified artifact's digest ("" when verification failed)
 	signer  string          // key ID of the verified signature ("" when unsigned)
+	checks  string          // what it was last verified against: digest pin, trusted key IDs (under Repository.applyMu)
 
 	engine   *bridge.Engine   // nil when the load failed; engines[0]
 	engines  []*bridge.Engine // one per GPU of devices; just engine on a backend without devices
@@ -178,18 +179,34 @@ func (v *ModelVersion) State() State {
 	return v.state
 }
 
-// Reason says why the version is unavailable ("" when ready).
+// Reason says why the version is unavailable. For a ready version it is "", or a warning
+// about the version that serves: its files failed verification after it loaded and
+// Desired.KeepTampered keeps it serving.
 func (v *ModelVersion) Reason() string {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	return v.reason
 }
 
-// Ready reports whether the version serves requests and, when not, why.
+// Ready reports whether the version serves requests and, when not, why (when it does, the
+// warning Reason describes, if any).
 func (v *ModelVersion) Ready() (bool, string) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	return v.state == StateReady, v.reason
+}
+
+// warn sets the warning of a ready version ("" clears it) and returns the previous one; a
+// version that is not ready keeps its reason.
+func (v *ModelVersion) warn(reason string) string {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.state != StateReady {
+		return ""
+	}
+	was := v.reason
+	v.reason = reason
+	return was
 }
 
 // LoadDuration is how long reading and building the version took.
@@ -518,7 +535,9 @@ type found struct {
 // scan lists the version folders of dir: models in byte order, versions lowest first (folders
 // that are not canonical versions first). Hidden folders (".git", artifacts' ".tmp-*" work
 // folders) and plain files are skipped silently; a model folder without any version folder is
-// skipped with a warning.
+// skipped with a warning. First it removes the work that interrupted adds left in the model
+// folders (artifacts.RemoveStale: ".tmp-*" entries an hour old, never those of an add that
+// runs), logging each; one it cannot remove (a read-only repository) is a warning.
 //
 // A model folder that is a symbolic link is followed only when it leads to a folder inside the
 // repository; one that leads out of it has its versions refused, as artifacts.Verify refuses a
@@ -538,6 +557,13 @@ func scan(dir string, log *zap.Logger) ([]found, error) {
 	models, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("model repository: %w", err)
+	}
+	removed, err := artifacts.RemoveStale(dir, "", artifacts.StaleAge, time.Now())
+	for _, p := range removed {
+		log.Info("removed the stale work folder of an interrupted add", zap.String("path", p))
+	}
+	if err != nil {
+		log.Warn("cannot remove the stale work of interrupted adds", zap.Error(err))
 	}
 	var out []found
 	for _, m := range models {

@@ -96,7 +96,8 @@ engine's message), then writes REPOSITORY/NAME/VERSION/ with model.onnx and mani
 (every file's sha256 and size, the model's inputs and outputs, the creation time, this tool's
 version and the --metadata), signed with --sign-key when given. The version appears at once,
 complete, or not at all; an existing version is never overwritten. VERSION is a semantic
-version MAJOR.MINOR.PATCH[-PRERELEASE][+BUILD]; v1.2.3 is stored as 1.2.3.
+version MAJOR.MINOR.PATCH[-PRERELEASE][+BUILD]; v1.2.3 is stored as 1.2.3. Work folders
+(NAME/.tmp-*) that interrupted adds of NAME left over an hour ago are removed first.
 `
 
 func artifactsAdd(_ context.Context, _ string, path, args []string, stdout, stderr io.Writer) int {
@@ -152,6 +153,14 @@ func artifactsAdd(_ context.Context, _ string, path, args []string, stdout, stde
 	if req.IO, err = inspect(onnx, *name+"@"+v); err != nil {
 		fmt.Fprintf(stderr, "%s: %s: %v\n", fs.name, pos[0], err)
 		return 1
+	}
+	// What interrupted adds of this model left goes first (never the work of an add that runs).
+	removed, err := artifacts.RemoveStale(*repo, *name, artifacts.StaleAge, time.Now())
+	for _, p := range removed {
+		fmt.Fprintf(stderr, "note: removed %s, the work of an interrupted add\n", p)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: warning: %v\n", fs.name, err)
 	}
 	a, err := artifacts.Add(*repo, req)
 	if err != nil {
@@ -232,7 +241,7 @@ func artifactsVerify(_ context.Context, _ string, path, args []string, stdout, s
 		}
 	}
 	for _, s := range rep.Stale {
-		fmt.Fprintf(stderr, "note: %s is the leftover of an interrupted add (not a version); remove it when no add runs\n", s)
+		fmt.Fprintf(stderr, "note: %s is the work of a running or interrupted add (not a version); the next add of its model or the server removes it once an hour old\n", s)
 	}
 	if rep.Errors > 0 {
 		fmt.Fprintf(stderr, "%d ok, %d with errors\n", rep.OK, rep.Errors)
