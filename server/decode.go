@@ -69,7 +69,10 @@ func (r *inferRequest) reset(nIn int) {
 		r.bufs = append(r.bufs, nil)
 		r.given = append(r.given, false)
 	}
-	r.tensors = append(r.tensors[:0], make([]bridge.Tensor, nIn)...)
+	if cap(r.tensors) < nIn {
+		r.tensors = make([]bridge.Tensor, nIn)
+	}
+	r.tensors = r.tensors[:nIn] // no append(make(...)...): the race build allocates for it
 	for i := range r.tensors {
 		r.tensors[i] = bridge.Tensor{}
 		r.given[i] = false
