@@ -145,13 +145,14 @@ func (s ModelSequence) StatePairs() (pairs [][2]string, ok bool) {
 // Admin configures who may call the operator routes: /v2/admin/*, repository load/unload and
 // GET /v2/health/details.
 type Admin struct {
-	TokenFile            string `koanf:"token_file" reload:"live" exists:"file" path:"true" desc:"File holding the bearer token (its first line, trimmed) that /v2/admin/*, the repository API and GET /v2/health/details need. Re-read on every reload and watched: writing a new token to it (or updating the Kubernetes Secret it comes from) takes effect at once, and the old token is refused. Empty: those routes answer 403 unless admin.allow_unauthenticated is set. The config holds only the path; the token is never printed."`
+	TokenFile            string `koanf:"token_file" reload:"live" exists:"file" path:"true" desc:"File holding the bearer token (its first line, trimmed) that /v2/admin/*, the repository API and GET /v2/health/details need. Re-read on every reload trigger (SIGHUP, admin reload, a config change) and watched: writing a new token to it (or updating the Kubernetes Secret it comes from) takes effect at once, and the old token is refused; a file bind-mounted alone into a container raises no event inside it, so there send SIGHUP (docs/security.md). Empty: those routes answer 403 unless admin.allow_unauthenticated is set. The config holds only the path; the token is never printed."`
 	AllowUnauthenticated bool   `koanf:"allow_unauthenticated" reload:"live" desc:"With no admin.token_file, open /v2/admin/*, repository load/unload and GET /v2/health/details to anyone who reaches the port: for loopback development only. Ignored when a token file is set (the token is then required)."`
 }
 
 // Artifacts configures how model artifacts are verified.
 type Artifacts struct {
 	TrustedKeys []string `koanf:"trusted_keys" reload:"live" unique:"true" exists:"file" path:"true" desc:"Ed25519 public keys (PEM files written by policyctl artifacts keygen) that sign the artifacts; when any is set, every version must carry a manifest.sig that one of them verifies, and unsigned or wrongly signed versions are refused. Empty: signatures are not required."`
+	OnTamper    string   `koanf:"on_tamper" reload:"live" enum:"retire,keep" desc:"What happens to a version that serves when its files fail verification later (every reload re-verifies every version): retire stops serving it (UNAVAILABLE with the reason; the others keep serving); keep serves on from the engine loaded from the verified files, as Triton does, with a warning in the log, the verification failures metric, health details and the version's reason. A version not loaded yet is refused either way (docs/artifacts.md, When files change after load)."`
 }
 
 // Metrics configures the Prometheus metrics.
@@ -185,7 +186,7 @@ func Defaults() *Config {
 		Batching:   Batching{Enabled: true, MaxBatchSize: 32, MaxQueueDelay: 100 * time.Microsecond, PreferredBatchSizes: []int{}},
 		Models:     []Model{},
 		Admin:      Admin{},
-		Artifacts:  Artifacts{TrustedKeys: []string{}},
+		Artifacts:  Artifacts{TrustedKeys: []string{}, OnTamper: "retire"},
 		Metrics:    Metrics{GPUInterval: 10 * time.Second},
 		Tracing:    Tracing{SamplingRatio: 1, ServiceName: "policyd"},
 	}

@@ -109,9 +109,19 @@ type Desired struct {
 	// TrustedKeys, when not empty, require every version's manifest.sig to verify with one of
 	// them: unsigned or wrongly signed versions are refused.
 	TrustedKeys []ed25519.PublicKey
-	// OnVerifyFailure, when set, is called (by Apply, synchronously) once per version refused
-	// because artifacts.Verify failed, with the reason; cmd/policyd counts them in a metric.
+	// OnVerifyFailure, when set, is called (by Apply, synchronously) once per version whose
+	// artifacts.Verify failed, with the reason: refused, or kept serving by KeepTampered;
+	// cmd/policyd counts them in a metric.
 	OnVerifyFailure func(model, version, reason string)
+	// KeepTampered keeps serving a version that serves ready when its files fail verification
+	// (they changed after it loaded): its engine, built from the verified bytes, stays, and the
+	// failure is logged at warn level, reported to OnVerifyFailure, listed in Report.Failed
+	// with KeptPrevious, and shown as the reason of the ready version (ModelVersion.Ready)
+	// until the files verify again. Only while what it is verified against (TrustedKeys and
+	// the model's Digest pin) is unchanged since it loaded: a tightened requirement refuses it.
+	// A version that does not serve ready is refused either way. False (config
+	// artifacts.on_tamper: retire): the version is refused and its engine retired.
+	KeepTampered bool
 	// MaxModelMemory bounds the host memory of each engine built (bridge.EngineOptions
 	// MaxMemory: constants, then those plus one context's arena at batch 1); 0: no limit. A
 	// version over it is UNAVAILABLE with the reason. A change applies to the engines built
@@ -581,7 +591,8 @@ func (r *Report) String() string {
 //     model's Digest pin), every time, also those that serve unchanged: a version whose files
 //     were tampered with since it was loaded is caught here. A version that fails is refused:
 //     listed UNAVAILABLE with the verification error as its reason (logged at error level,
-//     reported to d.OnVerifyFailure), and the engine it served on, if any, is retired.
+//     reported to d.OnVerifyFailure), and the engine it served on, if any, is retired. With
+//     d.KeepTampered, a version that serves ready keeps serving instead (see KeepTampered).
 //  3. It loads every verified version that is new, UNAVAILABLE, or whose settings (backends,
 //     threads, instances, queue length, seed, batching, fallback, devices, required
 //     engine caches) or artifact (digest, signer) changed, on a new
@@ -624,6 +635,11 @@ func (r *Repository) apply(d Desired) (Report, error) {
 	targets, others := d.targets(found)
 
 	old := r.cur.Load()
+	keyIDs := make([]string, len(d.TrustedKeys))
+	for i, k := range d.TrustedKeys {
+		keyIDs[i] = artifacts.KeyID(k)
+	}
+	slices.Sort(keyIDs)
 	var rep Report
 	served := make([]*ModelVersion, 0, len(targets))
 	kept := map[*ModelVersion]bool{}
@@ -637,12 +653,21 @@ func (r *Repository) apply(d Desired) (Report, error) {
 		}
 		prev := old.find(t.model, t.version)
 		prevReady := prev != nil && prev.State() == StateReady
+		checks := t.digest + "\x00" + strings.Join(keyIDs, ",")
 		var art *artifacts.Artifact
 		if t.missing == "" {
 			if t.refused != "" {
 				art, err = nil, &artifacts.VerifyError{Model: t.model, Version: t.version, Problem: t.refused, Err: artifacts.ErrLayout}
 			} else {
 				art, err = artifacts.Verify(t.dir, artifacts.VerifyOptions{TrustedKeys: d.TrustedKeys, Digest: t.digest})
+			}
+			if err != nil && d.KeepTampered && prevReady && prev.dir == t.dir && prev.checks == checks {
+				r.keepTampered(prev, err, d.OnVerifyFailure)
+				served = append(served, prev)
+				kept[prev] = true
+				rep.Failed = append(rep.Failed, Change{Model: prev.name, Version: prev.version, Backend: prev.Backend(),
+					Instances: prev.set.instances, Devices: prev.devices, Reason: prev.Reason(), KeptPrevious: true})
+				continue
 			}
 			if err != nil {
 				v := r.refuse(t, err, start, d.OnVerifyFailure)
@@ -651,6 +676,11 @@ func (r *Repository) apply(d Desired) (Report, error) {
 				continue
 			}
 			if prevReady && prev.dir == t.dir && prev.set == t.set && prev.digest == art.Digest && prev.signer == art.SignedBy {
+				if prev.warn("") != "" {
+					r.log.Info("model version's artifact verifies again", zap.String("model", prev.name),
+						zap.String("version", prev.version), zap.String("digest", prev.digest))
+				}
+				prev.checks = checks
 				served = append(served, prev)
 				kept[prev] = true
 				rep.Unchanged++
@@ -658,6 +688,7 @@ func (r *Repository) apply(d Desired) (Report, error) {
 			}
 		}
 		v := r.load(t, art)
+		v.checks = checks
 		c := Change{Model: v.name, Version: v.version, Backend: v.Backend(), Instances: t.set.instances, Devices: v.devices, Load: v.loadTime}
 		if ok, reason := v.Ready(); ok {
 			served = append(served, v)
@@ -802,19 +833,37 @@ func (r *Repository) keepPins(pins map[string]string, next *table) map[string]st
 	return out
 }
 
-// refuse makes the UNAVAILABLE version of a target whose artifact failed verification: it
-// logs the reason at error level and reports it to hook.
-func (r *Repository) refuse(t target, err error, start time.Time, hook func(model, version, reason string)) *ModelVersion {
+// verifyReason is the reason a version gets for a failed artifacts.Verify: every problem.
+func verifyReason(err error) string {
 	problems := artifacts.Problems(err)
 	msgs := make([]string, len(problems))
 	for i, p := range problems {
 		msgs[i] = p.Error()
 	}
-	reason := "artifact verification failed: " + strings.Join(msgs, "; ")
 	var ve *artifacts.VerifyError
 	if errors.As(err, &ve) && len(problems) == 1 {
-		reason = "artifact verification failed: " + ve.Error()
+		return "artifact verification failed: " + ve.Error()
 	}
+	return "artifact verification failed: " + strings.Join(msgs, "; ")
+}
+
+// keepTampered keeps the ready version v serving although its artifact failed verification
+// (Desired.KeepTampered): the reason becomes v's warning, is logged at warn level and is
+// reported to hook.
+func (r *Repository) keepTampered(v *ModelVersion, err error, hook func(model, version, reason string)) {
+	reason := verifyReason(err) + "; still serving the engine loaded from the verified files (artifacts.on_tamper: keep)"
+	v.warn(reason)
+	r.log.Warn("model version kept serving: its artifact failed verification after it loaded", zap.String("model", v.name),
+		zap.String("version", v.version), zap.String("folder", v.dir), zap.String("digest", v.digest), zap.String("reason", reason))
+	if hook != nil {
+		hook(v.name, v.version, reason)
+	}
+}
+
+// refuse makes the UNAVAILABLE version of a target whose artifact failed verification: it
+// logs the reason at error level and reports it to hook.
+func (r *Repository) refuse(t target, err error, start time.Time, hook func(model, version, reason string)) *ModelVersion {
+	reason := verifyReason(err)
 	v := &ModelVersion{
 		name: t.model, version: t.version, semver: t.semver, dir: t.dir, set: t.set,
 		state: StateUnavailable, reason: reason, drained: make(chan struct{}), loadTime: time.Since(start), obs: r.obs,

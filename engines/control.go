@@ -15,7 +15,7 @@ type IndexEntry struct {
 	Model   string
 	Version string // "" for a model listed with every version (or a constraint) that has none
 	State   State  // READY, UNAVAILABLE (Reason says why) or UNLOADED (Reason says why)
-	Reason  string
+	Reason  string // also on READY: a warning, e.g. files that failed verification after load under artifacts.on_tamper: keep
 }
 
 // Index lists every model version known: the versions served (READY or UNAVAILABLE with the

@@ -21,7 +21,12 @@ func TestAdminDoor(t *testing.T) {
 	repo := &fakeRepo{}
 	reloads := 0
 	ts := startServer(t, testRegistry(), Options{Admin: Admin{
-		Reload:               func() (any, error) { mu.Lock(); reloads++; mu.Unlock(); return map[string]string{"outcome": "unchanged"}, nil },
+		Reload: func() (any, error) {
+			mu.Lock()
+			reloads++
+			mu.Unlock()
+			return map[string]string{"outcome": "unchanged"}, nil
+		},
 		Token:                func() string { mu.Lock(); defer mu.Unlock(); return token },
 		AllowUnauthenticated: func() bool { mu.Lock(); defer mu.Unlock(); return allow },
 		Details:              func() any { return map[string]string{"file": "/etc/policyd/policyd.yaml"} },

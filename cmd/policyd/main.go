@@ -285,11 +285,12 @@ func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
 		IdleTimeout:        cfg.Server.IdleTimeout,
 		QueueTimeout:       cfg.Limits.QueueTimeout,
 		Admin: server.Admin{
-			Reload:     func() (any, error) { return rl.Reload("admin API") },
-			Token:      rl.Token,
-			Details:    func() any { return rl.details(rt) },
-			Metrics:    fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{})),
-			Repository: repo,
+			Reload:               func() (any, error) { return rl.Reload("admin API") },
+			Token:                rl.Token,
+			AllowUnauthenticated: rl.AllowUnauthenticated,
+			Details:              func() any { return rl.details(rt) },
+			Metrics:              fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{})),
+			Repository:           repo,
 		},
 	})
 	rl.srv = srv
@@ -303,6 +304,14 @@ func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
 	srv.SetStarting(true)
 	go func() { served <- srv.Serve(ln) }()
 	log.Info("serving", zap.String("addr", ln.Addr().String()))
+	switch tcp, _ := ln.Addr().(*net.TCPAddr); {
+	case rl.Token() != "":
+	case rl.AllowUnauthenticated() && (tcp == nil || !tcp.IP.IsLoopback()):
+		log.Warn("admin.allow_unauthenticated on a non-loopback address: anyone who reaches it can reload, unload every model and read the health details; set admin.token_file",
+			zap.String("addr", ln.Addr().String()))
+	case !rl.AllowUnauthenticated() && cfg.Admin.TokenFile == "":
+		log.Info("no admin.token_file: /v2/admin/*, repository load/unload and health details answer 403")
+	}
 
 	// The first load runs while the server listens: live answers 200, ready answers false
 	// ("starting") until every version is loaded and warmed up (docs/operators.md).

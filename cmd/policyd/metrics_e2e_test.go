@@ -20,7 +20,7 @@ func TestMetricsAndHealthDetails(t *testing.T) {
 	repo := t.TempDir()
 	linkModel(t, repo, "mlp", "../shared/peers/models/mlp-small.onnx")
 	linkModel(t, repo, invalidID, invalidModel)
-	d := startDaemon(t, repo)
+	d := startDaemon(t, repo, "--admin.allow-unauthenticated", "true") // health details below
 	body := `{"inputs":[{"name":"obs","datatype":"FP32","shape":[2,8],"data":[` + zeros(16) + `]}]}`
 	for range 3 {
 		if r := d.do(t, "POST", "/v2/models/mlp/versions/1.0.0/infer", []byte(body)); r.status != 200 {

@@ -39,7 +39,10 @@ type reloader struct {
 	pending []config.Change // changes that wait for a restart
 	last    reloadResult
 	history []reloadResult // the last reloadHistory reloads, most recent first
-	token   atomic.Value   // string: the admin bearer token
+	token   atomic.Value   // string: the admin bearer token ("" = none, or its file unreadable)
+	tokPath atomic.Value   // string: admin.token_file in force, as the watch follows it
+	allow   atomic.Bool    // admin.allow_unauthenticated in force, and no token file
+	rewatch chan struct{}  // the token file's path changed: watch the new one
 
 	gpus    *gpu.Collector // nil: no GPU section in health details
 	started time.Time
@@ -67,6 +70,7 @@ type reloadResult struct {
 	Applied        []config.Change `json:"applied,omitempty"`
 	RestartPending []config.Change `json:"restart_pending,omitempty"`
 	Models         *modelReport    `json:"models,omitempty"`
+	TokenRotated   bool            `json:"token_rotated,omitempty"` // the admin token changed (its file was re-read)
 	TookSeconds    float64         `json:"took_seconds"`
 }
 
@@ -80,7 +84,8 @@ type modelReport struct {
 
 func newReloader(opts config.LoadOptions, cfg *config.Config, src *config.Sources, log *zap.Logger,
 	level zap.AtomicLevel, repo *engines.Repository, reg prometheus.Registerer) *reloader {
-	r := &reloader{opts: opts, cur: cfg, src: src, log: log, level: level, repo: repo, started: time.Now()}
+	r := &reloader{opts: opts, cur: cfg, src: src, log: log, level: level, repo: repo, started: time.Now(),
+		rewatch: make(chan struct{}, 1)}
 	r.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "policyd_config_reloads_total",
 		Help: "Configuration reloads by outcome: applied, unchanged, rejected (invalid config; the old one keeps running), failed (valid config the server could not apply).",
@@ -99,7 +104,7 @@ func newReloader(opts config.LoadOptions, cfg *config.Config, src *config.Source
 	})
 	r.verifyFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "policyd_artifact_verification_failures_total",
-		Help: "Model versions refused because their artifact failed verification (checked at start and at every reload).",
+		Help: "Artifact verifications that failed (checked at start and at every reload): the version is refused, or, with artifacts.on_tamper: keep, one already serving serves on.",
 	}, []string{"model", "version"})
 	reg.MustRegister(r.verifyFailures)
 	for _, o := range []string{"applied", "unchanged", "rejected", "failed"} {
@@ -107,17 +112,43 @@ func newReloader(opts config.LoadOptions, cfg *config.Config, src *config.Source
 	}
 	r.lastOK.Set(1)
 	reg.MustRegister(r.reloads, r.lastOK, r.lastTime, r.pendingG)
-	r.readToken(cfg)
+	r.token.Store("")
+	r.tokPath.Store("")
+	r.readToken(cfg, "start")
 	return r
 }
 
-func (r *reloader) readToken(cfg *config.Config) {
+// readToken reads the admin token of cfg, as every reload does (whatever its outcome), and
+// reports whether it changed. A token file that cannot be read refuses every guarded call
+// (fail closed: allow_unauthenticated applies only without a token file). The log names the
+// file, never the token.
+func (r *reloader) readToken(cfg *config.Config, trigger string) (rotated bool) {
+	path := cfg.Admin.TokenFile
 	t, err := cfg.Admin.Token()
 	if err != nil {
-		r.log.Error("admin token", zap.Error(err))
+		r.log.Error("admin token unreadable: the routes that need it refuse every call until it is fixed",
+			zap.String("trigger", trigger), zap.Error(err))
 		t = ""
 	}
-	r.token.Store(t)
+	old := r.token.Swap(t).(string)
+	r.allow.Store(cfg.Admin.AllowUnauthenticated && path == "")
+	if r.tokPath.Swap(path).(string) != path && trigger != "start" {
+		select {
+		case r.rewatch <- struct{}{}:
+		default:
+		}
+	}
+	rotated = old != t && trigger != "start"
+	switch {
+	case !rotated:
+	case t == "" && err == nil:
+		r.log.Warn("admin token removed: no admin.token_file", zap.String("trigger", trigger),
+			zap.Bool("allow_unauthenticated", cfg.Admin.AllowUnauthenticated))
+	case t != "":
+		r.log.Info("admin token rotated: the previous one is refused from now on",
+			zap.String("trigger", trigger), zap.String("token_file", path))
+	}
+	return rotated
 }
 
 // verification is the outcome of the last artifact verification of the repository (every
@@ -163,8 +194,12 @@ func (r *reloader) apply(d engines.Desired) (engines.Report, error) {
 	return rep, nil
 }
 
-// Token is the admin API's bearer token ("" = admin API disabled).
+// Token is the bearer token the operator routes need ("" = none configured, or unreadable).
 func (r *reloader) Token() string { return r.token.Load().(string) }
+
+// AllowUnauthenticated says whether the operator routes are open without a token:
+// admin.allow_unauthenticated set and no admin.token_file.
+func (r *reloader) AllowUnauthenticated() bool { return r.allow.Load() }
 
 // Config returns the configuration in force.
 func (r *reloader) Config() *config.Config {
@@ -212,6 +247,7 @@ func desired(c *config.Config, keys []ed25519.PublicKey, onVerifyFailure func(mo
 		MaxModelMemory:      uint64(c.Limits.MaxModelMemory),
 		TrustedKeys:         keys,
 		OnVerifyFailure:     onVerifyFailure,
+		KeepTampered:        c.Artifacts.OnTamper == "keep",
 		Default: engines.ModelSpec{
 			Backends:  c.Engine.Backends,
 			Params:    c.Engine.BackendParameters,
@@ -268,6 +304,9 @@ func (r *reloader) Reload(trigger string) (reloadResult, error) {
 	start := time.Now()
 	res := reloadResult{Time: start.UTC(), Trigger: trigger}
 	finish := func(outcome string, err error) (reloadResult, error) {
+		// The token file is re-read on every trigger, whatever the config did: a rotation
+		// changes no config key. r.cur is the config in force (the new one once applied).
+		res.TokenRotated = r.readToken(r.cur, trigger)
 		res.Outcome = outcome
 		res.TookSeconds = time.Since(start).Seconds()
 		if err != nil {
@@ -328,7 +367,6 @@ func (r *reloader) Reload(trigger string) (reloadResult, error) {
 	if r.srv != nil {
 		r.srv.SetMaxRequestBodySize(int(live.Limits.MaxRequestSize))
 	}
-	r.readToken(live)
 	r.cur, r.src, r.pending = live, src, pending
 	fields := []zap.Field{zap.String("trigger", trigger), zap.Int("changes", len(applied)),
 		zap.Int("restart_pending", len(pending)), zap.Duration("took", time.Since(start))}
@@ -357,14 +395,44 @@ func summarize(rep engines.Report) *modelReport {
 	return m
 }
 
-// watch reloads on every change of the config file, its profile overlay and the .env file.
+// watch reloads on every change of the config file, its profile overlay, the .env file and
+// the admin token file (a Kubernetes Secret's update included), following the token file when
+// a reload changes its path.
 func (r *reloader) watch(ctx context.Context) {
-	if len(r.opts.Files()) == 0 {
+	for {
+		files := r.opts.Files()
+		if p := r.tokPath.Load().(string); p != "" {
+			files = append(files, p)
+		}
+		if len(files) == 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-r.rewatch:
+				continue
+			}
+		}
+		wctx, stop := context.WithCancel(ctx)
+		moved := make(chan struct{})
+		go func() {
+			select {
+			case <-r.rewatch:
+				close(moved)
+				stop()
+			case <-wctx.Done():
+			}
+		}()
+		err := config.WatchFiles(wctx, files, 200*time.Millisecond, func() { _, _ = r.Reload("file change") })
+		stop()
+		select {
+		case <-moved: // the token file's path changed: watch anew
+			continue
+		default:
+		}
+		if err != nil && !errors.Is(err, context.Canceled) {
+			r.log.Error("config watch stopped; reload with SIGHUP", zap.Error(err))
+		}
 		return
-	}
-	err := config.Watch(ctx, r.opts, 200*time.Millisecond, func() { _, _ = r.Reload("file change") })
-	if err != nil && !errors.Is(err, context.Canceled) {
-		r.log.Error("config watch stopped; reload with SIGHUP", zap.Error(err))
 	}
 }
 

@@ -91,13 +91,28 @@ func TestReloadUnderLoad(t *testing.T) {
 		}
 	}
 	status := func(path string) int { return d.do(t, http.MethodGet, path, nil).status }
+	// Health details need the admin token: the first one, or the one step 5 rotates to.
 	details := func() map[string]any {
-		r := d.do(t, http.MethodGet, "/v2/health/details", nil)
-		var m map[string]any
-		if err := json.Unmarshal(r.body, &m); err != nil {
-			t.Fatalf("details: %v: %s", err, r.body)
+		for _, tok := range []string{"s3cret-token", "other-token"} {
+			req, _ := http.NewRequest(http.MethodGet, d.url+"/v2/health/details", nil)
+			req.Header.Set("Authorization", "Bearer "+tok)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var m map[string]any
+			err = json.NewDecoder(resp.Body).Decode(&m)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusUnauthorized {
+				continue
+			}
+			if err != nil || resp.StatusCode != 200 {
+				t.Fatalf("details: %d %v", resp.StatusCode, err)
+			}
+			return m
 		}
-		return m
+		t.Fatal("details: both tokens refused")
+		return nil
 	}
 	lastReload := func() map[string]any {
 		c, _ := details()["config"].(map[string]any)
@@ -226,4 +241,79 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestTokenRotation rotates the admin token with the config untouched: once by writing the
+// token file (the watch reloads), once by writing it and sending SIGHUP. Each time the new token
+// is accepted and the previous one refused at once; health details record the rotation.
+func TestTokenRotation(t *testing.T) {
+	dir := t.TempDir()
+	repo := filepath.Join(dir, "repo")
+	linkModel(t, repo, "a", "../shared/peers/models/mlp-small.onnx")
+	token := filepath.Join(dir, "token")
+	if err := os.WriteFile(token, []byte("first-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "policyd.yaml")
+	if err := os.WriteFile(cfg, []byte("repository:\n  path: repo\nadmin:\n  token_file: token\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t, "", "--config", cfg)
+	call := func(tok string) int {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, d.url+"/v2/health/details", nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if got := call("first-token"); got != 200 {
+		t.Fatalf("health details with the first token: %d", got)
+	}
+	rotate := func(how, old, next string, signal bool) {
+		t.Helper()
+		if err := os.WriteFile(token, []byte(next+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if signal {
+			if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+				t.Fatal(err)
+			}
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for call(next) != 200 {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: the new token is still refused after 10s", how)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if got := call(old); got != 401 {
+			t.Errorf("%s: the previous token answers %d, want 401", how, got)
+		}
+	}
+	rotate("file watch", "first-token", "second-token", false)
+	rotate("SIGHUP", "second-token", "third-token", true)
+
+	req, _ := http.NewRequest(http.MethodGet, d.url+"/v2/health/details", nil)
+	req.Header.Set("Authorization", "Bearer third-token")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var det map[string]any
+	json.NewDecoder(resp.Body).Decode(&det)
+	resp.Body.Close()
+	c, _ := det["config"].(map[string]any)
+	if !strings.Contains(fmt.Sprint(c["reloads"]), "token_rotated:true") {
+		t.Errorf("health details' reload history shows no rotation: %v", c["reloads"])
+	}
+	d.stop(t)
+	for _, tok := range []string{"first-token", "second-token", "third-token"} {
+		if strings.Contains(d.stderr.String(), tok) {
+			t.Errorf("the token %q appeared in the log", tok)
+		}
+	}
 }
