@@ -13,7 +13,8 @@
 #                     slope after the first 5 minutes, failed requests; report in build/bench/soak-*/
 #   make bench-memory peak RSS for a refused 15 MiB JSON body and the cnn-atari batch-32 body
 #   make deps         Debian packages the build and the tests need (idempotent; root), the CUDA
-#                     toolkit included (CUDA_DEPS=0 skips it; the cuda plugin is then not built)
+#                     toolkit included (CUDA_DEPS=0 skips it; the cuda plugin is then not built);
+#                     make deps-build is what make build/run install (CPU only), make deps-test the rest
 #   make gpu-bundle   build/gpu-bundle/: what bench/gpu-check.sh needs on a GPU machine that has
 #                     only the CUDA toolkit, CMake, ninja and Python (docs/gpu.md)
 #   make engines      engine caches of $(REPOSITORY) for each local GPU architecture (MODEL=, SIGN_KEY=)
@@ -29,8 +30,11 @@ REPOSITORY ?= examples/repository
 JOBS       ?= $(shell nproc)
 export GOTOOLCHAIN := local
 
-APT_PACKAGES := cmake ninja-build g++ pkg-config libonnx-dev libprotobuf-dev protobuf-compiler \
-                libdnnl-dev libonnx-testdata libgtest-dev libgmock-dev prometheus nlohmann-json3-dev
+# What building and serving on the CPU needs (make build, make run) ...
+BUILD_PACKAGES := cmake ninja-build g++ pkg-config libonnx-dev libprotobuf-dev protobuf-compiler libdnnl-dev
+# ... and what the tests add (make test): GoogleTest, the ONNX backend test data, nlohmann/json for
+# the reference checker, promtool, Node.js for the ONNX Runtime references, and the CUDA toolkit.
+TEST_PACKAGES  := libonnx-testdata libgtest-dev libgmock-dev nlohmann-json3-dev prometheus
 # The CUDA toolkit of Debian 12 (contrib/non-free): nvcc, cudart, cuBLAS/cuBLASLt (libcublaslt11),
 # NVRTC (libnvrtc11.2) and their headers (nvidia-cuda-dev). The cuda plugin needs no GPU to build.
 CUDA_DEPS    ?= 1
@@ -42,23 +46,38 @@ PD_CUDA      ?= AUTO
 # are found); TENSORRT_ROOT=<dir> points CMake at a TensorRT outside the standard paths.
 PD_TENSORRT  ?= AUTO
 TENSORRT_ROOT ?=
+# -DPD_BUILD_TESTS=AUTO|ON|OFF (AUTO: the C++ tests when GoogleTest and nlohmann/json are installed).
+PD_BUILD_TESTS ?= AUTO
 PROMTOOL   ?= promtool
 
-.PHONY: all deps deps-cuda build native go run test test-native test-go check-monitoring bench bench-engine refs \
+.PHONY: all deps deps-build deps-test deps-cuda build native go run test test-native test-go check-monitoring bench bench-engine refs \
         bench-soak bench-memory \
         gpu-bundle engines clean fuzz-native
 
 all: build
 
-deps:
-	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+# apt_install installs the Debian packages of $(1) that are missing (idempotent; root).
+define apt_install
+	@missing=$$(for p in $(1); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
-	  echo "deps: installing $$missing"; \
-	  if [ "$$(id -u)" != 0 ]; then echo "deps: run as root (apt-get)"; exit 1; fi; \
+	  echo "$@: installing $$missing"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "$@: run as root (apt-get)"; exit 1; fi; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
-	@command -v node >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; }
+endef
+
+# Everything: what building needs, what the tests need, the CUDA toolkit (CUDA_DEPS=0 skips it).
+deps: deps-build deps-test
+
+# What make build and make run need: a C++ toolchain, CMake, ONNX, protobuf, oneDNN, and Go.
+deps-build:
+	$(call apt_install,$(BUILD_PACKAGES))
 	@$(GO) version >/dev/null 2>&1 || { echo "deps: Go 1.26 is needed (expected at /usr/local/go)"; exit 1; }
+
+# What make test adds.
+deps-test: deps-build
+	$(call apt_install,$(TEST_PACKAGES))
+	@command -v node >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; }
 	@if [ "$(CUDA_DEPS)" = 1 ]; then $(MAKE) --no-print-directory deps-cuda; fi
 
 # Idempotent: enables bookworm's contrib/non-free components only when the toolkit has no
@@ -78,11 +97,11 @@ deps-cuda:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-$(BUILD_DIR)/build.ninja: CMakeLists.txt
+# Configured on every build (a second when nothing changed), so that a toolkit or GoogleTest that
+# make deps-test installed since is found.
+native: deps-build
 	cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Release -DPD_CUDA=$(PD_CUDA) -DPD_TENSORRT=$(PD_TENSORRT) \
-	  $(if $(TENSORRT_ROOT),-DTENSORRT_ROOT=$(TENSORRT_ROOT))
-
-native: deps $(BUILD_DIR)/build.ninja
+	  -DPD_BUILD_TESTS=$(PD_BUILD_TESTS) $(if $(TENSORRT_ROOT),-DTENSORRT_ROOT=$(TENSORRT_ROOT)) >/dev/null
 	cmake --build $(BUILD_DIR) -j $(JOBS)
 	@mkdir -p lib
 	@cp -u $(BUILD_DIR)/lib/libpolicyd.so $(BUILD_DIR)/lib/libpolicyd_backend_cpu.so lib/
@@ -105,7 +124,8 @@ run: build
 engines: go
 	bin/policyctl engines build --repository $(REPOSITORY) $(if $(MODEL),--model $(MODEL)) $(if $(SIGN_KEY),--sign-key $(SIGN_KEY))
 
-test: build test-native test-go check-monitoring check-deploy
+test: deps-test
+	$(MAKE) --no-print-directory PD_BUILD_TESTS=ON build test-native test-go check-monitoring check-deploy
 
 test-native: native
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
