@@ -6,11 +6,15 @@
 //
 //	GET  /v2                                          server metadata
 //	GET  /v2/health/live                              200 while the process serves
-//	GET  /v2/health/ready                             200 when every model version found loaded, else 503
+//	GET  /v2/health/ready                             200 when every model version found is ready, else 400
 //	GET  /v2/models/{m}[/versions/{v}]                model metadata
-//	GET  /v2/models/{m}[/versions/{v}]/ready          200, or 503 with the reason
+//	GET  /v2/models/{m}[/versions/{v}]/ready          200, else 400 (404: unknown model or version)
 //	POST /v2/models/{m}[/versions/{v}]/infer          inference
 //	GET  /v2/models[/{m}[/versions/{v}]]/stats        statistics (Triton's statistics extension)
+//
+// A readiness answer of false is 400 with an empty body, as the v2 protocol says (a 4xx
+// status means false), with the reason in the X-Not-Ready-Reason header; while the server is
+// starting (SetStarting) both readiness routes answer it with the reason "starting".
 //
 // {v} is a version as its folder names it ("1.2.3") or written with a "v" ("v1.2.3"); without
 // it, the model's default version serves (see engines.Repository.Get). The operator routes
@@ -255,15 +259,6 @@ func (s *Server) Handler() fasthttp.RequestHandler {
 		}
 		r.Handler(ctx)
 	}
-}
-
-// ListenAndServe listens on addr (HOST:PORT) and serves until Shutdown; it then returns nil.
-func (s *Server) ListenAndServe(addr string) error {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("listen %s: %w", addr, err)
-	}
-	return s.Serve(ln)
 }
 
 // Serve serves on ln until Shutdown; it then returns nil.
