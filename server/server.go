@@ -375,11 +375,8 @@ func (s *Server) readyNow(m Model) (bool, string) {
 func (s *Server) lookup(ctx *fasthttp.RequestCtx) (Model, bool) {
 	name, _ := ctx.UserValue("model").(string)
 	version, _ := ctx.UserValue("version").(string)
-	m, err := s.reg.Acquire(name, version)
+	m, err := s.acquire(name, version)
 	if err != nil {
-		if s.starting.Load() && errors.Is(err, engines.ErrNotFound) {
-			err = errStarting
-		}
 		s.fail(ctx, err)
 		return nil, false
 	}
@@ -506,8 +503,8 @@ func appendSignature(b []byte, infos []bridge.IOInfo) []byte {
 	return append(b, ']')
 }
 
-// infer decodes the request into pooled input buffers (checking it against the signature
-// first), runs the model, and encodes the response on the engine's worker from the outputs.
+// infer is the transport of KServe v2 inference over HTTP (JSON, or with binary tensor data):
+// the request goes the one inference path (infer.go) with an inferRequest as its codec.
 func (s *Server) infer(ctx *fasthttp.RequestCtx) {
 	x := exchangeOf(ctx)
 	protocol := ProtocolV2
@@ -519,55 +516,15 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx) {
 		s.fail(ctx, s.tooLarge())
 		return
 	}
-	m, ok := s.lookup(ctx)
-	if !ok {
-		return
-	}
-	defer m.Release() // after the response is encoded (on the worker, into req.out)
-	x.setModel(m, protocol)
-	st, start, ok := statsOf(m), time.Time{}, false
-	if st != nil {
-		start = time.Now()
-		defer func() { end := time.Now(); st.RecordRequest(ok, end.Sub(start), end) }()
-	}
-	if s.notReady(ctx, m) {
-		return
-	}
+	name, _ := ctx.UserValue("model").(string)
+	version, _ := ctx.UserValue("version").(string)
 	req := s.reqs.Get().(*inferRequest)
 	defer s.putRequest(req)
-
-	js, bin, err := splitBody(ctx.Request.Header.Peek(inferHeaderLength), ctx.PostBody())
-	if err != nil {
+	req.hdr, req.body = ctx.Request.Header.Peek(inferHeaderLength), ctx.PostBody() // binary inputs may be views of the body: valid until we return
+	if err := s.inference(x, protocol, name, version, req); err != nil {
 		s.fail(ctx, err)
 		return
 	}
-	if err := req.decodeParts(nil, js, bin, m); err != nil { // binary inputs may be views of the body: valid until we return
-		s.fail(ctx, err)
-		return
-	}
-	req.model = m
-	x.setRows(rowsOf(m, req.tensors))
-	if req.seqs != nil {
-		q, err := req.seqs.Begin(req.seqID, req.seqStart) // waits for the sequence's previous step
-		if err != nil {
-			s.fail(ctx, err)
-			return
-		}
-		req.seq = q
-		req.seqs.Inputs(q, req.tensors)
-	}
-	req.run.Trace = x.runSpan()
-	err = s.run(m, req.tensors, req.run, req.timeout, req.encode) // the callback stores the sequence's new state
-	req.run.Trace = nil
-	if req.seq != nil {
-		req.seqs.Finish(req.seq, req.seqEnd)
-		req.seq = nil
-	}
-	if err != nil {
-		s.fail(ctx, err)
-		return
-	}
-	ok = true
 	req.writeResponse(ctx)
 }
 
