@@ -42,6 +42,10 @@
 // Triton's sequence extension (sequence.go): for a model configured with state pairs, the
 // request parameters "sequence_id", "sequence_start" and "sequence_end" make the server supply
 // the state inputs from the sequence's stored state and store the state outputs after the run.
+// The handler only parses them into engines.RunOptions.Sequence; the engines drive the step.
+//
+// Every inference route goes one inference path (infer.go): a front end is a transport and a
+// codec, and the model lookup, the signature checks and the error→status mapping are shared.
 //
 // Errors are {"error": "..."} with 400 for a bad request, 404 for an unknown model, version or
 // route, 413 for a body over the limit, 503 for a version that is not ready or an overloaded
