@@ -80,7 +80,7 @@ func loadEngine(t *testing.T, rt *Runtime, path string) *Engine {
 
 func encode(t *testing.T, r refTensor) Tensor {
 	t.Helper()
-	dt, ok := ParseDType(r.Datatype)
+	dt, ok := parseDType(r.Datatype)
 	if !ok {
 		t.Fatalf("datatype %q", r.Datatype)
 	}
@@ -463,4 +463,14 @@ func BenchmarkRunMLPSmallBatch1(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// parseDType maps a KServe v2 datatype name to a DType.
+func parseDType(name string) (DType, bool) {
+	for d, s := range dtypeNames {
+		if s == name {
+			return d, true
+		}
+	}
+	return Undefined, false
 }

@@ -61,16 +61,6 @@ func (d DType) String() string {
 	return fmt.Sprintf("DType(%d)", int32(d))
 }
 
-// ParseDType maps a KServe v2 datatype name to a DType.
-func ParseDType(name string) (DType, bool) {
-	for d, s := range dtypeNames {
-		if s == name {
-			return d, true
-		}
-	}
-	return Undefined, false
-}
-
 // Size is the size of one element in bytes (0 for String and Undefined).
 func (d DType) Size() int {
 	switch d {

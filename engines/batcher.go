@@ -185,6 +185,9 @@ func (b *Batcher) Options() BatcherOptions { return b.opts }
 // closed, and ctx.Err() when ctx ends while the request is queued (it then never runs). Once
 // a batch holds the request, Do waits for it whatever ctx does. Safe for concurrent use.
 func (b *Batcher) Do(ctx context.Context, inputs []bridge.Tensor, opts RunOptions, fn func(outputs []bridge.Tensor) error) error {
+	if opts.Sequence.Store != nil {
+		return DoSequenceStep(ctx, b, inputs, opts, fn)
+	}
 	level, err := b.pri.level(opts.Priority)
 	if err != nil {
 		return err

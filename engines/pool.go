@@ -57,6 +57,10 @@ type RunOptions struct {
 	// recorded), else nil: the runner then records a queue span under it and an execution span
 	// linked to it, with its tracer provider (engines/trace.go). Nil costs nothing.
 	Trace trace.Span
+	// Sequence, when its Store is set, makes the run one step of a stateful sequence: the
+	// runner supplies the state inputs from the store and stores the state outputs before fn
+	// sees them (DoSequenceStep).
+	Sequence SequenceStep
 
 	info *traceInfo // the version's trace attributes (ModelVersion.Do sets them)
 }
@@ -495,8 +499,14 @@ func run(c execContext, j *job, outputs []bridge.Tensor) error {
 // is still queued. Once a worker has taken the job, Do waits for it to finish whatever ctx
 // does: a native run cannot be interrupted, and inputs must stay valid until it ends.
 //
+// A run with opts.Sequence.Store set is one step of that sequence (DoSequenceStep): Do sets
+// the state inputs of inputs to the sequence's state for the run and clears them again.
+//
 // Do is safe for concurrent use.
 func (p *Pool) Do(ctx context.Context, inputs []bridge.Tensor, opts RunOptions, fn func(outputs []bridge.Tensor) error) error {
+	if opts.Sequence.Store != nil {
+		return DoSequenceStep(ctx, p, inputs, opts, fn)
+	}
 	level, err := p.pri.level(opts.Priority)
 	if err != nil {
 		return err

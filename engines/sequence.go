@@ -1,6 +1,7 @@
 package engines
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -109,9 +110,12 @@ func (s *SequenceSpec) check(path string, add func(string, ...any)) {
 
 // ErrUnknownSequence: a request continues a sequence the server does not know (never started,
 // ended, or dropped after its idle timeout). ErrSequenceLimit: a start beyond MaxSequences.
+// ErrSequenceInput: a step's inputs do not fit a sequence (a state input given, a batch size
+// other than 1).
 var (
 	ErrUnknownSequence = errors.New("unknown sequence")
 	ErrSequenceLimit   = errors.New("too many sequences")
+	ErrSequenceInput   = errors.New("bad input for a sequence")
 )
 
 // SequenceID identifies a sequence: a non-zero number or a non-empty string (two different
@@ -128,15 +132,19 @@ func (id SequenceID) String() string {
 	return fmt.Sprint(id.Num)
 }
 
-// SequenceError names the sequence a request was refused for; it matches ErrUnknownSequence
-// or ErrSequenceLimit.
+// SequenceError names the sequence a request was refused for; it matches ErrUnknownSequence,
+// ErrSequenceLimit or ErrSequenceInput.
 type SequenceError struct {
-	ID    SequenceID
-	Err   error
-	Limit int
+	ID     SequenceID
+	Err    error
+	Limit  int
+	Detail string // the message, when set (ErrSequenceInput)
 }
 
 func (e *SequenceError) Error() string {
+	if e.Detail != "" {
+		return e.Detail
+	}
 	if e.Err == ErrSequenceLimit {
 		return fmt.Sprintf("sequence %s: cannot start: %d sequences live, the limit (max_sequences) is %d", e.ID, e.Limit, e.Limit)
 	}
@@ -156,10 +164,11 @@ type stateSlot struct {
 // Sequences keeps the state of the live sequences of one model version. It is safe for
 // concurrent use; Close stops its janitor and frees every state.
 type Sequences struct {
-	slots []stateSlot
-	isIn  []bool // per model input: whether it is a state input
-	idle  time.Duration
-	limit int
+	slots  []stateSlot
+	isIn   []bool          // per model input: whether it is a state input
+	inputs []bridge.IOInfo // the model's inputs (names and batch dimensions for checkStep)
+	idle   time.Duration
+	limit  int
 
 	mu     sync.Mutex
 	live   map[SequenceID]*Sequence
@@ -175,9 +184,16 @@ type Sequence struct {
 	id    SequenceID
 	mu    sync.Mutex // held from Begin to Finish
 	state [][]byte   // per slot
-	last  time.Time  // end of the last step (guarded by Sequences.mu)
-	users int        // Begin calls not yet finished (guarded by Sequences.mu)
-	dead  bool       // dropped from the map (guarded by Sequences.mu)
+
+	// A step run through RunOptions.Sequence (DoSequenceStep), set by its holder: the caller's
+	// callback, and storeThen bound once when the sequence is made (no closure per step).
+	seqs  *Sequences
+	fn    func([]bridge.Tensor) error
+	store func([]bridge.Tensor) error
+
+	last  time.Time // end of the last step (guarded by Sequences.mu)
+	users int       // Begin calls not yet finished (guarded by Sequences.mu)
+	dead  bool      // dropped from the map (guarded by Sequences.mu)
 }
 
 // NewSequences resolves spec against a model's signature: every pair's input and output must
@@ -189,7 +205,7 @@ func NewSequences(spec SequenceSpec, inputs, outputs []bridge.IOInfo) (*Sequence
 		return nil, errors.New("sequence: no state pairs")
 	}
 	s := &Sequences{
-		isIn: make([]bool, len(inputs)), idle: spec.idle(), limit: spec.max(),
+		isIn: make([]bool, len(inputs)), inputs: inputs, idle: spec.idle(), limit: spec.max(),
 		live: map[SequenceID]*Sequence{}, stop: make(chan struct{}), done: make(chan struct{}), now: time.Now,
 	}
 	var problems []string
@@ -286,7 +302,8 @@ func (s *Sequences) Begin(id SequenceID, start bool) (*Sequence, error) {
 				s.mu.Unlock()
 				return nil, &SequenceError{ID: id, Err: ErrSequenceLimit, Limit: s.limit}
 			}
-			q = &Sequence{id: id, state: make([][]byte, len(s.slots))}
+			q = &Sequence{id: id, state: make([][]byte, len(s.slots)), seqs: s}
+			q.store = q.storeThen
 			for i, sl := range s.slots {
 				q.state[i] = make([]byte, sl.bytes)
 			}
@@ -340,6 +357,91 @@ func (s *Sequences) Store(q *Sequence, outputs []bridge.Tensor) error {
 		copy(q.state[i], outputs[sl.out].Data)
 	}
 	return nil
+}
+
+// SequenceStep makes a run one step of a stateful sequence (RunOptions.Sequence): the
+// request parameters sequence_id, sequence_start and sequence_end of Triton's sequence
+// extension, and the store of the version that keeps the sequences.
+type SequenceStep struct {
+	// Store is the version's sequence store (ModelVersion.Sequences). Nil: the run is no step of
+	// a sequence, and ID, Start and End are ignored.
+	Store *Sequences
+	// ID names the sequence; Start begins (or restarts) it with zero state, End drops it after
+	// this step. See Sequences.Begin and Finish.
+	ID         SequenceID
+	Start, End bool
+}
+
+// Doer runs one request: the Do of a Runner (Pool, Batcher) or of a ModelVersion.
+type Doer interface {
+	Do(ctx context.Context, inputs []bridge.Tensor, opts RunOptions, fn func(outputs []bridge.Tensor) error) error
+}
+
+// DoSequenceStep runs a request on r, as one step of the sequence opts.Sequence names when
+// it has a Store (else it is r.Do). The step's inputs must leave the state inputs empty
+// (bridge.Tensor{}) and have batch size 1, else it fails with a *SequenceError matching
+// ErrSequenceInput; it then waits for the sequence's previous step (Sequences.Begin), sets
+// the state inputs to the sequence's state, runs on r without the step (fn sees the outputs
+// after the state outputs are stored), clears the state inputs again and finishes the step,
+// dropping the sequence on End. Pool.Do and Batcher.Do call it for a run with a step, so
+// every caller of a Runner gets sequences through RunOptions alone. It allocates nothing
+// for a live sequence.
+func DoSequenceStep(ctx context.Context, r Doer, inputs []bridge.Tensor, opts RunOptions, fn func(outputs []bridge.Tensor) error) error {
+	step := opts.Sequence
+	s := step.Store
+	opts.Sequence = SequenceStep{}
+	if s == nil {
+		return r.Do(ctx, inputs, opts, fn)
+	}
+	if err := s.checkStep(step.ID, inputs); err != nil {
+		return err
+	}
+	q, err := s.Begin(step.ID, step.Start) // waits for the sequence's previous step
+	if err != nil {
+		return err
+	}
+	s.Inputs(q, inputs)
+	q.fn = fn
+	err = r.Do(ctx, inputs, opts, q.store)
+	q.fn = nil
+	for _, sl := range s.slots {
+		inputs[sl.in] = bridge.Tensor{} // views of the state, which is the sequence's again
+	}
+	s.Finish(q, step.End)
+	return err
+}
+
+// checkStep refuses the inputs of a step of sequence id that send a state input or whose
+// batch is not 1 (a sequence's state is one row).
+func (s *Sequences) checkStep(id SequenceID, inputs []bridge.Tensor) error {
+	if len(inputs) != len(s.inputs) {
+		return &SequenceError{ID: id, Err: ErrSequenceInput, Detail: fmt.Sprintf(
+			"sequence %s: %d inputs, the model has %d", id, len(inputs), len(s.inputs))}
+	}
+	for k := range inputs {
+		t := &inputs[k]
+		if s.isIn[k] {
+			if t.Data != nil || t.Shape != nil {
+				return &SequenceError{ID: id, Err: ErrSequenceInput, Detail: fmt.Sprintf(
+					"input %q is a state of sequence %s: the server supplies it; leave it out", s.inputs[k].Name, id)}
+			}
+			continue
+		}
+		if s.inputs[k].BatchDim == 0 && len(t.Shape) > 0 && t.Shape[0] != 1 {
+			return &SequenceError{ID: id, Err: ErrSequenceInput, Detail: fmt.Sprintf(
+				"input %q: batch size %d: a request of sequence %s must have batch size 1", s.inputs[k].Name, t.Shape[0], id)}
+		}
+	}
+	return nil
+}
+
+// storeThen is the callback of a step run by DoSequenceStep: it stores the state outputs,
+// then calls the caller's callback.
+func (q *Sequence) storeThen(outputs []bridge.Tensor) error {
+	if err := q.seqs.Store(q, outputs); err != nil {
+		return err
+	}
+	return q.fn(outputs)
 }
 
 // Finish ends a step begun by Begin; end drops the sequence.

@@ -37,18 +37,16 @@ type inferRequest struct {
 	jsonLen int    // length of the JSON part of out when binOut
 	binOut  bool   // out is a JSON part followed by binary outputs
 
-	// Stateful sequences (sequence.go): set when the request has a "sequence_id".
-	seqs     *engines.Sequences // the model's store, when the request belongs to a sequence
-	seqID    engines.SequenceID
-	seqStart bool
-	seqEnd   bool
-	seq      *engines.Sequence // held between Begin and Finish
-
-	// Scheduling parameters (params.go).
+	// Scheduling parameters (params.go) and the step of a stateful sequence (sequence.go:
+	// run.Sequence, whose Store is set when the request belongs to a sequence).
 	run     engines.RunOptions
 	timeout time.Duration // the request's own queue timeout; 0: none
 
-	// Set by the handler for the encoding callback, which is bound once (no closure per request).
+	// The request as its transport gave it (infer): the value of the
+	// Inference-Header-Content-Length header (nil: none) and the body, valid during the handler.
+	hdr, body []byte
+
+	// Set by decodeRequest for the encoding callback, which is bound once (no closure per request).
 	model  Model
 	out    []byte
 	encode func([]bridge.Tensor) error
@@ -81,7 +79,6 @@ func (r *inferRequest) reset(nIn int) {
 	r.outBin = r.outBin[:0]
 	r.bin, r.binOff, r.binAll = nil, 0, false
 	r.jsonLen, r.binOut = 0, false
-	r.seqs, r.seqID, r.seqStart, r.seqEnd, r.seq = nil, engines.SequenceID{}, false, false, nil
 	r.run, r.timeout = engines.RunOptions{}, 0
 }
 
@@ -91,8 +88,8 @@ const maxRetained = 1 << 20
 // release drops what the request must not keep (references to the model, large buffers).
 func (r *inferRequest) release() {
 	r.model = nil
-	r.seqs, r.seq = nil, nil
-	r.bin = nil // a view of the request body, which fasthttp reuses
+	r.run = engines.RunOptions{}         // the sequence store, the trace span
+	r.bin, r.hdr, r.body = nil, nil, nil // views of the request, which fasthttp reuses
 	for i := range r.tensors {
 		r.tensors[i] = bridge.Tensor{}
 	}
@@ -108,6 +105,29 @@ func (r *inferRequest) release() {
 		r.id, r.str = nil, nil
 	}
 }
+
+// decodeRequest is the codec's decode (infer.go): the body its transport gave r, split at
+// the Inference-Header-Content-Length header into JSON and binary tensor data, decoded for m
+// (decodeParts).
+func (r *inferRequest) decodeRequest(m Model) error {
+	js, bin, err := splitBody(r.hdr, r.body)
+	if err != nil {
+		return err
+	}
+	if err := r.decodeParts(nil, js, bin, m); err != nil {
+		return err
+	}
+	r.model = m
+	return nil
+}
+
+// call is the codec's call (infer.go).
+func (r *inferRequest) call() ([]bridge.Tensor, engines.RunOptions, time.Duration, int) {
+	return r.tensors, r.run, r.timeout, rowsOf(r.model, r.tensors)
+}
+
+// encoder is the codec's encoder (infer.go): encodeOutputs, bound once.
+func (r *inferRequest) encoder() func([]bridge.Tensor) error { return r.encode }
 
 // maxIDLen bounds the string ids a request carries: its "id" and a string "sequence_id".
 const maxIDLen = 256
@@ -188,7 +208,7 @@ func (r *inferRequest) decodeParts(_ *fastjson.Parser, js, bin []byte, m Model) 
 		}
 	}
 	for k := range ins {
-		if !r.given[k] && (r.seqs == nil || !r.seqs.IsState(k)) {
+		if !r.given[k] && !r.isState(k) {
 			return badRequest("missing input %q", ins[k].Name)
 		}
 	}
@@ -211,7 +231,7 @@ func (r *inferRequest) decodeParts(_ *fastjson.Parser, js, bin []byte, m Model) 
 			}
 		}
 	}
-	if r.seqs != nil {
+	if r.run.Sequence.Store != nil {
 		if err := r.checkSequenceBatch(ins); err != nil {
 			return err
 		}
@@ -260,8 +280,8 @@ func (r *inferRequest) decodeInput(pos int, v jsonValue, ins []bridge.IOInfo) er
 		return badRequest("unknown input %q (model inputs: %s)", clipBytes(nameV.raw(), 100), bridge.IONames(ins))
 	}
 	info := &ins[k]
-	if r.seqs != nil && r.seqs.IsState(k) {
-		return badRequest("input %q is a state of sequence %s: the server supplies it; leave it out", info.Name, r.seqID)
+	if r.isState(k) {
+		return badRequest("input %q is a state of sequence %s: the server supplies it; leave it out", info.Name, r.run.Sequence.ID)
 	}
 	if r.given[k] {
 		return badRequest("input %q given more than once", info.Name)

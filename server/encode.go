@@ -14,11 +14,6 @@ import (
 // while the outputs (views of native memory) are valid, and encodes the whole response into
 // r.out, so no tensor is copied on the way.
 func (r *inferRequest) encodeOutputs(outs []bridge.Tensor) error {
-	if r.seq != nil {
-		if err := r.seqs.Store(r.seq, outs); err != nil {
-			return err
-		}
-	}
 	b, err := appendResponse(r.out[:0], r.model, r, outs)
 	r.out = b
 	return err

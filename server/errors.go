@@ -61,7 +61,7 @@ func errorStatus(err error) (status int, retry bool) {
 	switch {
 	case errors.Is(err, engines.ErrSequenceLimit):
 		return fasthttp.StatusServiceUnavailable, true
-	case errors.Is(err, engines.ErrUnknownSequence):
+	case errors.Is(err, engines.ErrUnknownSequence), errors.Is(err, engines.ErrSequenceInput):
 		return fasthttp.StatusBadRequest, false
 	case errors.As(err, &te):
 		return fasthttp.StatusServiceUnavailable, true

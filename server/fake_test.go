@@ -48,6 +48,9 @@ func (m *fakeModel) Release() {
 	}
 }
 func (m *fakeModel) Do(ctx context.Context, in []bridge.Tensor, opts engines.RunOptions, fn func([]bridge.Tensor) error) error {
+	if opts.Sequence.Store != nil { // as a Runner does: the engines drive the step
+		return engines.DoSequenceStep(ctx, m, in, opts, fn)
+	}
 	if m.recordOpts {
 		o := opts
 		m.lastOpts.Store(&o)

@@ -71,8 +71,9 @@ func predictTarget(ctx *fasthttp.RequestCtx) (model, version string, err error) 
 	return model, version, nil
 }
 
-// predict answers TensorFlow Serving's predict: it decodes the instances or inputs into
-// pooled buffers (checking them against the signature), runs the model, and encodes the
+// predict is the transport of TensorFlow Serving's predict: the request goes the one
+// inference path (infer.go) with a predictRequest as its codec, which decodes the instances or
+// inputs into pooled buffers (checking them against the signature) and encodes the
 // predictions or outputs on the engine's worker.
 func (s *Server) predict(ctx *fasthttp.RequestCtx) {
 	x := exchangeOf(ctx)
@@ -86,35 +87,13 @@ func (s *Server) predict(ctx *fasthttp.RequestCtx) {
 		s.fail(ctx, s.tooLarge())
 		return
 	}
-	m, err := s.reg.Acquire(name, version)
-	if err != nil {
-		s.fail(ctx, err)
-		return
-	}
-	defer m.Release() // after the response is encoded
-	x.setModel(m, ProtocolPredict)
-	st, start, ok := statsOf(m), time.Time{}, false
-	if st != nil {
-		start = time.Now()
-		defer func() { end := time.Now(); st.RecordRequest(ok, end.Sub(start), end) }()
-	}
-	if s.notReady(ctx, m) {
-		return
-	}
 	req := predictRequests.Get().(*predictRequest)
 	defer req.put()
-
-	if err := req.decode(ctx.PostBody(), m.Inputs()); err != nil {
+	req.body = ctx.PostBody()
+	if err := s.inference(x, ProtocolPredict, name, version, req); err != nil {
 		s.fail(ctx, err)
 		return
 	}
-	req.model = m
-	x.setRows(max(int(req.batch), 1))
-	if err := s.run(m, req.tensors, engines.RunOptions{Trace: x.runSpan()}, 0, req.encode); err != nil {
-		s.fail(ctx, err)
-		return
-	}
-	ok = true
 	ctx.SetContentType("application/json")
 	ctx.SetBody(req.out)
 }
@@ -130,6 +109,7 @@ type predictRequest struct {
 	rows    bool  // row format: answer "predictions"
 	batch   int64 // the batch size; -1 when no input has a batch dimension
 
+	body   []byte // the request body its transport gave (a view, valid during the handler)
 	model  Model
 	out    []byte
 	encode func([]bridge.Tensor) error // encodeOutputs, bound once
@@ -155,7 +135,7 @@ func (r *predictRequest) reset(nIn int) {
 
 // put drops what the request must not keep (the model, large buffers) and pools it.
 func (r *predictRequest) put() {
-	r.model = nil
+	r.model, r.body = nil, nil
 	for i := range r.tensors {
 		r.tensors[i] = bridge.Tensor{}
 	}
@@ -172,6 +152,24 @@ func (r *predictRequest) put() {
 	}
 	predictRequests.Put(r)
 }
+
+// decodeRequest is the codec's decode (infer.go): the body its transport gave r, decoded for
+// m's inputs.
+func (r *predictRequest) decodeRequest(m Model) error {
+	if err := r.decode(r.body, m.Inputs()); err != nil {
+		return err
+	}
+	r.model = m
+	return nil
+}
+
+// call is the codec's call (infer.go): predict has no run options or timeout of its own.
+func (r *predictRequest) call() ([]bridge.Tensor, engines.RunOptions, time.Duration, int) {
+	return r.tensors, engines.RunOptions{}, 0, max(int(r.batch), 1)
+}
+
+// encoder is the codec's encoder (infer.go): encodeOutputs, bound once.
+func (r *predictRequest) encoder() func([]bridge.Tensor) error { return r.encode }
 
 // decode reads body and fills r with the inputs ins. Every error is a *requestError naming
 // the problem and, where there is one, the instance and the input. As for the v2 API

@@ -218,3 +218,38 @@ func TestPredictReuse(t *testing.T) {
 		}
 	}
 }
+
+// While the server is starting, :predict on a model (or version) not loaded yet answers as v2
+// infer does, through the same inference path: 503 naming "starting", the same message and the
+// same Retry-After; once started, both answer 404.
+func TestPredictStarting(t *testing.T) {
+	ts := startServer(t, newFakeRegistry(policyModel("1")), Options{})
+	v2 := []byte(`{"inputs":[{"name":"obs","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}`)
+	tf := []byte(`{"instances":[[1,2,3,4]]}`)
+	for _, starting := range []bool{true, false} {
+		ts.srv.SetStarting(starting)
+		for _, c := range []struct{ infer, predict string }{
+			{"/v2/models/later/infer", "/v1/models/later:predict"},
+			{"/v2/models/policy/versions/9/infer", "/v1/models/policy/versions/9:predict"},
+		} {
+			want := ts.do(t, "POST", c.infer, v2)
+			got := ts.do(t, "POST", c.predict, tf)
+			wantStatus := 404
+			if starting {
+				wantStatus = 503
+				if msg := errorMessage(t, got); !strings.Contains(msg, "starting") {
+					t.Errorf("starting: %s: %q does not name the starting state", c.predict, msg)
+				}
+			}
+			if want.status != wantStatus || got.status != want.status || errorMessage(t, got) != errorMessage(t, want) ||
+				got.header["Retry-After"] != want.header["Retry-After"] {
+				t.Errorf("starting %v: %s = %d %s (Retry-After %q), %s = %d %s (Retry-After %q)", starting,
+					c.predict, got.status, got.body, got.header["Retry-After"], c.infer, want.status, want.body, want.header["Retry-After"])
+			}
+		}
+		// A loaded model serves while starting.
+		if r := ts.do(t, "POST", "/v1/models/policy:predict", tf); r.status != 200 {
+			t.Errorf("starting %v: predict on a loaded model = %d %s", starting, r.status, r.body)
+		}
+	}
+}

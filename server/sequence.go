@@ -20,9 +20,11 @@ func sequencesOf(m Model) *engines.Sequences {
 
 // decodeSequence reads the request parameters of Triton's sequence extension: "sequence_id"
 // (a non-zero integer or a non-empty string of at most maxIDLen bytes), "sequence_start" and
-// "sequence_end" (booleans). With a sequence_id, the state inputs come from the model's
-// sequence store (r.seqs). A model without sequences ignores them, as it ignores every
-// parameter it does not know (a stateful model then says which state input is missing).
+// "sequence_end" (booleans), into the run options (r.run.Sequence, with the model's sequence
+// store): the engines then supply the state inputs from the sequence's state and keep the
+// state outputs (engines.DoSequenceStep). A model without sequences ignores them, as it
+// ignores every parameter it does not know (a stateful model then says which state input is
+// missing).
 func (r *inferRequest) decodeSequence(params jsonValue, m Model) error {
 	seqs := sequencesOf(m)
 	if seqs == nil {
@@ -62,7 +64,7 @@ func (r *inferRequest) decodeSequence(params jsonValue, m Model) error {
 		name string
 		v    jsonValue
 		dst  *bool
-	}{{"sequence_start", startV, &r.seqStart}, {"sequence_end", endV, &r.seqEnd}} {
+	}{{"sequence_start", startV, &r.run.Sequence.Start}, {"sequence_end", endV, &r.run.Sequence.End}} {
 		if p.v == nil {
 			continue
 		}
@@ -72,19 +74,25 @@ func (r *inferRequest) decodeSequence(params jsonValue, m Model) error {
 		}
 		*p.dst = b
 	}
-	r.seqs, r.seqID = seqs, id
+	r.run.Sequence.Store, r.run.Sequence.ID = seqs, id
 	return nil
+}
+
+// isState reports whether model input k is a state input of the request's sequence, which
+// the request does not send.
+func (r *inferRequest) isState(k int) bool {
+	return r.run.Sequence.Store != nil && r.run.Sequence.Store.IsState(k)
 }
 
 // checkSequenceBatch refuses a request of a sequence whose batch is not 1: a sequence's state
 // is one row.
 func (r *inferRequest) checkSequenceBatch(ins []bridge.IOInfo) error {
 	for k := range ins {
-		if r.seqs.IsState(k) || ins[k].BatchDim != 0 || len(r.tensors[k].Shape) == 0 {
+		if r.isState(k) || ins[k].BatchDim != 0 || len(r.tensors[k].Shape) == 0 {
 			continue
 		}
 		if n := r.tensors[k].Shape[0]; n != 1 {
-			return badRequest("input %q: batch size %d: a request of sequence %s must have batch size 1", ins[k].Name, n, r.seqID)
+			return badRequest("input %q: batch size %d: a request of sequence %s must have batch size 1", ins[k].Name, n, r.run.Sequence.ID)
 		}
 	}
 	return nil

@@ -6,11 +6,15 @@
 //
 //	GET  /v2                                          server metadata
 //	GET  /v2/health/live                              200 while the process serves
-//	GET  /v2/health/ready                             200 when every model version found loaded, else 503
+//	GET  /v2/health/ready                             200 when every model version found is ready, else 400
 //	GET  /v2/models/{m}[/versions/{v}]                model metadata
-//	GET  /v2/models/{m}[/versions/{v}]/ready          200, or 503 with the reason
+//	GET  /v2/models/{m}[/versions/{v}]/ready          200, else 400 (404: unknown model or version)
 //	POST /v2/models/{m}[/versions/{v}]/infer          inference
 //	GET  /v2/models[/{m}[/versions/{v}]]/stats        statistics (Triton's statistics extension)
+//
+// A readiness answer of false is 400 with an empty body, as the v2 protocol says (a 4xx
+// status means false), with the reason in the X-Not-Ready-Reason header; while the server is
+// starting (SetStarting) both readiness routes answer it with the reason "starting".
 //
 // {v} is a version as its folder names it ("1.2.3") or written with a "v" ("v1.2.3"); without
 // it, the model's default version serves (see engines.Repository.Get). The operator routes
@@ -38,6 +42,10 @@
 // Triton's sequence extension (sequence.go): for a model configured with state pairs, the
 // request parameters "sequence_id", "sequence_start" and "sequence_end" make the server supply
 // the state inputs from the sequence's stored state and store the state outputs after the run.
+// The handler only parses them into engines.RunOptions.Sequence; the engines drive the step.
+//
+// Every inference route goes one inference path (infer.go): a front end is a transport and a
+// codec, and the model lookup, the signature checks and the error→status mapping are shared.
 //
 // Errors are {"error": "..."} with 400 for a bad request, 404 for an unknown model, version or
 // route, 413 for a body over the limit, 503 for a version that is not ready or an overloaded
@@ -257,15 +265,6 @@ func (s *Server) Handler() fasthttp.RequestHandler {
 	}
 }
 
-// ListenAndServe listens on addr (HOST:PORT) and serves until Shutdown; it then returns nil.
-func (s *Server) ListenAndServe(addr string) error {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("listen %s: %w", addr, err)
-	}
-	return s.Serve(ln)
-}
-
 // Serve serves on ln until Shutdown; it then returns nil.
 func (s *Server) Serve(ln net.Listener) error {
 	err := s.srv.Serve(ln)
@@ -380,11 +379,8 @@ func (s *Server) readyNow(m Model) (bool, string) {
 func (s *Server) lookup(ctx *fasthttp.RequestCtx) (Model, bool) {
 	name, _ := ctx.UserValue("model").(string)
 	version, _ := ctx.UserValue("version").(string)
-	m, err := s.reg.Acquire(name, version)
+	m, err := s.acquire(name, version)
 	if err != nil {
-		if s.starting.Load() && errors.Is(err, engines.ErrNotFound) {
-			err = errStarting
-		}
 		s.fail(ctx, err)
 		return nil, false
 	}
@@ -511,8 +507,8 @@ func appendSignature(b []byte, infos []bridge.IOInfo) []byte {
 	return append(b, ']')
 }
 
-// infer decodes the request into pooled input buffers (checking it against the signature
-// first), runs the model, and encodes the response on the engine's worker from the outputs.
+// infer is the transport of KServe v2 inference over HTTP (JSON, or with binary tensor data):
+// the request goes the one inference path (infer.go) with an inferRequest as its codec.
 func (s *Server) infer(ctx *fasthttp.RequestCtx) {
 	x := exchangeOf(ctx)
 	protocol := ProtocolV2
@@ -524,55 +520,15 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx) {
 		s.fail(ctx, s.tooLarge())
 		return
 	}
-	m, ok := s.lookup(ctx)
-	if !ok {
-		return
-	}
-	defer m.Release() // after the response is encoded (on the worker, into req.out)
-	x.setModel(m, protocol)
-	st, start, ok := statsOf(m), time.Time{}, false
-	if st != nil {
-		start = time.Now()
-		defer func() { end := time.Now(); st.RecordRequest(ok, end.Sub(start), end) }()
-	}
-	if s.notReady(ctx, m) {
-		return
-	}
+	name, _ := ctx.UserValue("model").(string)
+	version, _ := ctx.UserValue("version").(string)
 	req := s.reqs.Get().(*inferRequest)
 	defer s.putRequest(req)
-
-	js, bin, err := splitBody(ctx.Request.Header.Peek(inferHeaderLength), ctx.PostBody())
-	if err != nil {
+	req.hdr, req.body = ctx.Request.Header.Peek(inferHeaderLength), ctx.PostBody() // binary inputs may be views of the body: valid until we return
+	if err := s.inference(x, protocol, name, version, req); err != nil {
 		s.fail(ctx, err)
 		return
 	}
-	if err := req.decodeParts(nil, js, bin, m); err != nil { // binary inputs may be views of the body: valid until we return
-		s.fail(ctx, err)
-		return
-	}
-	req.model = m
-	x.setRows(rowsOf(m, req.tensors))
-	if req.seqs != nil {
-		q, err := req.seqs.Begin(req.seqID, req.seqStart) // waits for the sequence's previous step
-		if err != nil {
-			s.fail(ctx, err)
-			return
-		}
-		req.seq = q
-		req.seqs.Inputs(q, req.tensors)
-	}
-	req.run.Trace = x.runSpan()
-	err = s.run(m, req.tensors, req.run, req.timeout, req.encode) // the callback stores the sequence's new state
-	req.run.Trace = nil
-	if req.seq != nil {
-		req.seqs.Finish(req.seq, req.seqEnd)
-		req.seq = nil
-	}
-	if err != nil {
-		s.fail(ctx, err)
-		return
-	}
-	ok = true
 	req.writeResponse(ctx)
 }
 

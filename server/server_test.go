@@ -644,13 +644,6 @@ func TestGracefulShutdownAnswersInFlight(t *testing.T) {
 	}
 }
 
-func TestListenAndServeBadAddress(t *testing.T) {
-	srv := New(testRegistry(), nil, Options{})
-	if err := srv.ListenAndServe("256.0.0.1:http"); err == nil || !strings.Contains(err.Error(), "listen") {
-		t.Errorf("ListenAndServe on a bad address = %v", err)
-	}
-}
-
 func TestAppendString(t *testing.T) {
 	tests := map[string]string{
 		"plain":          `"plain"`,

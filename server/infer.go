@@ -1,0 +1,81 @@
+package server
+
+import (
+	"errors"
+	"time"
+
+	"github.com/policyd/policyd/bridge"
+	"github.com/policyd/policyd/engines"
+)
+
+// The one inference path. Every front end (KServe v2 JSON and binary tensors, TensorFlow
+// Serving's :predict; gRPC next) is a transport and a codec: the transport routes the request
+// and checks what only it can (the route, the body size), hands the codec the request's bytes
+// and calls Server.inference; the inference path resolves the model version (the starting
+// state included), holds it, has the codec decode the request into input tensors checked
+// against the version's signature and the run options its parameters ask for (a sequence
+// step among them: the engines drive it), runs the version, has the codec encode the
+// response from the outputs on the engine's worker, records the request's statistics and
+// releases the version. An error leaves it as it is; the transport answers it through the
+// one error→status mapping (errorStatus).
+
+// codec is a front end's wire format on the inference path. Its transport gives it the
+// request's bytes before Server.inference and writes its encoded response after. A codec
+// value serves one request at a time (they are pooled) and must not allocate per request in
+// steady state.
+type codec interface {
+	// decode reads the request into input tensors for m, in m's input order, checking them
+	// against m's signature, and the run options and queue timeout its parameters ask for.
+	// Its errors name what was wrong (a *requestError is 400).
+	decodeRequest(m Model) error
+	// call is what decodeRequest read: the inputs, the run options (their Trace is set by the
+	// inference path), the request's own queue timeout (0: none) and its batch size.
+	call() (inputs []bridge.Tensor, opts engines.RunOptions, timeout time.Duration, rows int)
+	// encoder is the callback passed to Model.Do, bound once per codec value: it encodes the
+	// response from the outputs (views of the engine's memory, valid during the call).
+	encoder() func(outputs []bridge.Tensor) error
+}
+
+// inference serves one request on the inference path: version name of model (""
+// the default) through c, for protocol. On nil, c holds the encoded response; x, when not
+// nil, has recorded the version, protocol and batch size.
+func (s *Server) inference(x *exchange, protocol, model, version string, c codec) error {
+	m, err := s.acquire(model, version)
+	if err != nil {
+		return err
+	}
+	defer m.Release() // the response is encoded (on the worker, by the codec) by then
+	x.setModel(m, protocol)
+	ok := false
+	if st := statsOf(m); st != nil {
+		start := time.Now()
+		defer func() { end := time.Now(); st.RecordRequest(ok, end.Sub(start), end) }()
+	}
+	if ready, reason := m.Ready(); !ready {
+		return &engines.UnavailableError{Model: m.Name(), Version: m.Version(), Reason: reason}
+	}
+	if err := c.decodeRequest(m); err != nil {
+		return err
+	}
+	inputs, opts, timeout, rows := c.call()
+	x.setRows(rows)
+	opts.Trace = x.runSpan()
+	if err := s.run(m, inputs, opts, timeout, c.encoder()); err != nil {
+		return err
+	}
+	ok = true
+	return nil
+}
+
+// acquire holds a version of model (version "": the default one). While the server is
+// starting, a model or version not loaded yet is errStarting (503), not engines.ErrNotFound.
+func (s *Server) acquire(model, version string) (Model, error) {
+	m, err := s.reg.Acquire(model, version)
+	if err != nil {
+		if s.starting.Load() && errors.Is(err, engines.ErrNotFound) {
+			err = errStarting
+		}
+		return nil, err
+	}
+	return m, nil
+}
