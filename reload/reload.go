@@ -201,7 +201,7 @@ func (r *Reloader) Load() (engines.Report, error) {
 		return engines.Report{}, ErrClosed
 	}
 	defer r.unlock()
-	cfg := r.Config()
+	cfg := r.state.Load().Config
 	keys, err := TrustedKeys(cfg)
 	if err != nil {
 		return engines.Report{}, err
@@ -283,7 +283,7 @@ func (r *Reloader) reload(trigger string) (Result, error) {
 	defer r.unlock()
 	start := time.Now()
 	res := Result{Time: start.UTC(), Trigger: trigger}
-	cur := r.State()
+	cur := r.state.Load()
 	next := &State{Config: cur.Config, Sources: cur.Sources, Digest: cur.Digest, RestartPending: cur.RestartPending}
 	finish := func(outcome string, err error) (Result, error) {
 		// The token file is re-read on every trigger, whatever the config did: a rotation
