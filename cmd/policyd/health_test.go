@@ -111,7 +111,7 @@ func TestShutdownDuringASlowReload(t *testing.T) {
 
 	start := time.Now()
 	rl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), rl.Config().Server.ShutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(ctx); err != nil {
 		t.Errorf("HTTP drain: %v", err)
