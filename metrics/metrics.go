@@ -1,7 +1,8 @@
 // Package metrics holds the server's Prometheus families (docs/observability.md, the metric
 // table): requests, inferences and executions, the request and phase latency histograms,
 // batch sizes, queue depth and requests in flight, model loads and states, readiness and
-// engine memory. Everything is registered on the registry New is given, never the global one.
+// engine memory; and (NewReload) configuration reloads and artifact verification failures.
+// Everything is registered on the registry New is given, never the global one.
 //
 // The hot path pays one Observe per histogram and stage: the label children of a model version
 // are resolved once, when it is loaded (engines.VersionObserver), and handed to its runner as

@@ -418,6 +418,12 @@ func TestFamiliesMatchTheDocs(t *testing.T) {
 	f := newFixture(t)
 	f.infer(t, "mlp", "1.0.0", 2)
 	f.m.ObserveRequest("mlp", "1.0.0", "v2", 200, OutcomeSuccess, time.Millisecond)
+	rm, err := NewReload(f.reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rm.ObserveReload("applied", time.Now(), 0)
+	rm.VerifyFailed("mlp", "1.0.0")
 	docs, buckets := docTable(t)
 	mfs, err := f.reg.Gather()
 	if err != nil {
@@ -463,8 +469,7 @@ func TestFamiliesMatchTheDocs(t *testing.T) {
 		}
 	}
 	for name := range docs {
-		owned := !strings.HasPrefix(name, "policyd_gpu_") && !strings.HasPrefix(name, "policyd_config_") &&
-			name != "policyd_artifact_verification_failures_total"
+		owned := !strings.HasPrefix(name, "policyd_gpu_")
 		if owned && !seen[name] {
 			t.Errorf("%s is in the docs' table but package metrics does not export it", name)
 		}

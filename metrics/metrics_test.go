@@ -106,3 +106,46 @@ policyd_requests_total{backend="",code="404",device="",model="",outcome="not_fou
 		t.Errorf("request duration series: %d, want 1", n)
 	}
 }
+
+// The reload families keep the names, help and values cmd/policyd exported before they moved
+// here; a second NewReload on the same registry fails and leaves the first set in place.
+func TestReloadFamilies(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	m, err := NewReload(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewReload(reg); err == nil {
+		t.Error("a second NewReload on the same registry succeeded")
+	}
+	const help = `# HELP policyd_config_last_reload_successful 1 when the last configuration reload was applied (or changed nothing), 0 when it was rejected or failed.
+# TYPE policyd_config_last_reload_successful gauge
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(help+"policyd_config_last_reload_successful 1\n"),
+		"policyd_config_last_reload_successful"); err != nil {
+		t.Errorf("before any reload: %v", err)
+	}
+	m.ObserveReload("applied", time.Unix(1700000000, 0), 0)
+	m.ObserveReload("rejected", time.Unix(1700000060, 0), 2)
+	m.VerifyFailed("a", "1.0.0")
+	err = testutil.GatherAndCompare(reg, strings.NewReader(help+`policyd_config_last_reload_successful 0
+# HELP policyd_config_reloads_total Configuration reloads by outcome: applied, unchanged, rejected (invalid config; the old one keeps running), failed (valid config the server could not apply).
+# TYPE policyd_config_reloads_total counter
+policyd_config_reloads_total{outcome="applied"} 1
+policyd_config_reloads_total{outcome="failed"} 0
+policyd_config_reloads_total{outcome="rejected"} 1
+policyd_config_reloads_total{outcome="unchanged"} 0
+# HELP policyd_config_last_reload_timestamp_seconds Unix time of the last configuration reload attempt.
+# TYPE policyd_config_last_reload_timestamp_seconds gauge
+policyd_config_last_reload_timestamp_seconds 1.70000006e+09
+# HELP policyd_config_restart_pending_changes Configuration changes loaded but held back until a restart (e.g. server.addr).
+# TYPE policyd_config_restart_pending_changes gauge
+policyd_config_restart_pending_changes 2
+# HELP policyd_artifact_verification_failures_total Artifact verifications that failed (checked at start and at every reload): the version is refused, or, with artifacts.on_tamper: keep, one already serving serves on.
+# TYPE policyd_artifact_verification_failures_total counter
+policyd_artifact_verification_failures_total{model="a",version="1.0.0"} 1
+`))
+	if err != nil {
+		t.Error(err)
+	}
+}

@@ -46,8 +46,9 @@ type Admin struct {
 	// AllowUnauthenticated, when it returns true while no token is configured, opens the
 	// guarded routes to anyone (admin.allow_unauthenticated). Nil: false.
 	AllowUnauthenticated func() bool
-	// Details returns the document of GET /v2/health/details, written as JSON.
-	Details func() any
+	// Details returns the document of GET /v2/health/details, written as JSON. It is called on
+	// every request and must not wait for a configuration reload in progress.
+	Details func() HealthDetails
 	// Metrics serves GET /metrics.
 	Metrics fasthttp.RequestHandler
 	// Repository serves the default pin and the repository routes. *engines.Repository

@@ -29,7 +29,7 @@ func TestAdminDoor(t *testing.T) {
 		},
 		Token:                func() string { mu.Lock(); defer mu.Unlock(); return token },
 		AllowUnauthenticated: func() bool { mu.Lock(); defer mu.Unlock(); return allow },
-		Details:              func() any { return map[string]string{"file": "/etc/policyd/policyd.yaml"} },
+		Details:              func() HealthDetails { return HealthDetails{Config: HealthConfig{File: "/etc/policyd/policyd.yaml"}} },
 		Metrics:              func(ctx *fasthttp.RequestCtx) { ctx.SetBodyString("policyd_up 1\n") },
 		Repository:           repo,
 	}})

@@ -3,14 +3,21 @@
 //
 // Usage:
 //
-//	policyd --repository DIR [--addr 127.0.0.1:8000] [--instances N] [--backend-dir DIR] ...
+//	policyd --repository DIR [--addr 127.0.0.1:8000] [--backend-dir DIR] ...
+//	policyd --config FILE [--profile NAME] [--KEY VALUE ...]
 //
-// The repository is laid out DIR/<model>/<version>/model.onnx, versions being semantic versions
-// (1.2.3, v1.2.3) or integers (1, 2). Every version found is loaded; one that fails is reported
-// (log, /v2/health/ready, its ready endpoint) while the others serve.
+// Every configuration key is also a flag (--models.0.instances, --engine.cpu-threads; the list:
+// docs/configuration.md); the short flags above are aliases of theirs. The repository is laid
+// out DIR/<model>/<MAJOR.MINOR.PATCH>/{manifest.json, model.onnx, ...}, versions being semantic
+// versions (1.2.3; v1.2.3 names the same one). Without models in the configuration every
+// version found is loaded; one that fails (or fails artifact verification) is reported (log,
+// /v2/health/ready, its ready endpoint, health details) while the others serve.
 //
-// policyd stops on SIGINT or SIGTERM: it stops accepting connections, answers the requests in
-// flight (up to --shutdown-timeout), closes the engines, and exits 0.
+// The configuration is reloaded on a change of its files or the admin token file, on SIGHUP and
+// on POST /v2/admin/reload (package reload). policyd stops on SIGINT or SIGTERM: it stops
+// accepting connections, answers the requests in flight (up to server.shutdown_timeout), closes
+// the engines, and exits 0. A reload in progress does not hold shutdown back: its load is
+// abandoned with the process.
 package main
 
 import (
@@ -25,6 +32,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -40,6 +48,7 @@ import (
 	"github.com/policyd/policyd/engines"
 	"github.com/policyd/policyd/gpu"
 	"github.com/policyd/policyd/metrics"
+	"github.com/policyd/policyd/reload"
 	"github.com/policyd/policyd/server"
 	"github.com/policyd/policyd/tracing"
 )
@@ -217,7 +226,11 @@ func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
 			zap.Bool("available", b.Available), zap.String("reason", b.Reason))
 	}
 	log.Info("runtime ready", zap.Duration("took", time.Since(start)))
+	abandoned := false // a reload was still loading at shutdown: the repository and runtime stay open
 	defer func() {
+		if abandoned {
+			return
+		}
 		t := time.Now()
 		rt.Close()
 		log.Info("runtime closed", zap.Duration("took", time.Since(t)))
@@ -243,14 +256,26 @@ func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
 	}
 	gpus.Start()
 	defer gpus.Close()
-	rl := newReloader(f.load, cfg, src, log, level, repo, reg)
-	rl.gpus = gpus
-	keys, err := trustedKeys(cfg)
+	reloadMets, err := metrics.NewReload(reg)
 	if err != nil {
+		log.Error("metrics", zap.Error(err))
+		fmt.Fprintf(stderr, "policyd: metrics: %v\n", err)
+		return 1
+	}
+	var srvp atomic.Pointer[server.Server] // set once the server exists, for the reloads' body limit
+	rl := reload.New(reload.Options{Load: f.load, Log: log, Level: level, Repo: repo, Metrics: reloadMets,
+		OnApply: func(c *config.Config) {
+			if s := srvp.Load(); s != nil {
+				s.SetMaxRequestBodySize(int(c.Limits.MaxRequestSize))
+			}
+		}}, cfg, src)
+	defer rl.Close()
+	if _, err := reload.TrustedKeys(cfg); err != nil {
 		log.Error("trusted keys", zap.Error(err))
 		fmt.Fprintf(stderr, "policyd: %v\n", err)
 		return 2
 	}
+	hd := &health{load: f.load, rl: rl, repo: repo, rt: rt, gpus: gpus, started: time.Now()}
 	// Tracing (off by default): spans exported over OTLP/HTTP, flushed after the HTTP server stops.
 	tp, err := tracing.New(tracing.Config{Enabled: cfg.Tracing.Enabled, Endpoint: cfg.Tracing.Endpoint,
 		SamplingRatio: cfg.Tracing.SamplingRatio, ServiceName: cfg.Tracing.ServiceName, ServiceVersion: versionString(),
@@ -288,12 +313,12 @@ func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
 			Reload:               func() (any, error) { return rl.Reload("admin API") },
 			Token:                rl.Token,
 			AllowUnauthenticated: rl.AllowUnauthenticated,
-			Details:              func() any { return rl.details(rt) },
+			Details:              hd.details,
 			Metrics:              fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{})),
 			Repository:           repo,
 		},
 	})
-	rl.srv = srv
+	srvp.Store(srv)
 	ln, err := net.Listen("tcp", cfg.Server.Addr)
 	if err != nil {
 		log.Error("listen", zap.String("addr", cfg.Server.Addr), zap.Error(err))
@@ -315,7 +340,7 @@ func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
 
 	// The first load runs while the server listens: live answers 200, ready answers false
 	// ("starting") until every version is loaded and warmed up (docs/operators.md).
-	rep, err := rl.apply(desired(cfg, keys, rl.verifyFailed))
+	rep, err := rl.Load()
 	if err != nil {
 		log.Error("model repository", zap.Error(err))
 		fmt.Fprintf(stderr, "policyd: %v\n", err)
@@ -331,15 +356,14 @@ func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
 		log.Warn("the repository holds no model version", zap.String("repository", cfg.Repository.Path))
 	}
 	defer func() {
+		if abandoned {
+			return
+		}
 		t := time.Now()
 		repo.Close()
 		log.Info("repository closed", zap.Duration("took", time.Since(t)))
 	}()
-
-	watchCtx, stopWatch := context.WithCancel(context.Background())
-	watched := make(chan struct{})
-	go func() { defer close(watched); rl.watch(watchCtx) }()
-	defer func() { stopWatch(); <-watched }()
+	rl.Watch()
 
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
@@ -350,7 +374,7 @@ wait:
 		select {
 		case s := <-sigs:
 			if s == syscall.SIGHUP {
-				_, _ = rl.Reload("SIGHUP")
+				rl.Trigger("SIGHUP") // on the reloader's goroutine: SIGTERM stays heard
 				continue
 			}
 			log.Info("stopping", zap.String("signal", s.String()))
@@ -365,12 +389,21 @@ wait:
 		}
 	}
 
+	// Shutdown waits for no reload: Close releases an admin reload's caller, so the HTTP drain
+	// does not wait for it either.
 	t := time.Now()
+	rl.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), rl.Config().Server.ShutdownTimeout)
 	if err := srv.Shutdown(ctx); err != nil {
 		log.Warn("HTTP shutdown incomplete", zap.Error(err))
 	}
 	cancel()
 	log.Info("HTTP server stopped", zap.Duration("took", time.Since(t)))
+	if rl.Busy() {
+		// The repository is loading for a reload (an engine build, maybe): closing it would wait
+		// for the load, and closing the runtime under it is not safe. The process exits instead.
+		abandoned = true
+		log.Warn("stopping with a configuration reload in progress: its load is abandoned")
+	}
 	return code
 }

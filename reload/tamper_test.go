@@ -1,4 +1,4 @@
-package main
+package reload
 
 import (
 	"testing"
@@ -11,11 +11,11 @@ import (
 func TestDesiredOnTamper(t *testing.T) {
 	c := config.Defaults()
 	c.Repository.Path = "repo"
-	if desired(c, nil, nil).KeepTampered {
+	if Desired(c, nil, nil).KeepTampered {
 		t.Error("artifacts.on_tamper defaults to retire: tampered versions must not be kept")
 	}
 	c.Artifacts.OnTamper = "keep"
-	if !desired(c, nil, nil).KeepTampered {
+	if !Desired(c, nil, nil).KeepTampered {
 		t.Error("artifacts.on_tamper: keep did not reach the engines")
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package reload
 
 import (
 	"reflect"
@@ -22,7 +22,7 @@ func TestDesiredMapsBackendKeys(t *testing.T) {
 	c.Engine.BackendParameters = config.BackendParams{"tensorrt.precision": "fp16", "tensorrt.workspace_mib": "64"}
 	all.Name, all.Devices = "all", []string{"all"}
 	c.Models = []config.Model{a, b, all}
-	d := desired(c, nil, nil)
+	d := Desired(c, nil, nil)
 	if d.RequireEngineCaches {
 		t.Error("engine.build_engines defaults to true: caches are not required")
 	}
@@ -30,7 +30,7 @@ func TestDesiredMapsBackendKeys(t *testing.T) {
 		t.Errorf("limits.max_model_memory defaults to 4GiB, the engines got %d bytes", d.MaxModelMemory)
 	}
 	c.Engine.BuildEngines = false
-	if !desired(c, nil, nil).RequireEngineCaches {
+	if !Desired(c, nil, nil).RequireEngineCaches {
 		t.Error("engine.build_engines: false must require caches")
 	}
 	if !reflect.DeepEqual(d.Default.Backends, []string{"cuda", "cpu"}) || d.Default.Fallback != nil || d.Default.Devices != nil {

@@ -1,0 +1,98 @@
+package reload
+
+import (
+	"crypto/ed25519"
+	"fmt"
+	"strconv"
+
+	"github.com/policyd/policyd/artifacts"
+	"github.com/policyd/policyd/config"
+	"github.com/policyd/policyd/engines"
+)
+
+// TrustedKeys loads the public keys of artifacts.trusted_keys.
+func TrustedKeys(c *config.Config) ([]ed25519.PublicKey, error) {
+	var keys []ed25519.PublicKey
+	for _, p := range c.Artifacts.TrustedKeys {
+		k, err := artifacts.LoadPublicKey(p)
+		if err != nil {
+			return nil, fmt.Errorf("artifacts.trusted_keys: %w", err)
+		}
+		keys = append(keys, k)
+	}
+	return keys, nil
+}
+
+// Desired turns the configuration into the repository's desired set. onVerifyFailure is told
+// of every version refused by artifact verification.
+func Desired(c *config.Config, keys []ed25519.PublicKey, onVerifyFailure func(model, version, reason string)) engines.Desired {
+	d := engines.Desired{
+		Dir:                 c.Repository.Path,
+		QueueLen:            c.Limits.QueueLen,
+		Batching:            c.Batching.Enabled,
+		Seed:                c.Engine.Seed,
+		RequireEngineCaches: !c.Engine.BuildEngines,
+		MaxModelMemory:      uint64(c.Limits.MaxModelMemory),
+		TrustedKeys:         keys,
+		OnVerifyFailure:     onVerifyFailure,
+		KeepTampered:        c.Artifacts.OnTamper == "keep",
+		Default: engines.ModelSpec{
+			Backends:  c.Engine.Backends,
+			Params:    c.Engine.BackendParameters,
+			Instances: c.Instances(config.DefaultModel()),
+			Threads:   c.Threads(config.DefaultModel()),
+			Batching: engines.BatchingSpec{
+				MaxBatchSize:         c.Batching.MaxBatchSize,
+				MaxQueueDelay:        c.Batching.MaxQueueDelay,
+				PreferredBatchSizes:  c.Batching.PreferredBatchSizes,
+				PriorityLevels:       c.Batching.PriorityLevels,
+				DefaultPriorityLevel: c.Batching.DefaultPriorityLevel,
+			},
+		},
+	}
+	for _, m := range c.Models {
+		fallback := m.Fallback
+		d.Models = append(d.Models, engines.ModelSpec{
+			Name: m.Name, Version: m.Version, Digest: m.Digest, Backends: m.Backends,
+			Fallback: &fallback, Devices: gpuIndexes(m.Devices), Params: m.BackendParameters,
+			Instances: c.Instances(m), Threads: c.Threads(m),
+			Batching: engines.BatchingSpec{
+				MaxBatchSize:         m.Batching.MaxBatchSize,
+				MaxQueueDelay:        m.Batching.MaxQueueDelay,
+				PreferredBatchSizes:  m.Batching.PreferredBatchSizes,
+				PriorityLevels:       m.Batching.PriorityLevels,
+				DefaultPriorityLevel: m.Batching.DefaultPriorityLevel,
+			},
+			Sequence: sequenceSpec(m.Sequence),
+		})
+	}
+	return d
+}
+
+// gpuIndexes maps models[].devices (validated by config: "all" alone, or indexes) to
+// engines.ModelSpec.Devices: nil for every GPU.
+func gpuIndexes(devices []string) []int {
+	var out []int
+	for _, d := range devices {
+		n, err := strconv.Atoi(d)
+		if err != nil { // "all"
+			return nil
+		}
+		out = append(out, n)
+	}
+	return out
+}
+
+// sequenceSpec converts models[].sequence (validated) to the engines' spec; nil when it lists
+// no state pairs.
+func sequenceSpec(s config.ModelSequence) *engines.SequenceSpec {
+	pairs, _ := s.StatePairs()
+	if len(pairs) == 0 {
+		return nil
+	}
+	spec := &engines.SequenceSpec{IdleTimeout: s.IdleTimeout, MaxSequences: s.MaxSequences}
+	for _, p := range pairs {
+		spec.States = append(spec.States, engines.StatePair{Input: p[0], Output: p[1]})
+	}
+	return spec
+}
