@@ -19,6 +19,7 @@ import (
 	"github.com/policyd/policyd/config"
 	"github.com/policyd/policyd/engines"
 	"github.com/policyd/policyd/gpu"
+	"github.com/policyd/policyd/repository"
 	"github.com/policyd/policyd/server"
 )
 
@@ -30,7 +31,7 @@ type reloader struct {
 	opts  config.LoadOptions
 	log   *zap.Logger
 	level zap.AtomicLevel
-	repo  *engines.Repository
+	repo  *repository.Repository
 	srv   *server.Server // set once serving
 
 	mu      sync.Mutex
@@ -83,7 +84,7 @@ type modelReport struct {
 }
 
 func newReloader(opts config.LoadOptions, cfg *config.Config, src *config.Sources, log *zap.Logger,
-	level zap.AtomicLevel, repo *engines.Repository, reg prometheus.Registerer) *reloader {
+	level zap.AtomicLevel, repo *repository.Repository, reg prometheus.Registerer) *reloader {
 	r := &reloader{opts: opts, cur: cfg, src: src, log: log, level: level, repo: repo, started: time.Now(),
 		rewatch: make(chan struct{}, 1)}
 	r.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -174,7 +175,7 @@ func (r *reloader) verifyFailed(model, version, reason string) {
 }
 
 // apply applies d to the repository and records its artifact verification.
-func (r *reloader) apply(d engines.Desired) (engines.Report, error) {
+func (r *reloader) apply(d repository.Desired) (repository.Report, error) {
 	start := time.Now()
 	r.vmu.Lock()
 	r.vPending = nil
@@ -222,7 +223,7 @@ func trustedKeys(c *config.Config) ([]ed25519.PublicKey, error) {
 }
 
 // gpuIndexes maps models[].devices (validated by config: "all" alone, or indexes) to
-// engines.ModelSpec.Devices: nil for every GPU.
+// repository.ModelSpec.Devices: nil for every GPU.
 func gpuIndexes(devices []string) []int {
 	var out []int
 	for _, d := range devices {
@@ -237,8 +238,8 @@ func gpuIndexes(devices []string) []int {
 
 // desired turns the configuration into the engines' desired state. onVerifyFailure counts
 // versions refused by artifact verification.
-func desired(c *config.Config, keys []ed25519.PublicKey, onVerifyFailure func(model, version, reason string)) engines.Desired {
-	d := engines.Desired{
+func desired(c *config.Config, keys []ed25519.PublicKey, onVerifyFailure func(model, version, reason string)) repository.Desired {
+	d := repository.Desired{
 		Dir:                 c.Repository.Path,
 		QueueLen:            c.Limits.QueueLen,
 		Batching:            c.Batching.Enabled,
@@ -248,12 +249,12 @@ func desired(c *config.Config, keys []ed25519.PublicKey, onVerifyFailure func(mo
 		TrustedKeys:         keys,
 		OnVerifyFailure:     onVerifyFailure,
 		KeepTampered:        c.Artifacts.OnTamper == "keep",
-		Default: engines.ModelSpec{
+		Default: repository.ModelSpec{
 			Backends:  c.Engine.Backends,
 			Params:    c.Engine.BackendParameters,
 			Instances: c.Instances(config.DefaultModel()),
 			Threads:   c.Threads(config.DefaultModel()),
-			Batching: engines.BatchingSpec{
+			Batching: repository.BatchingSpec{
 				MaxBatchSize:         c.Batching.MaxBatchSize,
 				MaxQueueDelay:        c.Batching.MaxQueueDelay,
 				PreferredBatchSizes:  c.Batching.PreferredBatchSizes,
@@ -264,11 +265,11 @@ func desired(c *config.Config, keys []ed25519.PublicKey, onVerifyFailure func(mo
 	}
 	for _, m := range c.Models {
 		fallback := m.Fallback
-		d.Models = append(d.Models, engines.ModelSpec{
+		d.Models = append(d.Models, repository.ModelSpec{
 			Name: m.Name, Version: m.Version, Digest: m.Digest, Backends: m.Backends,
 			Fallback: &fallback, Devices: gpuIndexes(m.Devices), Params: m.BackendParameters,
 			Instances: c.Instances(m), Threads: c.Threads(m),
-			Batching: engines.BatchingSpec{
+			Batching: repository.BatchingSpec{
 				MaxBatchSize:         m.Batching.MaxBatchSize,
 				MaxQueueDelay:        m.Batching.MaxQueueDelay,
 				PreferredBatchSizes:  m.Batching.PreferredBatchSizes,
@@ -377,9 +378,9 @@ func (r *reloader) Reload(trigger string) (reloadResult, error) {
 	return finish("applied", nil)
 }
 
-func summarize(rep engines.Report) *modelReport {
+func summarize(rep repository.Report) *modelReport {
 	m := &modelReport{Unchanged: rep.Unchanged}
-	name := func(c engines.Change) string { return c.Model + "@" + c.Version }
+	name := func(c repository.Change) string { return c.Model + "@" + c.Version }
 	for _, c := range rep.Loaded {
 		m.Loaded = append(m.Loaded, name(c))
 	}
@@ -472,7 +473,7 @@ func (r *reloader) details(rt *bridge.Runtime) any {
 			v.Digest(), v.Signer(), isDef, isDef && pinned, v.LoadDuration().Seconds(), v.InFlight(), v.QueueDepth()})
 	}
 	for _, e := range r.repo.Index() {
-		if e.State == engines.StateUnloaded { // in the repository, not served: say why
+		if e.State == repository.StateUnloaded { // in the repository, not served: say why
 			versions = append(versions, version{Model: e.Model, Version: e.Version, State: e.State.String(), Reason: e.Reason})
 		}
 	}
