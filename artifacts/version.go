@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/Masterminds/semver/v3"
@@ -29,6 +30,48 @@ func CanonicalVersion(s string) (string, error) {
 		return "", fmt.Errorf("version %q is not a semantic version MAJOR.MINOR.PATCH[-PRERELEASE][+BUILD] (e.g. 1.2.0, v1.2.0, 1.3.0-rc.1)", s)
 	}
 	return v.String(), nil
+}
+
+// ParseVersion parses a version as CanonicalVersion does and returns it parsed.
+func ParseVersion(s string) (*semver.Version, error) {
+	c, err := CanonicalVersion(s)
+	if err != nil {
+		return nil, err
+	}
+	return semver.MustParse(c), nil
+}
+
+// RequestedVersion parses the version a request names (a URL's version, a load or a default
+// pin): a version as CanonicalVersion takes it ("1.2.3", "v1.2.3", "1.3.0-rc.1"), or a plain
+// integer N, as Triton clients send, which stands for N.0.0 ("1", "2"; not "01"). It is a
+// way of naming a stored version, never a version's name: a folder or a config version is
+// canonical (a folder named "2" is not a version folder; rename it 2.0.0).
+func RequestedVersion(s string) (*semver.Version, error) {
+	if s != "" && strings.Trim(s, "0123456789") == "" {
+		n, err := strconv.ParseUint(s, 10, 64)
+		if err != nil || (len(s) > 1 && s[0] == '0') {
+			return nil, fmt.Errorf("version %q: not a semantic version MAJOR.MINOR.PATCH or an integer without leading zeros", s)
+		}
+		return semver.New(n, 0, 0, "", ""), nil
+	}
+	return ParseVersion(s)
+}
+
+// ParseSelector checks what selects the versions of a model (config's models[].version,
+// repository.ModelSpec.Version): "" every version; an exact version as CanonicalVersion takes
+// it, returned canonical in exact; else a semver constraint ("^1.2", "~1.2.3", ">=1.0 <2",
+// "1.x", "*") that Resolve takes, exact "". Anything else is an error.
+func ParseSelector(s string) (exact string, err error) {
+	if s == "" {
+		return "", nil
+	}
+	if c, err := CanonicalVersion(s); err == nil {
+		return c, nil
+	}
+	if _, err := semver.NewConstraint(s); err != nil {
+		return "", fmt.Errorf("%q is neither an exact version (1.2.3) nor a constraint (^1.2, ~1.2.3, >=1.0 <2): %v", s, err)
+	}
+	return "", nil
 }
 
 // isCanonical reports whether s is a version exactly as stored (a folder name).

@@ -2,6 +2,7 @@ package artifacts
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 )
 
@@ -93,5 +94,66 @@ func TestResolve(t *testing.T) {
 	}
 	if _, err := Resolve([]string{"v1.0.0"}, "*"); err == nil {
 		t.Error("a non-canonical version was accepted")
+	}
+}
+
+// RequestedVersion takes what CanonicalVersion takes and Triton's integer versions (the
+// cases of the former engines.ParseVersion).
+func TestRequestedVersion(t *testing.T) {
+	tests := []struct {
+		name string
+		want string // canonical semver; "" = error
+	}{
+		{"1", "1.0.0"},
+		{"2", "2.0.0"},
+		{"0", "0.0.0"},
+		{"10", "10.0.0"},
+		{"1.2.3", "1.2.3"},
+		{"v1.2.3", "1.2.3"},
+		{"1.2.3-rc.1", "1.2.3-rc.1"},
+		{"1.2.3+build.5", "1.2.3+build.5"},
+		{"", ""},
+		{"01", ""},
+		{"1.2", ""},
+		{"v1", ""},
+		{"latest", ""},
+		{"1.2.3.4", ""},
+		{"-1", ""},
+		{"99999999999999999999999", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			v, err := RequestedVersion(tt.name)
+			if tt.want == "" {
+				if err == nil {
+					t.Fatalf("RequestedVersion(%q) = %v, want an error", tt.name, v)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("RequestedVersion(%q): %v", tt.name, err)
+			}
+			if got := v.String(); got != tt.want {
+				t.Errorf("RequestedVersion(%q) = %s, want %s", tt.name, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseSelector(t *testing.T) {
+	for _, c := range []struct{ in, exact, err string }{
+		{"", "", ""},
+		{"v1.2.3", "1.2.3", ""},
+		{"1.3.0-rc.1", "1.3.0-rc.1", ""},
+		{"^1.2", "", ""},
+		{">=1.0 <2", "", ""},
+		{"*", "", ""},
+		{"latest", "", "neither an exact version"},
+		{"1", "", ""}, // a constraint: 1.x
+	} {
+		exact, err := ParseSelector(c.in)
+		if exact != c.exact || (err == nil) != (c.err == "") || (err != nil && !strings.Contains(err.Error(), c.err)) {
+			t.Errorf("ParseSelector(%q) = %q, %v; want %q, %q", c.in, exact, err, c.exact, c.err)
+		}
 	}
 }

@@ -4,8 +4,10 @@
 // Ownership and threading rules, which hold here and nowhere else:
 //
 //   - Runtime and Engine are safe for concurrent use. A Context is used by one goroutine at a
-//     time; for best results that goroutine is locked to its OS thread (runtime.LockOSThread),
-//     because the native side caches per-thread state (oneDNN scratch, later CUDA streams).
+//     time. Only a CPU context with more than one thread keeps per-thread native state (its
+//     OpenMP team): run it on a goroutine locked to its OS thread (runtime.LockOSThread). A
+//     one-thread CPU context or a GPU context (which makes its device current on every run)
+//     may run on whichever goroutine holds it.
 //   - Every value has an idempotent Close that releases its native memory; methods on a closed
 //     value return ErrClosed. A cleanup attached with runtime.AddCleanup only reports a leak
 //     (through the log hook); it is never the release path.

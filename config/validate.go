@@ -7,13 +7,12 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/Masterminds/semver/v3"
+	"github.com/policyd/policyd/artifacts"
 )
 
 // Problem is one thing wrong with a config: the key path it is about ("models[2].instances",
@@ -83,7 +82,7 @@ func (c *Config) Validate() error {
 	first := map[string]int{}
 	for i, m := range c.Models {
 		p := fmt.Sprintf("models[%d]", i)
-		if m.Name != "" && !modelName.MatchString(m.Name) {
+		if m.Name != "" && artifacts.ValidateName(m.Name) != nil {
 			ch.fail(p+".name", "must be a folder name of letters, digits, '.', '_' and '-', got %q", m.Name)
 		} else if m.Name != "" {
 			if j, dup := first[m.Name]; dup {
@@ -101,14 +100,10 @@ func (c *Config) Validate() error {
 				}
 			}
 		}
-		exact := exactVersion.MatchString(m.Version)
-		if _, err := semver.StrictNewVersion(strings.TrimPrefix(m.Version, "v")); exact && err != nil {
-			exact = false
-		}
-		if m.Version != "" && !exact {
-			if _, err := semver.NewConstraint(m.Version); err != nil {
-				ch.fail(p+".version", "must be empty (every version), an exact version like 1.2.3 or v1.2.3, or a constraint like ^1.2, ~1.2.3 or \">=1.0 <2\", got %q: %v", m.Version, err)
-			}
+		canonical, err := artifacts.ParseSelector(m.Version)
+		exact := canonical != ""
+		if err != nil {
+			ch.fail(p+".version", "must be empty (every version), an exact version like 1.2.3 or v1.2.3, or a constraint like ^1.2, ~1.2.3 or \">=1.0 <2\", got %q", m.Version)
 		}
 		if sq := m.Sequence; len(sq.States) == 0 && (sq.IdleTimeout != 0 || sq.MaxSequences != 0) {
 			ch.fail(p+".sequence.states", "empty, but the sequence section is set: list at least one \"input:output\" state pair")
@@ -164,11 +159,6 @@ func parentKey(k string) string {
 	}
 	return k[:i]
 }
-
-var (
-	modelName    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
-	exactVersion = regexp.MustCompile(`^v?(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$`)
-)
 
 func validPort(p string) bool {
 	n, err := strconv.Atoi(p)

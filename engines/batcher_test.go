@@ -124,7 +124,7 @@ func newBatchFixture(t *testing.T, instances int, gated bool, opts BatcherOption
 	if gated {
 		fx.started, fx.gate = make(chan struct{}, 64), make(chan struct{})
 	}
-	newCtx := func() (execContext, error) {
+	newCtx := func() (ExecContext, error) {
 		return &batchContext{rec: fx.rec, started: fx.started, gate: fx.gate}, nil
 	}
 	p, err := newPool(newCtx, 2, PoolOptions{Instances: instances, Stats: st, LockOSThread: testLockedWorkers})
@@ -514,7 +514,7 @@ func TestBatcherCloseAndDrain(t *testing.T) {
 // BenchmarkBatcherDo: 16 goroutines each sending batch-1 requests; allocs/op is per request.
 func BenchmarkBatcherDo(b *testing.B) {
 	rec := &runRecord{seen: map[float32]bool{}, light: true}
-	newCtx := func() (execContext, error) { return &batchContext{rec: rec}, nil }
+	newCtx := func() (ExecContext, error) { return &batchContext{rec: rec}, nil }
 	p, err := newPool(newCtx, 2, PoolOptions{Instances: 2})
 	if err != nil {
 		b.Fatal(err)

@@ -1,24 +1,10 @@
-// Package engines runs loaded models: Pool, a set of workers each owning one execution context
-// of an engine on its own OS thread, and Repository, the model versions served from a model
-// repository folder (DIR/<model>/<X.Y.Z>/ with manifest.json and model.onnx, see package
-// artifacts), each with its engine and pool, or the reason it is not served.
+// Package engines is the runtime of one loaded model version: Pool, the execution contexts of
+// the version's engines (one engine per GPU) behind one priority queue, whose workers run a
+// lone request on its caller's goroutine when a context is idle; Batcher, Triton's dynamic
+// batcher in front of a Pool; Sequences, the state of stateful sequences; warm-up runs at
+// start; Stats and the Observers a version's runner feeds; and the trace spans of its runs.
 //
-// Every version is a verified artifact before it is used: Repository.Apply runs
-// artifacts.Verify on every version it selects, every time (a file tampered with after a load
-// is caught by the next Apply), and builds the engine from the bytes of model.onnx checked
-// against the manifest as they are read. A version that fails is listed UNAVAILABLE with the
-// verification error while the others serve. A folder whose name is not a canonical version
-// (1.2.3, not "1" or "v1.2.3") is not a version: with every version of its model served it is
-// listed UNAVAILABLE with the reason (how to rename it); a version or constraint never selects
-// it, and Index lists it UNLOADED.
-//
-// Repository.Apply changes the set of versions served at run time (hot reload): it loads what
-// is new or changed first, swaps the served table atomically, then retires what is no longer
-// served. A request holds its version from Repository.Acquire to ModelVersion.Release, and a
-// retired version is drained and closed only once its last holder released it, so a reload
-// fails no request. SetDefault (rollback) and Load/Unload (Triton's repository extension)
-// change the served table the same way.
-//
-// engines imports bridge and artifacts and no other package of policyd; it knows nothing of
-// HTTP.
+// engines knows nothing of files, configs or version lifecycles: package repository decides
+// which versions serve, builds their engines and makes their runners from this package.
+// engines imports bridge and no other package of policyd; it knows nothing of HTTP.
 package engines

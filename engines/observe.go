@@ -2,9 +2,6 @@ package engines
 
 import (
 	"errors"
-	"slices"
-	"strconv"
-	"strings"
 
 	"github.com/policyd/policyd/bridge"
 )
@@ -32,100 +29,21 @@ type Observers struct {
 	Executions                                       Counter  // engine runs
 }
 
-// VersionObserver follows the life of the versions of a Repository; package metrics implements
-// it. Its methods are called synchronously by Apply, Load, Unload and Close (versions of one
-// Apply may be retired in parallel, so implementations must be safe for concurrent use) and
-// must not call Apply, Load, Unload, SetObserver or Close (Get, All and Index are fine: the
-// served table is already swapped when a version is retired).
-type VersionObserver interface {
-	// Loading: the load of a version begins (after its artifact was verified).
-	Loading(model, version string)
-	// Loaded: the load ended, ready or not (v.Ready, v.LoadDuration, v.Backend), before v
-	// serves a request. The observers returned (nil: none) are fed by v's runner from now on.
-	Loaded(v *ModelVersion) *Observers
-	// Unloading: v left the served table and is being retired (waiting for its holders,
-	// draining its pool).
-	Unloading(v *ModelVersion)
-	// Unloaded: v is retired: drained, its engine closed.
-	Unloaded(v *ModelVersion)
-}
+// QueueDepth is the number of requests waiting in the pool's queue now.
+func (p *Pool) QueueDepth() int { return p.jobs.len() }
 
-// ReasonUnloaded is the Index reason of a version switched off by Repository.Unload.
-const ReasonUnloaded = reasonUnloaded
-
-// SetObserver makes o follow the versions loaded and retired from now on; call it before the
-// first Apply. nil stops following.
-func (r *Repository) SetObserver(o VersionObserver) {
-	r.applyMu.Lock()
-	defer r.applyMu.Unlock()
-	r.obs = o
-}
-
-// Device is where the version's engines run, as health details and the metrics' device label
-// name it: "cpu" for the cpu backend; "cuda:<ordinal>" for a GPU backend (cuda, tensorrt) on one
-// GPU, the GPUs joined by commas ("cuda:0,cuda:1") when the version runs on several (see
-// ModelSpec.Devices); "" when the version is not loaded. A GPU backend whose devices the loader
-// does not list (a loader without DeviceLister) runs on GPU 0: "cuda:0".
-func (v *ModelVersion) Device() string {
-	switch b := v.Backend(); {
-	case b == "":
-		return ""
-	case b == "cpu":
-		return "cpu"
-	case len(v.devices) == 0:
-		return "cuda:0"
-	}
-	parts := make([]string, len(v.devices))
-	for i, g := range v.devices {
-		parts[i] = "cuda:" + strconv.Itoa(g)
-	}
-	return strings.Join(parts, ",")
-}
-
-// Devices are the GPU ordinals the version runs on, one engine each; nil for a backend without
-// devices (cpu) or a version not loaded.
-func (v *ModelVersion) Devices() []int { return slices.Clone(v.devices) }
-
-// InFlight is the number of requests holding the version now (Repository.Acquire not yet
-// released): accepted and not yet answered.
-func (v *ModelVersion) InFlight() int {
-	return int(max(v.refs.Load(), 0))
-}
-
-// queueDepther is a runner that can say how many requests wait in its queue.
-type queueDepther interface{ queueDepth() int }
-
-// QueueDepth is the number of requests waiting in the version's queue now (for a batched
-// version, waiting to be formed into a batch); 0 when it is not loaded.
-func (v *ModelVersion) QueueDepth() int {
-	if q, ok := v.runner.(queueDepther); ok {
-		return q.queueDepth()
-	}
-	return 0
-}
-
-func (p *Pool) queueDepth() int    { return p.jobs.len() }
-func (b *Batcher) queueDepth() int { return b.queue.len() }
+// QueueDepth is the number of requests waiting to be formed into a batch now.
+func (b *Batcher) QueueDepth() int { return b.queue.len() }
 
 // memoryReporter is a runner whose contexts report their memory.
 type memoryReporter interface {
-	memory() (arena, weights uint64, err error)
+	Memory() (arena, weights uint64, err error)
 }
 
-// Memory is the memory the version's engine holds (bridge.Context.Memory): arena is the
-// activation arenas of every context, weights the engine's weights (counted once) plus every
-// context's own weight copies. Safe while the version serves; 0s when it is not loaded or its
-// contexts are not created yet.
-func (v *ModelVersion) Memory() (arena, weights uint64, err error) {
-	if m, ok := v.runner.(memoryReporter); ok {
-		return m.memory()
-	}
-	return 0, 0, nil
-}
-
-func (b *Batcher) memory() (arena, weights uint64, err error) {
+// Memory is the memory of the contexts of the pool the batcher feeds (see Pool.Memory).
+func (b *Batcher) Memory() (arena, weights uint64, err error) {
 	if m, ok := b.pool.(memoryReporter); ok {
-		return m.memory()
+		return m.Memory()
 	}
 	return 0, 0, nil
 }
@@ -135,7 +53,10 @@ type memCtx interface {
 	Memory() (bridge.MemoryInfo, error)
 }
 
-func (p *Pool) memory() (arena, weights uint64, err error) {
+// Memory is the memory the pool's engines hold (bridge.Context.Memory): arena is the activation
+// arenas of every context, weights the engines' weights (counted once per engine) plus every
+// context's own weight copies. Safe while the pool serves; 0s before its contexts exist.
+func (p *Pool) Memory() (arena, weights uint64, err error) {
 	p.ctxMu.Lock()
 	ctxs := p.ctxs
 	p.ctxMu.Unlock()

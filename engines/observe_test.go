@@ -43,7 +43,7 @@ func newObservers() (*Observers, map[string]*countObserver) {
 func TestObserversOfAPool(t *testing.T) {
 	stats := &Stats{Batched: true}
 	o, got := newObservers()
-	stats.setObservers(o)
+	stats.SetObservers(o)
 	p := newTestPool(t, &fakeFactory{}, PoolOptions{Stats: stats})
 	fn := func([]bridge.Tensor) error { return nil }
 	for _, in := range []bridge.Tensor{f32Tensor(1, 2), f32Tensor(3, 4), rowsTensor(2, 5, 6, 7)} {
@@ -81,7 +81,7 @@ func TestObserversOfAPool(t *testing.T) {
 func TestObserversOfABatch(t *testing.T) {
 	stats := &Stats{Batched: true}
 	o, got := newObservers()
-	stats.setObservers(o)
+	stats.SetObservers(o)
 	stats.recordQueue(1, time.Millisecond)
 	stats.recordRun(4, 6, time.Microsecond, 2*time.Millisecond, 3*time.Microsecond)
 	if q := got["queue"].values(); !slices.Equal(q, []float64{0.001}) {
@@ -93,7 +93,7 @@ func TestObserversOfABatch(t *testing.T) {
 	if b := got["batch"].values(); !slices.Equal(b, []float64{6}) {
 		t.Errorf("batch sizes %v, want [6]", b)
 	}
-	stats.setObservers(nil)
+	stats.SetObservers(nil)
 	stats.recordRun(1, 1, 0, time.Millisecond, 0)
 	if n := len(got["batch"].values()); n != 1 {
 		t.Errorf("observers removed, yet %d batch observations", n)
@@ -162,31 +162,6 @@ func TestPoolWarmup(t *testing.T) {
 	}
 }
 
-func TestQueueDepthAndInFlight(t *testing.T) {
-	f := &fakeFactory{started: make(chan struct{}, 8), gate: make(chan struct{})}
-	p := newTestPool(t, f, PoolOptions{Instances: 1, QueueLen: 8})
-	v := &ModelVersion{runner: p}
-	fn := func([]bridge.Tensor) error { return nil }
-	var wg sync.WaitGroup
-	for range 3 {
-		wg.Go(func() { _ = p.Do(context.Background(), []bridge.Tensor{f32Tensor(1)}, RunOptions{}, fn) })
-	}
-	<-f.started // one runs, two wait
-	waitFor(t, func() bool { return v.QueueDepth() == 2 })
-	v.refs.Add(2)
-	if n := v.InFlight(); n != 2 {
-		t.Errorf("in flight %d, want 2", n)
-	}
-	close(f.gate)
-	wg.Wait()
-	if d := v.QueueDepth(); d != 0 {
-		t.Errorf("queue depth %d after the runs", d)
-	}
-	if d := (&ModelVersion{}).QueueDepth(); d != 0 {
-		t.Errorf("queue depth of a version not loaded: %d", d)
-	}
-}
-
 // benchObservers are the observers metrics.Server resolves: Prometheus histogram and counter
 // children.
 func benchObservers() *Observers {
@@ -206,7 +181,7 @@ func BenchmarkPoolDoMetrics(b *testing.B) {
 		b.Run(name, func(b *testing.B) {
 			stats := &Stats{Batched: true}
 			if withObs {
-				stats.setObservers(benchObservers())
+				stats.SetObservers(benchObservers())
 			}
 			p, err := newPool((&fakeFactory{}).newCtx, 1, PoolOptions{Instances: 4, Stats: stats})
 			if err != nil {
@@ -235,10 +210,10 @@ func BenchmarkBatcherDoMetrics(b *testing.B) {
 		b.Run(name, func(b *testing.B) {
 			stats := &Stats{Batched: true}
 			if withObs {
-				stats.setObservers(benchObservers())
+				stats.SetObservers(benchObservers())
 			}
 			rec := &runRecord{seen: map[float32]bool{}, light: true}
-			newCtx := func() (execContext, error) { return &batchContext{rec: rec}, nil }
+			newCtx := func() (ExecContext, error) { return &batchContext{rec: rec}, nil }
 			p, err := newPool(newCtx, 2, PoolOptions{Instances: 2, Stats: stats})
 			if err != nil {
 				b.Fatal(err)

@@ -20,13 +20,11 @@ import (
 var ErrOverloaded = errors.New("engines: queue full")
 
 // ErrClosed is returned by Pool.Do when the pool is closed or draining, including for jobs that
-// were still queued when Close was called, and by Repository.Get, Acquire and Apply after
-// Repository.Close.
+// were still queued when Close was called (and by package repository once it is closed).
 var ErrClosed = errors.New("engines: pool closed")
 
-// Runner runs a model on some execution context. Pool implements it; a dynamic batcher will
-// implement it too, sitting in front of a Pool, so that the layers above do not change when
-// batching is switched on.
+// Runner runs a model on some execution context. Pool and Batcher (a dynamic batcher in front of
+// a Pool) implement it, so that the layers above do not change when batching is switched on.
 type Runner interface {
 	// Do runs the model once with inputs (in the engine's input order) and calls fn with the
 	// outputs (in the engine's output order) while they are valid. See Pool.Do.
@@ -62,7 +60,9 @@ type RunOptions struct {
 	// sees them (DoSequenceStep).
 	Sequence SequenceStep
 
-	info *traceInfo // the version's trace attributes (ModelVersion.Do sets them)
+	// Version is the span attributes of the version the request runs on (package repository's
+	// Version.Do sets them); nil: the spans name no version.
+	Version *TraceAttributes
 }
 
 // RowSeed is the row seed of row j of a request seeded with seed: seed + j·φ (φ = 2^64 / the
@@ -114,7 +114,7 @@ type PoolOptions struct {
 // concurrently with Do. The Pool never closes its engine: the owner of the engine closes it
 // after Pool.Close returns.
 type Pool struct {
-	newCtx    func() (execContext, error)
+	newCtx    func() (ExecContext, error)
 	nOut      int
 	instances int
 	jobs      *prioQueue[*job]
@@ -140,7 +140,7 @@ type Pool struct {
 
 // slot is one execution context with what a run on it needs.
 type slot struct {
-	c         execContext
+	c         ExecContext
 	outputs   []bridge.Tensor
 	rowSeeded bool // the context has row seeds set
 	one       [1]tracedRun
@@ -177,7 +177,7 @@ type ticket struct {
 	// Tracing (engines/trace.go): the request's span, its queue span, the version's
 	// attributes; nil when not traced.
 	span, queue trace.Span
-	info        *traceInfo
+	info        *TraceAttributes
 }
 
 // wait waits for the answer of a queued ticket. When ctx ends while it is still queued, it is
@@ -199,8 +199,8 @@ func (t *ticket) wait(ctx context.Context) (err error, cancelled bool) {
 	}
 }
 
-// execContext is what a worker needs of a *bridge.Context; tests substitute a fake.
-type execContext interface {
+// ExecContext is what a worker needs of a *bridge.Context (NewPoolFunc; tests substitute a fake).
+type ExecContext interface {
 	SetSeed(seed uint64) error
 	SetRowSeeds(seeds []uint64) error
 	Run(inputs, outputs []bridge.Tensor) error
@@ -214,7 +214,7 @@ func NewPool(e *bridge.Engine, opts PoolOptions) (*Pool, error) {
 	if e == nil {
 		return nil, errors.New("engines: new pool: nil engine")
 	}
-	newCtx := func() (execContext, error) {
+	newCtx := func() (ExecContext, error) {
 		c, err := e.NewContext()
 		if err != nil {
 			return nil, err
@@ -224,17 +224,17 @@ func NewPool(e *bridge.Engine, opts PoolOptions) (*Pool, error) {
 	return newPool(newCtx, len(e.Outputs()), opts)
 }
 
-// newEnginesPool is NewPool over several engines of one model (one per GPU): opts.Instances
+// NewPoolOver is NewPool over several engines of one model (one per GPU): opts.Instances
 // workers share one queue, and the engines take turns giving them contexts, so that with
 // opts.Instances a multiple of len(es) each engine serves the same number of workers.
-func newEnginesPool(es []*bridge.Engine, opts PoolOptions) (*Pool, error) {
+func NewPoolOver(es []*bridge.Engine, opts PoolOptions) (*Pool, error) {
 	if len(es) == 1 {
 		return NewPool(es[0], opts)
 	}
 	if len(es) == 0 || slices.Contains(es, nil) {
 		return nil, errors.New("engines: new pool: nil engine")
 	}
-	newCtx := spreadContexts(len(es), func(k int) (execContext, error) {
+	newCtx := spreadContexts(len(es), func(k int) (ExecContext, error) {
 		c, err := es[k].NewContext()
 		if err != nil {
 			return nil, err
@@ -250,9 +250,9 @@ func newEnginesPool(es []*bridge.Engine, opts PoolOptions) (*Pool, error) {
 
 // spreadContexts returns a context factory that asks newCtx for a context of engine 0, 1, ...,
 // n-1, 0, 1, ... in turn (safe for the workers' concurrent calls).
-func spreadContexts(n int, newCtx func(k int) (execContext, error)) func() (execContext, error) {
+func spreadContexts(n int, newCtx func(k int) (ExecContext, error)) func() (ExecContext, error) {
 	var next atomic.Uint64
-	return func() (execContext, error) {
+	return func() (ExecContext, error) {
 		k := int((next.Add(1) - 1) % uint64(n))
 		c, err := newCtx(k)
 		if err != nil && n > 1 {
@@ -262,7 +262,14 @@ func spreadContexts(n int, newCtx func(k int) (execContext, error)) func() (exec
 	}
 }
 
-func newPool(newCtx func() (execContext, error), nOut int, opts PoolOptions) (*Pool, error) {
+// NewPoolFunc starts opts.Instances workers whose contexts newCtx makes (called by each worker,
+// concurrently), for a model of nOut outputs: NewPool over any source of contexts (a fake in
+// tests).
+func NewPoolFunc(newCtx func() (ExecContext, error), nOut int, opts PoolOptions) (*Pool, error) {
+	return newPool(newCtx, nOut, opts)
+}
+
+func newPool(newCtx func() (ExecContext, error), nOut int, opts PoolOptions) (*Pool, error) {
 	if opts.Instances <= 0 {
 		opts.Instances = 1
 	}
@@ -461,7 +468,7 @@ func (p *Pool) runOn(s *slot, inputs []bridge.Tensor, fn func(outputs []bridge.T
 }
 
 // runTimed is run with statistics: one clock reading per stage boundary.
-func (p *Pool) runTimed(c execContext, j *job, outputs []bridge.Tensor) error {
+func (p *Pool) runTimed(c ExecContext, j *job, outputs []bridge.Tensor) error {
 	t0 := time.Now()
 	if !j.enq.IsZero() {
 		p.stats.recordQueue(1, t0.Sub(j.enq))
@@ -481,7 +488,7 @@ func (p *Pool) runTimed(c execContext, j *job, outputs []bridge.Tensor) error {
 // run executes one job and calls its callback on this goroutine, while outputs are valid.
 // A panic in the callback is a bug of the caller; it is turned into an error so that the
 // worker (and the process) survive it.
-func run(c execContext, j *job, outputs []bridge.Tensor) error {
+func run(c ExecContext, j *job, outputs []bridge.Tensor) error {
 	if err := c.Run(j.inputs, outputs); err != nil {
 		return err
 	}
@@ -568,6 +575,9 @@ func (p *Pool) release(j *job) {
 	j.span, j.queue, j.info = nil, nil, nil
 	p.jobPool.Put(j)
 }
+
+// Closed reports whether the pool stopped taking jobs (Close or Drain).
+func (p *Pool) Closed() bool { return p.jobs.closed.Load() }
 
 // Instances reports the number of workers (execution contexts) of the pool.
 func (p *Pool) Instances() int { return p.instances }

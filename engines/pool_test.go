@@ -60,7 +60,7 @@ type fakeFactory struct {
 	runErr   error
 }
 
-func (f *fakeFactory) newCtx() (execContext, error) {
+func (f *fakeFactory) newCtx() (ExecContext, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.failFrom > 0 && len(f.made)+1 >= f.failFrom {

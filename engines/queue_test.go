@@ -122,7 +122,7 @@ func TestBatcherPriorityErrorsAndOverload(t *testing.T) {
 func TestPoolPriorityLevels(t *testing.T) {
 	rec := &runRecord{seen: map[float32]bool{}}
 	started, gate := make(chan struct{}, 64), make(chan struct{})
-	newCtx := func() (execContext, error) {
+	newCtx := func() (ExecContext, error) {
 		return &batchContext{rec: rec, started: started, gate: gate}, nil
 	}
 	p, err := newPool(newCtx, 2, PoolOptions{PriorityLevels: 2})
@@ -267,7 +267,7 @@ func TestBatcherRowSeeds(t *testing.T) {
 
 func TestPoolRowSeeds(t *testing.T) {
 	rec := &runRecord{seen: map[float32]bool{}}
-	p, err := newPool(func() (execContext, error) { return &batchContext{rec: rec}, nil }, 2, PoolOptions{})
+	p, err := newPool(func() (ExecContext, error) { return &batchContext{rec: rec}, nil }, 2, PoolOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"strconv"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -38,34 +38,14 @@ type SequenceSpec struct {
 	MaxSequences int
 }
 
-// key formats the spec for settings (a change rebuilds the version); "" for nil.
-func (s *SequenceSpec) key() string {
-	if s == nil {
-		return ""
+// Equal reports whether s and o keep the same state the same way: the same state pairs in the
+// same order, and the same effective idle timeout and limit (a zero field equals its
+// default). Nil equals only nil.
+func (s *SequenceSpec) Equal(o *SequenceSpec) bool {
+	if s == nil || o == nil {
+		return s == o
 	}
-	var b strings.Builder
-	for _, p := range s.States {
-		fmt.Fprintf(&b, "%s\x00%s\x00", p.Input, p.Output)
-	}
-	fmt.Fprintf(&b, "%d\x00%d", int64(s.idle()), s.max())
-	return b.String()
-}
-
-// parseSequenceKey is the inverse of key (nil for "").
-func parseSequenceKey(k string) *SequenceSpec {
-	if k == "" {
-		return nil
-	}
-	f := strings.Split(k, "\x00")
-	n := len(f)
-	s := &SequenceSpec{}
-	idle, _ := strconv.ParseInt(f[n-2], 10, 64)
-	s.IdleTimeout = time.Duration(idle)
-	s.MaxSequences, _ = strconv.Atoi(f[n-1])
-	for i := 0; i+1 < n-2; i += 2 {
-		s.States = append(s.States, StatePair{Input: f[i], Output: f[i+1]})
-	}
-	return s
+	return slices.Equal(s.States, o.States) && s.idle() == o.idle() && s.max() == o.max()
 }
 
 func (s *SequenceSpec) idle() time.Duration {
@@ -82,8 +62,8 @@ func (s *SequenceSpec) max() int {
 	return DefaultMaxSequences
 }
 
-// check reports the problems of s that need no signature, prefixed with path.
-func (s *SequenceSpec) check(path string, add func(string, ...any)) {
+// Check reports to add the problems of s that need no signature, each prefixed with path.
+func (s *SequenceSpec) Check(path string, add func(string, ...any)) {
 	if s == nil {
 		return
 	}

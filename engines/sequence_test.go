@@ -8,7 +8,6 @@ import (
 	"math"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/policyd/policyd/bridge"
 )
@@ -45,36 +44,6 @@ func TestNewSequencesChecksSignature(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%v: %v, want %q", c.pair, err, c.want)
 		}
-	}
-}
-
-// A sequence spec whose names the model lacks leaves the version UNAVAILABLE with the reason;
-// dropping the spec is a change that rebuilds it.
-func TestApplySequenceMismatchIsUnavailable(t *testing.T) {
-	dir := writeRepo(t, map[string]string{"a/1.0.0/model.onnx": "ok"})
-	r, _ := fakeRepository(t, &applyLoader{})
-	spec := &SequenceSpec{States: []StatePair{{"recurrent_in", "recurrent_out"}}, IdleTimeout: time.Second}
-	rep := mustApply(t, r, Desired{Dir: dir, Models: []ModelSpec{{Name: "a", Sequence: spec}}})
-	checkReport(t, rep, nil, nil, nil, []string{"a@1.0.0"}, 0)
-	if !strings.Contains(rep.Failed[0].Reason, `sequence: state input "recurrent_in" is not an input of the model`) {
-		t.Errorf("reason = %q", rep.Failed[0].Reason)
-	}
-	v, _ := r.Get("a", "1")
-	if got := v.Spec().Sequence; got == nil || got.States[0] != spec.States[0] || got.IdleTimeout != time.Second || got.MaxSequences != DefaultMaxSequences {
-		t.Errorf("Spec().Sequence = %+v", got)
-	}
-	rep = mustApply(t, r, Desired{Dir: dir, Models: []ModelSpec{{Name: "a"}}})
-	if len(rep.Failed) != 0 {
-		t.Fatalf("without the sequence: %+v", rep.Failed)
-	}
-	v, _ = r.Get("a", "1")
-	if ok, why := v.Ready(); !ok || v.Sequences() != nil {
-		t.Errorf("ready %v %q, sequences %v", ok, why, v.Sequences())
-	}
-	// The spec's own problems are reported by Apply.
-	_, err := r.Apply(Desired{Dir: dir, Models: []ModelSpec{{Name: "a", Sequence: &SequenceSpec{}}}})
-	if err == nil || !strings.Contains(err.Error(), "models[0].sequence.states: empty") {
-		t.Errorf("empty states: %v", err)
 	}
 }
 
@@ -118,7 +87,7 @@ var (
 // runner supplies the state, stores the new one, and drops the sequence at its end; what a
 // step may not send is refused before it runs.
 func TestSequenceThroughRunOptions(t *testing.T) {
-	newCtx := func() (execContext, error) { return &recurrentContext{}, nil }
+	newCtx := func() (ExecContext, error) { return &recurrentContext{}, nil }
 	p, err := newPool(newCtx, 2, PoolOptions{Instances: 2, LockOSThread: testLockedWorkers})
 	if err != nil {
 		t.Fatal(err)
@@ -207,7 +176,7 @@ func TestSequenceThroughRunOptions(t *testing.T) {
 
 // A step of a live sequence allocates nothing on its way through DoSequenceStep.
 func TestSequenceStepAllocs(t *testing.T) {
-	newCtx := func() (execContext, error) { return &recurrentContext{}, nil }
+	newCtx := func() (ExecContext, error) { return &recurrentContext{}, nil }
 	p, err := newPool(newCtx, 2, PoolOptions{LockOSThread: testLockedWorkers})
 	if err != nil {
 		t.Fatal(err)

@@ -59,8 +59,8 @@ type Stats struct {
 	obs                                        atomic.Pointer[Observers]
 }
 
-// setObservers makes the stats feed o (nil: nothing) besides their own counters.
-func (s *Stats) setObservers(o *Observers) {
+// SetObservers makes the stats feed o (nil: nothing) besides their own counters.
+func (s *Stats) SetObservers(o *Observers) {
 	if s != nil {
 		s.obs.Store(o)
 	}

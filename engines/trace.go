@@ -27,27 +27,24 @@ import (
 // tracerName is the instrumentation scope of the runner's spans.
 const tracerName = "github.com/policyd/policyd/engines"
 
-// traceInfo is what the spans of a version's requests say about the version.
-type traceInfo struct {
+// TraceAttributes are what the spans of a version's requests say about the version
+// (RunOptions.Version): model, version, backend and device. Immutable; safe for concurrent use.
+type TraceAttributes struct {
 	attrs []attribute.KeyValue
 }
 
-// versionTrace returns v's trace attributes, computed once.
-func (v *ModelVersion) versionTrace() *traceInfo {
-	if ti := v.trace.Load(); ti != nil {
-		return ti
-	}
-	ti := &traceInfo{attrs: []attribute.KeyValue{
-		attribute.String("policyd.model", v.name),
-		attribute.String("policyd.version", v.version),
-		attribute.String("policyd.backend", v.Backend()),
-		attribute.String("policyd.device", v.Device()),
+// NewTraceAttributes returns the span attributes of the version model@version running on
+// backend and device.
+func NewTraceAttributes(model, version, backend, device string) *TraceAttributes {
+	return &TraceAttributes{attrs: []attribute.KeyValue{
+		attribute.String("policyd.model", model),
+		attribute.String("policyd.version", version),
+		attribute.String("policyd.backend", backend),
+		attribute.String("policyd.device", device),
 	}}
-	v.trace.CompareAndSwap(nil, ti)
-	return v.trace.Load()
 }
 
-func (ti *traceInfo) attributes() []attribute.KeyValue {
+func (ti *TraceAttributes) attributes() []attribute.KeyValue {
 	if ti == nil {
 		return nil
 	}
@@ -61,7 +58,7 @@ func queueSpan(opts *RunOptions) trace.Span {
 	}
 	ctx := trace.ContextWithSpan(context.Background(), opts.Trace)
 	_, s := opts.Trace.TracerProvider().Tracer(tracerName).Start(ctx, "queue",
-		trace.WithAttributes(opts.info.attributes()...))
+		trace.WithAttributes(opts.Version.attributes()...))
 	return s
 }
 
@@ -80,7 +77,7 @@ func endQueue(s trace.Span, err error) {
 // tracedRun is one request of a run, as the execution span sees it.
 type tracedRun struct {
 	span trace.Span // the request's span; nil when not traced
-	info *traceInfo
+	info *TraceAttributes
 	rows int
 }
 
@@ -128,7 +125,7 @@ func endExec(s trace.Span, err error) {
 
 // traceQueued records the request's trace in j and starts its queue span (Pool.Do).
 func (j *job) traceQueued(opts *RunOptions) {
-	j.span, j.info = opts.Trace, opts.info
+	j.span, j.info = opts.Trace, opts.Version
 	j.queue = queueSpan(opts)
 }
 
@@ -152,7 +149,7 @@ func (p *Pool) startExec(j *job, one *[1]tracedRun) trace.Span {
 
 // traceQueued records the request's trace in r and starts its queue span (Batcher.Do).
 func (r *request) traceQueued(opts *RunOptions) {
-	r.span, r.info = opts.Trace, opts.info
+	r.span, r.info = opts.Trace, opts.Version
 	r.queue = queueSpan(opts)
 }
 

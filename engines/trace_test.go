@@ -16,7 +16,7 @@ import (
 	"github.com/policyd/policyd/bridge"
 )
 
-var testTraceInfo = &traceInfo{attrs: []attribute.KeyValue{
+var testTraceInfo = &TraceAttributes{attrs: []attribute.KeyValue{
 	attribute.String("policyd.model", "m"), attribute.String("policyd.version", "1.0.0"),
 	attribute.String("policyd.backend", "cpu"), attribute.String("policyd.device", "cpu"),
 }}
@@ -32,7 +32,7 @@ func newRecorder() (*tracetest.SpanRecorder, trace.Tracer) {
 func tracedDo(b Runner, tr trace.Tracer, name string, in bridge.Tensor, ctx context.Context) (trace.SpanContext, error) {
 	_, span := tr.Start(context.Background(), name)
 	defer span.End()
-	err := b.Do(ctx, []bridge.Tensor{in}, RunOptions{Trace: span, info: testTraceInfo}, func([]bridge.Tensor) error { return nil })
+	err := b.Do(ctx, []bridge.Tensor{in}, RunOptions{Trace: span, Version: testTraceInfo}, func([]bridge.Tensor) error { return nil })
 	return span.SpanContext(), err
 }
 
@@ -231,7 +231,7 @@ func BenchmarkPoolDoTraced(b *testing.B) {
 	defer p.Close()
 	in := []bridge.Tensor{f32Tensor(1, 2, 3, 4)}
 	fn := func([]bridge.Tensor) error { return nil }
-	opts := RunOptions{Trace: span, info: testTraceInfo}
+	opts := RunOptions{Trace: span, Version: testTraceInfo}
 	b.ReportAllocs()
 	for b.Loop() {
 		if err := p.Do(context.Background(), in, opts, fn); err != nil {

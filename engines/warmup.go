@@ -57,7 +57,7 @@ func WarmupInputs(inputs []bridge.IOInfo, batchSizes []int) [][]bridge.Tensor {
 }
 
 // warm runs the pool's warm-up input sets on c, discarding the outputs.
-func (p *Pool) warm(c execContext) error {
+func (p *Pool) warm(c ExecContext) error {
 	if len(p.warmup) == 0 {
 		return nil
 	}

@@ -5,7 +5,7 @@
 // Everything is registered on the registry New is given, never the global one.
 //
 // The hot path pays one Observe per histogram and stage: the label children of a model version
-// are resolved once, when it is loaded (engines.VersionObserver), and handed to its runner as
+// are resolved once, when it is loaded (repository.VersionObserver), and handed to its runner as
 // engines.Observers; ObserveRequest finds them with one map lookup on the model and version
 // strings it is given (no string is built) and allocates nothing. The gauges (queue depth, in
 // flight, model state, readiness, engine memory) are read from the repository when /metrics is
@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/policyd/policyd/engines"
+	"github.com/policyd/policyd/repository"
 )
 
 // DurationBuckets are the buckets of the request and phase histograms, in seconds: 10 µs to
@@ -40,19 +41,19 @@ var versionLabels = []string{"model", "version", "backend", "device"}
 // States of policyd_model_state's state label.
 var states = []string{"loading", "ready", "unavailable", "failed", "unloading"}
 
-// Repository is what the metrics read of the model repository; *engines.Repository
+// Repository is what the metrics read of the model repository; *repository.Repository
 // implements it.
 type Repository interface {
 	// All lists the versions served (ready or failed).
-	All() []*engines.ModelVersion
+	All() []*repository.Version
 	// Index lists every version known, also those unloaded through the repository API.
-	Index() []engines.IndexEntry
+	Index() []repository.IndexEntry
 	// Get finds a served version (version "": the default one).
-	Get(model, version string) (*engines.ModelVersion, error)
+	Get(model, version string) (*repository.Version, error)
 	// Ready reports whether every version served is ready.
 	Ready() bool
 	// SetObserver makes the metrics follow the loads and unloads.
-	SetObserver(engines.VersionObserver)
+	SetObserver(repository.VersionObserver)
 }
 
 // Server is the server's metrics. Create it with New; it is safe for concurrent use.
@@ -90,7 +91,7 @@ type versionKey struct{ model, version string }
 // resolved once, used by every request.
 type entry struct {
 	labels   [4]string // model, version, backend, device
-	loaded   map[*engines.ModelVersion]bool
+	loaded   map[*repository.Version]bool
 	duration prometheus.Observer
 	requests [nProtocols][nSlots]atomic.Pointer[prometheus.Counter]
 }
@@ -159,7 +160,7 @@ func New(reg prometheus.Registerer, repo Repository) (*Server, error) {
 func (s *Server) newEntry(labels [4]string) *entry {
 	return &entry{
 		labels:   labels,
-		loaded:   map[*engines.ModelVersion]bool{},
+		loaded:   map[*repository.Version]bool{},
 		duration: s.requestDur.WithLabelValues(labels[:]...),
 	}
 }
@@ -173,16 +174,16 @@ func (s *Server) publish() {
 	s.lookup.Store(&m)
 }
 
-// Loading implements engines.VersionObserver.
+// Loading implements repository.VersionObserver.
 func (s *Server) Loading(model, version string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.transient[versionKey{model, version}] = "loading"
 }
 
-// Loaded implements engines.VersionObserver: it records the load time and, for a version that
+// Loaded implements repository.VersionObserver: it records the load time and, for a version that
 // is ready, resolves its label children and returns them as its runner's observers.
-func (s *Server) Loaded(v *engines.ModelVersion) *engines.Observers {
+func (s *Server) Loaded(v *repository.Version) *engines.Observers {
 	k := versionKey{v.Name(), v.Version()}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -221,16 +222,16 @@ func (s *Server) Loaded(v *engines.ModelVersion) *engines.Observers {
 	}
 }
 
-// Unloading implements engines.VersionObserver.
-func (s *Server) Unloading(v *engines.ModelVersion) {
+// Unloading implements repository.VersionObserver.
+func (s *Server) Unloading(v *repository.Version) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.retiring[versionKey{v.Name(), v.Version()}]++
 }
 
-// Unloaded implements engines.VersionObserver: once no loaded instance of the model version
+// Unloaded implements repository.VersionObserver: once no loaded instance of the model version
 // remains (a reload loads the new one before it retires the old one), its series are deleted.
-func (s *Server) Unloaded(v *engines.ModelVersion) {
+func (s *Server) Unloaded(v *repository.Version) {
 	k := versionKey{v.Name(), v.Version()}
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -28,6 +28,7 @@ import (
 	"github.com/policyd/policyd/artifacts"
 	"github.com/policyd/policyd/bridge"
 	"github.com/policyd/policyd/engines"
+	"github.com/policyd/policyd/repository"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/families.golden")
@@ -61,10 +62,10 @@ func obs(rows int) bridge.Tensor {
 // model), ghost@2.0.0 failed (not in the repository).
 type fixture struct {
 	reg  *prometheus.Registry
-	repo *engines.Repository
+	repo *repository.Repository
 	m    *Server
 	dir  string
-	d    engines.Desired
+	d    repository.Desired
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -77,15 +78,15 @@ func newFixture(t *testing.T) *fixture {
 	dir := t.TempDir()
 	addModel(t, dir, "mlp", mlpSmall)
 	addModel(t, dir, "broken", invalidModel)
-	f := &fixture{reg: prometheus.NewPedanticRegistry(), repo: engines.NewRepository(rt, nil), dir: dir}
+	f := &fixture{reg: prometheus.NewPedanticRegistry(), repo: repository.NewRepository(rt, nil), dir: dir}
 	t.Cleanup(func() { f.repo.Close() })
 	if f.m, err = New(f.reg, f.repo); err != nil {
 		t.Fatal(err)
 	}
-	f.d = engines.Desired{
+	f.d = repository.Desired{
 		Dir: dir, Batching: true,
-		Default: engines.ModelSpec{Instances: 1, Batching: engines.BatchingSpec{MaxBatchSize: 8, PreferredBatchSizes: []int{4}}},
-		Models:  []engines.ModelSpec{{Name: "mlp"}, {Name: "broken"}, {Name: "ghost", Version: "2.0.0"}},
+		Default: repository.ModelSpec{Instances: 1, Batching: repository.BatchingSpec{MaxBatchSize: 8, PreferredBatchSizes: []int{4}}},
+		Models:  []repository.ModelSpec{{Name: "mlp"}, {Name: "broken"}, {Name: "ghost", Version: "2.0.0"}},
 	}
 	rep, err := f.repo.Apply(f.d)
 	if err != nil {
@@ -113,7 +114,7 @@ func (f *fixture) infer(t *testing.T, model, version string, rows int) {
 		return nil
 	})
 	code := 200
-	var ue *engines.UnavailableError
+	var ue *repository.UnavailableError
 	if errors.As(err, &ue) {
 		code = 503
 	} else if err != nil {
@@ -340,13 +341,13 @@ func BenchmarkObserveRequest(b *testing.B) {
 		IO: artifacts.IO{Inputs: rec, Outputs: rec}}); err != nil {
 		b.Skip(err)
 	}
-	repo := engines.NewRepository(rt, nil)
+	repo := repository.NewRepository(rt, nil)
 	defer repo.Close()
 	m, err := New(prometheus.NewRegistry(), repo)
 	if err != nil {
 		b.Fatal(err)
 	}
-	if _, err := repo.Apply(engines.Desired{Dir: dir}); err != nil {
+	if _, err := repo.Apply(repository.Desired{Dir: dir}); err != nil {
 		b.Fatal(err)
 	}
 	b.ReportAllocs()

@@ -8,22 +8,22 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/policyd/policyd/engines"
+	"github.com/policyd/policyd/repository"
 )
 
 // emptyRepo serves nothing: every version is unknown.
 type emptyRepo struct {
 	ready bool
-	obs   engines.VersionObserver
+	obs   repository.VersionObserver
 }
 
-func (r *emptyRepo) All() []*engines.ModelVersion { return nil }
-func (r *emptyRepo) Index() []engines.IndexEntry  { return nil }
-func (r *emptyRepo) Get(model, version string) (*engines.ModelVersion, error) {
-	return nil, &engines.NotFoundError{Model: model}
+func (r *emptyRepo) All() []*repository.Version     { return nil }
+func (r *emptyRepo) Index() []repository.IndexEntry { return nil }
+func (r *emptyRepo) Get(model, version string) (*repository.Version, error) {
+	return nil, &repository.NotFoundError{Model: model}
 }
-func (r *emptyRepo) Ready() bool                           { return r.ready }
-func (r *emptyRepo) SetObserver(o engines.VersionObserver) { r.obs = o }
+func (r *emptyRepo) Ready() bool                              { return r.ready }
+func (r *emptyRepo) SetObserver(o repository.VersionObserver) { r.obs = o }
 
 func TestOutcomeOf(t *testing.T) {
 	tests := []struct {

@@ -2,11 +2,10 @@ package metrics
 
 import (
 	"slices"
-	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/policyd/policyd/engines"
+	"github.com/policyd/policyd/repository"
 )
 
 // scrape is the collector of the gauges read from the repository at scrape time.
@@ -23,7 +22,7 @@ func (c *scrape) Describe(ch chan<- *prometheus.Desc) {
 
 // StateOf is the policyd_model_state state of a version the repository serves: "ready", or
 // "failed" for one that failed verification or loading (or that the repository lacks).
-func StateOf(v *engines.ModelVersion) string {
+func StateOf(v *repository.Version) string {
 	if ok, _ := v.Ready(); ok {
 		return "ready"
 	}
@@ -74,7 +73,7 @@ func (c *scrape) Collect(ch chan<- prometheus.Metric) {
 	}
 	s.mu.Unlock()
 	for _, e := range s.repo.Index() {
-		if e.State == engines.StateUnloaded && strings.HasPrefix(e.Reason, engines.ReasonUnloaded) {
+		if e.State == repository.StateUnloaded && e.Unloaded {
 			absent(versionKey{e.Model, e.Version}, "unavailable")
 		}
 	}

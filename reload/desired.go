@@ -8,6 +8,7 @@ import (
 	"github.com/policyd/policyd/artifacts"
 	"github.com/policyd/policyd/config"
 	"github.com/policyd/policyd/engines"
+	"github.com/policyd/policyd/repository"
 )
 
 // TrustedKeys loads the public keys of artifacts.trusted_keys.
@@ -25,8 +26,8 @@ func TrustedKeys(c *config.Config) ([]ed25519.PublicKey, error) {
 
 // Desired turns the configuration into the repository's desired set. onVerifyFailure is told
 // of every version refused by artifact verification.
-func Desired(c *config.Config, keys []ed25519.PublicKey, onVerifyFailure func(model, version, reason string)) engines.Desired {
-	d := engines.Desired{
+func Desired(c *config.Config, keys []ed25519.PublicKey, onVerifyFailure func(model, version, reason string)) repository.Desired {
+	d := repository.Desired{
 		Dir:                 c.Repository.Path,
 		QueueLen:            c.Limits.QueueLen,
 		Batching:            c.Batching.Enabled,
@@ -36,12 +37,12 @@ func Desired(c *config.Config, keys []ed25519.PublicKey, onVerifyFailure func(mo
 		TrustedKeys:         keys,
 		OnVerifyFailure:     onVerifyFailure,
 		KeepTampered:        c.Artifacts.OnTamper == "keep",
-		Default: engines.ModelSpec{
+		Default: repository.ModelSpec{
 			Backends:  c.Engine.Backends,
 			Params:    c.Engine.BackendParameters,
 			Instances: c.Instances(config.DefaultModel()),
 			Threads:   c.Threads(config.DefaultModel()),
-			Batching: engines.BatchingSpec{
+			Batching: repository.BatchingSpec{
 				MaxBatchSize:         c.Batching.MaxBatchSize,
 				MaxQueueDelay:        c.Batching.MaxQueueDelay,
 				PreferredBatchSizes:  c.Batching.PreferredBatchSizes,
@@ -52,11 +53,11 @@ func Desired(c *config.Config, keys []ed25519.PublicKey, onVerifyFailure func(mo
 	}
 	for _, m := range c.Models {
 		fallback := m.Fallback
-		d.Models = append(d.Models, engines.ModelSpec{
+		d.Models = append(d.Models, repository.ModelSpec{
 			Name: m.Name, Version: m.Version, Digest: m.Digest, Backends: m.Backends,
 			Fallback: &fallback, Devices: gpuIndexes(m.Devices), Params: m.BackendParameters,
 			Instances: c.Instances(m), Threads: c.Threads(m),
-			Batching: engines.BatchingSpec{
+			Batching: repository.BatchingSpec{
 				MaxBatchSize:         m.Batching.MaxBatchSize,
 				MaxQueueDelay:        m.Batching.MaxQueueDelay,
 				PreferredBatchSizes:  m.Batching.PreferredBatchSizes,
@@ -70,7 +71,7 @@ func Desired(c *config.Config, keys []ed25519.PublicKey, onVerifyFailure func(mo
 }
 
 // gpuIndexes maps models[].devices (validated by config: "all" alone, or indexes) to
-// engines.ModelSpec.Devices: nil for every GPU.
+// repository.ModelSpec.Devices: nil for every GPU.
 func gpuIndexes(devices []string) []int {
 	var out []int
 	for _, d := range devices {

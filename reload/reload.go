@@ -26,8 +26,8 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/policyd/policyd/config"
-	"github.com/policyd/policyd/engines"
 	"github.com/policyd/policyd/metrics"
+	"github.com/policyd/policyd/repository"
 )
 
 // HistoryLen is how many reloads State.History keeps.
@@ -36,10 +36,10 @@ const HistoryLen = 16
 // ErrClosed is returned by a reload asked for after Close, or still waiting when Close came.
 var ErrClosed = errors.New("policyd is stopping: no configuration reload")
 
-// Repository is what the reloader applies the desired set to; *engines.Repository implements
+// Repository is what the reloader applies the desired set to; *repository.Repository implements
 // it. Apply may take long (it loads and builds engines); it is called by one goroutine at a time.
 type Repository interface {
-	Apply(engines.Desired) (engines.Report, error)
+	Apply(repository.Desired) (repository.Report, error)
 }
 
 // Options is what a Reloader needs.
@@ -196,15 +196,15 @@ func (r *Reloader) unlock() {
 
 // Load applies the configuration in force to the repository: the first load, while the server
 // listens.
-func (r *Reloader) Load() (engines.Report, error) {
+func (r *Reloader) Load() (repository.Report, error) {
 	if !r.lock() {
-		return engines.Report{}, ErrClosed
+		return repository.Report{}, ErrClosed
 	}
 	defer r.unlock()
 	cfg := r.state.Load().Config
 	keys, err := TrustedKeys(cfg)
 	if err != nil {
-		return engines.Report{}, err
+		return repository.Report{}, err
 	}
 	return r.apply(Desired(cfg, keys, r.verifyFailed))
 }
@@ -221,7 +221,7 @@ func (r *Reloader) verifyFailed(model, version, reason string) {
 
 // apply applies d to the repository and publishes its artifact verification; the caller holds
 // mu.
-func (r *Reloader) apply(d engines.Desired) (engines.Report, error) {
+func (r *Reloader) apply(d repository.Desired) (repository.Report, error) {
 	start := time.Now()
 	r.vmu.Lock()
 	r.vPending = nil
@@ -361,9 +361,9 @@ func (r *Reloader) reload(trigger string) (Result, error) {
 	return finish("applied", nil)
 }
 
-func summarize(rep engines.Report) *ModelReport {
+func summarize(rep repository.Report) *ModelReport {
 	m := &ModelReport{Unchanged: rep.Unchanged}
-	name := func(c engines.Change) string { return c.Model + "@" + c.Version }
+	name := func(c repository.Change) string { return c.Model + "@" + c.Version }
 	for _, c := range rep.Loaded {
 		m.Loaded = append(m.Loaded, name(c))
 	}

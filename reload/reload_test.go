@@ -13,8 +13,8 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/policyd/policyd/config"
-	"github.com/policyd/policyd/engines"
 	"github.com/policyd/policyd/metrics"
+	"github.com/policyd/policyd/repository"
 )
 
 // gateRepo is a repository whose Apply, once closed, blocks until opened again: a reload held
@@ -23,10 +23,10 @@ type gateRepo struct {
 	mu      sync.Mutex
 	gate    chan struct{} // nil: open
 	entered chan struct{} // an Apply is waiting at the gate
-	applied []engines.Desired
+	applied []repository.Desired
 }
 
-func (g *gateRepo) Apply(d engines.Desired) (engines.Report, error) {
+func (g *gateRepo) Apply(d repository.Desired) (repository.Report, error) {
 	g.mu.Lock()
 	gate := g.gate
 	g.applied = append(g.applied, d)
@@ -35,7 +35,7 @@ func (g *gateRepo) Apply(d engines.Desired) (engines.Report, error) {
 		g.entered <- struct{}{}
 		<-gate
 	}
-	return engines.Report{}, nil
+	return repository.Report{}, nil
 }
 
 // close makes the next Apply block; open releases it.

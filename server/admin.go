@@ -10,7 +10,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
-	"github.com/policyd/policyd/engines"
+	"github.com/policyd/policyd/repository"
 )
 
 // Admin holds the operator endpoints cmd/policyd wires in. Nil fields disable their route.
@@ -51,17 +51,17 @@ type Admin struct {
 	Details func() HealthDetails
 	// Metrics serves GET /metrics.
 	Metrics fasthttp.RequestHandler
-	// Repository serves the default pin and the repository routes. *engines.Repository
+	// Repository serves the default pin and the repository routes. *repository.Repository
 	// implements it.
 	Repository Repository
 }
 
 // Repository is the model control the admin and repository routes use. Implementations must
-// be safe for concurrent use. Errors matching engines.ErrNotFound answer 404, an
-// *engines.UnavailableError 503.
+// be safe for concurrent use. Errors matching repository.ErrNotFound answer 404, an
+// *repository.UnavailableError 503.
 type Repository interface {
 	// Index lists every model version known, with its state and reason.
-	Index() []engines.IndexEntry
+	Index() []repository.IndexEntry
 	// Load serves a version of model again (version "": every version); nil once it is ready.
 	Load(model, version string) error
 	// Unload stops serving a version of model (version "": every version), draining it.
@@ -184,7 +184,7 @@ func (s *Server) repositoryIndex(ctx *fasthttp.RequestCtx) {
 	}
 	out := []entry{}
 	for _, e := range s.opts.Admin.Repository.Index() {
-		if body.Ready && e.State != engines.StateReady {
+		if body.Ready && e.State != repository.StateReady {
 			continue
 		}
 		out = append(out, entry{e.Model, e.Version, e.State.String(), e.Reason})

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/policyd/policyd/engines"
+	"github.com/policyd/policyd/repository"
 )
 
 // Against a real repository of artifacts: infer by "1.0.0" and "v1.0.0", model metadata with
@@ -20,9 +20,9 @@ func TestArtifactsEndToEnd(t *testing.T) {
 	dir := t.TempDir()
 	a1 := addArtifact(t, dir, "A", "1.0.0", model, nil)
 	a2 := addArtifact(t, dir, "A", "v2.0.0", model, nil)
-	repo := engines.NewRepository(rt, nil)
+	repo := repository.NewRepository(rt, nil)
 	defer repo.Close()
-	if _, err := repo.Apply(engines.Desired{Dir: dir}); err != nil {
+	if _, err := repo.Apply(repository.Desired{Dir: dir}); err != nil {
 		t.Fatal(err)
 	}
 	ts := startServer(t, NewRegistry(repo), Options{Admin: Admin{Repository: repo, Token: func() string { return "tok" }}})
@@ -73,7 +73,7 @@ func TestArtifactsEndToEnd(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "A", "1.0.0", "model.onnx"), append(model, 0), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := repo.Apply(engines.Desired{Dir: dir}); err != nil {
+	if _, err := repo.Apply(repository.Desired{Dir: dir}); err != nil {
 		t.Fatal(err)
 	}
 	if r := ts.do(t, "POST", "/v2/models/A/versions/1.0.0/infer", body); r.status != 503 ||

@@ -10,6 +10,7 @@ import (
 
 	"github.com/policyd/policyd/bridge"
 	"github.com/policyd/policyd/engines"
+	"github.com/policyd/policyd/repository"
 )
 
 // requestError is a fault of the request: 400.
@@ -54,7 +55,7 @@ func errorStatus(err error) (status int, retry bool) {
 		te *timeoutError
 		re *requestError
 		se *statusError
-		ue *engines.UnavailableError
+		ue *repository.UnavailableError
 		be *bridge.Error
 		pe *engines.PriorityError
 	)
@@ -69,7 +70,7 @@ func errorStatus(err error) (status int, retry bool) {
 		return fasthttp.StatusBadRequest, false
 	case errors.As(err, &se):
 		return se.status, false
-	case errors.Is(err, engines.ErrNotFound):
+	case errors.Is(err, repository.ErrNotFound):
 		return fasthttp.StatusNotFound, false
 	case errors.Is(err, engines.ErrOverloaded):
 		return fasthttp.StatusServiceUnavailable, true

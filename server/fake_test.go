@@ -10,6 +10,7 @@ import (
 
 	"github.com/policyd/policyd/bridge"
 	"github.com/policyd/policyd/engines"
+	"github.com/policyd/policyd/repository"
 )
 
 // fakeModel is a Model whose Do computes its outputs in Go. After fn returns, Do scribbles
@@ -65,7 +66,7 @@ func (m *fakeModel) Do(ctx context.Context, in []bridge.Tensor, opts engines.Run
 		return m.err
 	}
 	if m.reason != "" {
-		return &engines.UnavailableError{Model: m.name, Version: m.version, Reason: m.reason}
+		return &repository.UnavailableError{Model: m.name, Version: m.version, Reason: m.reason}
 	}
 	outs := m.run(in)
 	err := fn(outs)
@@ -134,7 +135,7 @@ func (r *fakeRegistry) held() int64 {
 func (r *fakeRegistry) find(name, version string) (*fakeModel, error) {
 	vs, ok := r.models[name]
 	if !ok {
-		return nil, &engines.NotFoundError{Model: name}
+		return nil, &repository.NotFoundError{Model: name}
 	}
 	if version == "" {
 		for i := len(vs) - 1; i >= 0; i-- {
@@ -149,7 +150,7 @@ func (r *fakeRegistry) find(name, version string) (*fakeModel, error) {
 			return m, nil
 		}
 	}
-	return nil, &engines.NotFoundError{Model: name, Version: version}
+	return nil, &repository.NotFoundError{Model: name, Version: version}
 }
 
 // bigIndex is larger than 2^53: it survives only if INT64 outputs are written as integers.

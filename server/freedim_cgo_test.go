@@ -17,7 +17,7 @@ import (
 
 	"github.com/policyd/policyd/artifacts"
 	"github.com/policyd/policyd/bridge"
-	"github.com/policyd/policyd/engines"
+	"github.com/policyd/policyd/repository"
 )
 
 // softmaxFreeDim is an ONNX model (opset 13) y = Softmax(x) over the last axis, x and y
@@ -79,9 +79,9 @@ func freeDimServer(t testing.TB) fasthttp.RequestHandler {
 	if _, err := artifacts.Add(repoDir, artifacts.AddRequest{Name: "softmax", Version: "1.0.0", Model: model, Tool: "server test", IO: io}); err != nil {
 		t.Fatal(err)
 	}
-	repo := engines.NewRepository(rt, nil)
+	repo := repository.NewRepository(rt, nil)
 	t.Cleanup(func() { repo.Close() })
-	if _, err := repo.Apply(engines.Desired{Dir: repoDir}); err != nil {
+	if _, err := repo.Apply(repository.Desired{Dir: repoDir}); err != nil {
 		t.Fatal(err)
 	}
 	return New(NewRegistry(repo), nil, Options{}).Handler()

@@ -6,6 +6,7 @@ import (
 
 	"github.com/policyd/policyd/bridge"
 	"github.com/policyd/policyd/engines"
+	"github.com/policyd/policyd/repository"
 )
 
 // The one inference path. Every front end (KServe v2 JSON and binary tensors, TensorFlow
@@ -52,7 +53,7 @@ func (s *Server) inference(x *exchange, protocol, model, version string, c codec
 		defer func() { end := time.Now(); st.RecordRequest(ok, end.Sub(start), end) }()
 	}
 	if ready, reason := m.Ready(); !ready {
-		return &engines.UnavailableError{Model: m.Name(), Version: m.Version(), Reason: reason}
+		return &repository.UnavailableError{Model: m.Name(), Version: m.Version(), Reason: reason}
 	}
 	if err := c.decodeRequest(m); err != nil {
 		return err
@@ -68,11 +69,11 @@ func (s *Server) inference(x *exchange, protocol, model, version string, c codec
 }
 
 // acquire holds a version of model (version "": the default one). While the server is
-// starting, a model or version not loaded yet is errStarting (503), not engines.ErrNotFound.
+// starting, a model or version not loaded yet is errStarting (503), not repository.ErrNotFound.
 func (s *Server) acquire(model, version string) (Model, error) {
 	m, err := s.reg.Acquire(model, version)
 	if err != nil {
-		if s.starting.Load() && errors.Is(err, engines.ErrNotFound) {
+		if s.starting.Load() && errors.Is(err, repository.ErrNotFound) {
 			err = errStarting
 		}
 		return nil, err

@@ -5,9 +5,10 @@ import (
 
 	"github.com/policyd/policyd/bridge"
 	"github.com/policyd/policyd/engines"
+	"github.com/policyd/policyd/repository"
 )
 
-// Model is one version of one model as the handlers see it. *engines.ModelVersion implements
+// Model is one version of one model as the handlers see it. *repository.Version implements
 // it; tests use fakes. Implementations must be safe for concurrent use.
 type Model interface {
 	// Name is the model's name.
@@ -40,16 +41,16 @@ type Registry interface {
 	// Acquire returns one version of a model and holds it until its Release: a reload that
 	// replaces or removes it meanwhile waits for the Release before closing it, so a request
 	// that acquired a version is answered by it. version "" asks for the default version. An
-	// unknown model or version is an error matching engines.ErrNotFound.
+	// unknown model or version is an error matching repository.ErrNotFound.
 	Acquire(name, version string) (Model, error)
 }
 
-// NewRegistry adapts an engines.Repository to Registry: Acquire is Repository.Acquire, so the
+// NewRegistry adapts an repository.Repository to Registry: Acquire is Repository.Acquire, so the
 // handlers hold the version they serve for the whole request and a Repository.Apply (hot
 // reload) never closes it under them.
-func NewRegistry(r *engines.Repository) Registry { return repositoryRegistry{r} }
+func NewRegistry(r *repository.Repository) Registry { return repositoryRegistry{r} }
 
-type repositoryRegistry struct{ r *engines.Repository }
+type repositoryRegistry struct{ r *repository.Repository }
 
 func (rr repositoryRegistry) Models() []string { return rr.r.Models() }
 

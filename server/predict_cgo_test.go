@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/policyd/policyd/artifacts"
-	"github.com/policyd/policyd/engines"
+	"github.com/policyd/policyd/repository"
 )
 
 const ballModel = "../../shared/models/mlagents/3DBall.onnx"
@@ -21,9 +21,9 @@ func TestPredict3DBall(t *testing.T) {
 	rt, _ := nativeRuntime(t, ballModel)
 	dir := t.TempDir()
 	add3DBall(t, dir)
-	repo := engines.NewRepository(rt, nil)
+	repo := repository.NewRepository(rt, nil)
 	defer repo.Close()
-	if _, err := repo.Apply(engines.Desired{Dir: dir}); err != nil {
+	if _, err := repo.Apply(repository.Desired{Dir: dir}); err != nil {
 		t.Fatal(err)
 	}
 	if ok, why := mustAcquireReady(t, repo); !ok {
@@ -115,7 +115,7 @@ func add3DBall(t *testing.T, dir string) {
 	}
 }
 
-func mustAcquireReady(t *testing.T, repo *engines.Repository) (bool, string) {
+func mustAcquireReady(t *testing.T, repo *repository.Repository) (bool, string) {
 	t.Helper()
 	v, err := repo.Acquire("3DBall", "")
 	if err != nil {

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/policyd/policyd/engines"
+	"github.com/policyd/policyd/repository"
 )
 
 const mlpSmall = "../../shared/peers/models/mlp-small.onnx"
@@ -30,12 +30,12 @@ func TestReloadUnderLoadFailsNoRequest(t *testing.T) {
 	}
 	put("A", "1.0.0")
 	put("B", "1.0.0")
-	repo := engines.NewRepository(rt, nil)
+	repo := repository.NewRepository(rt, nil)
 	defer repo.Close()
-	desired := func(instances int, withB bool) engines.Desired {
-		d := engines.Desired{Dir: dir, QueueLen: 4096, Models: []engines.ModelSpec{{Name: "A", Instances: instances}}}
+	desired := func(instances int, withB bool) repository.Desired {
+		d := repository.Desired{Dir: dir, QueueLen: 4096, Models: []repository.ModelSpec{{Name: "A", Instances: instances}}}
 		if withB {
-			d.Models = append(d.Models, engines.ModelSpec{Name: "B"})
+			d.Models = append(d.Models, repository.ModelSpec{Name: "B"})
 		}
 		return d
 	}
@@ -108,18 +108,18 @@ func TestReloadUnderLoadFailsNoRequest(t *testing.T) {
 		}
 	})
 
-	steps := []func() engines.Desired{
-		func() engines.Desired { return desired(2, false) },
-		func() engines.Desired { return desired(2, true) },
-		func() engines.Desired { return desired(2, false) },
-		func() engines.Desired { put("A", "2.0.0"); return desired(2, false) },
-		func() engines.Desired {
+	steps := []func() repository.Desired{
+		func() repository.Desired { return desired(2, false) },
+		func() repository.Desired { return desired(2, true) },
+		func() repository.Desired { return desired(2, false) },
+		func() repository.Desired { put("A", "2.0.0"); return desired(2, false) },
+		func() repository.Desired {
 			if err := os.RemoveAll(filepath.Join(dir, "A", "2.0.0")); err != nil {
 				t.Error(err)
 			}
 			return desired(2, false)
 		},
-		func() engines.Desired { return desired(1, false) },
+		func() repository.Desired { return desired(1, false) },
 	}
 	applies := 0
 	for deadline := time.Now().Add(1500 * time.Millisecond); time.Now().Before(deadline) || applies < len(steps); applies++ {

@@ -10,7 +10,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
-	"github.com/policyd/policyd/engines"
+	"github.com/policyd/policyd/repository"
 )
 
 // fakeRepo records the control calls; versions of "m" are 1.0.0 (ready) and 2.0.0 (not).
@@ -34,22 +34,22 @@ func (f *fakeRepo) take() []string {
 	return c
 }
 
-func (f *fakeRepo) Index() []engines.IndexEntry {
-	return []engines.IndexEntry{
-		{Model: "m", Version: "1.0.0", State: engines.StateReady},
-		{Model: "m", Version: "2.0.0", State: engines.StateUnavailable, Reason: "artifact verification failed: m@2.0.0: model.onnx: sha256 mismatch"},
-		{Model: "m", Version: "3.0.0", State: engines.StateUnloaded, Reason: "unloaded"},
+func (f *fakeRepo) Index() []repository.IndexEntry {
+	return []repository.IndexEntry{
+		{Model: "m", Version: "1.0.0", State: repository.StateReady},
+		{Model: "m", Version: "2.0.0", State: repository.StateUnavailable, Reason: "artifact verification failed: m@2.0.0: model.onnx: sha256 mismatch"},
+		{Model: "m", Version: "3.0.0", State: repository.StateUnloaded, Reason: "unloaded"},
 	}
 }
 
 func (f *fakeRepo) check(model, version string) error {
 	switch {
 	case model != "m":
-		return &engines.NotFoundError{Model: model}
+		return &repository.NotFoundError{Model: model}
 	case version == "2.0.0":
-		return &engines.UnavailableError{Model: model, Version: version, Reason: "model.onnx: sha256 mismatch"}
+		return &repository.UnavailableError{Model: model, Version: version, Reason: "model.onnx: sha256 mismatch"}
 	case version != "" && version != "1.0.0" && version != "v1.0.0":
-		return &engines.NotFoundError{Model: model, Version: version}
+		return &repository.NotFoundError{Model: model, Version: version}
 	}
 	return nil
 }

@@ -7,7 +7,7 @@ import (
 	"github.com/policyd/policyd/engines"
 )
 
-// sequencer is a Model that keeps the state of stateful sequences (*engines.ModelVersion with
+// sequencer is a Model that keeps the state of stateful sequences (*repository.Version with
 // a sequence spec). Sequences returns nil when the model keeps none.
 type sequencer interface{ Sequences() *engines.Sequences }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/policyd/policyd/artifacts"
 	"github.com/policyd/policyd/bridge"
 	"github.com/policyd/policyd/engines"
+	"github.com/policyd/policyd/repository"
 )
 
 const hallwayModel = "../../shared/models/mlagents/Hallway.onnx"
@@ -36,10 +37,10 @@ func TestSequenceHallway(t *testing.T) {
 	if _, err := artifacts.Add(dir, artifacts.AddRequest{Name: "hallway", Version: "1.0.0", Model: hallwayModel, Tool: "server test", IO: io}); err != nil {
 		t.Fatal(err)
 	}
-	repo := engines.NewRepository(rt, nil)
+	repo := repository.NewRepository(rt, nil)
 	defer repo.Close()
 	spec := &engines.SequenceSpec{States: []engines.StatePair{{Input: "recurrent_in", Output: "recurrent_out"}}}
-	if _, err := repo.Apply(engines.Desired{Dir: dir, Batching: true, Models: []engines.ModelSpec{{Name: "hallway", Sequence: spec}}}); err != nil {
+	if _, err := repo.Apply(repository.Desired{Dir: dir, Batching: true, Models: []repository.ModelSpec{{Name: "hallway", Sequence: spec}}}); err != nil {
 		t.Fatal(err)
 	}
 	ts := startServer(t, NewRegistry(repo), Options{})
@@ -90,7 +91,7 @@ func TestSequenceHallway(t *testing.T) {
 
 	// Names the model lacks: UNAVAILABLE with the reason.
 	bad := &engines.SequenceSpec{States: []engines.StatePair{{Input: "h_in", Output: "h_out"}}}
-	rep, err := repo.Apply(engines.Desired{Dir: dir, Models: []engines.ModelSpec{{Name: "hallway", Sequence: bad}}})
+	rep, err := repo.Apply(repository.Desired{Dir: dir, Models: []repository.ModelSpec{{Name: "hallway", Sequence: bad}}})
 	if err != nil {
 		t.Fatal(err)
 	}

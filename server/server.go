@@ -17,7 +17,7 @@
 // starting (SetStarting) both readiness routes answer it with the reason "starting".
 //
 // {v} is a version as its folder names it ("1.2.3") or written with a "v" ("v1.2.3"); without
-// it, the model's default version serves (see engines.Repository.Get). The operator routes
+// it, the model's default version serves (see repository.Repository.Get). The operator routes
 // (reload, default pin, Triton's repository index/load/unload) are listed on Admin.
 //
 // Inference responses carry data flat and row-major. FP32 values are written as the shortest
@@ -71,6 +71,7 @@ import (
 
 	"github.com/policyd/policyd/bridge"
 	"github.com/policyd/policyd/engines"
+	"github.com/policyd/policyd/repository"
 )
 
 // DefaultMaxRequestBodySize is the default limit of a request body: 64 MiB.
@@ -391,7 +392,7 @@ func (s *Server) lookup(ctx *fasthttp.RequestCtx) (Model, bool) {
 func (s *Server) notReady(ctx *fasthttp.RequestCtx, m Model) bool {
 	ok, reason := m.Ready()
 	if !ok {
-		s.fail(ctx, &engines.UnavailableError{Model: m.Name(), Version: m.Version(), Reason: reason})
+		s.fail(ctx, &repository.UnavailableError{Model: m.Name(), Version: m.Version(), Reason: reason})
 	}
 	return !ok
 }
@@ -415,7 +416,7 @@ func (s *Server) modelReady(ctx *fasthttp.RequestCtx) {
 	}
 	defer m.Release()
 	if ok, reason := m.Ready(); !ok {
-		answerNotReady(ctx, (&engines.UnavailableError{Model: m.Name(), Version: m.Version(), Reason: reason}).Error())
+		answerNotReady(ctx, (&repository.UnavailableError{Model: m.Name(), Version: m.Version(), Reason: reason}).Error())
 		return
 	}
 	ctx.SetStatusCode(fasthttp.StatusOK)
@@ -481,7 +482,7 @@ func (s *Server) modelMetadata(ctx *fasthttp.RequestCtx) {
 	ctx.SetBody(b)
 }
 
-// digester is a Model that knows its artifact's digest (*engines.ModelVersion).
+// digester is a Model that knows its artifact's digest (*repository.Version).
 type digester interface{ Digest() string }
 
 // defaultVersioner is a Registry that knows the default version of a model and whether it is

@@ -6,9 +6,10 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/policyd/policyd/engines"
+	"github.com/policyd/policyd/repository"
 )
 
-// statser is a Model that keeps statistics (*engines.ModelVersion). A Model without them is
+// statser is a Model that keeps statistics (*repository.Version). A Model without them is
 // listed with zeros.
 type statser interface{ Stats() *engines.Stats }
 
@@ -32,7 +33,7 @@ func (s *Server) modelStats(ctx *fasthttp.RequestCtx) {
 		}
 	case version == "":
 		if ms = s.reg.Versions(name); ms == nil {
-			s.fail(ctx, &engines.NotFoundError{Model: name})
+			s.fail(ctx, &repository.NotFoundError{Model: name})
 			return
 		}
 	default:

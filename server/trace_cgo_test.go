@@ -12,7 +12,7 @@ import (
 
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 
-	"github.com/policyd/policyd/engines"
+	"github.com/policyd/policyd/repository"
 	"github.com/policyd/policyd/tracing"
 	"github.com/policyd/policyd/tracing/otlptest"
 )
@@ -26,9 +26,9 @@ func TestTraceExportedToOTLPReceiver(t *testing.T) {
 	rt, _ := nativeRuntime(t, ballModel)
 	dir := t.TempDir()
 	add3DBall(t, dir)
-	repo := engines.NewRepository(rt, nil)
+	repo := repository.NewRepository(rt, nil)
 	defer repo.Close()
-	if _, err := repo.Apply(engines.Desired{Dir: dir, Batching: true, Default: engines.ModelSpec{Instances: 1}}); err != nil {
+	if _, err := repo.Apply(repository.Desired{Dir: dir, Batching: true, Default: repository.ModelSpec{Instances: 1}}); err != nil {
 		t.Fatal(err)
 	}
 	if ok, why := mustAcquireReady(t, repo); !ok {

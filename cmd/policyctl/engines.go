@@ -8,7 +8,7 @@ import (
 	"github.com/policyd/policyd/artifacts"
 	"github.com/policyd/policyd/bridge"
 	"github.com/policyd/policyd/config"
-	"github.com/policyd/policyd/engines"
+	"github.com/policyd/policyd/repository"
 )
 
 // enginesCommands is the `policyctl engines` group: engine caches in the repository.
@@ -79,7 +79,7 @@ func enginesBuild(ctx context.Context, _ string, path, args []string, stdout, st
 	if *repo == "" {
 		return fs.usageError(stderr, "--repository is required")
 	}
-	o := engines.BuildOptions{Repository: *repo, Model: *model, Force: *force, Builder: toolVersion(),
+	o := repository.BuildOptions{Repository: *repo, Model: *model, Force: *force, Builder: toolVersion(),
 		Stop: func() bool { return ctx.Err() != nil }, Serving: servingDesired(cfg)}
 	if *signKey != "" {
 		k, err := artifacts.LoadPrivateKey(*signKey)
@@ -89,7 +89,7 @@ func enginesBuild(ctx context.Context, _ string, path, args []string, stdout, st
 		}
 		o.SignKey = k
 	}
-	if _, err := engines.BuildVersions(*repo, *model); err != nil {
+	if _, err := repository.BuildVersions(*repo, *model); err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", fs.name, err)
 		return 1
 	}
@@ -99,7 +99,7 @@ func enginesBuild(ctx context.Context, _ string, path, args []string, stdout, st
 		return 1
 	}
 	defer rt.Close()
-	targets, why := engines.BuildTargets(rt)
+	targets, why := repository.BuildTargets(rt)
 	if len(targets) == 0 {
 		fmt.Fprintf(stdout, "nothing to build: no GPU backend can build engines on this machine (%s)\n", why)
 		return 0
@@ -109,38 +109,38 @@ func enginesBuild(ctx context.Context, _ string, path, args []string, stdout, st
 	}
 	count := map[string]int{}
 	var changed []string
-	o.Progress = func(s engines.BuildStep) {
+	o.Progress = func(s repository.BuildStep) {
 		count[s.Outcome]++
 		line := fmt.Sprintf("[%d/%d] %s@%s %s %s: ", s.Index, s.Total, s.Model, s.Version, s.Target.Backend, s.Target.Device.Target)
 		switch s.Outcome {
-		case engines.Built:
+		case repository.Built:
 			changed = append(changed, fmt.Sprintf("%s@%s %s", s.Model, s.Version, s.Digest))
 			line += fmt.Sprintf("built %s in %.1f ms (%s), digest %s", formatBytes(s.Bytes), s.Took.Seconds()*1000, s.Dir, s.Digest)
 			if s.TimingBytes > 0 {
 				line += fmt.Sprintf(", timing cache %s", formatBytes(s.TimingBytes))
 			}
-		case engines.UpToDate:
+		case repository.UpToDate:
 			line += "up to date"
-		case engines.Skipped:
+		case repository.Skipped:
 			line += "skipped: " + s.Detail + " (the server runs it on its next backend)"
 		default:
 			line += "FAILED: " + s.Detail
 		}
 		fmt.Fprintln(stdout, line)
 	}
-	if _, err := engines.BuildEngineCaches(rt, targets, o); err != nil {
+	if _, err := repository.BuildEngineCaches(rt, targets, o); err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", fs.name, err)
 		return 1
 	}
 	fmt.Fprintf(stdout, "built %d, up to date %d, skipped %d, failed %d\n",
-		count[engines.Built], count[engines.UpToDate], count[engines.Skipped], count[engines.Failed])
+		count[repository.Built], count[repository.UpToDate], count[repository.Skipped], count[repository.Failed])
 	if len(changed) > 0 {
 		fmt.Fprintf(stdout, "new digests (update the models[].digest pins of these versions):\n")
 		for _, c := range changed {
 			fmt.Fprintf(stdout, "  %s\n", c)
 		}
 	}
-	if count[engines.Failed] > 0 {
+	if count[repository.Failed] > 0 {
 		return 1
 	}
 	return 0
@@ -149,16 +149,16 @@ func enginesBuild(ctx context.Context, _ string, path, args []string, stdout, st
 // servingDesired is what of the servers' config decides how each version's engine is built:
 // batching (the batch profile) and backend parameters, per model as policyd applies them
 // (cmd/policyd's desired makes the same from the same keys).
-func servingDesired(c *config.Config) engines.Desired {
-	spec := func(b config.ModelBatching) engines.BatchingSpec {
-		return engines.BatchingSpec{MaxBatchSize: b.MaxBatchSize, PreferredBatchSizes: b.PreferredBatchSizes}
+func servingDesired(c *config.Config) repository.Desired {
+	spec := func(b config.ModelBatching) repository.BatchingSpec {
+		return repository.BatchingSpec{MaxBatchSize: b.MaxBatchSize, PreferredBatchSizes: b.PreferredBatchSizes}
 	}
-	d := engines.Desired{Batching: c.Batching.Enabled, Default: engines.ModelSpec{
+	d := repository.Desired{Batching: c.Batching.Enabled, Default: repository.ModelSpec{
 		Params:   c.Engine.BackendParameters,
-		Batching: engines.BatchingSpec{MaxBatchSize: c.Batching.MaxBatchSize, PreferredBatchSizes: c.Batching.PreferredBatchSizes},
+		Batching: repository.BatchingSpec{MaxBatchSize: c.Batching.MaxBatchSize, PreferredBatchSizes: c.Batching.PreferredBatchSizes},
 	}}
 	for _, m := range c.Models {
-		d.Models = append(d.Models, engines.ModelSpec{Name: m.Name, Version: m.Version, Params: m.BackendParameters, Batching: spec(m.Batching)})
+		d.Models = append(d.Models, repository.ModelSpec{Name: m.Name, Version: m.Version, Params: m.BackendParameters, Batching: spec(m.Batching)})
 	}
 	return d
 }

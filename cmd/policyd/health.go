@@ -11,16 +11,16 @@ import (
 
 	"github.com/policyd/policyd/bridge"
 	"github.com/policyd/policyd/config"
-	"github.com/policyd/policyd/engines"
 	"github.com/policyd/policyd/gpu"
 	"github.com/policyd/policyd/reload"
+	"github.com/policyd/policyd/repository"
 	"github.com/policyd/policyd/server"
 )
 
-// served is what health details read of the repository; *engines.Repository implements it.
+// served is what health details read of the repository; *repository.Repository implements it.
 type served interface {
-	All() []*engines.ModelVersion
-	Index() []engines.IndexEntry
+	All() []*repository.Version
+	Index() []repository.IndexEntry
 	Ready() bool
 	DefaultVersion(model string) (version string, pinned bool)
 }
@@ -68,7 +68,7 @@ func (h *health) details() server.HealthDetails {
 			InFlight: v.InFlight(), QueueDepth: v.QueueDepth()})
 	}
 	for _, e := range h.repo.Index() {
-		if e.State == engines.StateUnloaded { // in the repository, not served: say why
+		if e.State == repository.StateUnloaded { // in the repository, not served: say why
 			d.Versions = append(d.Versions, server.HealthVersion{Model: e.Model, Version: e.Version, State: e.State.String(), Reason: e.Reason})
 		}
 	}

@@ -14,8 +14,8 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/policyd/policyd/config"
-	"github.com/policyd/policyd/engines"
 	"github.com/policyd/policyd/reload"
+	"github.com/policyd/policyd/repository"
 	"github.com/policyd/policyd/server"
 )
 
@@ -25,10 +25,10 @@ type emptyRepo struct{}
 func (emptyRepo) Models() []string               { return nil }
 func (emptyRepo) Versions(string) []server.Model { return nil }
 func (emptyRepo) Acquire(m, _ string) (server.Model, error) {
-	return nil, &engines.NotFoundError{Model: m}
+	return nil, &repository.NotFoundError{Model: m}
 }
-func (emptyRepo) All() []*engines.ModelVersion                        { return nil }
-func (emptyRepo) Index() []engines.IndexEntry                         { return nil }
+func (emptyRepo) All() []*repository.Version                          { return nil }
+func (emptyRepo) Index() []repository.IndexEntry                      { return nil }
 func (emptyRepo) Ready() bool                                         { return true }
 func (emptyRepo) DefaultVersion(string) (version string, pinned bool) { return "", false }
 
@@ -39,12 +39,12 @@ type slowApply struct {
 	release chan struct{}
 }
 
-func (s *slowApply) Apply(engines.Desired) (engines.Report, error) {
+func (s *slowApply) Apply(repository.Desired) (repository.Report, error) {
 	if s.n++; s.n > 1 {
 		close(s.entered)
 		<-s.release
 	}
-	return engines.Report{}, nil
+	return repository.Report{}, nil
 }
 
 // TestShutdownDuringASlowReload: while an admin reload is held inside a slow load (an engine

@@ -45,10 +45,10 @@ import (
 
 	"github.com/policyd/policyd/bridge"
 	"github.com/policyd/policyd/config"
-	"github.com/policyd/policyd/engines"
 	"github.com/policyd/policyd/gpu"
 	"github.com/policyd/policyd/metrics"
 	"github.com/policyd/policyd/reload"
+	"github.com/policyd/policyd/repository"
 	"github.com/policyd/policyd/server"
 	"github.com/policyd/policyd/tracing"
 )
@@ -237,7 +237,7 @@ func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
 	}()
 
 	start = time.Now()
-	repo := engines.NewRepository(rt, log)
+	repo := repository.NewRepository(rt, log)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// The server's families follow the repository from its first load on; the request path

@@ -1,4 +1,4 @@
-package engines
+package repository
 
 import (
 	"fmt"
@@ -8,6 +8,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/policyd/policyd/artifacts"
+	"github.com/policyd/policyd/engines"
 )
 
 // IndexEntry is one model version Repository.Index knows of.
@@ -16,6 +17,8 @@ type IndexEntry struct {
 	Version string // "" for a model listed with every version (or a constraint) that has none
 	State   State  // READY, UNAVAILABLE (Reason says why) or UNLOADED (Reason says why)
 	Reason  string // also on READY: a warning, e.g. files that failed verification after load under artifacts.on_tamper: keep
+	// Unloaded: UNLOADED through Unload (the repository API), not for want of the desired set.
+	Unloaded bool
 }
 
 // Index lists every model version known: the versions served (READY or UNAVAILABLE with the
@@ -39,8 +42,8 @@ func (r *Repository) Index() []IndexEntry {
 		if a.Model != b.Model {
 			return a.Model < b.Model
 		}
-		av, _ := ParseVersion(a.Version)
-		bv, _ := ParseVersion(b.Version)
+		av, _ := artifacts.RequestedVersion(a.Version)
+		bv, _ := artifacts.RequestedVersion(b.Version)
 		return lessVersion(av, bv, a.Version, b.Version)
 	})
 	return out
@@ -71,7 +74,7 @@ func (r *Repository) DefaultVersion(model string) (version string, pinned bool) 
 func (r *Repository) SetDefault(model, version string) (took time.Duration, err error) {
 	start := time.Now()
 	if r.closed.Load() {
-		return 0, ErrClosed
+		return 0, engines.ErrClosed
 	}
 	r.swapMu.Lock()
 	cur := r.cur.Load()
@@ -118,7 +121,7 @@ func (r *Repository) Unload(model, version string) error {
 	r.applyMu.Lock()
 	defer r.applyMu.Unlock()
 	if r.closed.Load() {
-		return ErrClosed
+		return engines.ErrClosed
 	}
 	if r.last == nil {
 		return &NotFoundError{Model: model, Why: "no model repository applied yet"}
@@ -159,7 +162,7 @@ func (r *Repository) Load(model, version string) error {
 	r.applyMu.Lock()
 	defer r.applyMu.Unlock()
 	if r.closed.Load() {
-		return ErrClosed
+		return engines.ErrClosed
 	}
 	if r.last == nil {
 		return &NotFoundError{Model: model, Why: "no model repository applied yet"}
@@ -190,7 +193,7 @@ func (r *Repository) Load(model, version string) error {
 		// the whole model is off: keep its other versions off, turn this one on
 		delete(r.unloaded, modelVersion{model, ""})
 		for _, e := range t.others {
-			if e.Model == model && e.Reason == reasonUnloaded && e.Version != want {
+			if e.Model == model && e.Unloaded && e.Version != want {
 				r.unloaded[modelVersion{model, e.Version}] = true
 			}
 		}
@@ -258,10 +261,7 @@ func (t *table) hasOther(model string) bool {
 // canonical returns version as a folder name ("v1.2.3" → "1.2.3", "2" → "2.0.0"); "" when it
 // is not a version.
 func canonical(version string) string {
-	if c, err := artifacts.CanonicalVersion(version); err == nil {
-		return c
-	}
-	if sv, err := ParseVersion(version); err == nil {
+	if sv, err := artifacts.RequestedVersion(version); err == nil {
 		return sv.String()
 	}
 	return ""

@@ -1,6 +1,6 @@
 //go:build cgo
 
-package engines
+package repository
 
 import (
 	"os"

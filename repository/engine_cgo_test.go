@@ -1,6 +1,6 @@
 //go:build cgo
 
-package engines
+package repository
 
 // Tests against the native library (lib/libpolicyd.so). They load
 // ../shared/peers/models/mlp-small.onnx (obs FP32[-1,8] → action FP32[-1,2]).
@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/policyd/policyd/bridge"
+	"github.com/policyd/policyd/engines"
 )
 
 const mlpSmall = "../../shared/peers/models/mlp-small.onnx"
@@ -54,10 +55,10 @@ func mlpRepository(t *testing.T) string {
 	return dir
 }
 
-func openMLP(t *testing.T, opts PoolOptions) (*Repository, *ModelVersion) {
+func openMLP(t *testing.T, opts engines.PoolOptions) (*Repository, *Version) {
 	t.Helper()
 	rt := nativeRuntime(t)
-	r, err := OpenRepository(rt, mlpRepository(t), RepositoryOptions{Pool: opts})
+	r, err := openRepository(rt, mlpRepository(t), repositoryOptions{Pool: opts})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +90,7 @@ func floats(t bridge.Tensor) []float32 {
 }
 
 func TestNativeSignature(t *testing.T) {
-	_, v := openMLP(t, PoolOptions{})
+	_, v := openMLP(t, engines.PoolOptions{})
 	in, out := v.Inputs(), v.Outputs()
 	if len(in) != 1 || in[0].Name != "obs" || in[0].DType != bridge.Float32 || len(in[0].Shape) != 2 || in[0].Shape[1] != 8 {
 		t.Errorf("inputs = %+v, want obs FP32[-1,8]", in)
@@ -117,13 +118,13 @@ func TestNativeReference(t *testing.T) {
 	if err := json.Unmarshal(raw, &ref); err != nil {
 		t.Fatal(err)
 	}
-	_, v := openMLP(t, PoolOptions{})
+	_, v := openMLP(t, engines.PoolOptions{})
 	in := make([]byte, 4*len(ref.Inputs[0].Data))
 	for i, f := range ref.Inputs[0].Data {
 		binary.LittleEndian.PutUint32(in[4*i:], math.Float32bits(f))
 	}
 	var got []float32
-	err = v.Do(context.Background(), []bridge.Tensor{{DType: bridge.Float32, Shape: []int64{1, 8}, Data: in}}, RunOptions{},
+	err = v.Do(context.Background(), []bridge.Tensor{{DType: bridge.Float32, Shape: []int64{1, 8}, Data: in}}, engines.RunOptions{},
 		func(out []bridge.Tensor) error { got = floats(out[0]); return nil })
 
 	if err != nil {
@@ -141,11 +142,11 @@ func TestNativeReference(t *testing.T) {
 }
 
 func TestNativeConcurrentDo(t *testing.T) {
-	_, v := openMLP(t, PoolOptions{Instances: 4, QueueLen: 4096})
+	_, v := openMLP(t, engines.PoolOptions{Instances: 4, QueueLen: 4096})
 	// Reference values from a single call, then many goroutines must agree with them.
 	want := map[int][]float32{}
 	for _, batch := range []int{1, 3, 8} {
-		err := v.Do(context.Background(), []bridge.Tensor{obsTensor(batch, 0.5)}, RunOptions{}, func(out []bridge.Tensor) error {
+		err := v.Do(context.Background(), []bridge.Tensor{obsTensor(batch, 0.5)}, engines.RunOptions{}, func(out []bridge.Tensor) error {
 			if got := out[0].Shape; len(got) != 2 || got[0] != int64(batch) || got[1] != 2 {
 				t.Errorf("batch %d: output shape %v", batch, got)
 			}
@@ -166,7 +167,7 @@ func TestNativeConcurrentDo(t *testing.T) {
 			batch := []int{1, 3, 8}[g%3]
 			in := []bridge.Tensor{obsTensor(batch, 0.5)}
 			for i := 0; i < 50; i++ {
-				err := v.Do(context.Background(), in, RunOptions{}, func(out []bridge.Tensor) error {
+				err := v.Do(context.Background(), in, engines.RunOptions{}, func(out []bridge.Tensor) error {
 					got := floats(out[0])
 					for k := range got {
 						if got[k] != want[batch][k] {
@@ -191,9 +192,9 @@ func TestNativeConcurrentDo(t *testing.T) {
 }
 
 func TestNativeRunErrorIsBridgeError(t *testing.T) {
-	_, v := openMLP(t, PoolOptions{})
+	_, v := openMLP(t, engines.PoolOptions{})
 	bad := bridge.Tensor{DType: bridge.Float32, Shape: []int64{1, 9}, Data: make([]byte, 36)}
-	err := v.Do(context.Background(), []bridge.Tensor{bad}, RunOptions{}, func([]bridge.Tensor) error { return nil })
+	err := v.Do(context.Background(), []bridge.Tensor{bad}, engines.RunOptions{}, func([]bridge.Tensor) error { return nil })
 	var be *bridge.Error
 	if !errors.As(err, &be) || be.Code != bridge.CodeInvalidArg {
 		t.Errorf("run with a wrong shape = %v, want a bridge INVALID_ARG error", err)
@@ -201,13 +202,13 @@ func TestNativeRunErrorIsBridgeError(t *testing.T) {
 }
 
 func TestNativePoolQueueFullAndCancel(t *testing.T) {
-	_, v := openMLP(t, PoolOptions{Instances: 1, QueueLen: 1})
-	p := v.runner.(*Pool)
+	_, v := openMLP(t, engines.PoolOptions{Instances: 1, QueueLen: 1})
+	p := v.runner.(*engines.Pool)
 	// Hold the only worker inside a callback.
 	hold, held := make(chan struct{}), make(chan struct{})
 	first := make(chan error, 1)
 	go func() {
-		first <- p.Do(context.Background(), []bridge.Tensor{obsTensor(1, 0)}, RunOptions{}, func([]bridge.Tensor) error {
+		first <- p.Do(context.Background(), []bridge.Tensor{obsTensor(1, 0)}, engines.RunOptions{}, func([]bridge.Tensor) error {
 			close(held)
 			<-hold
 			return nil
@@ -218,11 +219,11 @@ func TestNativePoolQueueFullAndCancel(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	queued := make(chan error, 1)
 	go func() {
-		queued <- p.Do(ctx, []bridge.Tensor{obsTensor(1, 0)}, RunOptions{}, func([]bridge.Tensor) error { return nil })
+		queued <- p.Do(ctx, []bridge.Tensor{obsTensor(1, 0)}, engines.RunOptions{}, func([]bridge.Tensor) error { return nil })
 	}()
-	waitFor(t, func() bool { return p.jobs.len() == 1 })
-	if err := p.Do(context.Background(), []bridge.Tensor{obsTensor(1, 0)}, RunOptions{}, nil); !errors.Is(err, ErrOverloaded) {
-		t.Errorf("Do on a full queue = %v, want ErrOverloaded", err)
+	waitFor(t, func() bool { return p.QueueDepth() == 1 })
+	if err := p.Do(context.Background(), []bridge.Tensor{obsTensor(1, 0)}, engines.RunOptions{}, nil); !errors.Is(err, engines.ErrOverloaded) {
+		t.Errorf("Do on a full queue = %v, want engines.ErrOverloaded", err)
 	}
 	cancel()
 	select {
@@ -238,22 +239,22 @@ func TestNativePoolQueueFullAndCancel(t *testing.T) {
 		t.Errorf("held Do = %v", err)
 	}
 	// The worker skips the abandoned job; until it took it off the queue, the queue is full.
-	waitFor(t, func() bool { return p.jobs.len() == 0 })
-	if err := p.Do(context.Background(), []bridge.Tensor{obsTensor(1, 0)}, RunOptions{}, func([]bridge.Tensor) error { return nil }); err != nil {
+	waitFor(t, func() bool { return p.QueueDepth() == 0 })
+	if err := p.Do(context.Background(), []bridge.Tensor{obsTensor(1, 0)}, engines.RunOptions{}, func([]bridge.Tensor) error { return nil }); err != nil {
 		t.Errorf("Do after the cancelled job = %v", err)
 	}
 }
 
 func TestNativeClose(t *testing.T) {
-	r, v := openMLP(t, PoolOptions{Instances: 2})
+	r, v := openMLP(t, engines.PoolOptions{Instances: 2})
 	if err := r.Close(); err != nil {
 		t.Fatal(err)
 	}
 	if err := r.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
-	if err := v.Do(context.Background(), []bridge.Tensor{obsTensor(1, 0)}, RunOptions{}, func([]bridge.Tensor) error { return nil }); !errors.Is(err, ErrClosed) {
-		t.Errorf("Do after Close = %v, want ErrClosed", err)
+	if err := v.Do(context.Background(), []bridge.Tensor{obsTensor(1, 0)}, engines.RunOptions{}, func([]bridge.Tensor) error { return nil }); !errors.Is(err, engines.ErrClosed) {
+		t.Errorf("Do after Close = %v, want engines.ErrClosed", err)
 	}
 	if ok, reason := v.Ready(); ok || reason == "" {
 		t.Errorf("Ready after Close = %v, %q", ok, reason)

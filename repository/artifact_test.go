@@ -1,4 +1,4 @@
-package engines
+package repository
 
 import (
 	"crypto/ed25519"
@@ -15,6 +15,7 @@ import (
 
 	"github.com/policyd/policyd/artifacts"
 	"github.com/policyd/policyd/bridge"
+	"github.com/policyd/policyd/engines"
 )
 
 // Tests of artifact verification, version constraints and digest pins, with fake engines
@@ -164,7 +165,9 @@ func TestTamperedVersionsNeverServe(t *testing.T) {
 	log, logs := observedLogger()
 	r := NewRepository(&applyLoader{}, log)
 	t.Cleanup(func() { r.Close() })
-	r.newRunner = func(_ []*bridge.Engine, o PoolOptions) (Runner, error) { return newPool((&fakeFactory{}).newCtx, 1, o) }
+	r.newRunner = func(_ []*bridge.Engine, o engines.PoolOptions) (engines.Runner, error) {
+		return engines.NewPoolFunc((&fakeFactory{}).newCtx, 1, o)
+	}
 	mustApply(t, r, Desired{Dir: dir, TrustedKeys: []ed25519.PublicKey{pub(trusted)}, OnVerifyFailure: h.fn})
 
 	refused := h.take()
@@ -243,7 +246,7 @@ func TestTamperedAfterLoadCaughtOnNextApply(t *testing.T) {
 		t.Errorf("default = %s, want 1.0.0", v.Version())
 	}
 	var ue *UnavailableError
-	if v, _ := r.Get("m", "2.0.0"); !errors.As(v.Do(t.Context(), nil, RunOptions{}, nil), &ue) {
+	if v, _ := r.Get("m", "2.0.0"); !errors.As(v.Do(t.Context(), nil, engines.RunOptions{}, nil), &ue) {
 		t.Error("the tampered version answers")
 	}
 	if got := h.take(); !strings.Contains(got["m@2.0.0"], "sha256 mismatch") {

@@ -1,4 +1,4 @@
-package engines
+package repository
 
 import (
 	"errors"
@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/policyd/policyd/bridge"
+	"github.com/policyd/policyd/engines"
 )
 
 // hammer runs n goroutines that acquire model@version and run it until stop is closed; check
@@ -40,7 +41,7 @@ func hammer(t *testing.T, r *Repository, n int, model, version string, check fun
 					if err := check(v.Version()); err != nil {
 						return err
 					}
-					return v.Do(t.Context(), in, RunOptions{}, func(out []bridge.Tensor) error {
+					return v.Do(t.Context(), in, engines.RunOptions{}, func(out []bridge.Tensor) error {
 						if got := firstF32(out[0]); got != 2*float32(g) {
 							return fmt.Errorf("output %v, want %v", got, 2*float32(g))
 						}
@@ -213,7 +214,7 @@ func TestLoadUnloadUnderLoad(t *testing.T) {
 		var out []string
 		for _, e := range r.Index() {
 			out = append(out, e.Model+"@"+e.Version+" "+e.State.String())
-			if e.State == StateUnloaded && e.Reason != reasonUnloaded {
+			if e.State == StateUnloaded && (e.Reason != reasonUnloaded || !e.Unloaded) {
 				t.Errorf("%+v: reason", e)
 			}
 		}

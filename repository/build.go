@@ -1,4 +1,4 @@
-package engines
+package repository
 
 import (
 	"crypto/ed25519"

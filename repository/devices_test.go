@@ -1,4 +1,4 @@
-package engines
+package repository
 
 import (
 	"crypto/sha256"
@@ -15,6 +15,7 @@ import (
 
 	"github.com/policyd/policyd/artifacts"
 	"github.com/policyd/policyd/bridge"
+	"github.com/policyd/policyd/engines"
 )
 
 // Tests of backend order, the fallback switch and per-GPU engines, on fake engines: gpuLoader
@@ -93,11 +94,11 @@ func spyRepository(t *testing.T, l EngineLoader) (*Repository, *runnerSpy) {
 	t.Helper()
 	s := &runnerSpy{}
 	r := NewRepository(l, nil)
-	r.newRunner = func(es []*bridge.Engine, o PoolOptions) (Runner, error) {
+	r.newRunner = func(es []*bridge.Engine, o engines.PoolOptions) (engines.Runner, error) {
 		s.mu.Lock()
 		s.calls = append(s.calls, spyCall{len(es), o.Instances})
 		s.mu.Unlock()
-		return newPool((&fakeFactory{}).newCtx, 1, o)
+		return engines.NewPoolFunc((&fakeFactory{}).newCtx, 1, o)
 	}
 	t.Cleanup(func() { r.Close() })
 	return r, s
@@ -136,7 +137,7 @@ func TestFallbackOffMakesVersionUnavailable(t *testing.T) {
 	}
 	var ue *UnavailableError
 	v, _ := r.Get("a", "")
-	if err := v.Do(t.Context(), []bridge.Tensor{f32Tensor(1)}, RunOptions{}, nil); !errors.As(err, &ue) {
+	if err := v.Do(t.Context(), []bridge.Tensor{f32Tensor(1)}, engines.RunOptions{}, nil); !errors.As(err, &ue) {
 		t.Errorf("Do on a = %v, want UnavailableError", err)
 	}
 
@@ -251,70 +252,11 @@ func TestDesiredDevicesValidated(t *testing.T) {
 	}
 }
 
-// TestSpreadContexts: a pool over several engines gets the same number of contexts from
-// each, and its one queue feeds all of them.
-func TestSpreadContexts(t *testing.T) {
-	fs := []*fakeFactory{{}, {}}
-	var mu sync.Mutex
-	asked := map[int]int{}
-	newCtx := spreadContexts(len(fs), func(k int) (execContext, error) {
-		mu.Lock()
-		asked[k]++
-		mu.Unlock()
-		return fs[k].newCtx()
-	})
-	p, err := newPool(newCtx, 1, PoolOptions{Instances: 4})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	if !reflect.DeepEqual(asked, map[int]int{0: 2, 1: 2}) {
-		t.Errorf("contexts per engine = %v, want 2 each", asked)
-	}
-	// Hold every worker in a run at once: all four contexts, both engines', take a request.
-	started, gate := make(chan struct{}), make(chan struct{})
-	for _, f := range fs {
-		for _, c := range f.made {
-			c.started, c.gate = started, gate
-		}
-	}
-	var wg sync.WaitGroup
-	for i := range 4 {
-		wg.Go(func() {
-			if err := p.Do(t.Context(), []bridge.Tensor{f32Tensor(float32(i))}, RunOptions{}, func([]bridge.Tensor) error { return nil }); err != nil {
-				t.Error(err)
-			}
-		})
-	}
-	for range 4 {
-		<-started
-	}
-	close(gate)
-	wg.Wait()
-	for k, f := range fs {
-		for _, c := range f.made {
-			if c.out == nil {
-				t.Errorf("a context of engine %d ran nothing", k)
-			}
-		}
-	}
-
-	failing := spreadContexts(2, func(k int) (execContext, error) {
-		if k == 1 {
-			return nil, errors.New("no memory")
-		}
-		return (&fakeFactory{}).newCtx()
-	})
-	if _, err := newPool(failing, 1, PoolOptions{Instances: 2}); err == nil || !strings.Contains(err.Error(), "engine 1 of 2: no memory") {
-		t.Errorf("newPool with a failing engine = %v", err)
-	}
-}
-
 // doF32 runs v on one FP32 value and returns the first output value.
-func doF32(t *testing.T, v *ModelVersion, x float32) (float32, error) {
+func doF32(t *testing.T, v *Version, x float32) (float32, error) {
 	t.Helper()
 	var out float32
-	err := v.Do(t.Context(), []bridge.Tensor{f32Tensor(x)}, RunOptions{}, func(o []bridge.Tensor) error {
+	err := v.Do(t.Context(), []bridge.Tensor{f32Tensor(x)}, engines.RunOptions{}, func(o []bridge.Tensor) error {
 		out = firstF32(o[0])
 		return nil
 	})

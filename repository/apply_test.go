@@ -1,4 +1,4 @@
-package engines
+package repository
 
 import (
 	"context"
@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/policyd/policyd/bridge"
+	"github.com/policyd/policyd/engines"
 )
 
 // Tests of Apply that need no native library: engines are empty bridge.Engine values and pools
@@ -65,8 +66,8 @@ func fakeRepository(t *testing.T, l EngineLoader) (*Repository, *fakeFactory) {
 	t.Helper()
 	f := &fakeFactory{}
 	r := NewRepository(l, nil)
-	r.newRunner = func(_ []*bridge.Engine, o PoolOptions) (Runner, error) {
-		p, err := newPool(f.newCtx, 1, o)
+	r.newRunner = func(_ []*bridge.Engine, o engines.PoolOptions) (engines.Runner, error) {
+		p, err := engines.NewPoolFunc(f.newCtx, 1, o)
 		if err != nil {
 			return nil, err
 		}
@@ -140,6 +141,7 @@ func TestApplyRejectsInvalidDesiredState(t *testing.T) {
 			`models[2].version: "latest" is neither an exact version`, "models[3].threads: must not be negative, got -1",
 			"models[3].backends[0]: empty",
 			`models[5]: model "b" version "v1.0.0" is also selected by models[4]`,
+			`models[6]: model "b" version "2.0.0" is also selected by models[4]; list a model once`,
 		}},
 		{Desired{Dir: dir, Models: []ModelSpec{{Name: "a", Version: "2.0.0"}, {Name: "a"}}}, []string{
 			`models[1]: model "a" version "" is also selected by models[0]`,
@@ -155,28 +157,38 @@ func TestApplyRejectsInvalidDesiredState(t *testing.T) {
 				t.Errorf("Apply(%+v) = %q, lacks %q", tt.d, err, w)
 			}
 		}
-		if strings.Contains(err.Error(), `models[6]`) {
-			t.Errorf("b@2.0.0 is no overlap: %v", err)
-		}
 	}
 	if after := r.All(); !reflect.DeepEqual(after, before) {
 		t.Error("a rejected Apply changed the served table")
 	}
 }
 
+// A model is listed once, as config requires (models are unique by name): two listings with
+// distinct exact versions are refused too; one constraint selects both versions.
+func TestApplyListsAModelOnce(t *testing.T) {
+	dir := writeRepo(t, map[string]string{"a/1.0.0/model.onnx": "ok", "a/2.0.0/model.onnx": "ok"})
+	r, _ := fakeRepository(t, &applyLoader{})
+	_, err := r.Apply(Desired{Dir: dir, Models: []ModelSpec{{Name: "a", Version: "1.0.0"}, {Name: "a", Version: "2.0.0"}}})
+	if want := `models[1]: model "a" version "2.0.0" is also selected by models[0]; list a model once`; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("a listed twice: %v, want %q", err, want)
+	}
+	rep := mustApply(t, r, Desired{Dir: dir, Models: []ModelSpec{{Name: "a", Version: ">=1.0.0 <3"}}})
+	checkReport(t, rep, []string{"a@1.0.0", "a@2.0.0"}, nil, nil, nil, 0)
+}
+
 func TestApplyListedModelMissingIsUnavailable(t *testing.T) {
 	dir := writeRepo(t, map[string]string{"a/1.0.0/model.onnx": "ok", "a/2.0.0/model.onnx": "ok"})
 	r, _ := fakeRepository(t, &applyLoader{})
 	rep := mustApply(t, r, Desired{Dir: dir, Models: []ModelSpec{
-		{Name: "a", Version: "2.0.0"}, {Name: "a", Version: "3.0.0"}, {Name: "ghost"},
+		{Name: "a", Version: "2.0.0"}, {Name: "b", Version: "3.0.0"}, {Name: "ghost"},
 	}})
-	checkReport(t, rep, []string{"a@2.0.0"}, nil, nil, []string{"a@3.0.0", "ghost@"}, 0)
+	checkReport(t, rep, []string{"a@2.0.0"}, nil, nil, []string{"b@3.0.0", "ghost@"}, 0)
 	for _, c := range rep.Failed {
 		if c.Reason != "not found in repository "+dir {
 			t.Errorf("%s@%s: reason %q", c.Model, c.Version, c.Reason)
 		}
 	}
-	if got := r.Models(); !reflect.DeepEqual(got, []string{"a", "ghost"}) {
+	if got := r.Models(); !reflect.DeepEqual(got, []string{"a", "b", "ghost"}) {
 		t.Errorf("Models() = %v", got)
 	}
 	if v, err := r.Get("a", ""); err != nil || v.Version() != "2.0.0" {
@@ -190,7 +202,7 @@ func TestApplyListedModelMissingIsUnavailable(t *testing.T) {
 		t.Fatal(err)
 	}
 	var ue *UnavailableError
-	if err := v.Do(t.Context(), nil, RunOptions{}, nil); !errors.As(err, &ue) ||
+	if err := v.Do(t.Context(), nil, engines.RunOptions{}, nil); !errors.As(err, &ue) ||
 		err.Error() != `model "ghost" is not ready: not found in repository `+dir {
 		t.Errorf("Do on a missing model = %v", err)
 	}
@@ -208,7 +220,7 @@ func TestApplyListedModelMissingIsUnavailable(t *testing.T) {
 	}
 	seal(t, filepath.Join(dir, "ghost", "1.0.0"), nil)
 	rep = mustApply(t, r, Desired{Dir: dir, Models: []ModelSpec{{Name: "a", Version: "2.0.0"}, {Name: "ghost"}}})
-	checkReport(t, rep, []string{"ghost@1.0.0"}, nil, []string{"a@3.0.0", "ghost@"}, nil, 1)
+	checkReport(t, rep, []string{"ghost@1.0.0"}, nil, []string{"b@3.0.0", "ghost@"}, nil, 1)
 	if !r.Ready() {
 		t.Error("not ready once everything is found")
 	}
@@ -230,7 +242,7 @@ func TestApplyBackendPreference(t *testing.T) {
 		t.Errorf("reason = %q, want %q", rep.Failed[0].Reason, want)
 	}
 	v, _ := r.Get("a", "1")
-	if got := v.Spec(); !reflect.DeepEqual(got, ModelSpec{Name: "a", Version: "1.0.0", Backends: []string{"tensorrt", "cpu", "cuda"}, Instances: 1}) {
+	if got := v.spec(); !reflect.DeepEqual(got, ModelSpec{Name: "a", Version: "1.0.0", Backends: []string{"tensorrt", "cpu", "cuda"}, Instances: 1}) {
 		t.Errorf("Spec() = %+v", got)
 	}
 
@@ -261,7 +273,7 @@ func TestApplyFailedReloadKeepsPrevious(t *testing.T) {
 	if v, _ := r.Get("a", "1"); v != v1 || v.State() != StateReady {
 		t.Fatalf("a failed reload replaced the serving version (%p → %p, %s)", v1, v, v.State())
 	}
-	if err := v1.Do(t.Context(), []bridge.Tensor{f32Tensor(1)}, RunOptions{}, func([]bridge.Tensor) error { return nil }); err != nil {
+	if err := v1.Do(t.Context(), []bridge.Tensor{f32Tensor(1)}, engines.RunOptions{}, func([]bridge.Tensor) error { return nil }); err != nil {
 		t.Errorf("previous version after a failed reload: %v", err)
 	}
 	rep = mustApply(t, r, Desired{Dir: dir, Default: ModelSpec{Backends: []string{"cuda"}}})
@@ -292,8 +304,8 @@ func TestApplyFailedReloadKeepsPrevious(t *testing.T) {
 	if v1.State() != StateUnavailable || v1.Reason() != "unloaded" {
 		t.Errorf("replaced version: %s %q", v1.State(), v1.Reason())
 	}
-	if err := v1.Do(t.Context(), []bridge.Tensor{f32Tensor(1)}, RunOptions{}, nil); !errors.Is(err, ErrClosed) {
-		t.Errorf("Do on a replaced version not held = %v, want ErrClosed", err)
+	if err := v1.Do(t.Context(), []bridge.Tensor{f32Tensor(1)}, engines.RunOptions{}, nil); !errors.Is(err, engines.ErrClosed) {
+		t.Errorf("Do on a replaced version not held = %v, want engines.ErrClosed", err)
 	}
 }
 
@@ -336,8 +348,8 @@ func TestApplyWaitsForHolders(t *testing.T) {
 	if ok, _ := b.Ready(); !ok {
 		t.Error("a held version turned unavailable before its release")
 	}
-	for _, held := range []*ModelVersion{b, b2} {
-		if err := held.Do(t.Context(), []bridge.Tensor{f32Tensor(3)}, RunOptions{}, func(out []bridge.Tensor) error {
+	for _, held := range []*Version{b, b2} {
+		if err := held.Do(t.Context(), []bridge.Tensor{f32Tensor(3)}, engines.RunOptions{}, func(out []bridge.Tensor) error {
 			if got := firstF32(out[0]); got != 6 {
 				t.Errorf("output %v, want 6", got)
 			}
@@ -368,8 +380,8 @@ func TestApplyWaitsForHolders(t *testing.T) {
 	if n := len(logs.FilterMessage("model version unloaded").All()); n != 1 {
 		t.Errorf("%d 'model version unloaded' logs, want 1", n)
 	}
-	if err := b.Do(t.Context(), []bridge.Tensor{f32Tensor(3)}, RunOptions{}, nil); !errors.Is(err, ErrClosed) {
-		t.Errorf("Do after the removal = %v, want ErrClosed", err)
+	if err := b.Do(t.Context(), []bridge.Tensor{f32Tensor(3)}, engines.RunOptions{}, nil); !errors.Is(err, engines.ErrClosed) {
+		t.Errorf("Do after the removal = %v, want engines.ErrClosed", err)
 	}
 }
 
@@ -397,7 +409,7 @@ func TestApplyUnderLoadFake(t *testing.T) {
 					t.Errorf("Acquire: %v", err)
 					return
 				}
-				err = v.Do(context.Background(), in, RunOptions{}, func(out []bridge.Tensor) error {
+				err = v.Do(context.Background(), in, engines.RunOptions{}, func(out []bridge.Tensor) error {
 					if got := firstF32(out[0]); got != 2*float32(g) {
 						return errors.New("wrong output")
 					}
@@ -486,9 +498,9 @@ func TestApplyAndAcquireAfterClose(t *testing.T) {
 		if err == nil {
 			w.Release()
 		}
-		return errors.Is(err, ErrClosed)
+		return errors.Is(err, engines.ErrClosed)
 	})
-	if err := v.Do(t.Context(), []bridge.Tensor{f32Tensor(1)}, RunOptions{}, func([]bridge.Tensor) error { return nil }); err != nil {
+	if err := v.Do(t.Context(), []bridge.Tensor{f32Tensor(1)}, engines.RunOptions{}, func([]bridge.Tensor) error { return nil }); err != nil {
 		t.Errorf("held version during Close: %v", err)
 	}
 	v.Release()
@@ -496,7 +508,7 @@ func TestApplyAndAcquireAfterClose(t *testing.T) {
 	if got := f.closed.Load(); got != 3 {
 		t.Errorf("%d contexts closed, want 3", got)
 	}
-	if _, err := r.Apply(Desired{Dir: dir}); !errors.Is(err, ErrClosed) {
+	if _, err := r.Apply(Desired{Dir: dir}); !errors.Is(err, engines.ErrClosed) {
 		t.Errorf("Apply after Close = %v", err)
 	}
 	if ok, reason := v.Ready(); ok || reason != "repository closed" {

@@ -1,6 +1,6 @@
 //go:build cgo
 
-package engines
+package repository
 
 // Tests of Repository.Apply against the native library (lib/libpolicyd.so), on repositories
 // of copies of ../shared/peers/models/mlp-small.onnx (obs FP32[-1,8] → action FP32[-1,2]) and
@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/policyd/policyd/bridge"
+	"github.com/policyd/policyd/engines"
 )
 
 const mlpMed = "../../shared/peers/models/mlp-med.onnx"
@@ -77,7 +78,7 @@ func runOnce(r *Repository, model, version string, in bridge.Tensor) ([]float32,
 	}
 	defer v.Release()
 	var out []float32
-	err = v.Do(context.Background(), []bridge.Tensor{in}, RunOptions{}, func(o []bridge.Tensor) error {
+	err = v.Do(context.Background(), []bridge.Tensor{in}, engines.RunOptions{}, func(o []bridge.Tensor) error {
 		out = floats(o[0])
 		return nil
 	})
@@ -264,7 +265,7 @@ func TestNativeApplyRemovesModel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pool := held.runner.(*Pool)
+	pool := held.runner.(*engines.Pool)
 	applied := make(chan Report, 1)
 	go func() {
 		rep, err := r.Apply(Desired{Dir: dir, Models: []ModelSpec{{Name: "A", Instances: 4}}})
@@ -276,7 +277,7 @@ func TestNativeApplyRemovesModel(t *testing.T) {
 	waitFor(t, func() bool { _, err := r.Get("B", ""); return errors.Is(err, ErrNotFound) })
 	in := obs(3, 64, 0.5)
 	for i := 0; i < 3; i++ {
-		if err := held.Do(context.Background(), []bridge.Tensor{in}, RunOptions{}, func(out []bridge.Tensor) error {
+		if err := held.Do(context.Background(), []bridge.Tensor{in}, engines.RunOptions{}, func(out []bridge.Tensor) error {
 			if got := out[0].Shape; len(got) != 2 || got[0] != 3 || got[1] != 8 {
 				return fmt.Errorf("output shape %v", got)
 			}
@@ -290,7 +291,7 @@ func TestNativeApplyRemovesModel(t *testing.T) {
 		t.Fatal("Apply closed B while a request held it")
 	case <-time.After(20 * time.Millisecond):
 	}
-	if pool.jobs.closed.Load() {
+	if pool.Closed() {
 		t.Fatal("B's pool closed while held")
 	}
 	held.Release()
@@ -306,11 +307,11 @@ func TestNativeApplyRemovesModel(t *testing.T) {
 	if got := r.Models(); !reflect.DeepEqual(got, []string{"A"}) {
 		t.Errorf("Models() = %v", got)
 	}
-	if !pool.jobs.closed.Load() {
+	if !pool.Closed() {
 		t.Error("B's pool is not closed")
 	}
-	if err := held.Do(context.Background(), []bridge.Tensor{in}, RunOptions{}, func([]bridge.Tensor) error { return nil }); !errors.Is(err, ErrClosed) {
-		t.Errorf("Do on the removed B = %v, want ErrClosed", err)
+	if err := held.Do(context.Background(), []bridge.Tensor{in}, engines.RunOptions{}, func([]bridge.Tensor) error { return nil }); !errors.Is(err, engines.ErrClosed) {
+		t.Errorf("Do on the removed B = %v, want engines.ErrClosed", err)
 	}
 	if ok, reason := held.Ready(); ok || reason != "unloaded" {
 		t.Errorf("removed B: ready %v, %q", ok, reason)
@@ -395,22 +396,22 @@ func TestNativeApplyCorruptModel(t *testing.T) {
 }
 
 // (d) Changing one version's instances reloads that version only: the others keep their
-// version and pool.
+// version and pool. (A model is listed once: C stands for a second listed version.)
 func TestNativeApplyReloadsOnlyChanged(t *testing.T) {
 	rt := nativeRuntime(t)
 	dir := t.TempDir()
-	putModel(t, dir, "A", "1.0.0", mlpSmall)
 	putModel(t, dir, "A", "2.0.0", mlpSmall)
+	putModel(t, dir, "C", "1.0.0", mlpSmall)
 	putModel(t, dir, "B", "1.0.0", mlpMed)
 	r := nativeRepository(t, rt)
 	desired := func(instA2 int) Desired {
 		return Desired{Dir: dir, Default: ModelSpec{Backends: []string{"cpu"}}, Models: []ModelSpec{
-			{Name: "A", Version: "1.0.0"}, {Name: "A", Version: "2.0.0", Instances: instA2}, {Name: "B"},
+			{Name: "A", Version: "2.0.0", Instances: instA2}, {Name: "B"}, {Name: "C", Version: "1.0.0"},
 		}}
 	}
-	checkReport(t, mustApply(t, r, desired(1)), []string{"A@1.0.0", "A@2.0.0", "B@1.0.0"}, nil, nil, nil, 0)
-	before := map[string]*ModelVersion{}
-	runners := map[string]Runner{}
+	checkReport(t, mustApply(t, r, desired(1)), []string{"A@2.0.0", "B@1.0.0", "C@1.0.0"}, nil, nil, nil, 0)
+	before := map[string]*Version{}
+	runners := map[string]engines.Runner{}
 	for _, v := range r.All() {
 		before[v.Name()+"@"+v.Version()] = v
 		runners[v.Name()+"@"+v.Version()] = v.runner
@@ -430,14 +431,14 @@ func TestNativeApplyReloadsOnlyChanged(t *testing.T) {
 		}
 	}
 	a2, _ := r.Get("A", "2")
-	if n := a2.runner.(*Pool).Instances(); n != 3 || a2.Spec().Instances != 3 {
-		t.Errorf("A@2.0.0 has %d instances (spec %d), want 3", n, a2.Spec().Instances)
+	if n := a2.runner.(*engines.Pool).Instances(); n != 3 || a2.spec().Instances != 3 {
+		t.Errorf("A@2.0.0 has %d instances (spec %d), want 3", n, a2.spec().Instances)
 	}
-	if !runners["A@2.0.0"].(*Pool).jobs.closed.Load() {
+	if !runners["A@2.0.0"].(*engines.Pool).Closed() {
 		t.Error("the replaced pool of A@2.0.0 is not closed")
 	}
-	for _, key := range []string{"A@1.0.0", "B@1.0.0"} {
-		if runners[key].(*Pool).jobs.closed.Load() {
+	for _, key := range []string{"B@1.0.0", "C@1.0.0"} {
+		if runners[key].(*engines.Pool).Closed() {
 			t.Errorf("the pool of the unchanged %s is closed", key)
 		}
 	}
@@ -500,7 +501,7 @@ func TestNativeApplySerialized(t *testing.T) {
 	}
 	a, _ := r.Get("A", "")
 	for _, v := range r.All() {
-		if v.runner.(*Pool).Instances() != a.runner.(*Pool).Instances() {
+		if v.runner.(*engines.Pool).Instances() != a.runner.(*engines.Pool).Instances() {
 			t.Errorf("A and B were left with different instances")
 		}
 	}

@@ -1,4 +1,4 @@
-package engines
+package repository
 
 import (
 	"crypto/ed25519"
@@ -15,6 +15,7 @@ import (
 
 	"github.com/policyd/policyd/artifacts"
 	"github.com/policyd/policyd/bridge"
+	"github.com/policyd/policyd/engines"
 )
 
 // What Apply does with a version whose files change after it loaded, for both values of
@@ -57,8 +58,8 @@ func TestOnTamperAfterLoad(t *testing.T) {
 			if got := h.take(); !strings.Contains(got["m@2.0.0"], "model.onnx: sha256 mismatch") || got["m@3.0.0"] == "" {
 				t.Errorf("hook calls after tampering: %v", got)
 			}
-			run := func(v *ModelVersion) error {
-				return v.Do(t.Context(), []bridge.Tensor{f32Tensor(3)}, RunOptions{}, func(out []bridge.Tensor) error {
+			run := func(v *Version) error {
+				return v.Do(t.Context(), []bridge.Tensor{f32Tensor(3)}, engines.RunOptions{}, func(out []bridge.Tensor) error {
 					if got := firstF32(out[0]); got != 6 {
 						t.Errorf("output %v, want 6", got)
 					}

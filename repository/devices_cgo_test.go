@@ -1,6 +1,6 @@
 //go:build cgo
 
-package engines
+package repository
 
 import (
 	"os"
@@ -10,6 +10,7 @@ import (
 
 	"github.com/policyd/policyd/artifacts"
 	"github.com/policyd/policyd/bridge"
+	"github.com/policyd/policyd/engines"
 )
 
 // Backend order, fallback and devices against the native runtime. On a machine without a GPU
@@ -76,10 +77,10 @@ func TestFakeCudaDevicesSelectEngines(t *testing.T) {
 }
 
 // runMLP runs one mlp-small observation on v and checks that it answered 2 actions.
-func runMLP(t *testing.T, v *ModelVersion) {
+func runMLP(t *testing.T, v *Version) {
 	t.Helper()
 	var n int
-	err := v.Do(t.Context(), []bridge.Tensor{obs(1, obsWidth[mlpSmall], 0.5)}, RunOptions{}, func(o []bridge.Tensor) error {
+	err := v.Do(t.Context(), []bridge.Tensor{obs(1, obsWidth[mlpSmall], 0.5)}, engines.RunOptions{}, func(o []bridge.Tensor) error {
 		n = len(o[0].Data) / 4
 		return nil
 	})

@@ -1,4 +1,4 @@
-package engines
+package repository
 
 import (
 	"fmt"
@@ -11,6 +11,7 @@ import (
 
 	"github.com/policyd/policyd/artifacts"
 	"github.com/policyd/policyd/bridge"
+	"github.com/policyd/policyd/engines"
 )
 
 // Tests of what every engine build is given besides the model: the batch profile, the backend
@@ -32,7 +33,7 @@ func TestBatchProfile(t *testing.T) {
 		{"batcher, preferred: the largest up to max", Desired{Batching: true, Default: ModelSpec{Batching: BatchingSpec{MaxBatchSize: 16, PreferredBatchSizes: []int{64, 4, 8}}}}, ModelSpec{}, batchable, 1, 8, 16},
 		{"the model's own max and preferred", Desired{Batching: true, Default: ModelSpec{Batching: BatchingSpec{MaxBatchSize: 16, PreferredBatchSizes: []int{8}}}},
 			ModelSpec{Batching: BatchingSpec{MaxBatchSize: 128, PreferredBatchSizes: []int{100}}}, batchable, 1, 100, 128},
-		{"no batcher: opt 1, max the default max", Desired{}, ModelSpec{}, batchable, 1, 1, DefaultMaxBatchSize},
+		{"no batcher: opt 1, max the default max", Desired{}, ModelSpec{}, batchable, 1, 1, engines.DefaultMaxBatchSize},
 		{"no batcher, preferred sizes", Desired{Default: ModelSpec{Batching: BatchingSpec{MaxBatchSize: 8, PreferredBatchSizes: []int{2}}}}, ModelSpec{}, batchable, 1, 2, 8},
 		{"fixed batch dimension: none", Desired{Batching: true}, ModelSpec{}, fixed, 0, 0, 0},
 		{"one input not batched: none", Desired{Batching: true}, ModelSpec{}, mixed, 0, 0, 0},
@@ -188,8 +189,8 @@ func TestQuietSkipOfAbsentBackends(t *testing.T) {
 			}
 			log, logs := observedLogger()
 			r := NewRepository(l, log)
-			r.newRunner = func(es []*bridge.Engine, o PoolOptions) (Runner, error) {
-				return newPool((&fakeFactory{}).newCtx, 1, o)
+			r.newRunner = func(es []*bridge.Engine, o engines.PoolOptions) (engines.Runner, error) {
+				return engines.NewPoolFunc((&fakeFactory{}).newCtx, 1, o)
 			}
 			t.Cleanup(func() { r.Close() })
 			rep := mustApply(t, r, Desired{Dir: dir, Default: ModelSpec{Backends: []string{"tensorrt", "cuda", "cpu"}}})

@@ -1,4 +1,4 @@
-package engines
+package repository
 
 import (
 	"errors"
@@ -12,7 +12,9 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/policyd/policyd/artifacts"
 	"github.com/policyd/policyd/bridge"
+	"github.com/policyd/policyd/engines"
 )
 
 // fakeLoader records the engines asked for. Models whose bytes start with "bad" fail with
@@ -157,7 +159,7 @@ func TestOpenRepositoryKeepsFailedVersions(t *testing.T) {
 	})
 	loader := &fakeLoader{}
 	log, logs := observedLogger()
-	r, err := OpenRepository(loader, dir, RepositoryOptions{Logger: log})
+	r, err := openRepository(loader, dir, repositoryOptions{Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,7 +232,7 @@ func TestOpenRepositoryKeepsFailedVersions(t *testing.T) {
 
 	v, _ := r.Get("m", "1")
 	var ue *UnavailableError
-	if err := v.Do(t.Context(), nil, RunOptions{}, nil); !errors.As(err, &ue) || !strings.Contains(err.Error(), "missing") {
+	if err := v.Do(t.Context(), nil, engines.RunOptions{}, nil); !errors.As(err, &ue) || !strings.Contains(err.Error(), "missing") {
 		t.Errorf("Do on an unavailable version = %v, want *UnavailableError with the reason", err)
 	}
 
@@ -240,16 +242,16 @@ func TestOpenRepositoryKeepsFailedVersions(t *testing.T) {
 	if err := r.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
-	if _, err := r.Get("m", "2"); !errors.Is(err, ErrClosed) {
-		t.Errorf("Get after Close = %v, want ErrClosed", err)
+	if _, err := r.Get("m", "2"); !errors.Is(err, engines.ErrClosed) {
+		t.Errorf("Get after Close = %v, want engines.ErrClosed", err)
 	}
 }
 
 func TestOpenRepositoryErrors(t *testing.T) {
-	if _, err := OpenRepository(&fakeLoader{}, filepath.Join(t.TempDir(), "missing"), RepositoryOptions{}); err == nil {
-		t.Error("OpenRepository of a missing folder succeeded")
+	if _, err := openRepository(&fakeLoader{}, filepath.Join(t.TempDir(), "missing"), repositoryOptions{}); err == nil {
+		t.Error("openRepository of a missing folder succeeded")
 	}
-	r, err := OpenRepository(&fakeLoader{}, t.TempDir(), RepositoryOptions{})
+	r, err := openRepository(&fakeLoader{}, t.TempDir(), repositoryOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -263,14 +265,14 @@ func TestOpenRepositoryErrors(t *testing.T) {
 }
 
 func TestPickDefaultPrefersHighestReady(t *testing.T) {
-	mk := func(name string, s State) *ModelVersion {
-		sv, err := ParseVersion(name)
+	mk := func(name string, s State) *Version {
+		sv, err := artifacts.ParseVersion(name)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return &ModelVersion{name: "m", version: name, semver: sv, state: s}
+		return &Version{name: "m", version: name, semver: sv, state: s}
 	}
-	vs := []*ModelVersion{mk("1.0.0", StateReady), mk("2.0.0", StateReady), mk("3.0.0", StateUnavailable)}
+	vs := []*Version{mk("1.0.0", StateReady), mk("2.0.0", StateReady), mk("3.0.0", StateUnavailable)}
 	if got := pick(vs, ""); got.Version() != "2.0.0" {
 		t.Errorf("default = %s, want 2 (highest ready)", got.Version())
 	}
