@@ -31,7 +31,9 @@ JOBS       ?= $(shell nproc)
 export GOTOOLCHAIN := local
 
 # What building and serving on the CPU needs (make build, make run) ...
-BUILD_PACKAGES := cmake ninja-build g++ pkg-config libonnx-dev libprotobuf-dev protobuf-compiler libdnnl-dev
+# (ocl-icd-opencl-dev: Debian's oneDNN CMake config looks for OpenCL; libdnnl-dev only recommends it.)
+BUILD_PACKAGES := cmake ninja-build g++ pkg-config libonnx-dev libprotobuf-dev protobuf-compiler libdnnl-dev \
+                  ocl-icd-opencl-dev
 # ... and what the tests add (make test): GoogleTest, the ONNX backend test data, nlohmann/json for
 # the reference checker, promtool, Node.js for the ONNX Runtime references, and the CUDA toolkit.
 TEST_PACKAGES  := libonnx-testdata libgtest-dev libgmock-dev nlohmann-json3-dev prometheus
