@@ -73,10 +73,12 @@ CudaEngine::CudaEngine(std::shared_ptr<const Graph> g, const BuildOptions& o)
   } else {
     code_ = compiled(want);
   }
-  PD_CU_CHECK(g_drv.ModuleLoadData(&module_, code_.code.data()));
+  CUmodule module = nullptr;
+  PD_CU_CHECK(g_drv.ModuleLoadData(&module, code_.code.data()));
+  module_.reset(module);
   for (const auto& name : kernel_names()) {
     CUfunction f = nullptr;
-    PD_CU_CHECK(g_drv.ModuleGetFunction(&f, module_, name.c_str()));
+    PD_CU_CHECK(g_drv.ModuleGetFunction(&f, module_.get(), name.c_str()));
     fns_[name] = f;
   }
   upload_constants();
@@ -86,7 +88,7 @@ CudaEngine::~CudaEngine() {
   cudaSetDevice(device_.ordinal);
   cudaFree(nullptr);  // the primary context current for cuModuleUnload
   weights_.reset();
-  if (module_) g_drv.ModuleUnload(module_);
+  module_.reset();
 }
 
 Payload CudaEngine::compiled(const Payload& want) {

@@ -31,6 +31,11 @@ inline size_t align_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 // The run switches of o.params; PD_ERR_INVALID_ARG for a key or value the backend does not know.
 gpu::RunParams parse_run_params(const BuildOptions& o);
 
+struct ModuleUnload {
+  void operator()(CUmodule m) const { g_drv.ModuleUnload(m); }
+};
+using Module = gpu::Handle<CUmodule, ModuleUnload>;
+
 using Functions = std::unordered_map<std::string, CUfunction>;
 
 class CudaEngine final : public BackendEngine {
@@ -74,7 +79,7 @@ class CudaEngine final : public BackendEngine {
   gpu::RunParams run_;
   DeviceInfo device_;
   Payload code_;
-  CUmodule module_ = nullptr;
+  Module module_;
   Functions fns_;
   gpu::DevMem weights_;
   std::unordered_map<const Tensor*, void*> weight_ptr_;

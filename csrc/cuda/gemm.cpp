@@ -12,6 +12,17 @@ LtGemm::LtGemm(cublasLtHandle_t h, bool ta, bool tb, int64_t m, int64_t n, int64
          int64_t ldc, float alpha, int64_t batch, int64_t sa, int64_t sb, int64_t sc, const float* bias,
          bool relu, size_t workspace)
     : alpha_(alpha) {
+  try {
+    prepare(h, ta, tb, m, n, k, lda, ldb, ldc, batch, sa, sb, sc, bias, relu, workspace);
+  } catch (...) {
+    release();  // a constructor that throws runs no destructor
+    throw;
+  }
+}
+
+void LtGemm::prepare(cublasLtHandle_t h, bool ta, bool tb, int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb,
+                     int64_t ldc, int64_t batch, int64_t sa, int64_t sb, int64_t sc, const float* bias, bool relu,
+                     size_t workspace) {
   PD_CUBLAS_CHECK(cublasLtMatmulDescCreate(&op_, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   cublasOperation_t lt_ta = tb ? CUBLAS_OP_T : CUBLAS_OP_N, lt_tb = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
   PD_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op_, CUBLASLT_MATMUL_DESC_TRANSA, &lt_ta, sizeof lt_ta));

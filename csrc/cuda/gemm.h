@@ -30,12 +30,7 @@ class LtGemm {
   LtGemm(cublasLtHandle_t h, bool ta, bool tb, int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb,
          int64_t ldc, float alpha, int64_t batch, int64_t sa, int64_t sb, int64_t sc, const float* bias,
          bool relu, size_t workspace);
-  ~LtGemm() {
-    if (a_) cublasLtMatrixLayoutDestroy(a_);
-    if (b_) cublasLtMatrixLayoutDestroy(b_);
-    if (c_) cublasLtMatrixLayoutDestroy(c_);
-    if (op_) cublasLtMatmulDescDestroy(op_);
-  }
+  ~LtGemm() { release(); }
   LtGemm(const LtGemm&) = delete;
   LtGemm& operator=(const LtGemm&) = delete;
 
@@ -46,6 +41,17 @@ class LtGemm {
   }
 
  private:
+  // The constructor's work; throws, leaving what it made for release().
+  void prepare(cublasLtHandle_t h, bool ta, bool tb, int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb,
+               int64_t ldc, int64_t batch, int64_t sa, int64_t sb, int64_t sc, const float* bias, bool relu,
+               size_t workspace);
+  void release() {
+    if (a_) cublasLtMatrixLayoutDestroy(a_);
+    if (b_) cublasLtMatrixLayoutDestroy(b_);
+    if (c_) cublasLtMatrixLayoutDestroy(c_);
+    if (op_) cublasLtMatmulDescDestroy(op_);
+  }
+
   float alpha_;
   cublasLtMatmulDesc_t op_ = nullptr;
   cublasLtMatrixLayout_t a_ = nullptr, b_ = nullptr, c_ = nullptr;

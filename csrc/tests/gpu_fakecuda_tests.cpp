@@ -90,7 +90,9 @@ class StagedRunTest : public ::testing::Test {
     run_->run(stream_.get(), graphs, profile, pd::gpu::RunEvents{ev0_.get(), ev1_.get()}, host, &ms);
     const float* y = static_cast<const float*>(run_->output(0));
     for (int i = 0; i < 8; ++i) ASSERT_EQ(y[i], x[i % 4]) << "element " << i << " of the run with k=" << k;
-    if (profile) EXPECT_GE(ms, 0.0);
+    if (profile) {
+      EXPECT_GE(ms, 0.0);
+    }
   }
 
   FakeCudaLive before_{};
@@ -228,7 +230,9 @@ class FakeCudaContext : public ::testing::Test {
     ASSERT_EQ(pd_engine_options_create(&eo), nullptr);
     ASSERT_EQ(pd_engine_options_set_backend(eo, "cuda"), nullptr);
     ASSERT_EQ(pd_engine_options_set_name(eo, "mlp-small"), nullptr);
-    if (graphs) ASSERT_EQ(pd_engine_options_set_param(eo, "cuda.graphs", graphs), nullptr);
+    if (graphs) {
+      ASSERT_EQ(pd_engine_options_set_param(eo, "cuda.graphs", graphs), nullptr);
+    }
     const std::string model = pd::test::slurp(PD_SHARED_DIR "/peers/models/mlp-small.onnx");
     pd_error* err = pd_engine_create(rt_, model.data(), model.size(), eo, &e_);
     pd_engine_options_destroy(eo);

@@ -1,5 +1,5 @@
 // A CPU emulation of exactly the CUDA runtime, driver, cuBLASLt and NVRTC calls that
-// backend_cuda.cpp makes, for the test build of the plugin (CMake target
+// csrc/cuda/*.cpp and csrc/gpu/ make, for the test build of the plugin (CMake target
 // policyd_backend_cuda_fake). Not a CUDA implementation: one fake device, memory is host
 // memory, every asynchronous call runs at once, stream capture records the calls and a graph
 // launch replays them, a kernel launch runs the kernel (compiled from kernels.cuh as host C++)
