@@ -94,7 +94,7 @@ timeout 90 $refcheck --backend cuda --backend-dir $plugins --repo "$repo" --cach
 rc=${PIPESTATUS[0]}
 if [ "$rc" != 0 ]; then
   echo "-- again without CUDA graphs (eager launches), to tell graph capture from kernel faults:"
-  POLICYD_CUDA_GRAPHS=0 timeout 60 $refcheck --backend cuda --backend-dir $plugins --repo "$repo" "${refs[@]}" \
+  timeout 60 $refcheck --backend cuda --param cuda.graphs=false --backend-dir $plugins --repo "$repo" "${refs[@]}" \
     | grep -E "^(FAIL|refcheck)" | tee "$out/refcheck-nographs.txt"
 fi
 

@@ -252,7 +252,8 @@ comma-separated ` + "`key=value`" + ` pairs, as a flag takes it
 or a value out of range is an error naming the key. Only the backend named by a key reads it:
 ` + "`tensorrt.*`" + ` is ignored by a model served on cuda or cpu. The parameters that change what is built
 are part of an engine cache's binding: ` + "`policyctl engines build --config`" + ` builds with the same
-ones (docs/gpu.md, Engine caches). cpu and cuda have no parameters.
+ones (docs/gpu.md, Engine caches). The ` + "`graphs`" + ` and ` + "`mapped_io`" + ` switches of the GPU backends change
+how a context runs, not what is built, and are no part of that binding. cpu has no parameters.
 
 | key | values | description |
 | --- | --- | --- |

@@ -24,17 +24,20 @@ import (
 // comma-separated key=value pairs (--engine.backend-parameters tensorrt.precision=fp16).
 type BackendParams map[string]string
 
-// BackendParameter is one build parameter a backend knows: a value of Enum, or an integer
-// from Min to Max when Enum is empty.
+// BackendParameter is one parameter a backend knows: a boolean when Bool (true or false: a
+// YAML boolean, or the strings "true" and "false" from the environment or a flag), else a value
+// of Enum, or an integer from Min to Max when Enum is empty.
 type BackendParameter struct {
 	Key      string // "tensorrt.precision"
+	Bool     bool
 	Enum     []string
 	Min, Max int
 	Desc     string
 }
 
-// BackendParameters are the build parameters of the backends (docs/configuration.md,
-// Backend parameters). cpu and cuda have none.
+// BackendParameters are the parameters of the backends (docs/configuration.md, Backend
+// parameters): build parameters, and the GPU plugins' run switches (graphs, mapped_io), which
+// change how a context runs, never what is built. cpu has none.
 var BackendParameters = []BackendParameter{
 	{Key: "tensorrt.precision", Enum: []string{"fp32", "fp16", "bf16"},
 		Desc: "Precision TensorRT may choose kernels in: fp32 only, or also fp16 or bf16 where it is faster (the inputs and outputs stay as the model declares them)."},
@@ -42,11 +45,20 @@ var BackendParameters = []BackendParameter{
 		Desc: "Most GPU memory, in MiB, a layer of the engine may use as scratch space while TensorRT builds and runs it."},
 	{Key: "tensorrt.builder_optimization_level", Min: 0, Max: 5,
 		Desc: "How hard TensorRT's builder searches for fast kernels: 0 builds fastest, 5 tries the most tactics (the engine may run faster, the build takes longer)."},
+	{Key: "tensorrt.graphs", Bool: true,
+		Desc: "Capture each batch size's run (copies in, enqueueV3, copies out) as a CUDA graph after an eager first run, and replay it (default true). false launches every run eagerly, to tell graph capture from other faults. A plan that cannot be captured runs eagerly anyway, with one warning."},
+	{Key: "cuda.graphs", Bool: true,
+		Desc: "Capture each shape bucket's run (copies in, kernels, copies out) as a CUDA graph after an eager first run, and replay it (default true). false launches every run eagerly, to tell graph capture from kernel faults. A run that cannot be captured runs eagerly anyway, with one warning."},
+	{Key: "cuda.mapped_io", Bool: true,
+		Desc: "Move inputs and outputs of at most 64 KiB through pinned host memory mapped into the GPU, by copy kernels inside the run's graph, which is faster at small batches (default true). false uses DMA copies for every input and output."},
 }
 
 // allows says what a parameter accepts, for messages and docs: "fp32, fp16 or bf16",
 // "an integer from 0 to 5".
 func (p BackendParameter) allows() string {
+	if p.Bool {
+		return "true or false"
+	}
 	if len(p.Enum) > 0 {
 		return strings.Join(p.Enum[:len(p.Enum)-1], ", ") + " or " + p.Enum[len(p.Enum)-1]
 	}
@@ -55,6 +67,12 @@ func (p BackendParameter) allows() string {
 
 // check returns what is wrong with value v, or "".
 func (p BackendParameter) check(v string) string {
+	if p.Bool {
+		if v != "true" && v != "false" {
+			return fmt.Sprintf("must be %s, got %q", p.allows(), v)
+		}
+		return ""
+	}
 	if len(p.Enum) > 0 {
 		if !slices.Contains(p.Enum, v) {
 			return fmt.Sprintf("must be %s, got %q", p.allows(), v)

@@ -82,11 +82,11 @@ models:
 	}
 	src := " (file:" + file + ")"
 	for _, want := range []string{
-		`engine.backend_parameters.cuda.streams: unknown backend parameter: backend "cuda" has no build parameters; known: tensorrt.precision, tensorrt.workspace_mib, tensorrt.builder_optimization_level` + src,
+		`engine.backend_parameters.cuda.streams: unknown backend parameter: known for cuda: cuda.graphs, cuda.mapped_io` + src,
 		`engine.backend_parameters.tensorrt.precision: must be fp32, fp16 or bf16, got "fp8"` + src,
-		`engine.backend_parameters.tensorrt.precison: unknown backend parameter (did you mean tensorrt.precision?): known for tensorrt: tensorrt.precision, tensorrt.workspace_mib, tensorrt.builder_optimization_level` + src,
+		`engine.backend_parameters.tensorrt.precison: unknown backend parameter (did you mean tensorrt.precision?): known for tensorrt: tensorrt.precision, tensorrt.workspace_mib, tensorrt.builder_optimization_level, tensorrt.graphs` + src,
 		`engine.backend_parameters.tensorrt.workspace_mib: must be an integer from 1 to 1048576, got "0"` + src,
-		`models[0].backend_parameters.precision: unknown backend parameter: a key is <backend>.<name>, one of tensorrt.precision, tensorrt.workspace_mib, tensorrt.builder_optimization_level` + src,
+		`models[0].backend_parameters.precision: unknown backend parameter: a key is <backend>.<name>, one of tensorrt.precision, tensorrt.workspace_mib, tensorrt.builder_optimization_level, tensorrt.graphs, cuda.graphs, cuda.mapped_io` + src,
 		`models[0].backend_parameters.tensorrt.builder_optimization_level: must be an integer from 0 to 5, got "6"` + src,
 	} {
 		if !slicesContains(ve.Problems, want) {
@@ -146,4 +146,34 @@ func slicesContains(ps []Problem, s string) bool {
 		}
 	}
 	return false
+}
+
+// The GPU backends' run switches are booleans: a YAML boolean or the strings from the
+// environment; anything else is refused naming the key.
+func TestBackendParametersBooleans(t *testing.T) {
+	dir := t.TempDir()
+	file := write(t, filepath.Join(dir, "policyd.yaml"), `repository:
+  path: `+absRepo(t)+`
+engine:
+  backend_parameters:
+    cuda.graphs: false
+    cuda:
+      mapped_io: true
+    tensorrt.graphs: "false"
+`)
+	c, _ := mustLoad(t, LoadOptions{File: file, Env: []string{"POLICYD_ENGINE__BACKEND_PARAMETERS__CUDA__MAPPED_IO=false"}})
+	want := BackendParams{"cuda.graphs": "false", "cuda.mapped_io": "false", "tensorrt.graphs": "false"}
+	if !reflect.DeepEqual(c.Engine.BackendParameters, want) {
+		t.Errorf("engine.backend_parameters = %v, want %v", c.Engine.BackendParameters, want)
+	}
+	for _, c := range []struct{ env, want string }{
+		{"POLICYD_ENGINE__BACKEND_PARAMETERS__CUDA__GRAPHS=0", `engine.backend_parameters.cuda.graphs: must be true or false, got "0"`},
+		{"POLICYD_ENGINE__BACKEND_PARAMETERS__TENSORRT__GRAPHS=off", `engine.backend_parameters.tensorrt.graphs: must be true or false, got "off"`},
+		{"POLICYD_ENGINE__BACKEND_PARAMETERS__CUDA__GRAPH=false", `engine.backend_parameters.cuda.graph: unknown backend parameter (did you mean cuda.graphs?): known for cuda: cuda.graphs, cuda.mapped_io`},
+	} {
+		_, _, err := load(t, LoadOptions{File: "testdata/good/minimal.yaml", Env: []string{c.env}})
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: error\n%v\nwant it to contain\n%s", c.env, err, c.want)
+		}
+	}
 }

@@ -168,7 +168,9 @@ func keySchema(n *node, def reflect.Value) obj {
 		var backends []string
 		for _, p := range BackendParameters {
 			ps := obj{{"description", p.Desc}}
-			if len(p.Enum) > 0 {
+			if p.Bool {
+				ps = append(ps, kv{"enum", []any{true, false, "true", "false"}})
+			} else if len(p.Enum) > 0 {
 				ps = append(ps, kv{"enum", p.Enum})
 			} else {
 				ps = append(ps, kv{"type", []string{"integer", "string"}}, kv{"minimum", p.Min}, kv{"maximum", p.Max}, kv{"pattern", `^\s*-?[0-9]+\s*$`})

@@ -13,11 +13,13 @@
 //  - The plan is the engine cache's payload (support.h: Payload), checked against this
 //    TensorRT, compute capability and options before IRuntime::deserializeCudaEngine sees it.
 //  - A context owns one non-blocking CUDA stream, one device allocation for TensorRT's
-//    activations and, per batch size (bucket), an IExecutionContext whose shapes and tensor
-//    addresses are set once, device buffers, pinned host staging buffers and a CUDA graph of
-//    the whole run (copies in, enqueueV3, copies out) captured on the bucket's second run after
-//    an eager first run. The buckets' execution contexts share the activation memory: they run
-//    one after the other on the context's stream.
+//    activations and, per batch size (bucket, ../gpu/bucket_cache.h), an IExecutionContext
+//    whose shapes and tensor addresses are set once, device buffers and the staged run of
+//    ../gpu/staged_run.h, shared with the cuda plugin: pinned host staging, an eager first run,
+//    a CUDA graph of the whole run (copies in, enqueueV3, copies out) captured on the second
+//    and replayed; a plan TensorRT cannot enqueue under capture runs eagerly, with one warning.
+//    The buckets' execution contexts share the activation memory: they run one after the
+//    other on the context's stream. The backend parameter tensorrt.graphs=false runs eagerly.
 //  - TensorRT's logger writes into policyd's log; every CUDA and TensorRT failure is a
 //    pd::Error naming the call and TensorRT's last error message. Nothing here exits.
 //
@@ -35,13 +37,19 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
 
 #include "../core/backend.h"
-#include "../cuda/cuda_common.h"
+#include "../gpu/bucket_cache.h"
+#include "../gpu/check.h"
+#include "../gpu/params.h"
+#include "../gpu/probe.h"
+#include "../gpu/resources.h"
+#include "../gpu/staged_run.h"
 #include "support.h"
 
 #ifndef PD_VERSION
@@ -60,8 +68,6 @@ namespace {
 namespace nv = nvinfer1;
 using gpu::dev_alloc;
 using gpu::DevMem;
-using gpu::pinned_alloc;
-using gpu::PinnedMem;
 
 const HostServices* g_host = nullptr;
 
@@ -137,7 +143,7 @@ std::string load_libs() {
   return "";
 }
 
-// ---- checks (PD_CUDA_CHECK and device memory: ../cuda/cuda_common.h) --------------------------
+// ---- checks (PD_CUDA_CHECK: ../gpu/check.h; device memory: ../gpu/resources.h) ----------------
 
 // A TensorRT call that returns false or null on failure.
 #define PD_TRT_CHECK(call)                                                                                   \
@@ -177,7 +183,14 @@ nv::Dims dims_of(const std::vector<int64_t>& v) {
   return d;
 }
 
-bool graphs_enabled() { return gpu::env_switch("POLICYD_CUDA_GRAPHS"); }
+// The run switches of o.params (tensorrt.graphs) taken out; *build gets the build parameters.
+// PD_ERR_INVALID_ARG for a key or value the backend does not know.
+gpu::RunParams split_params(const BuildOptions& o, Params* build) {
+  std::map<std::string, std::string> p = o.params;
+  const gpu::RunParams r = gpu::take_run_params("tensorrt", &p, false);
+  *build = parse_params(p);
+  return r;
+}
 
 // ---- the engine ------------------------------------------------------------------------------
 
@@ -187,7 +200,7 @@ class TrtEngine final : public BackendEngine {
     if (o.device < 0 || o.device >= static_cast<int>(g_devices.size()))
       fail(PD_ERR_INVALID_ARG, o.name, ": CUDA device ", o.device, " does not exist (", g_devices.size(), " found)");
     device_ = g_devices[o.device];
-    params_ = parse_params(o.params);
+    run_ = split_params(o, &params_);
     profile_ = batch_profile(*graph_, o.min_batch, o.opt_batch, o.max_batch);
     const std::string why = unsupported_reason(*graph_);
     if (!why.empty()) fail(PD_ERR_UNSUPPORTED, o.name, ": ", why);
@@ -237,6 +250,7 @@ class TrtEngine final : public BackendEngine {
   const Graph& graph() const { return *graph_; }
   const BuildOptions& options() const { return opts_; }
   const BatchProfile& profile() const { return profile_; }
+  const gpu::RunParams& run_params() const { return run_; }
   int ordinal() const { return device_.ordinal; }
   size_t device_memory() const { return device_memory_; }
   // Graph input i is an input of the plan (TensorRT drops inputs the network does not read).
@@ -367,6 +381,7 @@ class TrtEngine final : public BackendEngine {
   BuildOptions opts_;
   DeviceInfo device_;
   Params params_;
+  gpu::RunParams run_;
   BatchProfile profile_;
   Payload payload_;
   bool from_cache_ = false;
@@ -382,9 +397,16 @@ class TrtEngine final : public BackendEngine {
 
 class Bucket {
  public:
-  Bucket(const TrtEngine& e, int64_t batch, const pd_tensor* inputs, void* activations, size_t activation_bytes,
-         cudaEvent_t ev0, cudaEvent_t ev1)
-      : e_(e), batch_(batch), ev0_(ev0), ev1_(ev1), ctx_(e.execution_context()) {
+  Bucket(const TrtEngine& e, int64_t batch, const pd_tensor* inputs, void* activations, size_t activation_bytes)
+      : e_(e),
+        batch_(batch),
+        ctx_(e.execution_context()),
+        // The first run is eager: TensorRT applies the shapes set below in its first enqueueV3,
+        // which must come before a capture.
+        run_(str(e.options().name, ": batch ", batch), &log, [this](cudaStream_t s) {
+          if (!ctx_->enqueueV3(s))
+            fail(PD_ERR_INTERNAL, e_.options().name, ": TensorRT enqueueV3 failed at batch ", batch_, last_error());
+        }) {
 #if PD_TRT_AT_LEAST(10, 1)
     ctx_->setDeviceMemoryV2(activations, static_cast<int64_t>(activation_bytes));
 #else
@@ -394,172 +416,93 @@ class Bucket {
     const Graph& g = e.graph();
     const std::string& model = e.options().name;
     for (size_t i = 0; i < g.inputs.size(); ++i) {
-      Staging s;
-      s.name = g.inputs[i].name;
+      const std::string& name = g.inputs[i].name;
       if (!e.uses_input(i)) {
-        in_.push_back(std::move(s));
+        run_.add_input(gpu::stage(nullptr, 0, false));
         continue;
       }
-      s.bytes = inputs[i].byte_size;
-      s.dev = dev_alloc(s.bytes);
-      s.host = pinned_alloc(s.bytes);
-      bytes_ += s.bytes;
+      const size_t bytes = inputs[i].byte_size;
+      dev_.push_back(dev_alloc(bytes));
+      bytes_ += bytes;
       const std::vector<int64_t> d(inputs[i].dims, inputs[i].dims + inputs[i].rank);
-      if (!ctx_->setInputShape(s.name.c_str(), dims_of(d)))
-        fail(PD_ERR_INVALID_ARG, model, ": TensorRT refused the shape of input '", s.name, "'", last_error());
-      PD_TRT_CHECK(ctx_->setTensorAddress(s.name.c_str(), s.dev.get()));
-      in_.push_back(std::move(s));
+      if (!ctx_->setInputShape(name.c_str(), dims_of(d)))
+        fail(PD_ERR_INVALID_ARG, model, ": TensorRT refused the shape of input '", name, "'", last_error());
+      PD_TRT_CHECK(ctx_->setTensorAddress(name.c_str(), dev_.back().get()));
+      run_.add_input(gpu::stage(dev_.back().get(), bytes, false));
     }
     for (const auto& o : g.outputs) {
       const nv::Dims d = ctx_->getTensorShape(o.name.c_str());
       if (d.nbDims < 0) fail(PD_ERR_INTERNAL, model, ": TensorRT has no shape for output '", o.name, "'", last_error());
-      Staging s;
-      s.name = o.name;
-      s.dtype = o.dtype;
+      Output out;
+      out.dtype = o.dtype;
       int64_t n = 1;
       for (int32_t k = 0; k < d.nbDims; ++k) {
         if (d.d[k] < 0)
           fail(PD_ERR_UNSUPPORTED, model, ": output '", o.name, "' has a data-dependent shape in the TensorRT plan");
-        s.shape.push_back(d.d[k]);
+        out.shape.push_back(d.d[k]);
         n *= d.d[k];
       }
-      if (s.shape.size() > PD_MAX_RANK) fail(PD_ERR_UNSUPPORTED, model, ": output '", o.name, "' has rank ", d.nbDims);
-      s.bytes = static_cast<size_t>(n) * dtype_size(o.dtype);
-      s.dev = dev_alloc(s.bytes);
-      s.host = pinned_alloc(s.bytes);
-      bytes_ += s.bytes;
-      PD_TRT_CHECK(ctx_->setTensorAddress(s.name.c_str(), s.dev.get()));
-      out_.push_back(std::move(s));
+      if (out.shape.size() > PD_MAX_RANK) fail(PD_ERR_UNSUPPORTED, model, ": output '", o.name, "' has rank ", d.nbDims);
+      out.bytes = static_cast<size_t>(n) * dtype_size(o.dtype);
+      dev_.push_back(dev_alloc(out.bytes));
+      bytes_ += out.bytes;
+      PD_TRT_CHECK(ctx_->setTensorAddress(o.name.c_str(), dev_.back().get()));
+      run_.add_output(gpu::stage(dev_.back().get(), out.bytes, false));
+      out_.push_back(std::move(out));
     }
-  }
-
-  ~Bucket() {
-    if (exec_) cudaGraphExecDestroy(exec_);
+    host_in_.resize(g.inputs.size());
   }
 
   int64_t batch() const { return batch_; }
   size_t bytes() const { return bytes_; }
 
-  void run(cudaStream_t s, bool graphs, bool profile, const pd_tensor* inputs, pd_tensor* outputs, double* dev_ms) {
-    for (size_t i = 0; i < in_.size(); ++i)
-      if (in_[i].bytes) std::memcpy(in_[i].host.get(), inputs[i].data, in_[i].bytes);
-    // The first run is eager: TensorRT applies the shapes set above in its first enqueueV3,
-    // which must come before a capture. Later runs replay the graph captured on the second.
-    bool done = false;
-    if (warm_ && graphs && !no_graph_) {
-      if (!exec_) capture(s, profile);
-      if (exec_) {
-        PD_CUDA_CHECK(cudaGraphLaunch(exec_, s));
-        done = true;
-      }
-    }
-    if (!done) enqueue(s, profile, false);
-    warm_ = true;
-    PD_CUDA_CHECK(cudaStreamSynchronize(s));
-    if (profile) {
-      float ms = 0;
-      PD_CUDA_CHECK(cudaEventElapsedTime(&ms, ev0_, ev1_));
-      *dev_ms = ms;
-    }
+  void run(cudaStream_t s, bool profile, const gpu::RunEvents& ev, const pd_tensor* inputs, pd_tensor* outputs,
+           double* dev_ms) {
+    for (size_t i = 0; i < host_in_.size(); ++i) host_in_[i] = inputs[i].data;
+    run_.run(s, e_.run_params().graphs, profile, ev, host_in_.data(), dev_ms);
     for (size_t i = 0; i < out_.size(); ++i) {
-      const Staging& st = out_[i];
+      const Output& st = out_[i];
       pd_tensor& o = outputs[i];
       o.dtype = static_cast<int32_t>(st.dtype);
       o.rank = static_cast<int32_t>(st.shape.size());
       for (size_t d = 0; d < st.shape.size(); ++d) o.dims[d] = st.shape[d];
       o.byte_size = st.bytes;
-      o.data = st.host.get();
+      o.data = run_.output(i);
     }
   }
 
  private:
-  struct Staging {
-    std::string name;
+  struct Output {
     DType dtype = DType::Undefined;
     Shape shape;
     size_t bytes = 0;
-    DevMem dev;
-    PinnedMem host;
   };
-
-  // Everything a run does, in stream order. The profiling events are external event nodes when
-  // captured (each replay records them); outside a capture the runtime refuses that flag
-  // (cudaErrorIllegalState), so eager runs record them plainly.
-  void enqueue(cudaStream_t s, bool profile, bool capturing) {
-    auto record = [&](cudaEvent_t ev) {
-      if (capturing) PD_CUDA_CHECK(cudaEventRecordWithFlags(ev, s, cudaEventRecordExternal));
-      else PD_CUDA_CHECK(cudaEventRecord(ev, s));
-    };
-    for (const auto& in : in_)
-      if (in.bytes) PD_CUDA_CHECK(cudaMemcpyAsync(in.dev.get(), in.host.get(), in.bytes, cudaMemcpyHostToDevice, s));
-    if (profile) record(ev0_);
-    if (!ctx_->enqueueV3(s))
-      fail(PD_ERR_INTERNAL, e_.options().name, ": TensorRT enqueueV3 failed at batch ", batch_, last_error());
-    if (profile) record(ev1_);
-    for (const auto& o : out_)
-      if (o.bytes) PD_CUDA_CHECK(cudaMemcpyAsync(o.host.get(), o.dev.get(), o.bytes, cudaMemcpyDeviceToHost, s));
-  }
-
-  // A plan TensorRT cannot enqueue under capture (some loops and conditionals) runs eagerly.
-  void capture(cudaStream_t s, bool profile) {
-    PD_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-    cudaGraph_t graph = nullptr;
-    std::string why;
-    try {
-      enqueue(s, profile, true);
-    } catch (const std::exception& ex) {
-      why = ex.what();
-    }
-    cudaError_t e = cudaStreamEndCapture(s, &graph);
-    if (why.empty() && e != cudaSuccess) why = str("cudaStreamEndCapture: ", cudaGetErrorString(e));
-    if (why.empty()) {
-      e = cudaGraphInstantiateWithFlags(&exec_, graph, 0);
-      if (e != cudaSuccess) {
-        exec_ = nullptr;
-        why = str("cudaGraphInstantiateWithFlags: ", cudaGetErrorString(e));
-      }
-    }
-    if (graph) cudaGraphDestroy(graph);
-    if (!why.empty()) {
-      cudaGetLastError();  // capture errors are not sticky; clear them
-      no_graph_ = true;
-      log(PD_LOG_WARN, str(e_.options().name, ": no CUDA graph at batch ", batch_, ", running eagerly: ", why));
-    }
-  }
 
   const TrtEngine& e_;
   int64_t batch_;
-  cudaEvent_t ev0_, ev1_;
   Ptr<nv::IExecutionContext> ctx_;
-  std::vector<Staging> in_, out_;
+  std::vector<DevMem> dev_;  // the inputs' and outputs' device buffers
+  gpu::StagedRun run_;
+  std::vector<Output> out_;
+  std::vector<const void*> host_in_;
   size_t bytes_ = 0;
-  bool warm_ = false, no_graph_ = false;
-  cudaGraphExec_t exec_ = nullptr;
 };
 
 // ---- the context -----------------------------------------------------------------------------
 
-constexpr size_t kMaxBuckets = 64;
-
 class TrtContext final : public BackendContext {
  public:
-  explicit TrtContext(const TrtEngine& e) : e_(e), graphs_(graphs_enabled()) {
-    PD_CUDA_CHECK(cudaSetDevice(e_.ordinal()));
-    PD_CUDA_CHECK(cudaFree(nullptr));
-    PD_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-    PD_CUDA_CHECK(cudaEventCreate(&ev0_));
-    PD_CUDA_CHECK(cudaEventCreate(&ev1_));
-    activations_ = dev_alloc(e_.device_memory());
-    arena_bytes_.store(e_.device_memory(), std::memory_order_relaxed);
-  }
+  explicit TrtContext(const TrtEngine& e)
+      : e_(on_device(e)),
+        stream_(gpu::make_stream()),
+        ev0_(gpu::make_event()),
+        ev1_(gpu::make_event()),
+        activations_(dev_alloc(e_.device_memory())),
+        buckets_(e_.device_memory()) {}
   ~TrtContext() override {
     cudaSetDevice(e_.ordinal());
-    if (stream_) cudaStreamSynchronize(stream_);
+    cudaStreamSynchronize(stream_.get());
     buckets_.clear();
-    activations_.reset();
-    if (ev0_) cudaEventDestroy(ev0_);
-    if (ev1_) cudaEventDestroy(ev1_);
-    if (stream_) cudaStreamDestroy(stream_);
   }
 
   // The backend refuses random ops (support.cpp), so seeds change nothing.
@@ -568,8 +511,8 @@ class TrtContext final : public BackendContext {
 
   ContextMemory memory() const override {
     ContextMemory m;
-    m.arena_bytes = arena_bytes_.load(std::memory_order_relaxed);
-    m.buckets = nbuckets_.load(std::memory_order_relaxed);
+    m.arena_bytes = buckets_.bytes();
+    m.buckets = buckets_.count();
     return m;
   }
 
@@ -578,36 +521,26 @@ class TrtContext final : public BackendContext {
   void run(const pd_tensor* inputs, pd_tensor* outputs) override {
     PD_CUDA_CHECK(cudaSetDevice(e_.ordinal()));
     const int64_t batch = run_batch(e_.profile(), inputs);  // INVALID_ARG outside [min, max]
-    lookup(batch, inputs)->run(stream_, graphs_, e_.options().profile, inputs, outputs, &last_ms_);
+    Bucket* b = buckets_.find_or_make([&](const Bucket& k) { return k.batch() == batch; }, [&] {
+      return std::make_unique<Bucket>(e_, batch, inputs, activations_.get(), e_.device_memory());
+    });
+    b->run(stream_.get(), e_.options().profile, gpu::RunEvents{ev0_.get(), ev1_.get()}, inputs, outputs, &last_ms_);
   }
 
  private:
-  Bucket* lookup(int64_t batch, const pd_tensor* in) {
-    for (auto it = buckets_.begin(); it != buckets_.end(); ++it)
-      if ((*it)->batch() == batch) {
-        std::rotate(buckets_.begin(), it, it + 1);
-        return buckets_.front().get();
-      }
-    auto b = std::make_unique<Bucket>(e_, batch, in, activations_.get(), e_.device_memory(), ev0_, ev1_);
-    if (buckets_.size() >= kMaxBuckets) {
-      arena_bytes_.fetch_sub(buckets_.back()->bytes(), std::memory_order_relaxed);
-      buckets_.pop_back();
-    }
-    arena_bytes_.fetch_add(b->bytes(), std::memory_order_relaxed);
-    buckets_.insert(buckets_.begin(), std::move(b));
-    nbuckets_.store(buckets_.size(), std::memory_order_relaxed);
-    return buckets_.front().get();
+  static const TrtEngine& on_device(const TrtEngine& e) {
+    PD_CUDA_CHECK(cudaSetDevice(e.ordinal()));
+    PD_CUDA_CHECK(cudaFree(nullptr));
+    return e;
   }
 
+  // Declared in the order they are made; released in reverse (buckets first, stream last).
   const TrtEngine& e_;
-  bool graphs_;
-  cudaStream_t stream_ = nullptr;
-  cudaEvent_t ev0_ = nullptr, ev1_ = nullptr;
+  gpu::Stream stream_;
+  gpu::Event ev0_, ev1_;
   DevMem activations_;
-  std::vector<std::unique_ptr<Bucket>> buckets_;
+  gpu::BucketCache<Bucket> buckets_;
   double last_ms_ = -1;
-  std::atomic<uint64_t> arena_bytes_{0};
-  std::atomic<uint64_t> nbuckets_{0};
 };
 
 std::unique_ptr<BackendContext> TrtEngine::create_context() { return std::make_unique<TrtContext>(*this); }
@@ -634,7 +567,9 @@ class TrtBackend final : public Backend {
     b.min_batch = o.min_batch;
     b.opt_batch = o.opt_batch;
     b.max_batch = o.max_batch ? o.max_batch : std::max(o.opt_batch, kDefaultMaxBatch);
-    return pd::trt::options_key(parse_params(o.params), b);
+    Params build;
+    split_params(o, &build);
+    return pd::trt::options_key(build, b);
   }
 };
 

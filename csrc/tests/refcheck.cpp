@@ -11,7 +11,8 @@
 //       the next backend) and is not a failure. --cache-roundtrip also serializes each engine,
 //       builds a second one from the cache and requires the same outputs (GPU backends).
 //       Exit status 1 when any comparison fails. --batch-profile MIN,OPT,MAX sets the engines'
-//       batch profile (pd_engine_options_set_batch_profile: tensorrt's optimization profile).
+//       batch profile (pd_engine_options_set_batch_profile: tensorrt's optimization profile);
+//       --param BACKEND.KEY=VALUE (repeatable) a backend parameter (cuda.graphs=false).
 //   pd_refcheck --bench 1,32,256 [--seconds S] [--backend …] [--repo …] REF.json...
 //       For each distinct model of the references: engine time per run at each batch size
 //       (end to end through pd_context_run, host<->device copies included) and, where the
@@ -142,6 +143,7 @@ struct Options {
   std::vector<int64_t> bench;
   double seconds = 1.0;
   std::vector<int64_t> batch_profile;  // --batch-profile min,opt,max (tensorrt's optimization profile)
+  std::vector<std::pair<std::string, std::string>> params;  // --param <backend>.<key>=value
 };
 
 struct Engine {
@@ -162,6 +164,7 @@ void make_engine(pd_runtime* rt, const Options& o, const std::string& model, con
   check(pd_engine_options_set_name(eo, name.c_str()), "name");
   if (profile) check(pd_engine_options_set_profiling(eo, 1), "profiling");
   if (cache) check(pd_engine_options_set_cache(eo, cache->data(), cache->size()), "cache");
+  for (const auto& [k, v] : o.params) check(pd_engine_options_set_param(eo, k.c_str(), v.c_str()), "param");
   if (o.batch_profile.size() == 3)
     check(pd_engine_options_set_batch_profile(eo, o.batch_profile[0], o.batch_profile[1], o.batch_profile[2]),
           "batch profile");
@@ -432,7 +435,8 @@ int export_gemms(const std::string& model, const std::string& dir) {
 void usage() {
   std::fprintf(stderr,
                "usage: pd_refcheck [--backend NAME] [--backend-dir DIR] [--repo DIR] [--rtol R] [--atol A]\n"
-               "                   [--cache-roundtrip] [--batch-profile MIN,OPT,MAX] [--bench 1,32,256 [--seconds S]] REF.json...\n"
+               "                   [--cache-roundtrip] [--batch-profile MIN,OPT,MAX] [--param BACKEND.KEY=VALUE]...\n"
+               "                   [--bench 1,32,256 [--seconds S]] REF.json...\n"
                "       pd_refcheck --list-ops MODEL.onnx...\n"
                "       pd_refcheck --export-gemms MODEL.onnx DIR\n");
 }
@@ -459,6 +463,15 @@ int main(int argc, char** argv) {
     else if (a == "--atol") o.atol = std::stod(next());
     else if (a == "--seconds") o.seconds = std::stod(next());
     else if (a == "--cache-roundtrip") o.cache_roundtrip = true;
+    else if (a == "--param") {  // a backend parameter (cuda.graphs=false)
+      const std::string kv = next();
+      const size_t eq = kv.find('=');
+      if (eq == std::string::npos) {
+        usage();
+        return 2;
+      }
+      o.params.emplace_back(kv.substr(0, eq), kv.substr(eq + 1));
+    }
     else if (a == "--list-ops") mode = "list";
     else if (a == "--export-gemms") mode = "export";
     else if (a == "--bench") {

@@ -6,6 +6,7 @@
 #include "fake_cuda.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
@@ -100,6 +101,61 @@ void submit(cudaStream_t s, std::function<void()> f) {
 }
 }  // namespace
 
+// ---- test hooks: live objects, call counts, injected failures ------------------------------
+namespace {
+std::atomic<long> g_streams{0}, g_events{0}, g_graphs{0}, g_execs{0}, g_lts{0};
+struct Injected {
+  int after = 0, times = 0;
+};
+std::mutex g_hook_mu;
+std::map<std::string, Injected> g_fail;
+std::map<std::string, long> g_calls;
+thread_local cudaError_t t_last = cudaSuccess;
+
+// Counts the call; true when it is to fail.
+bool injected(const char* call) {
+  std::lock_guard<std::mutex> l(g_hook_mu);
+  ++g_calls[call];
+  auto it = g_fail.find(call);
+  if (it == g_fail.end()) return false;
+  Injected& f = it->second;
+  if (f.after > 0) {
+    --f.after;
+    return false;
+  }
+  if (f.times == 0) return false;
+  if (f.times > 0) --f.times;
+  return true;
+}
+cudaError_t fail_injected() { return t_last = cudaErrorFakeInjected; }
+}  // namespace
+
+FakeCudaLive fake_cuda_live() {
+  FakeCudaLive v{g_streams.load(), g_events.load(), g_graphs.load(), g_execs.load(), g_lts.load(), 0, 0};
+  std::lock_guard<std::mutex> l(g_mu);
+  v.device_allocs = static_cast<long>(g_device.size());
+  v.pinned_allocs = static_cast<long>(g_pinned.size());
+  return v;
+}
+void fake_cuda_fail(const char* call, int after, int times) {
+  std::lock_guard<std::mutex> l(g_hook_mu);
+  g_fail[call] = Injected{after, times};
+}
+void fake_cuda_clear_failures() {
+  std::lock_guard<std::mutex> l(g_hook_mu);
+  g_fail.clear();
+}
+long fake_cuda_calls(const char* call) {
+  std::lock_guard<std::mutex> l(g_hook_mu);
+  auto it = g_calls.find(call);
+  return it == g_calls.end() ? 0 : it->second;
+}
+cudaError_t cudaGetLastError() {
+  const cudaError_t e = t_last;
+  t_last = cudaSuccess;
+  return e;
+}
+
 const char* cudaGetErrorName(cudaError_t e) {
   switch (e) {
     case cudaSuccess: return "cudaSuccess";
@@ -108,19 +164,23 @@ const char* cudaGetErrorName(cudaError_t e) {
     case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
     case cudaErrorIllegalState: return "cudaErrorIllegalState";
     case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
+    case cudaErrorFakeInjected: return "cudaErrorFakeInjected";
   }
   return "cudaErrorUnknown";
 }
 const char* cudaGetErrorString(cudaError_t e) {
-  return e == cudaSuccess ? "no error" : e == cudaErrorInvalidValue ? "invalid argument (fake CUDA check)" : "error";
+  return e == cudaSuccess ? "no error" : e == cudaErrorInvalidValue ? "invalid argument (fake CUDA check)"
+         : e == cudaErrorFakeInjected ? "failure injected by a test (fake_cuda_fail)" : "error";
 }
 cudaError_t cudaMalloc(void** p, size_t n) {
+  if (injected(__func__)) return fail_injected();
   if (any_capturing) return cudaErrorStreamCaptureUnsupported;
   *p = alloc(g_device, n);
   return *p ? cudaSuccess : cudaErrorMemoryAllocation;
 }
 cudaError_t cudaFree(void* p) { return release(g_device, p) ? cudaSuccess : cudaErrorInvalidValue; }
 cudaError_t cudaHostAlloc(void** p, size_t n, unsigned flags) {
+  if (injected(__func__)) return fail_injected();
   *p = alloc(g_pinned, n);
   if (*p && (flags & cudaHostAllocMapped)) {
     std::lock_guard<std::mutex> l(g_mu);
@@ -175,19 +235,25 @@ cudaError_t cudaMemsetAsync(void* dst, int v, size_t n, cudaStream_t s) {
 cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
 cudaError_t cudaSetDevice(int d) { return d == 0 ? cudaSuccess : cudaErrorInvalidValue; }
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned) {
+  if (injected(__func__)) return fail_injected();
   *s = new FakeStream();
+  ++g_streams;
   return cudaSuccess;
 }
 cudaError_t cudaStreamSynchronize(cudaStream_t s) { return s && s->capturing ? cudaErrorInvalidValue : cudaSuccess; }
 cudaError_t cudaStreamDestroy(cudaStream_t s) {
+  if (s) --g_streams;
   delete s;
   return cudaSuccess;
 }
 cudaError_t cudaEventCreate(cudaEvent_t* e) {
+  if (injected(__func__)) return fail_injected();
   *e = new FakeEvent();
+  ++g_events;
   return cudaSuccess;
 }
 cudaError_t cudaEventDestroy(cudaEvent_t e) {
+  if (e) --g_events;
   delete e;
   return cudaSuccess;
 }
@@ -206,6 +272,7 @@ cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
   return cudaSuccess;
 }
 cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode) {
+  if (injected(__func__)) return fail_injected();
   if (s->capturing) return cudaErrorInvalidValue;
   s->capturing = true;
   s->ops.clear();
@@ -216,23 +283,34 @@ cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t* g) {
   if (!s->capturing) return cudaErrorInvalidValue;
   s->capturing = false;
   any_capturing = false;
+  if (injected(__func__)) {  // as the runtime: the capture ends, without a graph
+    s->ops.clear();
+    *g = nullptr;
+    return fail_injected();
+  }
   *g = new FakeGraph{std::move(s->ops)};
+  ++g_graphs;
   s->ops.clear();
   return cudaSuccess;
 }
 cudaError_t cudaGraphInstantiateWithFlags(cudaGraphExec_t* e, cudaGraph_t g, unsigned long long) {
+  if (injected(__func__)) return fail_injected();
   *e = new FakeGraph{g->ops};
+  ++g_execs;
   return cudaSuccess;
 }
 cudaError_t cudaGraphDestroy(cudaGraph_t g) {
+  if (g) --g_graphs;
   delete g;
   return cudaSuccess;
 }
 cudaError_t cudaGraphExecDestroy(cudaGraphExec_t e) {
+  if (e) --g_execs;
   delete e;
   return cudaSuccess;
 }
 cudaError_t cudaGraphLaunch(cudaGraphExec_t e, cudaStream_t s) {
+  if (injected(__func__)) return fail_injected();
   if (s->capturing) return cudaErrorInvalidValue;
   for (auto& op : e->ops) op();
   return cudaSuccess;
@@ -280,10 +358,13 @@ const char* cublasLtGetStatusString(cublasStatus_t s) {
 }
 size_t cublasLtGetVersion() { return 111103; }
 cublasStatus_t cublasLtCreate(cublasLtHandle_t* h) {
+  if (injected(__func__)) return CUBLAS_STATUS_ALLOC_FAILED;
   *h = new FakeLt();
+  ++g_lts;
   return CUBLAS_STATUS_SUCCESS;
 }
 cublasStatus_t cublasLtDestroy(cublasLtHandle_t h) {
+  if (h) --g_lts;
   delete h;
   return CUBLAS_STATUS_SUCCESS;
 }

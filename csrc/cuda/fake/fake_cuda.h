@@ -1,5 +1,5 @@
 // A CPU emulation of exactly the CUDA runtime, driver, cuBLASLt and NVRTC calls that
-// backend_cuda.cpp makes, for the test build of the plugin (CMake target
+// csrc/cuda/*.cpp and csrc/gpu/ make, for the test build of the plugin (CMake target
 // policyd_backend_cuda_fake). Not a CUDA implementation: one fake device, memory is host
 // memory, every asynchronous call runs at once, stream capture records the calls and a graph
 // launch replays them, a kernel launch runs the kernel (compiled from kernels.cuh as host C++)
@@ -17,7 +17,7 @@
 // ---- runtime ----
 enum cudaError_t { cudaSuccess = 0, cudaErrorMemoryAllocation = 2, cudaErrorInsufficientDriver = 35,
                    cudaErrorInvalidValue = 1, cudaErrorIllegalState = 401,
-                   cudaErrorStreamCaptureUnsupported = 900 };
+                   cudaErrorStreamCaptureUnsupported = 900, cudaErrorFakeInjected = 999 };
 enum cudaMemcpyKind { cudaMemcpyHostToDevice = 1, cudaMemcpyDeviceToHost = 2, cudaMemcpyDeviceToDevice = 3 };
 enum cudaStreamCaptureMode { cudaStreamCaptureModeThreadLocal = 1 };
 constexpr unsigned cudaHostAllocDefault = 0;
@@ -68,6 +68,7 @@ cudaError_t cudaGraphInstantiateWithFlags(cudaGraphExec_t* e, cudaGraph_t g, uns
 cudaError_t cudaGraphDestroy(cudaGraph_t g);
 cudaError_t cudaGraphExecDestroy(cudaGraphExec_t e);
 cudaError_t cudaGraphLaunch(cudaGraphExec_t e, cudaStream_t s);
+cudaError_t cudaGetLastError();
 cudaError_t cudaRuntimeGetVersion(int* v);
 cudaError_t cudaDriverGetVersion(int* v);
 cudaError_t cudaGetDeviceCount(int* n);
@@ -164,3 +165,22 @@ CUresult fake_cuModuleGetFunction(CUfunction* f, CUmodule m, const char* name);
 CUresult fake_cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
                              unsigned bz, unsigned shmem, CUstream s, void** params, void** extra);
 CUresult fake_cuGetErrorString(CUresult r, const char** s);
+
+// ---- test hooks (the emulation only; nothing of a real runtime) ----
+// The fake is a shared library (libpd_fakecuda.so) that the fake-CUDA plugin and a test program
+// both link, so a test sees the plugin's objects and steers its calls.
+
+// Objects handed out and not yet given back.
+struct FakeCudaLive {
+  long streams, events, graphs, graph_execs, lt_handles, device_allocs, pinned_allocs;
+};
+FakeCudaLive fake_cuda_live();
+// The runtime or cuBLASLt call named call ("cudaEventCreate", "cublasLtCreate",
+// "cudaGraphInstantiateWithFlags", "cudaStreamBeginCapture", "cudaMalloc", …) fails with
+// cudaErrorFakeInjected (cuBLASLt: CUBLAS_STATUS_ALLOC_FAILED) times times (-1: until cleared)
+// after succeeding after times. Thread-safe.
+void fake_cuda_fail(const char* call, int after, int times);
+// Clears every injected failure.
+void fake_cuda_clear_failures();
+// How often call has been made since the process started (graph launches, captures).
+long fake_cuda_calls(const char* call);

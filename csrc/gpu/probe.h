@@ -1,16 +1,12 @@
-// What the GPU plugins (csrc/cuda, csrc/tensorrt) share of the CUDA runtime: the checked-call
-// macro, device and pinned memory, the driver and device probe, device names. Header-only, so
-// each plugin compiles it against its own runtime: the real cuda_runtime.h, or the CPU
-// emulation of csrc/cuda/fake in the cuda plugin's test build. Include it after that header.
+// The driver and device probe every CUDA-based plugin runs when it loads, device names, the
+// dlopen of the NVIDIA libraries a plugin opens only once it has found a device, and the body
+// of a plugin's pd_backend_entry. Header-only, like check.h: include after the plugin's
+// runtime header.
 #pragma once
 
 #include <dlfcn.h>
 
-#include <algorithm>
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
-#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -19,44 +15,6 @@
 #include "../core/error.h"
 
 namespace pd::gpu {
-
-[[noreturn]] inline void cuda_fail(cudaError_t e, const char* call, const char* file, int line) {
-  const pd_error_code code = e == cudaErrorMemoryAllocation ? PD_ERR_UNAVAILABLE : PD_ERR_INTERNAL;
-  fail(code, "CUDA call ", call, " failed at ", file, ":", line, ": ", cudaGetErrorName(e), ": ",
-       cudaGetErrorString(e));
-}
-
-}  // namespace pd::gpu
-
-// Every CUDA runtime call goes through this: a failure becomes a pd::Error naming the call,
-// the place and the runtime's own message (out of memory: PD_ERR_UNAVAILABLE).
-#define PD_CUDA_CHECK(call)                                                            \
-  do {                                                                                 \
-    cudaError_t pd_e_ = (call);                                                        \
-    if (pd_e_ != cudaSuccess) ::pd::gpu::cuda_fail(pd_e_, #call, __FILE__, __LINE__); \
-  } while (0)
-
-namespace pd::gpu {
-
-struct DevFree {
-  void operator()(void* p) const { cudaFree(p); }
-};
-using DevMem = std::unique_ptr<void, DevFree>;
-struct HostFree {
-  void operator()(void* p) const { cudaFreeHost(p); }
-};
-using PinnedMem = std::unique_ptr<void, HostFree>;
-
-inline DevMem dev_alloc(size_t bytes) {
-  void* p = nullptr;
-  PD_CUDA_CHECK(cudaMalloc(&p, std::max<size_t>(bytes, 256)));
-  return DevMem(p);
-}
-inline PinnedMem pinned_alloc(size_t bytes, unsigned flags = cudaHostAllocDefault) {
-  void* p = nullptr;
-  PD_CUDA_CHECK(cudaHostAlloc(&p, std::max<size_t>(bytes, 64), flags));
-  return PinnedMem(p);
-}
 
 // What an engine cache is bound to: "sm_90".
 inline std::string arch_of(int major, int minor) { return "sm_" + std::to_string(major * 10 + minor); }
@@ -84,12 +42,6 @@ inline void* dlopen_first(const std::vector<std::string>& names, std::string* er
     *err = e ? e : n + " not found";
   }
   return nullptr;
-}
-
-// A diagnostic switch such as POLICYD_CUDA_GRAPHS: on unless the variable is "0".
-inline bool env_switch(const char* name) {
-  const char* v = std::getenv(name);
-  return !(v && std::strcmp(v, "0") == 0);
 }
 
 // The first half of a plugin's probe: "" and *count > 0 when the driver runs and sees a device,

@@ -1,0 +1,368 @@
+// The run machinery the CUDA-based plugins share (csrc/gpu/) and the cuda plugin's context on
+// the CPU emulation of CUDA (csrc/cuda/fake), with failures injected into the emulation:
+//
+//  - GpuStagedRun.*: the staged run (pinned staging -> eager -> capture -> replay) directly, as
+//    both plugins run it: a failed capture, end of capture or instantiation falls back to eager
+//    runs with one warning and serves the run; an eager failure is the run's error.
+//  - FakeCudaContext.*: the cuda plugin through the C ABI: a context whose constructor fails
+//    after its stream and cuBLASLt handle leaves no object of the emulation behind; a context
+//    whose graph cannot be instantiated serves every run eagerly with the outputs of a graph run;
+//    cuda.graphs=false never captures.
+//
+// Its own program (pd_fakecuda_tests), not part of pd_tests: it links the emulation
+// (libpd_fakecuda.so), which the real plugin that pd_tests loads must never bind to.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "fake_cuda.h"
+#include "../gpu/staged_run.h"
+#include "policyd.h"
+#include "test_util.h"
+
+namespace {
+
+// ---- the staged run --------------------------------------------------------------------------
+
+std::vector<std::string> g_lines;
+void collect(pd_log_level, const std::string& msg) { g_lines.push_back(msg); }
+
+bool equal(const FakeCudaLive& a, const FakeCudaLive& b) {
+  return a.streams == b.streams && a.events == b.events && a.graphs == b.graphs && a.graph_execs == b.graph_execs &&
+         a.lt_handles == b.lt_handles && a.device_allocs == b.device_allocs && a.pinned_allocs == b.pinned_allocs;
+}
+std::string live_str(const FakeCudaLive& v) {
+  return pd::str("streams ", v.streams, ", events ", v.events, ", graphs ", v.graphs, ", graph execs ", v.graph_execs,
+                 ", cuBLASLt handles ", v.lt_handles, ", device allocations ", v.device_allocs,
+                 ", pinned allocations ", v.pinned_allocs);
+}
+
+// A bucket whose body copies its 4-float input twice into its 8-float output on the device:
+// out = [in, in], so every run's output is checkable.
+class StagedRunTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    fake_cuda_clear_failures();
+    g_lines.clear();
+    before_ = fake_cuda_live();
+    stream_ = pd::gpu::make_stream();
+    ev0_ = pd::gpu::make_event();
+    ev1_ = pd::gpu::make_event();
+    in_ = pd::gpu::dev_alloc(16);
+    out_ = pd::gpu::dev_alloc(32);
+  }
+  void TearDown() override {
+    fake_cuda_clear_failures();
+    run_.reset();
+    in_.reset();
+    out_.reset();
+    ev0_.reset();
+    ev1_.reset();
+    stream_.reset();
+    const FakeCudaLive after = fake_cuda_live();
+    EXPECT_TRUE(equal(before_, after)) << "before: " << live_str(before_) << "\nafter:  " << live_str(after);
+  }
+
+  // body_fails(n): whether the body's n-th call (from 1) throws.
+  void make(std::function<bool(int)> body_fails = [](int) { return false; }) {
+    void* in = in_.get();
+    void* out = out_.get();
+    run_ = std::make_unique<pd::gpu::StagedRun>(
+        "test: batch 1", &collect, [this, in, out, body_fails](cudaStream_t s) {
+          ++body_calls_;
+          if (body_fails(body_calls_)) pd::fail(PD_ERR_INTERNAL, "body failed on call ", body_calls_);
+          PD_CUDA_CHECK(cudaMemcpyAsync(out, in, 16, cudaMemcpyDeviceToDevice, s));
+          PD_CUDA_CHECK(cudaMemcpyAsync(static_cast<char*>(out) + 16, in, 16, cudaMemcpyDeviceToDevice, s));
+        });
+    run_->add_input(pd::gpu::stage(in, 16, false));
+    run_->add_output(pd::gpu::stage(out, 32, false));
+  }
+
+  // One run with input {k, k+1, k+2, k+3}; checks the output.
+  void run_once(float k, bool graphs = true, bool profile = false) {
+    const float x[4] = {k, k + 1, k + 2, k + 3};
+    const void* host[] = {x};
+    double ms = -1;
+    run_->run(stream_.get(), graphs, profile, pd::gpu::RunEvents{ev0_.get(), ev1_.get()}, host, &ms);
+    const float* y = static_cast<const float*>(run_->output(0));
+    for (int i = 0; i < 8; ++i) ASSERT_EQ(y[i], x[i % 4]) << "element " << i << " of the run with k=" << k;
+    if (profile) {
+      EXPECT_GE(ms, 0.0);
+    }
+  }
+
+  FakeCudaLive before_{};
+  pd::gpu::Stream stream_;
+  pd::gpu::Event ev0_, ev1_;
+  pd::gpu::DevMem in_, out_;
+  std::unique_ptr<pd::gpu::StagedRun> run_;
+  int body_calls_ = 0;
+};
+
+using Mode = pd::gpu::StagedRun::Mode;
+
+TEST_F(StagedRunTest, EagerThenCaptureThenReplay) {
+  make();
+  const long launches = fake_cuda_calls("cudaGraphLaunch");
+  run_once(1);
+  EXPECT_EQ(run_->mode(), Mode::kWarm);
+  run_once(2);
+  EXPECT_EQ(run_->mode(), Mode::kReplay);
+  run_once(3, true, true);
+  run_once(4);
+  EXPECT_EQ(body_calls_, 2);  // the eager run and the capture; replays do not call the body
+  EXPECT_EQ(fake_cuda_calls("cudaGraphLaunch") - launches, 3);
+  EXPECT_TRUE(g_lines.empty());
+}
+
+TEST_F(StagedRunTest, GraphsOffRunsEagerly) {
+  make();
+  const long captures = fake_cuda_calls("cudaStreamBeginCapture");
+  for (int i = 0; i < 3; ++i) run_once(static_cast<float>(i), false);
+  EXPECT_EQ(body_calls_, 3);
+  EXPECT_EQ(fake_cuda_calls("cudaStreamBeginCapture"), captures);
+}
+
+// Each way a capture can fail: the run is served eagerly, one warning names why, later runs
+// stay eager without trying again, and nothing of the capture is left behind (TearDown).
+struct CaptureFailure {
+  const char* call;     // injected into the emulation, or "" for a body that throws under capture
+  const char* says;     // in the warning
+};
+class StagedRunFallback : public StagedRunTest, public ::testing::WithParamInterface<CaptureFailure> {};
+
+TEST_P(StagedRunFallback, FallsBackToEagerOnceAndKeepsServing) {
+  const CaptureFailure f = GetParam();
+  if (*f.call) {
+    make();
+    fake_cuda_fail(f.call, 0, -1);
+  } else {
+    make([](int call) { return call == 2; });  // the second call is the capture
+  }
+  const long begins = fake_cuda_calls("cudaStreamBeginCapture");
+  run_once(1);
+  run_once(2);  // the capture fails: served eagerly
+  EXPECT_EQ(run_->mode(), Mode::kEagerOnly);
+  run_once(3, true, true);
+  run_once(4);
+  EXPECT_EQ(fake_cuda_calls("cudaStreamBeginCapture") - begins, 1) << "capture is tried once";
+  ASSERT_EQ(g_lines.size(), 1u);
+  EXPECT_NE(g_lines[0].find("test: batch 1: no CUDA graph, running eagerly: "), std::string::npos) << g_lines[0];
+  EXPECT_NE(g_lines[0].find(f.says), std::string::npos) << g_lines[0];
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess) << "the fallback clears the runtime's error";
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Failures, StagedRunFallback,
+    ::testing::Values(CaptureFailure{"cudaGraphInstantiateWithFlags", "cudaGraphInstantiateWithFlags: cudaErrorFakeInjected"},
+                      CaptureFailure{"cudaStreamBeginCapture", "cudaStreamBeginCapture: cudaErrorFakeInjected"},
+                      CaptureFailure{"cudaStreamEndCapture", "cudaStreamEndCapture: cudaErrorFakeInjected"},
+                      CaptureFailure{"", "body failed on call 2"}),
+    [](const ::testing::TestParamInfo<CaptureFailure>& i) {
+      return std::string(*i.param.call ? i.param.call : "BodyUnderCapture");
+    });
+
+TEST_F(StagedRunTest, EagerFailureIsTheRunsError) {
+  make([](int call) { return call == 1; });
+  const float x[4] = {};
+  const void* host[] = {x};
+  double ms = 0;
+  try {
+    run_->run(stream_.get(), true, false, pd::gpu::RunEvents{ev0_.get(), ev1_.get()}, host, &ms);
+    FAIL() << "the failed eager run returned";
+  } catch (const pd::Error& e) {
+    EXPECT_EQ(e.code(), PD_ERR_INTERNAL);
+    EXPECT_NE(std::string(e.what()).find("body failed on call 1"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(run_->mode(), Mode::kCold);
+  run_once(5);  // the next run is eager again, then the graph as usual
+  run_once(6);
+  EXPECT_EQ(run_->mode(), Mode::kReplay);
+  EXPECT_TRUE(g_lines.empty());
+}
+
+TEST_F(StagedRunTest, ReplayFailureIsTheRunsError) {
+  make();
+  run_once(1);
+  run_once(2);
+  fake_cuda_fail("cudaGraphLaunch", 0, 1);
+  const float x[4] = {};
+  const void* host[] = {x};
+  double ms = 0;
+  EXPECT_THROW(run_->run(stream_.get(), true, false, pd::gpu::RunEvents{ev0_.get(), ev1_.get()}, host, &ms), pd::Error);
+  run_once(3);
+}
+
+// ---- the cuda plugin's context, through the C ABI ----------------------------------------------
+
+std::mutex g_log_mu;
+std::vector<std::string> g_plugin_lines;
+void plugin_log(void*, pd_log_level level, const char* msg) {
+  std::lock_guard<std::mutex> l(g_log_mu);
+  if (level >= PD_LOG_WARN) g_plugin_lines.push_back(msg);
+}
+
+class FakeCudaContext : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    fake_cuda_clear_failures();
+    pd_set_log_callback(&plugin_log, nullptr);
+    g_plugin_lines.clear();
+    pd_runtime_options* ro = nullptr;
+    ASSERT_EQ(pd_runtime_options_create(&ro), nullptr);
+    ASSERT_EQ(pd_runtime_options_set_backend_dir(ro, PD_FAKE_CUDA_DIR), nullptr);
+    ASSERT_EQ(pd_runtime_create(ro, &rt_), nullptr);
+    pd_runtime_options_destroy(ro);
+  }
+  void TearDown() override {
+    fake_cuda_clear_failures();
+    if (e_) pd_engine_destroy(e_);
+    pd_runtime_destroy(rt_);
+    pd_set_log_callback(nullptr, nullptr);
+  }
+
+  void build(const char* graphs = nullptr) {
+    pd_engine_options* eo = nullptr;
+    ASSERT_EQ(pd_engine_options_create(&eo), nullptr);
+    ASSERT_EQ(pd_engine_options_set_backend(eo, "cuda"), nullptr);
+    ASSERT_EQ(pd_engine_options_set_name(eo, "mlp-small"), nullptr);
+    if (graphs) {
+      ASSERT_EQ(pd_engine_options_set_param(eo, "cuda.graphs", graphs), nullptr);
+    }
+    const std::string model = pd::test::slurp(PD_SHARED_DIR "/peers/models/mlp-small.onnx");
+    pd_error* err = pd_engine_create(rt_, model.data(), model.size(), eo, &e_);
+    pd_engine_options_destroy(eo);
+    ASSERT_EQ(err, nullptr) << pd_error_get_message(err);
+  }
+
+  // The action for obs = {k, k+1, …} (mlp-small: obs [1, 8] -> action [1, 2]).
+  static std::vector<float> run(pd_context* c, float k) {
+    float obs[8];
+    for (int i = 0; i < 8; ++i) obs[i] = k + 0.125f * static_cast<float>(i);
+    pd_tensor in{};
+    in.dtype = PD_DTYPE_FLOAT32;
+    in.rank = 2;
+    in.dims[0] = 1;
+    in.dims[1] = 8;
+    in.data = obs;
+    in.byte_size = sizeof obs;
+    pd_tensor out{};
+    pd_error* err = pd_context_run(c, &in, 1, &out, 1);
+    if (err) {
+      std::string m = pd_error_get_message(err);
+      pd_error_free(err);
+      throw std::runtime_error(m);
+    }
+    const float* y = static_cast<const float*>(out.data);
+    return std::vector<float>(y, y + out.byte_size / sizeof(float));
+  }
+
+  pd_runtime* rt_ = nullptr;
+  pd_engine* e_ = nullptr;
+};
+
+// The resources the context makes after its stream and cuBLASLt handle: each failing in turn
+// must leave the emulation's live objects as they were (the stream and the handle released).
+TEST_F(FakeCudaContext, ConstructorFailureLeaksNothing) {
+  build();
+  struct Inject {
+    const char* call;
+    int after;
+  };
+  for (const Inject& f : {Inject{"cublasLtCreate", 0}, Inject{"cudaMalloc", 0}, Inject{"cudaEventCreate", 0},
+                          Inject{"cudaEventCreate", 1}}) {
+    SCOPED_TRACE(pd::str(f.call, " failing after ", f.after, " successes"));
+    const FakeCudaLive before = fake_cuda_live();
+    fake_cuda_fail(f.call, f.after, 1);
+    pd_context* c = nullptr;
+    pd_error* err = pd_context_create(e_, &c);
+    fake_cuda_clear_failures();
+    ASSERT_NE(err, nullptr) << "the context was made despite the injected failure";
+    EXPECT_NE(std::string(pd_error_get_message(err)).find(f.call), std::string::npos) << pd_error_get_message(err);
+    pd_error_free(err);
+    EXPECT_EQ(c, nullptr);
+    const FakeCudaLive after = fake_cuda_live();
+    EXPECT_TRUE(equal(before, after)) << "before: " << live_str(before) << "\nafter:  " << live_str(after);
+  }
+  // And the engine still makes working contexts.
+  pd_context* c = nullptr;
+  ASSERT_EQ(pd_context_create(e_, &c), nullptr);
+  EXPECT_EQ(run(c, 0.5f).size(), 2u);
+  pd_context_destroy(c);
+}
+
+TEST_F(FakeCudaContext, ContextReleasesEverything) {
+  build();
+  const FakeCudaLive before = fake_cuda_live();
+  pd_context* c = nullptr;
+  ASSERT_EQ(pd_context_create(e_, &c), nullptr);
+  for (int i = 0; i < 3; ++i) run(c, 0.25f * static_cast<float>(i));
+  pd_context_destroy(c);
+  const FakeCudaLive after = fake_cuda_live();
+  EXPECT_TRUE(equal(before, after)) << "before: " << live_str(before) << "\nafter:  " << live_str(after);
+}
+
+// A graph that cannot be instantiated: every run is served eagerly, with the outputs a graph
+// run gives, and one warning (the tensorrt plugin's behaviour, now both plugins').
+TEST_F(FakeCudaContext, FailedInstantiateFallsBackToEager) {
+  build();
+  pd_context* good = nullptr;
+  ASSERT_EQ(pd_context_create(e_, &good), nullptr);
+  std::vector<std::vector<float>> want;
+  for (int i = 0; i < 4; ++i) want.push_back(run(good, 0.5f * static_cast<float>(i)));  // eager, capture, replays
+  pd_context_destroy(good);
+
+  pd_context* c = nullptr;
+  ASSERT_EQ(pd_context_create(e_, &c), nullptr);
+  fake_cuda_fail("cudaGraphInstantiateWithFlags", 0, -1);
+  const long launches = fake_cuda_calls("cudaGraphLaunch");
+  const FakeCudaLive live = fake_cuda_live();
+  for (int i = 0; i < 4; ++i) {
+    std::vector<float> got;
+    ASSERT_NO_THROW(got = run(c, 0.5f * static_cast<float>(i))) << "run " << i;
+    EXPECT_EQ(got, want[i]) << "run " << i;
+  }
+  EXPECT_EQ(fake_cuda_calls("cudaGraphLaunch"), launches);
+  EXPECT_EQ(fake_cuda_live().graphs, live.graphs);
+  EXPECT_EQ(fake_cuda_live().graph_execs, live.graph_execs);
+  {
+    std::lock_guard<std::mutex> l(g_log_mu);
+    ASSERT_EQ(g_plugin_lines.size(), 1u);
+    EXPECT_NE(g_plugin_lines[0].find("no CUDA graph, running eagerly: cudaGraphInstantiateWithFlags"),
+              std::string::npos)
+        << g_plugin_lines[0];
+  }
+  pd_context_destroy(c);
+}
+
+// cuda.graphs=false (the backend parameter that replaced POLICYD_CUDA_GRAPHS=0): never a capture.
+TEST_F(FakeCudaContext, GraphsParameterOffNeverCaptures) {
+  build("false");
+  pd_context* c = nullptr;
+  ASSERT_EQ(pd_context_create(e_, &c), nullptr);
+  const long begins = fake_cuda_calls("cudaStreamBeginCapture");
+  for (int i = 0; i < 3; ++i) run(c, 1.f);
+  EXPECT_EQ(fake_cuda_calls("cudaStreamBeginCapture"), begins);
+  pd_context_destroy(c);
+}
+
+TEST_F(FakeCudaContext, UnknownParameterIsRefused) {
+  pd_engine_options* eo = nullptr;
+  ASSERT_EQ(pd_engine_options_create(&eo), nullptr);
+  ASSERT_EQ(pd_engine_options_set_backend(eo, "cuda"), nullptr);
+  ASSERT_EQ(pd_engine_options_set_param(eo, "cuda.graphs", "off"), nullptr);
+  const std::string model = pd::test::slurp(PD_SHARED_DIR "/peers/models/mlp-small.onnx");
+  pd_error* err = pd_engine_create(rt_, model.data(), model.size(), eo, &e_);
+  pd_engine_options_destroy(eo);
+  ASSERT_NE(err, nullptr);
+  EXPECT_EQ(pd_error_get_code(err), PD_ERR_INVALID_ARG);
+  EXPECT_NE(std::string(pd_error_get_message(err)).find("'graphs' must be true or false, got 'off'"), std::string::npos)
+      << pd_error_get_message(err);
+  pd_error_free(err);
+}
+
+}  // namespace
