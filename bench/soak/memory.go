@@ -7,15 +7,14 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/valyala/fasthttp"
 
-	"github.com/policyd/policyd/bench/machine"
 	"github.com/policyd/policyd/bench/peers"
+	"github.com/policyd/policyd/bench/proc"
 )
 
 // MemoryConfig is one run of the memory targets.
@@ -92,16 +91,15 @@ func Memory(ctx context.Context, cfg MemoryConfig) (*MemoryReport, error) {
 	if cfg.Log == nil {
 		cfg.Log = io.Discard
 	}
-	if err := absPaths(&cfg.OutDir, &cfg.Policyd, &cfg.Policyctl, &cfg.PeersDir, &cfg.Root); err != nil {
+	if err := proc.AbsPaths(&cfg.OutDir, &cfg.Policyd, &cfg.Policyctl, &cfg.PeersDir, &cfg.Root); err != nil {
 		return nil, err
 	}
-	dir := filepath.Join(cfg.OutDir, cfg.RunID)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	dir, r, err := startRun(ctx, cfg.OutDir, cfg.RunID)
+	if err != nil {
 		return nil, err
 	}
-	cpu, _ := machine.CPUInfo()
-	rep := &MemoryReport{RunID: cfg.RunID, Date: time.Now().UTC().Format(time.RFC3339), Command: cfg.Command,
-		Commit: machine.GitCommit(ctx), CPU: cpu, Nproc: runtime.NumCPU(), Env: cfg.Env, Pass: true}
+	rep := &MemoryReport{RunID: cfg.RunID, Date: r.date, Command: cfg.Command,
+		Commit: r.commit, CPU: r.cpu, Nproc: r.nproc, Env: cfg.Env, Pass: true}
 	sc := Config{Root: cfg.Root, PeersDir: cfg.PeersDir, Policyctl: cfg.Policyctl}
 	repo := filepath.Join(dir, "repository")
 	fmt.Fprintf(cfg.Log, "memory: building the repository (%s)\n", strings.Join(memoryModels, ", "))
@@ -161,43 +159,43 @@ func runMemoryCase(ctx context.Context, cfg MemoryConfig, dir, repo, tag string,
 		c.Error = err.Error()
 		return c
 	}
-	defer srv.stop()
-	c.ServerLog = srv.log
+	defer srv.Stop()
+	c.ServerLog = srv.Log
 	hc := &fasthttp.Client{MaxResponseBodySize: 64 << 20, ReadTimeout: 2 * time.Minute, WriteTimeout: 2 * time.Minute}
 	for _, m := range memoryModels {
-		if code, _, err := post(hc, srv.addr, m, small[m].JSON); err != nil || code != 200 {
+		if code, _, err := post(hc, srv.Addr, m, small[m].JSON); err != nil || code != 200 {
 			c.Error = fmt.Sprintf("warm-up request to %s: status %d, %v", m, code, err)
 			return c
 		}
 	}
 	time.Sleep(500 * time.Millisecond)
-	c.PeakReset = resetPeak(srv.pid()) == nil
-	idle, err := ReadStatus(srv.pid())
+	c.PeakReset = resetPeak(srv.PID()) == nil
+	idle, err := ReadStatus(srv.PID())
 	if err != nil {
 		c.Error = err.Error()
 		return c
 	}
 	c.IdleRSS = idle.RSS
 	t0 := time.Now()
-	code, answer, err := post(hc, srv.addr, c.Model, body)
+	code, answer, err := post(hc, srv.Addr, c.Model, body)
 	c.LatencyMs = round(time.Since(t0).Seconds()*1000, 1)
 	c.Status = code
 	if code != 200 {
 		c.Answer = clip(answer, 300)
 	}
-	if !srv.alive() {
+	if !srv.Alive() {
 		c.ServerDied = true
-		c.Error = fmt.Sprintf("policyd exited (%v): %s", srv.err, tail(srv.log, 300))
+		c.Error = fmt.Sprintf("policyd exited (%v): %s", srv.Err(), proc.Tail(srv.Log, 300))
 		return c
 	}
-	after, serr := ReadStatus(srv.pid())
+	after, serr := ReadStatus(srv.PID())
 	if serr != nil {
 		c.Error = serr.Error()
 		return c
 	}
 	c.PeakRSS = after.Peak
 	time.Sleep(2 * time.Second)
-	if later, err := ReadStatus(srv.pid()); err == nil {
+	if later, err := ReadStatus(srv.PID()); err == nil {
 		c.AfterRSS = later.RSS
 	}
 	c.AboveIdle = c.PeakRSS - c.IdleRSS

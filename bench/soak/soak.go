@@ -32,6 +32,8 @@ import (
 	"github.com/policyd/policyd/bench/load"
 	"github.com/policyd/policyd/bench/machine"
 	"github.com/policyd/policyd/bench/peers"
+	"github.com/policyd/policyd/bench/proc"
+	"github.com/policyd/policyd/bench/scrape"
 )
 
 // Config is one soak.
@@ -103,22 +105,23 @@ func (c *Config) Validate() error {
 	if c.Log == nil {
 		c.Log = io.Discard
 	}
-	return absPaths(&c.OutDir, &c.Policyd, &c.Policyctl, &c.PeersDir, &c.Root)
+	return proc.AbsPaths(&c.OutDir, &c.Policyd, &c.Policyctl, &c.PeersDir, &c.Root)
 }
 
-// absPaths makes the paths absolute: a config file's relative paths are relative to its folder.
-func absPaths(ps ...*string) error {
-	for _, p := range ps {
-		if *p == "" {
-			continue
-		}
-		abs, err := filepath.Abs(*p)
-		if err != nil {
-			return err
-		}
-		*p = abs
+// run is what a report records of when and where it ran.
+type run struct {
+	date, commit, cpu string
+	nproc             int
+}
+
+// startRun makes the run's folder, OUT/RUN-ID, and reads the date, the commit and the machine.
+func startRun(ctx context.Context, outDir, runID string) (dir string, r run, err error) {
+	dir = filepath.Join(outDir, runID)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", r, err
 	}
-	return nil
+	cpu, _ := machine.CPUInfo()
+	return dir, run{date: time.Now().UTC().Format(time.RFC3339), commit: machine.GitCommit(ctx), cpu: cpu, nproc: runtime.NumCPU()}, nil
 }
 
 // Sample is one reading of the server, T seconds after the load started.
@@ -175,13 +178,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	dir := filepath.Join(cfg.OutDir, cfg.RunID)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	dir, r, err := startRun(ctx, cfg.OutDir, cfg.RunID)
+	if err != nil {
 		return nil, err
 	}
-	cpu, _ := machine.CPUInfo()
-	rep := &Report{RunID: cfg.RunID, Date: time.Now().UTC().Format(time.RFC3339), Command: cfg.Command,
-		Commit: machine.GitCommit(ctx), CPU: cpu, Nproc: runtime.NumCPU(), Load: []string{machine.Loadavg()},
+	rep := &Report{RunID: cfg.RunID, Date: r.date, Command: cfg.Command,
+		Commit: r.commit, CPU: r.cpu, Nproc: r.nproc, Load: []string{machine.Loadavg()},
 		Env: cfg.Env, Duration: cfg.Duration.Seconds(), Exclude: cfg.Exclude.Seconds(), Every: cfg.Every.Seconds(),
 		Conns: cfg.Connections, MaxSlope: cfg.MaxSlope}
 
@@ -198,10 +200,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer srv.stop()
-	rep.ServerLog = srv.log
+	defer srv.Stop()
+	rep.ServerLog = srv.Log
 	fmt.Fprintf(cfg.Log, "soak: policyd pid %d on %s; %v over %d connections, sampling every %v, slope after %v\n",
-		srv.pid(), srv.addr, cfg.Duration, cfg.Connections, cfg.Every, cfg.Exclude)
+		srv.PID(), srv.Addr, cfg.Duration, cfg.Connections, cfg.Every, cfg.Exclude)
 
 	// The load: the connections dealt round robin to the models.
 	lctx, cancel := context.WithCancel(ctx)
@@ -219,7 +221,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			results[i], loadErrs[i] = load.Run(lctx, load.Request{URL: "http://" + srv.addr + "/v2/models/" + m + "/infer", Body: req.JSON},
+			results[i], loadErrs[i] = load.Run(lctx, load.Request{URL: "http://" + srv.Addr + "/v2/models/" + m + "/infer", Body: req.JSON},
 				load.Options{Mode: "closed", Connections: conns, Duration: cfg.Duration, MaxRequests: math.MaxInt64,
 					Timeout: 10 * time.Second, Check: &req.Ref})
 			results[i].Label = m
@@ -241,8 +243,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		case <-tick.C:
 			s, err := sample(srv, time.Since(t0))
 			if err != nil {
-				if !srv.alive() {
-					rep.Failures = append(rep.Failures, fmt.Sprintf("policyd exited after %v (%v): %s", time.Since(t0).Round(time.Second), srv.err, tail(srv.log, 400)))
+				if !srv.Alive() {
+					rep.Failures = append(rep.Failures, fmt.Sprintf("policyd exited after %v (%v): %s", time.Since(t0).Round(time.Second), srv.Err(), proc.Tail(srv.Log, 400)))
 					cancel()
 					continue
 				}
@@ -277,13 +279,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 }
 
 // sample reads the server's /proc status and its Go runtime metrics.
-func sample(srv *server, at time.Duration) (Sample, error) {
-	st, err := ReadStatus(srv.pid())
+func sample(srv *proc.Proc, at time.Duration) (Sample, error) {
+	st, err := ReadStatus(srv.PID())
 	if err != nil {
 		return Sample{}, err
 	}
 	s := Sample{T: math.Round(at.Seconds()*10) / 10, Status: st}
-	if ms, err := scrape(srv.addr, "go_memstats_heap_inuse_bytes", "go_memstats_sys_bytes", "go_goroutines"); err == nil {
+	if ms, err := scrape.Metrics(srv.Addr, "go_memstats_heap_inuse_bytes", "go_memstats_sys_bytes", "go_goroutines"); err == nil {
 		for name, dst := range map[string]**float64{"go_memstats_heap_inuse_bytes": &s.HeapInuse, "go_memstats_sys_bytes": &s.GoSys, "go_goroutines": &s.Goroutines} {
 			if v, ok := ms[name]; ok {
 				*dst = &v

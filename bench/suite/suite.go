@@ -27,6 +27,8 @@ import (
 	"github.com/policyd/policyd/bench/load"
 	"github.com/policyd/policyd/bench/machine"
 	"github.com/policyd/policyd/bench/peers"
+	"github.com/policyd/policyd/bench/proc"
+	"github.com/policyd/policyd/bench/scrape"
 )
 
 // Stages, in the order they run.
@@ -85,17 +87,7 @@ func (c *Config) Validate() error {
 		return errors.New(strings.Join(errs, "; "))
 	}
 	// Servers get absolute paths: a config file's relative paths are relative to its folder.
-	for _, p := range []*string{&c.OutDir, &c.Policyd, &c.PeersDir, &c.NodeModules, &c.Root} {
-		if *p == "" {
-			continue
-		}
-		abs, err := filepath.Abs(*p)
-		if err != nil {
-			return err
-		}
-		*p = abs
-	}
-	return nil
+	return proc.AbsPaths(&c.OutDir, &c.Policyd, &c.PeersDir, &c.NodeModules, &c.Root)
 }
 
 // plan is how long and at how many points each stage measures; quick halves the durations
@@ -334,16 +326,16 @@ func (r *run) describeMachine(ctx context.Context) error {
 		return fmt.Errorf("policyd does not start: %w", err)
 	}
 	b := r.body("mlp-small", 1)
-	_, err = load.Run(ctx, load.Request{URL: inferURL(srv.addr, "mlp-small"), Body: b.JSON},
+	_, err = load.Run(ctx, load.Request{URL: inferURL(srv.Addr, "mlp-small"), Body: b.JSON},
 		load.Options{Mode: "closed", Connections: 1, Duration: 50 * time.Millisecond, Check: &b.Ref})
 	r.ss.stop(srv)
 	if err != nil {
 		return fmt.Errorf("policyd fails the mlp-small reference check: %w", err)
 	}
-	out, _ := os.ReadFile(srv.log)
+	out, _ := os.ReadFile(srv.Log)
 	m.OneDNNISA, m.OneDNNVersion, m.OneDNNRuntime = machine.OneDNNISA(string(out)), machine.OneDNNVersion(string(out)), machine.OneDNNRuntime(string(out))
 	if m.OneDNNISA == "" {
-		r.note("oneDNN printed no ISA line under ONEDNN_VERBOSE=1 (see %s)", srv.log)
+		r.note("oneDNN printed no ISA line under ONEDNN_VERBOSE=1 (see %s)", srv.Log)
 	}
 	r.rep.Machine = m
 	return nil
@@ -365,7 +357,7 @@ type policydOptions struct {
 
 // startPolicyd writes a config for opts and starts bin/policyd on a free port.
 func (r *run) startPolicyd(ctx context.Context, tag string, opts policydOptions) (*server, error) {
-	port, err := freePort()
+	port, err := proc.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -434,9 +426,9 @@ func (r *run) measure(ctx context.Context, srv *server, c Case, req load.Request
 // closed measures one closed-loop case of model at batch against srv, JSON or binary.
 func (r *run) closed(ctx context.Context, stage string, srv *server, model string, batch, conc int, binary bool, dur, warm time.Duration) Case {
 	b := r.body(model, batch)
-	req := load.Request{URL: inferURL(srv.addr, model), Body: b.JSON}
+	req := load.Request{URL: inferURL(srv.Addr, model), Body: b.JSON}
 	ref := b.Ref
-	if srv.name == "floor" {
+	if srv.Name == "floor" {
 		ref.ShapeOnly = true // the floor answers a constant of the right shape
 	}
 	if binary {
@@ -447,7 +439,7 @@ func (r *run) closed(ctx context.Context, stage string, srv *server, model strin
 		}
 		req.Body, req.HeaderLength = body, n
 	}
-	name := srv.name
+	name := srv.Name
 	if strings.HasPrefix(name, "policyd") {
 		name = "policyd"
 	}
@@ -457,7 +449,7 @@ func (r *run) closed(ctx context.Context, stage string, srv *server, model strin
 	}
 	r.prog.step("%s: %s %s %s b%d c%d", stage, name, proto, model, batch, conc)
 	return r.measure(ctx, srv, Case{Stage: stage, Server: name, Model: model, Batch: batch},
-		req, load.Options{Mode: "closed", Connections: conc, Duration: dur, Warmup: warm, ServerPIDs: srv.pids(), Check: &ref})
+		req, load.Options{Mode: "closed", Connections: conc, Duration: dur, Warmup: warm, ServerPIDs: srv.PIDs(), Check: &ref})
 }
 
 // policydStages runs, on one policyd serving mlp-small and mlp-med with default settings, the
@@ -494,8 +486,8 @@ func (r *run) policydStages(ctx context.Context) error {
 		}
 	}
 	r.sweepAndOpen(ctx, srv)
-	if !srv.alive() {
-		r.fail("policyd exited during the run: %s", tail(srv.log, 600))
+	if !srv.Alive() {
+		r.fail("policyd exited during the run: %s", proc.Tail(srv.Log, 600))
 	}
 	return ctx.Err()
 }
@@ -515,7 +507,7 @@ func (r *run) matrix(ctx context.Context, srv *server) {
 // sweepAndOpen runs the concurrency sweep and the open-loop rates of mlp-med b1 JSON on srv.
 func (r *run) sweepAndOpen(ctx context.Context, srv *server) {
 	p := r.plan
-	name := srv.name
+	name := srv.Name
 	if strings.HasPrefix(name, "policyd") {
 		name = "policyd"
 	}
@@ -546,9 +538,9 @@ func (r *run) sweepAndOpen(ctx context.Context, srv *server) {
 		rate := float64(int(f*peak.RPS/10+0.5) * 10)
 		r.prog.step("open-loop: %s mlp-med b1 at %s req/s (%.0f %% of its peak)", name, num(rate, 0), 100*f)
 		r.measure(ctx, srv, Case{Stage: "open-loop", Server: name, Model: "mlp-med", Batch: 1},
-			load.Request{URL: inferURL(srv.addr, "mlp-med"), Body: b.JSON},
+			load.Request{URL: inferURL(srv.Addr, "mlp-med"), Body: b.JSON},
 			load.Options{Mode: "open", Connections: 64, Outstanding: 512, Rate: rate, Arrival: "poisson", Seed: uint64(i + 1),
-				Duration: p.openDur, Warmup: p.warm / 2, ServerPIDs: srv.pids(), Check: &ref})
+				Duration: p.openDur, Warmup: p.warm / 2, ServerPIDs: srv.PIDs(), Check: &ref})
 	}
 }
 
@@ -567,7 +559,7 @@ func (r *run) peerStages(ctx context.Context) {
 	}
 	if r.setup.NodeReady() {
 		r.prog.step("starting the Node + onnxruntime-node peer")
-		port, err := freePort()
+		port, err := proc.FreePort()
 		if err == nil {
 			addr := fmt.Sprintf("127.0.0.1:%d", port)
 			var srv *server
@@ -598,7 +590,7 @@ func (r *run) peerStages(ctx context.Context) {
 		r.fail("floor peer: go build: %v: %s", err, strings.TrimSpace(string(out)))
 		return
 	}
-	port, err := freePort()
+	port, err := proc.FreePort()
 	if err != nil {
 		r.fail("floor peer: %v", err)
 		return
@@ -637,7 +629,7 @@ func (r *run) matrixByRunAll(ctx context.Context) {
 		return
 	}
 	r.prog.step("run_all.sh: node, fastapi, fastapi-w2, floor and policyd (several minutes)")
-	port, err := freePort()
+	port, err := proc.FreePort()
 	if err != nil {
 		r.fail("run_all.sh: %v", err)
 		return
@@ -718,13 +710,13 @@ func (r *run) memory(ctx context.Context) {
 }
 
 func (r *run) memorySample(srv *server, row MemoryRow) MemoryRow {
-	mem, err := load.ProcMemory(srv.pid())
+	mem, err := load.ProcMemory(srv.PID())
 	if err != nil {
 		row.Error = err.Error()
 		return row
 	}
 	row.RSS, row.PeakRSS = mem.RSS, mem.PeakRSS
-	if ms, err := metrics(srv.addr, "go_memstats_heap_inuse_bytes", "policyd_engine_memory_bytes"); err == nil {
+	if ms, err := scrape.Metrics(srv.Addr, "go_memstats_heap_inuse_bytes", "policyd_engine_memory_bytes"); err == nil {
 		if v, ok := ms["go_memstats_heap_inuse_bytes"]; ok {
 			row.HeapInuse = &v
 		}
@@ -747,7 +739,7 @@ func (r *run) memoryUnderLoad(ctx context.Context, srv *server, model string, ba
 		t := time.NewTicker(50 * time.Millisecond)
 		defer t.Stop()
 		for {
-			if m, err := load.ProcMemory(srv.pid()); err == nil && m.RSS > maxRSS.Load() {
+			if m, err := load.ProcMemory(srv.PID()); err == nil && m.RSS > maxRSS.Load() {
 				maxRSS.Store(m.RSS)
 			}
 			select {
@@ -757,7 +749,7 @@ func (r *run) memoryUnderLoad(ctx context.Context, srv *server, model string, ba
 			}
 		}
 	}()
-	res, err := load.Run(ctx, load.Request{URL: inferURL(srv.addr, model), Body: b.JSON},
+	res, err := load.Run(ctx, load.Request{URL: inferURL(srv.Addr, model), Body: b.JSON},
 		load.Options{Mode: "closed", Connections: conc, Duration: r.plan.memDur, Warmup: r.plan.warm / 2, Check: &b.Ref})
 	err = srv.explain(err)
 	close(stop)
@@ -788,7 +780,7 @@ func (r *run) search(ctx context.Context) {
 			r.fail("search %s: %v", cfg, err)
 			continue
 		}
-		req := load.Request{URL: inferURL(srv.addr, "mlp-med"), Body: b.JSON}
+		req := load.Request{URL: inferURL(srv.Addr, "mlp-med"), Body: b.JSON}
 		r.prog.step("search: %s closed loop, 32 connections", cfg)
 		res, err := load.Run(ctx, req, load.Options{Mode: "closed", Connections: 32, Duration: r.plan.probeDur, Warmup: r.plan.warm / 2, Check: &b.Ref})
 		err = srv.explain(err)

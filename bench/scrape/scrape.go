@@ -1,0 +1,56 @@
+// Package scrape reads a server's Prometheus /metrics for the benchmarks.
+package scrape
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"github.com/valyala/fasthttp"
+)
+
+// Metrics fetches http://addr/metrics and returns the values of the named series (summed
+// over their labels); a name absent from the exposition is absent from the map.
+func Metrics(addr string, names ...string) (map[string]float64, error) {
+	code, body, err := fasthttp.GetTimeout(nil, "http://"+addr+"/metrics", 5*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	if code != 200 {
+		return nil, fmt.Errorf("GET /metrics: status %d", code)
+	}
+	return Parse(string(body), names...), nil
+}
+
+// Parse reads Prometheus text exposition (with prometheus/common's parser): for each wanted
+// name, the sum of its samples (gauges, counters, untyped). A name absent from the text is
+// absent from the map. Text the parser refuses yields an empty map.
+func Parse(text string, names ...string) map[string]float64 {
+	out := map[string]float64{}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := p.TextToMetricFamilies(strings.NewReader(text))
+	if err != nil {
+		return out
+	}
+	for _, n := range names {
+		mf, ok := families[n]
+		if !ok {
+			continue
+		}
+		sum := 0.0
+		for _, m := range mf.GetMetric() {
+			switch {
+			case m.Gauge != nil:
+				sum += m.GetGauge().GetValue()
+			case m.Counter != nil:
+				sum += m.GetCounter().GetValue()
+			case m.Untyped != nil:
+				sum += m.GetUntyped().GetValue()
+			}
+		}
+		out[n] = sum
+	}
+	return out
+}
