@@ -40,6 +40,66 @@ func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) (code int, do
 	return 0, false
 }
 
+// reportRun is a bench subcommand that runs a report (suite, soak, memory): its flags and
+// how it was invoked.
+type reportRun struct {
+	name           string
+	fs             *flag.FlagSet
+	argv0          string
+	path, args     []string
+	stdout, stderr io.Writer
+}
+
+func newReportRun(argv0 string, path, args []string, stdout, stderr io.Writer) *reportRun {
+	name := strings.Join(path, " ")
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return &reportRun{name: name, fs: fs, argv0: argv0, path: path, args: args, stdout: stdout, stderr: stderr}
+}
+
+// usage sets the -h text: the name and title, the usage line, about (a paragraph ending in
+// "\n\nFlags:\n") and the flags.
+func (r *reportRun) usage(title, about string) {
+	r.fs.Usage = func() {
+		w := r.fs.Output()
+		fmt.Fprintf(w, "%s — %s\n\nUsage:\n  %s [flags]\n\n", r.name, title, r.name)
+		fmt.Fprint(w, about)
+		r.fs.PrintDefaults()
+	}
+}
+
+// parse parses the flags and finds this binary, which the run calls back, and the command line
+// the report records; done says to return code now.
+func (r *reportRun) parse() (exe, command string, code int, done bool) {
+	if code, done := parseFlags(r.fs, r.args, r.stdout); done {
+		return "", "", code, true
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return "", "", r.fail(err), true
+	}
+	return exe, machine.ShellQuote(append(append([]string{r.argv0}, r.path[1:]...), r.args...)), 0, false
+}
+
+// fail reports err on stderr and returns the exit code 1.
+func (r *reportRun) fail(err error) int {
+	fmt.Fprintf(r.stderr, "%s: %v\n", r.name, err)
+	return 1
+}
+
+// exit is the exit code of a run that ended with err: 0 when nil, 130 when interrupted, else 1
+// (err reported on stderr).
+func (r *reportRun) exit(err error) int {
+	if err == nil {
+		return 0
+	}
+	r.fail(err)
+	if errors.Is(err, context.Canceled) {
+		return 130
+	}
+	return 1
+}
+
 func benchLoad(ctx context.Context, argv0 string, path, args []string, stdout, stderr io.Writer) int {
 	name := strings.Join(path, " ")
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
@@ -178,9 +238,8 @@ func benchLoad(ctx context.Context, argv0 string, path, args []string, stdout, s
 }
 
 func benchSuite(ctx context.Context, argv0 string, path, args []string, stdout, stderr io.Writer) int {
-	name := strings.Join(path, " ")
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	r := newReportRun(argv0, path, args, stdout, stderr)
+	fs := r.fs
 	cfg := suite.Config{Log: stderr}
 	var stages string
 	fs.StringVar(&cfg.Root, "root", ".", "policyd checkout `DIR` (testdata/reference, bin/)")
@@ -196,25 +255,15 @@ func benchSuite(ctx context.Context, argv0 string, path, args []string, stdout, 
 	fs.BoolVar(&cfg.SaveBaseline, "save-baseline", false, "write this run as the baseline of this hardware")
 	fs.StringVar(&cfg.RunAll, "run-all", "auto", "`WHEN` to run the peers' run_all.sh: auto (when the harness is set up) or off")
 	fs.StringVar(&stages, "stages", "", "comma-separated `STAGES` to run (default all): "+strings.Join(suite.Stages, ","))
-	fs.Usage = func() {
-		w := fs.Output()
-		fmt.Fprintf(w, "%s — the benchmark suite (make bench)\n\nUsage:\n  %s [flags]\n\n", name, name)
-		fmt.Fprintf(w, "Builds a repository of the peer models, runs bin/policyd and the peers side by side, and\n"+
+	r.usage("the benchmark suite (make bench)",
+		"Builds a repository of the peer models, runs bin/policyd and the peers side by side, and\n"+
 			"writes OUT/RUN-ID/report.md, report.json and latency-throughput.svg. Progress on stderr;\n"+
 			"the targets and the report's path on stdout. See docs/performance.md.\n\nFlags:\n")
-		fs.PrintDefaults()
-	}
-	if code, done := parseFlags(fs, args, stdout); done {
+	exe, command, code, done := r.parse()
+	if done {
 		return code
 	}
-	cfg.Stages = splitList(stages)
-	exe, err := os.Executable()
-	if err != nil {
-		fmt.Fprintf(stderr, "%s: %v\n", name, err)
-		return 1
-	}
-	cfg.Policyctl = exe
-	cfg.Command = machine.ShellQuote(append(append([]string{argv0}, path[1:]...), args...))
+	cfg.Stages, cfg.Policyctl, cfg.Command = splitList(stages), exe, command
 	rep, err := suite.Run(ctx, cfg)
 	if rep != nil && rep.Targets != nil {
 		fmt.Fprintf(stdout, "Targets (run %s):\n", rep.RunID)
@@ -233,12 +282,5 @@ func benchSuite(ctx context.Context, argv0 string, path, args []string, stdout, 
 		}
 		fmt.Fprintf(stdout, "Report: %s\n", filepath.Join(cfg.OutDir, rep.RunID, "report.md"))
 	}
-	if err != nil {
-		fmt.Fprintf(stderr, "%s: %v\n", name, err)
-		if errors.Is(err, context.Canceled) {
-			return 130
-		}
-		return 1
-	}
-	return 0
+	return r.exit(err)
 }

@@ -2,16 +2,12 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
-	"github.com/policyd/policyd/bench/machine"
 	"github.com/policyd/policyd/bench/soak"
 )
 
@@ -22,9 +18,8 @@ func (e *envList) String() string     { return strings.Join(*e, " ") }
 func (e *envList) Set(v string) error { *e = append(*e, v); return nil }
 
 func benchSoak(ctx context.Context, argv0 string, path, args []string, stdout, stderr io.Writer) int {
-	name := strings.Join(path, " ")
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	r := newReportRun(argv0, path, args, stdout, stderr)
+	fs := r.fs
 	cfg := soak.Config{Log: stderr}
 	var models string
 	var env envList
@@ -40,37 +35,23 @@ func benchSoak(ctx context.Context, argv0 string, path, args []string, stdout, s
 	fs.StringVar(&models, "models", strings.Join(soak.DefaultModels, ","), "comma-separated `MODELS`: examples/repository names or the peers' models")
 	fs.Float64Var(&cfg.MaxSlope, "max-slope", 0.5, "target: RSS slope after the warm-up at most `MIB` per minute")
 	fs.Var(&env, "env", "`KEY=VALUE` added to the server's environment (repeatable; e.g. MALLOC_ARENA_MAX=2)")
-	fs.Usage = func() {
-		w := fs.Output()
-		fmt.Fprintf(w, "%s — policyd's memory over time (make bench-soak)\n\nUsage:\n  %s [flags]\n\n", name, name)
-		fmt.Fprintf(w, "Starts bin/policyd on loopback serving three models, loads them closed loop for -d, samples\n"+
+	r.usage("policyd's memory over time (make bench-soak)",
+		"Starts bin/policyd on loopback serving three models, loads them closed loop for -d, samples\n"+
 			"the server's RSS (/proc/PID/status) and Go heap (/metrics) every -every, and fits the RSS\n"+
 			"after -warmup (least squares, MiB/min). Writes OUT/RUN-ID/report.json, report.txt and\n"+
 			"samples.csv; exit 1 unless the slope is within -max-slope and no request failed.\n\nFlags:\n")
-		fs.PrintDefaults()
-	}
-	if code, done := parseFlags(fs, args, stdout); done {
+	exe, command, code, done := r.parse()
+	if done {
 		return code
 	}
-	cfg.Models, cfg.Env = splitList(models), env
-	exe, err := os.Executable()
-	if err != nil {
-		fmt.Fprintf(stderr, "%s: %v\n", name, err)
-		return 1
-	}
-	cfg.Policyctl = exe
-	cfg.Command = machine.ShellQuote(append(append([]string{argv0}, path[1:]...), args...))
+	cfg.Models, cfg.Env, cfg.Policyctl, cfg.Command = splitList(models), env, exe, command
 	rep, err := soak.Run(ctx, cfg)
 	if rep != nil {
 		fmt.Fprint(stdout, rep.Text())
 		fmt.Fprintf(stdout, "Report: %s\n", filepath.Join(cfg.OutDir, rep.RunID, "report.txt"))
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "%s: %v\n", name, err)
-		if errors.Is(err, context.Canceled) {
-			return 130
-		}
-		return 1
+		return r.exit(err)
 	}
 	if !rep.Pass {
 		return 1
@@ -79,9 +60,8 @@ func benchSoak(ctx context.Context, argv0 string, path, args []string, stdout, s
 }
 
 func benchMemory(ctx context.Context, argv0 string, path, args []string, stdout, stderr io.Writer) int {
-	name := strings.Join(path, " ")
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	r := newReportRun(argv0, path, args, stdout, stderr)
+	fs := r.fs
 	cfg := soak.MemoryConfig{Log: stderr}
 	var env envList
 	fs.StringVar(&cfg.Root, "root", ".", "policyd checkout `DIR` (testdata/reference)")
@@ -90,34 +70,23 @@ func benchMemory(ctx context.Context, argv0 string, path, args []string, stdout,
 	fs.StringVar(&cfg.RunID, "run-id", "", "`NAME` of the run (default memory-<UTC date and time>)")
 	fs.StringVar(&cfg.Policyd, "policyd", "bin/policyd", "policyd `BINARY` to measure")
 	fs.Var(&env, "env", "`KEY=VALUE` added to the server's environment (repeatable)")
-	fs.Usage = func() {
-		w := fs.Output()
-		fmt.Fprintf(w, "%s — peak RSS per large JSON body, the memory targets (make bench-memory)\n\nUsage:\n  %s [flags]\n\n", name, name)
-		fmt.Fprintf(w, "Each case on a freshly started bin/policyd: a refused 15 MiB body (peak at most 150 MiB above\n"+
+	r.usage("peak RSS per large JSON body, the memory targets (make bench-memory)",
+		"Each case on a freshly started bin/policyd: a refused 15 MiB body (peak at most 150 MiB above\n"+
 			"idle) and an accepted cnn-atari batch-32 body (at most 4x the body above idle); peak RSS is the\n"+
 			"server's VmHWM, reset to its RSS just before the request. Writes OUT/RUN-ID/memory.json and\n"+
 			"memory.txt; exit 1 when a target is missed.\n\nFlags:\n")
-		fs.PrintDefaults()
-	}
-	if code, done := parseFlags(fs, args, stdout); done {
+	exe, command, code, done := r.parse()
+	if done {
 		return code
 	}
-	cfg.Env = env
-	exe, err := os.Executable()
-	if err != nil {
-		fmt.Fprintf(stderr, "%s: %v\n", name, err)
-		return 1
-	}
-	cfg.Policyctl = exe
-	cfg.Command = machine.ShellQuote(append(append([]string{argv0}, path[1:]...), args...))
+	cfg.Env, cfg.Policyctl, cfg.Command = env, exe, command
 	rep, err := soak.Memory(ctx, cfg)
 	if rep != nil {
 		fmt.Fprint(stdout, rep.Text())
 		fmt.Fprintf(stdout, "Report: %s\n", filepath.Join(cfg.OutDir, rep.RunID, "memory.txt"))
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "%s: %v\n", name, err)
-		return 1
+		return r.fail(err)
 	}
 	if !rep.Pass {
 		return 1
