@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/policyd/policyd/bridge"
+	"github.com/policyd/policyd/engines/enginestest"
 )
 
 // countingContext counts the runs of a native context.
@@ -35,7 +36,7 @@ func (c countingContext) Run(in, out []bridge.Tensor) error {
 func TestBatcherNativeMatchesUnbatched(t *testing.T) {
 	for _, model := range []string{mlpSmall, mlpMed} {
 		t.Run(model, func(t *testing.T) {
-			rt := nativeRuntime(t)
+			rt := enginestest.NativeRuntime(t)
 			onnx, err := os.ReadFile(model)
 			if err != nil {
 				t.Skip("model missing:", err)
@@ -150,7 +151,7 @@ func TestBatcherNativeSeededSamples(t *testing.T) {
 	if err != nil {
 		t.Skip("model missing:", err)
 	}
-	e, err := nativeRuntime(t).NewEngine(onnx, bridge.EngineOptions{})
+	e, err := enginestest.NativeRuntime(t).NewEngine(onnx, bridge.EngineOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +188,7 @@ func TestBatcherNativeSeededSamples(t *testing.T) {
 		if err := c.Run([]bridge.Tensor{obs(n)}, out); err != nil {
 			t.Fatal(err)
 		}
-		want[n] = floats(out[act])
+		want[n] = enginestest.Floats(out[act])
 	}
 	c.Close()
 
@@ -197,7 +198,7 @@ func TestBatcherNativeSeededSamples(t *testing.T) {
 			return []bridge.Tensor{obs(n)}, RunOptions{Seed: seed(n), Seeded: seeded(n)}
 		}, func(g, i int, out []bridge.Tensor) bool {
 			n := g*each + i
-			return !seeded(n) || closeFloats(floats(out[act]), want[n], 1e-5)
+			return !seeded(n) || closeFloats(enginestest.Floats(out[act]), want[n], 1e-5)
 		})
 	if mismatches != 0 {
 		t.Errorf("%d seeded requests sampled differently batched than alone", mismatches)
@@ -250,7 +251,7 @@ func batchConcurrently(t *testing.T, e *bridge.Engine, instances int, opts Batch
 			}
 		})
 	}
-	waitFor(t, func() bool { return int(waiting.Load())+b.queue.len() == goroutines })
+	enginestest.WaitFor(t, func() bool { return int(waiting.Load())+b.queue.len() == goroutines })
 	open()
 	wg.Wait()
 	t.Logf("%d engine runs for %d requests", runs.Load(), goroutines*each)

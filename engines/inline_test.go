@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/policyd/policyd/bridge"
+	"github.com/policyd/policyd/engines/enginestest"
 )
 
 // goid is the calling goroutine's number, read from its stack header ("goroutine 12 [...").
@@ -44,7 +45,7 @@ func TestPoolRunsOnCallerWhenIdle(t *testing.T) {
 		p := newTestPool(t, &fakeFactory{}, PoolOptions{Instances: 2, LockOSThread: lock})
 		me := goid(t)
 		for range 3 {
-			if got := ranOn(t, p, f32Tensor(1)); (got == me) == lock {
+			if got := ranOn(t, p, enginestest.F32Tensor(1)); (got == me) == lock {
 				t.Errorf("LockOSThread %v: ran on goroutine %d, caller %d", lock, got, me)
 			}
 		}

@@ -9,7 +9,6 @@ package engines
 import (
 	"encoding/binary"
 	"math"
-	"testing"
 
 	"github.com/policyd/policyd/bridge"
 )
@@ -18,27 +17,6 @@ const (
 	mlpSmall = "../../shared/peers/models/mlp-small.onnx"
 	mlpMed   = "../../shared/peers/models/mlp-med.onnx"
 )
-
-func nativeRuntime(t testing.TB) *bridge.Runtime {
-	t.Helper()
-	if err := bridge.Available(); err != nil {
-		t.Skip("native library unusable:", err)
-	}
-	rt, err := bridge.NewRuntime("")
-	if err != nil {
-		t.Fatalf("NewRuntime: %v", err)
-	}
-	t.Cleanup(func() { rt.Close() })
-	return rt
-}
-
-func floats(t bridge.Tensor) []float32 {
-	out := make([]float32, len(t.Data)/4)
-	for i := range out {
-		out[i] = math.Float32frombits(binary.LittleEndian.Uint32(t.Data[4*i:]))
-	}
-	return out
-}
 
 // obs is an FP32[batch,width] input whose values depend on seed.
 func obs(batch, width int, seed float32) bridge.Tensor {

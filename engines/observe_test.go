@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/policyd/policyd/bridge"
+	"github.com/policyd/policyd/engines/enginestest"
 )
 
 // countObserver records what it observes.
@@ -46,7 +47,7 @@ func TestObserversOfAPool(t *testing.T) {
 	stats.SetObservers(o)
 	p := newTestPool(t, &fakeFactory{}, PoolOptions{Stats: stats})
 	fn := func([]bridge.Tensor) error { return nil }
-	for _, in := range []bridge.Tensor{f32Tensor(1, 2), f32Tensor(3, 4), rowsTensor(2, 5, 6, 7)} {
+	for _, in := range []bridge.Tensor{enginestest.F32Tensor(1, 2), enginestest.F32Tensor(3, 4), rowsTensor(2, 5, 6, 7)} {
 		if err := p.Do(context.Background(), []bridge.Tensor{in}, RunOptions{}, fn); err != nil {
 			t.Fatal(err)
 		}
@@ -135,18 +136,16 @@ func TestWarmupInputs(t *testing.T) {
 func TestPoolWarmup(t *testing.T) {
 	f := &fakeFactory{}
 	stats := &Stats{}
-	warm := [][]bridge.Tensor{{f32Tensor(1, 2)}, {rowsTensor(4, 1)}}
+	warm := [][]bridge.Tensor{{enginestest.F32Tensor(1, 2)}, {rowsTensor(4, 1)}}
 	p := newTestPool(t, f, PoolOptions{Instances: 3, Stats: stats, Warmup: warm})
-	f.mu.Lock()
-	made := len(f.made)
-	f.mu.Unlock()
+	made := len(f.Made())
 	if made != 3 {
 		t.Fatalf("%d contexts", made)
 	}
 	// fakeContext keeps the last input it ran: every context ran the last warm-up input.
-	for i, c := range f.made {
-		if len(c.out) != len(warm[1][0].Data) {
-			t.Errorf("context %d: last run had %d bytes, want the warm-up's %d", i, len(c.out), len(warm[1][0].Data))
+	for i, c := range f.Made() {
+		if len(c.Out) != len(warm[1][0].Data) {
+			t.Errorf("context %d: last run had %d bytes, want the warm-up's %d", i, len(c.Out), len(warm[1][0].Data))
 		}
 	}
 	if s := stats.Snapshot(); s.ExecutionCount != 0 {
@@ -156,7 +155,7 @@ func TestPoolWarmup(t *testing.T) {
 		t.Error("pool not serving")
 	}
 
-	bad := &fakeFactory{runErr: bridge.ErrClosed}
+	bad := &fakeFactory{enginestest.Factory{RunErr: bridge.ErrClosed}}
 	if _, err := newPool(bad.newCtx, 1, PoolOptions{Warmup: warm}); err == nil || !strings.Contains(err.Error(), "warm-up run 1 of 2") || !strings.Contains(err.Error(), "[1 2]") {
 		t.Errorf("failing warm-up: %v, want the run and its shapes named", err)
 	}
@@ -188,7 +187,7 @@ func BenchmarkPoolDoMetrics(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer p.Close()
-			in := []bridge.Tensor{f32Tensor(make([]float32, 64)...)}
+			in := []bridge.Tensor{enginestest.F32Tensor(make([]float32, 64)...)}
 			fn := func([]bridge.Tensor) error { return nil }
 			b.ReportAllocs()
 			b.RunParallel(func(pb *testing.PB) {

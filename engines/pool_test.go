@@ -2,9 +2,7 @@ package engines
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
-	"math"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -12,76 +10,13 @@ import (
 	"time"
 
 	"github.com/policyd/policyd/bridge"
+	"github.com/policyd/policyd/engines/enginestest"
 )
 
-// fakeContext doubles its first FP32 input into its first output. When gate is set, every Run
-// reports on started and then waits for gate.
-type fakeContext struct {
-	seed    uint64
-	out     []byte
-	closed  *atomic.Int32
-	started chan struct{}
-	gate    chan struct{}
-	runErr  error
-}
+// fakeFactory makes enginestest's fake contexts for a pool.
+type fakeFactory struct{ enginestest.Factory }
 
-func (c *fakeContext) SetSeed(s uint64) error { c.seed = s; return nil }
-
-func (c *fakeContext) SetRowSeeds([]uint64) error { return nil }
-
-func (c *fakeContext) Run(in, out []bridge.Tensor) error {
-	if c.started != nil {
-		c.started <- struct{}{}
-		<-c.gate
-	}
-	if c.runErr != nil {
-		return c.runErr
-	}
-	c.out = append(c.out[:0], in[0].Data...)
-	for i := 0; i+4 <= len(c.out); i += 4 {
-		f := math.Float32frombits(binary.LittleEndian.Uint32(c.out[i:]))
-		binary.LittleEndian.PutUint32(c.out[i:], math.Float32bits(2*f))
-	}
-	out[0].DType = bridge.Float32
-	out[0].Shape = append(out[0].Shape[:0], in[0].Shape...)
-	out[0].Data = c.out
-	return nil
-}
-
-func (c *fakeContext) Close() error { c.closed.Add(1); return nil }
-
-type fakeFactory struct {
-	mu       sync.Mutex
-	made     []*fakeContext
-	closed   atomic.Int32
-	started  chan struct{}
-	gate     chan struct{}
-	failFrom int // creations from this index on fail (0 = never)
-	runErr   error
-}
-
-func (f *fakeFactory) newCtx() (ExecContext, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.failFrom > 0 && len(f.made)+1 >= f.failFrom {
-		return nil, errors.New("no memory for context")
-	}
-	c := &fakeContext{closed: &f.closed, started: f.started, gate: f.gate, runErr: f.runErr}
-	f.made = append(f.made, c)
-	return c, nil
-}
-
-func f32Tensor(vals ...float32) bridge.Tensor {
-	b := make([]byte, 4*len(vals))
-	for i, v := range vals {
-		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(v))
-	}
-	return bridge.Tensor{DType: bridge.Float32, Shape: []int64{1, int64(len(vals))}, Data: b}
-}
-
-func firstF32(t bridge.Tensor) float32 {
-	return math.Float32frombits(binary.LittleEndian.Uint32(t.Data))
-}
+func (f *fakeFactory) newCtx() (ExecContext, error) { return f.New() }
 
 func newTestPool(t *testing.T, f *fakeFactory, opts PoolOptions) *Pool {
 	t.Helper()
@@ -106,8 +41,8 @@ func TestPoolConcurrentDo(t *testing.T) {
 			for i := 0; i < 100; i++ {
 				want := float32(g*1000 + i)
 				var got float32
-				err := p.Do(context.Background(), []bridge.Tensor{f32Tensor(want / 2)}, RunOptions{}, func(out []bridge.Tensor) error {
-					got = firstF32(out[0])
+				err := p.Do(context.Background(), []bridge.Tensor{enginestest.F32Tensor(want / 2)}, RunOptions{}, func(out []bridge.Tensor) error {
+					got = enginestest.FirstF32(out[0])
 					return nil
 				})
 
@@ -130,8 +65,8 @@ func TestPoolSeedsAreDistinct(t *testing.T) {
 	f := &fakeFactory{}
 	newTestPool(t, f, PoolOptions{Instances: 4, Seed: 100})
 	seen := map[uint64]bool{}
-	for _, c := range f.made {
-		seen[c.seed] = true
+	for _, c := range f.Made() {
+		seen[c.Seed] = true
 	}
 	for s := uint64(100); s < 104; s++ {
 		if !seen[s] {
@@ -144,15 +79,15 @@ func TestPoolSeedsAreDistinct(t *testing.T) {
 // called; done receives that job's error.
 func blockedPool(t *testing.T, queueLen int) (p *Pool, f *fakeFactory, release func(), done chan error) {
 	t.Helper()
-	f = &fakeFactory{started: make(chan struct{}, 16), gate: make(chan struct{})}
+	f = &fakeFactory{enginestest.Factory{Started: make(chan struct{}, 16), Gate: make(chan struct{})}}
 	p = newTestPool(t, f, PoolOptions{Instances: 1, QueueLen: queueLen})
 	done = make(chan error, 1)
 	go func() {
-		done <- p.Do(context.Background(), []bridge.Tensor{f32Tensor(1)}, RunOptions{}, func([]bridge.Tensor) error { return nil })
+		done <- p.Do(context.Background(), []bridge.Tensor{enginestest.F32Tensor(1)}, RunOptions{}, func([]bridge.Tensor) error { return nil })
 	}()
-	<-f.started
+	<-f.Started
 	var once sync.Once
-	release = func() { once.Do(func() { close(f.gate) }) }
+	release = func() { once.Do(func() { close(f.Gate) }) }
 	t.Cleanup(release)
 	return p, f, release, done
 }
@@ -161,10 +96,10 @@ func TestPoolQueueFull(t *testing.T) {
 	p, _, release, done := blockedPool(t, 1)
 	queued := make(chan error, 1)
 	go func() {
-		queued <- p.Do(context.Background(), []bridge.Tensor{f32Tensor(1)}, RunOptions{}, func([]bridge.Tensor) error { return nil })
+		queued <- p.Do(context.Background(), []bridge.Tensor{enginestest.F32Tensor(1)}, RunOptions{}, func([]bridge.Tensor) error { return nil })
 	}()
-	waitFor(t, func() bool { return p.jobs.len() == 1 })
-	err := p.Do(context.Background(), []bridge.Tensor{f32Tensor(1)}, RunOptions{}, func([]bridge.Tensor) error { return nil })
+	enginestest.WaitFor(t, func() bool { return p.jobs.len() == 1 })
+	err := p.Do(context.Background(), []bridge.Tensor{enginestest.F32Tensor(1)}, RunOptions{}, func([]bridge.Tensor) error { return nil })
 	if !errors.Is(err, ErrOverloaded) {
 		t.Fatalf("Do on a full queue: %v, want ErrOverloaded", err)
 	}
@@ -183,9 +118,9 @@ func TestPoolCancelWhileQueued(t *testing.T) {
 	called := atomic.Bool{}
 	res := make(chan error, 1)
 	go func() {
-		res <- p.Do(ctx, []bridge.Tensor{f32Tensor(1)}, RunOptions{}, func([]bridge.Tensor) error { called.Store(true); return nil })
+		res <- p.Do(ctx, []bridge.Tensor{enginestest.F32Tensor(1)}, RunOptions{}, func([]bridge.Tensor) error { called.Store(true); return nil })
 	}()
-	waitFor(t, func() bool { return p.jobs.len() == 1 })
+	enginestest.WaitFor(t, func() bool { return p.jobs.len() == 1 })
 	cancel()
 	select {
 	case err := <-res:
@@ -198,7 +133,7 @@ func TestPoolCancelWhileQueued(t *testing.T) {
 	release()
 	<-done
 	// The worker must skip the abandoned job and keep serving.
-	if err := p.Do(context.Background(), []bridge.Tensor{f32Tensor(1)}, RunOptions{}, func([]bridge.Tensor) error { return nil }); err != nil {
+	if err := p.Do(context.Background(), []bridge.Tensor{enginestest.F32Tensor(1)}, RunOptions{}, func([]bridge.Tensor) error { return nil }); err != nil {
 		t.Fatalf("Do after a cancelled job: %v", err)
 	}
 	if called.Load() {
@@ -207,21 +142,21 @@ func TestPoolCancelWhileQueued(t *testing.T) {
 }
 
 func TestPoolCancelWhileRunningWaits(t *testing.T) {
-	f := &fakeFactory{started: make(chan struct{}, 1), gate: make(chan struct{})}
+	f := &fakeFactory{enginestest.Factory{Started: make(chan struct{}, 1), Gate: make(chan struct{})}}
 	p := newTestPool(t, f, PoolOptions{Instances: 1})
 	ctx, cancel := context.WithCancel(context.Background())
 	res := make(chan error, 1)
 	go func() {
-		res <- p.Do(ctx, []bridge.Tensor{f32Tensor(1)}, RunOptions{}, func([]bridge.Tensor) error { return nil })
+		res <- p.Do(ctx, []bridge.Tensor{enginestest.F32Tensor(1)}, RunOptions{}, func([]bridge.Tensor) error { return nil })
 	}()
-	<-f.started
+	<-f.Started
 	cancel()
 	select {
 	case err := <-res:
 		t.Fatalf("Do returned (%v) while its job was still running", err)
 	case <-time.After(50 * time.Millisecond):
 	}
-	close(f.gate)
+	close(f.Gate)
 	if err := <-res; err != nil {
 		t.Fatalf("Do of a job that ran: %v", err)
 	}
@@ -232,13 +167,13 @@ func TestPoolCloseDrainsQueue(t *testing.T) {
 	queued := make(chan error, 2)
 	for i := 0; i < 2; i++ {
 		go func() {
-			queued <- p.Do(context.Background(), []bridge.Tensor{f32Tensor(1)}, RunOptions{}, func([]bridge.Tensor) error { return nil })
+			queued <- p.Do(context.Background(), []bridge.Tensor{enginestest.F32Tensor(1)}, RunOptions{}, func([]bridge.Tensor) error { return nil })
 		}()
 	}
-	waitFor(t, func() bool { return p.jobs.len() == 2 })
+	enginestest.WaitFor(t, func() bool { return p.jobs.len() == 2 })
 	closed := make(chan struct{})
 	go func() { p.Close(); close(closed) }()
-	waitFor(t, func() bool { return p.jobs.closed.Load() })
+	enginestest.WaitFor(t, func() bool { return p.jobs.closed.Load() })
 	release()
 	if err := <-done; err != nil {
 		t.Errorf("the job running at Close: %v, want it to finish", err)
@@ -249,7 +184,7 @@ func TestPoolCloseDrainsQueue(t *testing.T) {
 		}
 	}
 	<-closed
-	if n := f.closed.Load(); n != 1 {
+	if n := f.Closed.Load(); n != 1 {
 		t.Errorf("%d contexts closed, want 1", n)
 	}
 	if err := p.Close(); err != nil {
@@ -267,13 +202,13 @@ func TestPoolDrainRunsQueue(t *testing.T) {
 	queued := make(chan error, 2)
 	for i := 0; i < 2; i++ {
 		go func() {
-			queued <- p.Do(context.Background(), []bridge.Tensor{f32Tensor(1)}, RunOptions{}, func([]bridge.Tensor) error { return nil })
+			queued <- p.Do(context.Background(), []bridge.Tensor{enginestest.F32Tensor(1)}, RunOptions{}, func([]bridge.Tensor) error { return nil })
 		}()
 	}
-	waitFor(t, func() bool { return p.jobs.len() == 2 })
+	enginestest.WaitFor(t, func() bool { return p.jobs.len() == 2 })
 	drained := make(chan struct{})
 	go func() { p.Drain(); close(drained) }()
-	waitFor(t, func() bool { return p.jobs.closed.Load() })
+	enginestest.WaitFor(t, func() bool { return p.jobs.closed.Load() })
 	if err := p.Do(context.Background(), nil, RunOptions{}, nil); !errors.Is(err, ErrClosed) {
 		t.Errorf("Do while draining: %v, want ErrClosed", err)
 	}
@@ -292,7 +227,7 @@ func TestPoolDrainRunsQueue(t *testing.T) {
 		}
 	}
 	<-drained
-	if n := f.closed.Load(); n != 1 {
+	if n := f.Closed.Load(); n != 1 {
 		t.Errorf("%d contexts closed, want 1", n)
 	}
 	if err := p.Close(); err != nil {
@@ -301,15 +236,15 @@ func TestPoolDrainRunsQueue(t *testing.T) {
 
 	p2, _, release2, done2 := blockedPool(t, 4)
 	go func() {
-		queued <- p2.Do(context.Background(), []bridge.Tensor{f32Tensor(1)}, RunOptions{}, func([]bridge.Tensor) error { return nil })
+		queued <- p2.Do(context.Background(), []bridge.Tensor{enginestest.F32Tensor(1)}, RunOptions{}, func([]bridge.Tensor) error { return nil })
 	}()
-	waitFor(t, func() bool { return p2.jobs.len() == 1 })
+	enginestest.WaitFor(t, func() bool { return p2.jobs.len() == 1 })
 	drained = make(chan struct{})
 	go func() { p2.Drain(); close(drained) }()
-	waitFor(t, func() bool { return p2.jobs.closed.Load() })
+	enginestest.WaitFor(t, func() bool { return p2.jobs.closed.Load() })
 	closed := make(chan struct{})
 	go func() { p2.Close(); close(closed) }()
-	waitFor(t, func() bool { return p2.abort.Load() })
+	enginestest.WaitFor(t, func() bool { return p2.abort.Load() })
 	release2()
 	<-done2
 	if err := <-queued; !errors.Is(err, ErrClosed) {
@@ -320,22 +255,22 @@ func TestPoolDrainRunsQueue(t *testing.T) {
 }
 
 func TestPoolNewContextFails(t *testing.T) {
-	f := &fakeFactory{failFrom: 3}
+	f := &fakeFactory{enginestest.Factory{FailFrom: 3}}
 	_, err := newPool(f.newCtx, 1, PoolOptions{Instances: 4})
 	if err == nil || !strings.Contains(err.Error(), "no memory for context") {
 		t.Fatalf("newPool error = %v, want the context error", err)
 	}
-	if got, made := f.closed.Load(), len(f.made); int(got) != made {
+	if got, made := f.Closed.Load(), len(f.Made()); int(got) != made {
 		t.Errorf("%d contexts made, %d closed", made, got)
 	}
 }
 
 func TestPoolRunErrorSkipsCallback(t *testing.T) {
 	runErr := &bridge.Error{Code: bridge.CodeInvalidArg, Msg: "input \"obs\": bad shape"}
-	f := &fakeFactory{runErr: runErr}
+	f := &fakeFactory{enginestest.Factory{RunErr: runErr}}
 	p := newTestPool(t, f, PoolOptions{})
 	called := false
-	err := p.Do(context.Background(), []bridge.Tensor{f32Tensor(1)}, RunOptions{}, func([]bridge.Tensor) error { called = true; return nil })
+	err := p.Do(context.Background(), []bridge.Tensor{enginestest.F32Tensor(1)}, RunOptions{}, func([]bridge.Tensor) error { called = true; return nil })
 	var be *bridge.Error
 	if !errors.As(err, &be) || be.Code != bridge.CodeInvalidArg {
 		t.Fatalf("Do error = %v, want the bridge error", err)
@@ -348,14 +283,14 @@ func TestPoolRunErrorSkipsCallback(t *testing.T) {
 func TestPoolCallbackErrorAndPanic(t *testing.T) {
 	p := newTestPool(t, &fakeFactory{}, PoolOptions{})
 	want := errors.New("encode failed")
-	if err := p.Do(context.Background(), []bridge.Tensor{f32Tensor(1)}, RunOptions{}, func([]bridge.Tensor) error { return want }); !errors.Is(err, want) {
+	if err := p.Do(context.Background(), []bridge.Tensor{enginestest.F32Tensor(1)}, RunOptions{}, func([]bridge.Tensor) error { return want }); !errors.Is(err, want) {
 		t.Errorf("Do = %v, want the callback's error", err)
 	}
-	err := p.Do(context.Background(), []bridge.Tensor{f32Tensor(1)}, RunOptions{}, func([]bridge.Tensor) error { panic("boom") })
+	err := p.Do(context.Background(), []bridge.Tensor{enginestest.F32Tensor(1)}, RunOptions{}, func([]bridge.Tensor) error { panic("boom") })
 	if err == nil || !strings.Contains(err.Error(), "boom") {
 		t.Errorf("Do with a panicking callback = %v, want an error naming the panic", err)
 	}
-	if err := p.Do(context.Background(), []bridge.Tensor{f32Tensor(1)}, RunOptions{}, func([]bridge.Tensor) error { return nil }); err != nil {
+	if err := p.Do(context.Background(), []bridge.Tensor{enginestest.F32Tensor(1)}, RunOptions{}, func([]bridge.Tensor) error { return nil }); err != nil {
 		t.Errorf("Do after a panicking callback = %v, want the worker alive", err)
 	}
 }
@@ -366,17 +301,6 @@ func TestNewPoolNilEngine(t *testing.T) {
 	}
 }
 
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 5s")
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 func BenchmarkPoolDo(b *testing.B) {
 	f := &fakeFactory{}
 	p, err := newPool(f.newCtx, 1, PoolOptions{Instances: 4})
@@ -384,7 +308,7 @@ func BenchmarkPoolDo(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer p.Close()
-	in := []bridge.Tensor{f32Tensor(make([]float32, 64)...)}
+	in := []bridge.Tensor{enginestest.F32Tensor(make([]float32, 64)...)}
 	fn := func([]bridge.Tensor) error { return nil }
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {

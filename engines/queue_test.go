@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/policyd/policyd/bridge"
+	"github.com/policyd/policyd/engines/enginestest"
 )
 
 func TestPriorityLevelsCheck(t *testing.T) {
@@ -140,7 +141,7 @@ func TestPoolPriorityLevels(t *testing.T) {
 	for i, prio := range []int{0, 2, 1, 0, 1} {
 		wg.Add(1)
 		go func() { defer wg.Done(); _ = run(float32(i+1), prio) }()
-		waitFor(t, func() bool { return p.jobs.len() == i+1 })
+		enginestest.WaitFor(t, func() bool { return p.jobs.len() == i+1 })
 	}
 	close(gate)
 	go func() {

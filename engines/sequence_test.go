@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/policyd/policyd/bridge"
+	"github.com/policyd/policyd/engines/enginestest"
 )
 
 func TestNewSequencesChecksSignature(t *testing.T) {
@@ -111,7 +112,7 @@ func TestSequenceThroughRunOptions(t *testing.T) {
 			}
 			defer seqs.Close()
 			step := func(id SequenceID, start, end bool, x ...float32) ([]float32, error) {
-				inputs := []bridge.Tensor{f32Tensor(x...), {}}
+				inputs := []bridge.Tensor{enginestest.F32Tensor(x...), {}}
 				var y []float32
 				err := r.Do(context.Background(), inputs, RunOptions{Sequence: SequenceStep{Store: seqs, ID: id, Start: start, End: end}},
 					func(outs []bridge.Tensor) error {
@@ -147,9 +148,9 @@ func TestSequenceThroughRunOptions(t *testing.T) {
 			}
 			// Without a Store the options are no step: the caller sends the state itself.
 			var y float32
-			err = r.Do(context.Background(), []bridge.Tensor{f32Tensor(1, 1), f32Tensor(2, 3)},
+			err = r.Do(context.Background(), []bridge.Tensor{enginestest.F32Tensor(1, 1), enginestest.F32Tensor(2, 3)},
 				RunOptions{Sequence: SequenceStep{ID: id, Start: true}}, func(outs []bridge.Tensor) error {
-					y = firstF32(outs[0])
+					y = enginestest.FirstF32(outs[0])
 					return nil
 				})
 			if err != nil || y != 3 {
@@ -158,7 +159,7 @@ func TestSequenceThroughRunOptions(t *testing.T) {
 			// A state input sent, a batch of 2: refused, naming the input; nothing starts.
 			opts := RunOptions{Sequence: SequenceStep{Store: seqs, ID: SequenceID{Num: 2}, Start: true}}
 			noop := func([]bridge.Tensor) error { return nil }
-			err = r.Do(context.Background(), []bridge.Tensor{f32Tensor(1, 1), f32Tensor(2, 3)}, opts, noop)
+			err = r.Do(context.Background(), []bridge.Tensor{enginestest.F32Tensor(1, 1), enginestest.F32Tensor(2, 3)}, opts, noop)
 			if !errors.Is(err, ErrSequenceInput) || !strings.Contains(err.Error(), `input "state" is a state of sequence 2`) {
 				t.Errorf("state sent: %v", err)
 			}
@@ -187,7 +188,7 @@ func TestSequenceStepAllocs(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer seqs.Close()
-	inputs := []bridge.Tensor{f32Tensor(1, 1), {}}
+	inputs := []bridge.Tensor{enginestest.F32Tensor(1, 1), {}}
 	fn := func([]bridge.Tensor) error { return nil }
 	opts := RunOptions{Sequence: SequenceStep{Store: seqs, ID: SequenceID{Num: 1}, Start: true}}
 	if err := p.Do(context.Background(), inputs, opts, fn); err != nil {

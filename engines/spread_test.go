@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/policyd/policyd/bridge"
+	"github.com/policyd/policyd/engines/enginestest"
 )
 
 // TestSpreadContexts: a pool over several engines gets the same number of contexts from
@@ -33,14 +34,14 @@ func TestSpreadContexts(t *testing.T) {
 	// Hold every worker in a run at once: all four contexts, both engines', take a request.
 	started, gate := make(chan struct{}), make(chan struct{})
 	for _, f := range fs {
-		for _, c := range f.made {
-			c.started, c.gate = started, gate
+		for _, c := range f.Made() {
+			c.Hold(started, gate)
 		}
 	}
 	var wg sync.WaitGroup
 	for i := range 4 {
 		wg.Go(func() {
-			if err := p.Do(t.Context(), []bridge.Tensor{f32Tensor(float32(i))}, RunOptions{}, func([]bridge.Tensor) error { return nil }); err != nil {
+			if err := p.Do(t.Context(), []bridge.Tensor{enginestest.F32Tensor(float32(i))}, RunOptions{}, func([]bridge.Tensor) error { return nil }); err != nil {
 				t.Error(err)
 			}
 		})
@@ -51,8 +52,8 @@ func TestSpreadContexts(t *testing.T) {
 	close(gate)
 	wg.Wait()
 	for k, f := range fs {
-		for _, c := range f.made {
-			if c.out == nil {
+		for _, c := range f.Made() {
+			if c.Out == nil {
 				t.Errorf("a context of engine %d ran nothing", k)
 			}
 		}

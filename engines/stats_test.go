@@ -7,28 +7,29 @@ import (
 	"time"
 
 	"github.com/policyd/policyd/bridge"
+	"github.com/policyd/policyd/engines/enginestest"
 )
 
 func TestStatsPoolUnbatched(t *testing.T) {
 	st := &Stats{}
-	f := &fakeFactory{started: make(chan struct{}, 16), gate: make(chan struct{})}
+	f := &fakeFactory{enginestest.Factory{Started: make(chan struct{}, 16), Gate: make(chan struct{})}}
 	p := newTestPool(t, f, PoolOptions{Instances: 1, QueueLen: 8, Stats: st})
 	const n = 6
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
-			if err := p.Do(context.Background(), []bridge.Tensor{f32Tensor(float32(i), 1)}, RunOptions{}, func([]bridge.Tensor) error { return nil }); err != nil {
+			if err := p.Do(context.Background(), []bridge.Tensor{enginestest.F32Tensor(float32(i), 1)}, RunOptions{}, func([]bridge.Tensor) error { return nil }); err != nil {
 				t.Errorf("Do: %v", err)
 			}
 		})
 	}
-	<-f.started
-	waitFor(t, func() bool { return p.jobs.len() == n-1 })
+	<-f.Started
+	enginestest.WaitFor(t, func() bool { return p.jobs.len() == n-1 })
 	const wait = 5 * time.Millisecond
 	time.Sleep(wait)
-	close(f.gate)
+	close(f.Gate)
 	go func() {
-		for range f.started {
+		for range f.Started {
 		}
 	}()
 	wg.Wait()

@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/policyd/policyd/bridge"
+	"github.com/policyd/policyd/engines/enginestest"
 )
 
 var testTraceInfo = &TraceAttributes{attrs: []attribute.KeyValue{
@@ -165,7 +166,7 @@ func TestPoolTracesQueueAndRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	parent, err := tracedDo(p, tr, "request", f32Tensor(1, 2), context.Background())
+	parent, err := tracedDo(p, tr, "request", enginestest.F32Tensor(1, 2), context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,13 +184,13 @@ func TestPoolTracesQueueAndRun(t *testing.T) {
 		t.Errorf("execute span of a good run has status %v", es[0].Status())
 	}
 
-	bad := &fakeFactory{runErr: errors.New("engine exploded")}
+	bad := &fakeFactory{enginestest.Factory{RunErr: errors.New("engine exploded")}}
 	p2, err := newPool(bad.newCtx, 1, PoolOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer p2.Close()
-	if _, err := tracedDo(p2, tr, "request", f32Tensor(1), context.Background()); err == nil {
+	if _, err := tracedDo(p2, tr, "request", enginestest.F32Tensor(1), context.Background()); err == nil {
 		t.Fatal("a failing run succeeded")
 	}
 	es = spansNamed(rec, "execute")
@@ -206,7 +207,7 @@ func TestUntracedPoolDoDoesNotAllocate(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	in := []bridge.Tensor{f32Tensor(1, 2)}
+	in := []bridge.Tensor{enginestest.F32Tensor(1, 2)}
 	fn := func([]bridge.Tensor) error { return nil }
 	for range 10 {
 		_ = p.Do(context.Background(), in, RunOptions{}, fn)
@@ -229,7 +230,7 @@ func BenchmarkPoolDoTraced(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer p.Close()
-	in := []bridge.Tensor{f32Tensor(1, 2, 3, 4)}
+	in := []bridge.Tensor{enginestest.F32Tensor(1, 2, 3, 4)}
 	fn := func([]bridge.Tensor) error { return nil }
 	opts := RunOptions{Trace: span, Version: testTraceInfo}
 	b.ReportAllocs()

@@ -24,6 +24,7 @@ import (
 
 	"github.com/policyd/policyd/bridge"
 	"github.com/policyd/policyd/engines"
+	"github.com/policyd/policyd/engines/enginestest"
 )
 
 const mlpMed = "../../shared/peers/models/mlp-med.onnx"
@@ -79,7 +80,7 @@ func runOnce(r *Repository, model, version string, in bridge.Tensor) ([]float32,
 	defer v.Release()
 	var out []float32
 	err = v.Do(context.Background(), []bridge.Tensor{in}, engines.RunOptions{}, func(o []bridge.Tensor) error {
-		out = floats(o[0])
+		out = enginestest.Floats(o[0])
 		return nil
 	})
 
@@ -108,7 +109,7 @@ func checkTimings(t *testing.T, rep Report) {
 // and removes B, adds and removes a version 2 of A: no request of A fails, and every report
 // says exactly what changed.
 func TestNativeApplyUnderLoad(t *testing.T) {
-	rt := nativeRuntime(t)
+	rt := enginestest.NativeRuntime(t)
 	dir := t.TempDir()
 	putModel(t, dir, "A", "1.0.0", mlpSmall)
 	putModel(t, dir, "B", "1.0.0", mlpMed)
@@ -248,7 +249,7 @@ func TestNativeApplyUnderLoad(t *testing.T) {
 // (b) A removed model is not found afterwards; its pool is drained and closed, its workers
 // gone. A request that holds it during the removal finishes on it first.
 func TestNativeApplyRemovesModel(t *testing.T) {
-	rt := nativeRuntime(t)
+	rt := enginestest.NativeRuntime(t)
 	dir := t.TempDir()
 	putModel(t, dir, "A", "1.0.0", mlpSmall)
 	putModel(t, dir, "B", "1.0.0", mlpMed)
@@ -274,7 +275,7 @@ func TestNativeApplyRemovesModel(t *testing.T) {
 		}
 		applied <- rep
 	}()
-	waitFor(t, func() bool { _, err := r.Get("B", ""); return errors.Is(err, ErrNotFound) })
+	enginestest.WaitFor(t, func() bool { _, err := r.Get("B", ""); return errors.Is(err, ErrNotFound) })
 	in := obs(3, 64, 0.5)
 	for i := 0; i < 3; i++ {
 		if err := held.Do(context.Background(), []bridge.Tensor{in}, engines.RunOptions{}, func(out []bridge.Tensor) error {
@@ -316,20 +317,20 @@ func TestNativeApplyRemovesModel(t *testing.T) {
 	if ok, reason := held.Ready(); ok || reason != "unloaded" {
 		t.Errorf("removed B: ready %v, %q", ok, reason)
 	}
-	waitFor(t, func() bool { return runtime.NumGoroutine() <= loaded-4 })
+	enginestest.WaitFor(t, func() bool { return runtime.NumGoroutine() <= loaded-4 })
 	if _, err := runOnce(r, "A", "", obs(1, 8, 0)); err != nil {
 		t.Errorf("A after B's removal: %v", err)
 	}
 
 	r.Close()
-	waitFor(t, func() bool { return runtime.NumGoroutine() <= base })
+	enginestest.WaitFor(t, func() bool { return runtime.NumGoroutine() <= base })
 }
 
 // (c) A version whose model.onnx is corrupt is UNAVAILABLE with the engine's reason while the
 // others serve; mended, the next Apply loads it. Backends fall back in order, and a reload on
 // a backend that fails keeps the previous engine serving.
 func TestNativeApplyCorruptModel(t *testing.T) {
-	rt := nativeRuntime(t)
+	rt := enginestest.NativeRuntime(t)
 	dir := t.TempDir()
 	putModel(t, dir, "A", "1.0.0", mlpSmall)
 	writeModel(t, dir, "A", "2.0.0", []byte("this is not an ONNX model"))
@@ -398,7 +399,7 @@ func TestNativeApplyCorruptModel(t *testing.T) {
 // (d) Changing one version's instances reloads that version only: the others keep their
 // version and pool. (A model is listed once: C stands for a second listed version.)
 func TestNativeApplyReloadsOnlyChanged(t *testing.T) {
-	rt := nativeRuntime(t)
+	rt := enginestest.NativeRuntime(t)
 	dir := t.TempDir()
 	putModel(t, dir, "A", "2.0.0", mlpSmall)
 	putModel(t, dir, "C", "1.0.0", mlpSmall)
@@ -471,7 +472,7 @@ func (l *countingLoader) NewEngine(onnx []byte, o bridge.EngineOptions) (*bridge
 // (e) Concurrent Apply calls run one after the other: their loads never overlap, and each
 // report is that of a whole Apply on the state the previous one left.
 func TestNativeApplySerialized(t *testing.T) {
-	l := &countingLoader{rt: nativeRuntime(t)}
+	l := &countingLoader{rt: enginestest.NativeRuntime(t)}
 	dir := t.TempDir()
 	putModel(t, dir, "A", "1.0.0", mlpSmall)
 	putModel(t, dir, "B", "1.0.0", mlpMed)

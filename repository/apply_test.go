@@ -14,6 +14,7 @@ import (
 
 	"github.com/policyd/policyd/bridge"
 	"github.com/policyd/policyd/engines"
+	"github.com/policyd/policyd/engines/enginestest"
 )
 
 // Tests of Apply that need no native library: engines are empty bridge.Engine values and pools
@@ -273,7 +274,7 @@ func TestApplyFailedReloadKeepsPrevious(t *testing.T) {
 	if v, _ := r.Get("a", "1"); v != v1 || v.State() != StateReady {
 		t.Fatalf("a failed reload replaced the serving version (%p → %p, %s)", v1, v, v.State())
 	}
-	if err := v1.Do(t.Context(), []bridge.Tensor{f32Tensor(1)}, engines.RunOptions{}, func([]bridge.Tensor) error { return nil }); err != nil {
+	if err := v1.Do(t.Context(), []bridge.Tensor{enginestest.F32Tensor(1)}, engines.RunOptions{}, func([]bridge.Tensor) error { return nil }); err != nil {
 		t.Errorf("previous version after a failed reload: %v", err)
 	}
 	rep = mustApply(t, r, Desired{Dir: dir, Default: ModelSpec{Backends: []string{"cuda"}}})
@@ -304,7 +305,7 @@ func TestApplyFailedReloadKeepsPrevious(t *testing.T) {
 	if v1.State() != StateUnavailable || v1.Reason() != "unloaded" {
 		t.Errorf("replaced version: %s %q", v1.State(), v1.Reason())
 	}
-	if err := v1.Do(t.Context(), []bridge.Tensor{f32Tensor(1)}, engines.RunOptions{}, nil); !errors.Is(err, engines.ErrClosed) {
+	if err := v1.Do(t.Context(), []bridge.Tensor{enginestest.F32Tensor(1)}, engines.RunOptions{}, nil); !errors.Is(err, engines.ErrClosed) {
 		t.Errorf("Do on a replaced version not held = %v, want engines.ErrClosed", err)
 	}
 }
@@ -335,7 +336,7 @@ func TestApplyWaitsForHolders(t *testing.T) {
 		}
 		applied <- rep
 	}()
-	waitFor(t, func() bool { _, err := r.Get("b", ""); return errors.Is(err, ErrNotFound) })
+	enginestest.WaitFor(t, func() bool { _, err := r.Get("b", ""); return errors.Is(err, ErrNotFound) })
 	if _, err := r.Acquire("b", ""); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Acquire of a removed model = %v", err)
 	}
@@ -349,8 +350,8 @@ func TestApplyWaitsForHolders(t *testing.T) {
 		t.Error("a held version turned unavailable before its release")
 	}
 	for _, held := range []*Version{b, b2} {
-		if err := held.Do(t.Context(), []bridge.Tensor{f32Tensor(3)}, engines.RunOptions{}, func(out []bridge.Tensor) error {
-			if got := firstF32(out[0]); got != 6 {
+		if err := held.Do(t.Context(), []bridge.Tensor{enginestest.F32Tensor(3)}, engines.RunOptions{}, func(out []bridge.Tensor) error {
+			if got := enginestest.FirstF32(out[0]); got != 6 {
 				t.Errorf("output %v, want 6", got)
 			}
 			return nil
@@ -371,7 +372,7 @@ func TestApplyWaitsForHolders(t *testing.T) {
 	if rep.Unloaded[0].Unload < 20*time.Millisecond {
 		t.Errorf("unload took %v, want the wait for the holders included", rep.Unloaded[0].Unload)
 	}
-	if got := f.closed.Load(); got != 2 {
+	if got := f.Closed.Load(); got != 2 {
 		t.Errorf("%d contexts closed, want b's 2", got)
 	}
 	if n := len(logs.FilterMessage("unloading model version: still waiting for requests that hold it").All()); n == 0 {
@@ -380,7 +381,7 @@ func TestApplyWaitsForHolders(t *testing.T) {
 	if n := len(logs.FilterMessage("model version unloaded").All()); n != 1 {
 		t.Errorf("%d 'model version unloaded' logs, want 1", n)
 	}
-	if err := b.Do(t.Context(), []bridge.Tensor{f32Tensor(3)}, engines.RunOptions{}, nil); !errors.Is(err, engines.ErrClosed) {
+	if err := b.Do(t.Context(), []bridge.Tensor{enginestest.F32Tensor(3)}, engines.RunOptions{}, nil); !errors.Is(err, engines.ErrClosed) {
 		t.Errorf("Do after the removal = %v, want engines.ErrClosed", err)
 	}
 }
@@ -396,7 +397,7 @@ func TestApplyUnderLoadFake(t *testing.T) {
 	var requests, failures atomic.Int64
 	for g := range 8 {
 		wg.Go(func() {
-			in := []bridge.Tensor{f32Tensor(float32(g))}
+			in := []bridge.Tensor{enginestest.F32Tensor(float32(g))}
 			for {
 				select {
 				case <-stop:
@@ -410,7 +411,7 @@ func TestApplyUnderLoadFake(t *testing.T) {
 					return
 				}
 				err = v.Do(context.Background(), in, engines.RunOptions{}, func(out []bridge.Tensor) error {
-					if got := firstF32(out[0]); got != 2*float32(g) {
+					if got := enginestest.FirstF32(out[0]); got != 2*float32(g) {
 						return errors.New("wrong output")
 					}
 					return nil
@@ -452,10 +453,8 @@ func TestApplyUnderLoadFake(t *testing.T) {
 		t.Errorf("%d of %d requests failed", failures.Load(), requests.Load())
 	}
 	r.Close()
-	f.mu.Lock()
-	made := len(f.made)
-	f.mu.Unlock()
-	if got := int(f.closed.Load()); got != made {
+	made := len(f.Made())
+	if got := int(f.Closed.Load()); got != made {
 		t.Errorf("%d contexts made, %d closed", made, got)
 	}
 }
@@ -493,19 +492,19 @@ func TestApplyAndAcquireAfterClose(t *testing.T) {
 	}
 	closed := make(chan struct{})
 	go func() { r.Close(); close(closed) }()
-	waitFor(t, func() bool {
+	enginestest.WaitFor(t, func() bool {
 		w, err := r.Acquire("a", "")
 		if err == nil {
 			w.Release()
 		}
 		return errors.Is(err, engines.ErrClosed)
 	})
-	if err := v.Do(t.Context(), []bridge.Tensor{f32Tensor(1)}, engines.RunOptions{}, func([]bridge.Tensor) error { return nil }); err != nil {
+	if err := v.Do(t.Context(), []bridge.Tensor{enginestest.F32Tensor(1)}, engines.RunOptions{}, func([]bridge.Tensor) error { return nil }); err != nil {
 		t.Errorf("held version during Close: %v", err)
 	}
 	v.Release()
 	<-closed
-	if got := f.closed.Load(); got != 3 {
+	if got := f.Closed.Load(); got != 3 {
 		t.Errorf("%d contexts closed, want 3", got)
 	}
 	if _, err := r.Apply(Desired{Dir: dir}); !errors.Is(err, engines.ErrClosed) {

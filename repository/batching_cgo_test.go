@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/policyd/policyd/engines"
+	"github.com/policyd/policyd/engines/enginestest"
 )
 
 // Apply puts a Batcher in front of a batchable version when Desired.Batching is on, and a
@@ -16,7 +17,7 @@ import (
 func TestApplyBatching(t *testing.T) {
 	dir := t.TempDir()
 	putModel(t, dir, "mlp", "1.0.0", mlpSmall)
-	r := nativeRepository(t, nativeRuntime(t))
+	r := nativeRepository(t, enginestest.NativeRuntime(t))
 	d := Desired{Dir: dir}
 	apply := func(want string) *Version {
 		t.Helper()

@@ -12,6 +12,7 @@ import (
 
 	"github.com/policyd/policyd/bridge"
 	"github.com/policyd/policyd/engines"
+	"github.com/policyd/policyd/engines/enginestest"
 )
 
 // hammer runs n goroutines that acquire model@version and run it until stop is closed; check
@@ -24,7 +25,7 @@ func hammer(t *testing.T, r *Repository, n int, model, version string, check fun
 	var reqs, fails atomic.Int64
 	for g := range n {
 		wg.Go(func() {
-			in := []bridge.Tensor{f32Tensor(float32(g))}
+			in := []bridge.Tensor{enginestest.F32Tensor(float32(g))}
 			for {
 				select {
 				case <-done:
@@ -42,7 +43,7 @@ func hammer(t *testing.T, r *Repository, n int, model, version string, check fun
 						return err
 					}
 					return v.Do(t.Context(), in, engines.RunOptions{}, func(out []bridge.Tensor) error {
-						if got := firstF32(out[0]); got != 2*float32(g) {
+						if got := enginestest.FirstF32(out[0]); got != 2*float32(g) {
 							return fmt.Errorf("output %v, want %v", got, 2*float32(g))
 						}
 						return nil

@@ -11,6 +11,7 @@ import (
 	"github.com/policyd/policyd/artifacts"
 	"github.com/policyd/policyd/bridge"
 	"github.com/policyd/policyd/engines"
+	"github.com/policyd/policyd/engines/enginestest"
 )
 
 // Backend order, fallback and devices against the native runtime. On a machine without a GPU
@@ -19,7 +20,7 @@ import (
 // stands in for a GPU where it exists.
 
 func TestRealRuntimeFallbackWithoutGPU(t *testing.T) {
-	rt := nativeRuntime(t)
+	rt := enginestest.NativeRuntime(t)
 	var reason string
 	for _, b := range rt.Backends() {
 		if b.Name == "cuda" {

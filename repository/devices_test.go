@@ -16,6 +16,7 @@ import (
 	"github.com/policyd/policyd/artifacts"
 	"github.com/policyd/policyd/bridge"
 	"github.com/policyd/policyd/engines"
+	"github.com/policyd/policyd/engines/enginestest"
 )
 
 // Tests of backend order, the fallback switch and per-GPU engines, on fake engines: gpuLoader
@@ -137,7 +138,7 @@ func TestFallbackOffMakesVersionUnavailable(t *testing.T) {
 	}
 	var ue *UnavailableError
 	v, _ := r.Get("a", "")
-	if err := v.Do(t.Context(), []bridge.Tensor{f32Tensor(1)}, engines.RunOptions{}, nil); !errors.As(err, &ue) {
+	if err := v.Do(t.Context(), []bridge.Tensor{enginestest.F32Tensor(1)}, engines.RunOptions{}, nil); !errors.As(err, &ue) {
 		t.Errorf("Do on a = %v, want UnavailableError", err)
 	}
 
@@ -256,8 +257,8 @@ func TestDesiredDevicesValidated(t *testing.T) {
 func doF32(t *testing.T, v *Version, x float32) (float32, error) {
 	t.Helper()
 	var out float32
-	err := v.Do(t.Context(), []bridge.Tensor{f32Tensor(x)}, engines.RunOptions{}, func(o []bridge.Tensor) error {
-		out = firstF32(o[0])
+	err := v.Do(t.Context(), []bridge.Tensor{enginestest.F32Tensor(x)}, engines.RunOptions{}, func(o []bridge.Tensor) error {
+		out = enginestest.FirstF32(o[0])
 		return nil
 	})
 	return out, err

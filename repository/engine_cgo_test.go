@@ -19,22 +19,10 @@ import (
 
 	"github.com/policyd/policyd/bridge"
 	"github.com/policyd/policyd/engines"
+	"github.com/policyd/policyd/engines/enginestest"
 )
 
 const mlpSmall = "../../shared/peers/models/mlp-small.onnx"
-
-func nativeRuntime(t *testing.T) *bridge.Runtime {
-	t.Helper()
-	if err := bridge.Available(); err != nil {
-		t.Skip("native library unusable:", err)
-	}
-	rt, err := bridge.NewRuntime("")
-	if err != nil {
-		t.Fatalf("NewRuntime: %v", err)
-	}
-	t.Cleanup(func() { rt.Close() })
-	return rt
-}
 
 // mlpRepository lays out DIR/mlp/1.0.0/model.onnx, a copy of mlp-small.onnx, sealed.
 func mlpRepository(t *testing.T) string {
@@ -57,7 +45,7 @@ func mlpRepository(t *testing.T) string {
 
 func openMLP(t *testing.T, opts engines.PoolOptions) (*Repository, *Version) {
 	t.Helper()
-	rt := nativeRuntime(t)
+	rt := enginestest.NativeRuntime(t)
 	r, err := openRepository(rt, mlpRepository(t), repositoryOptions{Pool: opts})
 	if err != nil {
 		t.Fatal(err)
@@ -79,14 +67,6 @@ func obsTensor(batch int, seed float32) bridge.Tensor {
 		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(seed+float32(i)/64))
 	}
 	return bridge.Tensor{DType: bridge.Float32, Shape: []int64{int64(batch), 8}, Data: b}
-}
-
-func floats(t bridge.Tensor) []float32 {
-	out := make([]float32, len(t.Data)/4)
-	for i := range out {
-		out[i] = math.Float32frombits(binary.LittleEndian.Uint32(t.Data[4*i:]))
-	}
-	return out
 }
 
 func TestNativeSignature(t *testing.T) {
@@ -125,7 +105,7 @@ func TestNativeReference(t *testing.T) {
 	}
 	var got []float32
 	err = v.Do(context.Background(), []bridge.Tensor{{DType: bridge.Float32, Shape: []int64{1, 8}, Data: in}}, engines.RunOptions{},
-		func(out []bridge.Tensor) error { got = floats(out[0]); return nil })
+		func(out []bridge.Tensor) error { got = enginestest.Floats(out[0]); return nil })
 
 	if err != nil {
 		t.Fatal(err)
@@ -150,7 +130,7 @@ func TestNativeConcurrentDo(t *testing.T) {
 			if got := out[0].Shape; len(got) != 2 || got[0] != int64(batch) || got[1] != 2 {
 				t.Errorf("batch %d: output shape %v", batch, got)
 			}
-			want[batch] = floats(out[0])
+			want[batch] = enginestest.Floats(out[0])
 			return nil
 		})
 
@@ -168,7 +148,7 @@ func TestNativeConcurrentDo(t *testing.T) {
 			in := []bridge.Tensor{obsTensor(batch, 0.5)}
 			for i := 0; i < 50; i++ {
 				err := v.Do(context.Background(), in, engines.RunOptions{}, func(out []bridge.Tensor) error {
-					got := floats(out[0])
+					got := enginestest.Floats(out[0])
 					for k := range got {
 						if got[k] != want[batch][k] {
 							return errors.New("outputs differ between workers")
@@ -221,7 +201,7 @@ func TestNativePoolQueueFullAndCancel(t *testing.T) {
 	go func() {
 		queued <- p.Do(ctx, []bridge.Tensor{obsTensor(1, 0)}, engines.RunOptions{}, func([]bridge.Tensor) error { return nil })
 	}()
-	waitFor(t, func() bool { return p.QueueDepth() == 1 })
+	enginestest.WaitFor(t, func() bool { return p.QueueDepth() == 1 })
 	if err := p.Do(context.Background(), []bridge.Tensor{obsTensor(1, 0)}, engines.RunOptions{}, nil); !errors.Is(err, engines.ErrOverloaded) {
 		t.Errorf("Do on a full queue = %v, want engines.ErrOverloaded", err)
 	}
@@ -239,7 +219,7 @@ func TestNativePoolQueueFullAndCancel(t *testing.T) {
 		t.Errorf("held Do = %v", err)
 	}
 	// The worker skips the abandoned job; until it took it off the queue, the queue is full.
-	waitFor(t, func() bool { return p.QueueDepth() == 0 })
+	enginestest.WaitFor(t, func() bool { return p.QueueDepth() == 0 })
 	if err := p.Do(context.Background(), []bridge.Tensor{obsTensor(1, 0)}, engines.RunOptions{}, func([]bridge.Tensor) error { return nil }); err != nil {
 		t.Errorf("Do after the cancelled job = %v", err)
 	}

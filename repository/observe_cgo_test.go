@@ -8,12 +8,13 @@ import (
 	"testing"
 
 	"github.com/policyd/policyd/bridge"
+	"github.com/policyd/policyd/engines/enginestest"
 )
 
 // A version is ready only after each context of its pool ran the warm-up (batch 1 and the
 // preferred batch sizes): its arenas exist before the first request, and no run is counted.
 func TestWarmupAtLoad(t *testing.T) {
-	rt := nativeRuntime(t)
+	rt := enginestest.NativeRuntime(t)
 	dir := t.TempDir()
 	putModel(t, dir, "m", "1.0.0", mlpSmall)
 	r := nativeRepository(t, rt)

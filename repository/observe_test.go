@@ -7,24 +7,27 @@ import (
 
 	"github.com/policyd/policyd/bridge"
 	"github.com/policyd/policyd/engines"
+	"github.com/policyd/policyd/engines/enginestest"
 )
 
 func TestQueueDepthAndInFlight(t *testing.T) {
-	f := &fakeFactory{started: make(chan struct{}, 8), gate: make(chan struct{})}
+	f := &fakeFactory{enginestest.Factory{Started: make(chan struct{}, 8), Gate: make(chan struct{})}}
 	p := newTestPool(t, f, engines.PoolOptions{Instances: 1, QueueLen: 8})
 	v := &Version{runner: p}
 	fn := func([]bridge.Tensor) error { return nil }
 	var wg sync.WaitGroup
 	for range 3 {
-		wg.Go(func() { _ = p.Do(context.Background(), []bridge.Tensor{f32Tensor(1)}, engines.RunOptions{}, fn) })
+		wg.Go(func() {
+			_ = p.Do(context.Background(), []bridge.Tensor{enginestest.F32Tensor(1)}, engines.RunOptions{}, fn)
+		})
 	}
-	<-f.started // one runs, two wait
-	waitFor(t, func() bool { return v.QueueDepth() == 2 })
+	<-f.Started // one runs, two wait
+	enginestest.WaitFor(t, func() bool { return v.QueueDepth() == 2 })
 	v.refs.Add(2)
 	if n := v.InFlight(); n != 2 {
 		t.Errorf("in flight %d, want 2", n)
 	}
-	close(f.gate)
+	close(f.Gate)
 	wg.Wait()
 	if d := v.QueueDepth(); d != 0 {
 		t.Errorf("queue depth %d after the runs", d)

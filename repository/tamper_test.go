@@ -16,6 +16,7 @@ import (
 	"github.com/policyd/policyd/artifacts"
 	"github.com/policyd/policyd/bridge"
 	"github.com/policyd/policyd/engines"
+	"github.com/policyd/policyd/engines/enginestest"
 )
 
 // What Apply does with a version whose files change after it loaded, for both values of
@@ -59,8 +60,8 @@ func TestOnTamperAfterLoad(t *testing.T) {
 				t.Errorf("hook calls after tampering: %v", got)
 			}
 			run := func(v *Version) error {
-				return v.Do(t.Context(), []bridge.Tensor{f32Tensor(3)}, engines.RunOptions{}, func(out []bridge.Tensor) error {
-					if got := firstF32(out[0]); got != 6 {
+				return v.Do(t.Context(), []bridge.Tensor{enginestest.F32Tensor(3)}, engines.RunOptions{}, func(out []bridge.Tensor) error {
+					if got := enginestest.FirstF32(out[0]); got != 6 {
 						t.Errorf("output %v, want 6", got)
 					}
 					return nil
