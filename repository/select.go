@@ -58,11 +58,7 @@ func (d *Desired) targets(scanned []found) (out []target, others []IndexEntry) {
 			}
 			continue
 		}
-		if l, ok := listed[m.Name]; ok {
-			listed[m.Name] = l + ", " + m.Version
-		} else {
-			listed[m.Name] = "version " + m.Version
-		}
+		listed[m.Name] = "version " + m.Version // a model is listed once (Desired.validate)
 		var canonical []string
 		for _, f := range fs {
 			if f.semver != nil {
