@@ -34,11 +34,11 @@ type AddRequest struct {
 	// ExternalSHA256, when set, is the hex SHA-256 of each external-data file the caller
 	// checked, by location (ReadExternalData): Add refuses one that differs or was not checked.
 	ExternalSHA256 map[string]string
-	IO          IO                 // the model's input/output signature, as the engine reports it
-	Metadata    map[string]string  // free: training_run, parent_version, ...
-	SignKey     ed25519.PrivateKey // when set, manifest.sig is written too
-	Tool        string             // "policyctl v0.3.0"
-	Now         func() time.Time   // default time.Now
+	IO             IO                 // the model's input/output signature, as the engine reports it
+	Metadata       map[string]string  // free: training_run, parent_version, ...
+	SignKey        ed25519.PrivateKey // when set, manifest.sig is written too
+	Tool           string             // "policyctl v0.3.0"
+	Now            func() time.Time   // default time.Now
 }
 
 // beforeRename is a test hook called with the work folder just before it is renamed into place.
