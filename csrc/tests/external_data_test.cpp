@@ -279,4 +279,55 @@ TEST_F(ExternalData, AddExternalRefusesBadNames) {
   pd_engine_options_destroy(o);
 }
 
+// An engine cache binds to the external data too: on the cuda backend over the CPU emulation
+// of CUDA, a cache built with one file's weights is refused with other weights in the file.
+TEST(ExternalDataCache, BindsTheWeights) {
+  pd_runtime_options* ro = nullptr;
+  ASSERT_EQ(take(pd_runtime_options_create(&ro)).msg, "");
+  ASSERT_EQ(take(pd_runtime_options_set_backend_dir(ro, PD_FAKE_CUDA_DIR)).msg, "");
+  pd_runtime* rt = nullptr;
+  ASSERT_EQ(take(pd_runtime_create(ro, &rt)).msg, "");
+  pd_runtime_options_destroy(ro);
+  onnx::ModelProto m = affine_model();
+  std::string data;
+  externalize(m, "W", &data, 0, "model.onnx.data");
+  const std::string bytes = m.SerializeAsString();
+  auto build = [&](const std::string& file, const std::string& cache, pd_engine** e) {
+    pd_engine_options* o = nullptr;
+    EXPECT_EQ(take(pd_engine_options_create(&o)).msg, "");
+    EXPECT_EQ(take(pd_engine_options_set_backend(o, "cuda")).msg, "");
+    EXPECT_EQ(take(pd_engine_options_add_external(o, "model.onnx.data", file.data(), file.size())).msg, "");
+    if (!cache.empty()) {
+      EXPECT_EQ(take(pd_engine_options_set_cache(o, cache.data(), cache.size())).msg, "");
+    }
+    Err r = take(pd_engine_create(rt, bytes.data(), bytes.size(), o, e));
+    pd_engine_options_destroy(o);
+    return r;
+  };
+  pd_engine* e = nullptr;
+  Err r = build(data, "", &e);
+  if (r.code == PD_ERR_UNAVAILABLE || r.code == PD_ERR_NOT_FOUND) {
+    pd_runtime_destroy(rt);
+    GTEST_SKIP() << "no fake cuda backend: " << r.msg;
+  }
+  ASSERT_EQ(r.msg, "");
+  void* blob = nullptr;
+  size_t size = 0;
+  ASSERT_EQ(take(pd_engine_serialize(e, &blob, &size)).msg, "");
+  const std::string cache(static_cast<const char*>(blob), size);
+  pd_engine_serialized_free(blob);
+  pd_engine_destroy(e);
+  e = nullptr;
+  ASSERT_EQ(build(data, cache, &e).msg, "");
+  pd_engine_destroy(e);
+  e = nullptr;
+  std::string other = data;
+  other[0] ^= 1;
+  r = build(other, cache, &e);
+  EXPECT_EQ(r.code, PD_ERR_INVALID_ARG);
+  EXPECT_HAS(r.msg, "model_fingerprint");
+  pd_engine_destroy(e);
+  pd_runtime_destroy(rt);
+}
+
 }  // namespace
