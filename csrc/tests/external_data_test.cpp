@@ -11,6 +11,8 @@
 #include <utility>
 #include <vector>
 
+#include "error.h"
+#include "onnx_import.h"
 #include "policyd.h"
 
 namespace {
@@ -277,6 +279,34 @@ TEST_F(ExternalData, AddExternalRefusesBadNames) {
   EXPECT_EQ(take(pd_engine_options_add_external(o, "empty.data", nullptr, 0)).msg, "");
   EXPECT_EQ(take(pd_engine_options_add_external(nullptr, "x.data", d, 4)).code, PD_ERR_INVALID_ARG);
   pd_engine_options_destroy(o);
+}
+
+// What the tensorrt backend's parser gets: the model with the external bytes back in raw_data,
+// equal to the self-contained model's initializers; the same checks refuse a bad record.
+TEST(ExternalDataInline, RestoresRawData) {
+  onnx::ModelProto m = affine_model();
+  std::string data;
+  externalize(m, "W", &data, 16, "model.onnx.data");
+  externalize(m, "b", &data, 64, "./model.onnx.data");
+  const std::string bytes = m.SerializeAsString();
+  pd::ExternalFiles files{{"model.onnx.data", pd::ExternalFile{data.data(), data.size()}}};
+  onnx::ModelProto back;
+  ASSERT_TRUE(back.ParseFromString(pd::inline_external_data(bytes.data(), bytes.size(), files)));
+  onnx::ModelProto want = affine_model();
+  for (int i = 0; i < 2; ++i) {
+    const auto& t = back.graph().initializer(i);
+    EXPECT_EQ(t.data_location(), onnx::TensorProto::DEFAULT);
+    EXPECT_EQ(t.external_data_size(), 0);
+    EXPECT_EQ(t.raw_data(), want.graph().initializer(i).raw_data()) << t.name();
+  }
+  pd::ExternalFiles short_file{{"model.onnx.data", pd::ExternalFile{data.data(), 40}}};
+  try {
+    pd::inline_external_data(bytes.data(), bytes.size(), short_file);
+    ADD_FAILURE() << "a short file was inlined";
+  } catch (const pd::Error& e) {
+    EXPECT_EQ(e.code(), PD_ERR_INVALID_ARG);
+    EXPECT_HAS(std::string(e.what()), "initializer 'b': offset 64 is past the end of external file 'model.onnx.data'");
+  }
 }
 
 // An engine cache binds to the external data too: on the cuda backend over the CPU emulation
