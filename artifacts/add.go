@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
@@ -30,18 +31,24 @@ type AddRequest struct {
 	// ModelSHA256, when set, is the hex SHA-256 of the bytes the caller checked (loaded): Add
 	// refuses if the file it copies differs, e.g. because it changed in between.
 	ModelSHA256 string
-	IO          IO                 // the model's input/output signature, as the engine reports it
-	Metadata    map[string]string  // free: training_run, parent_version, ...
-	SignKey     ed25519.PrivateKey // when set, manifest.sig is written too
-	Tool        string             // "policyctl v0.3.0"
-	Now         func() time.Time   // default time.Now
+	// ExternalSHA256, when set, is the hex SHA-256 of each external-data file the caller
+	// checked, by location (ReadExternalData): Add refuses one that differs or was not checked.
+	ExternalSHA256 map[string]string
+	IO             IO                 // the model's input/output signature, as the engine reports it
+	Metadata       map[string]string  // free: training_run, parent_version, ...
+	SignKey        ed25519.PrivateKey // when set, manifest.sig is written too
+	Tool           string             // "policyctl v0.3.0"
+	Now            func() time.Time   // default time.Now
 }
 
 // beforeRename is a test hook called with the work folder just before it is renamed into place.
 var beforeRename func(tmp string) error
 
 // Add stores a new version in the repository repo: DIR/<name>/<version>/ with model.onnx,
-// manifest.json and, with a SignKey, manifest.sig. The version is written in a work folder
+// the external-data files the model names (ExternalDataFiles, copied from beside req.Model to
+// the same relative paths), manifest.json listing and hashing them all and, with a SignKey,
+// manifest.sig. A named external-data file that is missing, a symlink, not a regular file, or
+// whose location is absolute, has "..", or is a reserved name, is an error naming it. The version is written in a work folder
 // DIR/<name>/.tmp-* and renamed into place once complete and synced, never over an existing
 // version (ErrExists), so a crash never leaves a half version visible; on failure the work
 // folder is removed (what a crash leaves there, RemoveStale removes later). Adds of different
@@ -118,13 +125,20 @@ func Add(repo string, req AddRequest) (*Artifact, error) {
 	if req.ModelSHA256 != "" && req.ModelSHA256 != sum {
 		return nil, fmt.Errorf("add %s: %s changed while being added (checked sha256 %s, copied %s)", ref, req.Model, short(req.ModelSHA256), short(sum))
 	}
+	files := []File{{Path: ModelFile, SHA256: sum, Size: size}}
+	sidecars, err := copyExternalData(req.Model, tmp, req.ExternalSHA256)
+	if err != nil {
+		return nil, fmt.Errorf("add %s: %w", ref, err)
+	}
+	files = append(files, sidecars...)
+	sort.Slice(files, func(i, j int) bool { return files[i].Path < files[j].Path })
 	m := &Manifest{
 		Schema:   Schema,
 		Name:     req.Name,
 		Version:  version,
 		Created:  now().UTC().Truncate(time.Second),
 		Tool:     tool,
-		Files:    []File{{Path: ModelFile, SHA256: sum, Size: size}},
+		Files:    files,
 		IO:       req.IO,
 		Metadata: req.Metadata,
 	}
@@ -182,6 +196,107 @@ func checkNew(modelDir, name, version string) error {
 		}
 	}
 	return nil
+}
+
+// copyExternalData copies the external-data files the model at tmp/model.onnx (the copy, so
+// that what is listed is what the stored model names) names, from beside the source model
+// src to the same relative paths under tmp, and returns their manifest entries. sums, when
+// set, are the hex SHA-256 of the bytes the caller checked, by name: a file that differs, or
+// one the caller did not check, is refused.
+func copyExternalData(src, tmp string, sums map[string]string) ([]File, error) {
+	model, err := os.ReadFile(filepath.Join(tmp, ModelFile))
+	if err != nil {
+		return nil, err
+	}
+	names, err := ExternalDataFiles(model)
+	if errors.Is(err, errNotONNX) {
+		// Not a protobuf: it names no files (and no engine loads it; Add stores bytes).
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", src, err)
+	}
+	var out []File
+	for _, name := range names {
+		p, err := externalDataPath(src, name)
+		if err != nil {
+			return nil, err
+		}
+		dst := filepath.Join(tmp, filepath.FromSlash(name))
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return nil, err
+		}
+		sum, size, err := copyFile(p, dst)
+		if err != nil {
+			return nil, fmt.Errorf("external data file %q: %w", name, err)
+		}
+		if sums != nil && sums[name] != sum {
+			return nil, fmt.Errorf("%s changed while being added (checked sha256 %s, copied %s)", p, short(sums[name]), short(sum))
+		}
+		out = append(out, File{Path: name, SHA256: sum, Size: size})
+	}
+	return out, nil
+}
+
+// externalDataPath returns the path of external-data file name (a clean location from
+// ExternalDataFiles) of the model at modelPath, refusing a reserved name, a missing file, a
+// symlink (the file or any folder on its way) and anything but a regular file, naming it.
+func externalDataPath(modelPath, name string) (string, error) {
+	if name == ModelFile || name == ManifestFile || name == SignatureFile || name == "engines" || strings.HasPrefix(name, "engines/") || isTemp(name) {
+		return "", fmt.Errorf("%s: external data file %q has a name the artifact reserves", modelPath, name)
+	}
+	if err := checkPath(name); err != nil {
+		return "", fmt.Errorf("%s: external data: %v", modelPath, err)
+	}
+	base := filepath.Dir(modelPath)
+	parts := strings.Split(name, "/")
+	for i := range parts {
+		p := filepath.Join(base, filepath.FromSlash(strings.Join(parts[:i+1], "/")))
+		st, err := os.Lstat(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			return "", fmt.Errorf("%s: external data file %q is missing (%s)", modelPath, name, p)
+		}
+		if err != nil {
+			return "", fmt.Errorf("%s: external data file %q: %w", modelPath, name, err)
+		}
+		if st.Mode()&fs.ModeSymlink != 0 {
+			return "", fmt.Errorf("%s: external data file %q: %s is a symlink; external data must be real files beside the model", modelPath, name, p)
+		}
+		if i == len(parts)-1 && !st.Mode().IsRegular() {
+			return "", fmt.Errorf("%s: external data file %q is not a regular file", modelPath, name)
+		}
+	}
+	return filepath.Join(base, filepath.FromSlash(name)), nil
+}
+
+// ReadExternalData reads the external-data files the model (model, the bytes of the file at
+// modelPath) names from beside it, keyed by location as ExternalDataFiles writes it, with the
+// checks Add makes (missing, symlinked, absolute, "..", reserved: an error naming the file);
+// nil when it names none. For loading a model before Add (policyctl artifacts add).
+func ReadExternalData(modelPath string, model []byte) (map[string][]byte, error) {
+	names, err := ExternalDataFiles(model)
+	if errors.Is(err, errNotONNX) {
+		return nil, nil // the engine says what is wrong with it
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", modelPath, err)
+	}
+	if len(names) == 0 {
+		return nil, nil
+	}
+	out := make(map[string][]byte, len(names))
+	for _, name := range names {
+		p, err := externalDataPath(modelPath, name)
+		if err != nil {
+			return nil, err
+		}
+		b, _, err := readNoFollow(p, -1)
+		if err != nil {
+			return nil, fmt.Errorf("%s: external data file %q: %w", modelPath, name, err)
+		}
+		out[name] = b
+	}
+	return out, nil
 }
 
 // copyFile copies a regular file src to the new file dst, syncs it, and returns its hex

@@ -296,6 +296,20 @@ func (r *Runtime) NewEngine(onnx []byte, o EngineOptions) (*Engine, error) {
 			return nil, err
 		}
 	}
+	for _, name := range slices.Sorted(maps.Keys(o.External)) {
+		// One call per file; the library copies the bytes during the call.
+		data := o.External[name]
+		var p unsafe.Pointer
+		if len(data) > 0 {
+			p = unsafe.Pointer(&data[0])
+		}
+		cs := C.CString(name)
+		err := toError(C.pd_engine_options_add_external(opts, cs, p, C.size_t(len(data))))
+		C.free(unsafe.Pointer(cs))
+		if err != nil {
+			return nil, err
+		}
+	}
 	e := &Engine{}
 	// The model bytes are Go memory read only during the call: allowed by the cgo rules.
 	if err := toError(C.pd_engine_create(r.ptr, unsafe.Pointer(&onnx[0]), C.size_t(len(onnx)), opts, &e.ptr)); err != nil {

@@ -5,10 +5,13 @@ package bridge
 import (
 	"os"
 	"testing"
+
+	"github.com/policyd/policyd/artifacts/artifactstest"
 )
 
 // FuzzNewEngine feeds arbitrary bytes to the model loader (ONNX import, checks, passes,
-// signature derivation) and, when a model loads, runs it once on zeros. Nothing may crash;
+// signature derivation), with arbitrary bytes as its external-data file "model.onnx.data"
+// (a seed keeps mlp-small's weights there), and, when a model loads, runs it once on zeros. Nothing may crash;
 // errors are fine. Run it longer with: go test -fuzz FuzzNewEngine -fuzztime 60s ./bridge
 func FuzzNewEngine(f *testing.F) {
 	for _, p := range []string{
@@ -21,15 +24,18 @@ func FuzzNewEngine(f *testing.F) {
 		if err != nil {
 			f.Fatal(err)
 		}
-		f.Add(b)
+		f.Add(b, []byte(nil))
+		if m, data, err := artifactstest.Externalize(b, "model.onnx.data", 16); err == nil {
+			f.Add(m, data)
+		}
 	}
 	rt, err := NewRuntime("")
 	if err != nil {
 		f.Fatal(err)
 	}
 	defer rt.Close()
-	f.Fuzz(func(t *testing.T, model []byte) {
-		e, err := rt.NewEngine(model, EngineOptions{Name: "fuzz"})
+	f.Fuzz(func(t *testing.T, model, data []byte) {
+		e, err := rt.NewEngine(model, EngineOptions{Name: "fuzz", External: map[string][]byte{"model.onnx.data": data}})
 		if err != nil {
 			return
 		}

@@ -226,6 +226,12 @@ type EngineOptions struct {
 	// then those plus one context's activation arena at batch 1. A model over it fails with
 	// CodeInvalidArg naming what does not fit.
 	MaxMemory uint64
+	// External holds the model's ONNX external-data files ("model.onnx.data"), keyed by
+	// their names relative to the model as its tensors name them. The library reads every
+	// tensor whose data_location is EXTERNAL from them (it never opens files) and refuses a
+	// name that is absolute or has "..", a file not given, and an offset or length outside
+	// the file, with CodeInvalidArg naming the tensor and the file. Copied during the call.
+	External map[string][]byte
 }
 
 // Device is a device a backend can build for (Runtime.Devices).

@@ -234,8 +234,14 @@ func buildOne(rt Builder, dir string, st target, o BuildOptions, s *BuildStep) {
 		fail(err)
 		return
 	}
+	external, err := a.ExternalData(onnx)
+	if err != nil {
+		fail(err)
+		return
+	}
 	sum := a.Manifest.File(ModelFile).SHA256
 	opts := engineOptions(st, a, t.Backend)
+	opts.External = external
 	opts.Device, opts.ModelDigest, opts.Name, opts.Threads = t.Device.Ordinal, "sha256:"+sum, a.Ref(), 0
 	if _, data, err := a.EngineCache(t.Backend, t.BackendVersion, t.Device.Target, ""); err == nil && data != nil && !o.Force {
 		// Up to date when the backend takes it for these options (profile, parameters).

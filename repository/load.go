@@ -99,6 +99,11 @@ func (r *Repository) load(t target, art *artifacts.Artifact) *Version {
 		v.reason = fmt.Sprintf("read model: %v", err)
 		return v
 	}
+	external, err := art.ExternalData(onnx)
+	if err != nil {
+		v.reason = fmt.Sprintf("read model's external data: %v", err)
+		return v
+	}
 	backends := t.set.backends
 	if len(backends) == 0 {
 		backends = []string{""} // the library's default
@@ -113,7 +118,7 @@ func (r *Repository) load(t target, art *artifacts.Artifact) *Version {
 	var errs, refusals []error
 	absent := r.absentBackends()
 	for _, b := range tried {
-		es, devs, err := r.engines(onnx, art, t, b)
+		es, devs, err := r.engines(onnx, external, art, t, b)
 		if err == nil {
 			var p engines.Runner
 			var seqs *engines.Sequences
@@ -211,9 +216,11 @@ func engineOptions(t target, art *artifacts.Artifact, b string) bridge.EngineOpt
 
 // engines builds the engines of target t on backend b: one per GPU it selects (devicesOf),
 // each from the artifact's engine cache for its architecture when one matches (gpuEngine),
-// or one engine for a backend without devices. On a failure every engine built is closed.
-func (r *Repository) engines(onnx []byte, art *artifacts.Artifact, t target, b string) ([]*bridge.Engine, []int, error) {
+// or one engine for a backend without devices. external: the model's external-data files as
+// read from the artifact (Artifact.ExternalData). On a failure every engine built is closed.
+func (r *Repository) engines(onnx []byte, external map[string][]byte, art *artifacts.Artifact, t target, b string) ([]*bridge.Engine, []int, error) {
 	opts := engineOptions(t, art, b)
+	opts.External = external
 	if r.last != nil { // under applyMu, as every load is
 		opts.MaxMemory = r.last.MaxModelMemory
 	}

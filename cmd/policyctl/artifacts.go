@@ -69,13 +69,13 @@ func splitRef(s string) (name, version string) {
 
 // inspect loads an ONNX model through the engine and returns its I/O signature; a model that
 // does not load is refused with the engine's message.
-func inspect(onnx []byte, name string) (artifacts.IO, error) {
+func inspect(onnx []byte, external map[string][]byte, name string) (artifacts.IO, error) {
 	rt, err := bridge.NewRuntime("")
 	if err != nil {
 		return artifacts.IO{}, fmt.Errorf("engine: %w", err)
 	}
 	defer rt.Close()
-	eng, err := rt.NewEngine(onnx, bridge.EngineOptions{Name: name})
+	eng, err := rt.NewEngine(onnx, bridge.EngineOptions{Name: name, External: external})
 	if err != nil {
 		return artifacts.IO{}, fmt.Errorf("model does not load: %w", err)
 	}
@@ -92,8 +92,10 @@ func inspect(onnx []byte, name string) (artifacts.IO, error) {
 
 const addAbout = `add a model version to a repository (checks it loads; atomic; never overwrites)
 Loads MODEL.onnx through the engine (a model that does not load is refused with the
-engine's message), then writes REPOSITORY/NAME/VERSION/ with model.onnx and manifest.json
-(every file's sha256 and size, the model's inputs and outputs, the creation time, this tool's
+engine's message), then writes REPOSITORY/NAME/VERSION/ with model.onnx, the ONNX external-data
+files it names (model.onnx.data, read from beside MODEL.onnx; a missing or symlinked one, or a
+location that is absolute or has "..", is refused naming it) and manifest.json (every file's
+sha256 and size, the model's inputs and outputs, the creation time, this tool's
 version and the --metadata), signed with --sign-key when given. The version appears at once,
 complete, or not at all; an existing version is never overwritten. VERSION is a semantic
 version MAJOR.MINOR.PATCH[-PRERELEASE][+BUILD]; v1.2.3 is stored as 1.2.3. Work folders
@@ -150,7 +152,21 @@ func artifactsAdd(_ context.Context, _ string, path, args []string, stdout, stde
 	}
 	sum := sha256.Sum256(onnx)
 	req.ModelSHA256 = hex.EncodeToString(sum[:])
-	if req.IO, err = inspect(onnx, *name+"@"+v); err != nil {
+	// The external-data files the model names (model.onnx.data) are loaded with it and stored
+	// beside it; a missing, symlinked or escaping one is refused here, naming it.
+	external, err := artifacts.ReadExternalData(pos[0], onnx)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", fs.name, err)
+		return 1
+	}
+	for n, b := range external {
+		if req.ExternalSHA256 == nil {
+			req.ExternalSHA256 = map[string]string{}
+		}
+		s := sha256.Sum256(b)
+		req.ExternalSHA256[n] = hex.EncodeToString(s[:])
+	}
+	if req.IO, err = inspect(onnx, external, *name+"@"+v); err != nil {
 		fmt.Fprintf(stderr, "%s: %s: %v\n", fs.name, pos[0], err)
 		return 1
 	}
@@ -399,7 +415,7 @@ func artifactsMigrate(_ context.Context, _ string, path, args []string, stdout, 
 	}
 	opts := artifacts.MigrateOptions{Tool: toolVersion()}
 	if err := bridge.Available(); err == nil {
-		opts.Inspect = func(b []byte) (artifacts.IO, error) { return inspect(b, "migrate") }
+		opts.Inspect = func(b []byte) (artifacts.IO, error) { return inspect(b, nil, "migrate") }
 	} else {
 		fmt.Fprintf(stderr, "%s: warning: engine unavailable (%v): manifests get an empty io\n", fs.name, err)
 	}

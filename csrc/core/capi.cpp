@@ -280,6 +280,7 @@ struct pd_engine_options {
   std::map<std::string, std::string> params;  // "<backend>.<key>" -> value
   std::string timing_cache;
   uint64_t max_memory = 0;  // 0: no limit
+  std::map<std::string, std::string> externals;  // external-data files by normalized name (copied)
 };
 
 extern "C" pd_error* pd_engine_options_create(pd_engine_options** out) {
@@ -374,6 +375,15 @@ extern "C" pd_error* pd_engine_options_set_max_memory(pd_engine_options* o, uint
   return guard([&] {
     PD_CHECK_ARG(o, "options is NULL");
     o->max_memory = bytes;
+  });
+}
+extern "C" pd_error* pd_engine_options_add_external(pd_engine_options* o, const char* location, const void* data,
+                                                    size_t size) {
+  return guard([&] {
+    PD_CHECK_ARG(o && location, "options or location is NULL");
+    PD_CHECK_ARG(size == 0 || data, "external file '", location, "': data is NULL for ", size, " bytes");
+    const std::string name = normalize_external_location(location, "external file name");
+    o->externals[name].assign(static_cast<const char*>(data), size);
   });
 }
 extern "C" pd_error* pd_engine_options_set_timing_cache(pd_engine_options* o, const void* data, size_t size) {
@@ -522,10 +532,32 @@ extern "C" pd_error* pd_engine_create(pd_runtime* rt, const void* onnx, size_t o
     e->name = o.name;
     e->backend_name = slot->name;
     Graph g;
+    ExternalFiles files;
+    for (const auto& [n, bytes] : o.externals) files[n] = ExternalFile{bytes.data(), bytes.size()};
     try {
-      g = import_onnx(onnx, onnx_size, o.max_memory);
+      g = import_onnx(onnx, onnx_size, o.max_memory, &files);
     } catch (const Error& err) {
       fail(err.code(), o.name, ": ", err.what());
+    }
+    // The engine cache binds to the model and its external data: the fingerprint of the ONNX
+    // bytes, then each file's name and fingerprint.
+    std::string fingerprint = fnv1a64_tag(onnx, onnx_size);
+    if (!o.externals.empty()) {
+      std::string all = fingerprint;
+      for (const auto& [n, bytes] : o.externals) all += "\n" + n + " " + fnv1a64_tag(bytes.data(), bytes.size());
+      fingerprint = fnv1a64_tag(all.data(), all.size());
+    }
+    // A backend with its own ONNX parser (tensorrt, the one reading BuildOptions::onnx) gets the
+    // model with the external data inlined: one transient copy of the weights for its build.
+    std::string inlined;
+    if (!o.externals.empty() && slot->name == "tensorrt") {
+      try {
+        inlined = inline_external_data(onnx, onnx_size, files);
+      } catch (const Error& err) {
+        fail(err.code(), o.name, ": ", err.what());
+      }
+      onnx = inlined.data();
+      onnx_size = inlined.size();
     }
     size_t nodes_in = g.nodes.size();
     int folded = 0, fusedn = 0, removed = 0;
@@ -565,7 +597,7 @@ extern "C" pd_error* pd_engine_create(pd_runtime* rt, const void* onnx, size_t o
     e->binding.backend = slot->name;
     e->binding.backend_version = slot->version;
     e->binding.target = slot->devices.empty() ? "" : slot->devices[o.device].target;
-    e->binding.model_fingerprint = fnv1a64_tag(onnx, onnx_size);
+    e->binding.model_fingerprint = fingerprint;
     e->binding.model_digest = o.model_digest;
     try {
       e->binding.options = slot->backend->options_key(bo);

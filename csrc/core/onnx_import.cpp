@@ -58,20 +58,100 @@ uint64_t checked_proto_bytes(const onnx::TensorProto& p, DType dt, const Shape& 
   return bytes;
 }
 
+bool parse_u64(const std::string& s, uint64_t* out) {
+  if (s.empty() || s.size() > 20) return false;
+  uint64_t v = 0;
+  for (char c : s) {
+    if (c < '0' || c > '9') return false;
+    const uint64_t d = static_cast<uint64_t>(c - '0');
+    if (v > (std::numeric_limits<uint64_t>::max() - d) / 10) return false;
+    v = v * 10 + d;
+  }
+  *out = v;
+  return true;
+}
+
+bool is_external(const onnx::TensorProto& p, const std::string& who) {
+  if (p.data_location() == onnx::TensorProto::EXTERNAL) return true;
+  PD_CHECK_ARG(p.external_data_size() == 0, who,
+               " has external_data entries but its data_location is not EXTERNAL");
+  return false;
+}
+
+// Resolves an external tensor's record (ONNX spec: location, offset, length, checksum) against
+// the files the host handed over and checks it against the `bytes` the tensor's dims x dtype
+// need, before anything is allocated. Returns where the bytes are.
+const char* external_bytes(const onnx::TensorProto& p, uint64_t bytes, const std::string& who,
+                           const ExternalFiles* files) {
+  PD_CHECK_ARG(!p.has_raw_data(), who, " is EXTERNAL but also carries raw_data");
+  std::string location;
+  uint64_t offset = 0, length = 0;
+  bool have_location = false, have_length = false;
+  for (const auto& kv : p.external_data()) {
+    const std::string& k = kv.key();
+    if (k == "location") {
+      location = kv.value();
+      have_location = true;
+    } else if (k == "offset") {
+      PD_CHECK_ARG(parse_u64(kv.value(), &offset), who, ": external data offset '", kv.value(),
+                   "' is not a non-negative integer");
+    } else if (k == "length") {
+      PD_CHECK_ARG(parse_u64(kv.value(), &length), who, ": external data length '", kv.value(),
+                   "' is not a non-negative integer");
+      have_length = true;
+    } else if (k == "checksum") {
+      // SHA-1 of the file: the host has verified the file's bytes already (manifest SHA-256).
+    } else {
+      fail(PD_ERR_INVALID_ARG, who, ": unknown external data key '", k,
+           "' (known: location, offset, length, checksum)");
+    }
+  }
+  PD_CHECK_ARG(have_location, who, " is EXTERNAL but names no location");
+  const std::string name = normalize_external_location(location, who + " external data location");
+  const ExternalFile* f = nullptr;
+  if (files) {
+    auto it = files->find(name);
+    if (it != files->end()) f = &it->second;
+  }
+  if (!f) {
+    std::string known;
+    if (files)
+      for (const auto& [n, _] : *files) known += (known.empty() ? "" : ", ") + n;
+    fail(PD_ERR_INVALID_ARG, who, " stores its data in external file '", name,
+         "', which was not provided (", known.empty() ? "no external files were given" : "given: " + known, ")");
+  }
+  PD_CHECK_ARG(offset <= f->size, who, ": offset ", offset, " is past the end of external file '", name,
+               "' (", f->size, " bytes)");
+  if (!have_length) length = f->size - offset;
+  PD_CHECK_ARG(length <= f->size - offset, who, ": offset ", offset, " + length ", length,
+               " is past the end of external file '", name, "' (", f->size, " bytes)");
+  PD_CHECK_ARG(length == bytes, who, " has ", length, " bytes in external file '", name,
+               "' (offset ", offset, "), its shape ", shape_str(Shape(p.dims().begin(), p.dims().end())),
+               " needs ", bytes);
+  return static_cast<const char*>(f->data) + offset;
+}
+
 // Reads a TensorProto into a Tensor. budget, when given, is what the model may still allocate
 // for its constants; the tensor's size is checked against it, then taken from it, before the
-// allocation.
-Tensor to_tensor(const onnx::TensorProto& p, const std::string& what, uint64_t* budget = nullptr) {
-  if (p.data_location() == onnx::TensorProto::EXTERNAL || p.external_data_size() > 0)
-    fail(PD_ERR_UNSUPPORTED, what, " '", p.name(),
-         "' stores its data in an external file; policyd needs self-contained models");
+// allocation. An EXTERNAL tensor is read from `files`.
+Tensor to_tensor(const onnx::TensorProto& p, const std::string& what, uint64_t* budget = nullptr,
+                 const ExternalFiles* files = nullptr) {
+  const std::string who = what + " '" + p.name() + "'";
+  const bool external = is_external(p, who);
   DType dt = dtype_from_onnx(p.data_type());
   if (dtype_size(dt) == 0)
     fail(PD_ERR_UNSUPPORTED, what, " '", p.name(), "' has data type ",
          dtype_name(dt), " (", p.data_type(), "), which policyd does not support");
   PD_CHECK_ARG(p.dims_size() <= 64, what, " '", p.name(), "' has rank ", p.dims_size());
   Shape shape(p.dims().begin(), p.dims().end());
-  const uint64_t bytes = checked_proto_bytes(p, dt, shape, what);
+  const char* ext = nullptr;
+  uint64_t bytes = 0;
+  if (external) {
+    bytes = nbytes_or_fail(shape, dt, who);
+    ext = external_bytes(p, bytes, who, files);
+  } else {
+    bytes = checked_proto_bytes(p, dt, shape, what);
+  }
   if (budget) {
     if (bytes > *budget)
       fail(PD_ERR_INVALID_ARG, what, " '", p.name(), "' of shape ", shape_str(shape), " needs ", bytes,
@@ -79,8 +159,8 @@ Tensor to_tensor(const onnx::TensorProto& p, const std::string& what, uint64_t* 
     *budget -= bytes;
   }
   Tensor t(dt, shape);
-  if (p.has_raw_data()) {
-    if (t.nbytes()) std::memcpy(t.data(), p.raw_data().data(), t.nbytes());
+  if (ext || p.has_raw_data()) {
+    if (t.nbytes()) std::memcpy(t.data(), ext ? ext : p.raw_data().data(), t.nbytes());
     return t;
   }
   if (t.numel() == 0) return t;
@@ -102,7 +182,8 @@ Tensor to_tensor(const onnx::TensorProto& p, const std::string& what, uint64_t* 
   return t;
 }
 
-Attribute to_attr(const onnx::AttributeProto& a, const std::string& node, uint64_t* budget) {
+Attribute to_attr(const onnx::AttributeProto& a, const std::string& node, uint64_t* budget,
+                  const ExternalFiles* files) {
   Attribute r;
   switch (a.type()) {
     case onnx::AttributeProto::INT: r.kind = Attribute::Int; r.i = a.i(); break;
@@ -122,7 +203,7 @@ Attribute to_attr(const onnx::AttributeProto& a, const std::string& node, uint64
       break;
     case onnx::AttributeProto::TENSOR:
       r.kind = Attribute::TensorKind;
-      r.t = std::make_shared<Tensor>(to_tensor(a.t(), "attribute '" + a.name() + "' of node '" + node + "'", budget));
+      r.t = std::make_shared<Tensor>(to_tensor(a.t(), "attribute '" + a.name() + "' of node '" + node + "'", budget, files));
       break;
     default:
       // Graph-valued and other attributes: ops that need them (If, Loop, Scan) are unsupported
@@ -157,10 +238,10 @@ ValueInfo to_value_info(const onnx::ValueInfoProto& v) {
 }
 
 // A Constant node becomes a graph constant.
-TensorPtr constant_value(const onnx::NodeProto& n, uint64_t* budget) {
+TensorPtr constant_value(const onnx::NodeProto& n, uint64_t* budget, const ExternalFiles* files) {
   for (const auto& a : n.attribute()) {
     const std::string& k = a.name();
-    if (k == "value") return std::make_shared<Tensor>(to_tensor(a.t(), "Constant node '" + n.name() + "'", budget));
+    if (k == "value") return std::make_shared<Tensor>(to_tensor(a.t(), "Constant node '" + n.name() + "'", budget, files));
     if (k == "value_float") {
       auto t = std::make_shared<Tensor>(DType::F32, Shape{});
       *t->as<float>() = a.f();
@@ -195,7 +276,61 @@ int max_opset(const std::string& domain) {
 
 }  // namespace
 
-Graph import_onnx(const void* data, size_t size, uint64_t max_constant_bytes) {
+std::string normalize_external_location(const std::string& location, const std::string& what) {
+  PD_CHECK_ARG(!location.empty(), what, " is empty");
+  PD_CHECK_ARG(location.find('\0') == std::string::npos, what, " '", location, "' contains a NUL byte");
+  PD_CHECK_ARG(location.find('\\') == std::string::npos, what, " '", location,
+               "' contains a backslash; names are relative to the model, with '/'");
+  PD_CHECK_ARG(location[0] != '/', what, " '", location, "' is an absolute path; names are relative to the model");
+  PD_CHECK_ARG(!(location.size() >= 2 && location[1] == ':'), what, " '", location,
+               "' is an absolute path; names are relative to the model");
+  std::string out;
+  size_t i = 0;
+  while (i <= location.size()) {
+    size_t j = location.find('/', i);
+    if (j == std::string::npos) j = location.size();
+    const std::string part = location.substr(i, j - i);
+    PD_CHECK_ARG(part != "..", what, " '", location, "' contains '..'; names must stay beside the model");
+    if (!part.empty() && part != ".") out += (out.empty() ? "" : "/") + part;
+    i = j + 1;
+  }
+  PD_CHECK_ARG(!out.empty(), what, " '", location, "' names no file");
+  return out;
+}
+
+namespace {
+
+void inline_tensor(onnx::TensorProto* p, const std::string& what, const ExternalFiles& files) {
+  const std::string who = what + " '" + p->name() + "'";
+  if (!is_external(*p, who)) return;
+  DType dt = dtype_from_onnx(p->data_type());
+  if (dtype_size(dt) == 0) return;  // import_onnx names it
+  PD_CHECK_ARG(p->dims_size() <= 64, who, " has rank ", p->dims_size());
+  const uint64_t bytes = nbytes_or_fail(Shape(p->dims().begin(), p->dims().end()), dt, who);
+  const char* src = external_bytes(*p, bytes, who, &files);
+  p->set_raw_data(src, bytes);
+  p->clear_external_data();
+  p->set_data_location(onnx::TensorProto::DEFAULT);
+}
+
+}  // namespace
+
+std::string inline_external_data(const void* data, size_t size, const ExternalFiles& externals) {
+  onnx::ModelProto m;
+  if (size > static_cast<size_t>(std::numeric_limits<int>::max()) ||
+      !m.ParseFromArray(data, static_cast<int>(size)))
+    fail(PD_ERR_INVALID_ARG, "not an ONNX model: the protobuf could not be parsed");
+  auto* gp = m.mutable_graph();
+  for (auto& init : *gp->mutable_initializer()) inline_tensor(&init, "initializer", externals);
+  for (auto& n : *gp->mutable_node())
+    for (auto& a : *n.mutable_attribute())
+      if (a.has_t()) inline_tensor(a.mutable_t(), "attribute '" + a.name() + "' of node '" + n.name() + "'", externals);
+  std::string out;
+  PD_CHECK_ARG(m.SerializeToString(&out), "the model with its external data inlined does not serialize (over 2 GiB?)");
+  return out;
+}
+
+Graph import_onnx(const void* data, size_t size, uint64_t max_constant_bytes, const ExternalFiles* externals) {
   onnx::ModelProto m;
   if (size > static_cast<size_t>(std::numeric_limits<int>::max()) ||
       !m.ParseFromArray(data, static_cast<int>(size)))
@@ -231,7 +366,7 @@ Graph import_onnx(const void* data, size_t size, uint64_t max_constant_bytes) {
   std::unordered_set<std::string> defined;
   for (const auto& init : gp.initializer()) {
     PD_CHECK_ARG(!init.name().empty(), "invalid model: an initializer has no name");
-    g.constants[init.name()] = std::make_shared<Tensor>(to_tensor(init, "initializer", budget));
+    g.constants[init.name()] = std::make_shared<Tensor>(to_tensor(init, "initializer", budget, externals));
     defined.insert(init.name());
   }
   std::unordered_set<std::string> input_names;
@@ -265,7 +400,7 @@ Graph import_onnx(const void* data, size_t size, uint64_t max_constant_bytes) {
       copy.set_name(name);
       PD_CHECK_ARG(!defined.count(np.output(0)) && !produced.count(np.output(0)),
                    "invalid model: value '", np.output(0), "' is produced twice");
-      g.constants[np.output(0)] = constant_value(copy, budget);
+      g.constants[np.output(0)] = constant_value(copy, budget, externals);
       defined.insert(np.output(0));
       continue;
     }
@@ -285,7 +420,7 @@ Graph import_onnx(const void* data, size_t size, uint64_t max_constant_bytes) {
       PD_CHECK_ARG(!defined.count(out) && produced.insert(out).second, "invalid model: value '", out,
                    "' is produced by more than one node (node '", name, "')");
     }
-    for (const auto& a : np.attribute()) n.attrs[a.name()] = to_attr(a, name, budget);
+    for (const auto& a : np.attribute()) n.attrs[a.name()] = to_attr(a, name, budget, externals);
     pending.push_back(std::move(n));
   }
   // Kahn-style pass in file order: repeatedly emit nodes whose inputs are all defined.

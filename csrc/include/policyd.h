@@ -34,10 +34,11 @@ extern "C" {
 /* The ABI version. A host refuses a library whose major version differs from the one it was
  * compiled against; minor versions only add functions. */
 #define PD_API_VERSION_MAJOR 1
-#define PD_API_VERSION_MINOR 4 /* 1: pd_context_set_row_seeds, pd_context_memory;
+#define PD_API_VERSION_MINOR 5 /* 1: pd_context_set_row_seeds, pd_context_memory;
                                   2: devices, device selection, engine caches, device time;
                                   3: batch profile, backend parameters, timing caches;
-                                  4: pd_engine_options_set_max_memory, size checks */
+                                  4: pd_engine_options_set_max_memory, size checks;
+                                  5: pd_engine_options_add_external (ONNX external data) */
 
 /* Largest tensor rank the ABI carries. */
 #define PD_MAX_RANK 8
@@ -226,6 +227,20 @@ PD_EXPORT pd_error* pd_engine_options_set_timing_cache(pd_engine_options* opts, 
  * the limit fails with PD_ERR_INVALID_ARG naming what does not fit and the limit. Contexts, the
  * arenas of larger batches and a backend's own copies of the weights are not counted. */
 PD_EXPORT pd_error* pd_engine_options_set_max_memory(pd_engine_options* opts, uint64_t bytes);
+
+/* One file of the model's ONNX external data (e.g. "model.onnx.data"): `location` is its name
+ * relative to the model, as the model's tensors name it ("./" and repeated '/' are ignored);
+ * an empty, absolute or backslashed name, or one with "..", fails with PD_ERR_INVALID_ARG.
+ * The bytes are copied (size 0 is an empty file; data may then be NULL); adding a name again
+ * replaces its bytes. The library never opens files: pd_engine_create reads every tensor whose
+ * data_location is EXTERNAL from these buffers, by the ONNX spec's keys location, offset and
+ * length (checksum is accepted, not checked: the host verifies the bytes), and fails with
+ * PD_ERR_INVALID_ARG naming the tensor and the file for a file not given, an offset or length
+ * outside it, or a length that differs from the tensor's dims x dtype, before allocating. The
+ * weights count against pd_engine_options_set_max_memory like inline ones. Engine caches bind
+ * to the model with its external data. */
+PD_EXPORT pd_error* pd_engine_options_add_external(pd_engine_options* opts, const char* location, const void* data,
+                                                   size_t size);
 
 /* Imports an ONNX model from memory (the bytes are borrowed for the call only), checks it,
  * runs the graph passes and prepares it on the chosen backend. A model ONNX Runtime would
