@@ -59,6 +59,7 @@ const OpRegistry& ops() {
     register_nn_ops(*r);
     register_rnn_ops(*r);
     register_random_ops(*r);
+    register_einsum_ops(*r);
     return r;
   }();
   return *reg;

@@ -144,6 +144,7 @@ void register_reduce_ops(OpRegistry& r);
 void register_nn_ops(OpRegistry& r);
 void register_rnn_ops(OpRegistry& r);
 void register_random_ops(OpRegistry& r);
+void register_einsum_ops(OpRegistry& r);
 
 // ---- helpers shared by the op files ----
 

@@ -87,6 +87,36 @@ TEST(CudaSupport, OpsWithoutKernelAndWrongTypesAreNamed) {
   EXPECT_NE(r.find("no CUDA kernel for MaxPool"), std::string::npos) << r;
 }
 
+TEST(CudaSupport, EinsumFallsBackNamingTheNode) {
+  // The CUDA backend has no Einsum: it refuses the model as UNSUPPORTED naming the node, and
+  // the repository's backend fallback serves it on the cpu backend.
+  pd::Graph g;
+  for (const char* name : {"q", "k"}) {
+    pd::ValueInfo v;
+    v.name = name;
+    v.dtype = pd::DType::F32;
+    v.dims = {1, 5, 4, 8};
+    v.has_shape = true;
+    g.inputs.push_back(v);
+  }
+  pd::Node n;
+  n.name = "scores";
+  n.op = "Einsum";
+  n.opset = 17;
+  n.inputs = {"q", "k"};
+  n.outputs = {"y"};
+  n.attrs["equation"].kind = pd::Attribute::String;
+  n.attrs["equation"].s = "bmhd,bnhd->bmhn";
+  g.nodes.push_back(n);
+  pd::ValueInfo y;
+  y.name = "y";
+  g.outputs.push_back(y);
+  const std::string r = pd::cuda::unsupported_reason(g, pd::analyze(g, {{1, 5, 4, 8}, {1, 5, 4, 8}}));
+  EXPECT_NE(r.find("Einsum node 'scores'"), std::string::npos) << r;
+  EXPECT_NE(r.find("no CUDA kernel for Einsum"), std::string::npos) << r;
+  EXPECT_NE(pd::cuda::unsupported_op(g).find("no CUDA kernel for Einsum"), std::string::npos);
+}
+
 TEST(CudaSupport, TableListsTheFusedOps) {
   std::vector<std::string> ops = pd::cuda::supported_ops();
   std::set<std::string> s(ops.begin(), ops.end());
