@@ -256,13 +256,8 @@ TEST(CudaPlugin, ReportsWhyItIsUnavailableOrItsDevices) {
 // are an input is caught on the device and fails that run with INVALID_ARG; the context stays
 // usable, and the memory it reports grows with its buckets.
 std::string gather_model() {
-  onnx::ModelProto m;
-  m.set_ir_version(8);
-  auto* os = m.add_opset_import();
-  os->set_domain("");
-  os->set_version(17);
+  onnx::ModelProto m = pd::test::empty_model();
   auto* g = m.mutable_graph();
-  g->set_name("g");
   auto* n = g->add_node();
   n->set_op_type("Gather");
   n->set_name("pick");

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "policyd.h"
+#include "test_util.h"
 
 namespace {
 
@@ -31,13 +32,8 @@ using Dims = std::vector<int64_t>;
 // symbolic dimension "batch") and element type.
 std::string einsum_model(const std::string& eq, const std::vector<Dims>& shapes,
                          int elem = onnx::TensorProto::FLOAT) {
-  onnx::ModelProto m;
-  m.set_ir_version(8);
-  auto* os = m.add_opset_import();
-  os->set_domain("");
-  os->set_version(17);
+  onnx::ModelProto m = pd::test::empty_model();
   auto* g = m.mutable_graph();
-  g->set_name("g");
   auto* n = g->add_node();
   n->set_op_type("Einsum");
   n->set_name("the_einsum");

@@ -52,13 +52,8 @@ class Engine : public ::testing::Test {
 
 // A one-node model built with the ONNX protobuf API.
 std::string one_node_model(const std::string& op, const std::string& in_name = "x") {
-  onnx::ModelProto m;
-  m.set_ir_version(8);
-  auto* os = m.add_opset_import();
-  os->set_domain("");
-  os->set_version(17);
+  onnx::ModelProto m = pd::test::empty_model();
   auto* g = m.mutable_graph();
-  g->set_name("g");
   auto* n = g->add_node();
   n->set_op_type(op);
   n->set_name("the_node");

@@ -14,20 +14,12 @@
 #include "error.h"
 #include "onnx_import.h"
 #include "policyd.h"
+#include "test_util.h"
 
 namespace {
 
-struct Err {
-  pd_error_code code = PD_ERR_INTERNAL;
-  std::string msg;  // "" on success
-};
-
-Err take(pd_error* e) {
-  if (!e) return {};
-  Err r{pd_error_get_code(e), pd_error_get_message(e)};
-  pd_error_free(e);
-  return r;
-}
+using pd::test::Err;
+using pd::test::take;
 
 #define EXPECT_HAS(msg, part) EXPECT_NE((msg).find(part), std::string::npos) << (msg)
 
@@ -52,13 +44,8 @@ std::string bytes_of(const std::vector<float>& v) {
 
 // y = MatMul(x, W) + b with x: [B, 3]; W and b initializers with their data inline.
 onnx::ModelProto affine_model() {
-  onnx::ModelProto m;
-  m.set_ir_version(8);
-  auto* os = m.add_opset_import();
-  os->set_domain("");
-  os->set_version(17);
+  onnx::ModelProto m = pd::test::empty_model();
   auto* g = m.mutable_graph();
-  g->set_name("g");
   auto* w = g->add_initializer();
   w->set_name("W");
   w->set_data_type(onnx::TensorProto::FLOAT);

@@ -13,20 +13,12 @@
 #include <vector>
 
 #include "policyd.h"
+#include "test_util.h"
 
 namespace {
 
-struct Err {
-  pd_error_code code = PD_ERR_INTERNAL;
-  std::string msg;  // "" on success
-};
-
-Err take(pd_error* e) {
-  if (!e) return {};
-  Err r{pd_error_get_code(e), pd_error_get_message(e)};
-  pd_error_free(e);
-  return r;
-}
+using pd::test::Err;
+using pd::test::take;
 
 #define EXPECT_HAS(msg, part) EXPECT_NE((msg).find(part), std::string::npos) << (msg)
 
@@ -44,15 +36,7 @@ onnx::ValueInfoProto* add_io(google::protobuf::RepeatedPtrField<onnx::ValueInfoP
   return v;
 }
 
-onnx::ModelProto model(int opset = 17) {
-  onnx::ModelProto m;
-  m.set_ir_version(8);
-  auto* os = m.add_opset_import();
-  os->set_domain("");
-  os->set_version(opset);
-  m.mutable_graph()->set_name("g");
-  return m;
-}
+onnx::ModelProto model(int opset = 17) { return pd::test::empty_model(opset); }
 
 // y = Softmax(x) over x: [B, M], a free dimension after the batch.
 std::string softmax_model() {

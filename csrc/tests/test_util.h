@@ -1,7 +1,11 @@
-// What the C++ test programs share: reading a file whole, and a model's graph as the core hands
-// it to a backend (imported, then the passes pd_engine_create runs, in its order).
+// What the C++ test programs share: reading a file whole, a model's graph as the core hands it to
+// a backend (imported, then the passes pd_engine_create runs, in its order), an empty model to
+// build test graphs in, and a pd_error taken apart.
 #pragma once
 
+#include <onnx/onnx_pb.h>
+
+#include <cstdint>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
@@ -10,6 +14,7 @@
 #include "ir.h"
 #include "onnx_import.h"
 #include "passes.h"
+#include "policyd.h"
 
 namespace pd::test {
 
@@ -31,6 +36,30 @@ inline Graph backend_graph(const std::string& path) {
   fuse(g);
   eliminate_dead_nodes(g);
   return g;
+}
+
+// An empty model (IR 8, the default domain at opset, graph "g") for a test to add nodes to.
+inline onnx::ModelProto empty_model(int64_t opset = 17) {
+  onnx::ModelProto m;
+  m.set_ir_version(8);
+  auto* os = m.add_opset_import();
+  os->set_domain("");
+  os->set_version(opset);
+  m.mutable_graph()->set_name("g");
+  return m;
+}
+
+// A pd_error's code and message ("" on success), the error freed.
+struct Err {
+  pd_error_code code = PD_ERR_INTERNAL;
+  std::string msg;
+};
+
+inline Err take(pd_error* e) {
+  if (!e) return {};
+  Err r{pd_error_get_code(e), pd_error_get_message(e)};
+  pd_error_free(e);
+  return r;
 }
 
 }  // namespace pd::test
