@@ -36,22 +36,29 @@ type ModelConfig struct {
 
 // ModelInput is Triton's inference.ModelInput.
 type ModelInput struct {
-	Name             string  `json:"name"`
-	DataType         string  `json:"data_type"` // DataType enum name: "TYPE_FP32", ...
-	Format           string  `json:"format"`    // Format enum name: always "FORMAT_NONE"
-	Dims             []int64 `json:"dims"`
-	IsShapeTensor    bool    `json:"is_shape_tensor"`
-	AllowRaggedBatch bool    `json:"allow_ragged_batch"`
-	Optional         bool    `json:"optional"`
+	Name             string              `json:"name"`
+	DataType         string              `json:"data_type"` // DataType enum name: "TYPE_FP32", ...
+	Format           string              `json:"format"`    // Format enum name: always "FORMAT_NONE"
+	Dims             []int64             `json:"dims"`
+	Reshape          *ModelTensorReshape `json:"reshape,omitempty"`
+	IsShapeTensor    bool                `json:"is_shape_tensor"`
+	AllowRaggedBatch bool                `json:"allow_ragged_batch"`
+	Optional         bool                `json:"optional"`
 }
 
 // ModelOutput is Triton's inference.ModelOutput.
 type ModelOutput struct {
-	Name          string  `json:"name"`
-	DataType      string  `json:"data_type"`
-	Dims          []int64 `json:"dims"`
-	LabelFilename string  `json:"label_filename"`
-	IsShapeTensor bool    `json:"is_shape_tensor"`
+	Name          string              `json:"name"`
+	DataType      string              `json:"data_type"`
+	Dims          []int64             `json:"dims"`
+	Reshape       *ModelTensorReshape `json:"reshape,omitempty"`
+	LabelFilename string              `json:"label_filename"`
+	IsShapeTensor bool                `json:"is_shape_tensor"`
+}
+
+// ModelTensorReshape is Triton's inference.ModelTensorReshape.
+type ModelTensorReshape struct {
+	Shape []int64 `json:"shape"`
 }
 
 // ModelDynamicBatching is Triton's inference.ModelDynamicBatching.
@@ -201,12 +208,12 @@ func NewModelConfig(m Model, queueTimeout time.Duration) ModelConfig {
 		c.MaxBatchSize = int32(min(sv.MaxBatchSize, 1<<31-1))
 	}
 	for i, in := range ins {
-		c.Input[i] = ModelInput{Name: in.Name, DataType: tritonDataType(in.DType), Format: "FORMAT_NONE",
-			Dims: configDims(in.Shape, batching && in.BatchDim == 0)}
+		dims, reshape := configDims(in.Shape, batching && in.BatchDim == 0)
+		c.Input[i] = ModelInput{Name: in.Name, DataType: tritonDataType(in.DType), Format: "FORMAT_NONE", Dims: dims, Reshape: reshape}
 	}
 	for i, out := range outs {
-		c.Output[i] = ModelOutput{Name: out.Name, DataType: tritonDataType(out.DType),
-			Dims: configDims(out.Shape, batching && out.BatchDim == 0)}
+		dims, reshape := configDims(out.Shape, batching && out.BatchDim == 0)
+		c.Output[i] = ModelOutput{Name: out.Name, DataType: tritonDataType(out.DType), Dims: dims, Reshape: reshape}
 	}
 	var preferred []int32
 	for _, n := range sv.PreferredBatchSizes {
@@ -251,7 +258,7 @@ func NewModelConfig(m Model, queueTimeout time.Duration) ModelConfig {
 				continue // refused at load: a loaded version's pairs name its inputs
 			}
 			in := ins[k]
-			dims := configDims(in.Shape, batching && in.BatchDim == 0)
+			dims, _ := configDims(in.Shape, batching && in.BatchDim == 0)
 			sb.State = append(sb.State, ModelSequenceState{
 				InputName: p.Input, OutputName: p.Output, DataType: tritonDataType(in.DType), Dims: dims,
 				InitialState: []ModelSequenceInitialState{{DataType: tritonDataType(in.DType), Dims: dims, ZeroData: true, Name: "zeros"}},
@@ -284,12 +291,17 @@ func NewModelConfig(m Model, queueTimeout time.Duration) ModelConfig {
 }
 
 // configDims is a signature shape as Triton's dims: without dimension 0 when it is the batch
-// dimension of a model with max_batch_size > 0; never nil (dims is always printed).
-func configDims(shape []int64, dropBatch bool) []int64 {
+// dimension of a model with max_batch_size > 0; never nil (dims is always printed). A tensor
+// that is nothing but its batch ([N]) is written as Triton writes it, dims [1] with a reshape
+// to [] (Triton refuses empty dims).
+func configDims(shape []int64, dropBatch bool) ([]int64, *ModelTensorReshape) {
 	if dropBatch && len(shape) > 0 {
 		shape = shape[1:]
+		if len(shape) == 0 {
+			return []int64{1}, &ModelTensorReshape{Shape: []int64{}}
+		}
 	}
-	return append(make([]int64, 0, len(shape)), shape...)
+	return append(make([]int64, 0, len(shape)), shape...), nil
 }
 
 // modelConfig answers the version's model configuration document (NewModelConfig): 404 for an
