@@ -3,6 +3,7 @@ package server
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -85,9 +86,24 @@ type ModelQueuePolicy struct {
 type ModelSequenceBatching struct {
 	Oldest                      *SequenceStrategyOldest `json:"oldest,omitempty"`
 	MaxSequenceIdleMicroseconds uint64                  `json:"max_sequence_idle_microseconds"`
-	ControlInput                []json.RawMessage       `json:"control_input"`
+	ControlInput                []SequenceControlInput  `json:"control_input"`
 	State                       []ModelSequenceState    `json:"state"`
 	IterativeSequence           bool                    `json:"iterative_sequence"`
+}
+
+// SequenceControlInput is Triton's inference.ModelSequenceBatching.ControlInput.
+type SequenceControlInput struct {
+	Name    string            `json:"name"`
+	Control []SequenceControl `json:"control"`
+}
+
+// SequenceControl is Triton's inference.ModelSequenceBatching.Control.
+type SequenceControl struct {
+	Kind           string    `json:"kind"` // Kind enum name: "CONTROL_SEQUENCE_START", ...
+	Int32FalseTrue []int32   `json:"int32_false_true"`
+	Fp32FalseTrue  []float32 `json:"fp32_false_true"`
+	BoolFalseTrue  []bool    `json:"bool_false_true"`
+	DataType       string    `json:"data_type"`
 }
 
 // SequenceStrategyOldest is Triton's inference.ModelSequenceBatching.StrategyOldest.
@@ -205,7 +221,7 @@ func NewModelConfig(m Model, queueTimeout time.Duration) ModelConfig {
 		Input: make([]ModelInput, len(ins)), Output: make([]ModelOutput, len(outs)),
 	}
 	if batching {
-		c.MaxBatchSize = int32(min(sv.MaxBatchSize, 1<<31-1))
+		c.MaxBatchSize = int32(min(int64(sv.MaxBatchSize), math.MaxInt32))
 	}
 	for i, in := range ins {
 		dims, reshape := configDims(in.Shape, batching && in.BatchDim == 0)
@@ -230,7 +246,7 @@ func NewModelConfig(m Model, queueTimeout time.Duration) ModelConfig {
 				TimeoutAction:              "REJECT",
 				DefaultTimeoutMicroseconds: uint64(max(queueTimeout, 0) / time.Microsecond),
 				AllowTimeoutOverride:       true, // a request's "timeout" parameter shortens it
-				MaxQueueSize:               uint32(min(max(sv.QueueLen, 0), 1<<32-1)),
+				MaxQueueSize:               uint32(min(int64(max(sv.QueueLen, 0)), math.MaxUint32)),
 			},
 		}
 		if sv.PriorityLevels > 0 {
@@ -249,7 +265,7 @@ func NewModelConfig(m Model, queueTimeout time.Duration) ModelConfig {
 		}
 		sb := &ModelSequenceBatching{
 			MaxSequenceIdleMicroseconds: uint64(idle / time.Microsecond),
-			ControlInput:                []json.RawMessage{},
+			ControlInput:                []SequenceControlInput{},
 			State:                       make([]ModelSequenceState, 0, len(spec.States)),
 		}
 		for _, p := range spec.States {
@@ -266,7 +282,7 @@ func NewModelConfig(m Model, queueTimeout time.Duration) ModelConfig {
 		}
 		if batching && sv.Batched {
 			sb.Oldest = &SequenceStrategyOldest{
-				MaxCandidateSequences:     int32(min(max(spec.MaxSequences, 0), 1<<31-1)),
+				MaxCandidateSequences:     int32(min(int64(max(spec.MaxSequences, 0)), math.MaxInt32)),
 				PreferredBatchSize:        append([]int32{}, preferred...),
 				MaxQueueDelayMicroseconds: delay,
 			}

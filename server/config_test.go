@@ -58,7 +58,8 @@ var protoFields = map[string]map[string]string{
 	"StrategyOldest": {
 		"max_candidate_sequences": "", "preferred_batch_size": "", "max_queue_delay_microseconds": "", "preserve_ordering": "",
 	},
-	"ControlInput": {"name": "", "control": ""},
+	"ControlInput": {"name": "", "control": "Control"},
+	"Control":      {"kind": "", "int32_false_true": "", "fp32_false_true": "", "bool_false_true": "", "data_type": ""},
 	"State": {
 		"input_name": "", "output_name": "", "data_type": "", "dims": "", "initial_state": "InitialState",
 		"use_same_buffer_for_input_output": "", "use_growable_memory": "",
