@@ -30,7 +30,32 @@ type refTensor struct {
 	Datatype      string    `json:"datatype"`
 	Shape         []int64   `json:"shape"`
 	Deterministic *bool     `json:"deterministic"`
-	Data          []float64 `json:"data"`
+	Data          refData   `json:"data"`
+}
+
+// refData is a reference tensor's flat data: JSON numbers, or true/false for BOOL tensors
+// (read as 1 and 0).
+type refData []float64
+
+func (d *refData) UnmarshalJSON(b []byte) error {
+	var raw []json.RawMessage
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return err
+	}
+	*d = make(refData, len(raw))
+	for i, r := range raw {
+		switch string(r) {
+		case "true":
+			(*d)[i] = 1
+		case "false":
+			(*d)[i] = 0
+		default:
+			if err := json.Unmarshal(r, &(*d)[i]); err != nil {
+				return fmt.Errorf("data[%d]: %w", i, err)
+			}
+		}
+	}
+	return nil
 }
 
 func loadRefs(t *testing.T) []reference {
