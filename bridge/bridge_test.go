@@ -26,11 +26,11 @@ type reference struct {
 }
 
 type refTensor struct {
-	Name          string    `json:"name"`
-	Datatype      string    `json:"datatype"`
-	Shape         []int64   `json:"shape"`
-	Deterministic *bool     `json:"deterministic"`
-	Data          refData   `json:"data"`
+	Name          string  `json:"name"`
+	Datatype      string  `json:"datatype"`
+	Shape         []int64 `json:"shape"`
+	Deterministic *bool   `json:"deterministic"`
+	Data          refData `json:"data"`
 }
 
 // refData is a reference tensor's flat data: JSON numbers, or true/false for BOOL tensors
