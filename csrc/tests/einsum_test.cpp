@@ -310,7 +310,7 @@ class EinsumCuda : public ::testing::Test {
       in[i].dtype = std::is_same<T, double>::value ? PD_DTYPE_FLOAT64 : PD_DTYPE_FLOAT32;
       in[i].rank = static_cast<int32_t>(shapes[i].size());
       for (size_t d = 0; d < shapes[i].size(); ++d) in[i].dims[d] = shapes[i][d];
-      in[i].data = data[i].data();
+      in[i].data = const_cast<T*>(data[i].data());
       in[i].byte_size = data[i].size() * sizeof(T);
     }
     pd_tensor out{};
