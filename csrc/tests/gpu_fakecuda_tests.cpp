@@ -256,8 +256,8 @@ TEST_F(FakeCublasLt, InterleavedOutputBatchesAreComputed) {
   float* B = dev(b);
   float* D = dev(std::vector<float>(12, -1.f));
   const float alpha = 1, beta = 0;
-  ASSERT_EQ(cublasLtMatmul(h_, d_, &alpha, A, layout(2, 2, 2, 2, 4), B, layout(2, 3, 2, 2, 0), &beta, D,
-                           layout(2, 3, 4, 2, 2), D, layouts_.back(), nullptr, nullptr, 0, s_),
+  cublasLtMatrixLayout_t la = layout(2, 2, 2, 2, 4), lb = layout(2, 3, 2, 2, 0), ld = layout(2, 3, 4, 2, 2);
+  ASSERT_EQ(cublasLtMatmul(h_, d_, &alpha, A, la, B, lb, &beta, D, ld, D, ld, nullptr, nullptr, 0, s_),
             CUBLAS_STATUS_SUCCESS);
   ASSERT_EQ(cudaStreamSynchronize(s_), cudaSuccess);
   std::vector<float> d(12);
@@ -277,20 +277,22 @@ TEST_F(FakeCublasLt, RejectsWhatAGpuWouldGetWrong) {
                 cublasLtMatrixLayout_t ld) {
     return cublasLtMatmul(h_, d_, &alpha, A, la, B, lb, &beta, D, lc, D, ld, nullptr, nullptr, 0, s_);
   };
-  // A batch of two reads a second A matrix past the allocation.
+  cublasLtMatrixLayout_t shared = layout(2, 2, 2, 2, 0);  // one matrix for both batches
   cublasLtMatrixLayout_t out = layout(2, 2, 2, 2, 4);
-  EXPECT_EQ(mm(layout(2, 2, 2, 2, 4), layout(2, 2, 2, 2, 0), out, out), CUBLAS_STATUS_INVALID_VALUE);
+  // A batch of two reads a second A matrix past the allocation.
+  cublasLtMatrixLayout_t past = layout(2, 2, 2, 2, 4);
+  EXPECT_EQ(mm(past, shared, out, out), CUBLAS_STATUS_INVALID_VALUE);
   // Output batches one element apart overlap.
   cublasLtMatrixLayout_t overlap = layout(2, 2, 2, 2, 1);
-  EXPECT_EQ(mm(layout(2, 2, 2, 2, 0), layout(2, 2, 2, 2, 0), overlap, overlap), CUBLAS_STATUS_INVALID_VALUE);
+  EXPECT_EQ(mm(shared, shared, overlap, overlap), CUBLAS_STATUS_INVALID_VALUE);
   // In place with a C layout other than D's.
-  EXPECT_EQ(mm(layout(2, 2, 2, 2, 0), layout(2, 2, 2, 2, 0), layout(2, 2, 2, 2, 3), out), CUBLAS_STATUS_INVALID_VALUE);
+  cublasLtMatrixLayout_t other = layout(2, 2, 2, 2, 3);
+  EXPECT_EQ(mm(shared, shared, other, out), CUBLAS_STATUS_INVALID_VALUE);
   // float64 layouts under a float32 matmul.
-  cublasLtMatrixLayout_t out64 = layout(2, 2, 2, 1, 0, CUDA_R_64F);
-  EXPECT_EQ(mm(layout(2, 2, 2, 1, 0, CUDA_R_64F), layout(2, 2, 2, 1, 0, CUDA_R_64F), out64, out64),
-            CUBLAS_STATUS_INVALID_VALUE);
-  // The same calls made right succeed.
-  EXPECT_EQ(mm(layout(2, 2, 2, 2, 0), layout(2, 2, 2, 2, 0), out, out), CUBLAS_STATUS_SUCCESS);
+  cublasLtMatrixLayout_t l64 = layout(2, 2, 2, 1, 0, CUDA_R_64F);
+  EXPECT_EQ(mm(l64, l64, l64, l64), CUBLAS_STATUS_INVALID_VALUE);
+  // Made right, the call succeeds.
+  EXPECT_EQ(mm(shared, shared, out, out), CUBLAS_STATUS_SUCCESS);
   ASSERT_EQ(cudaStreamSynchronize(s_), cudaSuccess);
 }
 
