@@ -155,6 +155,16 @@ TEST(CudaSupport, EinsumRunsOneAndTwoInputsFallsBackOtherwise) {
                    "int64 (equation 'ij,jk->ik')"),
             std::string::npos)
       << r;
+  // A transpose of nine dimensions that no two merge: above the copy kernel's rank.
+  const std::vector<pd::Shape> nine = {{2, 2, 2, 2, 2, 2, 2, 2, 2}};
+  pd::Graph wide = einsum_graph("abcdefghi->ihgfedcba", nine);
+  r = pd::cuda::unsupported_reason(wide, pd::analyze(wide, nine));
+  EXPECT_NE(r.find("Einsum node 'scores': the CUDA backend's transpose of equation 'abcdefghi->ihgfedcba' needs a "
+                   "copy over 9 dimensions, above its kernels' 8"),
+            std::string::npos)
+      << r;
+  // The same with neighbours kept together merges to two dimensions.
+  EXPECT_EQ(einsum_plan_str("abcdefghi->efghiabcd", nine), "copy of rank 2");
 }
 
 // Which operands the plan uses in place: the cuBLASLt strided batch is one stride per operand,
