@@ -14,6 +14,8 @@
 # 3. runs the ONNX Runtime references (testdata/reference/*.json) of ../shared/models and
 #    ../shared/peers/models on the cuda backend (tolerance 1e-5 + 1e-3 relative), each engine
 #    also rebuilt from its serialized cache; models with random ops fall back (reported);
+#    Einsum's own models (testdata/models/einsum) run again eagerly and graphed, and may not
+#    fall back; attention through Einsum is timed at batch 1, 32, 256;
 # 4. benchmarks the peers' models at batch 1, 32 and 256: end to end through pd_context_run
 #    (host<->device copies included) and the kernels' GPU time (CUDA events), beside PyTorch
 #    eager on the same GPU for the MLPs; the table comes last.
@@ -60,6 +62,8 @@ cat "$bundle/MANIFEST" 2>/dev/null
 # The models: ../shared when the checkout has it, else the bundle's copy. The references name
 # them as ../shared/..., relative to --repo.
 if [ -d "$root/../shared/peers/models" ]; then repo=$root; else mkdir -p "$bundle/repo"; repo=$bundle/repo; fi
+# The repository's own test models (testdata/models) are named relative to the checkout.
+[ "$repo" = "$root" ] || ln -sfn "$root/testdata" "$repo/testdata"
 echo "models from $(cd "$repo/../shared" && pwd)"
 
 step "build (core + cuda plugin${trt_root:+ + tensorrt plugin} + pd_refcheck)"
@@ -98,6 +102,21 @@ if [ "$rc" != 0 ]; then
     | grep -E "^(FAIL|refcheck)" | tee "$out/refcheck-nographs.txt"
 fi
 
+step "Einsum on the cuda backend (strided-batched cuBLASLt GEMMs): references eager and graphed, no fallback"
+# testdata/models/einsum: attention (in place at batch 1, gathered at batch 8), one-input forms,
+# broadcasting, float64. Each must run on cuda (a FALLBACK fails the check), with and without
+# CUDA graphs; then attention's end-to-end and GPU time at batch 1, 32, 256.
+einsum_refs=(testdata/reference/testdata-einsum-*.json)
+timeout 60 $refcheck --backend cuda --backend-dir $plugins --repo "$repo" "${einsum_refs[@]}" | tee "$out/einsum.txt"
+einsum_rc=${PIPESTATUS[0]}
+timeout 60 $refcheck --backend cuda --param cuda.graphs=false --backend-dir $plugins --repo "$repo" "${einsum_refs[@]}" \
+  | tee -a "$out/einsum.txt"
+[ "${PIPESTATUS[0]}" = 0 ] || einsum_rc=1
+if grep -q '^FALLBACK' "$out/einsum.txt"; then echo "gpu-check: an Einsum model fell back to the cpu backend"; einsum_rc=1; fi
+timeout 60 $refcheck --backend cuda --backend-dir $plugins --repo "$repo" --bench 1,32,256 --seconds 0.3 \
+  testdata/reference/testdata-einsum-attention_b1.json | tee -a "$out/einsum.txt"
+[ "$rc" = 0 ] && rc=$einsum_rc
+
 trt_rc=0
 if [ -n "$trt_root" ]; then
   step "ONNX Runtime references on the tensorrt backend (and from each plan's cache)"
@@ -135,6 +154,7 @@ timeout $(( $(left) > 20 ? $(left) : 20 )) python3 bench/gpu/torch_mlp.py --benc
   --batches 1,32,256 --seconds 0.5 | tee "$out/table.md"
 echo
 echo "TensorRT: ${trt:-not present}; references: $(grep -E '^refcheck' "$out/refcheck.txt" || echo 'did not finish')"
+echo "einsum (graphs, then eager): $(grep -E '^refcheck' "$out/einsum.txt" | tr '\n' ' ')$(grep -E '^BENCH' "$out/einsum.txt" | tr '\n' ' ')"
 if [ -n "$trt_root" ]; then
   echo "tensorrt references: $(grep -E '^refcheck' "$out/refcheck-tensorrt.txt" 2>/dev/null || echo 'did not finish')"
   [ -s "$out/bench-tensorrt.txt" ] && { echo "tensorrt benchmark:"; grep -E '^BENCH' "$out/bench-tensorrt.txt"; }

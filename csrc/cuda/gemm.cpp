@@ -10,8 +10,8 @@ LtHandle make_lt_handle() {
 
 LtGemm::LtGemm(cublasLtHandle_t h, bool ta, bool tb, int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb,
          int64_t ldc, float alpha, int64_t batch, int64_t sa, int64_t sb, int64_t sc, const float* bias,
-         bool relu, size_t workspace)
-    : alpha_(alpha) {
+         bool relu, size_t workspace, bool f64)
+    : alpha_(alpha), alpha64_(alpha), f64_(f64) {
   try {
     prepare(h, ta, tb, m, n, k, lda, ldb, ldc, batch, sa, sb, sc, bias, relu, workspace);
   } catch (...) {
@@ -23,7 +23,9 @@ LtGemm::LtGemm(cublasLtHandle_t h, bool ta, bool tb, int64_t m, int64_t n, int64
 void LtGemm::prepare(cublasLtHandle_t h, bool ta, bool tb, int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb,
                      int64_t ldc, int64_t batch, int64_t sa, int64_t sb, int64_t sc, const float* bias, bool relu,
                      size_t workspace) {
-  PD_CUBLAS_CHECK(cublasLtMatmulDescCreate(&op_, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  if (f64_ && (bias || relu)) fail(PD_ERR_INTERNAL, "a float64 cuBLASLt GEMM has no epilogue here");
+  const cudaDataType_t t = f64_ ? CUDA_R_64F : CUDA_R_32F;
+  PD_CUBLAS_CHECK(cublasLtMatmulDescCreate(&op_, f64_ ? CUBLAS_COMPUTE_64F : CUBLAS_COMPUTE_32F, t));
   cublasOperation_t lt_ta = tb ? CUBLAS_OP_T : CUBLAS_OP_N, lt_tb = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
   PD_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op_, CUBLASLT_MATMUL_DESC_TRANSA, &lt_ta, sizeof lt_ta));
   PD_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op_, CUBLASLT_MATMUL_DESC_TRANSB, &lt_tb, sizeof lt_tb));
@@ -32,11 +34,9 @@ void LtGemm::prepare(cublasLtHandle_t h, bool ta, bool tb, int64_t m, int64_t n,
   PD_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op_, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
   if (bias)
     PD_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op_, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
-  PD_CUBLAS_CHECK(tb ? cublasLtMatrixLayoutCreate(&a_, CUDA_R_32F, k, n, ldb)
-                     : cublasLtMatrixLayoutCreate(&a_, CUDA_R_32F, n, k, ldb));
-  PD_CUBLAS_CHECK(ta ? cublasLtMatrixLayoutCreate(&b_, CUDA_R_32F, m, k, lda)
-                     : cublasLtMatrixLayoutCreate(&b_, CUDA_R_32F, k, m, lda));
-  PD_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&c_, CUDA_R_32F, n, m, ldc));
+  PD_CUBLAS_CHECK(tb ? cublasLtMatrixLayoutCreate(&a_, t, k, n, ldb) : cublasLtMatrixLayoutCreate(&a_, t, n, k, ldb));
+  PD_CUBLAS_CHECK(ta ? cublasLtMatrixLayoutCreate(&b_, t, m, k, lda) : cublasLtMatrixLayoutCreate(&b_, t, k, m, lda));
+  PD_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&c_, t, n, m, ldc));
   if (batch > 1) {
     const int32_t count = static_cast<int32_t>(batch);
     const std::pair<cublasLtMatrixLayout_t, int64_t> layouts[] = {{a_, sb}, {b_, sa}, {c_, sc}};
@@ -57,7 +57,8 @@ void LtGemm::prepare(cublasLtHandle_t h, bool ta, bool tb, int64_t m, int64_t n,
   cublasLtMatmulPreferenceDestroy(pref);
   PD_CUBLAS_CHECK(st);
   if (found == 0)
-    fail(PD_ERR_UNSUPPORTED, "cuBLASLt has no algorithm for a ", m, "x", n, "x", k, " float32 GEMM");
+    fail(PD_ERR_UNSUPPORTED, "cuBLASLt has no algorithm for a ", m, "x", n, "x", k, f64_ ? " float64" : " float32",
+         " GEMM");
   algo_ = res.algo;
 }
 

@@ -25,19 +25,23 @@ LtHandle make_lt_handle();
 // Row-major Y[m, n] (leading dimension ldc) = alpha * op(A)[m, k] * op(B)[k, n], in batches
 // with element strides sa, sb, sc, and an optional bias [n] + Relu in the epilogue. cuBLASLt
 // is column-major: it computes Y^T = op(B)^T op(A)^T, so its "A" is our B and vice versa.
+// float32 (CUBLAS_COMPUTE_32F), or float64 (CUBLAS_COMPUTE_64F; f64, no epilogue: Einsum's).
 class LtGemm {
  public:
   LtGemm(cublasLtHandle_t h, bool ta, bool tb, int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb,
          int64_t ldc, float alpha, int64_t batch, int64_t sa, int64_t sb, int64_t sc, const float* bias,
-         bool relu, size_t workspace);
+         bool relu, size_t workspace, bool f64 = false);
   ~LtGemm() { release(); }
   LtGemm(const LtGemm&) = delete;
   LtGemm& operator=(const LtGemm&) = delete;
 
-  void run(cublasLtHandle_t h, const float* A, const float* B, float* Y, void* ws, size_t ws_size,
+  void run(cublasLtHandle_t h, const void* A, const void* B, void* Y, void* ws, size_t ws_size,
            cudaStream_t s) const {
     const float beta = 0.f;
-    PD_CUBLAS_CHECK(cublasLtMatmul(h, op_, &alpha_, B, a_, A, b_, &beta, Y, c_, Y, c_, &algo_, ws, ws_size, s));
+    const double beta64 = 0.0;
+    const void* alpha = f64_ ? static_cast<const void*>(&alpha64_) : &alpha_;
+    const void* b = f64_ ? static_cast<const void*>(&beta64) : &beta;
+    PD_CUBLAS_CHECK(cublasLtMatmul(h, op_, alpha, B, a_, A, b_, b, Y, c_, Y, c_, &algo_, ws, ws_size, s));
   }
 
  private:
@@ -53,6 +57,8 @@ class LtGemm {
   }
 
   float alpha_;
+  double alpha64_;
+  bool f64_;
   cublasLtMatmulDesc_t op_ = nullptr;
   cublasLtMatrixLayout_t a_ = nullptr, b_ = nullptr, c_ = nullptr;
   cublasLtMatmulAlgo_t algo_{};

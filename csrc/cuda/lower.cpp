@@ -48,6 +48,7 @@ void Lowering::build_step(const Node& n, const Analysis& a) {
   if (op == "Softmax" || op == "LogSoftmax") return softmax(c, op == "LogSoftmax");
   if (op == "ArgMax" || op == "ArgMin") return argext(c, op == "ArgMin");
   if (op == "Not") return logical_not(c);
+  if (op == "Einsum") return einsum(c);
   fail(PD_ERR_UNSUPPORTED, n.describe(), ": no CUDA kernel");
 }
 

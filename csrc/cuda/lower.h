@@ -2,7 +2,7 @@
 // as it is built — every value's device address (arena, weights, per-bucket constants), the
 // steps a run enqueues in order, the cuBLASLt GEMMs they use and the scratch memory they need.
 // build_step dispatches a node to its op family, whose members live in ops/<family>.cpp
-// (named like csrc/core/ops/): elementwise, nn, reduce, rnn, shape.
+// (named like csrc/core/ops/): einsum, elementwise, nn, reduce, rnn, shape.
 #pragma once
 
 #include "libs.h"  // first: the runtime csrc/gpu/ compiles against
@@ -111,6 +111,8 @@ class Lowering {
   void transpose(const InferCtx& c);
   void expand(const InferCtx& c);
   void gather(const InferCtx& c);
+  // ops/einsum.cpp
+  void einsum(const InferCtx& c);
   // ops/reduce.cpp
   void softmax(const InferCtx& c, bool logsm);
   void argext(const InferCtx& c, bool is_min);

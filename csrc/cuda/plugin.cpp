@@ -4,7 +4,10 @@
 //  - libs.{h,cpp}: the runtime headers (real, or the CPU emulation of fake/ in the test build),
 //    cuBLASLt and NVRTC opened with dlopen where there is a device, the driver API, checks.
 //  - gemm.{h,cpp}: GEMMs through cuBLASLt in full float32 (CUBLAS_COMPUTE_32F, no TF32), with
-//    the bias and Relu in cuBLASLt's epilogue where it has one and a kernel otherwise.
+//    the bias and Relu in cuBLASLt's epilogue where it has one and a kernel otherwise; float64
+//    (CUBLAS_COMPUTE_64F) for Einsum.
+//  - einsum_plan.{h,cpp}: how an Einsum becomes one strided-batched GEMM and copies (host-only,
+//    also read by support.cpp).
 //  - engine.{h,cpp}: the kernels of kernels.cuh compiled by NVRTC when the engine is built, for
 //    the exact architecture of its device (PTX for the newest architecture NVRTC knows when the
 //    device is newer still), loaded through the driver API; the weights on the device.

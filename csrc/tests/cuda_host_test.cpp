@@ -12,6 +12,7 @@
 #include <sstream>
 #include <string>
 
+#include "../cuda/einsum_plan.h"
 #include "../cuda/kernels.h"
 #include "../cuda/support.h"
 #include "engine_cache.h"
@@ -87,40 +88,131 @@ TEST(CudaSupport, OpsWithoutKernelAndWrongTypesAreNamed) {
   EXPECT_NE(r.find("no CUDA kernel for MaxPool"), std::string::npos) << r;
 }
 
-TEST(CudaSupport, EinsumFallsBackNamingTheNode) {
-  // The CUDA backend has no Einsum: it refuses the model as UNSUPPORTED naming the node, and
-  // the repository's backend fallback serves it on the cpu backend.
+// A graph of one Einsum node "scores" over inputs of the given shapes and type.
+pd::Graph einsum_graph(const std::string& eq, const std::vector<pd::Shape>& shapes,
+                       pd::DType t = pd::DType::F32) {
   pd::Graph g;
-  for (const char* name : {"q", "k"}) {
-    pd::ValueInfo v;
-    v.name = name;
-    v.dtype = pd::DType::F32;
-    v.dims = {1, 5, 4, 8};
-    v.has_shape = true;
-    g.inputs.push_back(v);
-  }
   pd::Node n;
   n.name = "scores";
   n.op = "Einsum";
   n.opset = 17;
-  n.inputs = {"q", "k"};
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    pd::ValueInfo v;
+    v.name = "x" + std::to_string(i);
+    v.dtype = t;
+    v.dims = shapes[i];
+    v.has_shape = true;
+    g.inputs.push_back(v);
+    n.inputs.push_back(v.name);
+  }
   n.outputs = {"y"};
   n.attrs["equation"].kind = pd::Attribute::String;
-  n.attrs["equation"].s = "bmhd,bnhd->bmhn";
+  n.attrs["equation"].s = eq;
   g.nodes.push_back(n);
   pd::ValueInfo y;
   y.name = "y";
   g.outputs.push_back(y);
-  const std::string r = pd::cuda::unsupported_reason(g, pd::analyze(g, {{1, 5, 4, 8}, {1, 5, 4, 8}}));
-  EXPECT_NE(r.find("Einsum node 'scores'"), std::string::npos) << r;
-  EXPECT_NE(r.find("no CUDA kernel for Einsum"), std::string::npos) << r;
-  EXPECT_NE(pd::cuda::unsupported_op(g).find("no CUDA kernel for Einsum"), std::string::npos);
+  return g;
+}
+
+// The CUDA plan of the graph's Einsum node at its input shapes.
+pd::cuda::EinsumCudaPlan einsum_plan_of(const pd::Graph& g, const std::vector<pd::Shape>& shapes) {
+  const pd::Analysis a = pd::analyze(g, shapes);
+  const pd::Node& n = g.nodes[0];
+  std::vector<pd::TensorInfo> in;
+  for (const auto& v : n.inputs) in.push_back(a.values.at(v));
+  pd::InferCtx c(n, in);
+  c.out[0] = a.values.at(n.outputs[0]);
+  return pd::cuda::plan_einsum(c);
+}
+
+std::string einsum_plan_str(const std::string& eq, const std::vector<pd::Shape>& shapes) {
+  return einsum_plan_of(einsum_graph(eq, shapes), shapes).describe();
+}
+
+TEST(CudaSupport, EinsumRunsOneAndTwoInputsFallsBackOtherwise) {
+  // One or two float32/float64 inputs run on the CUDA backend.
+  for (const auto& [eq, shapes] : std::vector<std::pair<std::string, std::vector<pd::Shape>>>{
+           {"bmhd,bnhd->bmhn", {{1, 5, 4, 8}, {1, 5, 4, 8}}},
+           {"bmhn,bnhd->bmhd", {{2, 5, 4, 5}, {2, 5, 4, 8}}},
+           {"ii->i", {{4, 4}}},
+           {"ij->", {{4, 3}}}}) {
+    pd::Graph g = einsum_graph(eq, shapes);
+    EXPECT_EQ(pd::cuda::unsupported_reason(g, pd::analyze(g, shapes)), "") << eq;
+    EXPECT_EQ(pd::cuda::unsupported_op(g), "") << eq;
+  }
+  // Three inputs, or integers: UNSUPPORTED naming the node and the equation (the engine falls
+  // back to the cpu backend).
+  pd::Graph three = einsum_graph("ij,jk,kl->il", {{2, 3}, {3, 4}, {4, 5}});
+  std::string r = pd::cuda::unsupported_reason(three, pd::analyze(three, {{2, 3}, {3, 4}, {4, 5}}));
+  EXPECT_NE(r.find("Einsum node 'scores': the CUDA backend runs Einsum of one or two inputs; equation "
+                   "'ij,jk,kl->il' has 3"),
+            std::string::npos)
+      << r;
+  pd::Graph ints = einsum_graph("ij,jk->ik", {{2, 3}, {3, 2}}, pd::DType::I64);
+  r = pd::cuda::unsupported_reason(ints, pd::analyze(ints, {{2, 3}, {3, 2}}));
+  EXPECT_NE(r.find("Einsum node 'scores': the CUDA backend runs Einsum in float32 and float64 only, input 0 is "
+                   "int64 (equation 'ij,jk->ik')"),
+            std::string::npos)
+      << r;
+  // A transpose of nine dimensions that no two merge: above the copy kernel's rank.
+  const std::vector<pd::Shape> nine = {{2, 2, 2, 2, 2, 2, 2, 2, 2}};
+  pd::Graph wide = einsum_graph("abcdefghi->ihgfedcba", nine);
+  r = pd::cuda::unsupported_reason(wide, pd::analyze(wide, nine));
+  EXPECT_NE(r.find("Einsum node 'scores': the CUDA backend's transpose of equation 'abcdefghi->ihgfedcba' needs a "
+                   "copy over 9 dimensions, above its kernels' 8"),
+            std::string::npos)
+      << r;
+  // The same with neighbours kept together merges to two dimensions.
+  EXPECT_EQ(einsum_plan_str("abcdefghi->efghiabcd", nine), "copy of rank 2");
+}
+
+// Which operands the plan uses in place: the cuBLASLt strided batch is one stride per operand,
+// so a layout whose batch labels are no single stride is gathered into scratch first.
+TEST(CudaSupport, EinsumPlanUsesOperandsInPlaceWhenTheStridesAllow) {
+  // Attention at batch 1: heads are the GEMM batch; Q [m, d] in place (ld = h*d), K [d, n]
+  // transposed in place, the scores written in place (ld = h*n). No copy at all.
+  EXPECT_EQ(einsum_plan_str("bmhd,bnhd->bmhn", {{1, 9, 4, 16}, {1, 7, 4, 16}}),
+            "gemm batch 4 m 9 n 7 k 16: A in place, B in place transposed, C in place");
+  pd::cuda::EinsumCudaPlan p = einsum_plan_of(einsum_graph("bmhd,bnhd->bmhn", {{1, 9, 4, 16}, {1, 7, 4, 16}}),
+                                              {{1, 9, 4, 16}, {1, 7, 4, 16}});
+  EXPECT_FALSE(p.a.trans);
+  EXPECT_EQ(p.a.ld, 64);
+  EXPECT_EQ(p.a.batch_stride, 16);
+  EXPECT_TRUE(p.b.trans);
+  EXPECT_EQ(p.b.ld, 64);
+  EXPECT_EQ(p.ldc, 28);
+  EXPECT_EQ(p.c_batch_stride, 7);
+  EXPECT_EQ(einsum_plan_str("bmhn,bnhd->bmhd", {{1, 9, 4, 7}, {1, 7, 4, 16}}),
+            "gemm batch 4 m 9 n 16 k 7: A in place, B in place, C in place");
+  // At batch 3 (b, h) is no single stride in any operand: gather, GEMM, scatter.
+  EXPECT_EQ(einsum_plan_str("bmhd,bnhd->bmhn", {{3, 9, 4, 16}, {3, 7, 4, 16}}),
+            "gemm batch 12 m 9 n 7 k 16: A packed, B packed, C packed");
+  // Heads-first layouts batch over (b, h) in place at any batch.
+  EXPECT_EQ(einsum_plan_str("bhmd,bhnd->bhmn", {{3, 4, 9, 16}, {3, 4, 7, 16}}),
+            "gemm batch 12 m 9 n 7 k 16: A in place, B in place transposed, C in place");
+  // Keys shared by every batch and head: batch stride 0.
+  p = einsum_plan_of(einsum_graph("bhmd,bhnd->bhmn", {{3, 4, 9, 16}, {1, 1, 7, 16}}), {{3, 4, 9, 16}, {1, 1, 7, 16}});
+  EXPECT_EQ(p.describe(), "gemm batch 12 m 9 n 7 k 16: A in place, B in place transposed, C in place");
+  EXPECT_EQ(p.b.batch_stride, 0);
+  // A transposed output is computed in scratch and scattered.
+  EXPECT_EQ(einsum_plan_str("ij,jk->ki", {{3, 4}, {4, 5}}), "gemm batch 1 m 3 n 5 k 4: A in place, B in place, C packed");
+  // One input: a copy without sums, a GEMV with a ones vector with them.
+  EXPECT_EQ(einsum_plan_str("ijk->kji", {{2, 3, 4}}), "copy of rank 3");
+  EXPECT_EQ(einsum_plan_str("ii->i", {{5, 5}}), "copy of rank 1");
+  EXPECT_EQ(einsum_plan_str("ii", {{5, 5}}), "gemm batch 1 m 1 n 1 k 5: A in place transposed, B ones, C in place");
+  EXPECT_EQ(einsum_plan_str("ij->j", {{3, 4}}), "gemm batch 1 m 4 n 1 k 3: A in place transposed, B ones, C in place");
+  // A label only the first input has is summed as a K label, the second input broadcast along it.
+  EXPECT_EQ(einsum_plan_str("ij,j->", {{3, 4}, {4}}), "gemm batch 1 m 1 n 1 k 12: A in place, B packed, C in place");
+  // A summed label of size 0: zeros; no output elements: nothing.
+  EXPECT_EQ(einsum_plan_str("ij,jk->ik", {{3, 0}, {0, 4}}), "zeros (a summed label of size 0)");
+  EXPECT_EQ(einsum_plan_str("ij,jk->ik", {{0, 2}, {2, 4}}), "nothing (empty output)");
 }
 
 TEST(CudaSupport, TableListsTheFusedOps) {
   std::vector<std::string> ops = pd::cuda::supported_ops();
   std::set<std::string> s(ops.begin(), ops.end());
-  for (const char* op : {"pd.FusedGemm", "pd.FusedMatMul", "pd.FusedConv", "LSTM", "Gather", "Softmax"})
+  for (const char* op : {"pd.FusedGemm", "pd.FusedMatMul", "pd.FusedConv", "LSTM", "Gather", "Softmax", "Einsum"})
     EXPECT_TRUE(s.count(op)) << op;
   EXPECT_FALSE(s.count("Multinomial"));
   EXPECT_TRUE(std::is_sorted(ops.begin(), ops.end()));

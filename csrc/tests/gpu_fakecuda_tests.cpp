@@ -8,6 +8,10 @@
 //    after its stream and cuBLASLt handle leaves no object of the emulation behind; a context
 //    whose graph cannot be instantiated serves every run eagerly with the outputs of a graph run;
 //    cuda.graphs=false never captures.
+//  - FakeCublasLt.*: the emulation's strided-batched matmul checks what a GPU would reject or get
+//    silently wrong: batches reaching past their allocation, output matrices that overlap, an
+//    in-place C whose layout is not D's, float64 against float32 layouts; interleaved (not
+//    overlapping) output batches are computed right.
 //
 // Its own program (pd_fakecuda_tests), not part of pd_tests: it links the emulation
 // (libpd_fakecuda.so), which the real plugin that pd_tests loads must never bind to.
@@ -195,6 +199,119 @@ TEST_F(StagedRunTest, ReplayFailureIsTheRunsError) {
   double ms = 0;
   EXPECT_THROW(run_->run(stream_.get(), true, false, pd::gpu::RunEvents{ev0_.get(), ev1_.get()}, host, &ms), pd::Error);
   run_once(3);
+}
+
+// ---- the emulation's cuBLASLt: strided batches ----------------------------------------------
+
+class FakeCublasLt : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_EQ(cublasLtCreate(&h_), CUBLAS_STATUS_SUCCESS);
+    ASSERT_EQ(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking), cudaSuccess);
+  }
+  void TearDown() override {
+    for (void* p : mem_) cudaFree(p);
+    for (auto* l : layouts_) cublasLtMatrixLayoutDestroy(l);
+    if (d_) cublasLtMatmulDescDestroy(d_);
+    cudaStreamDestroy(s_);
+    cublasLtDestroy(h_);
+  }
+  template <typename T>
+  T* dev(const std::vector<T>& v) {
+    void* p = nullptr;
+    EXPECT_EQ(cudaMalloc(&p, v.size() * sizeof(T)), cudaSuccess);
+    EXPECT_EQ(cudaMemcpy(p, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice), cudaSuccess);
+    mem_.push_back(p);
+    return static_cast<T*>(p);
+  }
+  cublasLtMatrixLayout_t layout(uint64_t rows, uint64_t cols, int64_t ld, int32_t batch, int64_t stride,
+                                cudaDataType_t t = CUDA_R_32F) {
+    cublasLtMatrixLayout_t l = nullptr;
+    EXPECT_EQ(cublasLtMatrixLayoutCreate(&l, t, rows, cols, ld), CUBLAS_STATUS_SUCCESS);
+    EXPECT_EQ(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &batch, sizeof batch),
+              CUBLAS_STATUS_SUCCESS);
+    EXPECT_EQ(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof stride),
+              CUBLAS_STATUS_SUCCESS);
+    layouts_.push_back(l);
+    return l;
+  }
+  void desc(cublasComputeType_t c = CUBLAS_COMPUTE_32F, cudaDataType_t t = CUDA_R_32F) {
+    ASSERT_EQ(cublasLtMatmulDescCreate(&d_, c, t), CUBLAS_STATUS_SUCCESS);
+  }
+
+  cublasLtHandle_t h_ = nullptr;
+  cudaStream_t s_ = nullptr;
+  cublasLtMatmulDesc_t d_ = nullptr;
+  std::vector<void*> mem_;
+  std::vector<cublasLtMatrixLayout_t> layouts_;
+};
+
+// Two batches of D (2x3) = A (2x2) * B (2x3), column-major; D's batches interleave by rows in
+// one 4x3 buffer (batch stride 2, ld 4): allowed, and each element lands where it belongs.
+TEST_F(FakeCublasLt, InterleavedOutputBatchesAreComputed) {
+  desc();
+  const std::vector<float> a = {1, 2, 3, 4, /* batch 1 */ 5, 6, 7, 8};
+  const std::vector<float> b = {1, 0, 0, 1, 1, 1};  // shared by both batches (stride 0)
+  float* A = dev(a);
+  float* B = dev(b);
+  float* D = dev(std::vector<float>(12, -1.f));
+  const float alpha = 1, beta = 0;
+  cublasLtMatrixLayout_t la = layout(2, 2, 2, 2, 4), lb = layout(2, 3, 2, 2, 0), ld = layout(2, 3, 4, 2, 2);
+  ASSERT_EQ(cublasLtMatmul(h_, d_, &alpha, A, la, B, lb, &beta, D, ld, D, ld, nullptr, nullptr, 0, s_),
+            CUBLAS_STATUS_SUCCESS);
+  ASSERT_EQ(cudaStreamSynchronize(s_), cudaSuccess);
+  std::vector<float> d(12);
+  ASSERT_EQ(cudaMemcpy(d.data(), D, sizeof(float) * 12, cudaMemcpyDeviceToHost), cudaSuccess);
+  // Column j of D: rows 0-1 batch 0, rows 2-3 batch 1. A0 = [[1,3],[2,4]], A1 = [[5,7],[6,8]];
+  // B's columns e0, e1, e0+e1.
+  EXPECT_EQ(d, (std::vector<float>{1, 2, 5, 6, 3, 4, 7, 8, 4, 6, 12, 14}));
+}
+
+TEST_F(FakeCublasLt, RejectsWhatAGpuWouldGetWrong) {
+  desc();
+  float* A = dev(std::vector<float>(4, 1.f));  // one 2x2 matrix
+  float* B = dev(std::vector<float>(4, 1.f));
+  float* D = dev(std::vector<float>(8, 0.f));
+  const float alpha = 1, beta = 0;
+  auto mm = [&](cublasLtMatrixLayout_t la, cublasLtMatrixLayout_t lb, cublasLtMatrixLayout_t lc,
+                cublasLtMatrixLayout_t ld) {
+    return cublasLtMatmul(h_, d_, &alpha, A, la, B, lb, &beta, D, lc, D, ld, nullptr, nullptr, 0, s_);
+  };
+  cublasLtMatrixLayout_t shared = layout(2, 2, 2, 2, 0);  // one matrix for both batches
+  cublasLtMatrixLayout_t out = layout(2, 2, 2, 2, 4);
+  // A batch of two reads a second A matrix past the allocation.
+  cublasLtMatrixLayout_t past = layout(2, 2, 2, 2, 4);
+  EXPECT_EQ(mm(past, shared, out, out), CUBLAS_STATUS_INVALID_VALUE);
+  // Output batches one element apart overlap.
+  cublasLtMatrixLayout_t overlap = layout(2, 2, 2, 2, 1);
+  EXPECT_EQ(mm(shared, shared, overlap, overlap), CUBLAS_STATUS_INVALID_VALUE);
+  // In place with a C layout other than D's.
+  cublasLtMatrixLayout_t other = layout(2, 2, 2, 2, 3);
+  EXPECT_EQ(mm(shared, shared, other, out), CUBLAS_STATUS_INVALID_VALUE);
+  // float64 layouts under a float32 matmul.
+  cublasLtMatrixLayout_t l64 = layout(2, 2, 2, 1, 0, CUDA_R_64F);
+  EXPECT_EQ(mm(l64, l64, l64, l64), CUBLAS_STATUS_INVALID_VALUE);
+  // Made right, the call succeeds.
+  EXPECT_EQ(mm(shared, shared, out, out), CUBLAS_STATUS_SUCCESS);
+  ASSERT_EQ(cudaStreamSynchronize(s_), cudaSuccess);
+}
+
+TEST_F(FakeCublasLt, Float64) {
+  desc(CUBLAS_COMPUTE_64F, CUDA_R_64F);
+  const double* A = dev(std::vector<double>{1, 2, 3, 4});
+  const double* B = dev(std::vector<double>{1e-12, 1, 0, 0});
+  double* D = dev(std::vector<double>(4, 0));
+  const double alpha = 1, beta = 0;
+  cublasLtMatrixLayout_t l = layout(2, 2, 2, 1, 0, CUDA_R_64F);
+  ASSERT_EQ(cublasLtMatmul(h_, d_, &alpha, A, l, B, l, &beta, D, l, D, l, nullptr, nullptr, 0, s_),
+            CUBLAS_STATUS_SUCCESS);
+  ASSERT_EQ(cudaStreamSynchronize(s_), cudaSuccess);
+  std::vector<double> d(4);
+  ASSERT_EQ(cudaMemcpy(d.data(), D, sizeof(double) * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+  // Column 0: A * (1e-12, 1) = (1e-12 + 3, 2e-12 + 4): float64 keeps the 1e-12.
+  EXPECT_EQ(d[0], 1e-12 + 3.0);
+  EXPECT_EQ(d[1], 2e-12 + 4.0);
+  EXPECT_EQ(d[2], 0.0);
 }
 
 // ---- the cuda plugin's context, through the C ABI ----------------------------------------------

@@ -8,6 +8,8 @@
 //   - ../shared/models/**/*.onnx (recursively), except files whose name contains "_INVALID"
 //     (negative test cases that ONNX Runtime refuses to load), id "<folder>-<basename>";
 //   - ../shared/peers/models/*.onnx, id "peers-<basename>";
+//   - testdata/models/**/*.onnx (the repository's own small op models, e.g. Einsum's), id
+//     "testdata-<folder>-<basename>";
 // it loads the model with onnxruntime-node (CPU execution provider, graphOptimizationLevel
 // "all", intraOpNumThreads 1), builds seeded pseudo-random inputs, runs them at batch 1 and,
 // when the model has a dynamic (symbolic) batch dimension, also at batch 8, and writes
@@ -56,6 +58,7 @@ const REPO_ROOT = path.resolve(__dirname, '..', '..');
 const SHARED = path.join(REPO_ROOT, '..', 'shared');
 const MODELS_DIR = path.join(SHARED, 'models');
 const PEERS_MODELS_DIR = path.join(SHARED, 'peers', 'models');
+const TESTDATA_MODELS_DIR = path.join(REPO_ROOT, 'testdata', 'models');
 const OUT_DIR = path.join(REPO_ROOT, 'testdata', 'reference');
 
 const RUNS = 100;               // runs of the same feeds used to classify outputs
@@ -130,6 +133,12 @@ function listModels() {
   }
   for (const file of findOnnx(PEERS_MODELS_DIR, false)) {
     models.push({id: `peers-${path.basename(file, '.onnx')}`, file});
+  }
+  if (fs.existsSync(TESTDATA_MODELS_DIR)) {
+    for (const file of findOnnx(TESTDATA_MODELS_DIR, true)) {
+      const relDir = path.relative(TESTDATA_MODELS_DIR, path.dirname(file)).split(path.sep).filter(Boolean);
+      models.push({id: ['testdata', ...relDir, path.basename(file, '.onnx')].join('-'), file});
+    }
   }
   const seen = new Set();
   for (const m of models) {
@@ -521,7 +530,8 @@ function formatIndex(rows) {
   out.push('');
   out.push('Models: every `../shared/models/**/*.onnx` except names containing `_INVALID` (ONNX');
   out.push('Runtime refuses to load those), id `<folder>-<name>`; every `../shared/peers/models/*.onnx`,');
-  out.push('id `peers-<name>`.');
+  out.push('id `peers-<name>`; every `testdata/models/**/*.onnx` (the repository\'s own op models),');
+  out.push('id `testdata-<folder>-<name>`.');
   out.push('');
   out.push('Inputs:');
   out.push('- One mulberry32 stream per file, seed = (FNV-1a-32(id) + batch) mod 2^32, drawn input by');

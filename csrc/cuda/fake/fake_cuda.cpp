@@ -1,8 +1,10 @@
 // The CPU emulation behind fake_cuda.h (see there). Besides computing, it checks what a GPU
 // would reject or silently get wrong: kernel and matmul pointers that are not device memory,
 // host<->device copies in the wrong direction, cuBLASLt layouts whose shapes do not chain, a
-// leading dimension smaller than the rows, batch counts that differ, a pageable buffer in an
-// asynchronous copy, and allocations during stream capture.
+// leading dimension smaller than the rows, batch counts that differ, a strided batch that
+// reaches past its device allocation (any operand) or whose output matrices overlap, an
+// in-place matmul whose C and D layouts differ, a pageable buffer in an asynchronous copy, and
+// allocations during stream capture.
 #include "fake_cuda.h"
 
 #include <algorithm>
@@ -341,6 +343,7 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int d) {
 // ---- cuBLASLt ---------------------------------------------------------------------------------
 struct FakeLt {};
 struct FakeLtDesc {
+  cudaDataType_t type = CUDA_R_32F;  // of the scale factors and, here, of every matrix
   cublasOperation_t ta = CUBLAS_OP_N, tb = CUBLAS_OP_N;
   cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_DEFAULT;
   const float* bias = nullptr;
@@ -348,6 +351,7 @@ struct FakeLtDesc {
 struct FakeLtLayout {
   uint64_t rows, cols;
   int64_t ld;
+  cudaDataType_t type = CUDA_R_32F;
   int32_t batch = 1;
   int64_t stride = 0;
 };
@@ -369,8 +373,10 @@ cublasStatus_t cublasLtDestroy(cublasLtHandle_t h) {
   return CUBLAS_STATUS_SUCCESS;
 }
 cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t* d, cublasComputeType_t c, cudaDataType_t t) {
-  if (c != CUBLAS_COMPUTE_32F || t != CUDA_R_32F) return CUBLAS_STATUS_NOT_SUPPORTED;
+  if (!(c == CUBLAS_COMPUTE_32F && t == CUDA_R_32F) && !(c == CUBLAS_COMPUTE_64F && t == CUDA_R_64F))
+    return CUBLAS_STATUS_NOT_SUPPORTED;
   *d = new FakeLtDesc();
+  (*d)->type = t;
   return CUBLAS_STATUS_SUCCESS;
 }
 cublasStatus_t cublasLtMatmulDescDestroy(cublasLtMatmulDesc_t d) {
@@ -401,10 +407,10 @@ cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d, cublasLtMa
 }
 cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t* l, cudaDataType_t t, uint64_t rows, uint64_t cols,
                                           int64_t ld) {
-  if (t != CUDA_R_32F) return CUBLAS_STATUS_NOT_SUPPORTED;
+  if (t != CUDA_R_32F && t != CUDA_R_64F) return CUBLAS_STATUS_NOT_SUPPORTED;
   // Column-major: the leading dimension holds a column.
   if (ld < static_cast<int64_t>(std::max<uint64_t>(rows, 1))) return CUBLAS_STATUS_INVALID_VALUE;
-  *l = new FakeLtLayout{rows, cols, ld};
+  *l = new FakeLtLayout{rows, cols, ld, t};
   return CUBLAS_STATUS_SUCCESS;
 }
 cublasStatus_t cublasLtMatrixLayoutDestroy(cublasLtMatrixLayout_t l) {
@@ -415,7 +421,10 @@ cublasStatus_t cublasLtMatrixLayoutSetAttribute(cublasLtMatrixLayout_t l, cublas
                                                 const void* v, size_t n) {
   if (a == CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT) {
     if (n != sizeof(int32_t)) return CUBLAS_STATUS_INVALID_VALUE;
-    std::memcpy(&l->batch, v, n);
+    int32_t count = 0;
+    std::memcpy(&count, v, n);
+    if (count < 1) return CUBLAS_STATUS_INVALID_VALUE;
+    l->batch = count;
   } else {
     if (n != sizeof(int64_t)) return CUBLAS_STATUS_INVALID_VALUE;
     std::memcpy(&l->stride, v, n);
@@ -444,7 +453,47 @@ bool shapes(const FakeLtDesc& d, const FakeLtLayout& A, const FakeLtLayout& B, c
   const uint64_t am = d.ta == CUBLAS_OP_N ? A.rows : A.cols, ak = d.ta == CUBLAS_OP_N ? A.cols : A.rows;
   const uint64_t bk = d.tb == CUBLAS_OP_N ? B.rows : B.cols, bn = d.tb == CUBLAS_OP_N ? B.cols : B.rows;
   *k = ak;
-  return am == *m && bn == *n && bk == ak && A.batch == D.batch && B.batch == D.batch;
+  return am == *m && bn == *n && bk == ak && A.batch == D.batch && B.batch == D.batch && A.type == d.type &&
+         B.type == d.type && D.type == d.type;
+}
+
+size_t elem_size(const FakeLtLayout& l) { return l.type == CUDA_R_64F ? 8 : 4; }
+
+// Element offsets (from the pointer) of the first and last element of a strided batch.
+void span(const FakeLtLayout& l, int64_t* lo, int64_t* hi) {
+  const int64_t last = static_cast<int64_t>(l.rows - 1) + static_cast<int64_t>(l.cols - 1) * l.ld;
+  const int64_t b = static_cast<int64_t>(l.batch) - 1;
+  *lo = std::min<int64_t>(0, b * l.stride);
+  *hi = last + std::max<int64_t>(0, b * l.stride);
+}
+
+// Every element of every matrix of the batch lies in one device allocation: a GPU reads (or
+// writes) past the end of a buffer without a word when a stride or leading dimension is wrong.
+bool in_device(const void* p, const FakeLtLayout& l) {
+  if (l.rows == 0 || l.cols == 0 || l.batch < 1) return true;
+  int64_t lo, hi;
+  span(l, &lo, &hi);
+  const size_t es = elem_size(l);
+  return is_device(static_cast<const char*>(p) + lo * static_cast<int64_t>(es), static_cast<size_t>(hi - lo + 1) * es);
+}
+
+// No two elements of a batched output share an address (strided batches whose matrices
+// interleave are fine; ones that overlap race on a GPU and give whichever write lands last).
+bool distinct(const FakeLtLayout& l) {
+  if (l.batch <= 1 || l.rows == 0 || l.cols == 0) return true;
+  const int64_t extent = static_cast<int64_t>(l.rows) + static_cast<int64_t>(l.cols - 1) * l.ld;
+  if (l.stride >= extent || -l.stride >= extent) return true;
+  int64_t lo, hi;
+  span(l, &lo, &hi);
+  std::vector<bool> seen(static_cast<size_t>(hi - lo + 1), false);
+  for (int64_t b = 0; b < l.batch; ++b)
+    for (uint64_t j = 0; j < l.cols; ++j)
+      for (uint64_t i = 0; i < l.rows; ++i) {
+        const int64_t off = b * l.stride + static_cast<int64_t>(i) + static_cast<int64_t>(j) * l.ld - lo;
+        if (seen[static_cast<size_t>(off)]) return false;
+        seen[static_cast<size_t>(off)] = true;
+      }
+  return true;
 }
 }  // namespace
 
@@ -460,46 +509,68 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDe
   return CUBLAS_STATUS_SUCCESS;
 }
 
+namespace {
+// D = alpha op(A) op(B) + beta C (+ the epilogue), batch by batch, accumulating in double.
+template <typename T>
+void matmul(const FakeLtDesc& desc, uint64_t m, uint64_t n, uint64_t k, const FakeLtLayout& a, const FakeLtLayout& b,
+            const FakeLtLayout& c, const FakeLtLayout& dl, T al, T be, const T* pa, const T* pb, const T* pc, T* pd) {
+  for (int32_t bt = 0; bt < dl.batch; ++bt) {
+    const T* ab = pa + bt * a.stride;
+    const T* bb = pb + bt * b.stride;
+    const T* cb = pc + bt * c.stride;
+    T* db = pd + bt * dl.stride;
+    std::vector<T> out(m * n);
+    for (uint64_t i = 0; i < m; ++i)
+      for (uint64_t j = 0; j < n; ++j) {
+        double acc = 0;
+        for (uint64_t p = 0; p < k; ++p) {
+          const T av = desc.ta == CUBLAS_OP_N ? ab[i + p * a.ld] : ab[p + i * a.ld];
+          const T bv = desc.tb == CUBLAS_OP_N ? bb[p + j * b.ld] : bb[j + p * b.ld];
+          acc += static_cast<double>(av) * bv;
+        }
+        T v = static_cast<T>(al * acc);
+        if (be != T(0)) v += be * cb[i + j * c.ld];
+        if (desc.epi == CUBLASLT_EPILOGUE_BIAS || desc.epi == CUBLASLT_EPILOGUE_RELU_BIAS) v += desc.bias[i];
+        if (desc.epi == CUBLASLT_EPILOGUE_RELU || desc.epi == CUBLASLT_EPILOGUE_RELU_BIAS) v = v > T(0) ? v : T(0);
+        out[i + j * m] = v;
+      }
+    for (uint64_t i = 0; i < m; ++i)
+      for (uint64_t j = 0; j < n; ++j) db[i + j * dl.ld] = out[i + j * m];
+  }
+}
+}  // namespace
+
 cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t d, const void* alpha, const void* A,
                               cublasLtMatrixLayout_t Ad, const void* B, cublasLtMatrixLayout_t Bd, const void* beta,
                               const void* C, cublasLtMatrixLayout_t Cd, void* D, cublasLtMatrixLayout_t Dd,
                               const cublasLtMatmulAlgo_t*, void*, size_t, cudaStream_t s) {
   uint64_t m, n, k;
-  if (!shapes(*d, *Ad, *Bd, *Dd, &m, &n, &k)) return CUBLAS_STATUS_INVALID_VALUE;
+  if (!shapes(*d, *Ad, *Bd, *Dd, &m, &n, &k) || Cd->type != d->type) return CUBLAS_STATUS_INVALID_VALUE;
   if (!is_device(A) || !is_device(B) || !is_device(C) || !is_device(D) || (d->bias && !is_device(d->bias, m * 4)))
     return CUBLAS_STATUS_INVALID_VALUE;
+  if (!in_device(A, *Ad) || !in_device(B, *Bd) || !in_device(C, *Cd) || !in_device(D, *Dd) || !distinct(*Dd))
+    return CUBLAS_STATUS_INVALID_VALUE;
+  // In place (C == D), cuBLASLt requires C's layout to be D's.
+  if (C == D && (Cd->rows != Dd->rows || Cd->cols != Dd->cols || Cd->ld != Dd->ld || Cd->batch != Dd->batch ||
+                 Cd->stride != Dd->stride))
+    return CUBLAS_STATUS_INVALID_VALUE;
+  // The bias epilogue is float32 here (the backend's only use of it).
+  if (d->type == CUDA_R_64F && d->epi != CUBLASLT_EPILOGUE_DEFAULT) return CUBLAS_STATUS_NOT_SUPPORTED;
   const FakeLtDesc desc = *d;
   const FakeLtLayout a = *Ad, b = *Bd, c = *Cd, dl = *Dd;
-  const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
-  const float* pa = static_cast<const float*>(A);
-  const float* pb = static_cast<const float*>(B);
-  const float* pc = static_cast<const float*>(C);
-  float* pd = static_cast<float*>(D);
-  submit(s, [=] {
-    for (int32_t bt = 0; bt < dl.batch; ++bt) {
-      const float* ab = pa + bt * a.stride;
-      const float* bb = pb + bt * b.stride;
-      const float* cb = pc + bt * c.stride;
-      float* db = pd + bt * dl.stride;
-      std::vector<float> out(m * n);
-      for (uint64_t i = 0; i < m; ++i)
-        for (uint64_t j = 0; j < n; ++j) {
-          double acc = 0;
-          for (uint64_t p = 0; p < k; ++p) {
-            const float av = desc.ta == CUBLAS_OP_N ? ab[i + p * a.ld] : ab[p + i * a.ld];
-            const float bv = desc.tb == CUBLAS_OP_N ? bb[p + j * b.ld] : bb[j + p * b.ld];
-            acc += static_cast<double>(av) * bv;
-          }
-          float v = static_cast<float>(al * acc);
-          if (be != 0.f) v += be * cb[i + j * c.ld];
-          if (desc.epi == CUBLASLT_EPILOGUE_BIAS || desc.epi == CUBLASLT_EPILOGUE_RELU_BIAS) v += desc.bias[i];
-          if (desc.epi == CUBLASLT_EPILOGUE_RELU || desc.epi == CUBLASLT_EPILOGUE_RELU_BIAS) v = v > 0.f ? v : 0.f;
-          out[i + j * m] = v;
-        }
-      for (uint64_t i = 0; i < m; ++i)
-        for (uint64_t j = 0; j < n; ++j) db[i + j * dl.ld] = out[i + j * m];
-    }
-  });
+  if (desc.type == CUDA_R_64F) {
+    const double al = *static_cast<const double*>(alpha), be = *static_cast<const double*>(beta);
+    const double *pa = static_cast<const double*>(A), *pb = static_cast<const double*>(B),
+                 *pc = static_cast<const double*>(C);
+    double* pd = static_cast<double*>(D);
+    submit(s, [=] { matmul<double>(desc, m, n, k, a, b, c, dl, al, be, pa, pb, pc, pd); });
+  } else {
+    const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
+    const float *pa = static_cast<const float*>(A), *pb = static_cast<const float*>(B),
+                *pc = static_cast<const float*>(C);
+    float* pd = static_cast<float*>(D);
+    submit(s, [=] { matmul<float>(desc, m, n, k, a, b, c, dl, al, be, pa, pb, pc, pd); });
+  }
   return CUBLAS_STATUS_SUCCESS;
 }
 

@@ -5,7 +5,7 @@
 // launch replays them, a kernel launch runs the kernel (compiled from kernels.cuh as host C++)
 // thread by thread, and cublasLtMatmul is a plain loop over cuBLASLt's documented
 // column-major semantics (op(A), op(B), leading dimensions, strided batches, the bias and
-// Relu epilogues). It lets the tests run the backend's whole plan — buckets, arena, strides,
+// Relu epilogues; float32, and float64 without an epilogue). It lets the tests run the backend's whole plan — buckets, arena, strides,
 // the GEMM mapping, LSTM, Conv, graph capture and replay, engine caches — against ONNX
 // Runtime's outputs on a machine without a GPU. Names and values are ours, chosen only to
 // compile the same source; nothing here is NVIDIA's.
@@ -77,8 +77,8 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int d);
 // ---- cuBLASLt ----
 enum cublasStatus_t { CUBLAS_STATUS_SUCCESS = 0, CUBLAS_STATUS_ALLOC_FAILED = 3, CUBLAS_STATUS_INVALID_VALUE = 7,
                       CUBLAS_STATUS_NOT_SUPPORTED = 15 };
-enum cublasComputeType_t { CUBLAS_COMPUTE_32F = 68 };
-enum cudaDataType_t { CUDA_R_32F = 0 };
+enum cublasComputeType_t { CUBLAS_COMPUTE_32F = 68, CUBLAS_COMPUTE_64F = 70 };
+enum cudaDataType_t { CUDA_R_32F = 0, CUDA_R_64F = 1 };
 enum cublasOperation_t { CUBLAS_OP_N = 0, CUBLAS_OP_T = 1 };
 enum cublasLtMatmulDescAttributes_t { CUBLASLT_MATMUL_DESC_TRANSA = 3, CUBLASLT_MATMUL_DESC_TRANSB = 4,
                                       CUBLASLT_MATMUL_DESC_EPILOGUE = 7, CUBLASLT_MATMUL_DESC_BIAS_POINTER = 8 };
