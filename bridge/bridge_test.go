@@ -114,6 +114,8 @@ func encode(t *testing.T, r refTensor) Tensor {
 		switch dt {
 		case Float32:
 			binary.LittleEndian.PutUint32(buf[i*4:], math.Float32bits(float32(v)))
+		case Float64:
+			binary.LittleEndian.PutUint64(buf[i*8:], math.Float64bits(v))
 		case Int64:
 			binary.LittleEndian.PutUint64(buf[i*8:], uint64(int64(v)))
 		case Int32:
