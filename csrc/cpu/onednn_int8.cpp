@@ -198,6 +198,7 @@ std::unique_ptr<Kernel> make_int8_matmul(OneDnnKernels& k, const InferCtx& c) {
   } else {
     q.wmem = k.weights(*w.value, w_plain, pd.weights_desc());
   }
+  q.prim = dnnl::matmul(pd);
   q.src = memory(src_md, k.engine(), nullptr);
   q.dst = memory(dst_md, k.engine(), nullptr);
   q.scratch = memory(pd.scratchpad_desc(), k.engine());
