@@ -60,13 +60,14 @@ void shift_q8(const View& x, int64_t rows, int64_t cols, const View* zp, ZeroPoi
 inline uint8_t quantize_u8(float v, float zp) {
   // |v| > 512 saturates whatever zp is; below 2^22 adding and subtracting 1.5 * 2^23 rounds
   // half to even in the default rounding mode (what nearbyint does, without a libm call).
-  if (!(v >= -512.f)) v = -512.f;
-  if (v > 512.f) v = 512.f;
+  // Written as selects so that loops over it vectorize; NaN ends at 0.
+  v = v > -512.f ? v : -512.f;
+  v = v < 512.f ? v : 512.f;
   v = (v + 12582912.f) - 12582912.f;
   v += zp;
-  v = v < 0.f ? 0.f : v;
-  v = v > 255.f ? 255.f : v;
-  return static_cast<uint8_t>(v);
+  v = v > 0.f ? v : 0.f;
+  v = v < 255.f ? v : 255.f;
+  return static_cast<uint8_t>(static_cast<int32_t>(v));
 }
 
 // DynamicQuantizeLinear of x[0, n) into y: y[i] = quantize_u8(x[i] / scale, zp).
