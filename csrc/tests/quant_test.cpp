@@ -581,6 +581,66 @@ TEST(Quant, QLinearMatMulOnOneDnnMatchesPortable) {
   }
 }
 
+// ConvInteger and QLinearConv with constant weights (oneDNN's int8 convolution on the cpu
+// backend) against the portable kernels: padding (the zero point's value), strides,
+// dilations, groups, uint8 weights with zero point 128 (shifted to int8), per-channel scales.
+TEST(Quant, IntegerConvOnOneDnnMatchesPortable) {
+  struct Case {
+    bool qlinear, u8w, s8x;
+    int64_t group;
+    Dims pads, strides, dil;
+  };
+  const Case cases[] = {{false, false, false, 1, {1, 1, 1, 1}, {1, 1}, {1, 1}},
+                        {false, true, true, 2, {0, 2, 1, 0}, {2, 1}, {1, 2}},
+                        {true, false, false, 1, {1, 0, 1, 2}, {1, 2}, {1, 1}},
+                        {true, true, true, 2, {2, 2, 2, 2}, {1, 1}, {2, 1}}};
+  for (const Case& c : cases)
+    for (int64_t batch : {1, 16}) {
+      const int64_t C = 4, M = 6, H = 9, W = 8;
+      Model m(10);
+      const int xt = c.s8x ? kI8 : kU8;
+      m.input("x", xt, {-1, C, H, W});
+      if (c.s8x) m.init("xz", kI8, {}, std::vector<int8_t>{-5});
+      else m.init("xz", kU8, {}, std::vector<uint8_t>{77});
+      const size_t wn = static_cast<size_t>(M * (C / c.group) * 3 * 3);
+      const Dims wd = {M, C / c.group, 3, 3};
+      if (c.u8w) {
+        m.init("w", kU8, wd, random_ints<uint8_t>(wn, 0, 255, 51));
+        m.init("wz", kU8, {}, std::vector<uint8_t>{128});
+      } else {
+        m.init("w", kI8, wd, random_ints<int8_t>(wn, -128, 127, 51));
+        m.init("wz", kI8, {}, std::vector<int8_t>{0});
+      }
+      onnx::NodeProto* node;
+      if (c.qlinear) {
+        m.init("xs", kF32, {}, std::vector<float>{0.05f});
+        m.init("ws", kF32, {M}, random_floats(static_cast<size_t>(M), 0.002f, 0.02f, 52));
+        m.init("ys", kF32, {}, std::vector<float>{0.3f});
+        m.init("yz", kU8, {}, std::vector<uint8_t>{100});
+        m.init("B", kI32, {M}, random_ints<int32_t>(static_cast<size_t>(M), -500, 500, 53));
+        node = m.node("QLinearConv", {"x", "xs", "xz", "w", "ws", "wz", "ys", "yz", "B"}, {"y"});
+        m.output("y", kU8);
+      } else {
+        node = m.node("ConvInteger", {"x", "w", "xz", "wz"}, {"y"});
+        m.output("y", kI32);
+      }
+      attr_ints(node, "pads", c.pads);
+      attr_ints(node, "strides", c.strides);
+      attr_ints(node, "dilations", c.dil);
+      attr_int(node, "group", c.group);
+      const std::string model = m.bytes();
+      const size_t xn = static_cast<size_t>(batch * C * H * W);
+      std::vector<In> in = {c.s8x ? In::of(pd::DType::I8, {batch, C, H, W}, random_ints<int8_t>(xn, -128, 127, 54))
+                                  : In::of(pd::DType::U8, {batch, C, H, W}, random_ints<uint8_t>(xn, 0, 255, 54))};
+      const Out want = run_portable(prepared(model, true), in);
+      const Out got = run_cpu(model, in);
+      const std::string what = std::string(c.qlinear ? "QLinearConv" : "ConvInteger") + " group " +
+                               std::to_string(c.group) + " batch " + std::to_string(batch);
+      if (c.qlinear) expect_within_one_step(got, want, what);
+      else ASSERT_EQ(got.bytes, want.bytes) << what;
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Block quantization (opset 21) against the spec's formula
 // ---------------------------------------------------------------------------------------------
