@@ -55,6 +55,10 @@ struct Int8MatMul final : public Kernel {
   bool per_col_scale = false;
   int32_t wz = 0;             // the (shifted) weight zero point, constant
   bool has_wz = false, has_xz = false, has_scales = false, has_dst_zp = false;
+  // pd.DynQuantMatMul: no output scales (runtime ones rule out oneDNN's brgemm kernels);
+  // x_scale * w_scale, computed per run as the unfused Mul does, is a binary-mul post-op on
+  // the int32 products converted to float: float(acc) * s + bias, the unfused order.
+  bool scale_post_op = false;
   // Runtime attribute values and the dynamic pattern's quantized X.
   std::vector<float> scales;
   int32_t xz_val = 0, yz_val = 0;
@@ -177,11 +181,17 @@ std::unique_ptr<Kernel> make_int8_matmul(OneDnnKernels& k, const InferCtx& c) {
 
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-  if (q.has_scales) attr.set_output_scales(q.per_col_scale ? 1 << 1 : 0, {DNNL_RUNTIME_F32_VAL});
+  q.scale_post_op = q.kind == Kind::Dyn;
+  const memory::desc scale_md({1, q.per_col_scale ? q.n : 1}, dt::f32, tag::ab);
+  dnnl::post_ops po;
+  if (q.scale_post_op) {
+    po.append_binary(dnnl::algorithm::binary_mul, scale_md);
+  } else if (q.has_scales) {
+    attr.set_output_scales(q.per_col_scale ? 1 << 1 : 0, {DNNL_RUNTIME_F32_VAL});
+  }
   if (q.has_xz) attr.set_zero_points(DNNL_ARG_SRC, 0, {DNNL_RUNTIME_S32_VAL});
   if (q.has_wz) attr.set_zero_points(DNNL_ARG_WEIGHTS, 0, {DNNL_RUNTIME_S32_VAL});
   if (q.has_dst_zp) attr.set_zero_points(DNNL_ARG_DST, 0, {DNNL_RUNTIME_S32_VAL});
-  dnnl::post_ops po;
   if (has_bias) po.append_binary(dnnl::algorithm::binary_add, bias_md);
   if (q.kind == Kind::Dyn || q.kind == Kind::Quant) {
     if (!append_activation(n, po)) return nullptr;
@@ -211,8 +221,13 @@ std::unique_ptr<Kernel> make_int8_matmul(OneDnnKernels& k, const InferCtx& c) {
   q.args.push_back({DNNL_ARG_SCRATCHPAD, q.scratch.get()});
   if (q.has_scales) {
     q.scales.assign(static_cast<size_t>(q.per_col_scale ? q.n : 1), 0.f);
-    q.scales_m = memory({{static_cast<int64_t>(q.scales.size())}, dt::f32, tag::x}, k.engine(), q.scales.data());
-    q.args.push_back({DNNL_ARG_ATTR_OUTPUT_SCALES, q.scales_m.get()});
+    if (q.scale_post_op) {
+      q.scales_m = memory(scale_md, k.engine(), q.scales.data());
+      q.args.push_back({DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, q.scales_m.get()});
+    } else {
+      q.scales_m = memory({{static_cast<int64_t>(q.scales.size())}, dt::f32, tag::x}, k.engine(), q.scales.data());
+      q.args.push_back({DNNL_ARG_ATTR_OUTPUT_SCALES, q.scales_m.get()});
+    }
   }
   memory::desc s32_1({1}, dt::s32, tag::x);
   if (q.has_xz) {
@@ -230,7 +245,7 @@ std::unique_ptr<Kernel> make_int8_matmul(OneDnnKernels& k, const InferCtx& c) {
   if (has_bias) {
     q.bias = memory(bias_md, k.engine(), nullptr);
     q.bias_in = bi;
-    q.args.push_back({DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, q.bias.get()});
+    q.args.push_back({DNNL_ARG_ATTR_MULTIPLE_POST_OP(q.scale_post_op ? 1 : 0) | DNNL_ARG_SRC_1, q.bias.get()});
   }
   if (q.kind == Kind::Dyn) q.xq.resize(static_cast<size_t>(q.rows * q.kdim));
   return kern;
