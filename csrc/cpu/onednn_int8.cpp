@@ -1,9 +1,10 @@
 // oneDNN int8 kernels of the CPU backend: MatMulInteger, QLinearMatMul and the fused
 // pd.DynQuantMatMul / pd.QuantMatMul (ops/quant_fused.cpp) as one oneDNN matmul primitive
-// each (ConvInteger, QLinearConv and pd.QuantConv as a convolution, below): uint8 or int8 activations x int8 weights, int32 accumulation, the activation's zero
-// point and the output scales as runtime attribute values (they change per run for the
-// dynamic pattern), the bias as a binary-add post-op, the activation as an eltwise post-op,
-// the output's zero point as a destination zero point.
+// each (ConvInteger, QLinearConv and pd.QuantConv as a convolution, below): uint8 or int8
+// activations x int8 weights, int32 accumulation, the activation's zero point a runtime zero
+// point, the output scales runtime attribute values (pd.DynQuantMatMul: a binary-mul post-op,
+// see scale_post_op), the bias a binary-add post-op, the activation an eltwise post-op, the
+// output's zero point a destination zero point.
 //
 // Weights must be constant and 2-D. uint8 weights (which oneDNN 2.6's int8 matmul does not
 // take) are shifted once into int8: w - 128, with the zero point shifted alike (wz - 128), so
