@@ -263,7 +263,7 @@ bool fuse_static(Graph& g, const Index& x, size_t ni, std::vector<bool>& dead) {
   std::string out = n.outputs[0];
   // Bias: Gemm's C, Conv's B, or a following Add.
   if ((gemm || conv) && present(n, 2)) {
-    std::string b = bias_constant(g, x, n.inputs[2], per, 1);
+    std::string b = bias_constant(g, x, n.inputs[2], per, gemm ? 2 : 1);
     if (b.empty()) return false;
     f.inputs[6] = b;
   } else if (mm) {
