@@ -138,8 +138,8 @@ bool fuse_dynamic(Graph& g, const Index& x, size_t mi, std::vector<bool>& dead) 
   const Node& m = g.nodes[mi];
   if (!is(m, "MatMulInteger") || m.inputs.size() < 3 || m.outputs.size() != 1) return false;
   const Node* d = producer(g, x, m.inputs[0]);
-  if (!d || !is(*d, "DynamicQuantizeLinear") || d->outputs.size() != 3 || d->outputs[2] != m.inputs[2] ||
-      d->outputs[1].empty())
+  if (!d || !is(*d, "DynamicQuantizeLinear") || d->outputs.size() != 3 || d->outputs[0] != m.inputs[0] ||
+      d->outputs[2] != m.inputs[2] || d->outputs[1].empty())
     return false;
   TensorPtr wq = constant(g, m, 1);
   if (!wq || !q8(wq->dtype()) || wq->shape().size() != 2) return false;
