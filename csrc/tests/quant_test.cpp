@@ -779,6 +779,22 @@ TEST(Quant, Float8OutputRefusedAsUnsupported) {
   EXPECT_NE(e.msg.find("float8e4m3fn is not supported"), std::string::npos) << e.msg;
 }
 
+TEST(Quant, Int4ZeroPointRefusedAsUnsupported) {
+  Model m(21);
+  m.input("x", kF32, {4});
+  m.init("s", kF32, {}, std::vector<float>{0.5f});
+  auto* z = m.g->add_initializer();  // int4 [1]: one byte holds two values
+  z->set_name("z4");
+  z->set_data_type(22);  // INT4 (ONNX >= 1.16)
+  z->add_dims(1);
+  z->set_raw_data(std::string(1, '\0'));
+  m.node("QuantizeLinear", {"x", "s", "z4"}, {"y"}, "q4");
+  m.output("y", kU8);
+  Err e = load_error(m.bytes());
+  EXPECT_EQ(e.code, PD_ERR_UNSUPPORTED) << e.msg;
+  EXPECT_NE(e.msg.find("'z4' has data type int4"), std::string::npos) << e.msg;
+}
+
 TEST(Quant, Int16BeforeOpset21Refused) {
   Model m(13);
   m.input("x", onnx::TensorProto::INT16, {4});

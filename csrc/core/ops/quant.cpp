@@ -41,18 +41,7 @@ namespace pd {
 // Shared helpers (quant.h)
 // ---------------------------------------------------------------------------------------------
 
-const char* quant_type_name(int32_t onnx_type) {
-  switch (onnx_type) {
-    case 17: return "float8e4m3fn";
-    case 18: return "float8e4m3fnuz";
-    case 19: return "float8e5m2";
-    case 20: return "float8e5m2fnuz";
-    case 21: return "uint4";
-    case 22: return "int4";
-    case 23: return "float4e2m1";
-    default: return dtype_name(static_cast<DType>(onnx_type));
-  }
-}
+const char* quant_type_name(int32_t onnx_type) { return dtype_name(static_cast<DType>(onnx_type)); }
 
 bool quant_int_type(DType t) {
   return t == DType::U8 || t == DType::I8 || t == DType::U16 || t == DType::I16;
