@@ -87,7 +87,7 @@ struct Int8MatMul final : public Kernel {
       sp = xq.data();
     } else {
       if (has_xz) xz_val = in[xzi].data ? q8_at(in[xzi], 0) : 0;
-      if (kind == Kind::QLinearMatMul || kind == Kind::Quant) {
+      if (has_scales) {
         const float xs = in[xsi].as<const float>()[0];
         const float* ws = in[wsi].as<const float>();
         if (kind == Kind::QLinearMatMul) {
@@ -188,7 +188,22 @@ std::unique_ptr<Kernel> make_int8_matmul(OneDnnKernels& k, const InferCtx& c) {
   if (q.scale_post_op) {
     po.append_binary(dnnl::algorithm::binary_mul, scale_md);
   } else if (q.has_scales) {
-    attr.set_output_scales(q.per_col_scale ? 1 << 1 : 0, {DNNL_RUNTIME_F32_VAL});
+    // Constant scales (QDQ and QLinear models have them) are fixed at creation, which lets
+    // oneDNN use its brgemm kernels; scales from data are runtime values.
+    const bool qlinear = q.kind == Kind::QLinearMatMul;
+    if (c.in[q.xsi].value && c.in[q.wsi].value && (!qlinear || c.in[q.ysi].value)) {
+      const float xs = static_cast<float>(c.in[q.xsi].value->float_at(0));
+      const float ys = qlinear ? static_cast<float>(c.in[q.ysi].value->float_at(0)) : 1.f;
+      std::vector<float> sc(static_cast<size_t>(q.per_col_scale ? q.n : 1));
+      for (size_t j = 0; j < sc.size(); ++j) {
+        const float ws = static_cast<float>(c.in[q.wsi].value->float_at(q.per_col_scale ? static_cast<int64_t>(j) : 0));
+        sc[j] = qlinear ? xs * ws / ys : xs * ws;  // as run() computes them
+      }
+      attr.set_output_scales(q.per_col_scale ? 1 << 1 : 0, sc);
+      q.has_scales = false;
+    } else {
+      attr.set_output_scales(q.per_col_scale ? 1 << 1 : 0, {DNNL_RUNTIME_F32_VAL});
+    }
   }
   if (q.has_xz) attr.set_zero_points(DNNL_ARG_SRC, 0, {DNNL_RUNTIME_S32_VAL});
   if (q.has_wz) attr.set_zero_points(DNNL_ARG_WEIGHTS, 0, {DNNL_RUNTIME_S32_VAL});
