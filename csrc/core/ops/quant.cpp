@@ -225,7 +225,11 @@ __attribute__((target("avx512f"))) void min_max_avx512(const float* x, int64_t n
   *h = b;
 }
 
-const bool kHaveAvx512 = __builtin_cpu_supports("avx512f");
+// A static initializer may run before libgcc's CPU probe: initialize it first.
+const bool kHaveAvx512 = [] {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") != 0;
+}();
 
 }  // namespace
 #pragma GCC diagnostic pop
