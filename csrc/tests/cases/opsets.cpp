@@ -664,6 +664,28 @@ void newest_cases(std::vector<Case>& out) {
     c.output("y", F32);
     out.push_back(std::move(c));
   }
+  // GroupNormalization: opset 18 scales per group, 21 per channel (and adds stash_type).
+  {
+    Case c("test_groupnormalization_opset18", 18);
+    c.input("x", F32, {2, 6, 3, 2}).input("s", F32, {3}).input("bias", F32, {3});
+    c.node("GroupNormalization", {"x", "s", "bias"}, {"y"}).i("num_groups", 3).f("epsilon", 1e-3f);
+    c.output("y", F32);
+    out.push_back(std::move(c));
+  }
+  {
+    Case c("test_groupnormalization_opset21", 21);
+    c.input("x", F32, {2, 6, 5}).input("s", F32, {6}).input("bias", F32, {6});
+    c.node("GroupNormalization", {"x", "s", "bias"}, {"y"}).i("num_groups", 2);
+    c.output("y", F32);
+    out.push_back(std::move(c));
+  }
+  {
+    Case c("test_groupnormalization_stash_type_opset21", 21);
+    c.input("x", F32, {1, 4, 2, 3}).input("s", F32, {4}).input("bias", F32, {4});
+    c.node("GroupNormalization", {"x", "s", "bias"}, {"y"}).i("num_groups", 4).i("stash_type", 1);
+    c.output("y", F32);
+    out.push_back(std::move(c));
+  }
   {
     Case c("test_instancenormalization_opset21", 21);
     c.input("x", F32, {2, 3, 5}).input("s", F32, {3}).input("bias", F32, {3});
