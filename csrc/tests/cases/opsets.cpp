@@ -11,7 +11,8 @@
 //     ConstantOfShape, Flatten, Identity, Pad, Reshape, Shape, Size, Squeeze, Transpose,
 //     Unsqueeze: the numeric semantics are those of opset 18–20, checked here at 21.
 // Every other claimed op runs here once at opset 21 (its definition unchanged since it was last
-// versioned), so a model exported at the newest opset is covered op by op.
+// versioned), so a model exported at the newest opset is covered op by op (Einsum's own
+// tests are the Debian ones and csrc/tests/einsum_test.cpp).
 #include <string>
 #include <vector>
 
@@ -766,9 +767,79 @@ void newest_cases(std::vector<Case>& out) {
   }
 }
 
+// ---- Constant alone, and the random ops (compared by type and shape only) ----
+
+void constant_random_cases(std::vector<Case>& out) {
+  {
+    Case c("test_constant_tensor_opset21", 21);
+    auto n = c.node("Constant", {}, {"y"});
+    auto* a = n.proto()->add_attribute();
+    a->set_name("value");
+    a->set_type(onnx::AttributeProto::TENSOR);
+    *a->mutable_t() = make_tensor("y", I32, {2, 2}, {1, -2, 3, -4});
+    c.output("y", I32);
+    out.push_back(std::move(c));
+  }
+  {
+    Case c("test_constant_value_floats_opset21", 21);
+    c.node("Constant", {}, {"y"}).floats("value_floats", {0.5f, -1.5f, 2.25f});
+    c.output("y", F32);
+    out.push_back(std::move(c));
+  }
+  {
+    Case c("test_constant_value_int_opset19", 19);
+    c.node("Constant", {}, {"y"}).i("value_int", -7);
+    c.output("y", I64);
+    out.push_back(std::move(c));
+  }
+  // A fixed seed keeps ONNX Runtime's outputs (and so the committed files) the same from run to
+  // run; policyd's own streams differ, so the runner compares these by type and shape.
+  {
+    Case c("test_randomnormal_opset21", 21);
+    c.node("RandomNormal", {}, {"y"}).ints("shape", {3, 4}).f("mean", 1.f).f("scale", 2.f).f("seed", 3.f);
+    c.output("y", F32);
+    out.push_back(std::move(c));
+  }
+  {
+    Case c("test_randomuniform_double_opset21", 21);
+    c.node("RandomUniform", {}, {"y"}).ints("shape", {2, 5}).i("dtype", F64).f("low", -2.f).f("high", 2.f).f("seed", 3.f);
+    c.output("y", F64);
+    out.push_back(std::move(c));
+  }
+  {
+    Case c("test_randomnormallike_opset21", 21);
+    c.input("x", F32, {2, 3});
+    c.node("RandomNormalLike", {"x"}, {"y"}).f("seed", 5.f);
+    c.output("y", F32);
+    out.push_back(std::move(c));
+  }
+  {
+    Case c("test_randomuniformlike_opset21", 21);
+    c.input("x", F32, {4, 2});
+    c.node("RandomUniformLike", {"x"}, {"y"}).f("seed", 5.f);
+    c.output("y", F32);
+    out.push_back(std::move(c));
+  }
+  {
+    Case c("test_bernoulli_opset21", 21);
+    c.input("p", F32, {3, 4}, 0, 1);
+    c.node("Bernoulli", {"p"}, {"y"}).f("seed", 7.f);
+    c.output("y", F32);
+    out.push_back(std::move(c));
+  }
+  {
+    Case c("test_multinomial_opset21", 21);
+    c.input("logits", F32, {2, 5}, -1, 1);
+    c.node("Multinomial", {"logits"}, {"y"}).i("sample_size", 4).f("seed", 7.f);
+    c.output("y", I32);
+    out.push_back(std::move(c));
+  }
+}
+
 }  // namespace
 
 PD_ONNX_CASES(opsets) {
+  constant_random_cases(out);
   reduce_cases(out);
   split_cases(out);
   pad_cases(out);
