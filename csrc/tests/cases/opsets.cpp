@@ -767,6 +767,86 @@ void newest_cases(std::vector<Case>& out) {
   }
 }
 
+// ---- Resize (18: axes, keep_aspect_ratio_policy, antialias; 19: half_pixel_symmetric) ----
+
+void resize_cases(std::vector<Case>& out) {
+  struct R {
+    const char* name;
+    int opset;
+    const char* mode;
+    const char* coord;
+    Dims in;
+    std::vector<double> scales;  // or sizes when empty
+    std::vector<double> sizes;
+    std::vector<int64_t> axes;
+    const char* policy;  // keep_aspect_ratio_policy or nullptr
+    int antialias;
+    const char* nearest;  // nearest_mode or nullptr
+  };
+  const R rs[] = {
+      {"test_resize_nearest_upsample_opset21", 21, "nearest", "half_pixel", {1, 2, 3, 4}, {1, 1, 2, 1.5}, {}, {}, nullptr, 0, nullptr},
+      {"test_resize_nearest_asymmetric_floor_opset21", 21, "nearest", "asymmetric", {1, 1, 4, 5}, {1, 1, 0.5, 1.6}, {}, {}, nullptr, 0, "floor"},
+      {"test_resize_nearest_ceil_align_corners_opset21", 21, "nearest", "align_corners", {1, 1, 3, 3}, {}, {1, 1, 5, 4}, {}, nullptr, 0, "ceil"},
+      {"test_resize_nearest_round_prefer_ceil_opset21", 21, "nearest", "half_pixel", {1, 1, 4, 4}, {}, {1, 1, 8, 6}, {}, nullptr, 0, "round_prefer_ceil"},
+      {"test_resize_linear_upsample_opset21", 21, "linear", "half_pixel", {1, 2, 3, 4}, {1, 1, 2, 1.5}, {}, {}, nullptr, 0, nullptr},
+      {"test_resize_linear_downsample_opset21", 21, "linear", "half_pixel", {1, 1, 6, 8}, {1, 1, 0.5, 0.75}, {}, {}, nullptr, 0, nullptr},
+      {"test_resize_linear_align_corners_opset21", 21, "linear", "align_corners", {1, 1, 3, 4}, {}, {1, 1, 5, 7}, {}, nullptr, 0, nullptr},
+      {"test_resize_linear_asymmetric_opset21", 21, "linear", "asymmetric", {2, 3, 4}, {1, 2, 0.5}, {}, {}, nullptr, 0, nullptr},
+      {"test_resize_linear_pytorch_half_pixel_opset21", 21, "linear", "pytorch_half_pixel", {1, 1, 4, 4}, {}, {1, 1, 1, 3}, {}, nullptr, 0, nullptr},
+      {"test_resize_linear_half_pixel_symmetric_opset19", 19, "linear", "half_pixel_symmetric", {1, 1, 4, 5}, {1, 1, 1.5, 0.6}, {}, {}, nullptr, 0, nullptr},
+      {"test_resize_nearest_half_pixel_symmetric_opset19", 19, "nearest", "half_pixel_symmetric", {1, 1, 4, 5}, {1, 1, 1.5, 2.5}, {}, {}, nullptr, 0, nullptr},
+      {"test_resize_cubic_upsample_opset21", 21, "cubic", "half_pixel", {1, 1, 4, 4}, {1, 1, 2, 1.5}, {}, {}, nullptr, 0, nullptr},
+      {"test_resize_cubic_downsample_asymmetric_opset21", 21, "cubic", "asymmetric", {1, 1, 6, 6}, {1, 1, 0.5, 0.75}, {}, {}, nullptr, 0, nullptr},
+      {"test_resize_linear_axes_opset18", 18, "linear", "half_pixel", {1, 2, 3, 4}, {2, 0.5}, {}, {2, 3}, nullptr, 0, nullptr},
+      {"test_resize_nearest_axes_sizes_opset18", 18, "nearest", "half_pixel", {2, 3, 4}, {}, {6, 2}, {-2, 0}, nullptr, 0, nullptr},
+      {"test_resize_linear_not_larger_opset18", 18, "linear", "half_pixel", {1, 1, 4, 8}, {}, {2, 2}, {2, 3}, "not_larger", 0, nullptr},
+      {"test_resize_nearest_not_smaller_opset18", 18, "nearest", "half_pixel", {1, 1, 2, 4}, {}, {6, 6}, {2, 3}, "not_smaller", 0, nullptr},
+      {"test_resize_linear_antialias_opset18", 18, "linear", "half_pixel", {1, 2, 8, 8}, {1, 1, 0.5, 0.375}, {}, {}, nullptr, 1, nullptr},
+      {"test_resize_cubic_antialias_opset18", 18, "cubic", "half_pixel", {1, 1, 8, 8}, {1, 1, 0.5, 0.625}, {}, {}, nullptr, 1, nullptr},
+      {"test_resize_linear_antialias_upsample_opset21", 21, "linear", "half_pixel", {1, 1, 3, 4}, {1, 1, 2, 1.5}, {}, {}, nullptr, 1, nullptr},
+  };
+  for (const R& r : rs) {
+    Case c(r.name, r.opset);
+    c.input("x", F32, r.in);
+    std::vector<std::string> ins = {"x", ""};
+    if (!r.scales.empty()) {
+      c.constant("scales", F32, {static_cast<int64_t>(r.scales.size())}, r.scales);
+      ins.push_back("scales");
+    } else {
+      c.constant("sizes", I64, {static_cast<int64_t>(r.sizes.size())}, r.sizes);
+      ins.push_back("");
+      ins.push_back("sizes");
+    }
+    auto n = c.node("Resize", ins, {"y"});
+    n.s("mode", r.mode).s("coordinate_transformation_mode", r.coord);
+    if (!r.axes.empty()) n.ints("axes", r.axes);
+    if (r.policy) n.s("keep_aspect_ratio_policy", r.policy);
+    if (r.antialias) n.i("antialias", 1);
+    if (r.nearest) n.s("nearest_mode", r.nearest);
+    c.output("y", F32);
+    out.push_back(std::move(c));
+  }
+  {
+    Case c("test_resize_tf_crop_and_resize_opset21", 21);
+    c.input("x", F32, {1, 1, 4, 4});
+    c.constant("roi", F32, {8}, {0, 0, 0.4, 0.6, 1, 1, 1.2, 1.7});
+    c.constant("sizes", I64, {4}, {1, 1, 3, 3});
+    c.node("Resize", {"x", "roi", "", "sizes"}, {"y"})
+        .s("mode", "linear").s("coordinate_transformation_mode", "tf_crop_and_resize").f("extrapolation_value", 10.f);
+    c.output("y", F32);
+    out.push_back(std::move(c));
+  }
+  {
+    Case c("test_resize_cubic_exclude_outside_opset21", 21);
+    c.input("x", F32, {1, 1, 4, 4});
+    c.constant("scales", F32, {4}, {1, 1, 1.5, 2});
+    c.node("Resize", {"x", "", "scales"}, {"y"})
+        .s("mode", "cubic").i("exclude_outside", 1).f("cubic_coeff_a", -0.5f);
+    c.output("y", F32);
+    out.push_back(std::move(c));
+  }
+}
+
 // ---- Constant alone, and the random ops (compared by type and shape only) ----
 
 void constant_random_cases(std::vector<Case>& out) {
@@ -839,6 +919,7 @@ void constant_random_cases(std::vector<Case>& out) {
 }  // namespace
 
 PD_ONNX_CASES(opsets) {
+  resize_cases(out);
   constant_random_cases(out);
   reduce_cases(out);
   split_cases(out);
