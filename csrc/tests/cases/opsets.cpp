@@ -803,6 +803,8 @@ void resize_cases(std::vector<Case>& out) {
       {"test_resize_nearest_not_smaller_opset18", 18, "nearest", "half_pixel", {1, 1, 2, 4}, {}, {6, 6}, {2, 3}, "not_smaller", 0, nullptr},
       {"test_resize_linear_antialias_opset18", 18, "linear", "half_pixel", {1, 2, 8, 8}, {1, 1, 0.5, 0.375}, {}, {}, nullptr, 1, nullptr},
       {"test_resize_cubic_antialias_opset18", 18, "cubic", "half_pixel", {1, 1, 8, 8}, {1, 1, 0.5, 0.625}, {}, {}, nullptr, 1, nullptr},
+      {"test_resize_linear_align_corners_downsample_opset21", 21, "linear", "align_corners", {1, 1, 2, 4}, {1, 1, 0.6f, 0.6f}, {}, {}, nullptr, 0, nullptr},
+      {"test_resize_cubic_align_corners_downsample_opset21", 21, "cubic", "align_corners", {1, 1, 4, 4}, {1, 1, 0.8f, 0.8f}, {}, {}, nullptr, 0, nullptr},
       {"test_resize_linear_antialias_upsample_opset21", 21, "linear", "half_pixel", {1, 1, 3, 4}, {1, 1, 2, 1.5}, {}, {}, nullptr, 1, nullptr},
   };
   for (const R& r : rs) {
@@ -833,6 +835,15 @@ void resize_cases(std::vector<Case>& out) {
     c.constant("sizes", I64, {4}, {1, 1, 3, 3});
     c.node("Resize", {"x", "roi", "", "sizes"}, {"y"})
         .s("mode", "linear").s("coordinate_transformation_mode", "tf_crop_and_resize").f("extrapolation_value", 10.f);
+    c.output("y", F32);
+    out.push_back(std::move(c));
+  }
+  {
+    Case c("test_resize_cubic_antialias_exclude_outside_opset21", 21);
+    c.input("x", F32, {1, 1, 7, 9});
+    c.constant("sizes", I64, {2}, {3, 4});
+    c.node("Resize", {"x", "", "", "sizes"}, {"y"})
+        .s("mode", "cubic").i("antialias", 1).i("exclude_outside", 1).ints("axes", {2, 3});
     c.output("y", F32);
     out.push_back(std::move(c));
   }
