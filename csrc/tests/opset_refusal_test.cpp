@@ -8,7 +8,9 @@
 #include <gtest/gtest.h>
 #include <onnx/onnx_pb.h>
 
+#include <cmath>
 #include <string>
+#include <vector>
 
 #include "policyd.h"
 #include "test_util.h"
@@ -17,6 +19,7 @@ namespace {
 
 using pd::test::Err;
 using pd::test::take;
+using Shape = std::vector<int64_t>;
 
 constexpr int kFloat8E4M3FN = 17, kFloat8E5M2 = 19, kUint4 = 21, kInt4 = 22;
 
@@ -169,6 +172,98 @@ TEST_F(OpsetRefusal, BoolReduceMaxBeforeOpset20) {
   Err e = load(m);
   EXPECT_EQ(e.code, PD_ERR_INVALID_ARG) << e.msg;
   EXPECT_NE(e.msg.find("'count'"), std::string::npos) << e.msg;
+}
+
+onnx::TensorProto float_tensor(const std::string& name, std::initializer_list<float> v) {
+  onnx::TensorProto t;
+  t.set_name(name);
+  t.set_data_type(onnx::TensorProto::FLOAT);
+  t.add_dims(static_cast<int64_t>(v.size()));
+  for (float x : v) t.add_float_data(x);
+  return t;
+}
+
+// A one-node model over x [1, 1, 4, 4]; `extra` initializers named by the node's inputs.
+onnx::ModelProto one_node(int opset, const std::string& op, std::initializer_list<const char*> in,
+                          std::initializer_list<onnx::TensorProto> extra, Shape dims = {1, 1, 4, 4}) {
+  onnx::ModelProto m = pd::test::empty_model(opset);
+  auto* g = m.mutable_graph();
+  auto* v = g->add_input();
+  v->set_name("x");
+  auto* tt = v->mutable_type()->mutable_tensor_type();
+  tt->set_elem_type(onnx::TensorProto::FLOAT);
+  for (int64_t d : dims) tt->mutable_shape()->add_dim()->set_dim_value(d);
+  for (const auto& t : extra) *g->add_initializer() = t;
+  add_node(g, op, "the_node", in, {"y"});
+  auto* y = g->add_output();
+  y->set_name("y");
+  y->mutable_type()->mutable_tensor_type()->set_elem_type(onnx::TensorProto::FLOAT);
+  return m;
+}
+
+void set_attr(onnx::ModelProto* m, const std::string& name, const std::string& v) {
+  auto* a = m->mutable_graph()->mutable_node(0)->add_attribute();
+  a->set_name(name);
+  a->set_type(onnx::AttributeProto::STRING);
+  a->set_s(v);
+}
+void set_attr(onnx::ModelProto* m, const std::string& name, int64_t v) {
+  auto* a = m->mutable_graph()->mutable_node(0)->add_attribute();
+  a->set_name(name);
+  a->set_type(onnx::AttributeProto::INT);
+  a->set_i(v);
+}
+
+// Malformed uses of the forms of 18–21 policyd implements fail naming the node, never crash.
+TEST_F(OpsetRefusal, MalformedNewForms) {
+  struct C {
+    const char* what;
+    onnx::ModelProto m;
+    pd_error_code code;
+    const char* msg;
+  };
+  std::vector<C> cs;
+  cs.push_back({"infinite scale", one_node(19, "Resize", {"x", "", "s"}, {float_tensor("s", {1, 1, INFINITY, 1})}),
+                PD_ERR_INVALID_ARG, "scales must be positive and finite"});
+  cs.push_back({"huge scale", one_node(19, "Resize", {"x", "", "s"}, {float_tensor("s", {1, 1, 1e30f, 1})}),
+                PD_ERR_INVALID_ARG, "gives output dimension"});
+  cs.push_back({"no scales nor sizes", one_node(19, "Resize", {"x"}, {}), PD_ERR_INVALID_ARG,
+                "exactly one of scales and sizes"});
+  cs.push_back({"huge intermediate",
+                one_node(19, "Resize", {"x", "", "s"}, {float_tensor("s", {1, 1, 4e6f, 2.5e-6f})}, {1, 1, 4, 400000}),
+                PD_ERR_UNSUPPORTED, "intermediate"});
+  cs.push_back({"Resize-10", one_node(10, "Resize", {"x", "s"}, {float_tensor("s", {1, 1, 2, 2})}),
+                PD_ERR_UNSUPPORTED, "before opset 11"});
+  {
+    onnx::ModelProto m = one_node(18, "Resize", {"x", "", "s"}, {float_tensor("s", {1, 1, 2, 2})});
+    set_attr(&m, "coordinate_transformation_mode", "half_pixel_symmetric");
+    cs.push_back({"half_pixel_symmetric at 18", m, PD_ERR_INVALID_ARG, "needs opset 19"});
+  }
+  {
+    onnx::ModelProto m = one_node(20, "Gelu", {"x"}, {});
+    set_attr(&m, "approximate", "fast");
+    cs.push_back({"Gelu approximate", m, PD_ERR_INVALID_ARG, "approximate must be 'none' or 'tanh'"});
+  }
+  cs.push_back({"Gelu at 19", one_node(19, "Gelu", {"x"}, {}), PD_ERR_INVALID_ARG, "Gelu needs opset 20"});
+  {
+    // Opset 21 scales per channel: a per-group scale is the old form.
+    onnx::ModelProto m = one_node(21, "GroupNormalization", {"x", "s", "b"},
+                                  {float_tensor("s", {1, 1}), float_tensor("b", {0, 0})}, {1, 4, 2, 2});
+    set_attr(&m, "num_groups", int64_t{2});
+    cs.push_back({"GroupNormalization-21 per-group scale", m, PD_ERR_INVALID_ARG, "scale must be [4] at opset 21"});
+  }
+  {
+    onnx::ModelProto m = one_node(18, "GroupNormalization", {"x", "s", "b"},
+                                  {float_tensor("s", {1, 1, 1}), float_tensor("b", {0, 0, 0})}, {1, 4, 2, 2});
+    set_attr(&m, "num_groups", int64_t{3});
+    cs.push_back({"GroupNormalization groups", m, PD_ERR_INVALID_ARG, "does not divide the 4 channels"});
+  }
+  for (const auto& c : cs) {
+    Err e = load(c.m);
+    EXPECT_EQ(e.code, c.code) << c.what << ": " << e.msg;
+    EXPECT_NE(e.msg.find("'the_node'"), std::string::npos) << c.what << ": " << e.msg;
+    EXPECT_NE(e.msg.find(c.msg), std::string::npos) << c.what << ": " << e.msg;
+  }
 }
 
 TEST_F(OpsetRefusal, NewerOpsetThan21) {

@@ -113,11 +113,13 @@ ResizeGeom resize_geom(const InferCtx& c, const ResizeAttrs& a) {
     if (static_cast<size_t>(s.numel()) != na) c.fail("scales has ", s.numel(), " values; expected ", na);
     for (size_t i = 0; i < na; ++i) {
       const float sc = s.as<float>()[i];
-      if (!(sc > 0.f)) c.fail("scales must be positive, got ", sc);
+      if (!(sc > 0.f) || !std::isfinite(sc)) c.fail("scales must be positive and finite, got ", sc);
       const int64_t d = axes[i];
       g.scale[d] = sc;
       const float roi_len = a.coord == "tf_crop_and_resize" ? g.roi_end[d] - g.roi_start[d] : 1.f;
-      g.out[d] = static_cast<int64_t>(std::floor(static_cast<float>(xs[d]) * roi_len * sc));
+      const float o = std::floor(static_cast<float>(xs[d]) * roi_len * sc);
+      if (!(o >= 0.f && o < 9.0e15f)) c.fail("scale ", sc, " gives output dimension ", o, " for axis ", d);
+      g.out[d] = static_cast<int64_t>(o);
     }
   } else {
     const Tensor& s = c.const_input(3, "sizes");
@@ -143,7 +145,9 @@ ResizeGeom resize_geom(const InferCtx& c, const ResizeAttrs& a) {
       for (size_t i = 0; i < na; ++i) {
         const int64_t d = axes[i];
         g.scale[d] = k;
-        g.out[d] = static_cast<int64_t>(std::round(k * static_cast<float>(xs[d])));
+        const float o = std::round(k * static_cast<float>(xs[d]));
+        if (!(k > 0.f && o < 9.0e15f)) c.fail("keep_aspect_ratio_policy gives output dimension ", o, " for axis ", d);
+        g.out[d] = static_cast<int64_t>(o);
       }
     } else {
       c.fail("unknown keep_aspect_ratio_policy '", policy, "'");
@@ -160,8 +164,16 @@ void infer_resize(InferCtx& c) {
     c.unsupported("data type ", dtype_name(x.dtype), " is not supported (float and double only)");
   const ResizeAttrs a = resize_attrs(c);
   const ResizeGeom g = resize_geom(c, a);
-  for (size_t d = 0; d < g.out.size(); ++d)
+  Shape cur = x.shape;
+  for (size_t d = 0; d < g.out.size(); ++d) {
     if (x.shape[d] == 0 && g.out[d] > 0) c.fail("cannot resize an empty dimension ", d, " to ", g.out[d]);
+    // The kernel resizes axis by axis: an intermediate can be larger than the output.
+    cur[d] = g.out[d];
+    int64_t n = 0;
+    if (!checked_numel(cur, &n) || static_cast<uint64_t>(n) > kMaxTensorBytes / sizeof(double))
+      c.unsupported("resizing axis by axis needs an intermediate of shape ", shape_str(cur), ", over the ",
+                    kMaxTensorBytes, "-byte limit");
+  }
   c.out[0].dtype = x.dtype;
   c.out[0].shape = g.out;
 }
@@ -371,6 +383,7 @@ std::unique_ptr<Kernel> make_resize(const InferCtx& c) {
   p.in = c.in[0].shape;
   p.crop = a.coord == "tf_crop_and_resize";
   p.extrapolation = a.extrapolation;
+  // Intermediates (one axis resized, the next not yet) can be larger than the output.
   Shape cur = p.in;
   size_t biggest = 0;
   for (size_t d = 0; d < cur.size(); ++d) {
@@ -381,7 +394,9 @@ std::unique_ptr<Kernel> make_resize(const InferCtx& c) {
     }
     p.axes.push_back(axis_taps(a, g, static_cast<int64_t>(d), cur[d]));
     cur[d] = g.out[d];
-    biggest = std::max<size_t>(biggest, static_cast<size_t>(numel(cur)));
+    int64_t n = 0;
+    if (!checked_numel(cur, &n)) c.fail("internal error: intermediate shape ", shape_str(cur));  // infer checked
+    biggest = std::max<size_t>(biggest, static_cast<size_t>(n));
   }
   p.scratch = std::max<size_t>(biggest, 1);
   return dispatch_float(c.in[0].dtype, "Resize", [&](auto* tag) -> std::unique_ptr<Kernel> {
