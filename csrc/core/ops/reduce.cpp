@@ -4,8 +4,8 @@
 //
 // Opset differences handled here:
 //   - Reduce* 'axes' is an attribute before opset 18 (ReduceSum: before 13) and an optional
-//     input from then on (it must then be a constant: policyd does not support data-dependent
-//     reduction axes); 'noop_with_empty_axes' comes with the input form. With empty axes and
+//     input from then on (a constant, or a graph input whose value then becomes part of the
+//     shape bucket: axes computed inside the graph are not supported); 'noop_with_empty_axes' comes with the input form. With empty axes and
 //     noop_with_empty_axes = 1 nothing is reduced, but the op's elementwise map still applies
 //     (ReduceL1/L2 give |x|, ReduceSumSquare x*x, ReduceLogSum log x), as in ONNX Runtime.
 //   - ReduceMax/ReduceMin take bool from opset 20 (max: any, min: all; an empty reduction
