@@ -847,6 +847,14 @@ void resize_cases(std::vector<Case>& out) {
     c.output("y", F32);
     out.push_back(std::move(c));
   }
+  {  // sizes as a graph input: its value becomes part of the shape bucket
+    Case c("test_resize_linear_sizes_graph_input_opset21", 21);
+    c.input("x", F32, {1, 2, 3, 5});
+    c.input_values("sizes", I64, {2}, {7, 2});
+    c.node("Resize", {"x", "", "", "sizes"}, {"y"}).s("mode", "linear").ints("axes", {3, 2});
+    c.output("y", F32);
+    out.push_back(std::move(c));
+  }
   {
     Case c("test_resize_cubic_exclude_outside_opset21", 21);
     c.input("x", F32, {1, 1, 4, 4});
