@@ -210,8 +210,16 @@ bench-memory: build
 gpu-bundle:
 	bash bench/gpu/make-bundle.sh $(BUILD_DIR)/gpu-bundle
 
+# ONNX Runtime references: the served models' (testdata/reference, make_refs.js) and the
+# generated ONNX node tests of opsets 18+ (testdata/onnx-cases: pd_onnx_cases writes the models
+# and inputs, make_cases.js the outputs).
 refs:
 	cd tools/reference && npm ci --ignore-scripts --no-audit --no-fund && node make_refs.js
+	cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Release -DPD_BUILD_TESTS=ON >/dev/null
+	cmake --build $(BUILD_DIR) -j $(JOBS) --target pd_onnx_cases
+	rm -rf testdata/onnx-cases
+	$(BUILD_DIR)/csrc/tests/pd_onnx_cases --out testdata/onnx-cases
+	cd tools/reference && node make_cases.js
 
 clean:
 	rm -rf $(BUILD_DIR) lib bin

@@ -14,9 +14,11 @@ namespace {
 
 constexpr int64_t kMaxIrVersion = 10;
 // The newest opset of each domain whose semantics the ops implement (docs/operators.md): what
-// changed up to ai.onnx 21 in the ops policyd has is implemented (Reduce* axes input and Split
-// num_outputs of 18, Pad 'wrap' and AveragePool dilations of 19) or is a new data type that
-// import refuses by name. A newer opset is refused, as ONNX Runtime refuses one newer than it
+// changed up to ai.onnx 21 in the ops policyd has is implemented (Reduce* axes input, Split
+// num_outputs, Pad axes, Mish and GroupNormalization of 18, Pad 'wrap' and AveragePool
+// dilations of 19, bool ReduceMax/ReduceMin and Gelu of 20, GroupNormalization's per-channel
+// scale of 21) or is a new data type (float8, int4) that import refuses by name; the generated
+// cases in testdata/onnx-cases check each form against ONNX Runtime (docs/operators.md). A newer opset is refused, as ONNX Runtime refuses one newer than it
 // knows. policyd has no ai.onnx.ml ops; models may still import the domain.
 constexpr int64_t kMaxOpsetOnnx = 21;
 constexpr int64_t kMaxOpsetOnnxMl = 5;

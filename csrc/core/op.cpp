@@ -61,6 +61,7 @@ const OpRegistry& ops() {
     register_random_ops(*r);
     register_einsum_ops(*r);
     register_quant_ops(*r);
+    register_resize_ops(*r);
     return r;
   }();
   return *reg;

@@ -34,8 +34,10 @@ const char* dtype_name(DType t) {
     case DType::BF16: return "bfloat16";
     default: break;
   }
-  // ONNX's newer types, which policyd refuses by name (quantized models, opset 19-23).
+  // Types of newer ONNX versions that policyd refuses by name (float8: opset 19, int4: 21).
   switch (static_cast<int32_t>(t)) {
+    case 14: return "complex64";
+    case 15: return "complex128";
     case 17: return "float8e4m3fn";
     case 18: return "float8e4m3fnuz";
     case 19: return "float8e5m2";

@@ -1,13 +1,16 @@
 // ONNX backend node-test conformance runner.
 //
 // Runs the node tests of the Debian package libonnx-testdata
-// (/usr/share/libonnx-testdata/data/node/test_*/) through the public C ABI (libpolicyd + the
+// (/usr/share/libonnx-testdata/data/node/test_*/), or those of another directory in the same
+// layout (--data testdata/onnx-cases: the generated cases of opsets 18+, csrc/tests/cases/), through the public C ABI (libpolicyd + the
 // cpu backend plugin), exactly as the server runs models, and prints pass/fail per op.
 // A test belongs to the op of its model's first node; `_expanded` tests (function bodies
 // expanded into other ops) are reported apart and are not required.
 //
 //   pd_conformance [--data DIR] [--backend-dir DIR] [--op NAME]... [--filter SUBSTR]
-//                  [--all] [--verbose] [--exceptions FILE]
+//                  [--all] [--verbose] [--exceptions FILE] [--list]
+//
+// --list runs nothing: it prints, for every claimed op (or each --op), the tests DIR has for it.
 //
 // Without --op/--filter it runs every test of every op policyd claims (the op registry) and
 // exits non-zero when one of them fails, unless conformance_exceptions.txt lists it with a
@@ -221,7 +224,10 @@ std::string first_op(const std::string& dir) {
 void usage() {
   std::puts(
       "usage: pd_conformance [--data DIR] [--backend NAME] [--backend-dir DIR] [--op NAME]... [--filter SUBSTR]\n"
-      "                      [--all] [--verbose] [--exceptions FILE]\n"
+      "                      [--all] [--verbose] [--exceptions FILE] [--list]\n"
+      "  --data DIR      the node tests (default: Debian's libonnx-testdata; testdata/onnx-cases\n"
+      "                  holds the generated ones of opsets 18+)\n"
+      "  --list          run nothing: print the tests DIR has for each claimed op (or each --op)\n"
       "  --backend NAME  run on this backend (default cpu); a test it refuses as unsupported is\n"
       "                  reported as an exception (falls back), not a failure\n"
       "  --op NAME       run the tests of op NAME (repeatable)\n"
@@ -237,7 +243,7 @@ int main(int argc, char** argv) {
   std::string data = "/usr/share/libonnx-testdata/data/node";
   std::string backend_dir, filter, exceptions_file;
   std::set<std::string> only_ops;
-  bool all = false, verbose = false;
+  bool all = false, verbose = false, list = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -251,6 +257,7 @@ int main(int argc, char** argv) {
     else if (a == "--filter") filter = next();
     else if (a == "--all") all = true;
     else if (a == "--verbose") verbose = true;
+    else if (a == "--list") list = true;
     else if (a == "--exceptions") exceptions_file = next();
     else if (a == "--help" || a == "-h") { usage(); return 0; }
     else { usage(); return 2; }
@@ -291,6 +298,25 @@ int main(int argc, char** argv) {
     return 2;
   }
   std::sort(tests.begin(), tests.end());
+
+  if (list) {
+    std::map<std::string, std::vector<std::string>> by_op;
+    for (const auto& t : tests)
+      if (t.find("_expanded") == std::string::npos) by_op[first_op(data + "/" + t)].push_back(t);
+    const std::set<std::string>& which = only_ops.empty() ? claimed : only_ops;
+    int none = 0;
+    for (const auto& op : which) {
+      const auto it = by_op.find(op);
+      const size_t n = it == by_op.end() ? 0 : it->second.size();
+      if (!n) ++none;
+      std::printf("%-24s %3zu%s\n", op.c_str(), n, n ? "" : "  (no tests in this directory)");
+      if (it != by_op.end())
+        for (const auto& t : it->second) std::printf("    %s\n", t.c_str());
+    }
+    std::printf("%zu ops; %d without tests in %s\n", which.size(), none, data.c_str());
+    pd_runtime_destroy(rt);
+    return 0;
+  }
 
   struct Count { int pass = 0, fail = 0, exc = 0; };
   std::map<std::string, Count> per_op;

@@ -1,4 +1,4 @@
-// Elementwise operators (ai.onnx): unary math and activations, broadcasting binary arithmetic,
+// Elementwise operators (ai.onnx): unary math and activations (Gelu from opset 20), broadcasting binary arithmetic,
 // comparison and logic, the variadic Max/Min/Sum/Mean, Where, Clip, Cast/CastLike and Identity.
 //
 // Kernels are templates over the element type and a small functor for the operation, so the
@@ -416,6 +416,30 @@ struct SeluOp {
     return T(gamma) * activate(Act::Elu, x, alpha, 0.f);
   }
 };
+
+// Gelu (opset 20): x * Phi(x), with approximate = "none" (the erf form) or "tanh"; computed in
+// double, rounded once.
+struct GeluOp {
+  bool tanh_form = false;
+  explicit GeluOp(const Node& n) : tanh_form(n.attr_string("approximate", "none") == "tanh") {}
+  template <class T> T operator()(T x) const {
+    const double v = static_cast<double>(x);
+    if (tanh_form) {
+      constexpr double kC = 0.7978845608028654;  // sqrt(2 / pi)
+      return static_cast<T>(0.5 * v * (1.0 + std::tanh(kC * (v + 0.044715 * v * v * v))));
+    }
+    return static_cast<T>(0.5 * v * (1.0 + std::erf(v * 0.7071067811865476)));
+  }
+};
+
+void infer_gelu(InferCtx& c) {
+  if (c.opset() < 20) c.fail("Gelu needs opset 20 (the model imports opset ", c.opset(), ")");
+  const std::string a = c.node.attr_string("approximate", "none");
+  if (a != "none" && a != "tanh") c.fail("approximate must be 'none' or 'tanh', got '", a, "'");
+  check_type(c, 0, kFloatTypes);
+  c.out[0].dtype = c.in[0].dtype;
+  c.out[0].shape = c.in[0].shape;
+}
 
 template <uint32_t Allowed>
 void infer_unary(InferCtx& c) {
@@ -915,6 +939,7 @@ void register_elementwise_ops(OpRegistry& r) {
   r.add({"", "Mish", infer_unary<kF>, make_unary<MishOp, FloatTs>});
   r.add({"", "HardSigmoid", infer_unary<kF>, make_unary<HardSigmoidOp, FloatTs>});
   r.add({"", "HardSwish", infer_unary<kF>, make_unary<HardSwishOp, FloatTs>});
+  r.add({"", "Gelu", infer_gelu, make_unary<GeluOp, FloatTs>});
   r.add({"", "Sin", infer_unary<kF>, make_unary<SinOp, FloatTs>});
   r.add({"", "Cos", infer_unary<kF>, make_unary<CosOp, FloatTs>});
   r.add({"", "Floor", infer_unary<kF>, make_unary<FloorOp, FloatTs>});

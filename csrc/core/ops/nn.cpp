@@ -1,6 +1,6 @@
 // Neural-network ops (ai.onnx domain): Gemm, MatMul, Conv, MaxPool, AveragePool,
 // GlobalAveragePool, GlobalMaxPool, BatchNormalization, LayerNormalization,
-// InstanceNormalization; and policyd's fused ops (domain "pd", produced by the fusion pass in
+// InstanceNormalization, GroupNormalization (18, 21); and policyd's fused ops (domain "pd", produced by the fusion pass in
 // passes.cpp, run by the CPU backend on oneDNN; these portable versions are the reference):
 //   pd.FusedGemm(A, B, C?)     Gemm's attributes + activation, activation_alpha, activation_beta
 //   pd.FusedMatMul(A, B, bias?) A rank >= 1, B rank 2, bias [N]: activate(MatMul(A, B) + bias)
@@ -1126,6 +1126,75 @@ std::unique_ptr<Kernel> make_instancenorm(const InferCtx& c) {
   });
 }
 
+// ---------------------------------------------------------------------------------------------
+// GroupNormalization (opset 18; opset 21 changed scale and bias from [num_groups] to [C] and
+// added stash_type)
+// ---------------------------------------------------------------------------------------------
+
+void infer_groupnorm(InferCtx& c) {
+  const TensorInfo& x = c.input(0);
+  if (c.opset() < 18) c.fail("GroupNormalization needs opset 18 (the model imports opset ", c.opset(), ")");
+  require_float(c, x.dtype);
+  require_same(c, 1, x.dtype);
+  require_same(c, 2, x.dtype);
+  if (x.shape.size() < 2) c.fail("input must have rank >= 2, got ", shape_str(x.shape));
+  if (!c.node.has("num_groups")) c.fail("attribute 'num_groups' is required");
+  const int64_t g = c.node.attr_int("num_groups", 0);
+  const int64_t ch = x.shape[1];
+  if (g <= 0 || ch % g != 0) c.fail("num_groups ", g, " does not divide the ", ch, " channels");
+  // Opset 18 scales each group, opset 21 each channel.
+  const int64_t want = c.opset() >= 21 ? ch : g;
+  for (size_t i = 1; i <= 2; ++i)
+    if (c.input(i).shape != Shape{want})
+      c.fail(i == 1 ? "scale" : "bias", " must be [", want, "] at opset ", c.opset(), ", got ",
+             shape_str(c.in[i].shape));
+  if (c.opset() >= 21) {
+    // The precision of the mean and variance: policyd computes them in double, which is what
+    // float (1, the default) and double (11) ask for at least; lower precisions are refused.
+    const int64_t st = c.node.attr_int("stash_type", 1);
+    if (st != 1 && st != 11) c.unsupported("stash_type ", st, " (only float, 1, and double, 11)");
+  }
+  c.out[0].dtype = x.dtype;
+  c.out[0].shape = x.shape;
+}
+
+std::unique_ptr<Kernel> make_groupnorm(const InferCtx& c) {
+  const Shape& s = c.in[0].shape;
+  const int64_t n = s[0], ch = s[1], g = c.node.attr_int("num_groups", 0);
+  int64_t sp = 1;
+  for (size_t i = 2; i < s.size(); ++i) sp *= s[i];
+  const int64_t cpg = ch / g;  // channels per group
+  const bool per_channel = c.opset() >= 21;
+  const double eps = c.node.attr_float("epsilon", 1e-5f);
+  return dispatch_float(c.in[0].dtype, "GroupNormalization", [&](auto* tag) {
+    using T = PD_TAG_TYPE(tag);
+    return make_kernel([n, g, sp, cpg, per_channel, eps](RunCtx&, const View* in, View* out) {
+      const T* x = in[0].as<const T>();
+      const T* scale = in[1].as<const T>();
+      const T* bias = in[2].as<const T>();
+      T* y = out[0].as<T>();
+      const int64_t len = cpg * sp;  // elements of one group
+      for (int64_t r = 0; r < n * g; ++r) {
+        const int64_t gi = r % g;
+        const T* xr = x + r * len;
+        T* yr = y + r * len;
+        double sum = 0;
+        for (int64_t i = 0; i < len; ++i) sum += xr[i];
+        const double mean = len ? sum / static_cast<double>(len) : 0.0;
+        double sq = 0;
+        for (int64_t i = 0; i < len; ++i) sq += (xr[i] - mean) * (xr[i] - mean);
+        const double inv = 1.0 / std::sqrt((len ? sq / static_cast<double>(len) : 0.0) + eps);
+        for (int64_t k = 0; k < cpg; ++k) {
+          const int64_t p = per_channel ? gi * cpg + k : gi;
+          const double a = static_cast<double>(scale[p]) * inv;
+          const double b = static_cast<double>(bias[p]) - mean * a;
+          for (int64_t i = 0; i < sp; ++i) yr[k * sp + i] = static_cast<T>(xr[k * sp + i] * a + b);
+        }
+      }
+    });
+  });
+}
+
 }  // namespace
 
 void register_nn_ops(OpRegistry& r) {
@@ -1139,6 +1208,7 @@ void register_nn_ops(OpRegistry& r) {
   r.add(OpSchema{"", "BatchNormalization", infer_batchnorm, make_batchnorm});
   r.add(OpSchema{"", "LayerNormalization", infer_layernorm, make_layernorm});
   r.add(OpSchema{"", "InstanceNormalization", infer_instancenorm, make_instancenorm});
+  r.add(OpSchema{"", "GroupNormalization", infer_groupnorm, make_groupnorm});
   r.add(OpSchema{"pd", "FusedGemm", infer_gemm, make_gemm});
   r.add(OpSchema{"pd", "FusedMatMul", infer_matmul, make_matmul});
   r.add(OpSchema{"pd", "FusedConv", infer_conv, make_conv});

@@ -4,8 +4,12 @@
 //
 // Opset differences handled here:
 //   - Reduce* 'axes' is an attribute before opset 18 (ReduceSum: before 13) and an optional
-//     input from then on (it must then be a constant: policyd does not support data-dependent
-//     reduction axes); 'noop_with_empty_axes' comes with the input form.
+//     input from then on (a constant, or a graph input whose value then becomes part of the
+//     shape bucket: axes computed inside the graph are not supported); 'noop_with_empty_axes' comes with the input form. With empty axes and
+//     noop_with_empty_axes = 1 nothing is reduced, but the op's elementwise map still applies
+//     (ReduceL1/L2 give |x|, ReduceSumSquare x*x, ReduceLogSum log x), as in ONNX Runtime.
+//   - ReduceMax/ReduceMin take bool from opset 20 (max: any, min: all; an empty reduction
+//     gives false and true, the identities of max and min over {false, true}).
 //   - Softmax/LogSoftmax before 13 coerce the input to 2-D at 'axis' (default 1) and normalize
 //     each row; from 13 on they normalize along the single 'axis' (default -1).
 //
@@ -90,9 +94,19 @@ std::vector<bool> reduce_mask(const InferCtx& c, size_t rank, bool* noop) {
   return mask;
 }
 
+bool bool_reduce_ok(const InferCtx& c) {
+  const RK k = reduce_info(c.node).kind;
+  return (k == RK::Max || k == RK::Min) && c.opset() >= 20;
+}
+
 void infer_reduce(InferCtx& c) {
   const TensorInfo& x = c.input(0);
-  if (!dtype_supported(x.dtype) || x.dtype == DType::Bool)
+  if (x.dtype == DType::Bool && !bool_reduce_ok(c)) {
+    const RK k = reduce_info(c.node).kind;
+    if (k == RK::Max || k == RK::Min) c.fail("bool input needs opset 20 (the model imports opset ", c.opset(), ")");
+    c.fail("bool input is not allowed (only ReduceMax and ReduceMin take bool, from opset 20)");
+  }
+  if (!dtype_supported(x.dtype))
     c.unsupported("data type ", dtype_name(x.dtype), " is not supported");
   bool noop = false;
   std::vector<bool> mask = reduce_mask(c, x.shape.size(), &noop);
@@ -214,7 +228,18 @@ template <typename T, RK K>
 void run_reduce(const ReducePlan& p, const T* x, T* y, double* scratch) {
   using R = Reducer<T, K>;
   if (p.identity) {
-    std::memcpy(y, x, static_cast<size_t>(p.in_n) * sizeof(T));
+    // No axis is reduced, but each element still goes through the op's own map, as ONNX
+    // Runtime (and ONNX's reference) compute it: |x| for L1 and L2, x*x for SumSquare, log(x)
+    // for LogSum; the others are the identity.
+    if constexpr (K == RK::L1 || K == RK::L2) {
+      for (int64_t i = 0; i < p.in_n; ++i) y[i] = abs_of(x[i]);
+    } else if constexpr (K == RK::SumSquare) {
+      for (int64_t i = 0; i < p.in_n; ++i) y[i] = T(x[i] * x[i]);
+    } else if constexpr (K == RK::LogSum) {
+      for (int64_t i = 0; i < p.in_n; ++i) y[i] = static_cast<T>(std::log(static_cast<double>(x[i])));
+    } else {
+      std::memcpy(y, x, static_cast<size_t>(p.in_n) * sizeof(T));
+    }
     return;
   }
   const T init = R::init();
@@ -303,6 +328,20 @@ std::unique_ptr<Kernel> make_reduce_t(RK k, const ReducePlan& p) {
 std::unique_ptr<Kernel> make_reduce(const InferCtx& c) {
   ReducePlan p = make_reduce_plan(c);
   RK k = reduce_info(c.node).kind;
+  if (c.in[0].dtype == DType::Bool) {
+    // Bytes 0/1 as uint8: max is any, min is all; min's identity (255) of an empty
+    // reduction becomes true.
+    const bool is_min = k == RK::Min;
+    return make_kernel([p, is_min](RunCtx&, const View* in, View* out) {
+      uint8_t* y = out[0].as<uint8_t>();
+      if (is_min) {
+        run_reduce<uint8_t, RK::Min>(p, in[0].as<const uint8_t>(), y, nullptr);
+        for (int64_t i = 0; i < p.out_n; ++i) y[i] = y[i] != 0;
+      } else {
+        run_reduce<uint8_t, RK::Max>(p, in[0].as<const uint8_t>(), y, nullptr);
+      }
+    });
+  }
   return dispatch_numeric(c.in[0].dtype, c.node.op.c_str(), [&](auto* tag) {
                             using T = PD_TAG_TYPE(tag);
                             return make_reduce_t<T>(k, p);

@@ -1,0 +1,1 @@
+BxJ0ø-T@K­ÕB·QBu»´BþœkBÇÞ(CêoúB£ïzB0ŽC~<òB*ŠBpÇNB

@@ -1,0 +1,1 @@
+BxJ0f╫BF÷╬BU05CиW╞Bk⌠:Cык%A┐@НBц%°B╚gФBj?B║1CzФ∙B
