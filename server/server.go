@@ -68,6 +68,7 @@ import (
 	"github.com/valyala/fasthttp"
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 
 	"github.com/policyd/policyd/bridge"
 	"github.com/policyd/policyd/engines"
@@ -166,6 +167,11 @@ type Server struct {
 
 	reqs sync.Pool // *inferRequest
 	meta []byte    // body of GET /v2
+
+	grpc     *grpc.Server // the gRPC front end (grpc.go), served by ServeGRPC
+	grpcReqs sync.Pool    // *grpcRequest
+	stop     chan struct{} // closed by Shutdown: streams end
+	stopOnce sync.Once
 }
 
 // New returns a Server for reg. log may be nil (no logs).
@@ -182,9 +188,18 @@ func New(reg Registry, log *zap.Logger, opts Options) *Server {
 	s.maxBody.Store(int64(opts.MaxRequestBodySize))
 	s.runCtx, s.cancelRuns = context.WithCancel(context.Background())
 	s.reqs.New = func() any { return newInferRequest() }
+	s.grpcReqs.New = func() any { return newGRPCRequest() }
+	s.stop = make(chan struct{})
 
 	meta := append([]byte(`{"name":"policyd","version":`), appendString(nil, opts.Version)...)
-	s.meta = append(meta, `,"extensions":["binary_tensor_data","statistics"]}`...)
+	meta = append(meta, `,"extensions":[`...)
+	for i, e := range extensions {
+		if i > 0 {
+			meta = append(meta, ',')
+		}
+		meta = appendString(meta, e)
+	}
+	s.meta = append(meta, "]}"...)
 
 	s.srv = &fasthttp.Server{
 		Handler:                       s.Handler(),
@@ -204,8 +219,13 @@ func New(reg Registry, log *zap.Logger, opts Options) *Server {
 		SecureErrorLogMessage:         true,
 		DisableHeaderNamesNormalizing: false,
 	}
+	s.grpc = s.newGRPC()
 	return s
 }
+
+// extensions are the protocol extensions server metadata lists (GET /v2 and gRPC's
+// ServerMetadata).
+var extensions = []string{"binary_tensor_data", "statistics"}
 
 // Handler returns the request handler with every route (also usable without Serve). Every
 // route goes through observe (observe.go): correlation ID, server span, access line, OnRequest.
@@ -275,14 +295,23 @@ func (s *Server) Serve(ln net.Listener) error {
 	return nil
 }
 
-// Shutdown stops accepting connections and waits for the requests in flight, including those
-// queued on an engine, to be answered. When ctx ends first, queued requests are abandoned
-// (answered 503) and Shutdown returns ctx's error.
+// Shutdown stops accepting connections, HTTP and gRPC, and waits for the requests in flight,
+// including those queued on an engine, to be answered; gRPC streams end after the request
+// they are answering. When ctx ends first, queued requests are abandoned (answered 503 or
+// Unavailable) and Shutdown returns ctx's error.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.stopOnce.Do(func() { close(s.stop) })
+	grpcDone := make(chan error, 1)
+	go func() { grpcDone <- s.shutdownGRPC(ctx) }()
 	err := s.srv.ShutdownWithContext(ctx)
 	if err != nil {
 		s.cancelRuns()
+		<-grpcDone
 		return fmt.Errorf("shutdown: %w", err)
+	}
+	if gerr := <-grpcDone; gerr != nil {
+		s.cancelRuns()
+		return gerr
 	}
 	s.cancelRuns()
 	return nil
@@ -310,9 +339,19 @@ var errStarting = &statusError{fasthttp.StatusServiceUnavailable, "starting: the
 // as the v2 protocol says (a 4xx status means false; health bodies are empty), naming the
 // first versions that are not and why in the X-Not-Ready-Reason header.
 func (s *Server) ready(ctx *fasthttp.RequestCtx) {
-	if s.starting.Load() {
-		answerNotReady(ctx, errStarting.msg)
+	if ok, reason := s.readiness(); !ok {
+		answerNotReady(ctx, reason)
 		return
+	}
+	ctx.SetStatusCode(fasthttp.StatusOK)
+}
+
+// readiness reports whether the server is ready: not starting, and every version of every
+// model ready; when not, why (the first versions that are not, and their reasons). HTTP's
+// readiness route and gRPC's ServerReady and health service answer it.
+func (s *Server) readiness() (bool, string) {
+	if s.starting.Load() {
+		return false, errStarting.msg
 	}
 	var notReady []byte
 	n := 0
@@ -341,10 +380,9 @@ func (s *Server) ready(ctx *fasthttp.RequestCtx) {
 		}
 	}
 	if n == 0 {
-		ctx.SetStatusCode(fasthttp.StatusOK)
-		return
+		return true, ""
 	}
-	answerNotReady(ctx, fmt.Sprintf("%d model version(s) not ready: %s", n, notReady))
+	return false, fmt.Sprintf("%d model version(s) not ready: %s", n, notReady)
 }
 
 // notReadyHeader carries the reason of a health answer of false, whose body stays empty.
