@@ -168,8 +168,8 @@ type Server struct {
 	reqs sync.Pool // *inferRequest
 	meta []byte    // body of GET /v2
 
-	grpc     *grpc.Server // the gRPC front end (grpc.go), served by ServeGRPC
-	grpcReqs sync.Pool    // *grpcRequest
+	grpc     *grpc.Server  // the gRPC front end (grpc.go), served by ServeGRPC
+	grpcReqs sync.Pool     // *grpcRequest
 	stop     chan struct{} // closed by Shutdown: streams end
 	stopOnce sync.Once
 }
