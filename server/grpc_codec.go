@@ -114,6 +114,12 @@ func (g *grpcRequest) decodeRequest(m Model) error {
 				return badRequest("output %q: the classification extension is not supported", outs[k].Name)
 			case "shared_memory_region", "shared_memory_byte_size", "shared_memory_offset":
 				return badRequest("output %q: parameter %q: the shared-memory extension is not enabled on this server", outs[k].Name, name)
+			case "binary_data":
+				// Triton's HTTP per-output choice; over gRPC the request's form (or
+				// binary_data_output) decides for every output, as the protocol allows no mix.
+				if _, ok := o.Parameters[name].GetParameterChoice().(*inference.InferParameter_BoolParam); !ok {
+					return badRequest(`output %q: parameter "binary_data" must be a bool_param, got %s`, outs[k].Name, paramKind(o.Parameters[name]))
+				}
 			}
 		}
 		r.outputs = append(r.outputs, k)
