@@ -572,7 +572,7 @@ func TestReadyAndCleanExit(t *testing.T) {
 		t.Fatalf("model ready = %d %s", r.status, r.body)
 	}
 	d.stop(t)
-	for _, step := range []string{`"HTTP server stopped"`, `"repository closed"`, `"runtime closed"`} {
+	for _, step := range []string{`"HTTP and gRPC servers stopped"`, `"repository closed"`, `"runtime closed"`} {
 		if !strings.Contains(d.stderr.String(), step) {
 			t.Errorf("log lacks %s", step)
 		}
