@@ -1,6 +1,8 @@
-// Package server is policyd's HTTP API: the KServe v2 / Open Inference Protocol over fasthttp,
-// with JSON requests read in place (jsonscan.go: no tree of the body is built) straight into the
-// engine's input buffers and responses encoded straight from the engine's output memory.
+// Package server is policyd's HTTP and gRPC API: the KServe v2 / Open Inference Protocol over
+// fasthttp, with JSON requests read in place (jsonscan.go: no tree of the body is built) straight
+// into the engine's input buffers and responses encoded straight from the engine's output memory;
+// and over gRPC (grpc.go: inference.GRPCInferenceService with Triton's extensions, grpc.health.v1,
+// reflection; ServeGRPC), through the same inference path.
 //
 // Routes:
 //
