@@ -797,3 +797,20 @@ func TestGrpcShutdownEndsStreams(t *testing.T) {
 		t.Errorf("%d versions held", n)
 	}
 }
+
+// TestGrpcLiveSizeLimit: the live body limit (limits.max_request_size, reloaded) bounds gRPC
+// messages too.
+func TestGrpcLiveSizeLimit(t *testing.T) {
+	ts := startGRPC(t, newFakeRegistry(policyModel("1")), Options{})
+	req := obsRequest("", make([]float32, 64)...)
+	if _, err := ts.client.ModelInfer(grpcCtx(t), req); err != nil {
+		t.Fatal(err)
+	}
+	ts.srv.SetMaxRequestBodySize(200)
+	_, err := ts.client.ModelInfer(grpcCtx(t), req)
+	wantCode(t, err, codes.ResourceExhausted, "the limit is 200 bytes (200 B)")
+	ts.srv.SetMaxRequestBodySize(0)
+	if _, err := ts.client.ModelInfer(grpcCtx(t), req); err != nil {
+		t.Errorf("after restoring the limit: %v", err)
+	}
+}
