@@ -300,7 +300,9 @@ func TestGrpcInferErrors(t *testing.T) {
 		{"shared memory", func(r *inference.ModelInferRequest) {
 			r.Inputs[0].Parameters = map[string]*inference.InferParameter{"shared_memory_region": str("r0")}
 		}, codes.InvalidArgument, "shared-memory extension is not enabled"},
-		{"priority type", func(r *inference.ModelInferRequest) { r.Parameters = map[string]*inference.InferParameter{"priority": str("high")} }, codes.InvalidArgument, `parameter "priority" must be an unsigned integer (int64_param or uint64_param), got a string_param`},
+		{"priority type", func(r *inference.ModelInferRequest) {
+			r.Parameters = map[string]*inference.InferParameter{"priority": str("high")}
+		}, codes.InvalidArgument, `parameter "priority" must be an unsigned integer (int64_param or uint64_param), got a string_param`},
 		{"priority negative", func(r *inference.ModelInferRequest) {
 			r.Parameters = map[string]*inference.InferParameter{"priority": {ParameterChoice: &inference.InferParameter_Int64Param{Int64Param: -1}}}
 		}, codes.InvalidArgument, `parameter "priority" must be an unsigned integer, got -1`},
