@@ -338,8 +338,6 @@ func TestGrpcInferErrors(t *testing.T) {
 				count *= d
 			}
 			t := &inference.ModelInferRequest_InferInputTensor{Name: in.Name, Datatype: in.DType.String(), Shape: sh}
-			g := &grpcRequest{r: newInferRequest()}
-			_ = g
 			t.Contents = zeroContents(in.DType, int(count))
 			if in.Name == name {
 				t.Datatype, t.Shape, t.Contents = dt, shape, c
@@ -682,8 +680,6 @@ func TestGrpcRepositoryAdmin(t *testing.T) {
 // TestGrpcHealthAndReflection: the standard health service reflects readiness, liveness and
 // each model; reflection lists the services (what grpcurl needs without the proto files).
 func TestGrpcHealthAndReflection(t *testing.T) {
-	p3 := policyModel("3")
-	p3.reason = "version 3 failed to load"
 	reg := newFakeRegistry(policyModel("1"), fixedModel(), brokenModel())
 	ts := startGRPC(t, reg, Options{})
 	h := healthpb.NewHealthClient(ts.conn)
