@@ -286,6 +286,26 @@ func TestGrpcEndToEnd(t *testing.T) {
 		}
 	})
 
+	// The gRPC requests above are in the metrics, by protocol and HTTP-equivalent code.
+	t.Run("metrics", func(t *testing.T) {
+		r := d.do(t, "GET", "/metrics", nil)
+		for _, want := range []string{`protocol="grpc"`, `protocol="grpc-stream"`} {
+			found := map[string]bool{}
+			for _, line := range strings.Split(string(r.body), "\n") {
+				if strings.HasPrefix(line, "policyd_requests_total{") && strings.Contains(line, want) {
+					for _, code := range []string{`code="200"`, `code="400"`} {
+						if strings.Contains(line, code) {
+							found[code] = true
+						}
+					}
+				}
+			}
+			if !found[`code="200"`] || !found[`code="400"`] {
+				t.Errorf("policyd_requests_total lacks %s with codes 200 and 400: %v", want, found)
+			}
+		}
+	})
+
 	// grpcurl (make tools) against reflection, as a user without the proto files would.
 	t.Run("grpcurl", func(t *testing.T) {
 		bin, _ := filepath.Abs(filepath.Join(repoRoot, "tools", "bin", "grpcurl"))
