@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
@@ -62,6 +63,10 @@ const grpcRetryAfter = "retry-after"
 func (s *Server) newGRPC() *grpc.Server {
 	gs := grpc.NewServer(
 		grpc.MaxRecvMsgSize(max(s.opts.MaxRequestBodySize, MaxRequestBodyCeiling)),
+		// As over HTTP: a connection idle for IdleTimeout is closed (GOAWAY), and a new one must
+		// finish its handshake within ReadTimeout.
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: s.opts.IdleTimeout}),
+		grpc.ConnectionTimeout(s.opts.ReadTimeout),
 		grpc.ChainUnaryInterceptor(s.grpcUnary),
 		grpc.ChainStreamInterceptor(s.grpcStreamRecover),
 	)
