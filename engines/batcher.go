@@ -124,6 +124,37 @@ func Batchable(batchable bool, inputs, outputs []bridge.IOInfo) bool {
 	return true
 }
 
+// BatchOne returns the input signature a model serves when its graph fixes the batch inside
+// (a Reshape to [1, …]): the engine is not batchable, yet every input leaves dimension 0 free
+// (-1), because the library's probe at batch 2 failed and it serves batch 1 only. Dimension 0 of
+// every input is then 1 in the returned copy and fixed reports true, so the metadata, the
+// model configuration and the request checks say what the model takes. Any other signature is
+// returned as it is (fixed false): a batchable model, one with an input of rank 0 or a fixed
+// dimension 0, and a shape-tensor model (its value inputs have fixed dimensions).
+//
+// The library reports no more than "not batchable", so a non-batchable model whose inputs all
+// leave dimension 0 free for another reason (their free dimensions are different symbols, none
+// shared as a batch) is taken for one that serves batch 1; a model whose batch is on another
+// dimension (recurrent state [layers, B, H]) keeps -1 there.
+func BatchOne(batchable bool, inputs []bridge.IOInfo) (sig []bridge.IOInfo, fixed bool) {
+	if batchable || len(inputs) == 0 {
+		return inputs, false
+	}
+	for _, in := range inputs {
+		if len(in.Shape) == 0 || in.Shape[0] != -1 {
+			return inputs, false
+		}
+	}
+	sig = make([]bridge.IOInfo, len(inputs))
+	for i, in := range inputs {
+		sig[i] = in
+		sig[i].Shape = slices.Clone(in.Shape)
+		sig[i].Shape[0] = 1
+		sig[i].BatchDim = -1
+	}
+	return sig, true
+}
+
 // NewBatcher starts a batcher in front of p, whose engine has the given input and output
 // signature (see Batchable). The batcher owns p from now on, also when it fails.
 func NewBatcher(p *Pool, inputs, outputs []bridge.IOInfo, opts BatcherOptions) (*Batcher, error) {

@@ -131,6 +131,7 @@ func (r *Repository) load(t target, art *artifacts.Artifact) *Version {
 			}
 			if p, err = r.runner(es, t.set, v.stats); err == nil {
 				v.engine, v.engines, v.devices, v.runner, v.seqs, v.state = es[0], es, devs, p, seqs, StateReady
+				v.inputs, v.batchOne = engines.BatchOne(es[0].Batchable(), es[0].Inputs())
 				v.backend = cmp.Or(es[0].Backend(), b)
 				if len(refusals) > 0 {
 					r.log.Warn("model version fell back to a later backend", zap.String("model", t.model),

@@ -65,6 +65,8 @@ type Version struct {
 	checks  string          // what it was last verified against: digest pin, trusted key IDs (under Repository.applyMu)
 
 	engine   *bridge.Engine     // nil when the load failed; engines[0]
+	inputs   []bridge.IOInfo    // the signature served: engine.Inputs(), or engines.BatchOne's
+	batchOne bool               // the graph fixes the batch at 1 (engines.BatchOne)
 	engines  []*bridge.Engine   // one per GPU of devices; just engine on a backend without devices
 	devices  []int              // the GPU ordinals of engines; nil on a backend without devices
 	backend  string             // engine.Backend(), or the backend asked for when that is "" (test fakes)
@@ -166,13 +168,23 @@ func (v *Version) Backend() string {
 	return v.backend
 }
 
-// Inputs is the model's input signature (nil when it failed to load).
+// Inputs is the model's input signature (nil when it failed to load). For a model whose
+// graph fixes the batch at 1 while its inputs declare dimension 0 free, dimension 0 is 1
+// (see engines.BatchOne and BatchOne): what the model takes, not what it declares.
 func (v *Version) Inputs() []bridge.IOInfo {
 	if v.engine == nil {
 		return nil
 	}
+	if v.inputs != nil {
+		return v.inputs
+	}
 	return v.engine.Inputs()
 }
+
+// BatchOne reports whether the model's inputs declare a free dimension 0 that its graph fixes
+// at 1 (a Reshape to [1, …]): the engine is not batchable and the version serves batch 1
+// only, which Inputs says with a dimension 0 of 1.
+func (v *Version) BatchOne() bool { return v.batchOne }
 
 // Outputs is the model's output signature (nil when it failed to load).
 func (v *Version) Outputs() []bridge.IOInfo {

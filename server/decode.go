@@ -365,7 +365,7 @@ func (r *inferRequest) decodeInput(pos int, v jsonValue, ins []bridge.IOInfo) er
 		shape = append(shape, n)
 	}
 	if !shapeMatches(info.Shape, shape) {
-		return badRequest("input %q: expected shape %s, got %s", info.Name, formatShape(info.Shape), formatShape(shape))
+		return shapeError(info, shape)
 	}
 	count, ok := numElements(shape)
 	if !ok {
@@ -610,6 +610,19 @@ func jsonDType(dt bridge.DType) bool {
 		return true
 	}
 	return false
+}
+
+// shapeError says why shape does not match the signature info. A batch of more than one row
+// for an input whose dimension 0 is a fixed 1 and not a batch dimension (a model that serves
+// batch 1 only: its signature fixes it, or its graph does, see engines.BatchOne) is named as
+// such; anything else gets the expected and the given shapes.
+func shapeError(info *bridge.IOInfo, shape []int64) error {
+	if info.BatchDim < 0 && len(info.Shape) >= 2 && info.Shape[0] == 1 && len(shape) == len(info.Shape) &&
+		shape[0] > 1 && shapeMatches(info.Shape[1:], shape[1:]) {
+		return badRequest("input %q: batch size %d, but the model serves batch 1 only (its dimension 0 is fixed at 1, shape %s): send one row per request",
+			info.Name, shape[0], formatShape(info.Shape))
+	}
+	return badRequest("input %q: expected shape %s, got %s", info.Name, formatShape(info.Shape), formatShape(shape))
 }
 
 // shapeMatches checks a request shape against a signature: same rank, fixed dimensions equal,

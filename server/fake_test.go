@@ -31,6 +31,15 @@ type fakeModel struct {
 	doFn          func(ctx context.Context, in []bridge.Tensor, fn func([]bridge.Tensor) error) error // replaces Do when set
 	lastOpts      atomic.Pointer[engines.RunOptions]                                                  // the options of the last Do
 	recordOpts    bool                                                                                // record lastOpts (it allocates)
+	serving       *repository.Serving                                                                 // Serving() when set
+}
+
+// Serving reports m.serving, as *repository.Version reports how it serves.
+func (m *fakeModel) Serving() (repository.Serving, bool) {
+	if m.serving == nil {
+		return repository.Serving{}, false
+	}
+	return *m.serving, true
 }
 
 func (m *fakeModel) Stats() *engines.Stats { return &m.stats }

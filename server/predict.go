@@ -392,7 +392,7 @@ func (r *predictRequest) whole(k int, e jsonValue, info *bridge.IOInfo, row bool
 	}
 	if !shapeMatches(info.Shape, shape) {
 		if !row || len(info.Shape) == 0 || info.Shape[0] != 1 || len(shape) == bridge.MaxRank || !shapeMatches(info.Shape[1:], shape) {
-			return badRequest("input %q: expected shape %s, got %s", info.Name, formatShape(info.Shape), formatShape(shape))
+			return shapeError(info, shape)
 		}
 		shape = r.shapes[k][:len(shape)+1]
 		copy(shape[1:], shape)

@@ -11,6 +11,7 @@
 //	GET  /v2/health/ready                             200 when every model version found is ready, else 400
 //	GET  /v2/models/{m}[/versions/{v}]                model metadata
 //	GET  /v2/models/{m}[/versions/{v}]/ready          200, else 400 (404: unknown model or version)
+//	GET  /v2/models/{m}[/versions/{v}]/config         model configuration (Triton's extension; config.go)
 //	POST /v2/models/{m}[/versions/{v}]/infer          inference
 //	GET  /v2/models[/{m}[/versions/{v}]]/stats        statistics (Triton's statistics extension)
 //
@@ -227,7 +228,7 @@ func New(reg Registry, log *zap.Logger, opts Options) *Server {
 
 // extensions are the protocol extensions server metadata lists (GET /v2 and gRPC's
 // ServerMetadata).
-var extensions = []string{"binary_tensor_data", "statistics"}
+var extensions = []string{"binary_tensor_data", "model_configuration", "statistics"}
 
 // Handler returns the request handler with every route (also usable without Serve). Every
 // route goes through observe (observe.go): correlation ID, server span, access line, OnRequest.
@@ -247,9 +248,11 @@ func (s *Server) Handler() fasthttp.RequestHandler {
 	get("/v2/models/{model}/stats", s.modelStats)
 	get("/v2/models/{model}/versions/{version}/stats", s.modelStats)
 	get("/v2/models/{model}/ready", s.modelReady)
+	get("/v2/models/{model}/config", s.modelConfig)
 	post("/v2/models/{model}/infer", s.infer)
 	get("/v2/models/{model}/versions/{version}", s.modelMetadata)
 	get("/v2/models/{model}/versions/{version}/ready", s.modelReady)
+	get("/v2/models/{model}/versions/{version}/config", s.modelConfig)
 	post("/v2/models/{model}/versions/{version}/infer", s.infer)
 	s.predictRoutes(post)
 	if s.opts.Admin.Reload != nil {
