@@ -26,6 +26,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/policyd/policyd/api/inference"
 )
@@ -283,6 +285,27 @@ func TestGrpcEndToEnd(t *testing.T) {
 		}
 		if s0 := stateless(obs2, zero, zero); bytes.Equal(f32le(out(s0, "action")), f32le(out(s2, "action"))) {
 			t.Errorf("the state makes no difference to the action: the test cannot tell")
+		}
+	})
+
+	// ModelConfig is the document of GET .../config as the proto message.
+	t.Run("model config", func(t *testing.T) {
+		for _, m := range []string{"peers-mlp-small", "peers-lstm"} {
+			resp, err := c.ModelConfig(ctx, &inference.ModelConfigRequest{Name: m})
+			if err != nil {
+				t.Fatalf("ModelConfig %s: %v", m, err)
+			}
+			r := d.do(t, "GET", "/v2/models/"+m+"/config", nil)
+			want := &inference.ModelConfig{}
+			if err := protojson.Unmarshal(r.body, want); err != nil {
+				t.Fatalf("GET /v2/models/%s/config as inference.ModelConfig: %v\n%s", m, err, r.body)
+			}
+			if !proto.Equal(resp.Config, want) || resp.Config.Name != m || len(resp.Config.Input) == 0 {
+				t.Errorf("ModelConfig %s:\n%v\nHTTP:\n%v", m, resp.Config, want)
+			}
+		}
+		if cfg, _ := c.ModelConfig(ctx, &inference.ModelConfigRequest{Name: "peers-lstm"}); cfg.GetConfig().GetSequenceBatching() == nil {
+			t.Errorf("peers-lstm has sequences but no sequence_batching: %v", cfg)
 		}
 	})
 
