@@ -17,6 +17,9 @@
 #                     make deps-build is what make build/run install (CPU only), make deps-test the rest
 #   make gpu-bundle   build/gpu-bundle/: what bench/gpu-check.sh needs on a GPU machine that has
 #                     only the CUDA toolkit, CMake, ninja and Python (docs/gpu.md)
+#   make proto        regenerate api/inference/*.pb.go from the .proto files (protoc + protoc-gen-go
+#                     + protoc-gen-go-grpc; api/inference's TestGeneratedCodeFresh fails when stale)
+#   make tools        tools/bin/grpcurl (pinned in tools/grpcurl/go.mod) for the gRPC e2e test and docs
 #   make engines      engine caches of $(REPOSITORY) for each local GPU architecture (MODEL=, SIGN_KEY=)
 #   make check-deploy validate docker/ and deploy/: Dockerfiles, compose, Kubernetes, KServe, systemd
 #   make docker       build the CPU image policyd:cpu (needs a Docker engine with BuildKit)
@@ -36,7 +39,8 @@ BUILD_PACKAGES := cmake ninja-build g++ pkg-config libonnx-dev libprotobuf-dev p
                   ocl-icd-opencl-dev
 # ... and what the tests add (make test): GoogleTest, the ONNX backend test data, nlohmann/json for
 # the reference checker, promtool, Node.js for the ONNX Runtime references, and the CUDA toolkit.
-TEST_PACKAGES  := libonnx-testdata libgtest-dev libgmock-dev nlohmann-json3-dev prometheus
+TEST_PACKAGES  := libonnx-testdata libgtest-dev libgmock-dev nlohmann-json3-dev prometheus \
+                  protoc-gen-go protoc-gen-go-grpc
 # The CUDA toolkit of Debian 12 (contrib/non-free): nvcc, cudart, cuBLAS/cuBLASLt (libcublaslt11),
 # NVRTC (libnvrtc11.2) and their headers (nvidia-cuda-dev). The cuda plugin needs no GPU to build.
 CUDA_DEPS    ?= 1
@@ -54,7 +58,7 @@ PROMTOOL   ?= promtool
 
 .PHONY: all deps deps-build deps-test deps-cuda build native go run test test-native test-go check-monitoring bench bench-engine refs \
         bench-soak bench-memory \
-        gpu-bundle engines clean fuzz-native
+        gpu-bundle engines clean fuzz-native proto tools
 
 all: build
 
@@ -148,7 +152,7 @@ fuzz-native:
 	  -exec "env LD_LIBRARY_PATH=$(CURDIR)/$(ASAN_BUILD_DIR)/lib LD_PRELOAD=$$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1" \
 	  ./bridge
 
-test-go: go
+test-go: go tools
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./...
 	GOEXPERIMENT=cgocheck2 $(GO) test -count=1 ./bridge/...
@@ -223,3 +227,24 @@ refs:
 
 clean:
 	rm -rf $(BUILD_DIR) lib bin
+
+# The KServe v2 gRPC service and Triton's model configuration (api/inference/*.proto, written from
+# the published files) into Go. The .proto files keep the official text (no go_package option):
+# the Go import path is given here with M options.
+PROTO_DIR := api/inference
+PROTO_GO_PKG := github.com/policyd/policyd/api/inference
+proto:
+	$(call apt_install,protobuf-compiler protoc-gen-go protoc-gen-go-grpc)
+	protoc -I $(PROTO_DIR) \
+	  --go_out=$(PROTO_DIR) --go_opt=paths=source_relative \
+	  --go_opt=Mgrpc_service.proto=$(PROTO_GO_PKG) --go_opt=Mmodel_config.proto=$(PROTO_GO_PKG) \
+	  --go-grpc_out=$(PROTO_DIR) --go-grpc_opt=paths=source_relative \
+	  --go-grpc_opt=Mgrpc_service.proto=$(PROTO_GO_PKG) --go-grpc_opt=Mmodel_config.proto=$(PROTO_GO_PKG) \
+	  $(PROTO_DIR)/grpc_service.proto $(PROTO_DIR)/model_config.proto
+
+# Command-line tools the tests and docs use, built from their Go modules pinned in tools/<name>/go.mod
+# into tools/bin/ (gitignored).
+tools: tools/bin/grpcurl
+tools/bin/grpcurl: tools/grpcurl/go.mod
+	@mkdir -p tools/bin
+	cd tools/grpcurl && $(GO) build -o ../bin/grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl

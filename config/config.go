@@ -32,7 +32,7 @@ import (
 // Config is policyd's configuration. The zero value is not useful: start from Defaults or Load.
 // A *Config is not modified after Load returns it; share it read-only between goroutines.
 type Config struct {
-	Server     Server     `koanf:"server" desc:"The HTTP listener."`
+	Server     Server     `koanf:"server" desc:"The HTTP and gRPC listeners."`
 	Limits     Limits     `koanf:"limits" desc:"Bounds on what one request and one model may hold."`
 	Log        Log        `koanf:"log" desc:"Logging."`
 	Repository Repository `koanf:"repository" desc:"Where the models and the backend plugins are."`
@@ -45,9 +45,10 @@ type Config struct {
 	Metrics    Metrics    `koanf:"metrics" desc:"The Prometheus metrics at GET /metrics (docs/observability.md)."`
 }
 
-// Server configures the HTTP listener.
+// Server configures the HTTP and gRPC listeners.
 type Server struct {
 	Addr            string        `koanf:"addr" reload:"restart" desc:"Address the HTTP API listens on, HOST:PORT; an empty host listens on every interface."`
+	GRPCAddr        string        `koanf:"grpc_addr" reload:"restart" desc:"Address the KServe v2 gRPC API (inference.GRPCInferenceService, grpc.health.v1, reflection) listens on, HOST:PORT; an empty host listens on every interface; \"\" or \"off\" turns gRPC off. Its message limit is limits.max_request_size."`
 	ReadTimeout     time.Duration `koanf:"read_timeout" reload:"restart" min:"1ms" desc:"Longest time to read a whole request, body included."`
 	WriteTimeout    time.Duration `koanf:"write_timeout" reload:"restart" min:"1ms" desc:"Longest time to write a response."`
 	IdleTimeout     time.Duration `koanf:"idle_timeout" reload:"restart" min:"1ms" desc:"How long a keep-alive connection waits for its next request."`
@@ -174,6 +175,7 @@ func Defaults() *Config {
 	return &Config{
 		Server: Server{
 			Addr:            "127.0.0.1:8000",
+			GRPCAddr:        "127.0.0.1:8001",
 			ReadTimeout:     30 * time.Second,
 			WriteTimeout:    30 * time.Second,
 			IdleTimeout:     2 * time.Minute,

@@ -402,7 +402,7 @@ func TestBadFiles(t *testing.T) {
 			`models[0].backends: must be a list like [cpu, cuda, tensorrt], got "cpu"`,
 			`models[0].instances: must be an integer, got "x"`,
 		}},
-		{"shapes.yaml", []string{"server: must be a section of keys (addr, read_timeout", "models: must be a list of tables, got a section"}},
+		{"shapes.yaml", []string{"server: must be a section of keys (addr, grpc_addr, read_timeout", "models: must be a list of tables, got a section"}},
 		{"enums.yaml", []string{
 			`log.level: must be one of debug, info, warn, error, got "verbose"`,
 			`log.format: must be one of json, console, got "xml"`,

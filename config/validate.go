@@ -67,6 +67,11 @@ func (c *Config) Validate() error {
 	if _, port, err := net.SplitHostPort(c.Server.Addr); err != nil || !validPort(port) {
 		ch.fail("server.addr", "must be HOST:PORT like 127.0.0.1:8000 or :8000, got %q", c.Server.Addr)
 	}
+	if a := c.Server.GRPCAddr; GRPCEnabled(a) {
+		if _, port, err := net.SplitHostPort(a); err != nil || !validPort(port) {
+			ch.fail("server.grpc_addr", `must be HOST:PORT like 127.0.0.1:8001 or :8001, or "off", got %q`, a)
+		}
+	}
 	repoOK := false
 	if c.Repository.Path != "" {
 		if fi, err := os.Stat(c.Repository.Path); err == nil && fi.IsDir() {
@@ -268,3 +273,7 @@ func unwrapPathError(err error) error {
 	}
 	return err
 }
+
+// GRPCEnabled reports whether a server.grpc_addr value turns the gRPC listener on: "" and "off"
+// turn it off.
+func GRPCEnabled(addr string) bool { return addr != "" && addr != "off" }

@@ -113,7 +113,7 @@ func New(reg prometheus.Registerer, repo Repository) (*Server, error) {
 		return prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets}, labels)
 	}
 	s.requests = counter("policyd_requests_total",
-		"Requests answered, by model version, protocol (v2, v2-binary, predict), HTTP status code and outcome (success, client_error, not_found, overloaded, timeout, unavailable, internal_error).",
+		"Requests answered, by model version, protocol (v2, v2-binary, predict, grpc, grpc-stream), HTTP status code (for gRPC the status the same answer has over HTTP) and outcome (success, client_error, not_found, overloaded, timeout, unavailable, internal_error).",
 		"protocol", "code", "outcome")
 	s.inferences = counter("policyd_inferences_total", "Rows served (a request of batch 8 counts 8).")
 	s.executions = counter("policyd_executions_total", "Engine runs (batches); inferences / executions is the mean batch size.")
@@ -324,7 +324,7 @@ func OutcomeOf(code int, retryAfter, timedOut bool) Outcome {
 }
 
 // Protocols the fast path knows; others are counted too, through a slower lookup.
-const nProtocols = 3
+const nProtocols = 5
 
 func protocolIndex(p string) int {
 	switch p {
@@ -334,6 +334,10 @@ func protocolIndex(p string) int {
 		return 1
 	case "predict":
 		return 2
+	case "grpc":
+		return 3
+	case "grpc-stream":
+		return 4
 	}
 	return -1
 }
@@ -362,7 +366,7 @@ func slotIndex(code int, o Outcome) int {
 // ObserveRequest records one answered request: policyd_requests_total and
 // policyd_request_duration_seconds. model and version name the version that served it (pass
 // Model.Version(), the resolved version, not the one the URL asked for, which may be "");
-// protocol is "v2", "v2-binary" or "predict"; code the HTTP status; outcome OutcomeOf(code,
+// protocol is "v2", "v2-binary", "predict", "grpc" or "grpc-stream"; code the HTTP status (of a gRPC answer: the status the same answer has over HTTP); outcome OutcomeOf(code,
 // retryAfter, timedOut) (OutcomeFromCode when the caller cannot tell: a 503 then counts as
 // unavailable); d the time from reading the request to writing the response.
 //

@@ -95,7 +95,7 @@ func TestObserveRequestOfAnUnknownModel(t *testing.T) {
 		m.ObserveRequest(name, "1.0.0", "v2", 404, OutcomeFromCode, time.Millisecond)
 	}
 	err = testutil.GatherAndCompare(reg, strings.NewReader(`
-# HELP policyd_requests_total Requests answered, by model version, protocol (v2, v2-binary, predict), HTTP status code and outcome (success, client_error, not_found, overloaded, timeout, unavailable, internal_error).
+# HELP policyd_requests_total Requests answered, by model version, protocol (v2, v2-binary, predict, grpc, grpc-stream), HTTP status code (for gRPC the status the same answer has over HTTP) and outcome (success, client_error, not_found, overloaded, timeout, unavailable, internal_error).
 # TYPE policyd_requests_total counter
 policyd_requests_total{backend="",code="404",device="",model="",outcome="not_found",protocol="v2",version=""} 3
 `), "policyd_requests_total")

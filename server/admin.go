@@ -77,25 +77,40 @@ type Repository interface {
 // (403 naming the settings otherwise). what names the call in the 403. It answers the request
 // when it refuses it.
 func (s *Server) authorized(ctx *fasthttp.RequestCtx, what string) bool {
-	want := s.token()
-	if want == "" {
-		if a := s.opts.Admin.AllowUnauthenticated; a != nil && a() {
-			return true
-		}
-		s.fail(ctx, &statusError{http.StatusForbidden, what +
-			" needs a token: set admin.token_file, or admin.allow_unauthenticated: true for loopback development"})
-		return false
-	}
-	return s.bearer(ctx, want)
+	return s.answerAuth(ctx, s.authorize(what, ctx.Request.Header.Peek("Authorization")))
 }
 
 // guarded checks the bearer token when one is configured, and lets the request through when
 // none is (the read-only repository index); it answers the request when it refuses it.
 func (s *Server) guarded(ctx *fasthttp.RequestCtx) bool {
-	if want := s.token(); want != "" {
-		return s.bearer(ctx, want)
+	return s.answerAuth(ctx, s.checkToken(ctx.Request.Header.Peek("Authorization")))
+}
+
+// answerAuth answers a refused guarded call (err not nil): 401 with WWW-Authenticate, or 403.
+func (s *Server) answerAuth(ctx *fasthttp.RequestCtx, err error) bool {
+	if err == nil {
+		return true
 	}
-	return true
+	if se, ok := err.(*statusError); ok && se.status == http.StatusUnauthorized {
+		ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="policyd"`)
+	}
+	s.fail(ctx, err)
+	return false
+}
+
+// authorize is the rule of the guarded calls, whatever the front end: authz is the value of
+// the request's Authorization header (HTTP) or authorization metadata (gRPC). With a token
+// configured, it must be "Bearer <token>" (401 otherwise); with none, AllowUnauthenticated
+// must say yes (403 naming the settings otherwise). what names the call in the 403.
+func (s *Server) authorize(what string, authz []byte) error {
+	if s.token() == "" {
+		if a := s.opts.Admin.AllowUnauthenticated; a != nil && a() {
+			return nil
+		}
+		return &statusError{http.StatusForbidden, what +
+			" needs a token: set admin.token_file, or admin.allow_unauthenticated: true for loopback development"}
+	}
+	return s.checkToken(authz)
 }
 
 func (s *Server) token() string {
@@ -105,16 +120,18 @@ func (s *Server) token() string {
 	return s.opts.Admin.Token()
 }
 
-// bearer checks "Authorization: Bearer <want>" in constant time, answering 401 when not.
-func (s *Server) bearer(ctx *fasthttp.RequestCtx, want string) bool {
-	got := ctx.Request.Header.Peek("Authorization")
-	const prefix = "Bearer "
-	if !bytes.HasPrefix(got, []byte(prefix)) || subtle.ConstantTimeCompare(got[len(prefix):], []byte(want)) != 1 {
-		ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="policyd"`)
-		s.fail(ctx, &statusError{http.StatusUnauthorized, "missing or wrong bearer token"})
-		return false
+// checkToken checks "Bearer <token>" in constant time when a token is configured (401 when it
+// is missing or another), and lets everything through when none is.
+func (s *Server) checkToken(authz []byte) error {
+	want := s.token()
+	if want == "" {
+		return nil
 	}
-	return true
+	const prefix = "Bearer "
+	if !bytes.HasPrefix(authz, []byte(prefix)) || subtle.ConstantTimeCompare(authz[len(prefix):], []byte(want)) != 1 {
+		return &statusError{http.StatusUnauthorized, "missing or wrong bearer token"}
+	}
+	return nil
 }
 
 // decodeBody decodes a JSON body into v, refusing unknown fields; an empty body leaves v as

@@ -207,14 +207,37 @@ func (r *inferRequest) decodeParts(_ *fastjson.Parser, js, bin []byte, m Model) 
 			return err
 		}
 	}
+	if err := r.checkGiven(ins); err != nil {
+		return err
+	}
+	if r.binOff != len(r.bin) {
+		return r.binaryLeftover()
+	}
+	if err := r.checkBatch(m, ins); err != nil {
+		return err
+	}
+	if outputs != nil {
+		return r.decodeOutputs(outputs, m.Outputs())
+	}
+	return nil
+}
+
+// checkGiven checks that the request gave every input of the signature ins but the state
+// inputs of its sequence, which the server supplies. Every codec checks it once its inputs
+// are decoded.
+func (r *inferRequest) checkGiven(ins []bridge.IOInfo) error {
 	for k := range ins {
 		if !r.given[k] && !r.isState(k) {
 			return badRequest("missing input %q", ins[k].Name)
 		}
 	}
-	if r.binOff != len(r.bin) {
-		return r.binaryLeftover()
-	}
+	return nil
+}
+
+// checkBatch checks the batch dimensions of the decoded inputs: for a batchable model, every
+// input with a batch dimension has the same batch size; a request of a sequence has batch
+// size 1. Every codec checks it after checkGiven.
+func (r *inferRequest) checkBatch(m Model, ins []bridge.IOInfo) error {
 	if m.Batchable() {
 		first := -1
 		for k := range ins {
@@ -232,12 +255,7 @@ func (r *inferRequest) decodeParts(_ *fastjson.Parser, js, bin []byte, m Model) 
 		}
 	}
 	if r.run.Sequence.Store != nil {
-		if err := r.checkSequenceBatch(ins); err != nil {
-			return err
-		}
-	}
-	if outputs != nil {
-		return r.decodeOutputs(outputs, m.Outputs())
+		return r.checkSequenceBatch(ins)
 	}
 	return nil
 }

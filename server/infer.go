@@ -10,7 +10,7 @@ import (
 )
 
 // The one inference path. Every front end (KServe v2 JSON and binary tensors, TensorFlow
-// Serving's :predict; gRPC next) is a transport and a codec: the transport routes the request
+// Serving's :predict, KServe v2 gRPC: grpc.go, grpc_codec.go) is a transport and a codec: the transport routes the request
 // and checks what only it can (the route, the body size), hands the codec the request's bytes
 // and calls Server.inference; the inference path resolves the model version (the starting
 // state included), holds it, has the codec decode the request into input tensors checked

@@ -17,28 +17,36 @@ const maxRequestTimeout = uint64(time.Hour / time.Microsecond)
 // "seed" (an unsigned 64-bit integer that makes the request's samples of random operators
 // reproducible, also when it is batched with others; see engines.RunOptions).
 func (r *inferRequest) decodeScheduling(params jsonValue) error {
-	if v := params.get("priority"); v != nil {
-		n, err := r.uintParam("priority", v, 1<<31-1)
-		if err != nil {
-			return err
+	for _, p := range schedulingParams {
+		if v := params.get(p.name); v != nil {
+			n, err := r.uintParam(p.name, v, p.max)
+			if err != nil {
+				return err
+			}
+			r.setScheduling(p.name, n)
 		}
-		r.run.Priority = int(n)
-	}
-	if v := params.get("timeout"); v != nil {
-		n, err := r.uintParam("timeout", v, maxRequestTimeout)
-		if err != nil {
-			return err
-		}
-		r.timeout = time.Duration(n) * time.Microsecond
-	}
-	if v := params.get("seed"); v != nil {
-		n, err := r.uintParam("seed", v, math.MaxUint64)
-		if err != nil {
-			return err
-		}
-		r.run.Seed, r.run.Seeded = n, true
 	}
 	return nil
+}
+
+// schedulingParams are the request parameters that schedule a request, with their largest
+// values, whatever the front end.
+var schedulingParams = [...]struct {
+	name string
+	max  uint64
+}{{"priority", 1<<31 - 1}, {"timeout", maxRequestTimeout}, {"seed", math.MaxUint64}}
+
+// setScheduling applies scheduling parameter name (one of schedulingParams) with value n,
+// already checked against its maximum.
+func (r *inferRequest) setScheduling(name string, n uint64) {
+	switch name {
+	case "priority":
+		r.run.Priority = int(n)
+	case "timeout":
+		r.timeout = time.Duration(n) * time.Microsecond
+	case "seed":
+		r.run.Seed, r.run.Seeded = n, true
+	}
 }
 
 // uintParam reads an unsigned integer request parameter no larger than max.

@@ -1,6 +1,8 @@
-// Package server is policyd's HTTP API: the KServe v2 / Open Inference Protocol over fasthttp,
-// with JSON requests read in place (jsonscan.go: no tree of the body is built) straight into the
-// engine's input buffers and responses encoded straight from the engine's output memory.
+// Package server is policyd's HTTP and gRPC API: the KServe v2 / Open Inference Protocol over
+// fasthttp, with JSON requests read in place (jsonscan.go: no tree of the body is built) straight
+// into the engine's input buffers and responses encoded straight from the engine's output memory;
+// and over gRPC (grpc.go: inference.GRPCInferenceService with Triton's extensions, grpc.health.v1,
+// reflection; ServeGRPC), through the same inference path.
 //
 // Routes:
 //
@@ -69,6 +71,7 @@ import (
 	"github.com/valyala/fasthttp"
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 
 	"github.com/policyd/policyd/bridge"
 	"github.com/policyd/policyd/engines"
@@ -167,6 +170,11 @@ type Server struct {
 
 	reqs sync.Pool // *inferRequest
 	meta []byte    // body of GET /v2
+
+	grpc     *grpc.Server  // the gRPC front end (grpc.go), served by ServeGRPC
+	grpcReqs sync.Pool     // *grpcRequest
+	stop     chan struct{} // closed by Shutdown: streams end
+	stopOnce sync.Once
 }
 
 // New returns a Server for reg. log may be nil (no logs).
@@ -183,9 +191,18 @@ func New(reg Registry, log *zap.Logger, opts Options) *Server {
 	s.maxBody.Store(int64(opts.MaxRequestBodySize))
 	s.runCtx, s.cancelRuns = context.WithCancel(context.Background())
 	s.reqs.New = func() any { return newInferRequest() }
+	s.grpcReqs.New = func() any { return newGRPCRequest() }
+	s.stop = make(chan struct{})
 
 	meta := append([]byte(`{"name":"policyd","version":`), appendString(nil, opts.Version)...)
-	s.meta = append(meta, `,"extensions":["binary_tensor_data","model_configuration","statistics"]}`...)
+	meta = append(meta, `,"extensions":[`...)
+	for i, e := range extensions {
+		if i > 0 {
+			meta = append(meta, ',')
+		}
+		meta = appendString(meta, e)
+	}
+	s.meta = append(meta, "]}"...)
 
 	s.srv = &fasthttp.Server{
 		Handler:                       s.Handler(),
@@ -205,8 +222,13 @@ func New(reg Registry, log *zap.Logger, opts Options) *Server {
 		SecureErrorLogMessage:         true,
 		DisableHeaderNamesNormalizing: false,
 	}
+	s.grpc = s.newGRPC()
 	return s
 }
+
+// extensions are the protocol extensions server metadata lists (GET /v2 and gRPC's
+// ServerMetadata).
+var extensions = []string{"binary_tensor_data", "model_configuration", "statistics"}
 
 // Handler returns the request handler with every route (also usable without Serve). Every
 // route goes through observe (observe.go): correlation ID, server span, access line, OnRequest.
@@ -278,14 +300,23 @@ func (s *Server) Serve(ln net.Listener) error {
 	return nil
 }
 
-// Shutdown stops accepting connections and waits for the requests in flight, including those
-// queued on an engine, to be answered. When ctx ends first, queued requests are abandoned
-// (answered 503) and Shutdown returns ctx's error.
+// Shutdown stops accepting connections, HTTP and gRPC, and waits for the requests in flight,
+// including those queued on an engine, to be answered; gRPC streams end after the request
+// they are answering. When ctx ends first, queued requests are abandoned (answered 503 or
+// Unavailable) and Shutdown returns ctx's error.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.stopOnce.Do(func() { close(s.stop) })
+	grpcDone := make(chan error, 1)
+	go func() { grpcDone <- s.shutdownGRPC(ctx) }()
 	err := s.srv.ShutdownWithContext(ctx)
 	if err != nil {
 		s.cancelRuns()
+		<-grpcDone
 		return fmt.Errorf("shutdown: %w", err)
+	}
+	if gerr := <-grpcDone; gerr != nil {
+		s.cancelRuns()
+		return gerr
 	}
 	s.cancelRuns()
 	return nil
@@ -313,9 +344,19 @@ var errStarting = &statusError{fasthttp.StatusServiceUnavailable, "starting: the
 // as the v2 protocol says (a 4xx status means false; health bodies are empty), naming the
 // first versions that are not and why in the X-Not-Ready-Reason header.
 func (s *Server) ready(ctx *fasthttp.RequestCtx) {
-	if s.starting.Load() {
-		answerNotReady(ctx, errStarting.msg)
+	if ok, reason := s.readiness(); !ok {
+		answerNotReady(ctx, reason)
 		return
+	}
+	ctx.SetStatusCode(fasthttp.StatusOK)
+}
+
+// readiness reports whether the server is ready: not starting, and every version of every
+// model ready; when not, why (the first versions that are not, and their reasons). HTTP's
+// readiness route and gRPC's ServerReady and health service answer it.
+func (s *Server) readiness() (bool, string) {
+	if s.starting.Load() {
+		return false, errStarting.msg
 	}
 	var notReady []byte
 	n := 0
@@ -344,10 +385,9 @@ func (s *Server) ready(ctx *fasthttp.RequestCtx) {
 		}
 	}
 	if n == 0 {
-		ctx.SetStatusCode(fasthttp.StatusOK)
-		return
+		return true, ""
 	}
-	answerNotReady(ctx, fmt.Sprintf("%d model version(s) not ready: %s", n, notReady))
+	return false, fmt.Sprintf("%d model version(s) not ready: %s", n, notReady)
 }
 
 // notReadyHeader carries the reason of a health answer of false, whose body stays empty.

@@ -25,25 +25,10 @@ func statsOf(m Model) *engines.Stats {
 func (s *Server) modelStats(ctx *fasthttp.RequestCtx) {
 	name, _ := ctx.UserValue("model").(string)
 	version, _ := ctx.UserValue("version").(string)
-	var ms []Model
-	switch {
-	case name == "":
-		for _, n := range s.reg.Models() {
-			ms = append(ms, s.reg.Versions(n)...)
-		}
-	case version == "":
-		if ms = s.reg.Versions(name); ms == nil {
-			s.fail(ctx, &repository.NotFoundError{Model: name})
-			return
-		}
-	default:
-		m, err := s.reg.Acquire(name, version)
-		if err != nil {
-			s.fail(ctx, err)
-			return
-		}
-		m.Release() // only its counters are read: a reload may retire it meanwhile
-		ms = []Model{m}
+	ms, err := s.statsModels(name, version)
+	if err != nil {
+		s.fail(ctx, err)
+		return
 	}
 	b := append(make([]byte, 0, 512*len(ms)+32), `{"model_stats":[`...)
 	for i, m := range ms {
@@ -55,6 +40,31 @@ func (s *Server) modelStats(ctx *fasthttp.RequestCtx) {
 	b = append(b, "]}"...)
 	ctx.SetContentType("application/json")
 	ctx.SetBody(b)
+}
+
+// statsModels lists the versions whose statistics a request asks for: every version of every
+// model (name ""), every version of a model (version ""), or one version. They are not held:
+// only their counters are read.
+func (s *Server) statsModels(name, version string) ([]Model, error) {
+	var ms []Model
+	switch {
+	case name == "":
+		for _, n := range s.reg.Models() {
+			ms = append(ms, s.reg.Versions(n)...)
+		}
+	case version == "":
+		if ms = s.reg.Versions(name); ms == nil {
+			return nil, &repository.NotFoundError{Model: name}
+		}
+	default:
+		m, err := s.reg.Acquire(name, version)
+		if err != nil {
+			return nil, err
+		}
+		m.Release() // only its counters are read: a reload may retire it meanwhile
+		ms = []Model{m}
+	}
+	return ms, nil
 }
 
 func appendModelStats(b []byte, name, version string, st engines.StatsSnapshot) []byte {

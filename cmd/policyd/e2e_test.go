@@ -126,11 +126,12 @@ func linkModel(t *testing.T, repo, id, model string) {
 
 // daemon is a running policyd.
 type daemon struct {
-	url    string
-	cmd    *exec.Cmd
-	stderr *bytes.Buffer
-	exited chan error
-	once   sync.Once
+	url      string
+	grpcAddr string // HOST:PORT of its gRPC API
+	cmd      *exec.Cmd
+	stderr   *bytes.Buffer
+	exited   chan error
+	once     sync.Once
 }
 
 func freeAddr(t *testing.T) string {
@@ -148,8 +149,8 @@ func freeAddr(t *testing.T) string {
 // /v2/health/ready answers, and not "starting" (it listens while it loads).
 func startDaemon(t *testing.T, repo string, extra ...string) *daemon {
 	t.Helper()
-	addr := freeAddr(t)
-	args := []string{"--addr", addr, "--engine.cpu-threads", "2", "--log-level", "debug"}
+	addr, grpcAddr := freeAddr(t), freeAddr(t)
+	args := []string{"--addr", addr, "--grpc-addr", grpcAddr, "--engine.cpu-threads", "2", "--log-level", "debug"}
 	if repo != "" {
 		args = append([]string{"--repository", repo}, args...)
 	}
@@ -161,7 +162,7 @@ func startDaemon(t *testing.T, repo string, extra ...string) *daemon {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	d := &daemon{url: "http://" + addr, cmd: cmd, stderr: &stderr, exited: make(chan error, 1)}
+	d := &daemon{url: "http://" + addr, grpcAddr: grpcAddr, cmd: cmd, stderr: &stderr, exited: make(chan error, 1)}
 	go func() { d.exited <- cmd.Wait() }()
 	t.Cleanup(func() {
 		d.stop(t)
@@ -571,7 +572,7 @@ func TestReadyAndCleanExit(t *testing.T) {
 		t.Fatalf("model ready = %d %s", r.status, r.body)
 	}
 	d.stop(t)
-	for _, step := range []string{`"HTTP server stopped"`, `"repository closed"`, `"runtime closed"`} {
+	for _, step := range []string{`"HTTP and gRPC servers stopped"`, `"repository closed"`, `"runtime closed"`} {
 		if !strings.Contains(d.stderr.String(), step) {
 			t.Errorf("log lacks %s", step)
 		}

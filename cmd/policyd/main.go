@@ -1,9 +1,9 @@
-// Command policyd serves the ONNX policies of a model repository over HTTP (KServe v2 / Open
-// Inference Protocol).
+// Command policyd serves the ONNX policies of a model repository over HTTP and gRPC (KServe v2 /
+// Open Inference Protocol; gRPC on server.grpc_addr, default 127.0.0.1:8001).
 //
 // Usage:
 //
-//	policyd --repository DIR [--addr 127.0.0.1:8000] [--backend-dir DIR] ...
+//	policyd --repository DIR [--addr 127.0.0.1:8000] [--grpc-addr 127.0.0.1:8001] [--backend-dir DIR] ...
 //	policyd --config FILE [--profile NAME] [--KEY VALUE ...]
 //
 // Every configuration key is also a flag (--models.0.instances, --engine.cpu-threads; the list:
@@ -72,6 +72,7 @@ type flags struct {
 var shortFlags = []struct{ name, key, usage string }{
 	{"repository", "repository.path", "model repository `DIR`, laid out DIR/<model>/<version>/model.onnx"},
 	{"addr", "server.addr", "listen address `HOST:PORT` (default 127.0.0.1:8000)"},
+	{"grpc-addr", "server.grpc_addr", "gRPC listen address `HOST:PORT` (default 127.0.0.1:8001; off: no gRPC)"},
 	{"backend-dir", "repository.backend_dir", "folder of the backend plugins (default: beside libpolicyd)"},
 	{"log-level", "log.level", "log level: debug, info, warn or error"},
 	{"seed", "engine.seed", "base seed of random operators; instance i of a version uses seed+i"},
@@ -325,10 +326,23 @@ func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
 		fmt.Fprintf(stderr, "policyd: listen %s: %v\n", cfg.Server.Addr, err)
 		return 1
 	}
-	served := make(chan error, 1)
+	var gln net.Listener
+	if config.GRPCEnabled(cfg.Server.GRPCAddr) {
+		if gln, err = net.Listen("tcp", cfg.Server.GRPCAddr); err != nil {
+			ln.Close()
+			log.Error("listen gRPC", zap.String("addr", cfg.Server.GRPCAddr), zap.Error(err))
+			fmt.Fprintf(stderr, "policyd: listen gRPC %s (server.grpc_addr; \"off\" turns gRPC off): %v\n", cfg.Server.GRPCAddr, err)
+			return 1
+		}
+	}
+	served := make(chan error, 2)
 	srv.SetStarting(true)
 	go func() { served <- srv.Serve(ln) }()
 	log.Info("serving", zap.String("addr", ln.Addr().String()))
+	if gln != nil {
+		go func() { served <- srv.ServeGRPC(gln) }()
+		log.Info("serving gRPC", zap.String("addr", gln.Addr().String()))
+	}
 	switch tcp, _ := ln.Addr().(*net.TCPAddr); {
 	case rl.Token() != "":
 	case rl.AllowUnauthenticated() && (tcp == nil || !tcp.IP.IsLoopback()):
@@ -395,10 +409,10 @@ wait:
 	rl.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), rl.Config().Server.ShutdownTimeout)
 	if err := srv.Shutdown(ctx); err != nil {
-		log.Warn("HTTP shutdown incomplete", zap.Error(err))
+		log.Warn("HTTP/gRPC shutdown incomplete", zap.Error(err))
 	}
 	cancel()
-	log.Info("HTTP server stopped", zap.Duration("took", time.Since(t)))
+	log.Info("HTTP and gRPC servers stopped", zap.Duration("took", time.Since(t)))
 	if rl.Busy() {
 		// The repository is loading for a reload (an engine build, maybe): closing it would wait
 		// for the load, and closing the runtime under it is not safe. The process exits instead.
