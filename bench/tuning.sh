@@ -22,7 +22,7 @@ trap stop EXIT
 trap 'stop; exit 130' INT TERM
 # start [env KEY=V...] [taskset ...] -- policyd flags...
 start() {
-  env "$@" bin/policyd --repository "$OUT/repo" --addr "127.0.0.1:$PORT" --log-level warn >>"$OUT/server.log" 2>&1 &
+  env "$@" bin/policyd --repository "$OUT/repo" --addr "127.0.0.1:$PORT" --grpc-addr off --log-level warn >>"$OUT/server.log" 2>&1 &
   SRV=$!
   for _ in $(seq 1 100); do
     curl -sf -o /dev/null "http://127.0.0.1:$PORT/v2/health/ready" && return 0
@@ -41,7 +41,7 @@ run() {
 }
 table_head() { printf '\n### %s\n\n| setting | load | p50 µs | p99 µs | req/s | inf/s | srv CPU µs/req | other cores |\n|---|---|---|---|---|---|---|---|\n' "$1"; }
 isa_of() { # the ISA line and the kernels oneDNN picks under the current environment
-  ONEDNN_VERBOSE=1 "$@" bin/policyd --repository "$OUT/repo" --addr "127.0.0.1:$((PORT+1))" >"$OUT/isa.log" 2>&1 &
+  ONEDNN_VERBOSE=1 "$@" bin/policyd --repository "$OUT/repo" --addr "127.0.0.1:$((PORT+1))" --grpc-addr off >"$OUT/isa.log" 2>&1 &
   local p=$!
   for _ in $(seq 1 100); do curl -sf -o /dev/null "http://127.0.0.1:$((PORT+1))/v2/health/ready" && break; sleep 0.1; done
   bin/policyctl bench load -url "http://127.0.0.1:$((PORT+1))/v2/models/mlp-med/infer" -model mlp-med -peers "$PEERS_DIR" -d 50ms -warmup 0s >/dev/null

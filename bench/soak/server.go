@@ -21,7 +21,7 @@ func startPolicyd(ctx context.Context, binary, dir, tag, repo string, models []s
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	var cfg strings.Builder
-	fmt.Fprintf(&cfg, "server:\n  addr: %q\nrepository:\n  path: %q\nmodels:\n", addr, repo)
+	fmt.Fprintf(&cfg, "server:\n  addr: %q\n  grpc_addr: \"off\"\nrepository:\n  path: %q\nmodels:\n", addr, repo)
 	for _, m := range models {
 		fmt.Fprintf(&cfg, "  - name: %s\n", m)
 	}

@@ -378,7 +378,7 @@ func (r *run) startPolicyd(ctx context.Context, tag string, opts policydOptions)
 // "the default", not "no wait"); max_batch_size 1 turns batching off.
 func policydConfig(addr, repo string, opts policydOptions) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "server:\n  addr: %q\nrepository:\n  path: %q\n", addr, repo)
+	fmt.Fprintf(&b, "server:\n  addr: %q\n  grpc_addr: \"off\"\nrepository:\n  path: %q\n", addr, repo)
 	for _, m := range opts.models {
 		if c := m.batching; c != nil {
 			fmt.Fprintf(&b, "batching:\n  enabled: %t\n  max_batch_size: %d\n  max_queue_delay: %s\n", c.MaxBatchSize > 1, c.MaxBatchSize, fmtDelay(c.MaxQueueDelay))
