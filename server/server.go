@@ -227,8 +227,9 @@ func New(reg Registry, log *zap.Logger, opts Options) *Server {
 }
 
 // extensions are the protocol extensions server metadata lists (GET /v2 and gRPC's
-// ServerMetadata).
-var extensions = []string{"binary_tensor_data", "model_configuration", "statistics"}
+// ServerMetadata), by Triton's names: binary tensors, the /config document, repository
+// index/load/unload, priority and timeout parameters, sequence_id/start/end, statistics.
+var extensions = []string{"binary_tensor_data", "model_configuration", "model_repository", "schedule_policy", "sequence", "statistics"}
 
 // Handler returns the request handler with every route (also usable without Serve). Every
 // route goes through observe (observe.go): correlation ID, server span, access line, OnRequest.
