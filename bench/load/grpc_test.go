@@ -1,6 +1,7 @@
 package load
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -22,6 +23,7 @@ import (
 type affine struct {
 	calls     atomic.Int64
 	failEvery int64
+	want      []byte // when set, an input other than these bytes fails the call
 }
 
 func (m *affine) Name() string    { return "affine" }
@@ -39,6 +41,9 @@ func (m *affine) Do(_ context.Context, in []bridge.Tensor, _ engines.RunOptions,
 	n := m.calls.Add(1)
 	if m.failEvery > 0 && n > 1 && n%m.failEvery == 0 {
 		return errors.New("injected failure")
+	}
+	if m.want != nil && !bytes.Equal(in[0].Data, m.want) {
+		return errors.New("unexpected input bytes")
 	}
 	out := make([]byte, len(in[0].Data))
 	for i := 0; i+4 <= len(out); i += 4 {

@@ -15,7 +15,7 @@
 //	policyctl bench engine [--models DIR] [--model NAME,...] [--batch 1,32,256] [--seconds 2]
 //	                       [--warmup 0.5] [--modes st,par] [--ort-script PATH] [--node node]
 //	                       [--format markdown|json]
-//	policyctl bench load -url URL (-body FILE [-expect FILE] | -model NAME [-batch N]) [-binary]
+//	policyctl bench load (-url URL [-binary] | -grpc HOST:PORT [-stream]) (-body FILE [-expect FILE] | -model NAME [-batch N])
 //	                     [-mode closed|open] [-c N] [-rate R] [-arrival constant|poisson] [-d 5s] ...
 //	policyctl bench suite [-quick] [-p99-target 2ms] [-save-baseline] [-stages ...] [-run-all auto|off] ...
 //	policyctl config validate FILE [--profile P] [--env]
