@@ -266,6 +266,7 @@ func benchSuite(ctx context.Context, argv0 string, path, args []string, stdout, 
 	fs.StringVar(&cfg.RunID, "run-id", "", "`NAME` of the run (default: UTC date and time)")
 	fs.BoolVar(&cfg.Quick, "quick", false, "shorter runs and fewer points (about 4 minutes instead of 12)")
 	fs.StringVar(&cfg.Policyd, "policyd", "bin/policyd", "policyd `BINARY` to measure")
+	fs.StringVar(&cfg.Ghz, "ghz", "tools/bin/ghz", "ghz `BINARY` (make tools) for the gRPC rows' independent generator; missing: those rows are left out")
 	fs.DurationVar(&cfg.P99Target, "p99-target", 2*time.Millisecond, "batching search: the p99 `LATENCY` a recommendation must keep")
 	fs.Float64Var(&cfg.Tolerance, "tolerance", 0.15, "baseline: flag p50/p99 up or req/s down by more than this `FRACTION`")
 	fs.StringVar(&cfg.BaselineDir, "baselines", "bench/baselines", "`DIR` of the per-hardware baselines")
