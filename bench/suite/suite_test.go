@@ -166,8 +166,12 @@ func TestConfigsLoad(t *testing.T) {
 func TestBaseline(t *testing.T) {
 	r := sampleReport()
 	b := NewBaseline(r)
-	if b.Key != "amd-epyc--intel-avx-512" || len(b.Metrics) != 4 { // policyd's matrix and binary cases; open loop and peers left out
+	// policyd's matrix, binary and grpc cases (ghz's apart from ours); open loop and peers left out
+	if b.Key != "amd-epyc--intel-avx-512" || len(b.Metrics) != 10 {
 		t.Fatalf("baseline %s with %d metrics: %v", b.Key, len(b.Metrics), b.Metrics)
+	}
+	if g, o := b.Metrics["grpc/policyd/grpc/closed/mlp-med/b1/c1/ghz"], b.Metrics["grpc/policyd/grpc/closed/mlp-med/b1/c1"]; g.P50 != 95 || o.P50 != 90 {
+		t.Errorf("ghz's and our gRPC rows must be kept apart: %+v %+v", g, o)
 	}
 	dir := t.TempDir()
 	if _, err := SaveBaseline(dir, b); err != nil {
@@ -177,7 +181,7 @@ func TestBaseline(t *testing.T) {
 	if err != nil || loaded == nil {
 		t.Fatalf("load: %v", err)
 	}
-	if c := Compare(*loaded, r, 0.15); c.Compared != 4 || len(c.Regressions) != 0 {
+	if c := Compare(*loaded, r, 0.15); c.Compared != 10 || len(c.Regressions) != 0 {
 		t.Errorf("a run against itself: %+v", c)
 	}
 	// p50 +10 % (within), p99 +20 % (flagged) on one case, req/s −20 % on another.
