@@ -113,7 +113,9 @@ func TestGrpcInferHandlerAllocs(t *testing.T) {
 		{Name: "obs", Datatype: "FP32", Shape: []int64{1, 64}}}, RawInputContents: [][]byte{f32bytes(make([]float32, 64)...)}}
 	svc := &grpcService{s: s}
 	info := &grpc.UnaryServerInfo{FullMethod: "/inference.GRPCInferenceService/ModelInfer"}
-	handler := func(ctx context.Context, r any) (any, error) { return svc.ModelInfer(ctx, r.(*inference.ModelInferRequest)) }
+	handler := func(ctx context.Context, r any) (any, error) {
+		return svc.ModelInfer(ctx, r.(*inference.ModelInferRequest))
+	}
 	ctx := grpc.NewContextWithServerTransportStream(context.Background(), nopStream{})
 	var resp any
 	allocs := testing.AllocsPerRun(200, func() {
