@@ -19,6 +19,9 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <random>
 #include <string>
 #include <vector>
@@ -805,6 +808,67 @@ TEST(Quant, Int16BeforeOpset21Refused) {
   EXPECT_NE(e.code, PD_ERR_INTERNAL) << e.msg;
   EXPECT_NE(e.msg.find("'dq16'"), std::string::npos) << e.msg;
   EXPECT_NE(e.msg.find("needs opset 21"), std::string::npos) << e.msg;
+}
+
+
+// ---- the generated cases (csrc/tests/cases/quant.cpp, testdata/onnx-cases) ----
+// pd_conformance checks their results against ONNX Runtime (ctests onnx_cases*); this checks
+// that the pattern cases are really fused, i.e. that those results are the fused kernels'.
+
+struct CaseGraph {
+  std::string name;
+  std::string model;
+};
+
+// The generated cases whose name starts with prefix.
+std::vector<CaseGraph> generated_cases(const std::string& prefix) {
+  namespace fs = std::filesystem;
+  std::vector<CaseGraph> out;
+  const fs::path dir = fs::path(PD_REPO_DIR) / "testdata" / "onnx-cases";
+  for (const auto& e : fs::directory_iterator(dir)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind(prefix, 0) != 0) continue;
+    std::ifstream f(e.path() / "model.onnx", std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    out.push_back({name, bytes});
+  }
+  std::sort(out.begin(), out.end(), [](const CaseGraph& a, const CaseGraph& b) { return a.name < b.name; });
+  return out;
+}
+
+TEST(QuantCases, DynamicPatternCasesFuse) {
+  const auto cases = generated_cases("test_dynquant_");
+  ASSERT_GE(cases.size(), 10u);
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    int fused = 0;
+    pd::Graph g = prepared(c.model, true, &fused);
+    EXPECT_EQ(fused, 1);
+    EXPECT_EQ(count_ops(g, "pd", "DynQuantMatMul"), 1);
+    // Everything else is absorbed: the quantization, the integer product, the scaling, the
+    // bias and the activation (Relu, Tanh through the float activation pass).
+    EXPECT_EQ(g.nodes.size(), 1u) << "nodes left besides pd.DynQuantMatMul";
+  }
+}
+
+TEST(QuantCases, QdqPatternCasesFuse) {
+  const auto cases = generated_cases("test_qdq_");
+  ASSERT_GE(cases.size(), 15u);
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    int fused = 0;
+    pd::Graph g = prepared(c.model, true, &fused);
+    EXPECT_EQ(fused, 1);
+    const bool conv = c.name.find("_conv") != std::string::npos;
+    EXPECT_EQ(count_ops(g, "pd", conv ? "QuantConv" : "QuantMatMul"), 1);
+    // Left: at most the QuantizeLinear of the float graph input (when xq is not an input).
+    for (const auto& n : g.nodes) {
+      if (n.domain == "pd") continue;
+      EXPECT_EQ(n.op, "QuantizeLinear") << "node '" << n.name << "' left unfused";
+      EXPECT_EQ(n.inputs[0], "x") << "a QuantizeLinear other than the input's";
+    }
+    EXPECT_LE(g.nodes.size(), 2u);
+  }
 }
 
 }  // namespace
