@@ -251,7 +251,7 @@ void qdq_cases(std::vector<Case>& out) {
     }
     if (q.quant_out) {
       c.constant("ys", F32, {}, {q.relu ? 0.021 : 0.043});
-      c.constant("yz", q.x, {}, {q.relu ? (q.x == U8 ? 0 : -128) : (q.x == U8 ? 128 : 0)});
+      c.constant("yz", q.x, {}, {q.relu ? (q.x == U8 ? 0.0 : -128.0) : (q.x == U8 ? 128.0 : 0.0)});
       c.node("QuantizeLinear", {y, "ys", "yz"}, {"yq"});
       c.output("yq", q.x);
     } else {
@@ -277,7 +277,7 @@ void qlinear_cases(std::vector<Case>& out) {
       {"test_qlinearmatmul_u8s8_per_column_opset10", U8, I8, U8, {5, 19}, 13, true, 10},
       {"test_qlinearmatmul_s8s8_per_column_s8_out_opset21", I8, I8, I8, {1, 33}, 17, true, 21},
       {"test_qlinearmatmul_u8u8_per_tensor_3d_opset21", U8, U8, U8, {2, 3, 11}, 7, false, 21},
-      {"test_qlinearmatmul_s8s8_per_tensor_u8_out_opset21", I8, I8, U8, {4, 16}, 8, false, 21},
+      {"test_qlinearmatmul_s8s8_per_tensor_3d_opset21", I8, I8, I8, {2, 4, 16}, 8, false, 21},
   };
   for (const QM& m : qms) {
     Values v(m.name);
@@ -285,14 +285,14 @@ void qlinear_cases(std::vector<Case>& out) {
     const int64_t k = m.ad.back();
     c.input("a", m.a, m.ad, qlo(m.a), qhi(m.a));
     c.constant("as", F32, {}, {0.0137});
-    c.constant("az", m.a, {}, {m.a == U8 ? 121 : -3});
+    c.constant("az", m.a, {}, {m.a == U8 ? 121.0 : -3.0});
     c.constant("b", m.b, {k, m.n}, v.ints(k * m.n, qlo(m.b), qhi(m.b)));
     const Dims sd = m.per_column ? Dims{m.n} : Dims{};
     const int64_t ns = m.per_column ? m.n : 1;
     c.constant("bs", F32, sd, v.reals(ns, 0.002, 0.01));
     c.constant("bz", m.b, sd, m.b == U8 ? v.ints(ns, 120, 136) : std::vector<double>(ns, 0));
     c.constant("ys", F32, {}, {0.031});
-    c.constant("yz", m.y, {}, {m.y == U8 ? 125 : 2});
+    c.constant("yz", m.y, {}, {m.y == U8 ? 125.0 : 2.0});
     c.node("QLinearMatMul", {"a", "as", "az", "b", "bs", "bz", "ys", "yz"}, {"y"});
     c.output("y", m.y);
     out.push_back(std::move(c));
@@ -318,7 +318,7 @@ void qlinear_cases(std::vector<Case>& out) {
     Case c(q.name, 10);
     c.input("x", q.x, q.xd, qlo(q.x), qhi(q.x));
     c.constant("xs", F32, {}, {0.0119});
-    c.constant("xz", q.x, {}, {q.x == U8 ? 131 : 4});
+    c.constant("xz", q.x, {}, {q.x == U8 ? 131.0 : 4.0});
     Dims wd = {q.m, q.xd[1] / q.group};
     for (int64_t k : q.kernel) wd.push_back(k);
     c.constant("w", q.w, wd, v.ints(numel(wd), qlo(q.w), qhi(q.w)));
@@ -327,7 +327,7 @@ void qlinear_cases(std::vector<Case>& out) {
     c.constant("ws", F32, sd, v.reals(ns, 0.002, 0.01));
     c.constant("wz", q.w, sd, q.w == U8 ? v.ints(ns, 126, 130) : std::vector<double>(ns, 0));
     c.constant("ys", F32, {}, {0.047});
-    c.constant("yz", q.x, {}, {q.x == U8 ? 120 : -5});
+    c.constant("yz", q.x, {}, {q.x == U8 ? 120.0 : -5.0});
     std::vector<std::string> in = {"x", "xs", "xz", "w", "ws", "wz", "ys", "yz"};
     if (q.bias) {
       c.constant("b", I32, {q.m}, v.ints(q.m, -4000, 4000));
