@@ -163,6 +163,8 @@ void qdq_cases(std::vector<Case>& out) {
       {"test_qdq_matmul_s8_per_column_bias_s8_out", Kind::MatMul, I8, I8, true, false, true, false, true, {7, 33}, 17, {}, {}, {}, 1, 13},
       {"test_qdq_matmul_s8_per_column_int32_bias_relu_f32_out", Kind::MatMul, I8, I8, true, true, false, true, false, {16, 40}, 24, {}, {}, {}, 1, 21},
       {"test_qdq_matmul_u8_u8w_per_tensor_bias_u8_out_opset21", Kind::MatMul, U8, U8, false, false, true, false, false, {3, 29}, 9, {}, {}, {}, 1, 21},
+      {"test_qdq_matmul_u8_per_column_bias_u8_out_64x256x96", Kind::MatMul, U8, I8, true, false, true, false, false, {64, 256}, 96, {}, {}, {}, 1, 13},
+      {"test_qdq_matmul_s8_per_tensor_bias_f32_out_64x256x96", Kind::MatMul, I8, I8, false, false, false, false, true, {64, 256}, 96, {}, {}, {}, 1, 13},
       // Gemm (transB = 1, weights [N, K])
       {"test_qdq_gemm_transb_u8_per_tensor_bias_f32_out", Kind::Gemm, U8, I8, false, false, false, false, false, {1, 48}, 16, {}, {}, {}, 1, 13},
       {"test_qdq_gemm_transb_u8_per_channel_int32_bias_relu_u8_out", Kind::Gemm, U8, I8, true, true, true, true, false, {64, 31}, 23, {}, {}, {}, 1, 13},
@@ -174,6 +176,8 @@ void qdq_cases(std::vector<Case>& out) {
       {"test_qdq_conv_s8_per_channel_group_bias_s8_out", Kind::Conv, I8, I8, true, false, true, false, true, {1, 6, 7, 7}, 6, {3, 3}, {1, 0, 1, 2}, {1, 1}, 3, 13},
       {"test_qdq_conv_u8_per_channel_depthwise_relu_f32_out_opset21", Kind::Conv, U8, I8, true, true, false, true, false, {1, 5, 6, 6}, 5, {3, 3}, {1, 1, 1, 1}, {1, 1}, 5, 21},
       {"test_qdq_conv_s8_per_tensor_1x1_stride2_relu_s8_out", Kind::Conv, I8, I8, false, true, true, false, false, {3, 8, 5, 5}, 7, {1, 1}, {0, 0, 0, 0}, {2, 2}, 1, 13},
+      {"test_qdq_conv_u8_per_channel_bias_relu_u8_out_16x14x14_to32", Kind::Conv, U8, I8, true, true, true, false, false, {2, 16, 14, 14}, 32, {3, 3}, {1, 1, 1, 1}, {1, 1}, 1, 13},
+      {"test_qdq_conv_s8_per_channel_bias_f32_out_16x14x14_to32", Kind::Conv, I8, I8, true, false, false, false, true, {2, 16, 14, 14}, 32, {3, 3}, {1, 1, 1, 1}, {1, 1}, 1, 13},
       {"test_qdq_conv1d_u8_per_channel_bias_u8_out", Kind::Conv, U8, I8, true, false, true, false, false, {2, 3, 11}, 4, {3}, {1, 1}, {2}, 1, 13},
   };
   for (const Qdq& q : qs) {
