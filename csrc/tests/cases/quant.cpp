@@ -92,6 +92,7 @@ void dynamic_cases(std::vector<Case>& out) {
       {128, 65, 33, I8, true, false, true, "Tanh", 21, false},
       {3, 19, 11, I8, false, false, false, "", 21, false},
       {3, 21, 13, I8, true, false, true, "Relu", 21, true},
+      {256, 96, 48, I8, true, false, true, "Relu", 13, false},
   };
   for (const Dyn& d : ds) {
     std::string name = std::string("test_dynquant_matmul_") + tname(d.w) + "_" +
@@ -170,6 +171,7 @@ void qdq_cases(std::vector<Case>& out) {
       {"test_qdq_gemm_transb_u8_per_channel_int32_bias_relu_u8_out", Kind::Gemm, U8, I8, true, true, true, true, false, {64, 31}, 23, {}, {}, {}, 1, 13},
       {"test_qdq_gemm_transb_s8_per_channel_bias_s8_out_opset21", Kind::Gemm, I8, I8, true, false, true, false, true, {9, 20}, 12, {}, {}, {}, 1, 21},
       {"test_qdq_gemm_transb_s8_per_tensor_relu_f32_out", Kind::Gemm, I8, I8, false, true, false, false, false, {5, 27}, 11, {}, {}, {}, 1, 13},
+      {"test_qdq_gemm_transb_u8_u8w_per_channel_bias_u8_out", Kind::Gemm, U8, U8, true, false, true, false, false, {6, 25}, 10, {}, {}, {}, 1, 13},
       // Conv
       {"test_qdq_conv_u8_per_tensor_f32_out", Kind::Conv, U8, I8, false, false, false, false, false, {1, 3, 8, 8}, 4, {3, 3}, {0, 0, 0, 0}, {1, 1}, 1, 13},
       {"test_qdq_conv_u8_per_channel_pads_strides_bias_relu_u8_out", Kind::Conv, U8, I8, true, true, true, true, false, {2, 4, 9, 7}, 6, {3, 3}, {1, 1, 1, 1}, {2, 2}, 1, 13},
@@ -178,6 +180,7 @@ void qdq_cases(std::vector<Case>& out) {
       {"test_qdq_conv_s8_per_tensor_1x1_stride2_relu_s8_out", Kind::Conv, I8, I8, false, true, true, false, false, {3, 8, 5, 5}, 7, {1, 1}, {0, 0, 0, 0}, {2, 2}, 1, 13},
       {"test_qdq_conv_u8_per_channel_bias_relu_u8_out_16x14x14_to32", Kind::Conv, U8, I8, true, true, true, false, false, {2, 16, 14, 14}, 32, {3, 3}, {1, 1, 1, 1}, {1, 1}, 1, 13},
       {"test_qdq_conv_s8_per_channel_bias_f32_out_16x14x14_to32", Kind::Conv, I8, I8, true, false, false, false, true, {2, 16, 14, 14}, 32, {3, 3}, {1, 1, 1, 1}, {1, 1}, 1, 13},
+      {"test_qdq_conv_u8_u8w_per_channel_bias_u8_out", Kind::Conv, U8, U8, true, false, true, false, false, {1, 3, 6, 6}, 4, {3, 3}, {1, 1, 1, 1}, {1, 1}, 1, 13},
       {"test_qdq_conv1d_u8_per_channel_bias_u8_out", Kind::Conv, U8, I8, true, false, true, false, false, {2, 3, 11}, 4, {3}, {1, 1}, {2}, 1, 13},
   };
   for (const Qdq& q : qs) {
