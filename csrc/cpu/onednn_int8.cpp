@@ -217,6 +217,10 @@ std::unique_ptr<Kernel> make_int8_matmul(OneDnnKernels& k, const InferCtx& c) {
     if (!c.in[7].value || !(ys != 0.f)) return nullptr;  // y_scale from data: portable
     po.append_eltwise(1.f, dnnl::algorithm::eltwise_linear, 1.f / ys, 0.f);
   }
+  // ONNX Runtime rounds, then adds the output zero point (round(v) + zp, saturated); oneDNN
+  // adds the destination zero point to the float result and rounds the sum, which differs on
+  // ties (k + 0.5) when the zero point is odd. Rounding first (half to even) keeps the sum exact.
+  if (q.has_dst_zp) po.append_eltwise(1.f, dnnl::algorithm::eltwise_round, 0.f, 0.f);
   attr.set_post_ops(po);
   dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src_md, w_any, dst_md), attr, k.engine());
 
@@ -410,6 +414,10 @@ std::unique_ptr<Kernel> make_int8_conv(OneDnnKernels& k, const InferCtx& c) {
       po.append_eltwise(1.f, dnnl::algorithm::eltwise_linear, 1.f / y_scale, 0.f);
     }
   }
+  // ONNX Runtime rounds, then adds the output zero point (round(v) + zp, saturated); oneDNN
+  // adds the destination zero point to the float result and rounds the sum, which differs on
+  // ties (k + 0.5) when the zero point is odd. Rounding first (half to even) keeps the sum exact.
+  if (q.has_dst_zp) po.append_eltwise(1.f, dnnl::algorithm::eltwise_round, 0.f, 0.f);
   attr.set_post_ops(po);
   const int sp = kMaxSpatial - 2;  // the two spatial slots of the geometry
   memory::dims st{s.g.stride[sp], s.g.stride[sp + 1]}, dl{s.g.dil[sp] - 1, s.g.dil[sp + 1] - 1};

@@ -268,6 +268,62 @@ void qdq_cases(std::vector<Case>& out) {
   }
 }
 
+// Ties: scales that are powers of two make every product and sum exact on both sides, and
+// v / y_scale = acc / 2, a tie (k + 0.5) wherever acc is odd: the fused kernels' output
+// QuantizeLinear must round half to even as ONNX Runtime's does (oneDNN's int8 primitives
+// for MatMul and 2-D Conv; the portable kernel for the 1-D Conv and uint8 per-column weights).
+void qdq_tie_cases(std::vector<Case>& out) {
+  struct T {
+    const char* name;
+    Kind kind;
+    Elem w;
+    Dims xdims, wdims;
+    bool relu;
+  };
+  const T ts[] = {
+      {"test_qdq_matmul_ties_to_even_s8_out", Kind::MatMul, I8, {8, 16}, {16, 12}, false},
+      {"test_qdq_matmul_u8w_per_column_ties_to_even_s8_out", Kind::MatMul, U8, {8, 16}, {16, 12}, false},
+      {"test_qdq_conv_ties_to_even_relu_s8_out", Kind::Conv, I8, {1, 4, 5, 5}, {6, 4, 2, 2}, true},
+      {"test_qdq_conv1d_ties_to_even_s8_out", Kind::Conv, I8, {2, 4, 9}, {5, 4, 3}, false},
+  };
+  for (const T& t : ts) {
+    Values v(t.name);
+    Case c(t.name, 13);
+    const bool conv = t.kind == Kind::Conv;
+    c.input("xq", I8, t.xdims, -4, 4);
+    c.constant("xs", F32, {}, {0.5});
+    c.constant("xz", I8, {}, {0});
+    c.node("DequantizeLinear", {"xq", "xs", "xz"}, {"xd"});
+    const int64_t n = conv ? t.wdims[0] : t.wdims[1];
+    const bool per = t.w == U8;
+    const Dims sd = per ? Dims{n} : Dims{};
+    const int64_t ns = per ? n : 1;
+    const int wz = t.w == U8 ? 128 : 0;
+    std::vector<double> wv = v.ints(numel(t.wdims), wz - 4, wz + 4);
+    c.constant("wq", t.w, t.wdims, wv);
+    c.constant("ws", F32, sd, std::vector<double>(ns, 0.25));
+    c.constant("wz", t.w, sd, per ? v.ints(ns, wz - 1, wz + 1) : std::vector<double>(ns, wz));
+    auto dqw = c.node("DequantizeLinear", {"wq", "ws", "wz"}, {"wd"});
+    if (per) dqw.i("axis", 1);
+    std::string y = "y0";
+    if (conv) {
+      Dims k(t.wdims.begin() + 2, t.wdims.end());
+      c.node("Conv", {"xd", "wd"}, {y}).ints("kernel_shape", k);
+    } else {
+      c.node("MatMul", {"xd", "wd"}, {y});
+    }
+    if (t.relu) {
+      c.node("Relu", {y}, {"y1"});
+      y = "y1";
+    }
+    c.constant("ys", F32, {}, {0.25});
+    c.constant("yz", I8, {}, {t.relu ? -99.0 : 1.0});
+    c.node("QuantizeLinear", {y, "ys", "yz"}, {"yq"});
+    c.output("yq", I8);
+    out.push_back(std::move(c));
+  }
+}
+
 // ---- (c) the single quantized ops beyond the Debian node tests ----
 
 void qlinear_cases(std::vector<Case>& out) {
@@ -574,6 +630,7 @@ void qdq_op_cases(std::vector<Case>& out) {
 PD_ONNX_CASES(quant) {
   dynamic_cases(out);
   qdq_cases(out);
+  qdq_tie_cases(out);
   qlinear_cases(out);
   qdq_op_cases(out);
 }
