@@ -402,6 +402,38 @@ void qlinear_cases(std::vector<Case>& out) {
     c.output("y", q.x);
     out.push_back(std::move(c));
   }
+  // Ties with power-of-two scales (acc · 0.5) and an odd output zero point: QLinearMatMul and
+  // QLinearConv round before adding it, as ONNX Runtime does.
+  {
+    Case c("test_qlinearmatmul_ties_to_even_odd_zero_point", 10);
+    Values v(c.name());
+    c.input("a", I8, {6, 12}, -4, 4);
+    c.constant("as", F32, {}, {0.5});
+    c.constant("az", I8, {}, {0});
+    c.constant("b", I8, {12, 7}, v.ints(12 * 7, -4, 4));
+    c.constant("bs", F32, {}, {0.25});
+    c.constant("bz", I8, {}, {0});
+    c.constant("ys", F32, {}, {0.25});
+    c.constant("yz", I8, {}, {3});
+    c.node("QLinearMatMul", {"a", "as", "az", "b", "bs", "bz", "ys", "yz"}, {"y"});
+    c.output("y", I8);
+    out.push_back(std::move(c));
+  }
+  {
+    Case c("test_qlinearconv_ties_to_even_odd_zero_point", 10);
+    Values v(c.name());
+    c.input("x", U8, {1, 3, 5, 5}, 124, 132);
+    c.constant("xs", F32, {}, {0.5});
+    c.constant("xz", U8, {}, {128});
+    c.constant("w", I8, {4, 3, 2, 2}, v.ints(4 * 12, -4, 4));
+    c.constant("ws", F32, {}, {0.25});
+    c.constant("wz", I8, {}, {0});
+    c.constant("ys", F32, {}, {0.25});
+    c.constant("yz", U8, {}, {127});
+    c.node("QLinearConv", {"x", "xs", "xz", "w", "ws", "wz", "ys", "yz"}, {"y"}).ints("kernel_shape", {2, 2});
+    c.output("y", U8);
+    out.push_back(std::move(c));
+  }
   // MatMulInteger: per-column b zero point, int8 × int8, batch dims.
   {
     Case c("test_matmulinteger_u8s8_per_column_zero_point", 10);
