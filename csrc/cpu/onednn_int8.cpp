@@ -4,7 +4,8 @@
 // activations x int8 weights, int32 accumulation, the activation's zero point a runtime zero
 // point, the output scales runtime attribute values (pd.DynQuantMatMul: a binary-mul post-op,
 // see scale_post_op), the bias a binary-add post-op, the activation an eltwise post-op, the
-// output's zero point a destination zero point.
+// output's zero point a destination zero point (after an eltwise_round post-op: ONNX Runtime
+// rounds before it adds the zero point).
 //
 // Weights must be constant and 2-D. uint8 weights (which oneDNN 2.6's int8 matmul does not
 // take) are shifted once into int8: w - 128, with the zero point shifted alike (wz - 128), so
