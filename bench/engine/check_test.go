@@ -40,7 +40,9 @@ func TestCompareOutputs(t *testing.T) {
 // The targets of make bench-quant: int8 vs policyd's own f32 at b256 (par and st), int8 vs ORT at
 // b256, attention p50 at b1; a refused model says so in its rows.
 func TestQuantTargets(t *testing.T) {
-	st := func(p50, inf float64) Result { return Result{Mode: "st", Workers: 1, Iters: 10, P50: p50, InferencesPerS: inf} }
+	st := func(p50, inf float64) Result {
+		return Result{Mode: "st", Workers: 1, Iters: 10, P50: p50, InferencesPerS: inf}
+	}
 	par := func(inf float64) Result { return Result{Mode: "par", Workers: 2, Iters: 20, InferencesPerS: inf} }
 	cases := []Case{
 		{Model: "mlp-large", Batch: 256, Policyd: []Result{st(5000, 40000), par(80000)}, ORT: []Result{st(7000, 33000), par(70000)}},

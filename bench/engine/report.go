@@ -25,7 +25,7 @@ type Case struct {
 	RatioP50   *float64 `json:"ratio_p50_st,omitempty"`    // policyd st p50 / ORT st p50 (lower is better)
 	RatioThrpt *float64 `json:"ratio_thrpt_par,omitempty"` // policyd par inf/s / ORT par inf/s (higher is better)
 	RatioSTInf *float64 `json:"ratio_thrpt_st,omitempty"`  // policyd st inf/s / ORT st inf/s
-	Check      *Check   `json:"check,omitempty"` // policyd's outputs vs ORT's (Config.Check)
+	Check      *Check   `json:"check,omitempty"`           // policyd's outputs vs ORT's (Config.Check)
 	// OtherCores is the average number of cores other processes kept busy while the case ran
 	// (both peers); -1 unknown. Anything near 0.1 or above means the numbers are disturbed.
 	OtherCores float64 `json:"other_cpu_cores"`
