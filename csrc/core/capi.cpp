@@ -563,8 +563,9 @@ extern "C" pd_error* pd_engine_create(pd_runtime* rt, const void* onnx, size_t o
     int folded = 0, fusedn = 0, removed = 0;
     try {
       removed += eliminate_dead_nodes(g);
+      fusedn = fuse_quantized(g);
       folded = fold_constants(g, o.max_memory);
-      fusedn = fuse(g);
+      fusedn += fuse(g);
       removed += eliminate_dead_nodes(g);
       derive_signature(*e, g);
     } catch (const Error& err) {

@@ -60,6 +60,7 @@ const OpRegistry& ops() {
     register_rnn_ops(*r);
     register_random_ops(*r);
     register_einsum_ops(*r);
+    register_quant_ops(*r);
     return r;
   }();
   return *reg;

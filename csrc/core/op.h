@@ -145,6 +145,7 @@ void register_nn_ops(OpRegistry& r);
 void register_rnn_ops(OpRegistry& r);
 void register_random_ops(OpRegistry& r);
 void register_einsum_ops(OpRegistry& r);
+void register_quant_ops(OpRegistry& r);
 
 // ---- helpers shared by the op files ----
 

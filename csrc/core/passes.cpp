@@ -188,7 +188,13 @@ int fuse(Graph& g) {
       }
       bool gemm = n.domain.empty() && n.op == "Gemm";
       bool conv = n.domain.empty() && n.op == "Conv";
-      bool fgemm = n.domain == "pd" && (n.op == "FusedGemm" || n.op == "FusedMatMul" || n.op == "FusedConv") &&
+      // The fused quantized ops take an activation too, unless their output is quantized
+      // (pd.QuantMatMul/QuantConv with y_scale, input 7).
+      const bool fquant = n.domain == "pd" && (n.op == "DynQuantMatMul" ||
+                                               ((n.op == "QuantMatMul" || n.op == "QuantConv") &&
+                                                (n.inputs.size() < 8 || n.inputs[7].empty())));
+      bool fgemm = n.domain == "pd" &&
+                   (n.op == "FusedGemm" || n.op == "FusedMatMul" || n.op == "FusedConv" || fquant) &&
                    n.attr_string("activation", "").empty();
       if (!gemm && !conv && !fgemm) continue;
       if (n.outputs.size() != 1) continue;

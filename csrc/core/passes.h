@@ -1,4 +1,5 @@
-// Graph passes run once at load, in this order: constant folding, fusion, dead-node removal.
+// Graph passes run once at load, in this order: quantized fusion, constant folding, fusion,
+// dead-node removal.
 #pragma once
 
 #include "ir.h"
@@ -14,6 +15,12 @@ int fold_constants(Graph& g, uint64_t max_bytes = 0);
 // Add) into pd.FusedGemm / pd.FusedMatMul / pd.FusedConv, which the CPU backend runs as one
 // oneDNN primitive with post-ops. Returns the number of fusions.
 int fuse(Graph& g);
+
+// Fuses the quantized patterns (ONNX Runtime's quantize_dynamic MatMul; static QDQ around
+// MatMul, Gemm and Conv) into pd.DynQuantMatMul, pd.QuantMatMul and pd.QuantConv (see
+// quant_passes.cpp). Runs before fold_constants, which would turn the quantized weights into
+// float. Returns the number of fusions.
+int fuse_quantized(Graph& g);
 
 // Removes nodes whose outputs reach no graph output, and constants nothing reads. Returns the
 // number of nodes removed.

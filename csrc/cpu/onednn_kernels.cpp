@@ -11,10 +11,7 @@ using dnnl::memory;
 using tag = memory::format_tag;
 using dt = memory::data_type;
 
-namespace {
-
-// Appends the node's fused activation as eltwise post-ops; false if oneDNN cannot express it.
-bool add_activation(const Node& n, dnnl::post_ops& po) {
+bool append_activation(const Node& n, dnnl::post_ops& po) {
   Act act;
   if (!parse_act(n.attr_string("activation", ""), &act)) return false;
   float a = n.attr_float("activation_alpha", 0.f), b = n.attr_float("activation_beta", 0.f);
@@ -36,6 +33,8 @@ bool add_activation(const Node& n, dnnl::post_ops& po) {
   }
   return false;
 }
+
+namespace {
 
 void check(dnnl_status_t st, const char* what) {
   if (st != dnnl_success) fail(PD_ERR_INTERNAL, "oneDNN ", what, " failed (status ", static_cast<int>(st), ")");
@@ -167,7 +166,7 @@ std::unique_ptr<Kernel> make_matmul(OneDnnKernels& k, const InferCtx& c) {
   memory::desc dst_md({M, N}, dt::f32, tag::ab);
 
   dnnl::post_ops po;
-  if (!add_activation(n, po)) return nullptr;
+  if (!append_activation(n, po)) return nullptr;
   dnnl::primitive_attr attr;
   attr.set_post_ops(po);
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
@@ -225,7 +224,7 @@ std::unique_ptr<Kernel> make_conv(OneDnnKernels& k, const InferCtx& c) {
   memory::desc w_any(wdims, dt::f32, tag::any);
   memory::desc b_md({ws[0]}, dt::f32, tag::x);
   dnnl::post_ops po;
-  if (!add_activation(n, po)) return nullptr;
+  if (!append_activation(n, po)) return nullptr;
   dnnl::primitive_attr attr;
   attr.set_post_ops(po);
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
@@ -293,9 +292,28 @@ memory OneDnnKernels::weights(const Tensor& t, const memory::desc& plain, const 
   return dst;
 }
 
+memory OneDnnKernels::weights_shifted(const Tensor& t, const memory::desc& plain, const memory::desc& want) {
+  const Tensor* shifted = nullptr;
+  for (const auto& [orig, copy] : shifted_)
+    if (orig == t.data()) shifted = copy.get();
+  if (!shifted) {
+    auto copy = std::make_unique<Tensor>(DType::I8, t.shape());
+    const uint8_t* src = static_cast<const uint8_t*>(t.data());
+    int8_t* dst = copy->as<int8_t>();
+    for (int64_t i = 0; i < t.numel(); ++i) dst[i] = static_cast<int8_t>(static_cast<int32_t>(src[i]) - 128);
+    reordered_bytes_.fetch_add(copy->nbytes(), std::memory_order_relaxed);
+    shifted = copy.get();
+    shifted_.emplace_back(t.data(), std::move(copy));
+  }
+  return weights(*shifted, plain, want);
+}
+
 std::unique_ptr<Kernel> OneDnnKernels::make(const InferCtx& c) {
   const Node& n = c.node;
   try {
+    if ((n.domain.empty() && (n.op == "MatMulInteger" || n.op == "QLinearMatMul")) ||
+        (n.domain == "pd" && (n.op == "DynQuantMatMul" || n.op == "QuantMatMul")))
+      return make_int8_matmul(*this, c);
     if (n.domain.empty() && (n.op == "Gemm" || n.op == "MatMul")) return make_matmul(*this, c);
     if (n.domain == "pd" && (n.op == "FusedGemm" || n.op == "FusedMatMul")) return make_matmul(*this, c);
     if ((n.domain.empty() && n.op == "Conv") || (n.domain == "pd" && n.op == "FusedConv")) return make_conv(*this, c);

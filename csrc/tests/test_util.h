@@ -32,6 +32,7 @@ inline Graph backend_graph(const std::string& path) {
   const std::string bytes = slurp(path);
   Graph g = import_onnx(bytes.data(), bytes.size());
   eliminate_dead_nodes(g);
+  fuse_quantized(g);
   fold_constants(g);
   fuse(g);
   eliminate_dead_nodes(g);

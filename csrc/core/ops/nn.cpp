@@ -23,6 +23,7 @@
 
 #include "../activation.h"
 #include "../op.h"
+#include "nn.h"
 
 namespace pd {
 
@@ -235,24 +236,21 @@ std::unique_ptr<Kernel> make_gemm(const InferCtx& c) {
 // MatMul / pd.FusedMatMul
 // ---------------------------------------------------------------------------------------------
 
-struct MatMulPlan {
-  int64_t m = 0, n = 0, k = 0;
-  int64_t batch = 1;   // number of [m, n] output blocks
-  bool fold = false;   // B is shared by all blocks: one GEMM with batch * m rows
-  std::vector<int64_t> a_off, b_off;  // per block, in elements
+struct MatMulPlan : MatMulShape {
   Epilogue epi;
 };
 
-// Output shape (and the plan, when p != nullptr) of numpy-style matmul.
-Shape matmul_shape(const InferCtx& c, MatMulPlan* p) {
-  Shape a = c.input(0).shape, b = c.input(1).shape;
+}  // namespace
+
+Shape matmul_shape(const InferCtx& c, MatMulShape* p, size_t ai, size_t bi) {
+  Shape a = c.input(ai).shape, b = c.input(bi).shape;
   if (a.empty() || b.empty()) c.fail("MatMul inputs must have rank >= 1");
   const bool a1 = a.size() == 1, b1 = b.size() == 1;
   if (a1) a.insert(a.begin(), 1);
   if (b1) b.push_back(1);
   const int64_t m = a[a.size() - 2], k = a.back(), kb = b[b.size() - 2], n = b.back();
   if (k != kb)
-    c.fail("inner dimensions differ: ", shape_str(c.in[0].shape), " x ", shape_str(c.in[1].shape));
+    c.fail("inner dimensions differ: ", shape_str(c.in[ai].shape), " x ", shape_str(c.in[bi].shape));
   const Shape ab(a.begin(), a.end() - 2), bb(b.begin(), b.end() - 2);
   const Shape ob = broadcast(c, ab, bb);
   Shape out = ob;
@@ -286,6 +284,8 @@ Shape matmul_shape(const InferCtx& c, MatMulPlan* p) {
   }
   return out;
 }
+
+namespace {
 
 void infer_matmul(InferCtx& c) {
   const TensorInfo& a = c.input(0);
@@ -341,20 +341,8 @@ std::unique_ptr<Kernel> make_matmul(const InferCtx& c) {
 // Spatial geometry shared by Conv and the pools
 // ---------------------------------------------------------------------------------------------
 
-constexpr int kMaxSpatial = 3;
+}  // namespace
 
-// Spatial dims right-aligned in 3 slots; unused leading slots are size 1, kernel 1, stride 1.
-struct Geometry {
-  int nsp = 0;
-  int64_t in[kMaxSpatial] = {1, 1, 1}, k[kMaxSpatial] = {1, 1, 1}, out[kMaxSpatial] = {1, 1, 1};
-  int64_t stride[kMaxSpatial] = {1, 1, 1}, dil[kMaxSpatial] = {1, 1, 1};
-  int64_t pad_b[kMaxSpatial] = {0, 0, 0}, pad_e[kMaxSpatial] = {0, 0, 0};
-  int64_t in_size() const { return in[0] * in[1] * in[2]; }
-  int64_t out_size() const { return out[0] * out[1] * out[2]; }
-  int64_t k_size() const { return k[0] * k[1] * k[2]; }
-};
-
-// x: the input's shape [N, C, D1..Dn]; kernel: the kernel's spatial shape.
 Geometry geometry(const InferCtx& c, const Shape& x, const std::vector<int64_t>& kernel,
                   bool ceil_mode, bool allow_dilations) {
   if (x.size() < 3) c.fail("input must have rank >= 3 ([N, C, spatial...]), got ", shape_str(x));
@@ -432,23 +420,16 @@ Shape spatial_out_shape(const Geometry& g, int64_t n, int64_t ch) {
 // Conv / pd.FusedConv
 // ---------------------------------------------------------------------------------------------
 
-struct ConvPlan {
-  Geometry g;
-  int64_t n = 0, c = 0, m = 0, groups = 1, cg = 0, mg = 0;
-  bool direct = false;  // 1x1, stride 1, no padding: the input is already the column matrix
-  Epilogue epi;
-};
-
-ConvPlan conv_plan(const InferCtx& c) {
-  const TensorInfo& x = c.input(0);
-  const TensorInfo& w = c.input(1);
+ConvShape conv_shape(const InferCtx& c, size_t xi, size_t wi) {
+  const TensorInfo& x = c.input(xi);
+  const TensorInfo& w = c.input(wi);
   if (w.shape.size() != x.shape.size())
     c.fail("W ", shape_str(w.shape), " must have the rank of X ", shape_str(x.shape));
   std::vector<int64_t> kernel(w.shape.begin() + 2, w.shape.end());
   std::vector<int64_t> ks = c.node.attr_ints("kernel_shape");
   if (!ks.empty() && ks != kernel)
     c.fail("'kernel_shape' does not match W ", shape_str(w.shape));
-  ConvPlan p;
+  ConvShape p;
   p.g = geometry(c, x.shape, kernel, false, true);
   p.n = x.shape[0];
   p.c = x.shape[1];
@@ -461,15 +442,27 @@ ConvPlan conv_plan(const InferCtx& c) {
   p.mg = p.m / p.groups;
   if (w.shape[1] != p.cg)
     c.fail("W ", shape_str(w.shape), " must have ", p.cg, " input channels per group");
-  if (c.has_input(2)) {
-    const Shape& bs = c.in[2].shape;
-    if (bs.size() != 1 || bs[0] != p.m) c.fail("B must be [", p.m, "], got ", shape_str(bs));
-  }
   bool direct = true;
   for (int i = 0; i < kMaxSpatial; ++i)
     direct = direct && p.g.k[i] == 1 && p.g.stride[i] == 1 && p.g.pad_b[i] == 0;
   p.direct = direct;  // (out == in then, as pad_e only matters for the end)
   for (int i = 0; i < kMaxSpatial; ++i) p.direct = p.direct && p.g.out[i] == p.g.in[i];
+  return p;
+}
+
+namespace {
+
+struct ConvPlan : ConvShape {
+  Epilogue epi;
+};
+
+ConvPlan conv_plan(const InferCtx& c) {
+  ConvPlan p;
+  static_cast<ConvShape&>(p) = conv_shape(c, 0, 1);
+  if (c.has_input(2)) {
+    const Shape& bs = c.in[2].shape;
+    if (bs.size() != 1 || bs[0] != p.m) c.fail("B must be [", p.m, "], got ", shape_str(bs));
+  }
   if (is_fused(c)) p.epi = activation_of(c);
   if (c.has_input(2)) {
     p.epi.bias = true;
@@ -491,7 +484,8 @@ void infer_conv(InferCtx& c) {
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return a <= 0 ? -((-a) / b) : (a + b - 1) / b; }
 
-// col[(ci, kd, kh, kw), (od, oh, ow)] = x[ci, od*s + kd*d - p, ...] (0 in the padding).
+}  // namespace
+
 template <typename T>
 void im2col(const Geometry& g, int64_t channels, const T* x, T* col) {
   const int64_t ID = g.in[0], IH = g.in[1], IW = g.in[2];
@@ -531,6 +525,12 @@ void im2col(const Geometry& g, int64_t channels, const T* x, T* col) {
         }
   }
 }
+
+template void im2col<float>(const Geometry&, int64_t, const float*, float*);
+template void im2col<double>(const Geometry&, int64_t, const double*, double*);
+template void im2col<int32_t>(const Geometry&, int64_t, const int32_t*, int32_t*);
+
+namespace {
 
 template <typename T>
 class ConvKernel final : public Kernel {
