@@ -14,7 +14,7 @@
 //	policyctl artifacts rollback NAME --to X.Y.Z [--server URL] [--token-file F]
 //	policyctl bench engine [--models DIR] [--model NAME,...] [--batch 1,32,256] [--seconds 2]
 //	                       [--warmup 0.5] [--modes st,par] [--ort-script PATH] [--node node]
-//	                       [--format markdown|json]
+//	                       [--check=true] [--allow-refused] [--format markdown|json]
 //	policyctl bench load -url URL (-body FILE [-expect FILE] | -model NAME [-batch N]) [-binary]
 //	                     [-mode closed|open] [-c N] [-rate R] [-arrival constant|poisson] [-d 5s] ...
 //	policyctl bench suite [-quick] [-p99-target 2ms] [-save-baseline] [-stages ...] [-run-all auto|off] ...
