@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -13,6 +14,8 @@ import (
 	"testing"
 
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/policyd/policyd/bridge"
 )
 
 // onnxTensor is one initializer of an ONNX model, as this test reads it.
@@ -269,5 +272,35 @@ func TestBenchModels(t *testing.T) {
 	}
 	if a := att["action"]; fmt.Sprint(a.Shape) != "[2 8]" {
 		t.Fatalf("attention-einsum: %+v", att)
+	}
+
+	// policyd on the same models against ORT, as make bench-quant checks them; the int8 model
+	// only where this build has the int8 operators.
+	if err := bridge.Available(); err != nil {
+		t.Skipf("native library: %v", err)
+	}
+	rt, err := bridge.NewRuntime("")
+	if err != nil {
+		t.Skipf("native library: %v", err)
+	}
+	defer rt.Close()
+	cfg := Config{ORT: &o}
+	for _, spec := range specs {
+		eng, err := LoadEngine(rt, dir, spec)
+		if errors.Is(err, &bridge.Error{Code: bridge.CodeUnsupported}) {
+			t.Logf("%s: refused (%v): not compared", spec.Name, err)
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", spec.Name, err)
+		}
+		for _, batch := range []int{1, 7} {
+			c := cfg.checkCase(context.Background(), eng, spec, batch)
+			if !c.OK {
+				t.Errorf("%s b%d vs ORT: %+v", spec.Name, batch, c)
+			}
+			t.Logf("%s b%d: policyd vs ORT max |diff| %.3g", spec.Name, batch, c.MaxAbsDiff)
+		}
+		eng.Close()
 	}
 }
