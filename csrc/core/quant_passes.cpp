@@ -138,8 +138,8 @@ bool fuse_dynamic(Graph& g, const Index& x, size_t mi, std::vector<bool>& dead) 
   const Node& m = g.nodes[mi];
   if (!is(m, "MatMulInteger") || m.inputs.size() < 3 || m.outputs.size() != 1) return false;
   const Node* d = producer(g, x, m.inputs[0]);
-  if (!d || !is(*d, "DynamicQuantizeLinear") || d->outputs.size() != 3 || d->outputs[2] != m.inputs[2] ||
-      d->outputs[1].empty())
+  if (!d || !is(*d, "DynamicQuantizeLinear") || d->outputs.size() != 3 || d->outputs[0] != m.inputs[0] ||
+      d->outputs[2] != m.inputs[2] || d->outputs[1].empty())
     return false;
   TensorPtr wq = constant(g, m, 1);
   if (!wq || !q8(wq->dtype()) || wq->shape().size() != 2) return false;
@@ -263,7 +263,7 @@ bool fuse_static(Graph& g, const Index& x, size_t ni, std::vector<bool>& dead) {
   std::string out = n.outputs[0];
   // Bias: Gemm's C, Conv's B, or a following Add.
   if ((gemm || conv) && present(n, 2)) {
-    std::string b = bias_constant(g, x, n.inputs[2], per, 1);
+    std::string b = bias_constant(g, x, n.inputs[2], per, gemm ? 2 : 1);
     if (b.empty()) return false;
     f.inputs[6] = b;
   } else if (mm) {

@@ -32,6 +32,17 @@ const char* dtype_name(DType t) {
     case DType::U32: return "uint32";
     case DType::U64: return "uint64";
     case DType::BF16: return "bfloat16";
+    default: break;
+  }
+  // ONNX's newer types, which policyd refuses by name (quantized models, opset 19-23).
+  switch (static_cast<int32_t>(t)) {
+    case 17: return "float8e4m3fn";
+    case 18: return "float8e4m3fnuz";
+    case 19: return "float8e5m2";
+    case 20: return "float8e5m2fnuz";
+    case 21: return "uint4";
+    case 22: return "int4";
+    case 23: return "float4e2m1";
     default: return "undefined";
   }
 }

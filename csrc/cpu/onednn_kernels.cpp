@@ -314,6 +314,9 @@ std::unique_ptr<Kernel> OneDnnKernels::make(const InferCtx& c) {
     if ((n.domain.empty() && (n.op == "MatMulInteger" || n.op == "QLinearMatMul")) ||
         (n.domain == "pd" && (n.op == "DynQuantMatMul" || n.op == "QuantMatMul")))
       return make_int8_matmul(*this, c);
+    if ((n.domain.empty() && (n.op == "ConvInteger" || n.op == "QLinearConv")) ||
+        (n.domain == "pd" && n.op == "QuantConv"))
+      return make_int8_conv(*this, c);
     if (n.domain.empty() && (n.op == "Gemm" || n.op == "MatMul")) return make_matmul(*this, c);
     if (n.domain == "pd" && (n.op == "FusedGemm" || n.op == "FusedMatMul")) return make_matmul(*this, c);
     if ((n.domain.empty() && n.op == "Conv") || (n.domain == "pd" && n.op == "FusedConv")) return make_conv(*this, c);

@@ -51,5 +51,7 @@ bool append_activation(const Node& n, dnnl::post_ops& po);
 // MatMulInteger, QLinearMatMul, pd.DynQuantMatMul, pd.QuantMatMul on oneDNN's int8 matmul
 // (onednn_int8.cpp); nullptr where the portable kernel must run it.
 std::unique_ptr<Kernel> make_int8_matmul(OneDnnKernels& k, const InferCtx& c);
+// ConvInteger, QLinearConv, pd.QuantConv on oneDNN's int8 convolution (2-D).
+std::unique_ptr<Kernel> make_int8_conv(OneDnnKernels& k, const InferCtx& c);
 
 }  // namespace pd

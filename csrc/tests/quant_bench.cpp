@@ -20,6 +20,7 @@
 #include <cstring>
 #include <fstream>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -112,6 +113,14 @@ int quantize_dynamic(onnx::ModelProto& m) {
     ++done;
   }
   g->mutable_node()->Swap(&out);
+  // Drop the float weights nothing reads any more.
+  std::set<std::string> used;
+  for (const auto& n : g->node())
+    for (const auto& i : n.input()) used.insert(i);
+  google::protobuf::RepeatedPtrField<onnx::TensorProto> keep;
+  for (const auto& t : g->initializer())
+    if (used.count(t.name())) *keep.Add() = t;
+  g->mutable_initializer()->Swap(&keep);
   return done;
 }
 

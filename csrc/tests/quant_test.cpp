@@ -6,8 +6,8 @@
 //     the ONNX node tests check: pd_conformance --op MatMulInteger ...);
 //   - fused, portable: the fused ops' reference kernels;
 //   - the cpu backend through the C ABI: fused, on oneDNN's int8 matmul.
-// The integer products are exact on every path, so the dynamic pattern's fused result equals
-// the unfused one up to float rounding of the scaling; QDQ outputs quantized again may differ
+// The integer products are exact on every path, and the dynamic pattern's fused result equals
+// the unfused one bit for bit (the scaling runs in the unfused order); QDQ outputs quantized again may differ
 // by one step where v / y_scale lands within float rounding of a .5 tie. Also: the fusion
 // happens (node counts), oneDNN-backed MatMulInteger/QLinearMatMul equal the portable
 // kernels exactly, block quantization against the spec's formula, and malformed quantized
@@ -341,10 +341,12 @@ TEST_P(DynamicPattern, FusedEqualsUnfused) {
   ASSERT_EQ(unfused.shape, (Dims{batch, c.n}));
   // The fused reference computes the unfused nodes' operations in their order: bit-identical.
   ASSERT_EQ(fused_portable.bytes, unfused.bytes);
-  // oneDNN: the same int32 products, scaled (and biased) in float.
-  double scale = 0;
-  for (size_t i = 0; i < unfused.numel(); ++i) scale = std::max(scale, std::fabs(unfused.value(i)));
-  expect_close(cpu, unfused, 1e-6, 1e-6 * scale, "cpu backend (oneDNN int8) vs unfused");
+  // oneDNN: the same int32 products, then float(acc) * (x_scale * w_scale) + bias as binary
+  // post-ops in the unfused order, Relu exact: bit-identical too (also what ONNX Runtime
+  // computes: ctest refcheck_quant_cpu).
+  ASSERT_EQ(cpu.dtype, unfused.dtype);
+  ASSERT_EQ(cpu.shape, unfused.shape);
+  ASSERT_EQ(cpu.bytes, unfused.bytes) << "cpu backend (oneDNN int8) vs unfused";
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -581,6 +583,66 @@ TEST(Quant, QLinearMatMulOnOneDnnMatchesPortable) {
   }
 }
 
+// ConvInteger and QLinearConv with constant weights (oneDNN's int8 convolution on the cpu
+// backend) against the portable kernels: padding (the zero point's value), strides,
+// dilations, groups, uint8 weights with zero point 128 (shifted to int8), per-channel scales.
+TEST(Quant, IntegerConvOnOneDnnMatchesPortable) {
+  struct Case {
+    bool qlinear, u8w, s8x;
+    int64_t group;
+    Dims pads, strides, dil;
+  };
+  const Case cases[] = {{false, false, false, 1, {1, 1, 1, 1}, {1, 1}, {1, 1}},
+                        {false, true, true, 2, {0, 2, 1, 0}, {2, 1}, {1, 2}},
+                        {true, false, false, 1, {1, 0, 1, 2}, {1, 2}, {1, 1}},
+                        {true, true, true, 2, {2, 2, 2, 2}, {1, 1}, {2, 1}}};
+  for (const Case& c : cases)
+    for (int64_t batch : {1, 16}) {
+      const int64_t C = 4, M = 6, H = 9, W = 8;
+      Model m(10);
+      const int xt = c.s8x ? kI8 : kU8;
+      m.input("x", xt, {-1, C, H, W});
+      if (c.s8x) m.init("xz", kI8, {}, std::vector<int8_t>{-5});
+      else m.init("xz", kU8, {}, std::vector<uint8_t>{77});
+      const size_t wn = static_cast<size_t>(M * (C / c.group) * 3 * 3);
+      const Dims wd = {M, C / c.group, 3, 3};
+      if (c.u8w) {
+        m.init("w", kU8, wd, random_ints<uint8_t>(wn, 0, 255, 51));
+        m.init("wz", kU8, {}, std::vector<uint8_t>{128});
+      } else {
+        m.init("w", kI8, wd, random_ints<int8_t>(wn, -128, 127, 51));
+        m.init("wz", kI8, {}, std::vector<int8_t>{0});
+      }
+      onnx::NodeProto* node;
+      if (c.qlinear) {
+        m.init("xs", kF32, {}, std::vector<float>{0.05f});
+        m.init("ws", kF32, {M}, random_floats(static_cast<size_t>(M), 0.002f, 0.02f, 52));
+        m.init("ys", kF32, {}, std::vector<float>{0.3f});
+        m.init("yz", kU8, {}, std::vector<uint8_t>{100});
+        m.init("B", kI32, {M}, random_ints<int32_t>(static_cast<size_t>(M), -500, 500, 53));
+        node = m.node("QLinearConv", {"x", "xs", "xz", "w", "ws", "wz", "ys", "yz", "B"}, {"y"});
+        m.output("y", kU8);
+      } else {
+        node = m.node("ConvInteger", {"x", "w", "xz", "wz"}, {"y"});
+        m.output("y", kI32);
+      }
+      attr_ints(node, "pads", c.pads);
+      attr_ints(node, "strides", c.strides);
+      attr_ints(node, "dilations", c.dil);
+      attr_int(node, "group", c.group);
+      const std::string model = m.bytes();
+      const size_t xn = static_cast<size_t>(batch * C * H * W);
+      std::vector<In> in = {c.s8x ? In::of(pd::DType::I8, {batch, C, H, W}, random_ints<int8_t>(xn, -128, 127, 54))
+                                  : In::of(pd::DType::U8, {batch, C, H, W}, random_ints<uint8_t>(xn, 0, 255, 54))};
+      const Out want = run_portable(prepared(model, true), in);
+      const Out got = run_cpu(model, in);
+      const std::string what = std::string(c.qlinear ? "QLinearConv" : "ConvInteger") + " group " +
+                               std::to_string(c.group) + " batch " + std::to_string(batch);
+      if (c.qlinear) expect_within_one_step(got, want, what);
+      else ASSERT_EQ(got.bytes, want.bytes) << what;
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Block quantization (opset 21) against the spec's formula
 // ---------------------------------------------------------------------------------------------
@@ -715,6 +777,22 @@ TEST(Quant, Float8OutputRefusedAsUnsupported) {
   EXPECT_EQ(e.code, PD_ERR_UNSUPPORTED) << e.msg;
   EXPECT_NE(e.msg.find("'q8'"), std::string::npos) << e.msg;
   EXPECT_NE(e.msg.find("float8e4m3fn is not supported"), std::string::npos) << e.msg;
+}
+
+TEST(Quant, Int4ZeroPointRefusedAsUnsupported) {
+  Model m(21);
+  m.input("x", kF32, {4});
+  m.init("s", kF32, {}, std::vector<float>{0.5f});
+  auto* z = m.g->add_initializer();  // int4 [1]: one byte holds two values
+  z->set_name("z4");
+  z->set_data_type(22);  // INT4 (ONNX >= 1.16)
+  z->add_dims(1);
+  z->set_raw_data(std::string(1, '\0'));
+  m.node("QuantizeLinear", {"x", "s", "z4"}, {"y"}, "q4");
+  m.output("y", kU8);
+  Err e = load_error(m.bytes());
+  EXPECT_EQ(e.code, PD_ERR_UNSUPPORTED) << e.msg;
+  EXPECT_NE(e.msg.find("'z4' has data type int4"), std::string::npos) << e.msg;
 }
 
 TEST(Quant, Int16BeforeOpset21Refused) {

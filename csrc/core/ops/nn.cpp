@@ -6,6 +6,9 @@
 //   pd.FusedMatMul(A, B, bias?) A rank >= 1, B rank 2, bias [N]: activate(MatMul(A, B) + bias)
 //   pd.FusedConv(X, W, B?)     Conv's attributes + activation, activation_alpha, activation_beta
 //
+// The MatMul broadcasting and the Conv geometry/im2col are shared with the quantized ops
+// (quant.cpp, quant_fused.cpp) through nn.h.
+//
 // Float32 GEMMs go through rc.blas->sgemm (oneDNN's in the CPU backend); double and integer
 // types use a plain loop. Conv is im2col into a scratch buffer sized in make() + GEMM (no
 // im2col for 1x1/stride-1/unpadded kernels). Kernels that hold scratch are not re-entrant: a

@@ -41,18 +41,7 @@ namespace pd {
 // Shared helpers (quant.h)
 // ---------------------------------------------------------------------------------------------
 
-const char* quant_type_name(int32_t onnx_type) {
-  switch (onnx_type) {
-    case 17: return "float8e4m3fn";
-    case 18: return "float8e4m3fnuz";
-    case 19: return "float8e5m2";
-    case 20: return "float8e5m2fnuz";
-    case 21: return "uint4";
-    case 22: return "int4";
-    case 23: return "float4e2m1";
-    default: return dtype_name(static_cast<DType>(onnx_type));
-  }
-}
+const char* quant_type_name(int32_t onnx_type) { return dtype_name(static_cast<DType>(onnx_type)); }
 
 bool quant_int_type(DType t) {
   return t == DType::U8 || t == DType::I8 || t == DType::U16 || t == DType::I16;
@@ -236,7 +225,11 @@ __attribute__((target("avx512f"))) void min_max_avx512(const float* x, int64_t n
   *h = b;
 }
 
-const bool kHaveAvx512 = __builtin_cpu_supports("avx512f");
+// A static initializer may run before libgcc's CPU probe: initialize it first.
+const bool kHaveAvx512 = [] {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") != 0;
+}();
 
 }  // namespace
 #pragma GCC diagnostic pop
