@@ -21,8 +21,8 @@ import (
 // Triton's Inference-Header-Content-Length counts the decompressed bytes, as Triton's clients
 // write it. Decompression is bounded by the live body limit: the output stops one byte past
 // it and the request is answered 413, so a small body that would expand to gigabytes costs at
-// most the limit in memory and the time to inflate that much (a gzip stream whose trailer
-// already says it is larger is refused before inflating). A stream that does not inflate is
+// most the limit in memory (twice it, while its buffer grows) and the time to inflate that
+// much. A stream that does not inflate is
 // 400 naming the coding and the error, any other coding 415 naming it and the supported
 // ones; "identity" is no coding. "deflate" is the zlib format (RFC 9110, 8.4.1.2), and a raw
 // deflate stream, as some clients send, is recognised and accepted too.
@@ -123,12 +123,11 @@ func inflate(c coding, src []byte, limit int64, dst []byte) ([]byte, error) {
 	switch c {
 	case codingGzip:
 		if len(src) >= 18 { // header (10) + trailer (8): ISIZE is the size mod 2^32 of the last member
-			isize := int64(binary.LittleEndian.Uint32(src[len(src)-4:]))
-			if isize > limit {
-				return dst, tooLargeInflated(c, limit)
-			}
-			if isize <= int64(len(src))*maxDeflateRatio {
-				hint = isize + 1 // exact for one honest member: no regrowth, and the EOF read fits
+			// A size hint only: exact for one honest member (no regrowth), and believed no
+			// further than deflate can expand and the limit allows. A stream that says it is
+			// over the limit is still inflated up to the limit: it may be corrupt (400).
+			if isize := int64(binary.LittleEndian.Uint32(src[len(src)-4:])); isize <= int64(len(src))*maxDeflateRatio {
+				hint = isize + 1 // + 1: room for the read that meets the end
 			}
 		}
 		if err := z.gz.Reset(&z.src); err != nil { // a zero Reader is usable after Reset
@@ -171,10 +170,9 @@ func inflate(c coding, src []byte, limit int64, dst []byte) ([]byte, error) {
 			if int64(len(dst)) > limit {
 				return dst, tooLargeInflated(c, limit)
 			}
-			dst = append(dst, 0)[:len(dst)] // grow (doubling), never past limit+1 below
-			if int64(cap(dst)) > limit+1 {
-				dst = dst[: len(dst) : limit+1]
-			}
+			grown := make([]byte, len(dst), min(2*int64(cap(dst)), limit+1)) // doubling: O(log) copies
+			copy(grown, dst)
+			dst = grown
 		}
 		n, err := r.Read(dst[len(dst):cap(dst)])
 		dst = dst[:len(dst)+n]
