@@ -133,7 +133,7 @@ func inflate(c coding, src []byte, limit int64, dst []byte) ([]byte, error) {
 		if err := z.gz.Reset(&z.src); err != nil { // a zero Reader is usable after Reset
 			return dst, corrupt(c, err)
 		}
-		z.gz.Multistream(true)
+		z.gz.Multistream(false) // members are read one by one below, each header checked whole
 		r = &z.gz
 	case codingDeflate:
 		// RFC 9110's deflate is zlib (RFC 1950): CMF with method 8 and a header checksum. A
@@ -180,7 +180,15 @@ func inflate(c coding, src []byte, limit int64, dst []byte) ([]byte, error) {
 			return dst, tooLargeInflated(c, limit)
 		}
 		if err == io.EOF {
-			return dst, nil
+			if c != codingGzip || z.src.Len() == 0 {
+				return dst, nil
+			}
+			// Another gzip member follows (RFC 1952, 2.2): a concatenation is one stream.
+			if err := z.gz.Reset(&z.src); err != nil {
+				return dst, corrupt(c, err)
+			}
+			z.gz.Multistream(false)
+			continue
 		}
 		if err != nil {
 			return dst, corrupt(c, err)
