@@ -688,6 +688,9 @@ func (g *refGunzip) Read(p []byte) (int, error) {
 			if rest == 0 && g.src.Size() > 0 {
 				return 0, io.EOF
 			}
+			if rest == 0 {
+				return 0, io.ErrUnexpectedEOF // no member at all: not a gzip stream
+			}
 			if rest >= 4 {
 				var h [4]byte
 				g.src.ReadAt(h[:], g.src.Size()-int64(rest))
