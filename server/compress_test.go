@@ -496,6 +496,40 @@ func TestCompressedResponses(t *testing.T) {
 	}
 }
 
+// TestCompressedConcurrent: concurrent compressed requests and answers, each its own data: the
+// pooled buffers, readers and writers are never shared between requests.
+func TestCompressedConcurrent(t *testing.T) {
+	_, base := httpServer(t, binaryRegistry(), Options{CompressMinBytes: 128})
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			client := &http.Client{Transport: &http.Transport{}} // asks for gzip, decompresses
+			for i := range 40 {
+				rows := 1 + (g*40+i)%50
+				obs := make([]float32, 4*rows)
+				for j := range obs {
+					obs[j] = float32(g*1000+i) + float32(j)/4
+				}
+				data, _ := json.Marshal(obs)
+				body := []byte(fmt.Sprintf(`{"inputs":[{"name":"obs","shape":[%d,4],"datatype":"FP32","data":%s}],"outputs":[{"name":"action"}]}`, rows, data))
+				enc, cb := "gzip", gzipOf(t, body)
+				if i%2 == 1 {
+					enc, cb = "deflate", zlibOf(t, body)
+				}
+				resp, b := postHTTP(t, client, base+"/v2/models/policy/infer", cb, "Content-Encoding", enc)
+				if resp.StatusCode != 200 {
+					t.Errorf("status %d: %s", resp.StatusCode, b)
+					return
+				}
+				wantAction(t, b, obs)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
 func TestCompressMinBytes(t *testing.T) {
 	body, _ := obsJSON(256)
 	for _, c := range []struct {
