@@ -7,7 +7,7 @@ import (
 
 // server.compress_min_bytes: 0 (off) or at least 128 bytes, at most 64 MiB; default 1 KiB.
 func TestCompressMinBytes(t *testing.T) {
-	if d := Defaults().Server.CompressMinBytes; d != 1*KiB {
+	if d := Defaults().Server.CompressMin; d != 1*KiB {
 		t.Errorf("default server.compress_min_bytes %d, want 1 KiB", d)
 	}
 	for _, tt := range []struct {
@@ -22,7 +22,7 @@ func TestCompressMinBytes(t *testing.T) {
 	} {
 		c := Defaults()
 		c.Repository.Path = "testdata/repo"
-		c.Server.CompressMinBytes = tt.n
+		c.Server.CompressMin = tt.n
 		err := c.Validate()
 		switch {
 		case tt.want == "" && err != nil:

@@ -310,7 +310,7 @@ func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
 		WriteTimeout:       cfg.Server.WriteTimeout,
 		IdleTimeout:        cfg.Server.IdleTimeout,
 		QueueTimeout:       cfg.Limits.QueueTimeout,
-		CompressMinBytes:   compressMin(cfg.Server.CompressMinBytes),
+		CompressMinBytes:   compressMin(cfg.Server.CompressMin),
 		Admin: server.Admin{
 			Reload:               func() (any, error) { return rl.Reload("admin API") },
 			Token:                rl.Token,
