@@ -4,6 +4,8 @@
 #   make test         every test: C++ (ctest, incl. ONNX conformance), Go (-race, cgocheck2,
 #                     CGO_ENABLED=0), ONNX Runtime reference comparisons over HTTP
 #   make bench-engine engine latency/throughput beside onnxruntime-node, same machine, same run
+#   make bench-quant  issue 15's int8 (mlp-large quantize_dynamic) and Einsum attention targets,
+#                     beside onnxruntime-node, outputs checked against it; build/bench-quant.md
 #   make fuzz-native  the C ABI fuzz target against an ASan/UBSan build of the library (FUZZTIME=60s)
 #   make check-monitoring  promtool check/test of the Prometheus rules, dashboard and GPU collector tests
 #   make bench        the benchmark suite: policyd beside the peers over HTTP (and gRPC, with ghz from
@@ -58,7 +60,7 @@ TENSORRT_ROOT ?=
 PD_BUILD_TESTS ?= AUTO
 PROMTOOL   ?= promtool
 
-.PHONY: all deps deps-build deps-test deps-cuda build native go run test test-native test-go check-monitoring bench bench-engine refs \
+.PHONY: all deps deps-build deps-test deps-cuda build native go run test test-native test-go check-monitoring bench bench-engine bench-quant refs \
         bench-soak bench-memory \
         gpu-bundle engines clean fuzz-native proto tools
 
@@ -194,6 +196,9 @@ docker-gpu:
 
 bench-engine: build
 	bash bench/engine/run.sh
+
+bench-quant: build
+	BUILD_DIR=$(BUILD_DIR) bash bench/engine/quant.sh
 
 # SOAK is make bench-soak's length, BENCH_SOAK the short soak at the end of make bench (0: none);
 # SOAK_ARGS more policyctl bench soak flags (-warmup, -c, -models, -env KEY=VALUE).
