@@ -62,5 +62,7 @@ func validateControls(ch *checker, path string, sq ModelSequence) {
 	}
 }
 
-func zeroOne(f float64) bool    { return f == 0 || f == 1 }
-func int32Value(f float64) bool { return f == math.Trunc(f) && f >= math.MinInt32 && f <= math.MaxInt32 }
+func zeroOne(f float64) bool { return f == 0 || f == 1 }
+func int32Value(f float64) bool {
+	return f == math.Trunc(f) && f >= math.MinInt32 && f <= math.MaxInt32
+}

@@ -269,3 +269,14 @@ func (s *Sequences) newControlBuffers() [][]byte {
 func ControlGivenMessage(name string) string {
 	return fmt.Sprintf("input %q is a sequence control input: the server fills it from the parameters sequence_id, sequence_start and sequence_end; leave it out", name)
 }
+
+// ParseControlDType reads a control's datatype by its KServe name (FP32, INT32, BOOL, INT64,
+// UINT32, UINT64).
+func ParseControlDType(s string) (bridge.DType, bool) {
+	for _, d := range []bridge.DType{bridge.Float32, bridge.Int32, bridge.Bool, bridge.Int64, bridge.Uint32, bridge.Uint64} {
+		if d.String() == s {
+			return d, true
+		}
+	}
+	return bridge.Undefined, false
+}

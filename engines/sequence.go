@@ -151,9 +151,9 @@ type Sequences struct {
 	controls []controlSlot
 	isIn     []bool          // per model input: whether the server supplies it (a state or control input)
 	isCtl    []bool          // per model input: whether it is a control input
-	inputs []bridge.IOInfo // the model's inputs (names and batch dimensions for checkStep)
-	idle   time.Duration
-	limit  int
+	inputs   []bridge.IOInfo // the model's inputs (names and batch dimensions for checkStep)
+	idle     time.Duration
+	limit    int
 
 	mu     sync.Mutex
 	live   map[SequenceID]*Sequence
