@@ -157,7 +157,7 @@ func tritonConfigYAML(src, repo string, models []artifacts.TritonModel) string {
 		s := m.Settings
 		fmt.Fprintf(&b, "  - name: %s\n", strconv.Quote(m.Name))
 		for _, n := range m.NotCarried {
-			fmt.Fprintf(&b, "    # not carried over: %s\n", strings.ReplaceAll(n, "\n", " "))
+			fmt.Fprintf(&b, "    # import-triton: %s\n", strings.ReplaceAll(n, "\n", " "))
 		}
 		if s.Version != "" {
 			fmt.Fprintf(&b, "    version: %s\n", strconv.Quote(s.Version))
