@@ -116,7 +116,7 @@ func artifactsImportTriton(_ context.Context, _ string, path, args []string, std
 			fmt.Fprintf(stderr, "%s: %v\n", fs.name, err)
 			return 1
 		}
-		fmt.Fprintf(stdout, "wrote %s (%d models)\n", *configOut, len(imported))
+		fmt.Fprintf(stdout, "wrote %s (models imported: %d)\n", *configOut, len(imported))
 	} else {
 		fmt.Fprint(stdout, yaml)
 	}
