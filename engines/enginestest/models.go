@@ -70,7 +70,9 @@ func SequenceControls() []byte {
 		shape := cat(msg(1, str(2, "N")), msg(1, varint(1, cols)))
 		return cat(str(1, name), msg(2, msg(1, cat(varint(1, elem), msg(2, shape)))))
 	}
-	intAttr := func(name string, v uint64) []byte { return msg(5, cat(str(1, name), varint(3, v), varint(20, 2 /* INT */))) }
+	intAttr := func(name string, v uint64) []byte {
+		return msg(5, cat(str(1, name), varint(3, v), varint(20, 2 /* INT */)))
+	}
 	node := func(op, name string, ins, outs []string, attrs ...[]byte) []byte {
 		var b []byte
 		for _, in := range ins {
