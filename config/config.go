@@ -118,15 +118,29 @@ type Model struct {
 	Threads           int           `koanf:"threads" reload:"live" min:"0" max:"1024" desc:"Threads of each engine instance, 0 = engine.threads."`
 	BackendParameters BackendParams `koanf:"backend_parameters" reload:"live" desc:"Build parameters of the backends for this model, <backend>.<name>: value; each key set here overrides engine.backend_parameters, the others keep it. A change reloads the model's versions."`
 	Batching          ModelBatching `koanf:"batching" desc:"The model's dynamic batcher settings (used when batching.enabled and the model is batchable)."`
-	Sequence          ModelSequence `koanf:"sequence" desc:"Stateful sequences of a recurrent model (see docs/api.md, Stateful sequences): requests with a sequence_id send only the other inputs, the server feeds each state input from the state output of the sequence's previous step. Off while states is empty."`
+	Sequence          ModelSequence `koanf:"sequence" desc:"Stateful sequences of a recurrent model (see docs/api.md, Stateful sequences): requests with a sequence_id send only the other inputs, the server feeds each state input from the state output of the sequence's previous step. Off while states and controls are empty."`
 }
 
 // ModelSequence configures the stateful sequences of one model.
 type ModelSequence struct {
-	States       []string      `koanf:"states" reload:"live" unique:"true" desc:"State pairs, each \"input:output\" (recurrent_in:recurrent_out): the input is fed from the output of the previous step of the same sequence, zeros at sequence_start. Checked against the model's signature when a version loads; a name, datatype or shape mismatch leaves it UNAVAILABLE with the reason."`
-	IdleTimeout  time.Duration `koanf:"idle_timeout" reload:"live" min:"0s" desc:"A sequence without a request for this long is dropped; 0 = 1m."`
-	MaxSequences int           `koanf:"max_sequences" reload:"live" min:"0" max:"1048576" desc:"Most live sequences per model version; a sequence_start beyond it gets 503 with Retry-After. 0 = 1024."`
+	States       []string          `koanf:"states" reload:"live" unique:"true" desc:"State pairs, each \"input:output\" (recurrent_in:recurrent_out): the input is fed from the output of the previous step of the same sequence, zeros at sequence_start. Checked against the model's signature when a version loads; a name, datatype or shape mismatch leaves it UNAVAILABLE with the reason."`
+	IdleTimeout  time.Duration     `koanf:"idle_timeout" reload:"live" min:"0s" desc:"A sequence without a request for this long is dropped; 0 = 1m."`
+	MaxSequences int               `koanf:"max_sequences" reload:"live" min:"0" max:"1048576" desc:"Most live sequences per model version; a sequence_start beyond it gets 503 with Retry-After. 0 = 1024."`
+	Controls     []SequenceControl `koanf:"controls" reload:"live" desc:"Sequence control inputs of a Triton-style stateful model (Triton's sequence_batching.control_input): model inputs the server fills for every request of a sequence from its sequence_id, sequence_start and sequence_end, batched or not; a request then needs a sequence_id and must not send them. Checked against the model's signature when a version loads (the input, its datatype, one element per row); a mismatch leaves it UNAVAILABLE with the reason. See docs/api.md, Sequence control inputs."`
 }
+
+// SequenceControl names one sequence control input of a model.
+type SequenceControl struct {
+	Input      string  `koanf:"input" reload:"live" required:"true" key:"true" desc:"The model input the server fills."`
+	Kind       string  `koanf:"kind" reload:"live" required:"true" enum:"start,end,ready,corrid" desc:"What it holds: start (true_value on a request with sequence_start, else false_value; Triton's CONTROL_SEQUENCE_START), end (the same for sequence_end), ready (true_value: every row holds a request), corrid (the numeric sequence_id; a string sequence_id is refused)."`
+	DataType   string  `koanf:"datatype" reload:"live" required:"true" enum:"FP32,INT32,BOOL,INT64,UINT32,UINT64" desc:"The input's datatype: FP32, INT32 or BOOL for start, end and ready; INT32, INT64, UINT32 or UINT64 for corrid (a sequence_id beyond its range is refused)."`
+	FalseValue float64 `koanf:"false_value" reload:"live" desc:"The value of start, end and ready when false (Triton's int32_false_true[0], fp32_false_true[0], bool_false_true[0]; 0 or 1 for BOOL). Unused for corrid."`
+	TrueValue  float64 `koanf:"true_value" reload:"live" desc:"Their value when true; must differ from false_value. Unused for corrid."`
+}
+
+// DefaultSequenceControl returns the defaults of an element of models[].sequence.controls:
+// false 0, true 1.
+func DefaultSequenceControl() SequenceControl { return SequenceControl{TrueValue: 1} }
 
 // StatePairs splits States into (input, output) pairs; ok is false for an element that is not
 // "input:output" with both names set.
@@ -199,7 +213,7 @@ func Defaults() *Config {
 // DefaultModel returns the defaults of an element of models: a key a layer does not set for
 // models[i] takes its value from here.
 func DefaultModel() Model {
-	return Model{Backends: []string{}, Fallback: true, Devices: []string{}, BackendParameters: BackendParams{}, Batching: ModelBatching{PreferredBatchSizes: []int{}}, Sequence: ModelSequence{States: []string{}}}
+	return Model{Backends: []string{}, Fallback: true, Devices: []string{}, BackendParameters: BackendParams{}, Batching: ModelBatching{PreferredBatchSizes: []int{}}, Sequence: ModelSequence{States: []string{}, Controls: []SequenceControl{}}}
 }
 
 // Threads returns the threads of each engine instance of m: m.Threads, else engine.threads.

@@ -11,7 +11,8 @@ import (
 
 // elemDefaults gives the defaults of a table's element type.
 var elemDefaults = map[reflect.Type]func() reflect.Value{
-	reflect.TypeFor[Model](): func() reflect.Value { return reflect.ValueOf(DefaultModel()) },
+	reflect.TypeFor[Model]():           func() reflect.Value { return reflect.ValueOf(DefaultModel()) },
+	reflect.TypeFor[SequenceControl](): func() reflect.Value { return reflect.ValueOf(DefaultSequenceControl()) },
 }
 
 func newElem(t reflect.Type) reflect.Value {

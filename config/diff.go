@@ -30,11 +30,13 @@ type leaf struct {
 func diffTree(root *node, a, b reflect.Value) []Change {
 	// elements are named by their key field only when both sides' names are unique
 	byName := true
-	walkValues(root, a, "", false, func(_ string, n *node, f reflect.Value) {
-		if n.kind == kTable && (!uniqueNames(n, f) || !uniqueNames(n, b.FieldByIndex(n.index))) {
+	unique := func(_ string, n *node, f reflect.Value) {
+		if n.kind == kTable && !uniqueNames(n, f) {
 			byName = false
 		}
-	})
+	}
+	walkValues(root, a, "", false, unique)
+	walkValues(root, b, "", false, unique) // (a nested table's index is relative to its element)
 	collect := func(v reflect.Value) ([]string, map[string]leaf) {
 		var order []string
 		m := map[string]leaf{}

@@ -167,7 +167,7 @@ func TestProfileFromEnvironmentAndDotEnv(t *testing.T) {
 func TestProfileListsReplaceWhole(t *testing.T) {
 	c, s := mustLoad(t, LoadOptions{File: "testdata/profiles/policyd.yaml", Profile: "prod"})
 	// the overlay's models list replaces the file's: policy-a is gone, policy-b has defaults
-	want := []Model{{Name: "policy-b", Backends: []string{"cuda", "cpu"}, Fallback: true, Devices: []string{}, BackendParameters: BackendParams{}, Batching: ModelBatching{PreferredBatchSizes: []int{}}, Sequence: ModelSequence{States: []string{}}}}
+	want := []Model{{Name: "policy-b", Backends: []string{"cuda", "cpu"}, Fallback: true, Devices: []string{}, BackendParameters: BackendParams{}, Batching: ModelBatching{PreferredBatchSizes: []int{}}, Sequence: ModelSequence{States: []string{}, Controls: []SequenceControl{}}}}
 	if !reflect.DeepEqual(c.Models, want) {
 		t.Errorf("models = %+v, want %+v", c.Models, want)
 	}
@@ -244,8 +244,8 @@ func TestEveryEnvNameSetsItsKey(t *testing.T) {
 		if len(n.enum) > 0 && n.kind == kString {
 			val = n.enum[len(n.enum)-1]
 		}
-		name := strings.Replace(n.env, "<i>", "0", 1)
-		key := strings.Replace(n.path, "[]", "[0]", 1)
+		name := strings.ReplaceAll(n.env, "<i>", "0")
+		key := strings.ReplaceAll(n.path, "[]", "[0]")
 		env := []string{name + "=" + val}
 		if strings.Contains(n.path, "[]") && n.key != "name" {
 			env = append(env, "POLICYD_MODELS__0__NAME=policy-a")

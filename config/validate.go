@@ -113,9 +113,10 @@ func (c *Config) Validate() error {
 		if err != nil {
 			ch.fail(p+".version", "must be empty (every version), an exact version like 1.2.3 or v1.2.3, or a constraint like ^1.2, ~1.2.3 or \">=1.0 <2\", got %q", m.Version)
 		}
-		if sq := m.Sequence; len(sq.States) == 0 && (sq.IdleTimeout != 0 || sq.MaxSequences != 0) {
-			ch.fail(p+".sequence.states", "empty, but the sequence section is set: list at least one \"input:output\" state pair")
+		if sq := m.Sequence; len(sq.States) == 0 && len(sq.Controls) == 0 && (sq.IdleTimeout != 0 || sq.MaxSequences != 0) {
+			ch.fail(p+".sequence.states", "empty, but the sequence section is set: list at least one \"input:output\" state pair or a control input")
 		}
+		validateControls(ch, p+".sequence.controls", m.Sequence)
 		for j, st := range m.Sequence.States {
 			if _, ok := (ModelSequence{States: []string{st}}).StatePairs(); !ok {
 				ch.fail(fmt.Sprintf("%s.sequence.states[%d]", p, j), "must be \"input:output\" (e.g. recurrent_in:recurrent_out), got %q", st)

@@ -27,10 +27,12 @@ type StatePair struct {
 
 // SequenceSpec configures the stateful sequences of a model (Triton's sequence extension):
 // requests carrying a sequence_id get the state inputs from the server, which keeps the state
-// outputs of each sequence between its steps.
+// outputs of each sequence between its steps, and the control inputs, which the server fills
+// from the step's sequence_id, sequence_start and sequence_end.
 type SequenceSpec struct {
-	// States are the state pairs; at least one.
-	States []StatePair
+	// States are the state pairs; Controls the control inputs. At least one of either.
+	States   []StatePair
+	Controls []Control
 	// IdleTimeout drops a sequence that saw no request for this long (0: DefaultSequenceIdleTimeout).
 	IdleTimeout time.Duration
 	// MaxSequences bounds the live sequences of a version; a start beyond it is refused with
@@ -45,7 +47,7 @@ func (s *SequenceSpec) Equal(o *SequenceSpec) bool {
 	if s == nil || o == nil {
 		return s == o
 	}
-	return slices.Equal(s.States, o.States) && s.idle() == o.idle() && s.max() == o.max()
+	return slices.Equal(s.States, o.States) && slices.Equal(s.Controls, o.Controls) && s.idle() == o.idle() && s.max() == o.max()
 }
 
 func (s *SequenceSpec) idle() time.Duration {
@@ -67,9 +69,10 @@ func (s *SequenceSpec) Check(path string, add func(string, ...any)) {
 	if s == nil {
 		return
 	}
-	if len(s.States) == 0 {
-		add("%s.sequence.states: empty; a sequence needs at least one state pair", path)
+	if len(s.States) == 0 && len(s.Controls) == 0 {
+		add("%s.sequence.states: empty; a sequence needs at least one state pair or control input", path)
 	}
+	s.checkControls(path, add)
 	for i, p := range s.States {
 		if p.Input == "" || p.Output == "" {
 			add("%s.sequence.states[%d]: input and output must both be set", path, i)
@@ -144,11 +147,13 @@ type stateSlot struct {
 // Sequences keeps the state of the live sequences of one model version. It is safe for
 // concurrent use; Close stops its janitor and frees every state.
 type Sequences struct {
-	slots  []stateSlot
-	isIn   []bool          // per model input: whether it is a state input
-	inputs []bridge.IOInfo // the model's inputs (names and batch dimensions for checkStep)
-	idle   time.Duration
-	limit  int
+	slots    []stateSlot
+	controls []controlSlot
+	isIn     []bool          // per model input: whether the server supplies it (a state or control input)
+	isCtl    []bool          // per model input: whether it is a control input
+	inputs   []bridge.IOInfo // the model's inputs (names and batch dimensions for checkStep)
+	idle     time.Duration
+	limit    int
 
 	mu     sync.Mutex
 	live   map[SequenceID]*Sequence
@@ -164,6 +169,7 @@ type Sequence struct {
 	id    SequenceID
 	mu    sync.Mutex // held from Begin to Finish
 	state [][]byte   // per slot
+	ctl   [][]byte   // per control: the value of the current step
 
 	// A step run through RunOptions.Sequence (DoSequenceStep), set by its holder: the caller's
 	// callback, and storeThen bound once when the sequence is made (no closure per step).
@@ -178,14 +184,15 @@ type Sequence struct {
 
 // NewSequences resolves spec against a model's signature: every pair's input and output must
 // exist, share the datatype and hold as many elements per row (the batch dimension aside; a
-// state input may have no other dynamic dimension). It starts a janitor that drops idle
-// sequences; Close stops it.
+// state input may have no other dynamic dimension); every control input must exist with the
+// control's datatype and one element per row. It starts a janitor that drops idle sequences;
+// Close stops it.
 func NewSequences(spec SequenceSpec, inputs, outputs []bridge.IOInfo) (*Sequences, error) {
-	if len(spec.States) == 0 {
-		return nil, errors.New("sequence: no state pairs")
+	if len(spec.States) == 0 && len(spec.Controls) == 0 {
+		return nil, errors.New("sequence: no state pairs and no control inputs")
 	}
 	s := &Sequences{
-		isIn: make([]bool, len(inputs)), inputs: inputs, idle: spec.idle(), limit: spec.max(),
+		isIn: make([]bool, len(inputs)), isCtl: make([]bool, len(inputs)), inputs: inputs, idle: spec.idle(), limit: spec.max(),
 		live: map[SequenceID]*Sequence{}, stop: make(chan struct{}), done: make(chan struct{}), now: time.Now,
 	}
 	var problems []string
@@ -239,6 +246,7 @@ func NewSequences(spec SequenceSpec, inputs, outputs []bridge.IOInfo) (*Sequence
 		s.isIn[in] = true
 		s.slots = append(s.slots, stateSlot{in: in, out: out, dtype: ii.DType, shape: shape, bytes: int(stateBytes)})
 	}
+	problems = s.resolveControls(spec, inputs, problems)
 	if len(problems) > 0 {
 		return nil, fmt.Errorf("sequence: %s", strings.Join(problems, "; "))
 	}
@@ -246,8 +254,8 @@ func NewSequences(spec SequenceSpec, inputs, outputs []bridge.IOInfo) (*Sequence
 	return s, nil
 }
 
-// IsState reports whether model input i is a state input, which a request of a sequence
-// does not send.
+// IsState reports whether model input i is a state input or a control input (IsControl),
+// which a request of a sequence does not send: the server supplies it.
 func (s *Sequences) IsState(i int) bool { return i < len(s.isIn) && s.isIn[i] }
 
 // Len is the number of live sequences.
@@ -282,7 +290,7 @@ func (s *Sequences) Begin(id SequenceID, start bool) (*Sequence, error) {
 				s.mu.Unlock()
 				return nil, &SequenceError{ID: id, Err: ErrSequenceLimit, Limit: s.limit}
 			}
-			q = &Sequence{id: id, state: make([][]byte, len(s.slots)), seqs: s}
+			q = &Sequence{id: id, state: make([][]byte, len(s.slots)), ctl: s.newControlBuffers(), seqs: s}
 			q.store = q.storeThen
 			for i, sl := range s.slots {
 				q.state[i] = make([]byte, sl.bytes)
@@ -381,19 +389,27 @@ func DoSequenceStep(ctx context.Context, r Doer, inputs []bridge.Tensor, opts Ru
 		return err
 	}
 	s.Inputs(q, inputs)
+	s.setControls(q, step, inputs)
 	q.fn = fn
 	err = r.Do(ctx, inputs, opts, q.store)
 	q.fn = nil
 	for _, sl := range s.slots {
 		inputs[sl.in] = bridge.Tensor{} // views of the state, which is the sequence's again
 	}
+	for _, c := range s.controls {
+		inputs[c.in] = bridge.Tensor{}
+	}
 	s.Finish(q, step.End)
 	return err
 }
 
-// checkStep refuses the inputs of a step of sequence id that send a state input or whose
-// batch is not 1 (a sequence's state is one row).
+// checkStep refuses the inputs of a step of sequence id that send a state or control input
+// or whose batch is not 1 (a sequence's state is one row), and an ID the CORRID control
+// cannot hold.
 func (s *Sequences) checkStep(id SequenceID, inputs []bridge.Tensor) error {
+	if err := s.checkControlID(id); err != nil {
+		return err
+	}
 	if len(inputs) != len(s.inputs) {
 		return &SequenceError{ID: id, Err: ErrSequenceInput, Detail: fmt.Sprintf(
 			"sequence %s: %d inputs, the model has %d", id, len(inputs), len(s.inputs))}
@@ -402,6 +418,9 @@ func (s *Sequences) checkStep(id SequenceID, inputs []bridge.Tensor) error {
 		t := &inputs[k]
 		if s.isIn[k] {
 			if t.Data != nil || t.Shape != nil {
+				if s.isCtl[k] {
+					return &SequenceError{ID: id, Err: ErrSequenceInput, Detail: ControlGivenMessage(s.inputs[k].Name)}
+				}
 				return &SequenceError{ID: id, Err: ErrSequenceInput, Detail: fmt.Sprintf(
 					"input %q is a state of sequence %s: the server supplies it; leave it out", s.inputs[k].Name, id)}
 			}

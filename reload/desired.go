@@ -85,15 +85,21 @@ func gpuIndexes(devices []string) []int {
 }
 
 // sequenceSpec converts models[].sequence (validated) to the engines' spec; nil when it lists
-// no state pairs.
+// no state pairs and no control inputs.
 func sequenceSpec(s config.ModelSequence) *engines.SequenceSpec {
 	pairs, _ := s.StatePairs()
-	if len(pairs) == 0 {
+	if len(pairs) == 0 && len(s.Controls) == 0 {
 		return nil
 	}
 	spec := &engines.SequenceSpec{IdleTimeout: s.IdleTimeout, MaxSequences: s.MaxSequences}
 	for _, p := range pairs {
 		spec.States = append(spec.States, engines.StatePair{Input: p[0], Output: p[1]})
+	}
+	for _, c := range s.Controls {
+		kind, _ := engines.ParseControlKind(c.Kind)
+		dtype, _ := engines.ParseControlDType(c.DataType)
+		spec.Controls = append(spec.Controls, engines.Control{
+			Input: c.Input, Kind: kind, DType: dtype, False: c.FalseValue, True: c.TrueValue})
 	}
 	return spec
 }

@@ -11,7 +11,8 @@
 // (1.2.3, not "1" or "v1.2.3"; artifacts.CanonicalVersion) is not a version: with every version
 // of its model served it is listed UNAVAILABLE with the reason (how to rename it); a version or
 // constraint never selects it, and Index lists it UNLOADED. A request may still name a version
-// as Triton clients do ("1" for 1.0.0; artifacts.RequestedVersion).
+// as Triton clients do ("1" for exactly 1.0.0, not 1.0.0+build.7; artifacts.RequestedVersion),
+// and as policyctl artifacts import-triton keeps a Triton folder "1" (stored as 1.0.0).
 //
 // The files, by concern: desired.go (Desired, ModelSpec and their validation), settings.go (the
 // effective settings of a version), select.go (which versions a desired state selects),

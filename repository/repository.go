@@ -2,6 +2,7 @@ package repository
 
 import (
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -241,8 +242,11 @@ func pick(vs []*Version, version string) *Version {
 	if err != nil {
 		return nil
 	}
+	// An integer N (a Triton client's version, or an imported Triton repository's folder N)
+	// names exactly N.0.0: not N.0.0+build, which semver precedence holds equal.
+	integer := strings.Trim(version, "0123456789") == ""
 	for _, v := range vs {
-		if v.semver != nil && v.semver.Equal(sv) {
+		if integer && v.version == sv.String() || !integer && v.semver != nil && v.semver.Equal(sv) {
 			return v
 		}
 	}

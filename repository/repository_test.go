@@ -284,6 +284,30 @@ func TestPickDefaultPrefersHighestReady(t *testing.T) {
 	}
 }
 
+// An integer N names exactly N.0.0 (a Triton client's version, an imported Triton folder N);
+// a full version matches by semver precedence, as before.
+func TestPickIntegerIsExact(t *testing.T) {
+	mk := func(name string) *Version {
+		sv, err := artifacts.ParseVersion(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &Version{name: "m", version: name, semver: sv, state: StateReady}
+	}
+	vs := []*Version{mk("1.0.0+build.7"), mk("2.0.0"), mk("2.0.1")}
+	for _, c := range []struct{ req, want string }{
+		{"2", "2.0.0"}, {"1", ""}, {"02", ""}, {"3", ""}, {"1.0.0", "1.0.0+build.7"}, {"v2.0.1", "2.0.1"}, {"2.0.0", "2.0.0"},
+	} {
+		got := ""
+		if v := pick(vs, c.req); v != nil {
+			got = v.Version()
+		}
+		if got != c.want {
+			t.Errorf("pick(%q) = %q, want %q", c.req, got, c.want)
+		}
+	}
+}
+
 func TestStateString(t *testing.T) {
 	if StateReady.String() != "READY" || StateUnavailable.String() != "UNAVAILABLE" {
 		t.Errorf("State strings: %s %s", StateReady, StateUnavailable)

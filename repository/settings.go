@@ -142,7 +142,7 @@ func resolveSequence(spec *engines.SequenceSpec) *engines.SequenceSpec {
 	if spec == nil {
 		return nil
 	}
-	out := &engines.SequenceSpec{States: slices.Clone(spec.States), IdleTimeout: spec.IdleTimeout, MaxSequences: spec.MaxSequences}
+	out := &engines.SequenceSpec{States: slices.Clone(spec.States), Controls: slices.Clone(spec.Controls), IdleTimeout: spec.IdleTimeout, MaxSequences: spec.MaxSequences}
 	if out.IdleTimeout <= 0 {
 		out.IdleTimeout = engines.DefaultSequenceIdleTimeout
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"strings"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -82,7 +83,8 @@ type ModelQueuePolicy struct {
 
 // ModelSequenceBatching is Triton's inference.ModelSequenceBatching. Its strategy oneof is
 // "oldest" when a batcher forms batches of the steps of different sequences, else unset
-// (Triton's default, "direct"). policyd has no control inputs (yet): control_input is empty.
+// (Triton's default, "direct"). control_input lists the configured control inputs
+// (models[].sequence.controls).
 type ModelSequenceBatching struct {
 	Oldest                      *SequenceStrategyOldest `json:"oldest,omitempty"`
 	MaxSequenceIdleMicroseconds uint64                  `json:"max_sequence_idle_microseconds"`
@@ -265,7 +267,7 @@ func NewModelConfig(m Model, queueTimeout time.Duration) ModelConfig {
 		}
 		sb := &ModelSequenceBatching{
 			MaxSequenceIdleMicroseconds: uint64(idle / time.Microsecond),
-			ControlInput:                []SequenceControlInput{},
+			ControlInput:                controlInputs(spec.Controls),
 			State:                       make([]ModelSequenceState, 0, len(spec.States)),
 		}
 		for _, p := range spec.States {
@@ -339,4 +341,26 @@ func (s *Server) modelConfig(ctx *fasthttp.RequestCtx) {
 	}
 	ctx.SetContentType("application/json")
 	ctx.SetBody(b)
+}
+
+// controlInputs writes the sequence control inputs as Triton's control_input: one entry per
+// input with its one control.
+func controlInputs(cs []engines.Control) []SequenceControlInput {
+	out := make([]SequenceControlInput, 0, len(cs))
+	for _, c := range cs {
+		sc := SequenceControl{Kind: "CONTROL_SEQUENCE_" + strings.ToUpper(c.Kind.String()),
+			Int32FalseTrue: []int32{}, Fp32FalseTrue: []float32{}, BoolFalseTrue: []bool{}, DataType: "TYPE_INVALID"}
+		switch {
+		case c.Kind == engines.ControlCorrID:
+			sc.DataType = tritonDataType(c.DType)
+		case c.DType == bridge.Int32:
+			sc.Int32FalseTrue = []int32{int32(c.False), int32(c.True)}
+		case c.DType == bridge.Float32:
+			sc.Fp32FalseTrue = []float32{float32(c.False), float32(c.True)}
+		case c.DType == bridge.Bool:
+			sc.BoolFalseTrue = []bool{c.False != 0, c.True != 0}
+		}
+		out = append(out, SequenceControlInput{Name: c.Input, Control: []SequenceControl{sc}})
+	}
+	return out
 }

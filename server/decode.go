@@ -207,7 +207,7 @@ func (r *inferRequest) decodeParts(_ *fastjson.Parser, js, bin []byte, m Model) 
 			return err
 		}
 	}
-	if err := r.checkGiven(ins); err != nil {
+	if err := r.checkGiven(m, ins); err != nil {
 		return err
 	}
 	if r.binOff != len(r.bin) {
@@ -223,9 +223,13 @@ func (r *inferRequest) decodeParts(_ *fastjson.Parser, js, bin []byte, m Model) 
 }
 
 // checkGiven checks that the request gave every input of the signature ins but the state
-// inputs of its sequence, which the server supplies. Every codec checks it once its inputs
-// are decoded.
-func (r *inferRequest) checkGiven(ins []bridge.IOInfo) error {
+// and control inputs of its sequence, which the server supplies, and that a request to a
+// model with control inputs is a step of a sequence (checkControls). Every codec checks it
+// once its inputs are decoded.
+func (r *inferRequest) checkGiven(m Model, ins []bridge.IOInfo) error {
+	if err := r.checkControls(m, ins); err != nil {
+		return err
+	}
 	for k := range ins {
 		if !r.given[k] && !r.isState(k) {
 			return badRequest("missing input %q", ins[k].Name)
@@ -298,8 +302,8 @@ func (r *inferRequest) decodeInput(pos int, v jsonValue, ins []bridge.IOInfo) er
 		return badRequest("unknown input %q (model inputs: %s)", clipBytes(nameV.raw(), 100), bridge.IONames(ins))
 	}
 	info := &ins[k]
-	if r.isState(k) {
-		return badRequest("input %q is a state of sequence %s: the server supplies it; leave it out", info.Name, r.run.Sequence.ID)
+	if err := r.checkSupplied(k, info.Name); err != nil {
+		return err
 	}
 	if r.given[k] {
 		return badRequest("input %q given more than once", info.Name)

@@ -91,7 +91,7 @@ func (g *grpcRequest) decodeRequest(m Model) error {
 			return err
 		}
 	}
-	if err := r.checkGiven(ins); err != nil {
+	if err := r.checkGiven(m, ins); err != nil {
 		return err
 	}
 	if err := r.checkBatch(m, ins); err != nil {
@@ -285,8 +285,8 @@ func (g *grpcRequest) decodeInput(i int, in *inference.ModelInferRequest_InferIn
 		return badRequest("unknown input %q (model inputs: %s)", clip(in.Name, 100), bridge.IONames(ins))
 	}
 	info := &ins[k]
-	if r.isState(k) {
-		return badRequest("input %q is a state of sequence %s: the server supplies it; leave it out", info.Name, r.run.Sequence.ID)
+	if err := r.checkSupplied(k, info.Name); err != nil {
+		return err
 	}
 	if r.given[k] {
 		return badRequest("input %q given more than once", info.Name)

@@ -84,6 +84,34 @@ func (r *inferRequest) isState(k int) bool {
 	return r.run.Sequence.Store != nil && r.run.Sequence.Store.IsState(k)
 }
 
+// checkSupplied refuses model input k (called name) when the server supplies it: a state or
+// control input of the request's sequence.
+func (r *inferRequest) checkSupplied(k int, name string) error {
+	switch {
+	case !r.isState(k):
+		return nil
+	case r.run.Sequence.Store.IsControl(k):
+		return badRequest("%s", engines.ControlGivenMessage(name))
+	}
+	return badRequest("input %q is a state of sequence %s: the server supplies it; leave it out", name, r.run.Sequence.ID)
+}
+
+// checkControls refuses a request to a model with sequence control inputs that is no step
+// of a sequence (no "sequence_id"): the server fills the controls only for a sequence's
+// steps, and a client never sends them.
+func (r *inferRequest) checkControls(m Model, ins []bridge.IOInfo) error {
+	seqs := sequencesOf(m)
+	if r.run.Sequence.Store != nil || seqs == nil || !seqs.HasControls() {
+		return nil
+	}
+	for k := range ins {
+		if r.given[k] && seqs.IsControl(k) {
+			return badRequest("%s", engines.ControlGivenMessage(ins[k].Name))
+		}
+	}
+	return badRequest(`missing parameter "sequence_id": the model's sequence control inputs %s are filled by the server from sequence_id, sequence_start and sequence_end, so every request is a step of a sequence (the first with "sequence_start": true)`, seqs.ControlNames())
+}
+
 // checkSequenceBatch refuses a request of a sequence whose batch is not 1: a sequence's state
 // is one row.
 func (r *inferRequest) checkSequenceBatch(ins []bridge.IOInfo) error {

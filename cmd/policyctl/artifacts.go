@@ -30,6 +30,7 @@ func artifactsCommands() []*command {
 		{name: "report", short: "integrity report: every model, version, file, digest, signer, status", run: artifactsReport},
 		{name: "keygen", short: "make an ed25519 signing key pair NAME.key and NAME.pub", run: artifactsKeygen},
 		{name: "sign", short: "sign a version's manifest (writes manifest.sig)", run: artifactsSign},
+		{name: "import-triton", short: "import a Triton model repository (model/N/model.onnx + config.pbtxt) as N.0.0 versions and write the matching config", run: artifactsImportTriton},
 		{name: "migrate", short: "rewrite schema-1 manifests as schema 2", run: artifactsMigrate},
 		{name: "rollback", short: "switch a running server's default version of a model", run: artifactsRollback},
 	}
@@ -145,40 +146,7 @@ func artifactsAdd(_ context.Context, _ string, path, args []string, stdout, stde
 			return 1
 		}
 	}
-	onnx, err := os.ReadFile(pos[0])
-	if err != nil {
-		fmt.Fprintf(stderr, "%s: %v\n", fs.name, err)
-		return 1
-	}
-	sum := sha256.Sum256(onnx)
-	req.ModelSHA256 = hex.EncodeToString(sum[:])
-	// The external-data files the model names (model.onnx.data) are loaded with it and stored
-	// beside it; a missing, symlinked or escaping one is refused here, naming it.
-	external, err := artifacts.ReadExternalData(pos[0], onnx)
-	if err != nil {
-		fmt.Fprintf(stderr, "%s: %v\n", fs.name, err)
-		return 1
-	}
-	for n, b := range external {
-		if req.ExternalSHA256 == nil {
-			req.ExternalSHA256 = map[string]string{}
-		}
-		s := sha256.Sum256(b)
-		req.ExternalSHA256[n] = hex.EncodeToString(s[:])
-	}
-	if req.IO, err = inspect(onnx, external, *name+"@"+v); err != nil {
-		fmt.Fprintf(stderr, "%s: %s: %v\n", fs.name, pos[0], err)
-		return 1
-	}
-	// What interrupted adds of this model left goes first (never the work of an add that runs).
-	removed, err := artifacts.RemoveStale(*repo, *name, artifacts.StaleAge, time.Now())
-	for _, p := range removed {
-		fmt.Fprintf(stderr, "note: removed %s, the work of an interrupted add\n", p)
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "%s: warning: %v\n", fs.name, err)
-	}
-	a, err := artifacts.Add(*repo, req)
+	a, err := addVersion(*repo, req, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", fs.name, err)
 		return 1
@@ -189,6 +157,42 @@ func artifactsAdd(_ context.Context, _ string, path, args []string, stdout, stde
 	}
 	fmt.Fprintf(stdout, "added %s %s (%s)\n  %s\n", a.Ref(), a.Digest, signed, a.Dir)
 	return 0
+}
+
+// addVersion is what artifacts add and import-triton do with one model file req.Model: read
+// it and the external-data files it names (a missing, symlinked or escaping one is refused,
+// naming it), check it loads through the engine (its signature goes into req.IO), remove
+// what interrupted adds of the model left, and add it atomically (artifacts.Add).
+func addVersion(repo string, req artifacts.AddRequest, stderr io.Writer) (*artifacts.Artifact, error) {
+	onnx, err := os.ReadFile(req.Model)
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(onnx)
+	req.ModelSHA256 = hex.EncodeToString(sum[:])
+	external, err := artifacts.ReadExternalData(req.Model, onnx)
+	if err != nil {
+		return nil, err
+	}
+	for n, b := range external {
+		if req.ExternalSHA256 == nil {
+			req.ExternalSHA256 = map[string]string{}
+		}
+		s := sha256.Sum256(b)
+		req.ExternalSHA256[n] = hex.EncodeToString(s[:])
+	}
+	if req.IO, err = inspect(onnx, external, req.Name+"@"+req.Version); err != nil {
+		return nil, fmt.Errorf("%s: %w", req.Model, err)
+	}
+	// What interrupted adds of this model left goes first (never the work of an add that runs).
+	removed, err := artifacts.RemoveStale(repo, req.Name, artifacts.StaleAge, time.Now())
+	for _, p := range removed {
+		fmt.Fprintf(stderr, "note: removed %s, the work of an interrupted add\n", p)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "warning: %v\n", err)
+	}
+	return artifacts.Add(repo, req)
 }
 
 // reportFlags are the flags verify and report share.

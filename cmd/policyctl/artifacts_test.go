@@ -28,6 +28,7 @@ func TestArtifactsHelp(t *testing.T) {
 		{[]string{"artifacts", "keygen", "--help"}, "-out"},
 		{[]string{"artifacts", "sign", "--help"}, "-key"},
 		{[]string{"artifacts", "migrate", "--help"}, "schema 2"},
+		{[]string{"artifacts", "import-triton", "--help"}, "-config-out"},
 		{[]string{"artifacts", "rollback", "--help"}, "-token-file"},
 	} {
 		code, out, _ := call(c.args...)
