@@ -2,7 +2,6 @@ package server
 
 import (
 	"encoding/binary"
-	"fmt"
 	"math"
 	"strconv"
 	"time"
@@ -326,7 +325,7 @@ func (r *inferRequest) decodeInput(pos int, v jsonValue, ins []bridge.IOInfo) er
 			}
 		}
 		var err error
-		if shm, hasShm, err = r.shmRefJSON(paramsV, fmt.Sprintf("input %q", info.Name)); err != nil {
+		if shm, hasShm, err = r.shmRefJSON(paramsV, "input", info.Name); err != nil {
 			return err
 		}
 		if hasShm && (dataV != nil || binSize >= 0) {
@@ -614,7 +613,7 @@ func (r *inferRequest) decodeOutputs(v jsonValue, outs []bridge.IOInfo) error {
 				return badRequest("output %q: the classification extension is not supported", outs[k].Name)
 			}
 			var err error
-			if shm, hasShm, err = r.shmRefJSON(pv, fmt.Sprintf("output %q", outs[k].Name)); err != nil {
+			if shm, hasShm, err = r.shmRefJSON(pv, "output", outs[k].Name); err != nil {
 				return err
 			}
 		}

@@ -129,7 +129,7 @@ func (g *grpcRequest) decodeRequest(m Model) error {
 			}
 		}
 		r.outputs = append(r.outputs, k)
-		ref, ok, err := r.shm.shmRefGRPC(o.Parameters, fmt.Sprintf("output %q", outs[k].Name))
+		ref, ok, err := r.shm.shmRefGRPC(o.Parameters, "output", outs[k].Name)
 		if err != nil {
 			return err
 		}
@@ -304,7 +304,7 @@ func (g *grpcRequest) decodeInput(i int, in *inference.ModelInferRequest_InferIn
 	if r.given[k] {
 		return badRequest("input %q given more than once", info.Name)
 	}
-	shm, hasShm, err := r.shm.shmRefGRPC(in.Parameters, fmt.Sprintf("input %q", info.Name))
+	shm, hasShm, err := r.shm.shmRefGRPC(in.Parameters, "input", info.Name)
 	if err != nil {
 		return err
 	}

@@ -300,19 +300,19 @@ func (u *shmUse) releaseAll() {
 	}
 }
 
-// view holds ref's region and returns its window for the tensor what ("input \"x\"").
-func (u *shmUse) view(what string, ref shmRef) (*shmRegion, []byte, error) {
+// view holds ref's region and returns its window for the tensor kind ("input", "output") name.
+func (u *shmUse) view(kind, name string, ref shmRef) (*shmRegion, []byte, error) {
 	if u.reg == nil || !u.reg.opts.Enabled {
-		return nil, nil, badRequest("%s: %s", what, errShmOff.Error())
+		return nil, nil, badRequest("%s %q: %s", kind, name, errShmOff.Error())
 	}
 	rg, ok := u.reg.acquire(ref.region)
 	if !ok {
-		return nil, nil, badRequest("%s: shared memory region %q is not registered", what, ref.region)
+		return nil, nil, badRequest("%s %q: shared memory region %q is not registered", kind, name, ref.region)
 	}
 	u.held = append(u.held, rg)
 	if !within(ref.offset, ref.size, rg.size) {
-		return nil, nil, badRequest(`%s: "shared_memory_offset" %d + "shared_memory_byte_size" %d runs past the end of shared memory region %q (%d bytes)`,
-			what, ref.offset, ref.size, ref.region, rg.size)
+		return nil, nil, badRequest(`%s %q: "shared_memory_offset" %d + "shared_memory_byte_size" %d runs past the end of shared memory region %q (%d bytes)`,
+			kind, name, ref.offset, ref.size, ref.region, rg.size)
 	}
 	return rg, rg.data[ref.offset : ref.offset+ref.size : ref.offset+ref.size], nil
 }
@@ -323,13 +323,12 @@ func (r *inferRequest) shmInput(k int, info *bridge.IOInfo, shape []int64, ref s
 	if info.DType.Size() == 0 {
 		return badRequest("input %q: datatype %s cannot be passed in shared memory", info.Name, info.DType)
 	}
-	what := fmt.Sprintf("input %q", info.Name)
 	want, _ := bridge.ByteSize(info.DType, shape)
 	if ref.size != uint64(want) {
-		return badRequest(`%s: "shared_memory_byte_size" is %d, but shape %s of %s takes %d bytes`,
-			what, ref.size, formatShape(shape), info.DType, want)
+		return badRequest(`input %q: "shared_memory_byte_size" is %d, but shape %s of %s takes %d bytes`,
+			info.Name, ref.size, formatShape(shape), info.DType, want)
 	}
-	rg, data, err := r.shm.view(what, ref)
+	rg, data, err := r.shm.view("input", info.Name, ref)
 	if err != nil {
 		return err
 	}
@@ -367,7 +366,7 @@ func (r *inferRequest) shmOutput(name string, ref shmRef, ok bool) error {
 		r.shm.outs = append(r.shm.outs, shmOut{})
 		return nil
 	}
-	rg, _, err := r.shm.view(fmt.Sprintf("output %q", name), ref)
+	rg, _, err := r.shm.view("output", name, ref)
 	if err != nil {
 		return err
 	}
@@ -430,8 +429,8 @@ func appendShmTensor(b []byte, name string, t *bridge.Tensor, o *shmOut) ([]byte
 var shmParams = [...]string{"shared_memory_region", "shared_memory_offset", "shared_memory_byte_size"}
 
 // shmRefJSON reads the shared memory parameters of a tensor's JSON "parameters" (ok false:
-// none given). what names the tensor for errors.
-func (r *inferRequest) shmRefJSON(params jsonValue, what string) (ref shmRef, ok bool, err error) {
+// none given). kind ("input", "output") and name name the tensor for errors.
+func (r *inferRequest) shmRefJSON(params jsonValue, kind, name string) (ref shmRef, ok bool, err error) {
 	var vals [3]jsonValue
 	for i, p := range shmParams {
 		vals[i] = params.get(p)
@@ -441,33 +440,40 @@ func (r *inferRequest) shmRefJSON(params jsonValue, what string) (ref shmRef, ok
 		return ref, false, nil
 	}
 	if r.shm.reg == nil || !r.shm.reg.opts.Enabled {
-		return ref, false, badRequest("%s: parameter %q: %s", what, shmFirst(vals[:]), errShmOff.Error())
+		return ref, false, badRequest("%s: parameter %q: %s", shmWhat(kind, name), shmFirst(vals[:]), errShmOff.Error())
 	}
 	if vals[0] == nil || vals[2] == nil {
-		return ref, false, badRequest(`%s: "shared_memory_region" and "shared_memory_byte_size" go together; "shared_memory_offset" is optional`, what)
+		return ref, false, badRequest(`%s: "shared_memory_region" and "shared_memory_byte_size" go together; "shared_memory_offset" is optional`, shmWhat(kind, name))
 	}
 	if vals[0].kind() != jsonString {
-		return ref, false, badRequest(`%s: "shared_memory_region" must be a string, got %s`, what, vals[0].kind())
+		return ref, false, badRequest(`%s: "shared_memory_region" must be a string, got %s`, shmWhat(kind, name), vals[0].kind())
 	}
-	name, fine := unquoteMax(nil, vals[0], maxIDLen)
-	if !fine {
-		return ref, false, badRequest(`%s: "shared_memory_region" is longer than %d bytes`, what, maxIDLen)
+	if raw := vals[0].raw(); !hasEscape(raw) && len(raw) <= maxIDLen {
+		ref.region = tokenString(raw) // a view of the body: used only while the request is decoded
+	} else {
+		region, fine := unquoteMax(nil, vals[0], maxIDLen)
+		if !fine {
+			return ref, false, badRequest(`%s: "shared_memory_region" is longer than %d bytes`, shmWhat(kind, name), maxIDLen)
+		}
+		ref.region = string(region)
 	}
-	ref.region = string(name)
 	for i, dst := range [...]*uint64{nil, &ref.offset, &ref.size} {
 		if dst == nil || vals[i] == nil {
 			continue
 		}
 		tok, err := numberToken(vals[i])
 		if err != nil || !isInteger(tok) || tok[0] == '-' {
-			return ref, false, badRequest("%s: %q must be a non-negative integer", what, shmParams[i])
+			return ref, false, badRequest("%s: %q must be a non-negative integer", shmWhat(kind, name), shmParams[i])
 		}
 		if *dst, err = strconv.ParseUint(tokenString(tok), 10, 64); err != nil {
-			return ref, false, badRequest("%s: %q %s is out of range", what, shmParams[i], clipBytes(tok, 32))
+			return ref, false, badRequest("%s: %q %s is out of range", shmWhat(kind, name), shmParams[i], clipBytes(tok, 32))
 		}
 	}
 	return ref, true, nil
 }
+
+// shmWhat names a tensor in an error (formatted only then: a request allocates nothing for it).
+func shmWhat(kind, name string) string { return kind + " " + strconv.Quote(name) }
 
 func shmFirst(vals []jsonValue) string {
 	for i, v := range vals {
@@ -479,7 +485,7 @@ func shmFirst(vals []jsonValue) string {
 }
 
 // shmRefGRPC reads the shared memory parameters of a gRPC tensor (ok false: none given).
-func (u *shmUse) shmRefGRPC(params map[string]*inference.InferParameter, what string) (ref shmRef, ok bool, err error) {
+func (u *shmUse) shmRefGRPC(params map[string]*inference.InferParameter, kind, name string) (ref shmRef, ok bool, err error) {
 	var ps [3]*inference.InferParameter
 	first := ""
 	for i, p := range shmParams {
@@ -494,14 +500,14 @@ func (u *shmUse) shmRefGRPC(params map[string]*inference.InferParameter, what st
 		return ref, false, nil
 	}
 	if u.reg == nil || !u.reg.opts.Enabled {
-		return ref, false, badRequest("%s: parameter %q: %s", what, first, errShmOff.Error())
+		return ref, false, badRequest("%s: parameter %q: %s", shmWhat(kind, name), first, errShmOff.Error())
 	}
 	if ps[0] == nil || ps[2] == nil {
-		return ref, false, badRequest(`%s: "shared_memory_region" and "shared_memory_byte_size" go together; "shared_memory_offset" is optional`, what)
+		return ref, false, badRequest(`%s: "shared_memory_region" and "shared_memory_byte_size" go together; "shared_memory_offset" is optional`, shmWhat(kind, name))
 	}
 	s, isStr := ps[0].GetParameterChoice().(*inference.InferParameter_StringParam)
 	if !isStr {
-		return ref, false, badRequest(`%s: parameter "shared_memory_region" must be a string_param, got %s`, what, paramKind(ps[0]))
+		return ref, false, badRequest(`%s: parameter "shared_memory_region" must be a string_param, got %s`, shmWhat(kind, name), paramKind(ps[0]))
 	}
 	ref.region = s.StringParam
 	for i, dst := range [...]*uint64{nil, &ref.offset, &ref.size} {
@@ -510,7 +516,7 @@ func (u *shmUse) shmRefGRPC(params map[string]*inference.InferParameter, what st
 		}
 		n, err := uintParam(shmParams[i], ps[i])
 		if err != nil {
-			return ref, false, fmt.Errorf("%s: %w", what, err)
+			return ref, false, fmt.Errorf("%s: %w", shmWhat(kind, name), err)
 		}
 		*dst = n
 	}
