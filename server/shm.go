@@ -431,10 +431,20 @@ var shmParams = [...]string{"shared_memory_region", "shared_memory_offset", "sha
 // shmRefJSON reads the shared memory parameters of a tensor's JSON "parameters" (ok false:
 // none given). kind ("input", "output") and name name the tensor for errors.
 func (r *inferRequest) shmRefJSON(params jsonValue, kind, name string) (ref shmRef, ok bool, err error) {
-	var vals [3]jsonValue
-	for i, p := range shmParams {
-		vals[i] = params.get(p)
-		ok = ok || vals[i] != nil
+	var vals [3]jsonValue // one pass over the members (the first of a repeated key counts, as get)
+	for it := params.iter(); ; {
+		k, v, more := it.member()
+		if !more {
+			break
+		}
+		if raw := k.raw(); !hasEscape(raw) && (len(raw) < len("shared_memory_") || string(raw[:len("shared_memory_")]) != "shared_memory_") {
+			continue // not one of ours: skip the three comparisons
+		}
+		for i, p := range shmParams {
+			if vals[i] == nil && k.is(p) {
+				vals[i], ok = v, true
+			}
+		}
 	}
 	if !ok {
 		return ref, false, nil

@@ -8,10 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"strconv"
 	"testing"
-
-	"github.com/valyala/fasthttp"
 
 	"github.com/policyd/policyd/api/inference"
 	"github.com/policyd/policyd/artifacts"
@@ -166,62 +163,11 @@ func TestShmRealModels(t *testing.T) {
 
 // BenchmarkShmHandler is the HTTP handler (routing, lookup, decode, run on the native cpu
 // engine, encode) with the input and output in shared memory against binary tensors inline,
-// for mlp-med batch 1 and cnn-atari batch 32 (3.6 MB of input).
+// for mlp-med batch 1 and cnn-atari batch 32 (3.6 MB of input). BenchmarkShmHandlerNoEngine
+// is the same with the engine replaced by a model that answers at once: the time outside it.
 func BenchmarkShmHandler(b *testing.B) {
 	repo := shmModels(b)
 	opts := shmOpts()
 	opts.SharedMemory.MaxBytes = 64 << 20
-	s := New(NewRegistry(repo), nil, opts)
-	h := s.Handler()
-	for _, c := range []struct {
-		model string
-		shape []int64
-		outN  int
-	}{{"mlp-med", []int64{1, 64}, 8}, {"cnn-atari", []int64{32, 4, 84, 84}, 32 * 18}} {
-		n := 1
-		for _, d := range c.shape {
-			n *= int(d)
-		}
-		in := make([]float32, n)
-		for i := range in {
-			in[i] = float32(i%97)/97 - 0.5
-		}
-		inBytes := f32bytes(in...)
-		obj := newShmObject(b, len(inBytes)+4*c.outN)
-		copy(obj.data, inBytes)
-		name := c.model
-		if err := s.shm.register(name, obj.key, 0, uint64(len(obj.data))); err != nil {
-			b.Fatal(err)
-		}
-		js := fmt.Sprintf(`{"inputs":[{"name":"obs","datatype":"FP32","shape":%s,"parameters":{"binary_data_size":%d}}],"parameters":{"binary_data_output":true}}`,
-			formatShape(c.shape), len(inBytes))
-		binBody, hdr := binaryBody(js, inBytes)
-		shmBody := []byte(fmt.Sprintf(`{"inputs":[{"name":"obs","datatype":"FP32","shape":%s,"parameters":{"shared_memory_region":%q,"shared_memory_byte_size":%d}}],
-			"outputs":[{"name":"action","parameters":{"shared_memory_region":%q,"shared_memory_offset":%d,"shared_memory_byte_size":%d}}]}`,
-			formatShape(c.shape), name, len(inBytes), name, len(inBytes), 4*c.outN))
-		for _, v := range []struct {
-			name string
-			body []byte
-			hdr  string
-		}{{"binary", binBody, hdr}, {"shm", shmBody, ""}} {
-			b.Run(c.model+"_b"+strconv.Itoa(int(c.shape[0]))+"/"+v.name, func(b *testing.B) {
-				var ctx fasthttp.RequestCtx
-				b.ReportAllocs()
-				for b.Loop() {
-					ctx.Request.Reset()
-					ctx.Response.Reset()
-					ctx.Request.Header.SetMethod("POST")
-					ctx.Request.SetRequestURI("/v2/models/" + c.model + "/infer")
-					if v.hdr != "" {
-						ctx.Request.Header.Set(inferHeaderLength, v.hdr)
-					}
-					ctx.Request.SetBody(v.body)
-					h(&ctx)
-					if ctx.Response.StatusCode() != 200 {
-						b.Fatalf("status %d: %s", ctx.Response.StatusCode(), ctx.Response.Body())
-					}
-				}
-			})
-		}
-	}
+	benchShm(b, New(NewRegistry(repo), nil, opts))
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/valyala/fasthttp"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -466,4 +467,91 @@ func FuzzSharedMemoryBounds(f *testing.F) {
 	})
 }
 
-var _ = bridge.Float32
+// shmBenchCases are the models of the shared-memory benchmarks: obs FP32 of shape → action
+// FP32 of outN values.
+var shmBenchCases = []struct {
+	model string
+	shape []int64
+	outN  int
+}{{"mlp-med", []int64{1, 64}, 8}, {"cnn-atari", []int64{32, 4, 84, 84}, 32 * 18}}
+
+// benchShm runs s's HTTP handler for each of shmBenchCases with binary tensors inline
+// (binary_data_output) and with the input and the output in a shared memory region.
+func benchShm(b *testing.B, s *Server) {
+	h := s.Handler()
+	for _, c := range shmBenchCases {
+		n := 1
+		for _, d := range c.shape {
+			n *= int(d)
+		}
+		in := make([]float32, n)
+		for i := range in {
+			in[i] = float32(i%97)/97 - 0.5
+		}
+		inBytes := f32bytes(in...)
+		obj := newShmObject(b, len(inBytes)+4*c.outN)
+		copy(obj.data, inBytes)
+		name := c.model
+		if err := s.shm.register(name, obj.key, 0, uint64(len(obj.data))); err != nil {
+			b.Fatal(err)
+		}
+		js := fmt.Sprintf(`{"inputs":[{"name":"obs","datatype":"FP32","shape":%s,"parameters":{"binary_data_size":%d}}],"parameters":{"binary_data_output":true}}`,
+			formatShape(c.shape), len(inBytes))
+		binBody, hdr := binaryBody(js, inBytes)
+		shmBody := []byte(fmt.Sprintf(`{"inputs":[{"name":"obs","datatype":"FP32","shape":%s,"parameters":{"shared_memory_region":%q,"shared_memory_byte_size":%d}}],
+			"outputs":[{"name":"action","parameters":{"shared_memory_region":%q,"shared_memory_offset":%d,"shared_memory_byte_size":%d}}]}`,
+			formatShape(c.shape), name, len(inBytes), name, len(inBytes), 4*c.outN))
+		for _, v := range []struct {
+			name string
+			body []byte
+			hdr  string
+		}{{"binary", binBody, hdr}, {"shm", shmBody, ""}} {
+			b.Run(fmt.Sprintf("%s_b%d/%s", c.model, c.shape[0], v.name), func(b *testing.B) {
+				var ctx fasthttp.RequestCtx
+				b.ReportAllocs()
+				for b.Loop() {
+					ctx.Request.Reset()
+					ctx.Response.Reset()
+					ctx.Request.Header.SetMethod("POST")
+					ctx.Request.SetRequestURI("/v2/models/" + c.model + "/infer")
+					if v.hdr != "" {
+						ctx.Request.Header.Set(inferHeaderLength, v.hdr)
+					}
+					ctx.Request.SetBody(v.body)
+					h(&ctx)
+					if ctx.Response.StatusCode() != 200 {
+						b.Fatalf("status %d: %s", ctx.Response.StatusCode(), ctx.Response.Body())
+					}
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkShmHandlerNoEngine is benchShm with models of the same signatures that answer at
+// once (a fixed output, the input's first value read): the handler's own cost, transport and
+// codec, with binary tensors inline against shared memory.
+func BenchmarkShmHandlerNoEngine(b *testing.B) {
+	var ms []*fakeModel
+	for _, c := range shmBenchCases {
+		shape := append([]int64{-1}, c.shape[1:]...)
+		out := make([]byte, 4*c.outN)
+		outs := []bridge.Tensor{{DType: bridge.Float32, Shape: []int64{c.shape[0], int64(c.outN) / c.shape[0]}, Data: out}}
+		ms = append(ms, &fakeModel{name: c.model, version: "1", batchable: true, keepOutputs: true,
+			inputs:  []bridge.IOInfo{{Name: "obs", DType: bridge.Float32, Shape: shape}},
+			outputs: []bridge.IOInfo{{Name: "action", DType: bridge.Float32, Shape: []int64{-1, int64(c.outN) / c.shape[0]}}},
+			run:     func(in []bridge.Tensor) []bridge.Tensor { out[0] = in[0].Data[0]; return outs }})
+	}
+	opts := shmOpts()
+	opts.SharedMemory.MaxBytes = 64 << 20
+	benchShm(b, New(newFakeRegistry(ms...), nil, opts))
+}
+
+// A parameter key written with JSON escapes is the same key: an output naming a region that
+// way is not answered inline.
+func TestShmEscapedKey(t *testing.T) {
+	ts := startServer(t, testRegistry(), Options{})
+	wantError(t, ts.do(t, "POST", "/v2/models/policy/infer", []byte(`{"inputs":[{"name":"obs","datatype":"FP32","shape":[1,4],"data":[1,2,3,4]}],
+		"outputs":[{"name":"action","parameters":{"shared\u005fmemory_region":"r","shared_memory_byte_size":16}}]}`)), 400,
+		`output "action": parameter "shared_memory_region": the shared-memory extension is not enabled`)
+}
