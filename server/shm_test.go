@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/valyala/fasthttp"
 	"golang.org/x/sys/unix"
@@ -365,7 +366,9 @@ func TestShmUnregisterInFlight(t *testing.T) {
 	var inflight response
 	wg.Go(func() { inflight = ts.do(t, "POST", "/v2/models/policy/infer", body) })
 	<-started
+	ts.srv.shm.mu.Lock()
 	rg := ts.srv.shm.regions["r"]
+	ts.srv.shm.mu.Unlock()
 	mustOK(t, ts.do(t, "POST", "/v2/systemsharedmemory/region/r/unregister", nil), "unregister in flight")
 	ts.srv.shm.mu.Lock()
 	mapped := rg.mapping != nil
@@ -554,4 +557,53 @@ func TestShmEscapedKey(t *testing.T) {
 	wantError(t, ts.do(t, "POST", "/v2/models/policy/infer", []byte(`{"inputs":[{"name":"obs","datatype":"FP32","shape":[1,4],"data":[1,2,3,4]}],
 		"outputs":[{"name":"action","parameters":{"shared\u005fmemory_region":"r","shared_memory_byte_size":16}}]}`)), 400,
 		`output "action": parameter "shared_memory_region": the shared-memory extension is not enabled`)
+}
+
+// FuzzSharedMemoryRequest decodes requests whose shared memory parameters are fuzzed (any
+// JSON value for each, the shape too) against a 4 KiB region: every request is either refused
+// with a 400 or takes an input window that lies in the region and has the bytes its shape
+// takes; the region is released whatever happens.
+func FuzzSharedMemoryRequest(f *testing.F) {
+	f.Add(`"r"`, `0`, `16`, `[1,4]`, `"r"`, `64`, `16`)
+	f.Add(`"r"`, `4080`, `16`, `[1,4]`, `"r"`, `4090`, `8`)
+	f.Add(`"r"`, `18446744073709551615`, `18446744073709551615`, `[1,4]`, `"x"`, `-1`, `1e3`)
+	f.Add(`"r"`, `1`, `16`, `[1,4]`, `7`, `null`, `"16"`)
+	f.Fuzz(func(t *testing.T, region, off, size, shape, outRegion, outOff, outSize string) {
+		data := make([]byte, 4096)
+		reg := &shmRegistry{opts: SharedMemoryOptions{Enabled: true}, regions: map[string]*shmRegion{
+			"r": {name: "r", size: uint64(len(data)), data: data, mapping: data}}}
+		r := newInferRequest()
+		r.shm.reg = reg
+		body := `{"inputs":[{"name":"obs","datatype":"FP32","shape":` + shape + `,"parameters":{"shared_memory_region":` + region +
+			`,"shared_memory_offset":` + off + `,"shared_memory_byte_size":` + size + `}}],"outputs":[{"name":"action","parameters":{"shared_memory_region":` +
+			outRegion + `,"shared_memory_offset":` + outOff + `,"shared_memory_byte_size":` + outSize + `}}]}`
+		err := r.decode(nil, []byte(body), policyModel("1"))
+		if err != nil {
+			if st, _ := errorStatus(err); st != 400 {
+				t.Fatalf("%s: status %d for %v", body, st, err)
+			}
+		} else {
+			in := r.tensors[0]
+			want, _ := bridge.ByteSize(bridge.Float32, in.Shape)
+			if int64(len(in.Data)) != want {
+				t.Fatalf("%s: input of %d bytes for shape %v", body, len(in.Data), in.Shape)
+			}
+			if len(in.Data) > 0 {
+				p := uintptr(unsafe.Pointer(&in.Data[0]))
+				base := uintptr(unsafe.Pointer(&data[0]))
+				inRegion := p >= base && p+uintptr(len(in.Data)) <= base+uintptr(len(data))
+				copied := len(r.bufs[0]) > 0 && &r.bufs[0][0] == &in.Data[0] && p%4 == 0 // a misaligned window, copied
+				if !inRegion && !copied {
+					t.Fatalf("%s: input window outside the region", body)
+				}
+			}
+			if o := r.outShm(0); o == nil || !within(o.offset, o.size, 4096) {
+				t.Fatalf("%s: output window %+v", body, o)
+			}
+		}
+		r.release()
+		if rg := reg.regions["r"]; rg.refs != 0 {
+			t.Fatalf("%s: refs %d after release", body, rg.refs)
+		}
+	})
 }
