@@ -14,6 +14,9 @@
 //	GET  /v2/models/{m}[/versions/{v}]/config         model configuration (Triton's extension; config.go)
 //	POST /v2/models/{m}[/versions/{v}]/infer          inference
 //	GET  /v2/models[/{m}[/versions/{v}]]/stats        statistics (Triton's statistics extension)
+//	GET  /v2/systemsharedmemory[/region/{r}]/status   Triton's system shared memory extension (shm.go;
+//	POST /v2/systemsharedmemory/region/{r}/register   shared_memory.enabled), register and unregister
+//	POST /v2/systemsharedmemory[/region/{r}]/unregister  guarded as the operator routes
 //
 // A readiness answer of false is 400 with an empty body, as the v2 protocol says (a 4xx
 // status means false), with the reason in the X-Not-Ready-Reason header; while the server is
