@@ -607,3 +607,70 @@ func FuzzSharedMemoryRequest(f *testing.F) {
 		}
 	})
 }
+
+// The gRPC twins of TestShmBounds: the same faults, InvalidArgument with the same messages.
+func TestShmBoundsGRPC(t *testing.T) {
+	g := startGRPC(t, testRegistry(), shmOpts())
+	ctx := grpcCtx(t)
+	obj := newShmObject(t, 8192)
+	if _, err := g.client.SystemSharedMemoryRegister(ctx, &inference.SystemSharedMemoryRegisterRequest{Name: "r", Key: obj.key, Offset: 4096, ByteSize: 64}); err != nil {
+		t.Fatal(err)
+	}
+	sp := func(s string) *inference.InferParameter {
+		return &inference.InferParameter{ParameterChoice: &inference.InferParameter_StringParam{StringParam: s}}
+	}
+	up := func(n uint64) *inference.InferParameter {
+		return &inference.InferParameter{ParameterChoice: &inference.InferParameter_Uint64Param{Uint64Param: n}}
+	}
+	type P = map[string]*inference.InferParameter
+	for _, tt := range []struct {
+		in, out P
+		contents bool
+		want     string
+	}{
+		{P{"shared_memory_region": sp("r"), "shared_memory_offset": up(56), "shared_memory_byte_size": up(16)}, nil, false,
+			`input "obs": "shared_memory_offset" 56 + "shared_memory_byte_size" 16 runs past the end of shared memory region "r" (64 bytes)`},
+		{P{"shared_memory_region": sp("r"), "shared_memory_offset": up(math.MaxUint64), "shared_memory_byte_size": up(16)}, nil, false,
+			`"shared_memory_offset" 18446744073709551615 + "shared_memory_byte_size" 16 runs past the end`},
+		{P{"shared_memory_region": sp("r"), "shared_memory_byte_size": up(12)}, nil, false,
+			`input "obs": "shared_memory_byte_size" is 12, but shape [1,4] of FP32 takes 16 bytes`},
+		{P{"shared_memory_region": sp("r")}, nil, false, `input "obs": "shared_memory_region" and "shared_memory_byte_size" go together`},
+		{P{"shared_memory_region": up(1), "shared_memory_byte_size": up(16)}, nil, false, `"shared_memory_region" must be a string_param, got a uint64_param`},
+		{P{"shared_memory_region": sp("r"), "shared_memory_byte_size": up(16)}, nil, true, `input "obs": "contents" given with "shared_memory_region"`},
+		{P{"shared_memory_region": sp("zz"), "shared_memory_byte_size": up(16)}, nil, false, `input "obs": shared memory region "zz" is not registered`},
+		{nil, P{"shared_memory_region": sp("r"), "shared_memory_offset": up(60), "shared_memory_byte_size": up(16)}, true,
+			`output "action": "shared_memory_offset" 60 + "shared_memory_byte_size" 16 runs past the end of shared memory region "r" (64 bytes)`},
+		{nil, P{"shared_memory_region": sp("r"), "shared_memory_byte_size": up(15)}, true,
+			`output "action": needs 16 bytes (shape [1,4] of FP32), but "shared_memory_byte_size" gives 15 in region "r"`},
+	} {
+		req := &inference.ModelInferRequest{ModelName: "policy", Inputs: []*inference.ModelInferRequest_InferInputTensor{{
+			Name: "obs", Datatype: "FP32", Shape: []int64{1, 4}, Parameters: tt.in}}}
+		if tt.contents {
+			req.Inputs[0].Contents = &inference.InferTensorContents{Fp32Contents: []float32{1, 2, 3, 4}}
+		}
+		if tt.out != nil {
+			req.Outputs = []*inference.ModelInferRequest_InferRequestedOutputTensor{{Name: "action", Parameters: tt.out}}
+		}
+		_, err := g.client.ModelInfer(ctx, req)
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), tt.want) {
+			t.Errorf("got %v, want InvalidArgument %q", err, tt.want)
+		}
+	}
+	// register faults
+	for _, tt := range []struct {
+		req  *inference.SystemSharedMemoryRegisterRequest
+		want string
+	}{
+		{&inference.SystemSharedMemoryRegisterRequest{Name: "a", Key: obj.key, Offset: 8192, ByteSize: 1}, `"offset" 8192 + "byte_size" 1 runs past the end`},
+		{&inference.SystemSharedMemoryRegisterRequest{Name: "a", Key: obj.key, Offset: math.MaxUint64, ByteSize: 2}, `runs past the end`},
+		{&inference.SystemSharedMemoryRegisterRequest{Name: "a", Key: obj.key}, `"byte_size" must be positive`},
+		{&inference.SystemSharedMemoryRegisterRequest{Name: "", Key: obj.key, ByteSize: 4}, `region name must be 1 to 256 bytes`},
+		{&inference.SystemSharedMemoryRegisterRequest{Name: "a", Key: "../x", ByteSize: 4}, `is not a POSIX shared memory name`},
+		{&inference.SystemSharedMemoryRegisterRequest{Name: "r", Key: obj.key, ByteSize: 4}, `region "r" is already registered`},
+	} {
+		_, err := g.client.SystemSharedMemoryRegister(ctx, tt.req)
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), tt.want) {
+			t.Errorf("register %v: got %v, want InvalidArgument %q", tt.req, err, tt.want)
+		}
+	}
+}
