@@ -127,7 +127,7 @@ func (g *shmRegistry) register(name, key string, offset, size uint64) error {
 	if err := g.admit(name, size); err != nil {
 		return err
 	}
-	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CLOEXEC|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0) // NONBLOCK: a FIFO planted there never blocks the call
 	if err != nil {
 		return badRequest("region %q: cannot open shared memory object %q read-write: %v", name, key, err)
 	}

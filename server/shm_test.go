@@ -173,6 +173,11 @@ func TestShmBounds(t *testing.T) {
 	}
 
 	// registration bounds
+	fifo := fmt.Sprintf("policyd-test-fifo-%d", os.Getpid())
+	if err := unix.Mkfifo("/dev/shm/"+fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove("/dev/shm/" + fifo) })
 	for _, tt := range []struct {
 		name, body, want string
 	}{
@@ -183,6 +188,7 @@ func TestShmBounds(t *testing.T) {
 		{"a", `{"key":"/../etc/passwd","byte_size":4}`, `is not a POSIX shared memory name`},
 		{"a", `{"key":"/policyd-test-missing","byte_size":4}`, `cannot open shared memory object "/policyd-test-missing" read-write`},
 		{"a", `{"byte_size":4}`, `"key" and "byte_size" are required`},
+		{"a", `{"key":"/` + fifo + `","byte_size":4}`, `is not a shared memory object`},
 		{"r", fmt.Sprintf(`{"key":%q,"byte_size":4}`, obj.key), `region "r" is already registered`},
 	} {
 		wantError(t, ts.do(t, "POST", "/v2/systemsharedmemory/region/"+tt.name+"/register", []byte(tt.body)), 400, tt.want)
