@@ -630,7 +630,7 @@ func TestShmBoundsGRPC(t *testing.T) {
 	}
 	type P = map[string]*inference.InferParameter
 	for _, tt := range []struct {
-		in, out P
+		in, out  P
 		contents bool
 		want     string
 	}{
