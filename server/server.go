@@ -329,6 +329,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return gerr
 	}
 	s.cancelRuns()
+	s.shm.close() // every request has been answered: nothing holds a region
 	return nil
 }
 

@@ -206,6 +206,20 @@ func (g *shmRegistry) unregister(name string) error {
 	return nil
 }
 
+// close unmaps every region once the server has answered its last request (Shutdown).
+func (g *shmRegistry) close() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for n, rg := range g.regions {
+		delete(g.regions, n)
+		g.total -= rg.size
+		rg.gone = true
+		if rg.refs == 0 {
+			rg.unmap()
+		}
+	}
+}
+
 func (rg *shmRegion) unmap() {
 	if rg.mapping != nil {
 		unix.Munmap(rg.mapping)

@@ -680,3 +680,21 @@ func TestShmBoundsGRPC(t *testing.T) {
 		}
 	}
 }
+
+// A graceful Shutdown unmaps the regions.
+func TestShmShutdownUnmaps(t *testing.T) {
+	ts := startServer(t, testRegistry(), shmOpts())
+	obj := newShmObject(t, 4096)
+	mustOK(t, ts.register(t, "r", obj.key, 0, 4096), "register")
+	ts.srv.shm.mu.Lock()
+	rg := ts.srv.shm.regions["r"]
+	ts.srv.shm.mu.Unlock()
+	if err := ts.srv.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ts.srv.shm.mu.Lock()
+	defer ts.srv.shm.mu.Unlock()
+	if rg.mapping != nil || len(ts.srv.shm.regions) != 0 {
+		t.Errorf("after Shutdown: mapped %v, %d regions", rg.mapping != nil, len(ts.srv.shm.regions))
+	}
+}
