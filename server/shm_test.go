@@ -698,3 +698,33 @@ func TestShmShutdownUnmaps(t *testing.T) {
 		t.Errorf("after Shutdown: mapped %v, %d regions", rg.mapping != nil, len(ts.srv.shm.regions))
 	}
 }
+
+// An aligned input reaches the engine as a view of the mapping (no copy); a misaligned one
+// as a copy with the same bytes.
+func TestShmInputZeroCopy(t *testing.T) {
+	m := policyModel("1")
+	run := m.run
+	var seen atomic.Pointer[byte]
+	m.run = func(in []bridge.Tensor) []bridge.Tensor { seen.Store(&in[0].Data[0]); return run(in) }
+	ts := startServer(t, newFakeRegistry(m), shmOpts())
+	obj := newShmObject(t, 4096)
+	copy(obj.data[64:], f32bytes(1, 2, 3, 4))
+	copy(obj.data[129:], f32bytes(1, 2, 3, 4))
+	mustOK(t, ts.register(t, "r", obj.key, 0, 4096), "register")
+	ts.srv.shm.mu.Lock()
+	region := ts.srv.shm.regions["r"].data
+	ts.srv.shm.mu.Unlock()
+	for _, tt := range []struct {
+		off  int
+		view bool
+	}{{64, true}, {129, false}} {
+		r := ts.do(t, "POST", "/v2/models/policy/infer", []byte(fmt.Sprintf(`{"inputs":[{"name":"obs","datatype":"FP32","shape":[1,4],
+			"parameters":{"shared_memory_region":"r","shared_memory_offset":%d,"shared_memory_byte_size":16}}],"outputs":[{"name":"action"}]}`, tt.off)))
+		if r.status != 200 || !strings.Contains(string(r.body), `"data":[2,4,6,8]`) {
+			t.Fatalf("offset %d: %d %s", tt.off, r.status, r.body)
+		}
+		if got := seen.Load() == &region[tt.off]; got != tt.view {
+			t.Errorf("offset %d: input is a view of the mapping: %v, want %v", tt.off, got, tt.view)
+		}
+	}
+}
