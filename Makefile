@@ -4,9 +4,12 @@
 #   make test         every test: C++ (ctest, incl. ONNX conformance), Go (-race, cgocheck2,
 #                     CGO_ENABLED=0), ONNX Runtime reference comparisons over HTTP
 #   make bench-engine engine latency/throughput beside onnxruntime-node, same machine, same run
+#   make bench-quant  issue 15's int8 (mlp-large quantize_dynamic) and Einsum attention targets,
+#                     beside onnxruntime-node, outputs checked against it; build/bench-quant.md
 #   make fuzz-native  the C ABI fuzz target against an ASan/UBSan build of the library (FUZZTIME=60s)
 #   make check-monitoring  promtool check/test of the Prometheus rules, dashboard and GPU collector tests
-#   make bench        the benchmark suite: policyd beside the peers over HTTP, report in build/bench/
+#   make bench        the benchmark suite: policyd beside the peers over HTTP (and gRPC, with ghz from
+#                     make tools beside our generator), report in build/bench/
 #                     (BENCH_QUICK=1 for ~4 min, BENCH_SAVE_BASELINE=1 to save this hardware's baseline)
 #                     then a short soak (BENCH_SOAK=3m; BENCH_SOAK=0 skips it)
 #   make bench-soak   memory over time: 16 connections over three models for SOAK (default 30m), RSS
@@ -19,7 +22,8 @@
 #                     only the CUDA toolkit, CMake, ninja and Python (docs/gpu.md)
 #   make proto        regenerate api/inference/*.pb.go from the .proto files (protoc + protoc-gen-go
 #                     + protoc-gen-go-grpc; api/inference's TestGeneratedCodeFresh fails when stale)
-#   make tools        tools/bin/grpcurl (pinned in tools/grpcurl/go.mod) for the gRPC e2e test and docs
+#   make tools        tools/bin/grpcurl and tools/bin/ghz (pinned in tools/<name>/go.mod) for the gRPC e2e
+#                     test, the docs and make bench's gRPC rows
 #   make engines      engine caches of $(REPOSITORY) for each local GPU architecture (MODEL=, SIGN_KEY=)
 #   make check-deploy validate docker/ and deploy/: Dockerfiles, compose, Kubernetes, KServe, systemd
 #   make docker       build the CPU image policyd:cpu (needs a Docker engine with BuildKit)
@@ -56,7 +60,7 @@ TENSORRT_ROOT ?=
 PD_BUILD_TESTS ?= AUTO
 PROMTOOL   ?= promtool
 
-.PHONY: all deps deps-build deps-test deps-cuda build native go run test test-native test-go check-monitoring bench bench-engine refs \
+.PHONY: all deps deps-build deps-test deps-cuda build native go run test test-native test-go check-monitoring bench bench-engine bench-quant refs \
         bench-soak bench-memory \
         gpu-bundle engines clean fuzz-native proto tools
 
@@ -193,6 +197,9 @@ docker-gpu:
 bench-engine: build
 	bash bench/engine/run.sh
 
+bench-quant: build
+	BUILD_DIR=$(BUILD_DIR) bash bench/engine/quant.sh
+
 # SOAK is make bench-soak's length, BENCH_SOAK the short soak at the end of make bench (0: none);
 # SOAK_ARGS more policyctl bench soak flags (-warmup, -c, -models, -env KEY=VALUE).
 SOAK       ?= 30m
@@ -244,7 +251,11 @@ proto:
 
 # Command-line tools the tests and docs use, built from their Go modules pinned in tools/<name>/go.mod
 # into tools/bin/ (gitignored).
-tools: tools/bin/grpcurl
+# ghz is make bench's independent gRPC load generator (the suite's gRPC rows).
+tools: tools/bin/grpcurl tools/bin/ghz
 tools/bin/grpcurl: tools/grpcurl/go.mod
 	@mkdir -p tools/bin
 	cd tools/grpcurl && $(GO) build -o ../bin/grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl
+tools/bin/ghz: tools/ghz/go.mod
+	@mkdir -p tools/bin
+	cd tools/ghz && $(GO) build -o ../bin/ghz github.com/bojand/ghz/cmd/ghz

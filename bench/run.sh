@@ -5,7 +5,7 @@
 #
 # Env knobs: BENCH_QUICK=1 (shorter runs, fewer points: ~4 min instead of ~12),
 # BENCH_SAVE_BASELINE=1 (write bench/baselines/<cpu>--<isa>.json from this run), BENCH_RUN_ID,
-# BENCH_STAGES (comma-separated subset of matrix,binary,batch-sweep,conc-sweep,open-loop,memory,search),
+# BENCH_STAGES (comma-separated subset of matrix,binary,grpc,batch-sweep,conc-sweep,open-loop,memory,search),
 # BENCH_P99_TARGET (batching search, default 2ms), PEERS_DIR (default ../shared/peers; only
 # read), GO, NPM. Needs lib/ (make native). Writes build/bench/<run-id>/ (report.md,
 # report.json, latency-throughput.svg, the repository, server configs and logs),
@@ -37,6 +37,12 @@ export LD_LIBRARY_PATH="$PWD/build/bench-lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH
 mkdir -p bin
 "$GO" build -o bin/policyd ./cmd/policyd
 "$GO" build -o bin/policyctl ./cmd/policyctl
+# ghz, the gRPC rows' independent load generator (make tools; pinned in tools/ghz/go.mod). Without
+# it the report leaves those rows out and says so.
+if [[ ! -x tools/bin/ghz ]]; then
+  (mkdir -p tools/bin && cd tools/ghz && "$GO" build -o ../bin/ghz github.com/bojand/ghz/cmd/ghz) ||
+    echo "bench: could not build tools/bin/ghz; the ghz rows will be missing" >&2
+fi
 
 args=(bench suite -peers "$PEERS_DIR" -node-modules build/peers/node/node_modules)
 [[ ${BENCH_QUICK:-0} = 1 ]] && args+=(-quick)

@@ -62,6 +62,7 @@ type Server struct {
 	WriteTimeout    time.Duration `koanf:"write_timeout" reload:"restart" min:"1ms" desc:"Longest time to write a response."`
 	IdleTimeout     time.Duration `koanf:"idle_timeout" reload:"restart" min:"1ms" desc:"How long a keep-alive connection waits for its next request."`
 	ShutdownTimeout time.Duration `koanf:"shutdown_timeout" reload:"restart" min:"1ms" desc:"How long shutdown waits for the requests in flight before closing the engines."`
+	CompressMin     Size          `koanf:"compress_min_bytes" reload:"restart" min:"0" desc:"Smallest HTTP response body compressed (gzip or deflate, with Vary: Accept-Encoding) for a client whose Accept-Encoding accepts it; smaller bodies never are. 0 turns response compression off; otherwise at least 128 bytes and at most 64MiB. Compressed requests (Content-Encoding: gzip or deflate) are read either way, their decompressed size bounded by limits.max_request_size; gRPC answers gzip calls in gzip. A size: 1KiB, 4KiB or a number of bytes."`
 }
 
 // Limits bounds what one request and one model may hold.
@@ -189,6 +190,7 @@ func Defaults() *Config {
 			WriteTimeout:    30 * time.Second,
 			IdleTimeout:     2 * time.Minute,
 			ShutdownTimeout: 30 * time.Second,
+			CompressMin:     1 * KiB,
 		},
 		Limits:     Limits{MaxRequestSize: 64 * MiB, QueueLen: 64, MaxModelMemory: 4 * GiB},
 		Log:        Log{Level: "info", Format: "json", Access: true},

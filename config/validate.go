@@ -72,6 +72,9 @@ func (c *Config) Validate() error {
 			ch.fail("server.grpc_addr", `must be HOST:PORT like 127.0.0.1:8001 or :8001, or "off", got %q`, a)
 		}
 	}
+	if n := c.Server.CompressMin; (n != 0 && n < 128) || n > 64*MiB {
+		ch.fail("server.compress_min_bytes", "must be 0 (no response compression) or at least 128 bytes (a smaller body does not shrink) and at most 64MiB, got %d", n)
+	}
 	repoOK := false
 	if c.Repository.Path != "" {
 		if fi, err := os.Stat(c.Repository.Path); err == nil && fi.IsDir() {

@@ -535,18 +535,24 @@ func (g *grpcRequest) encodeOutputs(outs []bridge.Tensor) error {
 		return fmt.Errorf("engine returned %d outputs, the signature has %d", len(outs), len(infos))
 	}
 	idx := g.outputIndices(len(outs))
-	resp := &inference.ModelInferResponse{ModelName: m.Name(), ModelVersion: m.Version(), Id: g.req.Id,
-		Outputs: make([]*inference.ModelInferResponse_InferOutputTensor, len(idx))}
-	if g.raw {
-		resp.RawOutputContents = make([][]byte, len(idx))
+	rank := 0
+	for _, k := range idx {
+		rank += len(outs[k].Shape)
 	}
+	resp, tensors, dims := newResponse(len(idx), rank, g.raw)
+	resp.ModelName, resp.ModelVersion, resp.Id = m.Name(), m.Version(), g.req.Id
 	for i, k := range idx {
 		t := &outs[k]
 		if err := checkOutput(infos[k].Name, t); err != nil {
 			return err
 		}
-		o := &inference.ModelInferResponse_InferOutputTensor{Name: infos[k].Name, Datatype: t.DType.String(),
-			Shape: append([]int64(nil), t.Shape...)}
+		o := &tensors[i]
+		o.Name, o.Datatype = infos[k].Name, t.DType.String()
+		if len(t.Shape) > 0 {
+			start := len(dims)
+			dims = append(dims, t.Shape...)
+			o.Shape = dims[start:len(dims):len(dims)]
+		}
 		if so := r.outShm(i); so != nil {
 			// written to shared memory: no data; its raw_output_contents entry, if any, is empty
 			if err := writeShm(infos[k].Name, t, so); err != nil {
@@ -558,10 +564,51 @@ func (g *grpcRequest) encodeOutputs(outs []bridge.Tensor) error {
 		} else {
 			o.Contents = typedContents(t)
 		}
-		resp.Outputs[i] = o
 	}
 	g.resp = resp
 	return nil
+}
+
+// responseBlock is a response with up to two outputs of up to eight dimensions in all (a
+// policy's action, or action and value) in one allocation instead of five: the message, its
+// outputs slice, each output, their shapes and the raw contents slice. grpc-go marshals the
+// message after the handler returns and keeps none of it.
+type responseBlock struct {
+	resp    inference.ModelInferResponse
+	ptrs    [blockOutputs]*inference.ModelInferResponse_InferOutputTensor
+	tensors [blockOutputs]inference.ModelInferResponse_InferOutputTensor
+	raw     [blockOutputs][]byte
+	dims    [blockDims]int64
+}
+
+const blockOutputs, blockDims = 2, 8
+
+// newResponse makes an empty response with n outputs (tensors[i] is Outputs[i]), room for rank
+// dimensions in dims (to be appended), and n raw contents when raw.
+func newResponse(n, rank int, raw bool) (*inference.ModelInferResponse, []inference.ModelInferResponse_InferOutputTensor, []int64) {
+	var (
+		resp    *inference.ModelInferResponse
+		tensors []inference.ModelInferResponse_InferOutputTensor
+		dims    []int64
+	)
+	if n <= blockOutputs && rank <= blockDims {
+		b := &responseBlock{}
+		resp, tensors, dims = &b.resp, b.tensors[:n:n], b.dims[:0:rank]
+		resp.Outputs = b.ptrs[:n:n]
+		if raw {
+			resp.RawOutputContents = b.raw[:n:n]
+		}
+	} else {
+		resp = &inference.ModelInferResponse{Outputs: make([]*inference.ModelInferResponse_InferOutputTensor, n)}
+		tensors, dims = make([]inference.ModelInferResponse_InferOutputTensor, n), make([]int64, 0, rank)
+		if raw {
+			resp.RawOutputContents = make([][]byte, n)
+		}
+	}
+	for i := range tensors {
+		resp.Outputs[i] = &tensors[i]
+	}
+	return resp, tensors, dims
 }
 
 // typedContents converts a tensor (checked by checkOutput, of a typedDType) into the typed

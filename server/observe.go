@@ -53,7 +53,8 @@ type RequestInfo struct {
 	// Rows is the request's batch size: the dimension 0 of its inputs for a batchable model
 	// (the instances of a predict request), else 1; 0 when the request was not decoded.
 	Rows int
-	// BytesIn and BytesOut are the request and response body sizes.
+	// BytesIn and BytesOut are the request and response body sizes as sent (compressed, when
+	// they were).
 	BytesIn, BytesOut int
 	// CorrelationID is the request's X-Request-ID (taken from the request or generated).
 	CorrelationID string
@@ -66,13 +67,14 @@ type RequestInfo struct {
 
 // exchange is the observed state of one request, pooled. Handlers reach it with exchangeOf.
 type exchange struct {
-	info  RequestInfo
-	start time.Time
-	route string     // the route's pattern, the span name's second word
-	id    []byte     // the correlation ID, in idBuf
-	span  trace.Span // the HTTP server span; nil when not traced
-	idBuf [MaxRequestIDLen]byte
-	log   [14]zap.Field // the access line's fields (no slice allocated per line)
+	info    RequestInfo
+	start   time.Time
+	route   string     // the route's pattern, the span name's second word
+	bytesIn int        // the request body's size as it came (compressed or not)
+	id      []byte     // the correlation ID, in idBuf
+	span    trace.Span // the HTTP server span; nil when not traced
+	idBuf   [MaxRequestIDLen]byte
+	log     [14]zap.Field // the access line's fields (no slice allocated per line)
 }
 
 // exchangeKey is the user value under which a request's *exchange is stored.
@@ -108,7 +110,17 @@ func (s *Server) observe(route string, traced bool, h fasthttp.RequestHandler) f
 			x.generateID()
 		}
 		ctx.Response.Header.SetCanonical(headerRequestID, x.id)
-		h(ctx)
+		x.bytesIn = len(ctx.Request.Body())                     // as it came: compressed or not
+		if inflated, err := s.inflateRequest(ctx); err != nil { // compress.go
+			s.fail(ctx, err)
+		} else {
+			h(ctx)
+			if inflated != nil { // the handler is done with the body
+				ctx.Request.ResetBody()
+				releaseInflated(inflated)
+			}
+		}
+		s.compressResponse(ctx)
 		s.finish(ctx, x)
 		ctx.RemoveUserValue(exchangeKey)
 		x.info, x.route, x.id, x.span = RequestInfo{}, "", nil, nil // x.log is cleared after each use
@@ -259,7 +271,7 @@ func (s *Server) finish(ctx *fasthttp.RequestCtx, x *exchange) {
 	}
 	x.info.Status = ctx.Response.StatusCode()
 	x.info.Latency = time.Since(x.start)
-	x.info.BytesIn = len(ctx.Request.Body())
+	x.info.BytesIn = x.bytesIn
 	x.info.BytesOut = len(ctx.Response.Body())
 	if x.span != nil {
 		s.endSpan(ctx, x)

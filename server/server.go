@@ -53,8 +53,13 @@
 // Every inference route goes one inference path (infer.go): a front end is a transport and a
 // codec, and the model lookup, the signature checks and the error→status mapping are shared.
 //
+// Compressed bodies (compress.go): a request body with Content-Encoding gzip or deflate is
+// decompressed, bounded by the body limit, before its route reads it; a response body of at
+// least Options.CompressMinBytes is compressed when Accept-Encoding accepts gzip or deflate.
+//
 // Errors are {"error": "..."} with 400 for a bad request, 404 for an unknown model, version or
-// route, 413 for a body over the limit, 503 for a version that is not ready or an overloaded
+// route, 413 for a body over the limit (decompressed, for a compressed one), 415 for a
+// Content-Encoding other than gzip, deflate and identity, 503 for a version that is not ready or an overloaded
 // queue (with Retry-After), 500 for our own faults.
 package server
 
@@ -125,6 +130,10 @@ type Options struct {
 	// and level, the first HotLogFirst each second are written, then one in HotLogThereafter
 	// (defaults 10 and 100).
 	HotLogFirst, HotLogThereafter int
+	// CompressMinBytes is the smallest response body compressed for a client whose
+	// Accept-Encoding accepts gzip or deflate (compress.go); 0: DefaultCompressMinBytes;
+	// negative: responses are never compressed. Compressed requests are read whatever it is.
+	CompressMinBytes int
 }
 
 // MaxRequestBodyCeiling is the most SetMaxRequestBodySize can allow (limits.max_request_size
@@ -154,6 +163,9 @@ func (o *Options) defaults() {
 	if o.HotLogThereafter <= 0 {
 		o.HotLogThereafter = 100
 	}
+	if o.CompressMinBytes == 0 {
+		o.CompressMinBytes = DefaultCompressMinBytes
+	}
 }
 
 // Server serves the HTTP API for a Registry. Its methods are safe for concurrent use.
@@ -170,8 +182,9 @@ type Server struct {
 	runCtx     context.Context
 	cancelRuns context.CancelFunc
 
-	maxBody  atomic.Int64 // the live body limit (SetMaxRequestBodySize)
-	starting atomic.Bool  // the first load of the model repository is running (SetStarting)
+	maxBody     atomic.Int64 // the live body limit (SetMaxRequestBodySize)
+	compressMin int          // the smallest response body compressed; <= 0: none (compress.go)
+	starting    atomic.Bool  // the first load of the model repository is running (SetStarting)
 
 	reqs sync.Pool // *inferRequest
 	meta []byte    // body of GET /v2
@@ -190,7 +203,7 @@ func New(reg Registry, log *zap.Logger, opts Options) *Server {
 		log = zap.NewNop()
 	}
 	opts.defaults()
-	s := &Server{reg: reg, log: log, opts: opts}
+	s := &Server{reg: reg, log: log, opts: opts, compressMin: opts.CompressMinBytes}
 	s.hot = rateLimited(log, opts.HotLogFirst, opts.HotLogThereafter)
 	if opts.Tracer != nil {
 		s.tracer = opts.Tracer.Tracer("github.com/policyd/policyd/server")

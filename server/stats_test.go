@@ -210,8 +210,11 @@ func TestOverload(t *testing.T) {
 		}
 	}
 	t.Logf("%d requests: %d served, %d refused (queue full), %d timed out in the queue", n, ok, full, timedOut)
-	if full < n-queueLen-1 || timedOut == 0 || ok == 0 {
-		t.Errorf("want at least %d refused, some timed out and some served", n-queueLen-1)
+	// With every request arriving at once, all but queueLen+1 are refused; on a loaded machine
+	// the burst spreads over a few delays and a few more get into the queue as it drains, so the
+	// bound leaves room for two more queues' worth (still far from "nothing refused").
+	if minFull := n - 3*queueLen; full < minFull || timedOut == 0 || ok == 0 {
+		t.Errorf("want at least %d refused, some timed out and some served", minFull)
 	}
 	if int(runner.runs.Load()) != ok {
 		t.Errorf("%d runs for %d served requests: timed-out requests ran", runner.runs.Load(), ok)

@@ -29,6 +29,12 @@ type Config struct {
 	ORT       *ORTRunner // nil: policyd only
 	Format    string     // "markdown" or "json"
 	Retries   int        // times a disturbed run is measured again (see measure)
+	// Check compares policyd's outputs with ORT's (ORT.CheckScript) on each model and batch;
+	// a mismatch fails the run.
+	Check bool
+	// AllowRefused: a model policyd refuses to load (an UNSUPPORTED error: an operator it does
+	// not implement) is reported as "refused: …" and does not fail the run.
+	AllowRefused bool
 
 	quietWait time.Duration // how long measure waits for a quiet second; 0 = 10 s, < 0 = none
 	Command   string        // the command line, for the report
@@ -179,8 +185,13 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		cfg.logf("%s: compiling", spec.Name)
 		t0 := time.Now()
 		eng, engErr := LoadEngine(rt, cfg.ModelsDir, spec)
+		refused := false
 		if engErr == nil {
 			cfg.logf("%s: compiled in %.2fs", spec.Name, time.Since(t0).Seconds())
+		} else if errors.Is(engErr, &bridge.Error{Code: bridge.CodeUnsupported}) {
+			refused = true
+			engErr = fmt.Errorf("%s %w", refusedPrefix, engErr)
+			cfg.logf("%s: %v", spec.Name, engErr)
 		}
 		for _, batch := range cfg.Batches {
 			if err := ctx.Err(); err != nil {
@@ -237,12 +248,21 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 				}
 				c.ORT = append(c.ORT, r.Runs...)
 			}
+			if cfg.Check && cfg.ORT != nil && eng != nil && c.PolicydErr == "" && c.ORTErr == "" {
+				c.Check = cfg.checkCase(ctx, eng, spec, batch)
+				cfg.logf("%s b%d outputs vs ORT: max |diff| %.3g (tolerance %.3g + %.0e·|ORT|): %s", spec.Name, batch,
+					c.Check.MaxAbsDiff, c.Check.Atol, checkRtol, c.Check.Status())
+				if !c.Check.OK {
+					failed = append(failed, fmt.Sprintf("%s b%d outputs vs ORT: %s (max |diff| %.3g at %s)", c.Model, c.Batch,
+						c.Check.Status(), c.Check.MaxAbsDiff, c.Check.Worst))
+				}
+			}
 			c.OtherCores = round(otherCores(cpu0, sampleCPU()), 2)
 			if c.OtherCores >= noisyCores {
 				cfg.logf("%s b%d: other processes used %.2f cores during the case: numbers disturbed", spec.Name, batch, c.OtherCores)
 			}
 			c.fillRatios()
-			if c.PolicydErr != "" {
+			if c.PolicydErr != "" && !(refused && cfg.AllowRefused) {
 				failed = append(failed, fmt.Sprintf("%s b%d policyd: %s", c.Model, c.Batch, c.PolicydErr))
 				cfg.logf("%s b%d policyd FAILED: %s", spec.Name, batch, c.PolicydErr)
 			}

@@ -26,9 +26,10 @@ type ORTResult struct {
 
 // ORTRunner runs the onnxruntime-node peer (ort_bench.js) as a child process.
 type ORTRunner struct {
-	Node      string // node binary
-	Script    string // path to ort_bench.js
-	ModelsDir string
+	Node        string // node binary
+	Script      string // path to ort_bench.js
+	CheckScript string // path to ort_outputs.js (the output check); "" = no check
+	ModelsDir   string
 }
 
 // Args is the command line of one ORT case.

@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/policyd/policyd/bench/machine"
@@ -25,6 +26,7 @@ type Case struct {
 	RatioP50   *float64 `json:"ratio_p50_st,omitempty"`    // policyd st p50 / ORT st p50 (lower is better)
 	RatioThrpt *float64 `json:"ratio_thrpt_par,omitempty"` // policyd par inf/s / ORT par inf/s (higher is better)
 	RatioSTInf *float64 `json:"ratio_thrpt_st,omitempty"`  // policyd st inf/s / ORT st inf/s
+	Check      *Check   `json:"check,omitempty"`           // policyd's outputs vs ORT's (Config.Check)
 	// OtherCores is the average number of cores other processes kept busy while the case ran
 	// (both peers); -1 unknown. Anything near 0.1 or above means the numbers are disturbed.
 	OtherCores float64 `json:"other_cpu_cores"`
@@ -32,6 +34,9 @@ type Case struct {
 
 // noisyCores is the OtherCores above which a case is flagged as disturbed.
 const noisyCores = 0.1
+
+// refusedPrefix starts a PolicydErr for a model policyd refused to load (UNSUPPORTED).
+const refusedPrefix = "refused:"
 
 func findRun(runs []Result, mode string) *Result {
 	for i := range runs {
@@ -148,7 +153,10 @@ func Targets(cases []Case) []Target {
 	}
 	check := func(t Target, r *float64) Target {
 		t.Ratio = r
+		c := get(t.Model, t.Batch)
 		switch {
+		case r == nil && c != nil && strings.HasPrefix(c.PolicydErr, refusedPrefix):
+			t.Status = c.PolicydErr
 		case r == nil:
 			t.Status = "not measured"
 		case t.Metric == "p50" && *r <= t.Limit, t.Metric != "p50" && *r >= t.Limit:
@@ -158,13 +166,36 @@ func Targets(cases []Case) []Target {
 		}
 		return t
 	}
-	for _, m := range []string{"mlp-small", "mlp-med", "lstm"} {
+	b1 := []string{"mlp-small", "mlp-med", "lstm"}
+	if !slices.ContainsFunc(cases, func(c Case) bool { return slices.Contains(b1, c.Model) }) {
+		b1 = nil // a run of other models (make bench-quant's) does not list these as not measured
+	}
+	for _, m := range b1 {
 		t := Target{What: "batch-1 latency, st p50 ≤ 0.8× ORT", Model: m, Batch: 1, Metric: "p50", Limit: 0.8}
 		var r *float64
 		if c := get(m, 1); c != nil {
 			r = c.RatioP50
 		}
 		ts = append(ts, check(t, r))
+	}
+	// make bench-quant's models (pd_make_bench_models): the Einsum attention policy's latency,
+	// and the int8 mlp-large's throughput against policyd's own f32 mlp-large.
+	if get("attention-einsum", 1) != nil {
+		ts = append(ts, check(Target{What: "batch-1 latency, st p50 ≤ 0.8× ORT", Model: "attention-einsum", Batch: 1, Metric: "p50", Limit: 0.8},
+			get("attention-einsum", 1).RatioP50))
+	}
+	if q := get("mlp-large-int8", 256); q != nil {
+		f := get("mlp-large", 256)
+		for _, mode := range []string{"par", "st"} {
+			var r *float64
+			if f != nil {
+				if a, b := findRun(q.Policyd, mode), findRun(f.Policyd, mode); a != nil && b != nil {
+					r = ratio(a.InferencesPerS, b.InferencesPerS)
+				}
+			}
+			ts = append(ts, check(Target{What: "batch-256 throughput, " + mode + " inf/s ≥ 2× policyd's f32 mlp-large",
+				Model: "mlp-large-int8", Batch: 256, Metric: mode, Limit: 2}, r))
+		}
 	}
 	seen := map[string]bool{}
 	for _, c := range cases {
@@ -276,6 +307,18 @@ func WriteMarkdown(w io.Writer, m Machine, cases []Case) error {
 	if len(noisy) > 0 {
 		fmt.Fprintf(&b, "\n> **Disturbed runs** (other processes used ≥ %.1f cores meanwhile, on the last try too; rerun before trusting them): %s.\n",
 			noisyCores, strings.Join(noisy, ", "))
+	}
+	var checks []string
+	for _, c := range cases {
+		if c.Check != nil {
+			checks = append(checks, fmt.Sprintf("| %s | %d | %.3g | %.3g + %.0e·\\|ORT\\| | %s | %s |", c.Model, c.Batch,
+				c.Check.MaxAbsDiff, c.Check.Atol, checkRtol, c.Check.Status(), c.Check.Worst))
+		}
+	}
+	if len(checks) > 0 {
+		b.WriteString("\nOutputs vs ORT (one run each on the same seeded inputs; max |policyd − ORT| over every output element):\n\n" +
+			"| model | batch | max \\|diff\\| | tolerance | status | largest at |\n|---|---|---|---|---|---|\n" +
+			strings.Join(checks, "\n") + "\n")
 	}
 	if ts := Targets(cases); len(ts) > 0 {
 		b.WriteString("\nTargets:\n\n| target | model | ratio | status |\n|---|---|---|---|\n")

@@ -127,7 +127,7 @@ func (o *Options) Validate() error {
 type Result struct {
 	Label       string  `json:"label,omitempty"`
 	URL         string  `json:"url"`
-	Protocol    string  `json:"protocol"` // json or binary
+	Protocol    string  `json:"protocol"` // json, binary (HTTP); grpc, grpc-stream
 	BodyBytes   int     `json:"body_bytes"`
 	Mode        string  `json:"mode"`
 	Concurrency int     `json:"concurrency"`
@@ -215,6 +215,29 @@ type gen struct {
 	errs    atomic.Int64
 	mu      sync.Mutex
 	lastErr string
+
+	// newWorker makes one closed-loop worker: do sends one request and reports whether it
+	// succeeded (counting a failure when count is set); done releases what it holds. Nil: the
+	// HTTP worker (httpWorker).
+	newWorker func() (do func(count bool) bool, done func())
+	// abort, when set, ends the requests still in flight: the closed loop calls it when its
+	// workers have not finished Timeout after the end (a gRPC stream has no per-call deadline).
+	abort func()
+}
+
+// httpWorker is a closed-loop worker on the fasthttp client.
+func (g *gen) httpWorker() (func(bool) bool, func()) {
+	req, resp := g.newRequest(), fasthttp.AcquireResponse()
+	return func(count bool) bool { return g.do(req, resp, count) },
+		func() { fasthttp.ReleaseRequest(req); fasthttp.ReleaseResponse(resp) }
+}
+
+// failed counts one error and keeps its message as the last.
+func (g *gen) failed(msg string) {
+	g.errs.Add(1)
+	g.mu.Lock()
+	g.lastErr = msg
+	g.mu.Unlock()
 }
 
 func (g *gen) newRequest() *fasthttp.Request {
@@ -332,19 +355,22 @@ func (g *gen) closed(ctx context.Context, res *Result) {
 		measured  atomic.Int64
 		wg        sync.WaitGroup
 	)
+	newWorker := g.newWorker
+	if newWorker == nil {
+		newWorker = g.httpWorker
+	}
 	hists := make([]*hdrhistogram.Histogram, g.o.Connections)
 	for i := range hists {
 		hists[i] = newHist()
 		wg.Add(1)
 		go func(h *hdrhistogram.Histogram) {
 			defer wg.Done()
-			req, resp := g.newRequest(), fasthttp.AcquireResponse()
-			defer fasthttp.ReleaseRequest(req)
-			defer fasthttp.ReleaseResponse(resp)
+			do, done := newWorker()
+			defer done()
 			for !stop.Load() {
 				t0 := time.Now()
 				counting := rec.Load()
-				ok := g.do(req, resp, counting)
+				ok := do(counting)
 				lat := time.Since(t0)
 				if !ok || !counting || !rec.Load() {
 					continue
@@ -375,6 +401,10 @@ func (g *gen) closed(ctx context.Context, res *Result) {
 	rec.Store(false)
 	g.closeWindow(w)
 	stop.Store(true)
+	if g.abort != nil {
+		t := time.AfterFunc(g.o.Timeout, g.abort)
+		defer t.Stop()
+	}
 	wg.Wait()
 	g.finish(res, w, merge(hists), w.elapsed)
 }

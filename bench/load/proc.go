@@ -49,6 +49,13 @@ func procsCPU(pids []int) (float64, bool) {
 	return total, ok
 }
 
+// childrenCPU is the CPU seconds of this process's terminated and waited-for children (ghz).
+func childrenCPU() float64 {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_CHILDREN, &ru)
+	return float64(ru.Utime.Sec+ru.Stime.Sec) + float64(ru.Utime.Usec+ru.Stime.Usec)/1e6
+}
+
 func selfCPU() float64 {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)

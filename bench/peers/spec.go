@@ -20,6 +20,10 @@ type ModelSpec struct {
 	Inputs  []IOSpec `json:"inputs"`
 	Outputs []IOSpec `json:"outputs"`
 	Params  int64    `json:"params"`
+	// CheckAtol is the largest |policyd − ORT| on an output that `policyctl bench engine`'s
+	// output check accepts for this model (0: its default); the int8 models of make
+	// bench-quant set a looser one.
+	CheckAtol float64 `json:"check_atol,omitempty"`
 }
 
 // IOSpec is one input or output of a ModelSpec.

@@ -67,7 +67,7 @@ func BaselineKey(m Machine) string {
 
 // baselineStages are the stages whose cases go into a baseline: fixed loads whose numbers
 // mean the same from run to run (open-loop rates and the search depend on each run's probes).
-var baselineStages = map[string]bool{"matrix": true, "binary": true, "batch-sweep": true, "conc-sweep": true}
+var baselineStages = map[string]bool{"matrix": true, "binary": true, "grpc": true, "batch-sweep": true, "conc-sweep": true}
 
 // NewBaseline takes policyd's cases of a report.
 func NewBaseline(r *Report) Baseline {

@@ -83,8 +83,13 @@ type Case struct {
 func (c Case) InfPerS() float64 { return c.RPS * float64(c.Batch) }
 
 // Key names a case for baselines: stage/server/protocol/mode/model/bB/cC.
+// A ghz row's key ends in /ghz: it measures what our generator's grpc row beside it does.
 func (c Case) Key() string {
-	return fmt.Sprintf("%s/%s/%s/%s/%s/b%d/c%d", c.Stage, c.Server, c.Protocol, c.Mode, c.Model, c.Batch, c.Concurrency)
+	k := fmt.Sprintf("%s/%s/%s/%s/%s/b%d/c%d", c.Stage, c.Server, c.Protocol, c.Mode, c.Model, c.Batch, c.Concurrency)
+	if isGhz(c) {
+		k += "/ghz"
+	}
+	return k
 }
 
 // MemoryRow is policyd's memory serving one model, at rest and under load at one batch.
@@ -185,7 +190,33 @@ func computeTargets(cases []Case, mem []MemoryRow) []Target {
 	t = Target{What: "RSS of policyd serving one policy (mlp-med) under load, MB", Limit: 100, Cmp: "<="}
 	t.judge(float64(maxRSS)/1e6, maxRSS > 0, "most sampled RSS over the memory runs "+strings.Join(runs, ", "))
 	ts = append(ts, t)
-	return ts
+	return append(ts, grpcTargets(cases)...)
+}
+
+// grpcTargets are issue 16's gRPC targets, from the grpc stage (HTTP binary and gRPC measured
+// in turn on the same policyd): gRPC unary at 1 connection no slower at p50, at 16 connections
+// no less throughput. Judged on our generator's rows, which measure both protocols alike; ghz's
+// unary row is in the numbers as the independent check.
+func grpcTargets(cases []Case) []Target {
+	row := func(proto string, conc int, ghz bool) (Case, bool) {
+		return find(cases, func(c Case) bool {
+			return c.Stage == "grpc" && c.Server == "policyd" && c.Model == "mlp-med" && c.Batch == 1 && c.Concurrency == conc &&
+				c.Mode == "closed" && c.Protocol == proto && isGhz(c) == ghz
+		})
+	}
+	var ts []Target
+	h, ok1 := row("binary", 1, false)
+	g, ok2 := row("grpc", 1, false)
+	z, ok3 := row("grpc", 1, true)
+	t := Target{What: "gRPC unary, mlp-med, batch 1, 1 connection: p50 / HTTP binary p50", Limit: 1, Cmp: "<="}
+	t.judge(float64(g.P50)/float64(h.P50), ok1 && ok2, fmt.Sprintf("%s / %s µs (ghz: %s µs)", us(g.P50, ok2), us(h.P50, ok1), us(z.P50, ok3)))
+	ts = append(ts, t)
+	h, ok1 = row("binary", 16, false)
+	g, ok2 = row("grpc", 16, false)
+	z, ok3 = row("grpc", 16, true)
+	t = Target{What: "gRPC unary, mlp-med, batch 1, 16 connections: req/s / HTTP binary req/s", Limit: 1, Cmp: ">="}
+	t.judge(g.RPS/h.RPS, ok1 && ok2, fmt.Sprintf("%s / %s req/s (ghz: %s req/s)", rps(g.RPS, ok2), rps(h.RPS, ok1), rps(z.RPS, ok3)))
+	return append(ts, t)
 }
 
 func us(v int64, ok bool) string {
@@ -353,6 +384,12 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 			"other cores = CPU that processes other than the load generator and the server used meanwhile (bold from 0.1: disturbed; compare such rows with care).")
 	r.caseTable(t, "binary", "## 2. Binary tensor data extension (policyd)",
 		"Same cases as section 1 with the inputs and outputs as raw little-endian FP32 after a JSON header (`Inference-Header-Content-Length`).")
+	r.caseTable(t, "grpc", "## 2b. gRPC beside HTTP binary (policyd, JSON-free)",
+		"KServe v2 gRPC (`inference.GRPCInferenceService`) with raw FP32 tensors (`raw_input_contents`/`raw_output_contents`), one HTTP/2 connection per worker, "+
+			"measured in turn with HTTP binary at the same settings on the same policyd. grpc = unary ModelInfer; grpc-stream = ModelStreamInfer, one stream per connection, "+
+			"one request in flight on it (latency send → answer). Source `policyctl bench load` is our generator (first answer checked against the reference); "+
+			"`ghz` is the independent one (github.com/bojand/ghz, `make tools`; unary only: its streaming calls time whole streams, not messages), sending the same message. "+
+			"srv CPU µs/req is the server's CPU over the measured time per answered request.")
 	r.caseTable(t, "batch-sweep", "## 3. Batch sweep (policyd, mlp-med)", "")
 	r.caseTable(t, "conc-sweep", "## 4. Concurrency sweep (mlp-med, batch 1, JSON)", "")
 	r.openTable(t)

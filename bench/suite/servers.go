@@ -10,7 +10,10 @@ import (
 )
 
 // server is a process the suite started and must stop: a policyd or a peer.
-type server struct{ *proc.Proc }
+type server struct {
+	*proc.Proc
+	GRPCAddr string // a policyd's gRPC listener, when it serves gRPC
+}
 
 // servers tracks every server started, so that all are stopped, by PID, whatever happens.
 type servers struct {
@@ -25,7 +28,7 @@ func (ss *servers) start(ctx context.Context, name, addr string, argv, env []str
 	if err != nil {
 		return nil, err
 	}
-	s := &server{p}
+	s := &server{Proc: p}
 	ss.mu.Lock()
 	if ss.live == nil {
 		ss.live = map[*server]bool{}

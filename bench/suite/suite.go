@@ -32,7 +32,7 @@ import (
 )
 
 // Stages, in the order they run.
-var Stages = []string{"matrix", "binary", "batch-sweep", "conc-sweep", "open-loop", "memory", "search"}
+var Stages = []string{"matrix", "binary", "grpc", "batch-sweep", "conc-sweep", "open-loop", "memory", "search"}
 
 // Config is one suite run.
 type Config struct {
@@ -50,6 +50,7 @@ type Config struct {
 	Stages       []string // empty = all
 	Policyd      string   // the server binary
 	Policyctl    string   // for `artifacts add`
+	Ghz          string   // tools/bin/ghz for the gRPC rows' independent generator; missing: those rows are left out, with a note
 	Command      string   // for the report
 	Log          io.Writer
 }
@@ -87,7 +88,7 @@ func (c *Config) Validate() error {
 		return errors.New(strings.Join(errs, "; "))
 	}
 	// Servers get absolute paths: a config file's relative paths are relative to its folder.
-	return proc.AbsPaths(&c.OutDir, &c.Policyd, &c.PeersDir, &c.NodeModules, &c.Root)
+	return proc.AbsPaths(&c.OutDir, &c.Policyd, &c.PeersDir, &c.NodeModules, &c.Root, &c.Ghz)
 }
 
 // plan is how long and at how many points each stage measures; quick halves the durations
@@ -104,6 +105,12 @@ type plan struct {
 	batches           []int
 	memModels         []string
 	grid              []BatchConfig
+	grpcCases         []modelBatch // the gRPC stage's models and batches (at 1 and 16 connections)
+}
+
+type modelBatch struct {
+	model string
+	batch int
 }
 
 func newPlan(quick bool, specs []peers.ModelSpec) plan {
@@ -112,7 +119,8 @@ func newPlan(quick bool, specs []peers.ModelSpec) plan {
 			memDur: time.Second, probeDur: time.Second, srchDur: time.Second,
 			openFractions: []float64{0.3, 0.6, 0.9}, searchFractions: []float64{0.3, 0.6},
 			concs: []int{1, 4, 16, 64}, batches: []int{1, 32, 256}, memModels: []string{"mlp-med"},
-			grid: []BatchConfig{{1, 0, 1}, {1, 0, 2}, {32, 100 * time.Microsecond, 1}, {32, 100 * time.Microsecond, 2}}}
+			grid:      []BatchConfig{{1, 0, 1}, {1, 0, 2}, {32, 100 * time.Microsecond, 1}, {32, 100 * time.Microsecond, 2}},
+			grpcCases: []modelBatch{{"mlp-med", 1}}}
 	}
 	var all []string
 	for _, s := range specs {
@@ -121,7 +129,8 @@ func newPlan(quick bool, specs []peers.ModelSpec) plan {
 	p := plan{dur: 4 * time.Second, warm: time.Second, sweepDur: 2 * time.Second, openDur: 2 * time.Second,
 		memDur: 2 * time.Second, probeDur: 1500 * time.Millisecond, srchDur: 1500 * time.Millisecond,
 		openFractions: []float64{0.2, 0.4, 0.6, 0.8, 0.95}, searchFractions: []float64{0.25, 0.5, 0.7, 0.85},
-		concs: []int{1, 2, 4, 8, 16, 32, 64}, batches: []int{1, 8, 32, 64, 256}, memModels: all}
+		concs: []int{1, 2, 4, 8, 16, 32, 64}, batches: []int{1, 8, 32, 64, 256}, memModels: all,
+		grpcCases: []modelBatch{{"mlp-med", 1}, {"mlp-small", 1}, {"mlp-med", 32}}}
 	for _, inst := range []int{1, 2} {
 		p.grid = append(p.grid, BatchConfig{1, 0, inst})
 		for _, mbs := range []int{8, 32} {
@@ -212,6 +221,9 @@ func (r *run) estimateSteps() int {
 	}
 	if r.want("binary") {
 		n += 8
+	}
+	if r.want("grpc") {
+		n += 4 * 2 * len(r.plan.grpcCases)
 	}
 	if r.want("batch-sweep") {
 		n += 2 * len(p.batches)
@@ -353,6 +365,7 @@ type modelOptions struct {
 type policydOptions struct {
 	models []modelOptions
 	env    []string
+	grpc   bool // serve gRPC too, on a free port (server.GRPCAddr); otherwise grpc_addr is off
 }
 
 // startPolicyd writes a config for opts and starts bin/policyd on a free port.
@@ -362,23 +375,42 @@ func (r *run) startPolicyd(ctx context.Context, tag string, opts policydOptions)
 		return nil, err
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	grpcAddr := "off"
+	if opts.grpc {
+		gport, err := proc.FreePort()
+		if err != nil {
+			return nil, err
+		}
+		grpcAddr = fmt.Sprintf("127.0.0.1:%d", gport)
+	}
 	cfgPath := filepath.Join(r.dir, "servers", tag+".yaml")
 	if err := os.MkdirAll(filepath.Dir(cfgPath), 0o755); err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(cfgPath, []byte(policydConfig(addr, r.repo, opts)), 0o644); err != nil {
+	if err := os.WriteFile(cfgPath, []byte(policydConfig(addr, grpcAddr, r.repo, opts)), 0o644); err != nil {
 		return nil, err
 	}
-	return r.ss.start(ctx, "policyd "+tag, addr, []string{r.cfg.Policyd, "--config", cfgPath}, opts.env,
+	srv, err := r.ss.start(ctx, "policyd "+tag, addr, []string{r.cfg.Policyd, "--config", cfgPath}, opts.env,
 		filepath.Join(r.dir, "servers", tag+".log"), 60*time.Second)
+	if err != nil || !opts.grpc {
+		return srv, err
+	}
+	if err := waitListening(ctx, grpcAddr, 10*time.Second); err != nil {
+		r.ss.stop(srv)
+		return nil, fmt.Errorf("policyd %s: gRPC on %s: %w", tag, grpcAddr, err)
+	}
+	srv.GRPCAddr = grpcAddr
+	return srv, nil
 }
 
-// policydConfig is the YAML of a policyd serving opts' models from repo on addr. A model's
-// batching settings go into the global batching section (a model's max_queue_delay of 0 means
-// "the default", not "no wait"); max_batch_size 1 turns batching off.
-func policydConfig(addr, repo string, opts policydOptions) string {
+// policydConfig is the YAML of a policyd serving opts' models from repo on addr, and gRPC on
+// grpcAddr ("off": none, so that two servers, or one beside a running policyd, do not collide
+// on the default 127.0.0.1:8001). A model's batching settings go into the global batching
+// section (a model's max_queue_delay of 0 means "the default", not "no wait"); max_batch_size 1
+// turns batching off.
+func policydConfig(addr, grpcAddr, repo string, opts policydOptions) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "server:\n  addr: %q\n  grpc_addr: \"off\"\nrepository:\n  path: %q\n", addr, repo)
+	fmt.Fprintf(&b, "server:\n  addr: %q\n  grpc_addr: %q\nrepository:\n  path: %q\n", addr, grpcAddr, repo)
 	for _, m := range opts.models {
 		if c := m.batching; c != nil {
 			fmt.Fprintf(&b, "batching:\n  enabled: %t\n  max_batch_size: %d\n  max_queue_delay: %s\n", c.MaxBatchSize > 1, c.MaxBatchSize, fmtDelay(c.MaxQueueDelay))
@@ -455,11 +487,11 @@ func (r *run) closed(ctx context.Context, stage string, srv *server, model strin
 // policydStages runs, on one policyd serving mlp-small and mlp-med with default settings, the
 // matrix (unless run_all.sh did it), the binary cases, the sweeps and the open loop.
 func (r *run) policydStages(ctx context.Context) error {
-	if !(r.want("matrix") && !r.runAll) && !r.want("binary") && !r.want("batch-sweep") && !r.want("conc-sweep") && !r.want("open-loop") {
+	if !(r.want("matrix") && !r.runAll) && !r.want("binary") && !r.want("grpc") && !r.want("batch-sweep") && !r.want("conc-sweep") && !r.want("open-loop") {
 		return nil
 	}
 	r.prog.step("starting policyd (mlp-small, mlp-med; default settings)")
-	srv, err := r.startPolicyd(ctx, "main", policydOptions{models: []modelOptions{{name: "mlp-small"}, {name: "mlp-med"}}})
+	srv, err := r.startPolicyd(ctx, "main", policydOptions{models: []modelOptions{{name: "mlp-small"}, {name: "mlp-med"}}, grpc: r.want("grpc")})
 	if err != nil {
 		return fmt.Errorf("policyd does not start: %w", err)
 	}
@@ -477,6 +509,9 @@ func (r *run) policydStages(ctx context.Context) error {
 				}
 			}
 		}
+	}
+	if r.want("grpc") {
+		r.grpcStage(ctx, srv)
 	}
 	if r.want("batch-sweep") {
 		for _, binary := range []bool{false, true} {
@@ -637,7 +672,7 @@ func (r *run) matrixByRunAll(ctx context.Context) {
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	cfgPath := filepath.Join(r.dir, "servers", "run_all.yaml")
 	_ = os.MkdirAll(filepath.Dir(cfgPath), 0o755)
-	if err := os.WriteFile(cfgPath, []byte(policydConfig(addr, r.repo, policydOptions{models: []modelOptions{{name: "mlp-small"}, {name: "mlp-med"}}})), 0o644); err != nil {
+	if err := os.WriteFile(cfgPath, []byte(policydConfig(addr, "off", r.repo, policydOptions{models: []modelOptions{{name: "mlp-small"}, {name: "mlp-med"}}})), 0o644); err != nil {
 		r.fail("run_all.sh: %v", err)
 		return
 	}

@@ -29,7 +29,15 @@ func sampleReport() *Report {
 		mk("matrix", "node", "json", "mlp-med", 1, 16, 1000, 2100, 6000),
 		mk("matrix", "policyd", "json", "mlp-med", 32, 16, 5000, 9000, 1500),
 		mk("binary", "policyd", "binary", "mlp-med", 32, 16, 1000, 2000, 6000),
+		mk("grpc", "policyd", "binary", "mlp-med", 1, 1, 100, 200, 9000),
+		mk("grpc", "policyd", "grpc", "mlp-med", 1, 1, 90, 180, 10000),
+		mk("grpc", "policyd", "grpc-stream", "mlp-med", 1, 1, 80, 160, 11000),
+		mk("grpc", "policyd", "binary", "mlp-med", 1, 16, 1500, 3000, 12000),
+		mk("grpc", "policyd", "grpc", "mlp-med", 1, 16, 1700, 3500, 10800),
 	}
+	ghz := mk("grpc", "policyd", "grpc", "mlp-med", 1, 1, 95, 190, 9500)
+	ghz.Source = GhzVersion
+	cases = append(cases, ghz)
 	for i, s := range []string{"policyd", "node"} {
 		for j, rate := range []float64{1000, 4000, 8000} {
 			c := mk("open-loop", s, "json", "mlp-med", 1, 64, int64(60*(j+1)*(i+1)), int64(200*(j+1)*(i+1)), rate)
@@ -53,7 +61,7 @@ func TestTargets(t *testing.T) {
 	want := []struct {
 		value  float64
 		status string
-	}{{1.3, "PASS"}, {0.433, "PASS"}, {2.667, "MISS"}, {4, "PASS"}, {120, "MISS"}}
+	}{{1.3, "PASS"}, {0.433, "PASS"}, {2.667, "MISS"}, {4, "PASS"}, {120, "MISS"}, {0.9, "PASS"}, {0.9, "MISS"}}
 	if len(ts) != len(want) {
 		t.Fatalf("%d targets, want %d", len(ts), len(want))
 	}
@@ -66,9 +74,31 @@ func TestTargets(t *testing.T) {
 	r := sampleReport()
 	r.Cases[2].Error = "check failed"
 	ts = computeTargets(r.Cases[:3], nil)
-	if ts[1].Status != "n/a" || ts[1].Value != nil || ts[2].Status != "n/a" || ts[3].Status != "n/a" || ts[4].Status != "n/a" {
+	if ts[1].Status != "n/a" || ts[1].Value != nil || ts[2].Status != "n/a" || ts[3].Status != "n/a" || ts[4].Status != "n/a" ||
+		ts[5].Status != "n/a" || ts[6].Status != "n/a" {
 		t.Errorf("targets without data: %+v", ts)
 	}
+	// The gRPC targets read our generator's rows (ghz's is only in the numbers), and the streaming
+	// row is not the unary one.
+	all := sampleReport().Targets
+	if d := all[5].Detail; !strings.Contains(d, "90 / 100 µs") || !strings.Contains(d, "ghz: 95 µs") {
+		t.Errorf("gRPC c1 target detail %q", d)
+	}
+	if d := all[6].Detail; !strings.Contains(d, "10,800 / 12,000 req/s") || !strings.Contains(d, "ghz: –") {
+		t.Errorf("gRPC c16 target detail %q", d)
+	}
+	if k := ghz(sampleReport().Cases).Key(); k != "grpc/policyd/grpc/closed/mlp-med/b1/c1/ghz" {
+		t.Errorf("ghz key %q", k)
+	}
+}
+
+func ghz(cs []Case) Case {
+	for _, c := range cs {
+		if isGhz(c) {
+			return c
+		}
+	}
+	return Case{}
 }
 
 func TestChoose(t *testing.T) {
@@ -106,23 +136,25 @@ func TestConfigsLoad(t *testing.T) {
 	}
 	c := BatchConfig{MaxBatchSize: 8, MaxQueueDelay: 0, Instances: 2}
 	path := filepath.Join(dir, "p.yaml")
-	if err := os.WriteFile(path, []byte(policydConfig("127.0.0.1:18999", repo, policydOptions{models: []modelOptions{{name: "mlp-med", instances: 2, batching: &c}}})), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	got, _, err := config.Load(config.LoadOptions{File: path, Env: []string{}})
-	if err != nil {
-		t.Fatalf("policyd rejects the suite's config: %v", err)
-	}
-	if !got.Batching.Enabled || got.Batching.MaxBatchSize != 8 || got.Batching.MaxQueueDelay != 0 || len(got.Models) != 1 ||
-		got.Models[0].Instances != 2 || got.Server.Addr != "127.0.0.1:18999" {
-		t.Errorf("config: %+v", got)
+	for _, grpcAddr := range []string{"off", "127.0.0.1:18998"} {
+		if err := os.WriteFile(path, []byte(policydConfig("127.0.0.1:18999", grpcAddr, repo, policydOptions{models: []modelOptions{{name: "mlp-med", instances: 2, batching: &c}}})), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		got, _, err := config.Load(config.LoadOptions{File: path, Env: []string{}})
+		if err != nil {
+			t.Fatalf("policyd rejects the suite's config: %v", err)
+		}
+		if !got.Batching.Enabled || got.Batching.MaxBatchSize != 8 || got.Batching.MaxQueueDelay != 0 || len(got.Models) != 1 ||
+			got.Models[0].Instances != 2 || got.Server.Addr != "127.0.0.1:18999" || got.Server.GRPCAddr != grpcAddr {
+			t.Errorf("config: %+v", got)
+		}
 	}
 	snip := filepath.Join(dir, "s.yaml")
 	body := "repository:\n  path: " + repo + "\n" + snippet("mlp-med", BatchConfig{MaxBatchSize: 1, MaxQueueDelay: 100 * time.Microsecond, Instances: 1})
 	if err := os.WriteFile(snip, []byte(body), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	got, _, err = config.Load(config.LoadOptions{File: snip, Env: []string{}})
+	got, _, err := config.Load(config.LoadOptions{File: snip, Env: []string{}})
 	if err != nil {
 		t.Fatalf("the recommended snippet is not a valid config: %v\n%s", err, body)
 	}
@@ -134,8 +166,12 @@ func TestConfigsLoad(t *testing.T) {
 func TestBaseline(t *testing.T) {
 	r := sampleReport()
 	b := NewBaseline(r)
-	if b.Key != "amd-epyc--intel-avx-512" || len(b.Metrics) != 4 { // policyd's matrix and binary cases; open loop and peers left out
+	// policyd's matrix, binary and grpc cases (ghz's apart from ours); open loop and peers left out
+	if b.Key != "amd-epyc--intel-avx-512" || len(b.Metrics) != 10 {
 		t.Fatalf("baseline %s with %d metrics: %v", b.Key, len(b.Metrics), b.Metrics)
+	}
+	if g, o := b.Metrics["grpc/policyd/grpc/closed/mlp-med/b1/c1/ghz"], b.Metrics["grpc/policyd/grpc/closed/mlp-med/b1/c1"]; g.P50 != 95 || o.P50 != 90 {
+		t.Errorf("ghz's and our gRPC rows must be kept apart: %+v %+v", g, o)
 	}
 	dir := t.TempDir()
 	if _, err := SaveBaseline(dir, b); err != nil {
@@ -145,7 +181,7 @@ func TestBaseline(t *testing.T) {
 	if err != nil || loaded == nil {
 		t.Fatalf("load: %v", err)
 	}
-	if c := Compare(*loaded, r, 0.15); c.Compared != 4 || len(c.Regressions) != 0 {
+	if c := Compare(*loaded, r, 0.15); c.Compared != 10 || len(c.Regressions) != 0 {
 		t.Errorf("a run against itself: %+v", c)
 	}
 	// p50 +10 % (within), p99 +20 % (flagged) on one case, req/s −20 % on another.

@@ -109,8 +109,9 @@ func benchLoad(ctx context.Context, argv0 string, path, args []string, stdout, s
 		url, bodyPath, expect, model  string
 		peersDir, refDir, pids, label string
 		batch                         int
-		binary, shapeOnly             bool
+		binary, shapeOnly, stream     bool
 		atol, rtol                    float64
+		grpcAddr, grpcModel           string
 	)
 	fs.StringVar(&url, "url", "", "`URL` to POST to, http://127.0.0.1:PORT/v2/models/NAME/infer (loopback only)")
 	fs.StringVar(&bodyPath, "body", "", "KServe v2 JSON request `FILE` (e.g. ../shared/peers/models/bodies/mlp-med_b1.json)")
@@ -120,6 +121,9 @@ func benchLoad(ctx context.Context, argv0 string, path, args []string, stdout, s
 	fs.StringVar(&peersDir, "peers", "../shared/peers", "with -model: the peer harness `DIR`")
 	fs.StringVar(&refDir, "refs", "testdata/reference", "with -model: the ONNX Runtime references `DIR` (when the peers' bodies are absent)")
 	fs.BoolVar(&binary, "binary", false, "send the inputs with the binary tensor data extension and ask for binary outputs")
+	fs.StringVar(&grpcAddr, "grpc", "", "instead of -url: the gRPC `HOST:PORT` (loopback only); ModelInfer with raw FP32 inputs, closed loop")
+	fs.StringVar(&grpcModel, "grpc-model", "", "with -grpc: the served model `NAME` (default -model)")
+	fs.BoolVar(&stream, "stream", false, "with -grpc: ModelStreamInfer, one stream per connection, one request in flight on it")
 	fs.BoolVar(&shapeOnly, "shape-only", false, "check only output names and shapes (the constant-output floor)")
 	fs.Float64Var(&atol, "atol", 1e-4, "absolute tolerance of the check")
 	fs.Float64Var(&rtol, "rtol", 1e-3, "relative tolerance of the check")
@@ -137,7 +141,7 @@ func benchLoad(ctx context.Context, argv0 string, path, args []string, stdout, s
 	fs.StringVar(&label, "label", "", "free `TEXT` echoed in the output")
 	fs.Usage = func() {
 		w := fs.Output()
-		fmt.Fprintf(w, "%s — KServe v2 load generator (closed or open loop, JSON or binary)\n\nUsage:\n  %s -url URL (-body FILE [-expect FILE] | -model NAME [-batch N]) [flags]\n\n", name, name)
+		fmt.Fprintf(w, "%s — KServe v2 load generator (HTTP closed or open loop, JSON or binary; gRPC closed loop, unary or streaming)\n\nUsage:\n  %s (-url URL | -grpc HOST:PORT [-stream]) (-body FILE [-expect FILE] | -model NAME [-batch N]) [flags]\n\n", name, name)
 		fmt.Fprintf(w, "Checks the first answer, then loads the URL and prints one JSON line: the peers' loadgen\n"+
 			"fields (p50_us ... p999_us, rps, errors, server_cpu_us_per_req), plus, open loop, dropped,\n"+
 			"late, service and send_lag percentiles. Exit 1 when the check fails or nothing succeeded.\n\nFlags:\n")
@@ -157,8 +161,15 @@ func benchLoad(ctx context.Context, argv0 string, path, args []string, stdout, s
 		}
 		o.ServerPIDs = append(o.ServerPIDs, pid)
 	}
-	if url == "" || (bodyPath == "") == (model == "") {
-		fmt.Fprintf(stderr, "%s: need -url and exactly one of -body or -model\n", name)
+	if (url == "") == (grpcAddr == "") || (bodyPath == "") == (model == "") {
+		fmt.Fprintf(stderr, "%s: need exactly one of -url or -grpc and exactly one of -body or -model\n", name)
+		return 2
+	}
+	if grpcModel == "" {
+		grpcModel = model
+	}
+	if grpcAddr != "" && grpcModel == "" {
+		fmt.Fprintf(stderr, "%s: -grpc with -body needs -grpc-model\n", name)
 		return 2
 	}
 	var inputs []load.Tensor
@@ -221,7 +232,13 @@ func benchLoad(ctx context.Context, argv0 string, path, args []string, stdout, s
 		fmt.Fprintf(stderr, "%s: %v\n", name, err)
 		return 2
 	}
-	res, err := load.Run(ctx, req, o)
+	var res load.Result
+	var err error
+	if grpcAddr != "" {
+		res, err = load.RunGRPC(ctx, load.GRPCRequest{Addr: grpcAddr, Model: grpcModel, Inputs: inputs, Stream: stream}, o)
+	} else {
+		res, err = load.Run(ctx, req, o)
+	}
 	res.Label = label
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", name, err)
@@ -249,6 +266,7 @@ func benchSuite(ctx context.Context, argv0 string, path, args []string, stdout, 
 	fs.StringVar(&cfg.RunID, "run-id", "", "`NAME` of the run (default: UTC date and time)")
 	fs.BoolVar(&cfg.Quick, "quick", false, "shorter runs and fewer points (about 4 minutes instead of 12)")
 	fs.StringVar(&cfg.Policyd, "policyd", "bin/policyd", "policyd `BINARY` to measure")
+	fs.StringVar(&cfg.Ghz, "ghz", "tools/bin/ghz", "ghz `BINARY` (make tools) for the gRPC rows' independent generator; missing: those rows are left out")
 	fs.DurationVar(&cfg.P99Target, "p99-target", 2*time.Millisecond, "batching search: the p99 `LATENCY` a recommendation must keep")
 	fs.Float64Var(&cfg.Tolerance, "tolerance", 0.15, "baseline: flag p50/p99 up or req/s down by more than this `FRACTION`")
 	fs.StringVar(&cfg.BaselineDir, "baselines", "bench/baselines", "`DIR` of the per-hardware baselines")

@@ -14,8 +14,8 @@
 //	policyctl artifacts rollback NAME --to X.Y.Z [--server URL] [--token-file F]
 //	policyctl bench engine [--models DIR] [--model NAME,...] [--batch 1,32,256] [--seconds 2]
 //	                       [--warmup 0.5] [--modes st,par] [--ort-script PATH] [--node node]
-//	                       [--format markdown|json]
-//	policyctl bench load -url URL (-body FILE [-expect FILE] | -model NAME [-batch N]) [-binary]
+//	                       [--check=true] [--allow-refused] [--format markdown|json]
+//	policyctl bench load (-url URL [-binary] | -grpc HOST:PORT [-stream]) (-body FILE [-expect FILE] | -model NAME [-batch N])
 //	                     [-mode closed|open] [-c N] [-rate R] [-arrival constant|poisson] [-d 5s] ...
 //	policyctl bench suite [-quick] [-p99-target 2ms] [-save-baseline] [-stages ...] [-run-all auto|off] ...
 //	policyctl config validate FILE [--profile P] [--env]
@@ -141,6 +141,8 @@ func benchEngine(ctx context.Context, argv0 string, path, args []string, stdout,
 	fs.StringVar(&modes, "modes", "st,par", "comma-separated `MODES`: st (one context, 1 thread), par (--workers contexts at once)")
 	fs.StringVar(&script, "ort-script", "", "`PATH` of ort_bench.js with node/node_modules/onnxruntime-node beside it (default: no ORT columns)")
 	fs.StringVar(&node, "node", "node", "node `BINARY` to run --ort-script with")
+	fs.BoolVar(&cfg.Check, "check", true, "with --ort-script: compare policyd's outputs with ORT's on each model and batch (ort_outputs.js beside ort_bench.js); a mismatch fails the run")
+	fs.BoolVar(&cfg.AllowRefused, "allow-refused", false, "a model policyd refuses to load (UNSUPPORTED) is reported as \"refused: …\" and does not fail the run")
 	fs.StringVar(&cfg.Format, "format", "markdown", "report `FORMAT`: markdown (one table) or json (JSON lines)")
 	fs.Usage = func() {
 		w := fs.Output()
@@ -182,6 +184,13 @@ func benchEngine(ctx context.Context, argv0 string, path, args []string, stdout,
 			return 2
 		}
 		cfg.ORT = &benchengine.ORTRunner{Node: node, Script: script, ModelsDir: absOr(cfg.ModelsDir)}
+		if cfg.Check {
+			cfg.ORT.CheckScript = filepath.Join(filepath.Dir(script), "ort_outputs.js")
+			if _, err := os.Stat(cfg.ORT.CheckScript); err != nil {
+				fmt.Fprintf(stderr, "%s: --check: %v (bench/engine/run.sh copies bench/engine/ort_outputs.js there; --check=false skips the check)\n", name, err)
+				return 2
+			}
+		}
 	}
 	cfg.Command = benchengine.ShellQuote(append(append([]string{argv0}, path[1:]...), args...))
 	if err := benchengine.Run(ctx, cfg, stdout); err != nil {

@@ -51,6 +51,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"bench", "engine", "--format", "csv"}, "--format"},
 		{[]string{"bench", "engine", "extra"}, "unexpected arguments"},
 		{[]string{"bench", "engine", "--ort-script", "/nonexistent/ort_bench.js"}, "--ort-script"},
+		// main.go stands in for ort_bench.js: there is no ort_outputs.js beside it.
+		{[]string{"bench", "engine", "--ort-script", "main.go"}, "--check: "},
 	} {
 		code, _, errs := call(c.args...)
 		if code != 2 || !strings.Contains(errs, c.want) {

@@ -310,6 +310,7 @@ func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
 		WriteTimeout:       cfg.Server.WriteTimeout,
 		IdleTimeout:        cfg.Server.IdleTimeout,
 		QueueTimeout:       cfg.Limits.QueueTimeout,
+		CompressMinBytes:   compressMin(cfg.Server.CompressMin),
 		SharedMemory: server.SharedMemoryOptions{Enabled: cfg.SharedMemory.Enabled,
 			MaxRegions: cfg.SharedMemory.MaxRegions, MaxBytes: int64(cfg.SharedMemory.MaxBytes)},
 		Admin: server.Admin{
@@ -422,4 +423,12 @@ wait:
 		log.Warn("stopping with a configuration reload in progress: its load is abandoned")
 	}
 	return code
+}
+
+// compressMin is server.compress_min_bytes as server.Options wants it: 0 (off) is negative.
+func compressMin(n config.Size) int {
+	if n == 0 {
+		return -1
+	}
+	return int(n)
 }

@@ -4,7 +4,8 @@
 // activations x int8 weights, int32 accumulation, the activation's zero point a runtime zero
 // point, the output scales runtime attribute values (pd.DynQuantMatMul: a binary-mul post-op,
 // see scale_post_op), the bias a binary-add post-op, the activation an eltwise post-op, the
-// output's zero point a destination zero point.
+// output's zero point a destination zero point (after an eltwise_round post-op: ONNX Runtime
+// rounds before it adds the zero point).
 //
 // Weights must be constant and 2-D. uint8 weights (which oneDNN 2.6's int8 matmul does not
 // take) are shifted once into int8: w - 128, with the zero point shifted alike (wz - 128), so
@@ -217,6 +218,10 @@ std::unique_ptr<Kernel> make_int8_matmul(OneDnnKernels& k, const InferCtx& c) {
     if (!c.in[7].value || !(ys != 0.f)) return nullptr;  // y_scale from data: portable
     po.append_eltwise(1.f, dnnl::algorithm::eltwise_linear, 1.f / ys, 0.f);
   }
+  // ONNX Runtime rounds, then adds the output zero point (round(v) + zp, saturated); oneDNN
+  // adds the destination zero point to the float result and rounds the sum, which differs on
+  // ties (k + 0.5) when the zero point is odd. Rounding first (half to even) keeps the sum exact.
+  if (q.has_dst_zp) po.append_eltwise(1.f, dnnl::algorithm::eltwise_round, 0.f, 0.f);
   attr.set_post_ops(po);
   dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src_md, w_any, dst_md), attr, k.engine());
 
@@ -410,6 +415,10 @@ std::unique_ptr<Kernel> make_int8_conv(OneDnnKernels& k, const InferCtx& c) {
       po.append_eltwise(1.f, dnnl::algorithm::eltwise_linear, 1.f / y_scale, 0.f);
     }
   }
+  // ONNX Runtime rounds, then adds the output zero point (round(v) + zp, saturated); oneDNN
+  // adds the destination zero point to the float result and rounds the sum, which differs on
+  // ties (k + 0.5) when the zero point is odd. Rounding first (half to even) keeps the sum exact.
+  if (q.has_dst_zp) po.append_eltwise(1.f, dnnl::algorithm::eltwise_round, 0.f, 0.f);
   attr.set_post_ops(po);
   const int sp = kMaxSpatial - 2;  // the two spatial slots of the geometry
   memory::dims st{s.g.stride[sp], s.g.stride[sp + 1]}, dl{s.g.dil[sp] - 1, s.g.dil[sp + 1] - 1};

@@ -428,9 +428,13 @@ std::unique_ptr<Kernel> make_arg(const InferCtx& c) {
 // Softmax / LogSoftmax
 // ---------------------------------------------------------------------------------------------
 
+// The row helpers are inlined into their callers, so that softmax_rows_avx2 below compiles them
+// with AVX2 (8 lanes) while the default build stays SSE2.
+#define PD_SOFTMAX_INLINE inline __attribute__((always_inline))
+
 // exp(x) for x <= 0 (Cephes' single-precision polynomial; relative error ~2 ulp), written
 // without branches so that the compiler vectorizes loops over it.
-inline float exp_nonpos(float x) {
+PD_SOFTMAX_INLINE float exp_nonpos(float x) {
   // Clamp x to >= -87 on the bit pattern: for x <= 0 the unsigned order of the bits is the
   // order of magnitudes (a float compare would keep GCC from vectorizing under
   // -ftrapping-math).
@@ -459,14 +463,14 @@ inline float exp_nonpos(float x) {
 }
 
 template <typename T>
-inline T exp_shifted(T v) {
+PD_SOFTMAX_INLINE T exp_shifted(T v) {
   if constexpr (std::is_same<T, float>::value) return exp_nonpos(v);
   else return std::exp(v);
 }
 
 // Sum with 8 independent partial sums (vectorizable; float adds are not reassociated).
 template <typename T>
-inline T sum_of(const T* y, int64_t n) {
+PD_SOFTMAX_INLINE T sum_of(const T* y, int64_t n) {
   T acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   int64_t i = 0;
   for (; i + 8 <= n; i += 8)
@@ -477,7 +481,7 @@ inline T sum_of(const T* y, int64_t n) {
 }
 
 // Maximum of x[0..n), n >= 1; *nan is set when an element is NaN.
-inline float max_of(const float* x, int64_t n, bool* nan) {
+PD_SOFTMAX_INLINE float max_of(const float* x, int64_t n, bool* nan) {
   // On order-preserving integer keys of the bits, with 8 lanes, so that it vectorizes.
   auto key = [](const float* p) {
     int32_t b;
@@ -532,7 +536,7 @@ inline double max_of(const double* x, int64_t n, bool* nan) {
 
 // One contiguous row: y = softmax(x) (or log-softmax).
 template <typename T, bool kLog>
-inline void softmax_row(const T* x, T* y, int64_t n) {
+PD_SOFTMAX_INLINE void softmax_row(const T* x, T* y, int64_t n) {
   bool nan = false;
   const T m = max_of(x, n, &nan);
   if (nan || !std::isfinite(m)) {
@@ -582,8 +586,41 @@ inline void softmax_strided(const T* x, T* y, int64_t n, int64_t st) {
   }
 }
 
+// Contiguous rows of float32: the same arithmetic as the SSE2 build (the same 8 partial sums,
+// no FMA), so the results are bit-identical; only the vector width differs. Softmax over the
+// keys of an attention policy's scores ([b, m, h, n] over n) is most of what this does.
+template <bool kLog>
+void softmax_rows_default(const float* x, float* y, int64_t rows, int64_t n) {
+  for (int64_t o = 0; o < rows; ++o) softmax_row<float, kLog>(x + o * n, y + o * n, n);
+}
+#if defined(__x86_64__) && defined(__GNUC__)
+#define PD_SOFTMAX_AVX2 1
+template <bool kLog>
+__attribute__((target("avx2"))) void softmax_rows_avx2(const float* x, float* y, int64_t rows, int64_t n) {
+  for (int64_t o = 0; o < rows; ++o) softmax_row<float, kLog>(x + o * n, y + o * n, n);
+}
+bool softmax_have_avx2() {
+  static const bool yes = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") != 0;
+  }();
+  return yes;
+}
+#endif
+
 template <typename T, bool kLog>
 std::unique_ptr<Kernel> make_softmax_t(const AxisPlan& p) {
+  if constexpr (std::is_same<T, float>::value) {
+    if (p.inner == 1) {
+      auto rows = &softmax_rows_default<kLog>;
+#ifdef PD_SOFTMAX_AVX2
+      if (softmax_have_avx2()) rows = &softmax_rows_avx2<kLog>;
+#endif
+      return make_kernel([p, rows](RunCtx&, const View* in, View* out) {
+        rows(in[0].as<const float>(), out[0].as<float>(), p.outer, p.n);
+      });
+    }
+  }
   if (p.inner == 1)
     return make_kernel([p](RunCtx&, const View* in, View* out) {
       const T* x = in[0].as<const T>();

@@ -1,0 +1,6 @@
+//go:build race
+
+package server
+
+// grpcRaceEnabled: the race detector adds allocations, so allocation counts are not asserted.
+const grpcRaceEnabled = true

@@ -1,0 +1,1 @@
+ByJ}„q€dlkŠd\llP|5‡Š‰n|Œ†_†hkvƒŠ‰Ÿt]ežn‹}mxªuvf“}–Ro+K"Q=Jñ–mˆ0Œs§•e›†!T"BOr¯Š·Ša£qZubb—‘{qq}’]ŸZ½/H¼®1›†3K(_A®`•

@@ -1,0 +1,1 @@
+ByJY†_s–a‡ii;‚`–zY­pkgE…7fl… ¢|bjbSOg|~qpz€Ukržubloy‹v‰‹fœbH‹Œh€†‹‡ugˆw‘wšgŒm|m›Rf`ho¡mŽwy|ƒˆqo|vˆ†…gŠcm˜p‰nmwx’ŠkpNM^r^wb™—‚y¤¦“‰‹„{…R\

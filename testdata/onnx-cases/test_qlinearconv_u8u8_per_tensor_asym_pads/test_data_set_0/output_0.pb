@@ -1,0 +1,1 @@
+ByJ*|vi†kbsx…ctw|vaszY„lvp}reUƒx]|wrWˆ‚³—@
