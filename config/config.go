@@ -43,6 +43,15 @@ type Config struct {
 	Tracing    Tracing    `koanf:"tracing" desc:"OpenTelemetry tracing (docs/observability.md, Traces): spans of the HTTP requests, their queueing and the batch executions, exported over OTLP/HTTP. Off by default, and free when off."`
 	Artifacts  Artifacts  `koanf:"artifacts" desc:"How model artifacts are verified before they serve."`
 	Metrics    Metrics    `koanf:"metrics" desc:"The Prometheus metrics at GET /metrics (docs/observability.md)."`
+
+	SharedMemory SharedMemory `koanf:"shared_memory" desc:"Triton's system shared memory extension (docs/api.md, Shared memory): clients register POSIX shared memory objects of /dev/shm as named regions and pass tensors through them instead of the request body. Registering maps host memory into the server: off by default, and register/unregister are operator calls (docs/security.md)."`
+}
+
+// SharedMemory configures the system shared memory extension.
+type SharedMemory struct {
+	Enabled    bool `koanf:"enabled" reload:"restart" desc:"Serve the system shared memory extension: the /v2/systemsharedmemory routes, the SystemSharedMemory* gRPC calls and the shared_memory_* tensor parameters. false: they answer 400 saying the extension is off (Triton's --allow-client-shm, whose default is also false)."`
+	MaxRegions int  `koanf:"max_regions" reload:"restart" min:"1" max:"65536" desc:"Most regions registered at once; a register beyond it gets 400."`
+	MaxBytes   Size `koanf:"max_bytes" reload:"restart" min:"1" desc:"Most bytes of all registered regions together (their byte_size, the address space they map); a register beyond it gets 400. A size: 1GiB, 256MiB or a number of bytes."`
 }
 
 // Server configures the HTTP and gRPC listeners.
@@ -207,6 +216,8 @@ func Defaults() *Config {
 		Artifacts:  Artifacts{TrustedKeys: []string{}, OnTamper: "retire"},
 		Metrics:    Metrics{GPUInterval: 10 * time.Second},
 		Tracing:    Tracing{SamplingRatio: 1, ServiceName: "policyd"},
+
+		SharedMemory: SharedMemory{Enabled: false, MaxRegions: 64, MaxBytes: 1 * GiB},
 	}
 }
 

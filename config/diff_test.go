@@ -63,6 +63,7 @@ func TestDiffMarksEveryRestartKey(t *testing.T) {
 	b.Artifacts = Artifacts{TrustedKeys: []string{"k.pub"}}
 	b.Metrics = Metrics{GPUInterval: 1}
 	b.Tracing = Tracing{Enabled: true, Endpoint: "http://collector:4318", SamplingRatio: 0.5, ServiceName: "s"}
+	b.SharedMemory = SharedMemory{Enabled: true, MaxRegions: 2, MaxBytes: 2}
 	restart := map[string]bool{}
 	for _, ch := range Diff(a, b) {
 		restart[ch.Key] = ch.Restart

@@ -134,6 +134,9 @@ func jsonBool(v jsonValue) (value, ok bool) {
 // outputBinary reports whether the i-th output of the response goes in binary: its own
 // "binary_data" when the request listed it with one, else "binary_data_output".
 func (r *inferRequest) outputBinary(i int) bool {
+	if r.outShm(i) != nil {
+		return false // written to shared memory
+	}
 	if i < len(r.outBin) && r.outBin[i] >= 0 {
 		return r.outBin[i] == 1
 	}

@@ -42,6 +42,8 @@ type inferRequest struct {
 	run     engines.RunOptions
 	timeout time.Duration // the request's own queue timeout; 0: none
 
+	shm shmUse // the shared memory regions it reads and writes (shm.go)
+
 	// The request as its transport gave it (infer): the value of the
 	// Inference-Header-Content-Length header (nil: none) and the body, valid during the handler.
 	hdr, body []byte
@@ -80,6 +82,7 @@ func (r *inferRequest) reset(nIn int) {
 	r.bin, r.binOff, r.binAll = nil, 0, false
 	r.jsonLen, r.binOut = 0, false
 	r.run, r.timeout = engines.RunOptions{}, 0
+	r.shm.reset()
 }
 
 // maxRetained bounds the buffers a pooled request keeps between requests.
@@ -89,6 +92,7 @@ const maxRetained = 1 << 20
 func (r *inferRequest) release() {
 	r.model = nil
 	r.run = engines.RunOptions{}         // the sequence store, the trace span
+	r.shm.releaseAll()                   // the request has ended: its regions may be unmapped
 	r.bin, r.hdr, r.body = nil, nil, nil // views of the request, which fasthttp reuses
 	for i := range r.tensors {
 		r.tensors[i] = bridge.Tensor{}
@@ -309,6 +313,8 @@ func (r *inferRequest) decodeInput(pos int, v jsonValue, ins []bridge.IOInfo) er
 		return badRequest("input %q given more than once", info.Name)
 	}
 	binSize := int64(-1) // "binary_data_size", when given
+	var shm shmRef       // the shared memory it names, when hasShm
+	hasShm := false
 	if paramsV != nil {
 		if paramsV.kind() != jsonObject {
 			return badRequest(`input %q: "parameters" must be an object, got %s`, info.Name, paramsV.kind())
@@ -321,6 +327,13 @@ func (r *inferRequest) decodeInput(pos int, v jsonValue, ins []bridge.IOInfo) er
 			if dataV != nil {
 				return badRequest(`input %q: both "data" and "binary_data_size" given; send one`, info.Name)
 			}
+		}
+		var err error
+		if shm, hasShm, err = r.shmRefJSON(paramsV, "input", info.Name); err != nil {
+			return err
+		}
+		if hasShm && (dataV != nil || binSize >= 0) {
+			return badRequest(`input %q: "shared_memory_region" given with "data" or "binary_data_size"; send one`, info.Name)
 		}
 	}
 
@@ -336,7 +349,7 @@ func (r *inferRequest) decodeInput(pos int, v jsonValue, ins []bridge.IOInfo) er
 	if !dtypeV.is(info.DType.String()) {
 		return badRequest("input %q: expected datatype %s, got %s", info.Name, info.DType, clipBytes(dtypeV.raw(), 32))
 	}
-	if binSize < 0 && !jsonDType(info.DType) {
+	if binSize < 0 && !hasShm && !jsonDType(info.DType) {
 		if info.DType.Size() > 0 {
 			return badRequest(`input %q: datatype %s is not supported in JSON requests; send it as binary data ("binary_data_size")`, info.Name, info.DType)
 		}
@@ -378,6 +391,9 @@ func (r *inferRequest) decodeInput(pos int, v jsonValue, ins []bridge.IOInfo) er
 
 	if binSize >= 0 {
 		return r.decodeBinaryInput(k, info, shape, count, binSize)
+	}
+	if hasShm {
+		return r.shmInput(k, info, shape, shm)
 	}
 	if dataV == nil {
 		return badRequest(`input %q: missing "data"`, info.Name)
@@ -581,6 +597,8 @@ func (r *inferRequest) decodeOutputs(v jsonValue, outs []bridge.IOInfo) error {
 			}
 		}
 		bin := int8(-1)
+		var shm shmRef
+		hasShm := false
 		if pv := e.get("parameters"); pv != nil {
 			if pv.kind() != jsonObject {
 				return badRequest(`output %q: "parameters" must be an object, got %s`, outs[k].Name, pv.kind())
@@ -598,9 +616,16 @@ func (r *inferRequest) decodeOutputs(v jsonValue, outs []bridge.IOInfo) error {
 			if pv.get("classification") != nil {
 				return badRequest("output %q: the classification extension is not supported", outs[k].Name)
 			}
+			var err error
+			if shm, hasShm, err = r.shmRefJSON(pv, "output", outs[k].Name); err != nil {
+				return err
+			}
 		}
 		r.outputs = append(r.outputs, k)
 		r.outBin = append(r.outBin, bin)
+		if err := r.shmOutput(outs[k].Name, shm, hasShm); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -61,7 +61,9 @@ func appendResponse(b []byte, m Model, r *inferRequest, outs []bridge.Tensor) ([
 		if i > 0 {
 			b = append(b, ',')
 		}
-		if r.outputBinary(i) {
+		if o := r.outShm(i); o != nil {
+			b, err = appendShmTensor(b, infos[k].Name, &outs[k], o)
+		} else if r.outputBinary(i) {
 			binOut = true
 			b, err = appendBinaryTensor(b, infos[k].Name, &outs[k])
 		} else {

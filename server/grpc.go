@@ -107,8 +107,9 @@ func (s *Server) shutdownGRPC(ctx context.Context) error {
 	}
 }
 
-// grpcService implements inference.GRPCInferenceServiceServer. The shared-memory, trace and
-// log-settings RPCs answer Unimplemented (the embedded default).
+// grpcService implements inference.GRPCInferenceServiceServer. The system shared-memory RPCs
+// are in shm.go; the CUDA shared-memory, trace and log-settings RPCs answer Unimplemented (the
+// embedded default).
 type grpcService struct {
 	inference.UnimplementedGRPCInferenceServiceServer
 	s *Server

@@ -37,6 +37,7 @@ type grpcRequest struct {
 	resp     *inference.ModelInferResponse
 	encode   func([]bridge.Tensor) error
 	all      []int // 0, 1, 2, ...: the indices of all outputs
+	rawNext  int   // the next entry of raw_input_contents (inputs in shared memory take none)
 }
 
 func newGRPCRequest() *grpcRequest {
@@ -82,10 +83,17 @@ func (g *grpcRequest) decodeRequest(m Model) error {
 		return err
 	}
 	raw := len(req.RawInputContents) > 0
-	if raw && len(req.RawInputContents) != len(req.Inputs) {
-		return badRequest("raw_input_contents has %d entries for %d inputs: give one per input, in the order of inputs",
-			len(req.RawInputContents), len(req.Inputs))
+	inline := len(req.Inputs) // the inputs not in shared memory
+	for _, in := range req.Inputs {
+		if in != nil && hasShmParam(in.Parameters) {
+			inline--
+		}
 	}
+	if raw && len(req.RawInputContents) != inline {
+		return badRequest("raw_input_contents has %d entries for %d inputs not in shared memory: give one per input, in the order of inputs",
+			len(req.RawInputContents), inline)
+	}
+	g.rawNext = 0
 	for i, in := range req.Inputs {
 		if err := g.decodeInput(i, in, ins, raw); err != nil {
 			return err
@@ -112,8 +120,6 @@ func (g *grpcRequest) decodeRequest(m Model) error {
 			switch name {
 			case "classification":
 				return badRequest("output %q: the classification extension is not supported", outs[k].Name)
-			case "shared_memory_region", "shared_memory_byte_size", "shared_memory_offset":
-				return badRequest("output %q: parameter %q: the shared-memory extension is not enabled on this server", outs[k].Name, name)
 			case "binary_data":
 				// Triton's HTTP per-output choice; over gRPC the request's form (or
 				// binary_data_output) decides for every output, as the protocol allows no mix.
@@ -123,6 +129,13 @@ func (g *grpcRequest) decodeRequest(m Model) error {
 			}
 		}
 		r.outputs = append(r.outputs, k)
+		ref, ok, err := r.shm.shmRefGRPC(o.Parameters, "output", outs[k].Name)
+		if err != nil {
+			return err
+		}
+		if err := r.shmOutput(outs[k].Name, ref, ok); err != nil {
+			return err
+		}
 	}
 	g.raw = raw
 	if rawOutGiven {
@@ -291,11 +304,9 @@ func (g *grpcRequest) decodeInput(i int, in *inference.ModelInferRequest_InferIn
 	if r.given[k] {
 		return badRequest("input %q given more than once", info.Name)
 	}
-	for name := range in.Parameters {
-		switch name {
-		case "shared_memory_region", "shared_memory_byte_size", "shared_memory_offset":
-			return badRequest("input %q: parameter %q: the shared-memory extension is not enabled on this server", info.Name, name)
-		}
+	shm, hasShm, err := r.shm.shmRefGRPC(in.Parameters, "input", info.Name)
+	if err != nil {
+		return err
 	}
 	if in.Datatype != info.DType.String() {
 		return badRequest("input %q: expected datatype %s, got %s", info.Name, info.DType, clip(in.Datatype, 32))
@@ -320,10 +331,18 @@ func (g *grpcRequest) decodeInput(i int, in *inference.ModelInferRequest_InferIn
 	if !ok {
 		return badRequest("input %q: shape %s has too many elements", info.Name, formatShape(shape))
 	}
+	if hasShm {
+		if in.Contents != nil {
+			return badRequest(`input %q: "contents" given with "shared_memory_region"; send one`, info.Name)
+		}
+		return r.shmInput(k, info, shape, shm)
+	}
 	if raw {
 		if in.Contents != nil {
 			return badRequest("input %q: contents given with raw_input_contents: send every input one way", info.Name)
 		}
+		i := g.rawNext
+		g.rawNext++
 		return g.rawInput(k, info, shape, g.req.RawInputContents[i], i)
 	}
 	if in.Contents == nil {
@@ -534,7 +553,13 @@ func (g *grpcRequest) encodeOutputs(outs []bridge.Tensor) error {
 			dims = append(dims, t.Shape...)
 			o.Shape = dims[start:len(dims):len(dims)]
 		}
-		if g.raw {
+		if so := r.outShm(i); so != nil {
+			// written to shared memory: no data; its raw_output_contents entry, if any, is empty
+			if err := writeShm(infos[k].Name, t, so); err != nil {
+				return err
+			}
+			o.Parameters = shmOutParams(so, len(t.Data))
+		} else if g.raw {
 			resp.RawOutputContents[i] = append([]byte(nil), t.Data...)
 		} else {
 			o.Contents = typedContents(t)

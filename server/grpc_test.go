@@ -129,7 +129,7 @@ func TestGrpcServerAndModelMetadata(t *testing.T) {
 		t.Errorf("ServerReady with version 3 not ready: %v %v, want false", r, err)
 	}
 	md, err := c.ServerMetadata(ctx, &inference.ServerMetadataRequest{})
-	if err != nil || md.Name != "policyd" || md.Version != "9.9.9" || fmt.Sprint(md.Extensions) != "[binary_tensor_data model_configuration model_repository schedule_policy sequence statistics]" {
+	if err != nil || md.Name != "policyd" || md.Version != "9.9.9" || fmt.Sprint(md.Extensions) != "[binary_tensor_data model_configuration model_repository schedule_policy sequence statistics system_shared_memory]" {
 		t.Errorf("ServerMetadata: %v %v", md, err)
 	}
 	for _, tt := range []struct {

@@ -12,7 +12,7 @@ import (
 // nativeRuntime returns a runtime of the native library, closed when the test ends, and the
 // bytes of model (none when model is ""). The test is skipped when the library is unusable or
 // the model missing.
-func nativeRuntime(t *testing.T, model string) (*bridge.Runtime, []byte) {
+func nativeRuntime(t testing.TB, model string) (*bridge.Runtime, []byte) {
 	t.Helper()
 	if err := bridge.Available(); err != nil {
 		t.Skip("native library unusable:", err)

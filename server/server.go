@@ -14,6 +14,9 @@
 //	GET  /v2/models/{m}[/versions/{v}]/config         model configuration (Triton's extension; config.go)
 //	POST /v2/models/{m}[/versions/{v}]/infer          inference
 //	GET  /v2/models[/{m}[/versions/{v}]]/stats        statistics (Triton's statistics extension)
+//	GET  /v2/systemsharedmemory[/region/{r}]/status   Triton's system shared memory extension (shm.go;
+//	POST /v2/systemsharedmemory/region/{r}/register   shared_memory.enabled), register and unregister
+//	POST /v2/systemsharedmemory[/region/{r}]/unregister  guarded as the operator routes
 //
 // A readiness answer of false is 400 with an empty body, as the v2 protocol says (a 4xx
 // status means false), with the reason in the X-Not-Ready-Reason header; while the server is
@@ -105,6 +108,8 @@ type Options struct {
 	// still queued then is answered 503 with Retry-After, naming the timeout, and never runs
 	// (0: no limit; a request then waits for its turn however long the queue).
 	QueueTimeout time.Duration
+	// SharedMemory configures Triton's system shared memory extension (shm.go).
+	SharedMemory SharedMemoryOptions
 	// Admin wires the operator endpoints (reload, health details, metrics); zero disables them.
 	Admin Admin
 
@@ -184,6 +189,8 @@ type Server struct {
 	reqs sync.Pool // *inferRequest
 	meta []byte    // body of GET /v2
 
+	shm *shmRegistry // the system shared memory regions (shm.go)
+
 	grpc     *grpc.Server  // the gRPC front end (grpc.go), served by ServeGRPC
 	grpcReqs sync.Pool     // *grpcRequest
 	stop     chan struct{} // closed by Shutdown: streams end
@@ -203,8 +210,9 @@ func New(reg Registry, log *zap.Logger, opts Options) *Server {
 	}
 	s.maxBody.Store(int64(opts.MaxRequestBodySize))
 	s.runCtx, s.cancelRuns = context.WithCancel(context.Background())
-	s.reqs.New = func() any { return newInferRequest() }
-	s.grpcReqs.New = func() any { return newGRPCRequest() }
+	s.shm = newShmRegistry(opts.SharedMemory)
+	s.reqs.New = func() any { r := newInferRequest(); r.shm.reg = s.shm; return r }
+	s.grpcReqs.New = func() any { g := newGRPCRequest(); g.r.shm.reg = s.shm; return g }
 	s.stop = make(chan struct{})
 
 	meta := append([]byte(`{"name":"policyd","version":`), appendString(nil, opts.Version)...)
@@ -242,7 +250,7 @@ func New(reg Registry, log *zap.Logger, opts Options) *Server {
 // extensions are the protocol extensions server metadata lists (GET /v2 and gRPC's
 // ServerMetadata), by Triton's names: binary tensors, the /config document, repository
 // index/load/unload, priority and timeout parameters, sequence_id/start/end, statistics.
-var extensions = []string{"binary_tensor_data", "model_configuration", "model_repository", "schedule_policy", "sequence", "statistics"}
+var extensions = []string{"binary_tensor_data", "model_configuration", "model_repository", "schedule_policy", "sequence", "statistics", "system_shared_memory"}
 
 // Handler returns the request handler with every route (also usable without Serve). Every
 // route goes through observe (observe.go): correlation ID, server span, access line, OnRequest.
@@ -269,6 +277,7 @@ func (s *Server) Handler() fasthttp.RequestHandler {
 	get("/v2/models/{model}/versions/{version}/config", s.modelConfig)
 	post("/v2/models/{model}/versions/{version}/infer", s.infer)
 	s.predictRoutes(post)
+	s.shmRoutes(get, post)
 	if s.opts.Admin.Reload != nil {
 		post("/v2/admin/reload", s.adminReload)
 	}
@@ -333,6 +342,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return gerr
 	}
 	s.cancelRuns()
+	s.shm.close() // every request has been answered: nothing holds a region
 	return nil
 }
 

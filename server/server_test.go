@@ -433,7 +433,7 @@ func TestHealthReadyNamesMissingModel(t *testing.T) {
 func TestServerMetadata(t *testing.T) {
 	ts := startServer(t, testRegistry(), Options{Version: "1.2.3"})
 	r := ts.do(t, "GET", "/v2", nil)
-	if r.status != 200 || string(r.body) != `{"name":"policyd","version":"1.2.3","extensions":["binary_tensor_data","model_configuration","model_repository","schedule_policy","sequence","statistics"]}` {
+	if r.status != 200 || string(r.body) != `{"name":"policyd","version":"1.2.3","extensions":["binary_tensor_data","model_configuration","model_repository","schedule_policy","sequence","statistics","system_shared_memory"]}` {
 		t.Errorf("GET /v2 = %d %s", r.status, r.body)
 	}
 }

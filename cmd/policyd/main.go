@@ -311,6 +311,8 @@ func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
 		IdleTimeout:        cfg.Server.IdleTimeout,
 		QueueTimeout:       cfg.Limits.QueueTimeout,
 		CompressMinBytes:   compressMin(cfg.Server.CompressMin),
+		SharedMemory: server.SharedMemoryOptions{Enabled: cfg.SharedMemory.Enabled,
+			MaxRegions: cfg.SharedMemory.MaxRegions, MaxBytes: int64(cfg.SharedMemory.MaxBytes)},
 		Admin: server.Admin{
 			Reload:               func() (any, error) { return rl.Reload("admin API") },
 			Token:                rl.Token,
