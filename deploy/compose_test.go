@@ -78,8 +78,10 @@ func TestCompose(t *testing.T) {
 			if s.User != fmt.Sprintf("%d:%d", imageUID, imageUID) || !s.ReadOnly || !slices.Contains(s.CapDrop, "ALL") {
 				t.Errorf("user %q read_only %v cap_drop %v: want the image's user %d, a read-only root and no capabilities", s.User, s.ReadOnly, s.CapDrop, imageUID)
 			}
-			if !slices.ContainsFunc(s.Ports, func(p types.ServicePortConfig) bool { return p.Target == 8000 }) {
-				t.Errorf("ports %v do not publish 8000", s.Ports)
+			for _, port := range []uint32{8000, 8001} { // HTTP, gRPC
+				if !slices.ContainsFunc(s.Ports, func(p types.ServicePortConfig) bool { return p.Target == port && p.Published != "" }) {
+					t.Errorf("ports %v do not publish %d", s.Ports, port)
+				}
 			}
 			files := map[string]string{}
 			mounts := map[string]types.ServiceVolumeConfig{}
@@ -126,6 +128,7 @@ func TestCompose(t *testing.T) {
 			if _, port, _ := net.SplitHostPort(cfg.Server.Addr); port != "8000" {
 				t.Errorf("policyd listens on %s, the service publishes 8000", cfg.Server.Addr)
 			}
+			checkGRPCListen(t, name, cfg, 8001)
 			gpus := 0
 			if s.Deploy != nil && s.Deploy.Resources.Reservations != nil {
 				for _, d := range s.Deploy.Resources.Reservations.Devices {

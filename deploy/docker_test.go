@@ -204,8 +204,8 @@ func TestDockerfiles(t *testing.T) {
 			for _, e := range commandsOf[*instructions.ExposeCommand](final) {
 				exposed = append(exposed, e.Ports...)
 			}
-			if !slices.Contains(exposed, "8000") {
-				t.Errorf("%s: EXPOSE %v, want 8000", path, exposed)
+			if !slices.Contains(exposed, "8000") || !slices.Contains(exposed, "8001") {
+				t.Errorf("%s: EXPOSE %v, want 8000 (HTTP) and 8001 (gRPC)", path, exposed)
 			}
 			var volumes []string
 			for _, v := range commandsOf[*instructions.VolumeCommand](final) {
@@ -241,6 +241,7 @@ func TestDockerfiles(t *testing.T) {
 			if !strings.HasSuffix(cfg.Server.Addr, ":8000") || strings.HasPrefix(cfg.Server.Addr, "127.") {
 				t.Errorf("%s: the image's config listens on %q; a container must listen on every interface, port 8000", path, cfg.Server.Addr)
 			}
+			checkGRPCListen(t, path, cfg, 8001)
 		})
 	}
 }

@@ -2,11 +2,13 @@ package deploy
 
 import (
 	"flag"
+	"net"
 	"os"
 	"path"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -216,4 +218,24 @@ func metricLabels(t *testing.T, name string) (kind, labels string, ok bool) {
 		return "", "", false
 	}
 	return string(m[1]), strings.TrimSpace(string(m[2])), true
+}
+
+// checkGRPCListen: a deployment whose clients are on other machines (a container's port, a
+// pod's) serves KServe v2 gRPC there: server.grpc_addr is on, on every interface of the
+// container (a loopback or other one address would be unreachable through the port mapping or
+// the pod's address), at the port the deployment publishes.
+func checkGRPCListen(t *testing.T, what string, cfg *config.Config, port int32) {
+	t.Helper()
+	a := cfg.Server.GRPCAddr
+	if !config.GRPCEnabled(a) {
+		t.Errorf("%s: server.grpc_addr is %q: gRPC is off; serve it on 0.0.0.0:%d (docs/deployment.md#grpc)", what, a, port)
+		return
+	}
+	host, p, err := net.SplitHostPort(a)
+	if err != nil || p != strconv.Itoa(int(port)) {
+		t.Errorf("%s: policyd serves gRPC on %s, the deployment publishes port %d (%v)", what, a, port, err)
+	}
+	if host != "" && host != "0.0.0.0" && host != "::" {
+		t.Errorf("%s: policyd serves gRPC on %s, inside the container only: listen on every interface (0.0.0.0:%d)", what, a, port)
+	}
 }

@@ -92,7 +92,6 @@ func TestKServe(t *testing.T) {
 		}
 	}
 	rt := one(t, kserveDir, "ClusterServingRuntime", runtimes)
-	isvc := one(t, kserveDir, "InferenceService", services)
 
 	formats := map[string]bool{}
 	for _, f := range rt.Spec.SupportedModelFormats {
@@ -101,8 +100,8 @@ func TestKServe(t *testing.T) {
 	if !formats["onnx"] {
 		t.Errorf("supportedModelFormats %+v: want onnx", rt.Spec.SupportedModelFormats)
 	}
-	if !slices.Equal(rt.Spec.ProtocolVersions, []string{"v2"}) {
-		t.Errorf("protocolVersions %v: policyd speaks v2 (Open Inference Protocol) only", rt.Spec.ProtocolVersions)
+	if !slices.Equal(rt.Spec.ProtocolVersions, []string{"v2", "grpc-v2"}) {
+		t.Errorf("protocolVersions %v: policyd speaks v2 (Open Inference Protocol) over HTTP and gRPC: want [v2 grpc-v2]", rt.Spec.ProtocolVersions)
 	}
 	if rt.Spec.MultiModel != nil && *rt.Spec.MultiModel {
 		t.Error("multiModel: policyd is not a ModelMesh runtime")
@@ -139,7 +138,45 @@ func TestKServe(t *testing.T) {
 		t.Errorf("securityContext %+v: want non-root user %d and a read-only root", sc, imageUID)
 	}
 
-	// the example InferenceService uses this runtime
+	// gRPC: policyd serves it beside HTTP on every interface; the runtime's one port (Knative
+	// allows one) is HTTP's, and an InferenceService of protocol grpc-v2 names the gRPC port h2c
+	// (KServe's and Knative's name for plain-text HTTP/2), which replaces it
+	_, gp, err := net.SplitHostPort(cfg.Server.GRPCAddr)
+	if err != nil {
+		gp = "0"
+	}
+	grpcPort, _ := strconv.Atoi(gp)
+	if grpcPort == int(port) {
+		t.Errorf("policyd serves gRPC on %s, HTTP's port", cfg.Server.GRPCAddr)
+	}
+	checkGRPCListen(t, kserveDir+" ClusterServingRuntime", cfg, int32(grpcPort))
+	if c.Ports[0].Name == "h2c" {
+		t.Errorf("the runtime's port %d is named h2c: KServe would send HTTP/2 to policyd's HTTP/1.1 listener", port)
+	}
+
+	protocols := map[string]int{}
+	for _, isvc := range services {
+		m := isvc.Spec.Predictor.Model
+		if m != nil && m.ProtocolVersion != nil {
+			protocols[*m.ProtocolVersion]++
+			want := []corev1.ContainerPort(nil) // the runtime's: HTTP
+			if *m.ProtocolVersion == "grpc-v2" {
+				want = []corev1.ContainerPort{{Name: "h2c", ContainerPort: int32(grpcPort), Protocol: corev1.ProtocolTCP}}
+			}
+			if !slices.Equal(m.Ports, want) {
+				t.Errorf("InferenceService %s (protocol %s): ports %+v, want %+v", isvc.Name, *m.ProtocolVersion, m.Ports, want)
+			}
+		}
+		checkInferenceService(t, rt, formats, isvc)
+	}
+	if protocols["v2"] != 1 || protocols["grpc-v2"] != 1 {
+		t.Errorf("the example InferenceServices' protocols %v: want one v2 (HTTP) and one grpc-v2", protocols)
+	}
+}
+
+// checkInferenceService: an example InferenceService uses this runtime.
+func checkInferenceService(t *testing.T, rt clusterServingRuntime, formats map[string]bool, isvc inferenceService) {
+	t.Helper()
 	if errs := validation.IsDNS1035Label(isvc.Name); len(errs) > 0 {
 		t.Errorf("InferenceService name %q: %v (KServe requires a DNS-1035 label)", isvc.Name, errs)
 	}
@@ -154,7 +191,11 @@ func TestKServe(t *testing.T) {
 		t.Errorf("modelFormat %s is not one the runtime supports", m.ModelFormat.Name)
 	}
 	if m.ProtocolVersion == nil || !slices.Contains(rt.Spec.ProtocolVersions, *m.ProtocolVersion) {
-		t.Errorf("protocolVersion %v is not one the runtime speaks %v", m.ProtocolVersion, rt.Spec.ProtocolVersions)
+		pv := "(none)"
+		if m.ProtocolVersion != nil {
+			pv = *m.ProtocolVersion
+		}
+		t.Errorf("InferenceService %s: protocolVersion %s is not one the runtime speaks %v", isvc.Name, pv, rt.Spec.ProtocolVersions)
 	}
 	if m.StorageURI == nil {
 		t.Fatal("no storageUri")

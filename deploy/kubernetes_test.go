@@ -243,19 +243,33 @@ func checkOverlay(t *testing.T, ov overlay) {
 	}
 
 	c := container(t, pod.Spec, "policyd")
-	const port = 8000
+	const port, grpcPort = 8000, 8001
 	checkProbe(t, "liveness", c, c.LivenessProbe, "/v2/health/live", port)
 	checkProbe(t, "startup", c, c.StartupProbe, "/v2/health/live", port)
 	checkProbe(t, "readiness", c, c.ReadinessProbe, "/v2/health/ready", port)
-	if len(svc.Spec.Ports) != 1 || portOf(c, svc.Spec.Ports[0].TargetPort) != port || svc.Spec.Ports[0].Name != "http" {
-		t.Errorf("the Service's ports %+v do not reach the container's port %d by the name http", svc.Spec.Ports, port)
+	svcPorts := map[string]corev1.ServicePort{}
+	for _, sp := range svc.Spec.Ports {
+		svcPorts[sp.Name] = sp
 	}
-	if len(sm.Spec.Endpoints) != 1 || sm.Spec.Endpoints[0].Port != svc.Spec.Ports[0].Name || sm.Spec.Endpoints[0].Path != "/metrics" {
+	if sp, ok := svcPorts["http"]; len(svc.Spec.Ports) != 2 || !ok || portOf(c, sp.TargetPort) != port {
+		t.Errorf("the Service's ports %+v do not reach the container's port %d by the name http (and gRPC's by grpc)", svc.Spec.Ports, port)
+	}
+	// gRPC: a container port named grpc, which the Service publishes as grpc and marks as
+	// plain-text HTTP/2 (appProtocol), so that a mesh or a gateway proxies it as such
+	if portOf(c, intstr.FromString("grpc")) != grpcPort {
+		t.Errorf("container ports %+v: want grpc, %d", c.Ports, grpcPort)
+	}
+	if sp, ok := svcPorts["grpc"]; !ok || portOf(c, sp.TargetPort) != grpcPort || sp.Port != grpcPort {
+		t.Errorf("the Service's ports %+v do not publish the container's gRPC port %d as grpc, port %d", svc.Spec.Ports, grpcPort, grpcPort)
+	} else if sp.AppProtocol == nil || (*sp.AppProtocol != "kubernetes.io/h2c" && *sp.AppProtocol != "grpc") {
+		t.Errorf("the Service's port grpc: appProtocol %v, want kubernetes.io/h2c (gRPC is plain-text HTTP/2)", sp.AppProtocol)
+	}
+	if len(sm.Spec.Endpoints) != 1 || sm.Spec.Endpoints[0].Port != "http" || sm.Spec.Endpoints[0].Path != "/metrics" {
 		var got []string
 		for _, e := range sm.Spec.Endpoints {
 			got = append(got, "port "+e.Port+" path "+e.Path)
 		}
-		t.Errorf("the ServiceMonitor scrapes %v: want the Service's port %q, path /metrics", got, svc.Spec.Ports[0].Name)
+		t.Errorf("the ServiceMonitor scrapes %v: want the Service's port \"http\", path /metrics", got)
 	}
 
 	// security: non-root (the images' user), no privilege, read-only root file system
@@ -360,6 +374,7 @@ func checkOverlay(t *testing.T, ov overlay) {
 	if _, p, _ := net.SplitHostPort(cfg.Server.Addr); p != strconv.Itoa(port) || strings.HasPrefix(cfg.Server.Addr, "127.") {
 		t.Errorf("policyd listens on %s; the probes and the Service use port %d on the pod's address", cfg.Server.Addr, port)
 	}
+	checkGRPCListen(t, ov.dir, cfg, grpcPort)
 	if cfg.Engine.CPUThreads < 1 {
 		t.Errorf("engine.cpu_threads = %d: in a container 0 (every core) sees the node's cores, not the CPU limit", cfg.Engine.CPUThreads)
 	}

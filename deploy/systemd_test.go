@@ -129,7 +129,11 @@ func TestSystemdUnit(t *testing.T) {
 	if err := yaml.Unmarshal([]byte(m[1]), &raw); err != nil {
 		t.Fatalf("%s: the config it writes: %v", deploymentDoc, err)
 	}
-	checkPolicydConfig(t, start[1:], env, files, raw.Repository.Path)
+	// gRPC: on (a host's clients reach it where the operator puts it; the loopback default is
+	// fine behind a local proxy, and docs/deployment.md#grpc says how to open it)
+	if cfg := checkPolicydConfig(t, start[1:], env, files, raw.Repository.Path); !config.GRPCEnabled(cfg.Server.GRPCAddr) {
+		t.Errorf("the systemd config turns gRPC off (server.grpc_addr %q)", cfg.Server.GRPCAddr)
+	}
 }
 
 // TestSystemdAnalyzeVerify runs systemd's own checker over the unit where systemd is there. The
