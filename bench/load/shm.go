@@ -40,6 +40,10 @@ type SHMRequest struct {
 	// Prefix names the objects (/dev/shm/PREFIX-W) and regions (PREFIX-W); "" is
 	// "pdbench-PID".
 	Prefix string
+	// GRPCAddr, when set, sends the requests as unary gRPC ModelInfer calls to this HOST:PORT
+	// (loopback only), the tensors' parameters naming the regions; the regions are still
+	// registered over HTTP (URL's host), and the model is URL's.
+	GRPCAddr string
 }
 
 // shmSlot is one worker's object: mapped here, registered on the server as one region.
@@ -197,6 +201,9 @@ func RunSHM(ctx context.Context, req SHMRequest, o Options) (res Result, err err
 			return Result{}, err
 		}
 	}
+	if req.GRPCAddr != "" {
+		return g.runGRPC(ctx)
+	}
 	if err := g.check(); err != nil {
 		return Result{}, err
 	}
@@ -337,21 +344,17 @@ func (g *shmGen) check() error {
 		if a.Data != nil {
 			return fmt.Errorf("%w: output %q answered inline, not in shared memory", ErrCheck, want.Name)
 		}
-		p := a.Parameters
-		n := 1
-		for _, d := range a.Shape {
-			n *= int(d)
-		}
-		if p.Region != s.name || p.Offset != s.outOff[i] || 4*n > s.outSize[i] {
-			return fmt.Errorf("%w: output %q: response names region %q offset %d with shape %v, want region %q offset %d within %d bytes",
-				ErrCheck, want.Name, p.Region, p.Offset, a.Shape, s.name, s.outOff[i], s.outSize[i])
-		}
-		t := Tensor{Name: want.Name, Datatype: "FP32", Shape: a.Shape, Data: make([]float64, n)}
-		for k := range t.Data {
-			t.Data[k] = float64(math.Float32frombits(binary.LittleEndian.Uint32(s.mem[s.outOff[i]+4*k:])))
+		t, err := s.readOutput(i, want.Name, a.Shape, a.Parameters.Region, int64(a.Parameters.Offset))
+		if err != nil {
+			return err
 		}
 		got = append(got, t)
 	}
+	return g.checkRegion(got)
+}
+
+// checkRegion checks the outputs read from the region against the reference.
+func (g *shmGen) checkRegion(got []Tensor) error {
 	ref := g.o.Check
 	if ref == nil {
 		ref = &Reference{ShapeOnly: true, Outputs: g.req.Outputs}
@@ -360,6 +363,24 @@ func (g *shmGen) check() error {
 		return fmt.Errorf("%w: output read from shared memory: %v", ErrCheck, err)
 	}
 	return nil
+}
+
+// readOutput reads output i of slot s (shape from the answer) after checking the answer names
+// the slot's window and the shape fits it.
+func (s *shmSlot) readOutput(i int, name string, shape []int64, region string, offset int64) (Tensor, error) {
+	n := 1
+	for _, d := range shape {
+		n *= int(d)
+	}
+	if region != s.name || offset != int64(s.outOff[i]) || n < 0 || 4*n > s.outSize[i] {
+		return Tensor{}, fmt.Errorf("%w: output %q: response names region %q offset %d with shape %v, want region %q offset %d within %d bytes",
+			ErrCheck, name, region, offset, shape, s.name, s.outOff[i], s.outSize[i])
+	}
+	t := Tensor{Name: name, Datatype: "FP32", Shape: shape, Data: make([]float64, n)}
+	for k := range t.Data {
+		t.Data[k] = float64(math.Float32frombits(binary.LittleEndian.Uint32(s.mem[s.outOff[i]+4*k:])))
+	}
+	return t, nil
 }
 
 // worker is one closed-loop worker on its own slot: with Rewrite, the inputs are copied into
