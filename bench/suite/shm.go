@@ -17,9 +17,9 @@ import (
 const engineMetric = "policyd_compute_infer_duration_seconds"
 
 // shmStage measures Triton's system shared memory extension beside HTTP binary on a policyd of
-// its own (shared_memory.enabled, an admin token): for each case of the plan, HTTP binary then
-// shared memory, in turn (A/B, twice), each run's engine time per request from the server's
-// metrics. The shared-memory runs rewrite the inputs in the region before each request, as a
+// its own (shared_memory.enabled, an admin token, gRPC on): for each case of the plan, HTTP
+// binary, shared memory over HTTP, then over gRPC (unary), in turn (twice), each run's engine
+// time per request from the server's metrics. The shared-memory runs rewrite the inputs in the region before each request, as a
 // simulator on the same host writes each step's observation; that copy is timed.
 func (r *run) shmStage(ctx context.Context) {
 	r.prog.step("starting policyd for shared memory (mlp-med, cnn-atari; shared_memory.enabled, admin token)")
@@ -33,7 +33,7 @@ func (r *run) shmStage(ctx context.Context) {
 		r.fail("shm: %v", err)
 		return
 	}
-	srv, err := r.startPolicyd(ctx, "shm", policydOptions{models: []modelOptions{{name: "mlp-med"}, {name: "cnn-atari"}}, shm: true, tokenFile: tokenFile})
+	srv, err := r.startPolicyd(ctx, "shm", policydOptions{models: []modelOptions{{name: "mlp-med"}, {name: "cnn-atari"}}, shm: true, tokenFile: tokenFile, grpc: true})
 	if err != nil {
 		r.fail("shm: policyd does not start: %v", err)
 		return
@@ -46,8 +46,9 @@ func (r *run) shmStage(ctx context.Context) {
 				if ctx.Err() != nil {
 					return
 				}
-				r.shmCase(ctx, srv, sc.model, sc.batch, conc, false, token)
-				r.shmCase(ctx, srv, sc.model, sc.batch, conc, true, token)
+				for _, proto := range []string{"binary", "shm", "grpc-shm"} {
+					r.shmCase(ctx, srv, sc.model, sc.batch, conc, proto, token)
+				}
 			}
 		}
 	}
@@ -56,27 +57,30 @@ func (r *run) shmStage(ctx context.Context) {
 	}
 }
 
-// shmCase is one closed-loop run, HTTP binary or shared memory, with the engine's mean time per
+// shmCase is one closed-loop run, HTTP binary ("binary") or shared memory over HTTP ("shm") or
+// gRPC ("grpc-shm"), with the engine's mean time per
 // request over the run (the delta of engineMetric's sum / count for the model, warm-up and the
 // checked request included).
-func (r *run) shmCase(ctx context.Context, srv *server, model string, batch, conc int, shm bool, token string) Case {
+func (r *run) shmCase(ctx context.Context, srv *server, model string, batch, conc int, proto, token string) Case {
 	b := r.body(model, batch)
 	ref := b.Ref
 	o := load.Options{Mode: "closed", Connections: conc, Duration: r.plan.dur, Warmup: r.plan.warm, ServerPIDs: srv.PIDs(), Check: &ref}
 	match := map[string]string{"model": model}
 	s0, n0, ok0, err0 := scrape.Histogram(srv.Addr, engineMetric, match)
 	var (
-		res   load.Result
-		err   error
-		c     = Case{Stage: "shm", Server: "policyd", Model: model, Batch: batch, Source: "policyctl bench load"}
-		proto = "binary"
+		res load.Result
+		err error
+		c   = Case{Stage: "shm", Server: "policyd", Model: model, Batch: batch, Source: "policyctl bench load"}
 	)
-	if shm {
-		proto = "shm"
-		r.prog.step("shm: policyd shm %s b%d c%d", model, batch, conc)
-		res, err = load.RunSHM(ctx, load.SHMRequest{URL: inferURL(srv.Addr, model), Inputs: b.Inputs, Outputs: ref.Outputs, Token: token, Rewrite: true}, o)
-	} else {
-		r.prog.step("shm: policyd binary %s b%d c%d", model, batch, conc)
+	r.prog.step("shm: policyd %s %s b%d c%d", proto, model, batch, conc)
+	switch proto {
+	case "shm", "grpc-shm":
+		req := load.SHMRequest{URL: inferURL(srv.Addr, model), Inputs: b.Inputs, Outputs: ref.Outputs, Token: token, Rewrite: true}
+		if proto == "grpc-shm" {
+			req.GRPCAddr = srv.GRPCAddr
+		}
+		res, err = load.RunSHM(ctx, req, o)
+	default:
 		body, n, berr := load.BinaryBody(b.Inputs)
 		if berr != nil {
 			r.fail("binary body %s b%d: %v", model, batch, berr)
@@ -170,9 +174,9 @@ func (r *Report) shmTable(t *table) {
 	}
 	t.line("## 2c. Shared memory beside HTTP binary (policyd)\n")
 	t.line("Triton's system shared memory extension: each connection's inputs and outputs in a /dev/shm object of its own, " +
-		"registered as a region (admin token); the request is a small JSON naming the windows, the inputs are rewritten in the region " +
+		"registered as a region (admin token); the request is a small JSON naming the windows (grpc-shm: a unary ModelInfer whose tensors' parameters name them), the inputs are rewritten in the region " +
 		"before every request (a simulator writing its observation; the copy is inside the timed latency) and the outputs read from it. " +
-		"Measured in turn with HTTP binary (inputs and outputs as raw FP32 in the body) on the same policyd, the pair repeated. " +
+		"Measured in turn with HTTP binary (inputs and outputs as raw FP32 in the body) on the same policyd: binary, shm, grpc-shm, twice. " +
 		"engine µs = the mean of `" + engineMetric + "` per request over the run (its sum / count delta for the model, " +
 		"warm-up included; the histogram's buckets are too coarse for a p50); outside = p50 − engine: what the protocol, the copies and the queueing cost.\n")
 	t.head("proto", "model", "batch", "C", "body bytes", "p50", "p90", "p99", "max", "req/s", "engine µs", "outside µs", "srv CPU µs/req", "other cores", "errors")

@@ -244,7 +244,7 @@ func (r *run) estimateSteps() int {
 	if r.want("shm") {
 		n++
 		for _, c := range p.shmCases {
-			n += 2 * p.shmRounds * len(c.concs)
+			n += 3 * p.shmRounds * len(c.concs)
 		}
 	}
 	if r.want("batch-sweep") {

@@ -126,7 +126,7 @@ func benchLoad(ctx context.Context, argv0 string, path, args []string, stdout, s
 	fs.StringVar(&grpcAddr, "grpc", "", "instead of -url: the gRPC `HOST:PORT` (loopback only); ModelInfer with raw FP32 inputs, closed loop")
 	fs.StringVar(&grpcModel, "grpc-model", "", "with -grpc: the served model `NAME` (default -model)")
 	fs.BoolVar(&stream, "stream", false, "with -grpc: ModelStreamInfer, one stream per connection, one request in flight on it")
-	fs.BoolVar(&shm, "shm", false, "with -url: Triton's system shared memory: inputs and outputs in a /dev/shm object per connection, registered as a region (needs shared_memory.enabled and a reference: -model or -expect)")
+	fs.BoolVar(&shm, "shm", false, "Triton's system shared memory: inputs and outputs in a /dev/shm object per connection, registered as a region over -url; requests over -url, or unary over -grpc when given (needs shared_memory.enabled and a reference: -model or -expect)")
 	fs.BoolVar(&shmRewrite, "shm-rewrite", false, "with -shm: write the inputs into the region before every request, as a simulator writes each step's observation")
 	fs.StringVar(&tokenFile, "token-file", "", "with -shm: `FILE` holding the admin token for the register and unregister calls")
 	fs.BoolVar(&shapeOnly, "shape-only", false, "check only output names and shapes (the constant-output floor)")
@@ -146,7 +146,7 @@ func benchLoad(ctx context.Context, argv0 string, path, args []string, stdout, s
 	fs.StringVar(&label, "label", "", "free `TEXT` echoed in the output")
 	fs.Usage = func() {
 		w := fs.Output()
-		fmt.Fprintf(w, "%s — KServe v2 load generator (HTTP closed or open loop, JSON, binary or shared memory; gRPC closed loop, unary or streaming)\n\nUsage:\n  %s (-url URL [-shm] | -grpc HOST:PORT [-stream]) (-body FILE [-expect FILE] | -model NAME [-batch N]) [flags]\n\n", name, name)
+		fmt.Fprintf(w, "%s — KServe v2 load generator (HTTP closed or open loop, JSON, binary or shared memory; gRPC closed loop, unary or streaming)\n\nUsage:\n  %s (-url URL | -grpc HOST:PORT [-stream] | -shm -url URL [-grpc HOST:PORT]) (-body FILE [-expect FILE] | -model NAME [-batch N]) [flags]\n\n", name, name)
 		fmt.Fprintf(w, "Checks the first answer, then loads the URL and prints one JSON line: the peers' loadgen\n"+
 			"fields (p50_us ... p999_us, rps, errors, server_cpu_us_per_req), plus, open loop, dropped,\n"+
 			"late, service and send_lag percentiles. Exit 1 when the check fails or nothing succeeded.\n\nFlags:\n")
@@ -166,12 +166,16 @@ func benchLoad(ctx context.Context, argv0 string, path, args []string, stdout, s
 		}
 		o.ServerPIDs = append(o.ServerPIDs, pid)
 	}
-	if (url == "") == (grpcAddr == "") || (bodyPath == "") == (model == "") {
+	if shm && url == "" {
+		fmt.Fprintf(stderr, "%s: -shm needs -url (the regions are registered over HTTP; with -grpc too, the requests go over gRPC)\n", name)
+		return 2
+	}
+	if (!shm && (url == "") == (grpcAddr == "")) || (bodyPath == "") == (model == "") {
 		fmt.Fprintf(stderr, "%s: need exactly one of -url or -grpc and exactly one of -body or -model\n", name)
 		return 2
 	}
-	if shm && (grpcAddr != "" || binary || o.Mode != "closed") {
-		fmt.Fprintf(stderr, "%s: -shm is HTTP (-url), JSON and closed loop only\n", name)
+	if shm && (stream || binary || o.Mode != "closed") {
+		fmt.Fprintf(stderr, "%s: -shm is closed loop only, JSON over HTTP or unary over gRPC\n", name)
 		return 2
 	}
 	var token string
@@ -258,7 +262,7 @@ func benchLoad(ctx context.Context, argv0 string, path, args []string, stdout, s
 			fmt.Fprintf(stderr, "%s: -shm needs the outputs' shapes: give -model or -expect\n", name)
 			return 2
 		}
-		res, err = load.RunSHM(ctx, load.SHMRequest{URL: url, Inputs: inputs, Outputs: ref.Outputs, Token: token, Rewrite: shmRewrite}, o)
+		res, err = load.RunSHM(ctx, load.SHMRequest{URL: url, GRPCAddr: grpcAddr, Inputs: inputs, Outputs: ref.Outputs, Token: token, Rewrite: shmRewrite}, o)
 	case grpcAddr != "":
 		res, err = load.RunGRPC(ctx, load.GRPCRequest{Addr: grpcAddr, Model: grpcModel, Inputs: inputs, Stream: stream}, o)
 	default:
