@@ -5,7 +5,7 @@
 #
 # Env knobs: BENCH_QUICK=1 (shorter runs, fewer points: ~4 min instead of ~12),
 # BENCH_SAVE_BASELINE=1 (write bench/baselines/<cpu>--<isa>.json from this run), BENCH_RUN_ID,
-# BENCH_STAGES (comma-separated subset of matrix,binary,grpc,batch-sweep,conc-sweep,open-loop,memory,search),
+# BENCH_STAGES (comma-separated subset of matrix,binary,grpc,shm,batch-sweep,conc-sweep,open-loop,memory,search),
 # BENCH_P99_TARGET (batching search, default 2ms), PEERS_DIR (default ../shared/peers; only
 # read), GO, NPM. Needs lib/ (make native). Writes build/bench/<run-id>/ (report.md,
 # report.json, latency-throughput.svg, the repository, server configs and logs),

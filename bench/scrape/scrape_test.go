@@ -18,3 +18,29 @@ policyd_engine_memory_bytes_total 7
 		t.Error("an absent series must be absent, not 0")
 	}
 }
+
+func TestParseHistogram(t *testing.T) {
+	text := `# HELP policyd_compute_infer_duration_seconds x
+# TYPE policyd_compute_infer_duration_seconds histogram
+policyd_compute_infer_duration_seconds_bucket{model="a",version="1",le="0.001"} 3
+policyd_compute_infer_duration_seconds_bucket{model="a",version="1",le="+Inf"} 4
+policyd_compute_infer_duration_seconds_sum{model="a",version="1"} 0.0025
+policyd_compute_infer_duration_seconds_count{model="a",version="1"} 4
+policyd_compute_infer_duration_seconds_bucket{model="b",version="1",le="+Inf"} 1
+policyd_compute_infer_duration_seconds_sum{model="b",version="1"} 0.5
+policyd_compute_infer_duration_seconds_count{model="b",version="1"} 1
+`
+	name := "policyd_compute_infer_duration_seconds"
+	if s, n, ok := ParseHistogram(text, name, map[string]string{"model": "a"}); !ok || s != 0.0025 || n != 4 {
+		t.Errorf("model a: sum %v count %v ok %v", s, n, ok)
+	}
+	if s, n, ok := ParseHistogram(text, name, nil); !ok || s != 0.5025 || n != 5 {
+		t.Errorf("all: sum %v count %v ok %v", s, n, ok)
+	}
+	if _, _, ok := ParseHistogram(text, name, map[string]string{"model": "c"}); ok {
+		t.Error("no series of model c: want ok false")
+	}
+	if _, _, ok := ParseHistogram(text, "absent", nil); ok {
+		t.Error("absent histogram: want ok false")
+	}
+}

@@ -76,6 +76,8 @@ type Case struct {
 	Source string `json:"source"` // our generator or run_all.sh's loadgen
 	Config string `json:"config,omitempty"`
 	Error  string `json:"error,omitempty"`
+	// EngineUS is the engine's mean time per request over the run (shm stage), µs.
+	EngineUS *float64 `json:"engine_us,omitempty"`
 	load.Result
 }
 
@@ -190,7 +192,8 @@ func computeTargets(cases []Case, mem []MemoryRow) []Target {
 	t = Target{What: "RSS of policyd serving one policy (mlp-med) under load, MB", Limit: 100, Cmp: "<="}
 	t.judge(float64(maxRSS)/1e6, maxRSS > 0, "most sampled RSS over the memory runs "+strings.Join(runs, ", "))
 	ts = append(ts, t)
-	return append(ts, grpcTargets(cases)...)
+	ts = append(ts, grpcTargets(cases)...)
+	return append(ts, shmTargets(cases)...)
 }
 
 // grpcTargets are issue 16's gRPC targets, from the grpc stage (HTTP binary and gRPC measured
@@ -390,6 +393,7 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 			"one request in flight on it (latency send → answer). Source `policyctl bench load` is our generator (first answer checked against the reference); "+
 			"`ghz` is the independent one (github.com/bojand/ghz, `make tools`; unary only: its streaming calls time whole streams, not messages), sending the same message. "+
 			"srv CPU µs/req is the server's CPU over the measured time per answered request.")
+	r.shmTable(t)
 	r.caseTable(t, "batch-sweep", "## 3. Batch sweep (policyd, mlp-med)", "")
 	r.caseTable(t, "conc-sweep", "## 4. Concurrency sweep (mlp-med, batch 1, JSON)", "")
 	r.openTable(t)

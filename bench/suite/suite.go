@@ -32,7 +32,7 @@ import (
 )
 
 // Stages, in the order they run.
-var Stages = []string{"matrix", "binary", "grpc", "batch-sweep", "conc-sweep", "open-loop", "memory", "search"}
+var Stages = []string{"matrix", "binary", "grpc", "shm", "batch-sweep", "conc-sweep", "open-loop", "memory", "search"}
 
 // Config is one suite run.
 type Config struct {
@@ -106,7 +106,20 @@ type plan struct {
 	memModels         []string
 	grid              []BatchConfig
 	grpcCases         []modelBatch // the gRPC stage's models and batches (at 1 and 16 connections)
+	shmCases          []shmPlan    // the shm stage's cases
+	shmRounds         int          // HTTP binary then shared memory, this many times per case
 }
+
+// shmPlan is one case of the shm stage: a model and batch at some connection counts.
+type shmPlan struct {
+	model string
+	batch int
+	concs []int
+}
+
+// shmCasesPlan: mlp-med b1 (the latency target) at 1 and 16 connections, cnn-atari b32 (3.6 MB
+// of input; the time-outside-the-engine target) at 1.
+var shmCasesPlan = []shmPlan{{"mlp-med", 1, []int{1, 16}}, {"cnn-atari", 32, []int{1}}}
 
 type modelBatch struct {
 	model string
@@ -120,7 +133,7 @@ func newPlan(quick bool, specs []peers.ModelSpec) plan {
 			openFractions: []float64{0.3, 0.6, 0.9}, searchFractions: []float64{0.3, 0.6},
 			concs: []int{1, 4, 16, 64}, batches: []int{1, 32, 256}, memModels: []string{"mlp-med"},
 			grid:      []BatchConfig{{1, 0, 1}, {1, 0, 2}, {32, 100 * time.Microsecond, 1}, {32, 100 * time.Microsecond, 2}},
-			grpcCases: []modelBatch{{"mlp-med", 1}}}
+			grpcCases: []modelBatch{{"mlp-med", 1}}, shmCases: shmCasesPlan, shmRounds: 2}
 	}
 	var all []string
 	for _, s := range specs {
@@ -130,7 +143,7 @@ func newPlan(quick bool, specs []peers.ModelSpec) plan {
 		memDur: 2 * time.Second, probeDur: 1500 * time.Millisecond, srchDur: 1500 * time.Millisecond,
 		openFractions: []float64{0.2, 0.4, 0.6, 0.8, 0.95}, searchFractions: []float64{0.25, 0.5, 0.7, 0.85},
 		concs: []int{1, 2, 4, 8, 16, 32, 64}, batches: []int{1, 8, 32, 64, 256}, memModels: all,
-		grpcCases: []modelBatch{{"mlp-med", 1}, {"mlp-small", 1}, {"mlp-med", 32}}}
+		grpcCases: []modelBatch{{"mlp-med", 1}, {"mlp-small", 1}, {"mlp-med", 32}}, shmCases: shmCasesPlan, shmRounds: 2}
 	for _, inst := range []int{1, 2} {
 		p.grid = append(p.grid, BatchConfig{1, 0, inst})
 		for _, mbs := range []int{8, 32} {
@@ -192,6 +205,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := r.policydStages(ctx); err != nil {
 		return r.rep, err
 	}
+	if r.want("shm") {
+		r.shmStage(ctx)
+	}
 	r.peerStages(ctx)
 	if r.want("memory") {
 		r.memory(ctx)
@@ -224,6 +240,12 @@ func (r *run) estimateSteps() int {
 	}
 	if r.want("grpc") {
 		n += 4 * 2 * len(r.plan.grpcCases)
+	}
+	if r.want("shm") {
+		n++
+		for _, c := range p.shmCases {
+			n += 3 * p.shmRounds * len(c.concs)
+		}
 	}
 	if r.want("batch-sweep") {
 		n += 2 * len(p.batches)
@@ -270,6 +292,13 @@ func (r *run) prepare(ctx context.Context) error {
 		return err
 	}
 	models := []string{"mlp-small", "mlp-med"}
+	if r.want("shm") {
+		for _, c := range r.plan.shmCases {
+			if !slices.Contains(models, c.model) {
+				models = append(models, c.model)
+			}
+		}
+	}
 	if r.want("memory") {
 		for _, m := range r.plan.memModels {
 			if !slices.Contains(models, m) {
@@ -299,6 +328,13 @@ func (r *run) prepare(ctx context.Context) error {
 	for _, m := range r.plan.memModels {
 		if _, ok := need[m]; !ok {
 			need[m] = []int{1, 32}
+		}
+	}
+	if r.want("shm") {
+		for _, c := range r.plan.shmCases {
+			if !slices.Contains(need[c.model], c.batch) {
+				need[c.model] = append(need[c.model], c.batch)
+			}
 		}
 	}
 	for m, bs := range need {
@@ -366,6 +402,10 @@ type policydOptions struct {
 	models []modelOptions
 	env    []string
 	grpc   bool // serve gRPC too, on a free port (server.GRPCAddr); otherwise grpc_addr is off
+	// shm turns on the shared-memory extension (shared_memory.enabled); tokenFile, when set, is
+	// admin.token_file (the register calls are operator calls).
+	shm       bool
+	tokenFile string
 }
 
 // startPolicyd writes a config for opts and starts bin/policyd on a free port.
@@ -411,6 +451,12 @@ func (r *run) startPolicyd(ctx context.Context, tag string, opts policydOptions)
 func policydConfig(addr, grpcAddr, repo string, opts policydOptions) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "server:\n  addr: %q\n  grpc_addr: %q\nrepository:\n  path: %q\n", addr, grpcAddr, repo)
+	if opts.shm {
+		b.WriteString("shared_memory:\n  enabled: true\n")
+	}
+	if opts.tokenFile != "" {
+		fmt.Fprintf(&b, "admin:\n  token_file: %q\n", opts.tokenFile)
+	}
 	for _, m := range opts.models {
 		if c := m.batching; c != nil {
 			fmt.Fprintf(&b, "batching:\n  enabled: %t\n  max_batch_size: %d\n  max_queue_delay: %s\n", c.MaxBatchSize > 1, c.MaxBatchSize, fmtDelay(c.MaxQueueDelay))

@@ -62,8 +62,14 @@ func TestTargets(t *testing.T) {
 		value  float64
 		status string
 	}{{1.3, "PASS"}, {0.433, "PASS"}, {2.667, "MISS"}, {4, "PASS"}, {120, "MISS"}, {0.9, "PASS"}, {0.9, "MISS"}}
-	if len(ts) != len(want) {
-		t.Fatalf("%d targets, want %d", len(ts), len(want))
+	if len(ts) != len(want)+2 {
+		t.Fatalf("%d targets, want %d", len(ts), len(want)+2)
+	}
+	// The two shared-memory targets (shm_test.go): the sample has no shm stage.
+	for _, s := range ts[len(want):] {
+		if s.Status != "n/a" {
+			t.Errorf("target %s: %s without shm cases, want n/a", s.What, s.Status)
+		}
 	}
 	for i, w := range want {
 		if ts[i].Value == nil || *ts[i].Value != w.value || ts[i].Status != w.status {

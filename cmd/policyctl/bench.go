@@ -112,6 +112,8 @@ func benchLoad(ctx context.Context, argv0 string, path, args []string, stdout, s
 		binary, shapeOnly, stream     bool
 		atol, rtol                    float64
 		grpcAddr, grpcModel           string
+		shm, shmRewrite               bool
+		tokenFile                     string
 	)
 	fs.StringVar(&url, "url", "", "`URL` to POST to, http://127.0.0.1:PORT/v2/models/NAME/infer (loopback only)")
 	fs.StringVar(&bodyPath, "body", "", "KServe v2 JSON request `FILE` (e.g. ../shared/peers/models/bodies/mlp-med_b1.json)")
@@ -124,6 +126,9 @@ func benchLoad(ctx context.Context, argv0 string, path, args []string, stdout, s
 	fs.StringVar(&grpcAddr, "grpc", "", "instead of -url: the gRPC `HOST:PORT` (loopback only); ModelInfer with raw FP32 inputs, closed loop")
 	fs.StringVar(&grpcModel, "grpc-model", "", "with -grpc: the served model `NAME` (default -model)")
 	fs.BoolVar(&stream, "stream", false, "with -grpc: ModelStreamInfer, one stream per connection, one request in flight on it")
+	fs.BoolVar(&shm, "shm", false, "Triton's system shared memory: inputs and outputs in a /dev/shm object per connection, registered as a region over -url; requests over -url, or unary over -grpc when given (needs shared_memory.enabled and a reference: -model or -expect)")
+	fs.BoolVar(&shmRewrite, "shm-rewrite", false, "with -shm: write the inputs into the region before every request, as a simulator writes each step's observation")
+	fs.StringVar(&tokenFile, "token-file", "", "with -shm: `FILE` holding the admin token for the register and unregister calls")
 	fs.BoolVar(&shapeOnly, "shape-only", false, "check only output names and shapes (the constant-output floor)")
 	fs.Float64Var(&atol, "atol", 1e-4, "absolute tolerance of the check")
 	fs.Float64Var(&rtol, "rtol", 1e-3, "relative tolerance of the check")
@@ -141,7 +146,7 @@ func benchLoad(ctx context.Context, argv0 string, path, args []string, stdout, s
 	fs.StringVar(&label, "label", "", "free `TEXT` echoed in the output")
 	fs.Usage = func() {
 		w := fs.Output()
-		fmt.Fprintf(w, "%s — KServe v2 load generator (HTTP closed or open loop, JSON or binary; gRPC closed loop, unary or streaming)\n\nUsage:\n  %s (-url URL | -grpc HOST:PORT [-stream]) (-body FILE [-expect FILE] | -model NAME [-batch N]) [flags]\n\n", name, name)
+		fmt.Fprintf(w, "%s — KServe v2 load generator (HTTP closed or open loop, JSON, binary or shared memory; gRPC closed loop, unary or streaming)\n\nUsage:\n  %s (-url URL | -grpc HOST:PORT [-stream] | -shm -url URL [-grpc HOST:PORT]) (-body FILE [-expect FILE] | -model NAME [-batch N]) [flags]\n\n", name, name)
 		fmt.Fprintf(w, "Checks the first answer, then loads the URL and prints one JSON line: the peers' loadgen\n"+
 			"fields (p50_us ... p999_us, rps, errors, server_cpu_us_per_req), plus, open loop, dropped,\n"+
 			"late, service and send_lag percentiles. Exit 1 when the check fails or nothing succeeded.\n\nFlags:\n")
@@ -161,9 +166,26 @@ func benchLoad(ctx context.Context, argv0 string, path, args []string, stdout, s
 		}
 		o.ServerPIDs = append(o.ServerPIDs, pid)
 	}
-	if (url == "") == (grpcAddr == "") || (bodyPath == "") == (model == "") {
+	if shm && url == "" {
+		fmt.Fprintf(stderr, "%s: -shm needs -url (the regions are registered over HTTP; with -grpc too, the requests go over gRPC)\n", name)
+		return 2
+	}
+	if (!shm && (url == "") == (grpcAddr == "")) || (bodyPath == "") == (model == "") {
 		fmt.Fprintf(stderr, "%s: need exactly one of -url or -grpc and exactly one of -body or -model\n", name)
 		return 2
+	}
+	if shm && (stream || binary || o.Mode != "closed") {
+		fmt.Fprintf(stderr, "%s: -shm is closed loop only, JSON over HTTP or unary over gRPC\n", name)
+		return 2
+	}
+	var token string
+	if tokenFile != "" {
+		raw, err := os.ReadFile(tokenFile)
+		if err != nil {
+			fmt.Fprintf(stderr, "%s: -token-file: %v\n", name, err)
+			return 2
+		}
+		token = strings.TrimSpace(string(raw))
 	}
 	if grpcModel == "" {
 		grpcModel = model
@@ -234,9 +256,16 @@ func benchLoad(ctx context.Context, argv0 string, path, args []string, stdout, s
 	}
 	var res load.Result
 	var err error
-	if grpcAddr != "" {
+	switch {
+	case shm:
+		if len(ref.Outputs) == 0 {
+			fmt.Fprintf(stderr, "%s: -shm needs the outputs' shapes: give -model or -expect\n", name)
+			return 2
+		}
+		res, err = load.RunSHM(ctx, load.SHMRequest{URL: url, GRPCAddr: grpcAddr, Inputs: inputs, Outputs: ref.Outputs, Token: token, Rewrite: shmRewrite}, o)
+	case grpcAddr != "":
 		res, err = load.RunGRPC(ctx, load.GRPCRequest{Addr: grpcAddr, Model: grpcModel, Inputs: inputs, Stream: stream}, o)
-	} else {
+	default:
 		res, err = load.Run(ctx, req, o)
 	}
 	res.Label = label
