@@ -359,24 +359,8 @@ func (s *Server) grpcAccessLog(x *exchange, fullMethod string, code codes.Code, 
 		zap.String("method", "grpc"),
 		zap.String("path", fullMethod),
 		zap.Int("status", x.info.Status),
-		zap.String("grpc_code", code.String()),
-		zap.Duration("latency", x.info.Latency),
-		zap.Int("bytes_in", x.info.BytesIn),
-		zap.Int("bytes_out", x.info.BytesOut),
-		zap.String("request_id", string(x.id)))
-	if x.info.Model != "" {
-		f = append(f, zap.String("model", x.info.Model), zap.String("version", x.info.Version))
-	}
-	if x.info.Protocol != "" {
-		f = append(f, zap.String("protocol", x.info.Protocol), zap.Int("batch_size", x.info.Rows))
-	}
-	if x.info.TimedOut {
-		f = append(f, zap.Bool("timed_out", true))
-	}
-	if x.span != nil && x.span.SpanContext().IsSampled() {
-		f = append(f, zap.Stringer("trace_id", x.span.SpanContext().TraceID()))
-	}
-	ce.Write(f...)
+		zap.String("grpc_code", code.String()))
+	ce.Write(x.accessFields(f)...)
 	clear(x.log[:])
 }
 

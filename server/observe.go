@@ -294,7 +294,16 @@ func (s *Server) accessLog(ctx *fasthttp.RequestCtx, x *exchange) {
 	f := append(x.log[:0],
 		zap.String("method", methodString(ctx.Method())),
 		zap.String("path", string(ctx.Path())),
-		zap.Int("status", x.info.Status),
+		zap.Int("status", x.info.Status))
+	ce.Write(x.accessFields(f)...)
+	clear(x.log[:])
+}
+
+// accessFields appends the fields every access line has after method, path and status (and
+// gRPC's grpc_code): latency, sizes, request id, model and version, protocol and batch size,
+// a queue timeout, the trace id of a sampled span.
+func (x *exchange) accessFields(f []zap.Field) []zap.Field {
+	f = append(f,
 		zap.Duration("latency", x.info.Latency),
 		zap.Int("bytes_in", x.info.BytesIn),
 		zap.Int("bytes_out", x.info.BytesOut),
@@ -311,8 +320,7 @@ func (s *Server) accessLog(ctx *fasthttp.RequestCtx, x *exchange) {
 	if x.span != nil && x.span.SpanContext().IsSampled() {
 		f = append(f, zap.Stringer("trace_id", x.span.SpanContext().TraceID()))
 	}
-	ce.Write(f...)
-	clear(x.log[:])
+	return f
 }
 
 // methodString returns the method as a constant string for the usual methods (no copy).

@@ -11,20 +11,6 @@ import (
 // library cannot run it at batch 2 and serves it at batch 1 only (with a warning). None of
 // ../shared/models does this; exporters that bake the batch into a Reshape do.
 func ReshapeToOneRow() []byte {
-	msg := func(field protowire.Number, b []byte) []byte {
-		return protowire.AppendBytes(protowire.AppendTag(nil, field, protowire.BytesType), b)
-	}
-	str := func(field protowire.Number, s string) []byte { return msg(field, []byte(s)) }
-	varint := func(field protowire.Number, v uint64) []byte {
-		return protowire.AppendVarint(protowire.AppendTag(nil, field, protowire.VarintType), v)
-	}
-	cat := func(parts ...[]byte) []byte {
-		var b []byte
-		for _, p := range parts {
-			b = append(b, p...)
-		}
-		return b
-	}
 	// ValueInfoProto{name, type: TypeProto{tensor_type{elem_type FLOAT, shape{dim...}}}}
 	value := func(name string, dims ...[]byte) []byte {
 		var shape []byte
@@ -51,20 +37,6 @@ func ReshapeToOneRow() []byte {
 // ([N, 1]) and y = [x, START, END, READY, CORRID, h_out] as FP32 ([N, 6]): a row of y holds
 // the control values the server filled for that row and the running sum of its sequence.
 func SequenceControls() []byte {
-	msg := func(field protowire.Number, b []byte) []byte {
-		return protowire.AppendBytes(protowire.AppendTag(nil, field, protowire.BytesType), b)
-	}
-	str := func(field protowire.Number, s string) []byte { return msg(field, []byte(s)) }
-	varint := func(field protowire.Number, v uint64) []byte {
-		return protowire.AppendVarint(protowire.AppendTag(nil, field, protowire.VarintType), v)
-	}
-	cat := func(parts ...[]byte) []byte {
-		var b []byte
-		for _, p := range parts {
-			b = append(b, p...)
-		}
-		return b
-	}
 	// ValueInfoProto{name, type: TypeProto{tensor_type{elem_type, shape{N, cols}}}}
 	value := func(name string, elem, cols uint64) []byte {
 		shape := cat(msg(1, str(2, "N")), msg(1, varint(1, cols)))
@@ -101,4 +73,24 @@ func SequenceControls() []byte {
 		msg(12, value("y", float, 6)), msg(12, value("h_out", float, 1)),
 	)
 	return cat(varint(1, 8), str(2, "policyd test"), msg(7, graph), msg(8, cat(str(1, ""), varint(2, 13))))
+}
+
+// Protobuf wire writers of the test models: a length-delimited field, a string field, a
+// varint field, and concatenation.
+func msg(field protowire.Number, b []byte) []byte {
+	return protowire.AppendBytes(protowire.AppendTag(nil, field, protowire.BytesType), b)
+}
+
+func str(field protowire.Number, s string) []byte { return msg(field, []byte(s)) }
+
+func varint(field protowire.Number, v uint64) []byte {
+	return protowire.AppendVarint(protowire.AppendTag(nil, field, protowire.VarintType), v)
+}
+
+func cat(parts ...[]byte) []byte {
+	var b []byte
+	for _, p := range parts {
+		b = append(b, p...)
+	}
+	return b
 }
