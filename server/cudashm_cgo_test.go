@@ -120,6 +120,39 @@ func TestCudaShmRealModel(t *testing.T) {
 	wantError(t, ts.do(t, "POST", "/v2/models/mlp-med/infer", []byte(fmt.Sprintf(req, outSize-4))), 400, `output "action": needs 256 bytes`)
 	wantError(t, ts.do(t, "POST", "/v2/models/mlp-med/infer", []byte(fmt.Sprintf(req, size))), 400, `runs past the end of shared memory region "dev0"`)
 
+	// gRPC: a server of its own, the region registered by CudaSharedMemoryRegister, the same
+	// request as ModelInfer with the parameters typed; the output lands in device memory.
+	g := startGRPC(t, NewRegistry(repo), opts)
+	ctx := grpcCtx(t)
+	if _, err := g.client.CudaSharedMemoryRegister(ctx, &inference.CudaSharedMemoryRegisterRequest{Name: "dev0", RawHandle: x.Handle, DeviceId: 0, ByteSize: uint64(size)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := x.Write(outOff, make([]byte, outSize)); err != nil {
+		t.Fatal(err)
+	}
+	shmP := func(off, n int) map[string]*inference.InferParameter {
+		return map[string]*inference.InferParameter{
+			"shared_memory_region":    {ParameterChoice: &inference.InferParameter_StringParam{StringParam: "dev0"}},
+			"shared_memory_offset":    {ParameterChoice: &inference.InferParameter_Int64Param{Int64Param: int64(off)}},
+			"shared_memory_byte_size": {ParameterChoice: &inference.InferParameter_Int64Param{Int64Param: int64(n)}},
+		}
+	}
+	resp, err := g.client.ModelInfer(ctx, &inference.ModelInferRequest{ModelName: "mlp-med",
+		Inputs:  []*inference.ModelInferRequest_InferInputTensor{{Name: "obs", Datatype: "FP32", Shape: in.Shape, Parameters: shmP(inOff, len(inBytes))}},
+		Outputs: []*inference.ModelInferRequest_InferRequestedOutputTensor{{Name: "action", Parameters: shmP(outOff, outSize)}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o := resp.Outputs[0]; o.Contents != nil || len(resp.RawOutputContents) != 0 || fmt.Sprint(o.Shape) != fmt.Sprint(want.Shape) {
+		t.Errorf("gRPC output entry %v, raw %d", o, len(resp.RawOutputContents))
+	}
+	if got, err := x.Read(outOff, outSize); err != nil || string(got) != string(inline) {
+		t.Errorf("gRPC: output in CUDA shared memory differs from the inline binary answer (%v)", err)
+	}
+	if _, err := g.client.CudaSharedMemoryUnregister(ctx, &inference.CudaSharedMemoryUnregisterRequest{Name: "dev0"}); err != nil {
+		t.Fatal(err)
+	}
+
 	// Unregister closes the mapping.
 	mustOK(t, ts.do(t, "POST", "/v2/cudasharedmemory/region/dev0/unregister", nil), "unregister")
 	if got := bridge.FakeCUDAOpenMappings(); got != open0 {
