@@ -258,3 +258,55 @@ func TestCudaShmUnavailable(t *testing.T) {
 	ts := startServer(t, testRegistry(), opts)
 	wantError(t, ts.do(t, "POST", "/v2/cudasharedmemory/region/r/register", cudaRegisterBody(make([]byte, 64), 0, 8)), 400, "not enabled")
 }
+
+// Unregister while a request holds a CUDA region: the answer is at once, the mapping stays open
+// until the request releases the region, then it is closed (the system extension's reference
+// counts, shared).
+func TestCudaShmUnregisterWhileHeld(t *testing.T) {
+	rt := fakeCUDARuntime(t)
+	opts := shmOpts()
+	opts.SharedMemory.CUDA = rt
+	s := New(testRegistry(), nil, opts)
+	open0 := bridge.FakeCUDAOpenMappings()
+	x, err := bridge.NewFakeCUDAExport(128)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer x.Free()
+	if err := s.shm.registerCUDA("held", x.Handle, 0, 128); err != nil {
+		t.Fatal(err)
+	}
+	u := shmUse{reg: s.shm}
+	rg, data, err := u.view("input", "obs", shmRef{region: "held", offset: 64, size: 64})
+	if err != nil || rg.cuda == nil || data != nil {
+		t.Fatalf("view = %v, %d bytes, %v", rg, len(data), err)
+	}
+	if err := s.shm.unregisterKind("held", true); err != nil {
+		t.Fatal(err)
+	}
+	if got := bridge.FakeCUDAOpenMappings(); got != open0+1 {
+		t.Errorf("%d mappings open while held after unregister, want %d", got, open0+1)
+	}
+	buf := make([]byte, 64)
+	if err := cudaRead(rg, 64, buf); err != nil {
+		t.Errorf("reading a held, unregistered region: %v", err)
+	}
+	u.releaseAll()
+	if got := bridge.FakeCUDAOpenMappings(); got != open0 {
+		t.Errorf("%d mappings open after the last release, want %d", got, open0)
+	}
+	// A system unregister of every region leaves CUDA regions alone, and the other way round.
+	if err := s.shm.registerCUDA("c", x.Handle, 0, 128); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.shm.unregister(""); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := s.shm.statusCUDA(""); len(st) != 1 {
+		t.Errorf("CUDA regions after a system unregister-all: %v", st)
+	}
+	s.shm.close()
+	if got := bridge.FakeCUDAOpenMappings(); got != open0 {
+		t.Errorf("%d mappings open after close, want %d", got, open0)
+	}
+}
