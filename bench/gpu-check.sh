@@ -77,8 +77,8 @@ timeout $(( $(left) - 200 )) cmake -S . -B build/gpu -G Ninja -DCMAKE_BUILD_TYPE
   -DProtobuf_LIBRARY="$bundle/lib/libprotobuf.so" -DCMAKE_INCLUDE_PATH="$bundle/include" \
   -DCMAKE_BUILD_RPATH="$bundle/lib" >"$out/cmake.txt" 2>&1 || { tail -30 "$out/cmake.txt"; echo "gpu-check: configure failed"; exit 1; }
 grep -E "policyd .*backends" "$out/cmake.txt"
-targets="policyd policyd_backend_cuda pd_refcheck"
-[ $fake = 1 ] && targets="$targets policyd_backend_cuda_fake"
+targets="policyd policyd_backend_cuda pd_refcheck pd_cuda_ipc_check"
+[ $fake = 1 ] && targets="$targets policyd_backend_cuda_fake pd_cuda_ipc_check_fake"
 [ -n "$trt_root" ] && targets="$targets policyd_backend_tensorrt"
 timeout $(( $(left) - 150 )) cmake --build build/gpu -j "$(nproc)" --target $targets \
   >"$out/build.txt" 2>&1 || { grep -E "error|Error" "$out/build.txt" | head -30; echo "gpu-check: build failed"; exit 1; }
@@ -131,6 +131,16 @@ if [ -n "$trt_root" ]; then
     trt_rc=${PIPESTATUS[0]}
   fi
 fi
+
+step "CUDA shared memory: a client process's device memory through CUDA IPC handles"
+# csrc/tests/cuda_ipc_check.cpp: a forked client cudaMallocs and exports an IPC handle; this side
+# opens it through the C ABI (pd_cuda_ipc_open), runs mlp-small at batch 1, 3, 64 on device
+# pointers into it (pd_context_run_device) and compares with the inline runs; a forged handle
+# and a too-small output room must be refused. (--fake: the client is the same process.)
+ipc=build/gpu/csrc/tests/pd_cuda_ipc_check
+[ $fake = 1 ] && ipc=build/gpu/csrc/tests/pd_cuda_ipc_check_fake
+timeout 60 $ipc --backend-dir $plugins --model "$repo/../shared/peers/models/mlp-small.onnx" | tee "$out/cuda-ipc.txt"
+[ "${PIPESTATUS[0]}" = 0 ] || echo "gpu-check: CUDA shared memory check FAILED (see above)"
 
 step "benchmark: batch 1, 32, 256"
 bench_refs=(testdata/reference/peers-*_b1.json)

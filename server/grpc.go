@@ -108,8 +108,8 @@ func (s *Server) shutdownGRPC(ctx context.Context) error {
 }
 
 // grpcService implements inference.GRPCInferenceServiceServer. The system shared-memory RPCs
-// are in shm.go; the CUDA shared-memory, trace and log-settings RPCs answer Unimplemented (the
-// embedded default).
+// are in shm.go, the CUDA shared-memory ones in cudashm.go; the trace and log-settings RPCs
+// answer Unimplemented (the embedded default).
 type grpcService struct {
 	inference.UnimplementedGRPCInferenceServiceServer
 	s *Server
@@ -531,7 +531,7 @@ func (g *grpcService) ModelReady(ctx context.Context, req *inference.ModelReadyR
 }
 
 func (g *grpcService) ServerMetadata(context.Context, *inference.ServerMetadataRequest) (*inference.ServerMetadataResponse, error) {
-	return &inference.ServerMetadataResponse{Name: "policyd", Version: g.s.opts.Version, Extensions: extensions}, nil
+	return &inference.ServerMetadataResponse{Name: "policyd", Version: g.s.opts.Version, Extensions: g.s.exts}, nil
 }
 
 // ModelMetadata answers the version's signature as GET /v2/models/{m} does (KServe's fields:

@@ -68,6 +68,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -170,6 +171,7 @@ func (o *Options) defaults() {
 
 // Server serves the HTTP API for a Registry. Its methods are safe for concurrent use.
 type Server struct {
+	exts   []string // the extensions server metadata lists (extensions, plus cuda_shared_memory when usable)
 	reg    Registry
 	log    *zap.Logger
 	hot    *zap.Logger // log, rate-limited: for what a flood of requests repeats
@@ -217,7 +219,12 @@ func New(reg Registry, log *zap.Logger, opts Options) *Server {
 
 	meta := append([]byte(`{"name":"policyd","version":`), appendString(nil, opts.Version)...)
 	meta = append(meta, `,"extensions":[`...)
-	for i, e := range extensions {
+	exts := extensions
+	if s.shm.cudaUsable() == "" {
+		exts = append(slices.Clip(exts), "cuda_shared_memory")
+	}
+	s.exts = exts
+	for i, e := range exts {
 		if i > 0 {
 			meta = append(meta, ',')
 		}
@@ -278,6 +285,7 @@ func (s *Server) Handler() fasthttp.RequestHandler {
 	post("/v2/models/{model}/versions/{version}/infer", s.infer)
 	s.predictRoutes(post)
 	s.shmRoutes(get, post)
+	s.cudaShmRoutes(get, post)
 	if s.opts.Admin.Reload != nil {
 		post("/v2/admin/reload", s.adminReload)
 	}

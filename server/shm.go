@@ -59,6 +59,10 @@ type SharedMemoryOptions struct {
 	MaxBytes int64
 	// Dir is where the objects are (default /dev/shm, where glibc's shm_open puts them).
 	Dir string
+	// CUDA opens CUDA IPC handles for the CUDA shared memory extension (cudashm.go): the
+	// server's runtime (*bridge.Runtime), nil when the server has none. The extension is
+	// usable when it has a cuda backend with a device.
+	CUDA CUDARuntime
 }
 
 // errShmOff answers anything naming shared memory while the extension is off.
@@ -82,6 +86,10 @@ type shmRegion struct {
 	data         []byte // the region: size bytes of mapping
 	refs         int
 	gone         bool
+	// A CUDA region (cudashm.go): the mapping of the client's device allocation and its
+	// device; mapping and data are nil and every access copies through cuda.
+	cuda   *bridge.CudaIPC
+	device int
 }
 
 func newShmRegistry(o SharedMemoryOptions) *shmRegistry {
@@ -184,16 +192,19 @@ func (g *shmRegistry) admitLocked(name string, size uint64) error {
 	return nil
 }
 
-// unregister removes region name ("" every region). Unknown names are not an error (as
-// Triton). A region held by a request stays mapped until the request releases it.
-func (g *shmRegistry) unregister(name string) error {
+// unregister removes system region name ("" every system region). Unknown names are not an
+// error (as Triton). A region held by a request stays mapped until the request releases it.
+func (g *shmRegistry) unregister(name string) error { return g.unregisterKind(name, false) }
+
+// unregisterKind removes region name ("" every region) of one kind: CUDA (cuda) or system.
+func (g *shmRegistry) unregisterKind(name string, cuda bool) error {
 	if !g.opts.Enabled {
 		return errShmOff
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	for n, rg := range g.regions {
-		if name != "" && n != name {
+		if name != "" && n != name || (rg.cuda != nil) != cuda {
 			continue
 		}
 		delete(g.regions, n)
@@ -221,6 +232,10 @@ func (g *shmRegistry) close() {
 }
 
 func (rg *shmRegion) unmap() {
+	if rg.cuda != nil {
+		rg.cuda.Close()
+		rg.cuda = nil
+	}
 	if rg.mapping != nil {
 		unix.Munmap(rg.mapping)
 		rg.mapping, rg.data = nil, nil
@@ -236,7 +251,7 @@ func (g *shmRegistry) status(name string) ([]shmRegionStatus, error) {
 	defer g.mu.Unlock()
 	var out []shmRegionStatus
 	for n, rg := range g.regions {
-		if name == "" || n == name {
+		if rg.cuda == nil && (name == "" || n == name) {
 			out = append(out, shmRegionStatus{Name: rg.name, Key: rg.key, Offset: rg.offset, ByteSize: rg.size})
 		}
 	}
@@ -328,6 +343,9 @@ func (u *shmUse) view(kind, name string, ref shmRef) (*shmRegion, []byte, error)
 		return nil, nil, badRequest(`%s %q: "shared_memory_offset" %d + "shared_memory_byte_size" %d runs past the end of shared memory region %q (%d bytes)`,
 			kind, name, ref.offset, ref.size, ref.region, rg.size)
 	}
+	if rg.cuda != nil { // device memory: no view; copied by cudaRead/cudaWrite
+		return rg, nil, nil
+	}
 	return rg, rg.data[ref.offset : ref.offset+ref.size : ref.offset+ref.size], nil
 }
 
@@ -346,13 +364,19 @@ func (r *inferRequest) shmInput(k int, info *bridge.IOInfo, shape []int64, ref s
 	if err != nil {
 		return err
 	}
-	if info.DType == bridge.Bool || len(data) > 0 && uintptr(unsafe.Pointer(&data[0]))%uintptr(info.DType.Size()) != 0 {
+	if rg.cuda != nil || info.DType == bridge.Bool || len(data) > 0 && uintptr(unsafe.Pointer(&data[0]))%uintptr(info.DType.Size()) != 0 {
+		n := int(ref.size) // == len(data) for a system region; a CUDA region gives no view
 		buf := r.bufs[k]
-		if cap(buf) < len(data) {
-			buf = make([]byte, len(data))
+		if cap(buf) < n {
+			buf = make([]byte, n)
 		}
-		buf = buf[:len(data)]
-		if err := shmCopy(rg, buf, data); err != nil {
+		buf = buf[:n]
+		if rg.cuda != nil {
+			err = cudaRead(rg, ref.offset, buf)
+		} else {
+			err = shmCopy(rg, buf, data)
+		}
+		if err != nil {
 			return err
 		}
 		r.bufs[k] = buf
@@ -404,6 +428,9 @@ func writeShm(name string, t *bridge.Tensor, o *shmOut) error {
 	if need := uint64(len(t.Data)); need > o.size {
 		return badRequest(`output %q: needs %d bytes (shape %s of %s), but "shared_memory_byte_size" gives %d in region %q`,
 			name, need, formatShape(t.Shape), t.DType, o.size, o.rg.name)
+	}
+	if o.rg.cuda != nil {
+		return cudaWrite(o.rg, o.offset, t.Data)
 	}
 	return shmCopy(o.rg, o.rg.data[o.offset:o.offset+uint64(len(t.Data))], t.Data)
 }

@@ -312,7 +312,7 @@ func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
 		QueueTimeout:       cfg.Limits.QueueTimeout,
 		CompressMinBytes:   compressMin(cfg.Server.CompressMin),
 		SharedMemory: server.SharedMemoryOptions{Enabled: cfg.SharedMemory.Enabled,
-			MaxRegions: cfg.SharedMemory.MaxRegions, MaxBytes: int64(cfg.SharedMemory.MaxBytes)},
+			MaxRegions: cfg.SharedMemory.MaxRegions, MaxBytes: int64(cfg.SharedMemory.MaxBytes), CUDA: rt},
 		Admin: server.Admin{
 			Reload:               func() (any, error) { return rl.Reload("admin API") },
 			Token:                rl.Token,

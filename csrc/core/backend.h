@@ -27,8 +27,9 @@
 namespace pd {
 
 // 2: set_row_seeds, memory; 3: devices, device selection, engine serialization and caches,
-// device-time profiling; 4: the model's bytes, batch profile, parameters, timing caches.
-constexpr uint32_t kBackendAbiVersion = 4;
+// device-time profiling; 4: the model's bytes, batch profile, parameters, timing caches;
+// 5: CUDA IPC mappings (Backend::ipc_open/ipc_close), BackendContext::run_device.
+constexpr uint32_t kBackendAbiVersion = 5;
 
 // What the core offers a plugin.
 struct HostServices {
@@ -93,6 +94,14 @@ class BackendContext {
   // the kernels, copies excluded) when the engine was built with BuildOptions::profile; a
   // negative value when the backend does not measure it.
   virtual double last_device_ms() const { return -1; }
+  // pd_context_run_device: inputs' data are device pointers on the engine's device (checked
+  // against the signature like run's); outputs[i].data is a device pointer with
+  // outputs[i].byte_size bytes of room, and the run fills dtype, rank, dims and byte_size. A
+  // result larger than its room fails with PD_ERR_INVALID_ARG naming the output before any
+  // output is written. Backends without device memory refuse (PD_ERR_UNSUPPORTED).
+  virtual void run_device(const pd_tensor*, pd_tensor*, const std::vector<std::string>& /*output_names*/) {
+    fail(PD_ERR_UNSUPPORTED, "this backend cannot read or write device memory");
+  }
 };
 
 class BackendEngine {
@@ -119,6 +128,18 @@ class Backend {
                                                const BuildOptions& opts) = 0;
   // Devices the backend can build for, found when the plugin loaded. Empty for cpu.
   virtual std::vector<DeviceInfo> devices() const { return {}; }
+  // Opens a CUDA IPC memory handle (cudaIpcMemHandle_t's bytes) on device: the device pointer
+  // of the exporter's allocation mapped into this process, released with ipc_close. Backends
+  // without CUDA devices refuse (PD_ERR_UNSUPPORTED).
+  virtual void* ipc_open(int /*device*/, const void* /*handle*/, size_t /*size*/) {
+    fail(PD_ERR_UNSUPPORTED, "backend '", name(), "' has no CUDA IPC");
+  }
+  virtual void ipc_close(int /*device*/, void* /*ptr*/) {}
+  // Copies n bytes between host memory and device memory of device (to_device: host src ->
+  // device dst; else device src -> host dst), synchronously.
+  virtual void device_copy(int /*device*/, void* /*dst*/, const void* /*src*/, size_t /*n*/, bool /*to_device*/) {
+    fail(PD_ERR_UNSUPPORTED, "backend '", name(), "' has no device memory");
+  }
   // The build options that change what build() produces, as a string an engine cache is bound
   // to ("" when none do). threads, name and profile never do. Throws PD_ERR_INVALID_ARG for a
   // parameter (BuildOptions::params) the backend does not know.

@@ -816,3 +816,88 @@ extern "C" pd_error* pd_context_run(pd_context* c, const pd_tensor* inputs, int3
     c->impl->run(inputs, outputs);
   });
 }
+
+// ---- CUDA shared memory ----
+
+struct pd_cuda_ipc {
+  Backend* backend = nullptr;
+  int device = 0;
+  void* ptr = nullptr;
+};
+
+extern "C" pd_error* pd_cuda_ipc_open(pd_runtime* rt, int32_t device, const void* handle, size_t handle_size,
+                                      pd_cuda_ipc** out) {
+  return guard([&] {
+    PD_CHECK_ARG(rt && out, "runtime or out is NULL");
+    *out = nullptr;
+    PD_CHECK_ARG(handle, "handle is NULL");
+    PD_CHECK_ARG(handle_size == PD_CUDA_IPC_HANDLE_SIZE, "a CUDA IPC memory handle is ", PD_CUDA_IPC_HANDLE_SIZE,
+                 " bytes, got ", handle_size);
+    BackendSlot* s = rt->find("cuda");
+    if (!s || !s->available || !s->backend)
+      fail(PD_ERR_UNAVAILABLE, "CUDA shared memory needs the cuda backend: ",
+           s ? (s->reason.empty() ? std::string("not loaded") : s->reason) : std::string("not known"));
+    PD_CHECK_ARG(device >= 0 && device < static_cast<int32_t>(s->devices.size()), "CUDA device ", device,
+                 " out of range: the cuda backend has ", s->devices.size(), " devices");
+    auto m = std::make_unique<pd_cuda_ipc>();
+    m->backend = s->backend;
+    m->device = device;
+    m->ptr = s->backend->ipc_open(device, handle, handle_size);
+    *out = m.release();
+  });
+}
+
+extern "C" void* pd_cuda_ipc_pointer(const pd_cuda_ipc* m) { return m ? m->ptr : nullptr; }
+
+extern "C" pd_error* pd_cuda_ipc_read(const pd_cuda_ipc* m, uint64_t offset, void* dst, size_t n) {
+  return guard([&] {
+    PD_CHECK_ARG(m, "mapping is NULL");
+    PD_CHECK_ARG(n == 0 || dst, "dst is NULL for ", n, " bytes");
+    if (n) m->backend->device_copy(m->device, dst, static_cast<const char*>(m->ptr) + offset, n, false);
+  });
+}
+
+extern "C" pd_error* pd_cuda_ipc_write(pd_cuda_ipc* m, uint64_t offset, const void* src, size_t n) {
+  return guard([&] {
+    PD_CHECK_ARG(m, "mapping is NULL");
+    PD_CHECK_ARG(n == 0 || src, "src is NULL for ", n, " bytes");
+    if (n) m->backend->device_copy(m->device, static_cast<char*>(m->ptr) + offset, src, n, true);
+  });
+}
+
+extern "C" void pd_cuda_ipc_destroy(pd_cuda_ipc* m) {
+  if (!m) return;
+  pd_error* err = guard([&] { m->backend->ipc_close(m->device, m->ptr); });
+  if (err) {
+    pd::log_message(PD_LOG_WARN, (std::string("closing a CUDA IPC mapping: ") + err->message).c_str());
+    pd_error_free(err);
+  }
+  delete m;
+}
+
+extern "C" pd_error* pd_context_run_device(pd_context* c, const pd_tensor* inputs, int32_t n_inputs,
+                                           pd_tensor* outputs, int32_t n_outputs) {
+  return guard([&] {
+    PD_CHECK_ARG(c, "context is NULL");
+    PD_CHECK_ARG(n_inputs == 0 || inputs, "inputs is NULL");
+    PD_CHECK_ARG(outputs, "outputs is NULL");
+    PD_CHECK_ARG(n_outputs == static_cast<int32_t>(c->engine->outputs.size()), "the model has ",
+                 c->engine->outputs.size(), " outputs, got ", n_outputs, " slots");
+    check_inputs(*c->engine, inputs, n_inputs);
+    for (int32_t i = 0; i < n_outputs; ++i)
+      PD_CHECK_ARG(outputs[i].byte_size == 0 || outputs[i].data, "output '", c->engine->outputs[i].name,
+                   "': data is NULL for ", outputs[i].byte_size, " bytes");
+    // The names, for the backend's messages (made once per context would be nicer; this path
+    // is the device one, where a few small strings per run are not what costs).
+    std::vector<std::string> names;
+    names.reserve(c->engine->outputs.size());
+    for (const auto& o : c->engine->outputs) names.push_back(o.name);
+    try {
+      c->impl->run_device(inputs, outputs, names);
+    } catch (const Error& e) {
+      if (e.code() != PD_ERR_UNSUPPORTED) throw;
+      fail(PD_ERR_UNSUPPORTED, "backend '", c->engine->backend_name, "' cannot run on device pointers (", e.what(),
+           "); CUDA shared memory needs an engine on the cuda backend");
+    }
+  });
+}

@@ -7,6 +7,8 @@
 #include "libs.h"  // first: the runtime csrc/gpu/ compiles against
 
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "../core/backend.h"
 #include "../gpu/bucket_cache.h"
@@ -36,6 +38,11 @@ class CudaContext final : public BackendContext {
   double last_device_ms() const override { return e_.options().profile ? last_ms_ : -1; }
 
   void run(const pd_tensor* inputs, pd_tensor* outputs) override;
+  // Device pointers in and out (CUDA shared memory): the inputs are copied device->host into
+  // the context's scratch and run as run() does; the results are copied host->device into the
+  // caller's buffers. Two extra PCIe crossings per tensor; binding the caller's buffers to the
+  // bucket's arena directly is not done yet.
+  void run_device(const pd_tensor* inputs, pd_tensor* outputs, const std::vector<std::string>& names) override;
 
  private:
   // Sets the device and makes its primary context current before any member is made.
@@ -49,6 +56,9 @@ class CudaContext final : public BackendContext {
   gpu::Event ev0_, ev1_;
   gpu::BucketCache<Bucket> buckets_;
   double last_ms_ = -1;
+  // run_device's host scratch, reused (grows only).
+  std::vector<std::vector<unsigned char>> dev_in_;
+  std::vector<pd_tensor> dev_args_, dev_res_;
 };
 
 }  // namespace pd::cuda

@@ -33,6 +33,8 @@
 #include "engine.h"
 #include "kernels.h"
 
+#include <cstring>
+
 #ifndef PD_VERSION
 #define PD_VERSION "0.0.0"
 #endif
@@ -58,6 +60,37 @@ class CudaBackend final : public Backend {
     return std::make_unique<CudaEngine>(std::move(g), o);
   }
   std::vector<DeviceInfo> devices() const override { return g_devices; }
+  // CUDA shared memory (Triton's extension): the exporter's cudaIpcGetMemHandle bytes, opened
+  // on the device; the mapping is the driver's, released by ipc_close.
+  void* ipc_open(int device, const void* handle, size_t size) override {
+    PD_CHECK_ARG(handle && size == sizeof(cudaIpcMemHandle_t), "a CUDA IPC memory handle is ",
+                 sizeof(cudaIpcMemHandle_t), " bytes, got ", size);
+    PD_CHECK_ARG(device >= 0 && device < static_cast<int>(g_devices.size()), "CUDA device ", device,
+                 " out of range: ", g_devices.size(), " devices");
+    PD_CUDA_CHECK(cudaSetDevice(device));
+    cudaIpcMemHandle_t h;
+    std::memcpy(&h, handle, sizeof h);
+    void* p = nullptr;
+    const cudaError_t e = cudaIpcOpenMemHandle(&p, h, cudaIpcMemLazyEnablePeerAccess);
+    // A handle the driver does not know (forged, freed, another machine's) is the caller's.
+    if (e == cudaErrorInvalidResourceHandle || e == cudaErrorInvalidValue)
+      fail(PD_ERR_INVALID_ARG, "cudaIpcOpenMemHandle on device ", device, " refused the handle: ",
+           cudaGetErrorName(e), ": ", cudaGetErrorString(e));
+    PD_CUDA_CHECK(e);
+    return p;
+  }
+  void device_copy(int device, void* dst, const void* src, size_t n, bool to_device) override {
+    PD_CUDA_CHECK(cudaSetDevice(device));
+    const cudaError_t e = cudaMemcpy(dst, src, n, to_device ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToHost);
+    if (e == cudaErrorInvalidValue || e == cudaErrorInvalidDevicePointer)
+      fail(PD_ERR_INVALID_ARG, n, " bytes at ", to_device ? dst : src, " are not device memory of device ", device,
+           " (", cudaGetErrorName(e), ")");
+    PD_CUDA_CHECK(e);
+  }
+  void ipc_close(int device, void* ptr) override {
+    PD_CUDA_CHECK(cudaSetDevice(device));
+    PD_CUDA_CHECK(cudaIpcCloseMemHandle(ptr));
+  }
   // The parameters are run switches (cuda.graphs, cuda.mapped_io): checked here, never part of
   // what build() produces, so no engine cache depends on them.
   std::string options_key(const BuildOptions& o) const override {

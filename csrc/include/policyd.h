@@ -34,11 +34,12 @@ extern "C" {
 /* The ABI version. A host refuses a library whose major version differs from the one it was
  * compiled against; minor versions only add functions. */
 #define PD_API_VERSION_MAJOR 1
-#define PD_API_VERSION_MINOR 5 /* 1: pd_context_set_row_seeds, pd_context_memory;
+#define PD_API_VERSION_MINOR 6 /* 1: pd_context_set_row_seeds, pd_context_memory;
                                   2: devices, device selection, engine caches, device time;
                                   3: batch profile, backend parameters, timing caches;
                                   4: pd_engine_options_set_max_memory, size checks;
-                                  5: pd_engine_options_add_external (ONNX external data) */
+                                  5: pd_engine_options_add_external (ONNX external data);
+                                  6: CUDA IPC mappings (pd_cuda_ipc_*), pd_context_run_device */
 
 /* Largest tensor rank the ABI carries. */
 #define PD_MAX_RANK 8
@@ -376,6 +377,52 @@ PD_EXPORT pd_error* pd_context_device_time(const pd_context* ctx, double* ms);
  * runs with the same shapes allocate nothing. */
 PD_EXPORT pd_error* pd_context_run(pd_context* ctx, const pd_tensor* inputs, int32_t n_inputs,
                                    pd_tensor* outputs, int32_t n_outputs);
+
+/* ---------------------------------------------------------------------------------------- */
+/* CUDA shared memory: device memory of another process, reached through a CUDA IPC memory    */
+/* handle (Triton's CUDA shared memory extension).                                            */
+
+typedef struct pd_cuda_ipc pd_cuda_ipc;
+
+/* Size of a CUDA IPC memory handle (cudaIpcMemHandle_t) in bytes. */
+#define PD_CUDA_IPC_HANDLE_SIZE 64
+
+/* Opens the exporter's allocation named by handle (the bytes of its cudaIpcGetMemHandle,
+ * handle_size must be PD_CUDA_IPC_HANDLE_SIZE) on the cuda backend's device `device`
+ * (cudaIpcOpenMemHandle). PD_ERR_UNAVAILABLE when the cuda backend did not load (with its
+ * reason), PD_ERR_INVALID_ARG for a device out of range or a handle the driver refuses
+ * (forged, freed, of another machine). The mapping's base device pointer is
+ * pd_cuda_ipc_pointer; its size is the exporter's to tell (the driver does not say).
+ * Caller takes ownership of *out and must call pd_cuda_ipc_destroy (after every run that
+ * reads or writes it) and before pd_runtime_destroy. */
+PD_EXPORT pd_error* pd_cuda_ipc_open(pd_runtime* rt, int32_t device, const void* handle, size_t handle_size,
+                                     pd_cuda_ipc** out);
+/* The mapping's base device pointer; owned by m, valid until pd_cuda_ipc_destroy(m). NULL
+ * for NULL. */
+PD_EXPORT void* pd_cuda_ipc_pointer(const pd_cuda_ipc* m);
+/* Copies n bytes at offset of the mapping into host memory dst (pd_cuda_ipc_read), or from host
+ * memory src to there (pd_cuda_ipc_write): cudaMemcpy on the mapping's device, synchronous.
+ * The driver does not tell a mapping's size: the caller checks that [offset, offset + n) lies in
+ * the exporter's allocation (the registered byte_size). Thread-safe. */
+PD_EXPORT pd_error* pd_cuda_ipc_read(const pd_cuda_ipc* m, uint64_t offset, void* dst, size_t n);
+PD_EXPORT pd_error* pd_cuda_ipc_write(pd_cuda_ipc* m, uint64_t offset, const void* src, size_t n);
+/* Closes the mapping (cudaIpcCloseMemHandle); a failure is logged, never returned. NULL
+ * allowed. */
+PD_EXPORT void pd_cuda_ipc_destroy(pd_cuda_ipc* m);
+
+/* Runs the model once with device memory in and out (same threading as pd_context_run).
+ *  inputs:  as for pd_context_run (checked the same way), but data is a device pointer on the
+ *           engine's device (e.g. pd_cuda_ipc_pointer plus an offset), borrowed for the call.
+ *  outputs: n_outputs slots in the engine's output order; the caller sets data to a device
+ *           pointer with byte_size bytes of room, the run writes the result there and sets
+ *           dtype, rank, dims and byte_size. A result larger than its room fails with
+ *           PD_ERR_INVALID_ARG naming the output, before any output is written.
+ * A pointer that is not device memory of the engine's device fails with PD_ERR_INVALID_ARG
+ * naming the tensor. Backends without device memory (cpu) fail with PD_ERR_UNSUPPORTED naming
+ * the backend. The cuda backend copies the inputs through its host staging and the results
+ * back (a direct binding of the caller's memory is not done yet). */
+PD_EXPORT pd_error* pd_context_run_device(pd_context* ctx, const pd_tensor* inputs, int32_t n_inputs,
+                                          pd_tensor* outputs, int32_t n_outputs);
 
 #ifdef __cplusplus
 }

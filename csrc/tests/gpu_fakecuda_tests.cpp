@@ -482,4 +482,252 @@ TEST_F(FakeCudaContext, UnknownParameterIsRefused) {
   pd_error_free(err);
 }
 
+
+// ---- CUDA shared memory (IPC handles) ----------------------------------------------------------
+// The host logic of Triton's CUDA shared memory extension on the emulation: an exporter's
+// allocation (cudaMalloc + cudaIpcGetMemHandle, as a client process does) opened through the C
+// ABI, a run reading its inputs from and writing its outputs into that mapping at offsets, the
+// results equal to the inline run's (which refcheck_fakecuda checks against ONNX Runtime), and
+// every refusal named.
+
+class FakeCudaIpc : public FakeCudaContext {
+ protected:
+  void SetUp() override {
+    FakeCudaContext::SetUp();
+    before_ = fake_cuda_live();
+  }
+  void TearDown() override {
+    if (c_) pd_context_destroy(c_);
+    for (void* p : exported_) cudaFree(p);
+    EXPECT_EQ(fake_cuda_live().ipc_open, before_.ipc_open) << "an IPC mapping was left open";
+    FakeCudaContext::TearDown();
+  }
+  // The exporter's side: n bytes of device memory and its handle.
+  cudaIpcMemHandle_t export_alloc(size_t n, void** dev) {
+    EXPECT_EQ(cudaMalloc(dev, n), cudaSuccess);
+    exported_.push_back(*dev);
+    cudaIpcMemHandle_t h;
+    EXPECT_EQ(cudaIpcGetMemHandle(&h, *dev), cudaSuccess);
+    return h;
+  }
+  static std::string take(pd_error* err, pd_error_code* code = nullptr) {
+    if (!err) return "";
+    std::string m = pd_error_get_message(err);
+    if (code) *code = pd_error_get_code(err);
+    pd_error_free(err);
+    return m;
+  }
+  FakeCudaLive before_{};
+  pd_context* c_ = nullptr;
+  std::vector<void*> exported_;
+};
+
+static std::vector<float> obs_batch(int batch, float k) {
+  std::vector<float> obs(static_cast<size_t>(batch) * 8);
+  for (size_t i = 0; i < obs.size(); ++i) obs[i] = k + 0.0625f * static_cast<float>(i) - 0.5f;
+  return obs;
+}
+
+TEST_F(FakeCudaIpc, RegisterInferUnregisterMatchesInlineRuns) {
+  build();
+  ASSERT_EQ(pd_context_create(e_, &c_), nullptr);
+  // One region holding both tensors at offsets, as a Triton client lays them out.
+  constexpr size_t kRegion = 4096, kInOff = 256, kOutOff = 1024;
+  void* dev = nullptr;
+  cudaIpcMemHandle_t h = export_alloc(kRegion, &dev);
+  pd_cuda_ipc* m = nullptr;
+  ASSERT_EQ(take(pd_cuda_ipc_open(rt_, 0, &h, sizeof h, &m)), "");
+  ASSERT_NE(m, nullptr);
+  EXPECT_EQ(fake_cuda_live().ipc_open, before_.ipc_open + 1);
+  auto* base = static_cast<unsigned char*>(pd_cuda_ipc_pointer(m));
+  ASSERT_NE(base, nullptr);
+  for (int batch : {1, 3, 7, 3}) {
+    SCOPED_TRACE(pd::str("batch ", batch));
+    const std::vector<float> obs = obs_batch(batch, 0.25f * static_cast<float>(batch));
+    // The client writes its input into its own allocation.
+    ASSERT_EQ(cudaMemcpy(static_cast<unsigned char*>(dev) + kInOff, obs.data(), obs.size() * 4, cudaMemcpyHostToDevice),
+              cudaSuccess);
+    pd_tensor in{};
+    in.dtype = PD_DTYPE_FLOAT32;
+    in.rank = 2;
+    in.dims[0] = batch;
+    in.dims[1] = 8;
+    in.byte_size = obs.size() * 4;
+    in.data = base + kInOff;
+    pd_tensor out{};
+    out.data = base + kOutOff;
+    out.byte_size = kRegion - kOutOff;
+    ASSERT_EQ(take(pd_context_run_device(c_, &in, 1, &out, 1)), "");
+    EXPECT_EQ(out.dtype, PD_DTYPE_FLOAT32);
+    ASSERT_EQ(out.rank, 2);
+    EXPECT_EQ(out.dims[0], batch);
+    EXPECT_EQ(out.dims[1], 2);
+    ASSERT_EQ(out.byte_size, static_cast<uint64_t>(batch) * 2 * 4);
+    EXPECT_EQ(out.data, base + kOutOff);
+    std::vector<float> got(static_cast<size_t>(batch) * 2);
+    ASSERT_EQ(cudaMemcpy(got.data(), static_cast<unsigned char*>(dev) + kOutOff, got.size() * 4, cudaMemcpyDeviceToHost),
+              cudaSuccess);
+    // The inline run of the same inputs on the same context.
+    pd_tensor hin = in;
+    hin.data = const_cast<float*>(obs.data());
+    pd_tensor hout{};
+    ASSERT_EQ(take(pd_context_run(c_, &hin, 1, &hout, 1)), "");
+    ASSERT_EQ(hout.byte_size, out.byte_size);
+    const float* want = static_cast<const float*>(hout.data);
+    for (size_t i = 0; i < got.size(); ++i) EXPECT_EQ(got[i], want[i]) << "element " << i;
+    // The copy path the server uses: read the result through the mapping.
+    std::vector<float> read(got.size());
+    ASSERT_EQ(take(pd_cuda_ipc_read(m, kOutOff, read.data(), read.size() * 4)), "");
+    EXPECT_EQ(read, got);
+  }
+  // Written through the mapping, seen by the exporter.
+  const float w[3] = {1.5f, -2.0f, 3.25f};
+  ASSERT_EQ(take(pd_cuda_ipc_write(m, 8, w, sizeof w)), "");
+  float back[3] = {};
+  ASSERT_EQ(cudaMemcpy(back, static_cast<unsigned char*>(dev) + 8, sizeof back, cudaMemcpyDeviceToHost), cudaSuccess);
+  EXPECT_EQ(back[0], w[0]);
+  EXPECT_EQ(back[2], w[2]);
+  pd_cuda_ipc_destroy(m);
+  EXPECT_EQ(fake_cuda_live().ipc_open, before_.ipc_open);
+  pd_cuda_ipc_destroy(nullptr);
+}
+
+TEST_F(FakeCudaIpc, HandlesTheDriverRefusesAreInvalidArguments) {
+  build();
+  pd_error_code code{};
+  pd_cuda_ipc* m = nullptr;
+  // A forged handle.
+  cudaIpcMemHandle_t forged;
+  std::memset(&forged, 0x5a, sizeof forged);
+  std::string msg = take(pd_cuda_ipc_open(rt_, 0, &forged, sizeof forged, &m), &code);
+  EXPECT_EQ(code, PD_ERR_INVALID_ARG);
+  EXPECT_NE(msg.find("cudaErrorInvalidResourceHandle"), std::string::npos) << msg;
+  EXPECT_EQ(m, nullptr);
+  // A handle whose allocation its owner has freed.
+  void* dev = nullptr;
+  cudaIpcMemHandle_t h = export_alloc(64, &dev);
+  ASSERT_EQ(cudaFree(dev), cudaSuccess);
+  exported_.clear();
+  msg = take(pd_cuda_ipc_open(rt_, 0, &h, sizeof h, &m), &code);
+  EXPECT_EQ(code, PD_ERR_INVALID_ARG) << msg;
+  EXPECT_EQ(m, nullptr);
+  // Wrong size, device out of range.
+  cudaIpcMemHandle_t ok = export_alloc(64, &dev);
+  msg = take(pd_cuda_ipc_open(rt_, 0, &ok, 63, &m), &code);
+  EXPECT_EQ(code, PD_ERR_INVALID_ARG);
+  EXPECT_NE(msg.find("64 bytes, got 63"), std::string::npos) << msg;
+  msg = take(pd_cuda_ipc_open(rt_, 1, &ok, sizeof ok, &m), &code);
+  EXPECT_EQ(code, PD_ERR_INVALID_ARG);
+  EXPECT_NE(msg.find("device 1 out of range"), std::string::npos) << msg;
+  // Opening twice is counted; a freed allocation that is open stays readable until closed.
+  pd_cuda_ipc *a = nullptr, *b = nullptr;
+  ASSERT_EQ(take(pd_cuda_ipc_open(rt_, 0, &ok, sizeof ok, &a)), "");
+  ASSERT_EQ(take(pd_cuda_ipc_open(rt_, 0, &ok, sizeof ok, &b)), "");
+  EXPECT_EQ(pd_cuda_ipc_pointer(a), pd_cuda_ipc_pointer(b));
+  EXPECT_EQ(fake_cuda_live().ipc_open, before_.ipc_open + 2);
+  pd_cuda_ipc_destroy(a);
+  pd_cuda_ipc_destroy(b);
+  EXPECT_EQ(cudaIpcCloseMemHandle(dev), cudaErrorInvalidValue) << "closing what is not open must fail";
+}
+
+TEST_F(FakeCudaIpc, BadDeviceRunsAreRefusedNamingTheTensor) {
+  build();
+  ASSERT_EQ(pd_context_create(e_, &c_), nullptr);
+  void* dev = nullptr;
+  cudaIpcMemHandle_t h = export_alloc(1024, &dev);
+  pd_cuda_ipc* m = nullptr;
+  ASSERT_EQ(take(pd_cuda_ipc_open(rt_, 0, &h, sizeof h, &m)), "");
+  auto* base = static_cast<unsigned char*>(pd_cuda_ipc_pointer(m));
+  const std::vector<float> obs = obs_batch(2, 1.0f);
+  ASSERT_EQ(cudaMemcpy(base, obs.data(), obs.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
+  pd_tensor in{};
+  in.dtype = PD_DTYPE_FLOAT32;
+  in.rank = 2;
+  in.dims[0] = 2;
+  in.dims[1] = 8;
+  in.byte_size = obs.size() * 4;
+  in.data = base;
+  pd_error_code code{};
+  // Output room too small (2x2 floats need 16 bytes): refused, nothing written.
+  std::memset(base + 512, 0x77, 16);
+  pd_tensor out{};
+  out.data = base + 512;
+  out.byte_size = 15;
+  std::string msg = take(pd_context_run_device(c_, &in, 1, &out, 1), &code);
+  EXPECT_EQ(code, PD_ERR_INVALID_ARG);
+  EXPECT_NE(msg.find("output 'action'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("needs 16 bytes"), std::string::npos) << msg;
+  for (int i = 0; i < 16; ++i) EXPECT_EQ(base[512 + i], 0x77) << "byte " << i << " written by a refused run";
+  // Host memory where device memory is expected.
+  std::vector<float> host = obs;
+  pd_tensor hin = in;
+  hin.data = host.data();
+  out.byte_size = 16;
+  msg = take(pd_context_run_device(c_, &hin, 1, &out, 1), &code);
+  EXPECT_EQ(code, PD_ERR_INVALID_ARG);
+  EXPECT_NE(msg.find("input 'obs'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("not device memory"), std::string::npos) << msg;
+  // A byte size that does not match the shape is checked like pd_context_run's.
+  pd_tensor bad = in;
+  bad.byte_size = 60;
+  msg = take(pd_context_run_device(c_, &bad, 1, &out, 1), &code);
+  EXPECT_EQ(code, PD_ERR_INVALID_ARG);
+  EXPECT_NE(msg.find("input 'obs'"), std::string::npos) << msg;
+  pd_cuda_ipc_destroy(m);
+}
+
+TEST(FakeCudaIpcCpu, CpuBackendAndMissingCudaAreRefused) {
+#ifndef PD_CPU_BACKEND_DIR
+  GTEST_SKIP() << "the cpu plugin is not built";
+#else
+  // A runtime whose backend folder has the cpu plugin and no cuda one.
+  pd_runtime_options* ro = nullptr;
+  ASSERT_EQ(pd_runtime_options_create(&ro), nullptr);
+  ASSERT_EQ(pd_runtime_options_set_backend_dir(ro, PD_CPU_BACKEND_DIR), nullptr);
+  pd_runtime* rt = nullptr;
+  ASSERT_EQ(pd_runtime_create(ro, &rt), nullptr);
+  pd_runtime_options_destroy(ro);
+  unsigned char handle[PD_CUDA_IPC_HANDLE_SIZE] = {};
+  pd_cuda_ipc* m = nullptr;
+  pd_error* err = pd_cuda_ipc_open(rt, 0, handle, sizeof handle, &m);
+  ASSERT_NE(err, nullptr);
+  EXPECT_EQ(pd_error_get_code(err), PD_ERR_UNAVAILABLE);
+  EXPECT_NE(std::string(pd_error_get_message(err)).find("needs the cuda backend"), std::string::npos)
+      << pd_error_get_message(err);
+  pd_error_free(err);
+
+  pd_engine_options* eo = nullptr;
+  ASSERT_EQ(pd_engine_options_create(&eo), nullptr);
+  ASSERT_EQ(pd_engine_options_set_backend(eo, "cpu"), nullptr);
+  const std::string model = pd::test::slurp(PD_SHARED_DIR "/peers/models/mlp-small.onnx");
+  pd_engine* e = nullptr;
+  err = pd_engine_create(rt, model.data(), model.size(), eo, &e);
+  pd_engine_options_destroy(eo);
+  ASSERT_EQ(err, nullptr) << pd_error_get_message(err);
+  pd_context* c = nullptr;
+  ASSERT_EQ(pd_context_create(e, &c), nullptr);
+  float obs[8] = {};
+  pd_tensor in{};
+  in.dtype = PD_DTYPE_FLOAT32;
+  in.rank = 2;
+  in.dims[0] = 1;
+  in.dims[1] = 8;
+  in.data = obs;
+  in.byte_size = sizeof obs;
+  float room[2];
+  pd_tensor out{};
+  out.data = room;
+  out.byte_size = sizeof room;
+  err = pd_context_run_device(c, &in, 1, &out, 1);
+  ASSERT_NE(err, nullptr);
+  EXPECT_EQ(pd_error_get_code(err), PD_ERR_UNSUPPORTED);
+  EXPECT_NE(std::string(pd_error_get_message(err)).find("backend 'cpu'"), std::string::npos)
+      << pd_error_get_message(err);
+  pd_error_free(err);
+  pd_context_destroy(c);
+  pd_engine_destroy(e);
+  pd_runtime_destroy(rt);
+#endif
+}
+
 }  // namespace

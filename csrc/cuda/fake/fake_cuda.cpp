@@ -81,6 +81,19 @@ bool release(std::map<uintptr_t, size_t>& m, void* p) {
 
 }  // namespace
 
+namespace {
+constexpr char kIpcMagic[8] = {'p', 'd', 'f', 'k', 'i', 'p', 'c', '1'};
+struct IpcAlloc {
+  uintptr_t base = 0;
+  bool freed = false;  // cudaFree'd by its owner while open: released at the last close
+  long opens = 0;
+};
+std::map<uint64_t, IpcAlloc> g_ipc;          // handle id -> allocation (under g_mu)
+std::map<uintptr_t, uint64_t> g_ipc_of_base;  // allocation base -> its handle id
+uint64_t g_ipc_next = 1;
+long g_ipc_open_total = 0;
+}  // namespace
+
 struct FakeStream {
   bool capturing = false;
   std::vector<std::function<void()>> ops;
@@ -137,6 +150,7 @@ FakeCudaLive fake_cuda_live() {
   std::lock_guard<std::mutex> l(g_mu);
   v.device_allocs = static_cast<long>(g_device.size());
   v.pinned_allocs = static_cast<long>(g_pinned.size());
+  v.ipc_open = g_ipc_open_total;
   return v;
 }
 void fake_cuda_fail(const char* call, int after, int times) {
@@ -164,6 +178,8 @@ const char* cudaGetErrorName(cudaError_t e) {
     case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
     case cudaErrorInsufficientDriver: return "cudaErrorInsufficientDriver";
     case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
+    case cudaErrorInvalidDevicePointer: return "cudaErrorInvalidDevicePointer";
+    case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
     case cudaErrorIllegalState: return "cudaErrorIllegalState";
     case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
     case cudaErrorFakeInjected: return "cudaErrorFakeInjected";
@@ -180,7 +196,80 @@ cudaError_t cudaMalloc(void** p, size_t n) {
   *p = alloc(g_device, n);
   return *p ? cudaSuccess : cudaErrorMemoryAllocation;
 }
-cudaError_t cudaFree(void* p) { return release(g_device, p) ? cudaSuccess : cudaErrorInvalidValue; }
+// ---- IPC -----------------------------------------------------------------------------------
+
+cudaError_t cudaIpcGetMemHandle(cudaIpcMemHandle_t* handle, void* devPtr) {
+  if (injected(__func__)) return fail_injected();
+  if (!handle) return cudaErrorInvalidValue;
+  std::lock_guard<std::mutex> l(g_mu);
+  auto u = reinterpret_cast<uintptr_t>(devPtr);
+  auto it = g_device.upper_bound(u);
+  if (!devPtr || it == g_device.begin()) return cudaErrorInvalidDevicePointer;
+  --it;
+  if (u >= it->first + std::max<size_t>(it->second, 1)) return cudaErrorInvalidDevicePointer;
+  uint64_t id;
+  auto b = g_ipc_of_base.find(it->first);
+  if (b != g_ipc_of_base.end()) {
+    id = b->second;
+  } else {
+    id = g_ipc_next++;
+    g_ipc[id] = IpcAlloc{it->first, false, 0};
+    g_ipc_of_base[it->first] = id;
+  }
+  std::memset(handle->reserved, 0, sizeof handle->reserved);
+  std::memcpy(handle->reserved, kIpcMagic, 8);
+  std::memcpy(handle->reserved + 8, &id, 8);
+  return cudaSuccess;
+}
+cudaError_t cudaIpcOpenMemHandle(void** devPtr, cudaIpcMemHandle_t handle, unsigned flags) {
+  if (injected(__func__)) return fail_injected();
+  if (!devPtr || flags != cudaIpcMemLazyEnablePeerAccess) return cudaErrorInvalidValue;
+  uint64_t id = 0;
+  std::memcpy(&id, handle.reserved + 8, 8);
+  std::lock_guard<std::mutex> l(g_mu);
+  auto it = g_ipc.find(id);
+  if (std::memcmp(handle.reserved, kIpcMagic, 8) != 0 || it == g_ipc.end() || it->second.freed)
+    return cudaErrorInvalidResourceHandle;
+  ++it->second.opens;
+  ++g_ipc_open_total;
+  *devPtr = reinterpret_cast<void*>(it->second.base);
+  return cudaSuccess;
+}
+cudaError_t cudaIpcCloseMemHandle(void* devPtr) {
+  if (injected(__func__)) return fail_injected();
+  std::lock_guard<std::mutex> l(g_mu);
+  auto b = g_ipc_of_base.find(reinterpret_cast<uintptr_t>(devPtr));
+  if (b == g_ipc_of_base.end()) return cudaErrorInvalidValue;
+  IpcAlloc& a = g_ipc[b->second];
+  if (a.opens == 0) return cudaErrorInvalidValue;
+  --a.opens;
+  --g_ipc_open_total;
+  if (a.opens == 0 && a.freed) {
+    g_device.erase(a.base);
+    std::free(devPtr);
+    g_ipc.erase(b->second);
+    g_ipc_of_base.erase(b);
+  }
+  return cudaSuccess;
+}
+
+cudaError_t cudaFree(void* p) {
+  {
+    std::lock_guard<std::mutex> l(g_mu);
+    auto b = g_ipc_of_base.find(reinterpret_cast<uintptr_t>(p));
+    if (b != g_ipc_of_base.end()) {
+      IpcAlloc& a = g_ipc[b->second];
+      if (a.freed) return cudaErrorInvalidValue;
+      if (a.opens > 0) {  // an importer still maps it: new opens fail, the memory stays
+        a.freed = true;
+        return cudaSuccess;
+      }
+      g_ipc.erase(b->second);
+      g_ipc_of_base.erase(b);
+    }
+  }
+  return release(g_device, p) ? cudaSuccess : cudaErrorInvalidValue;
+}
 cudaError_t cudaHostAlloc(void** p, size_t n, unsigned flags) {
   if (injected(__func__)) return fail_injected();
   *p = alloc(g_pinned, n);
@@ -723,3 +812,22 @@ CUresult fake_cuGetErrorString(CUresult r, const char** s) {
   *s = r == CUDA_SUCCESS ? "no error" : r == CUDA_ERROR_INVALID_VALUE ? "invalid argument (fake CUDA check)" : "error";
   return CUDA_SUCCESS;
 }
+
+// ---- the exporter for tests in other languages ----
+extern "C" int pd_fake_cuda_export(size_t n, void** dev, void* handle) {
+  cudaError_t e = cudaMalloc(dev, n);
+  if (e != cudaSuccess) return e;
+  cudaIpcMemHandle_t h;
+  e = cudaIpcGetMemHandle(&h, *dev);
+  if (e != cudaSuccess) {
+    cudaFree(*dev);
+    return e;
+  }
+  std::memcpy(handle, &h, sizeof h);
+  return cudaSuccess;
+}
+extern "C" int pd_fake_cuda_copy(void* dst, const void* src, size_t n, int to_device) {
+  return cudaMemcpy(dst, src, n, to_device ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToHost);
+}
+extern "C" int pd_fake_cuda_free(void* dev) { return cudaFree(dev); }
+extern "C" long pd_fake_cuda_ipc_open() { return fake_cuda_live().ipc_open; }

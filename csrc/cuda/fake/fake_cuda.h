@@ -17,6 +17,7 @@
 // ---- runtime ----
 enum cudaError_t { cudaSuccess = 0, cudaErrorMemoryAllocation = 2, cudaErrorInsufficientDriver = 35,
                    cudaErrorInvalidValue = 1, cudaErrorIllegalState = 401,
+                   cudaErrorInvalidDevicePointer = 17, cudaErrorInvalidResourceHandle = 400,
                    cudaErrorStreamCaptureUnsupported = 900, cudaErrorFakeInjected = 999 };
 enum cudaMemcpyKind { cudaMemcpyHostToDevice = 1, cudaMemcpyDeviceToHost = 2, cudaMemcpyDeviceToDevice = 3 };
 enum cudaStreamCaptureMode { cudaStreamCaptureModeThreadLocal = 1 };
@@ -49,6 +50,18 @@ cudaError_t cudaHostAlloc(void** p, size_t n, unsigned flags);
 // Host and device share one address space here: the device's address of a mapped buffer is its own.
 cudaError_t cudaHostGetDevicePointer(void** dev, void* host, unsigned flags);
 cudaError_t cudaFreeHost(void* p);
+// CUDA IPC: a handle names an emulated device allocation (the one containing devPtr, as in
+// CUDA); opening it gives that allocation's base (here: the same host address, reference
+// counted per open), closing releases one open. An unknown, forged or freed allocation's handle
+// fails to open with cudaErrorInvalidResourceHandle; cudaFree of an allocation that is open
+// keeps its memory until the last close, as the driver does for an importer.
+constexpr unsigned cudaIpcMemLazyEnablePeerAccess = 1;
+struct cudaIpcMemHandle_t {
+  char reserved[64];
+};
+cudaError_t cudaIpcGetMemHandle(cudaIpcMemHandle_t* handle, void* devPtr);
+cudaError_t cudaIpcOpenMemHandle(void** devPtr, cudaIpcMemHandle_t handle, unsigned flags);
+cudaError_t cudaIpcCloseMemHandle(void* devPtr);
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t n, cudaMemcpyKind kind);
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, cudaMemcpyKind kind, cudaStream_t s);
 cudaError_t cudaMemsetAsync(void* dst, int v, size_t n, cudaStream_t s);
@@ -173,6 +186,7 @@ CUresult fake_cuGetErrorString(CUresult r, const char** s);
 // Objects handed out and not yet given back.
 struct FakeCudaLive {
   long streams, events, graphs, graph_execs, lt_handles, device_allocs, pinned_allocs;
+  long ipc_open = 0;  // IPC mappings opened and not closed (each open counts)
 };
 FakeCudaLive fake_cuda_live();
 // The runtime or cuBLASLt call named call ("cudaEventCreate", "cublasLtCreate",
@@ -184,3 +198,16 @@ void fake_cuda_fail(const char* call, int after, int times);
 void fake_cuda_clear_failures();
 // How often call has been made since the process started (graph launches, captures).
 long fake_cuda_calls(const char* call);
+
+// ---- an exporter for tests in other languages (C linkage; the Go tests reach them with dlsym):
+// a process that owns device memory and hands out its IPC handle, as a CUDA shared memory
+// client does. Each returns a cudaError_t value.
+extern "C" {
+// n bytes of device memory at *dev, and its handle's 64 bytes in handle.
+int pd_fake_cuda_export(size_t n, void** dev, void* handle);
+// cudaMemcpy host->device (to_device) or device->host.
+int pd_fake_cuda_copy(void* dst, const void* src, size_t n, int to_device);
+int pd_fake_cuda_free(void* dev);
+// IPC mappings opened and not closed.
+long pd_fake_cuda_ipc_open();
+}
