@@ -49,7 +49,7 @@ type Config struct {
 
 // SharedMemory configures the system shared memory extension.
 type SharedMemory struct {
-	Enabled    bool `koanf:"enabled" reload:"restart" desc:"Serve the system shared memory extension: the /v2/systemsharedmemory routes, the SystemSharedMemory* gRPC calls and the shared_memory_* tensor parameters. false: they answer 400 saying the extension is off (Triton's --allow-client-shm, whose default is also false)."`
+	Enabled    bool `koanf:"enabled" reload:"restart" desc:"Serve the system shared memory extension: the /v2/systemsharedmemory routes, the SystemSharedMemory* gRPC calls and the shared_memory_* tensor parameters; with a usable cuda device also the CUDA shared memory extension (/v2/cudasharedmemory, CudaSharedMemory*), whose regions count against the same limits. false: they answer 400 saying the extension is off (Triton's --allow-client-shm, whose default is also false)."`
 	MaxRegions int  `koanf:"max_regions" reload:"restart" min:"1" max:"65536" desc:"Most regions registered at once; a register beyond it gets 400."`
 	MaxBytes   Size `koanf:"max_bytes" reload:"restart" min:"1" desc:"Most bytes of all registered regions together (their byte_size, the address space they map); a register beyond it gets 400. A size: 1GiB, 256MiB or a number of bytes."`
 }
