@@ -510,28 +510,16 @@ func (c *Context) DeviceTime() (time.Duration, error) {
 // array when it has capacity, and Data is a view of context-owned C memory, valid until the next
 // Run or Close. One cgo call per Run; in steady state Run allocates nothing.
 func (c *Context) Run(inputs []Tensor, outputs []Tensor) error {
-	if c.closed.Load() {
-		return ErrClosed
-	}
-	if len(inputs) != c.nIn {
-		return &Error{Code: CodeInvalidArg, Msg: fmt.Sprintf("model takes %d inputs, got %d", c.nIn, len(inputs))}
-	}
-	if len(outputs) != c.nOut {
-		return &Error{Code: CodeInvalidArg, Msg: fmt.Sprintf("model has %d outputs, got %d slots", c.nOut, len(outputs))}
+	if err := c.checkRun(len(inputs), len(outputs)); err != nil {
+		return err
 	}
 	in := unsafe.Slice(c.cIn, max(c.nIn, 1))
 	for i := range inputs {
 		t := &inputs[i]
-		if len(t.Shape) > MaxRank {
-			return &Error{Code: CodeInvalidArg, Msg: fmt.Sprintf("input %q: rank %d exceeds %d", c.engine.inputs[i].Name, len(t.Shape), MaxRank)}
-		}
 		ct := &in[i]
-		ct.dtype = C.int32_t(t.DType)
-		ct.rank = C.int32_t(len(t.Shape))
-		for k, d := range t.Shape {
-			ct.dims[k] = C.int64_t(d)
+		if err := c.setInput(ct, i, t.DType, t.Shape, uint64(len(t.Data))); err != nil {
+			return err
 		}
-		ct.byte_size = C.uint64_t(len(t.Data))
 		if len(t.Data) > 0 {
 			p := unsafe.Pointer(&t.Data[0])
 			// The pointer is stored in C memory for the duration of the call: pin it.
@@ -553,15 +541,7 @@ func (c *Context) Run(inputs []Tensor, outputs []Tensor) error {
 	for i := range outputs {
 		ct := &out[i]
 		o := &outputs[i]
-		o.DType = DType(ct.dtype)
-		rank := int(ct.rank)
-		if cap(o.Shape) < rank {
-			o.Shape = make([]int64, rank, MaxRank)
-		}
-		o.Shape = o.Shape[:rank]
-		for k := 0; k < rank; k++ {
-			o.Shape[k] = int64(ct.dims[k])
-		}
+		o.DType, o.Shape = DType(ct.dtype), resultShape(ct, o.Shape)
 		if ct.byte_size > 0 {
 			o.Data = unsafe.Slice((*byte)(ct.data), int(ct.byte_size))
 		} else {
@@ -569,6 +549,48 @@ func (c *Context) Run(inputs []Tensor, outputs []Tensor) error {
 		}
 	}
 	return nil
+}
+
+// checkRun refuses a run of a closed context or with the wrong number of inputs or output slots.
+func (c *Context) checkRun(nIn, nOut int) error {
+	if c.closed.Load() {
+		return ErrClosed
+	}
+	if nIn != c.nIn {
+		return &Error{Code: CodeInvalidArg, Msg: fmt.Sprintf("model takes %d inputs, got %d", c.nIn, nIn)}
+	}
+	if nOut != c.nOut {
+		return &Error{Code: CodeInvalidArg, Msg: fmt.Sprintf("model has %d outputs, got %d slots", c.nOut, nOut)}
+	}
+	return nil
+}
+
+// setInput writes input i's datatype, shape and byte size into ct (its data pointer is the
+// caller's); a rank over MaxRank is refused naming the input.
+func (c *Context) setInput(ct *C.pd_tensor, i int, dt DType, shape []int64, size uint64) error {
+	if len(shape) > MaxRank {
+		return &Error{Code: CodeInvalidArg, Msg: fmt.Sprintf("input %q: rank %d exceeds %d", c.engine.inputs[i].Name, len(shape), MaxRank)}
+	}
+	ct.dtype = C.int32_t(dt)
+	ct.rank = C.int32_t(len(shape))
+	for k, d := range shape {
+		ct.dims[k] = C.int64_t(d)
+	}
+	ct.byte_size = C.uint64_t(size)
+	return nil
+}
+
+// resultShape is ct's shape in dst's backing array when it has room (MaxRank capacity otherwise).
+func resultShape(ct *C.pd_tensor, dst []int64) []int64 {
+	rank := int(ct.rank)
+	if cap(dst) < rank {
+		dst = make([]int64, rank, MaxRank)
+	}
+	dst = dst[:rank]
+	for k := range rank {
+		dst[k] = int64(ct.dims[k])
+	}
+	return dst
 }
 
 // Close releases the context. Idempotent.

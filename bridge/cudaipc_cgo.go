@@ -97,28 +97,16 @@ type DeviceTensor struct {
 // written; a backend without device memory (cpu) answers CodeUnsupported. Same goroutine rules
 // as Run; one cgo call.
 func (c *Context) RunDevice(inputs []DeviceTensor, outputs []DeviceTensor) error {
-	if c.closed.Load() {
-		return ErrClosed
-	}
-	if len(inputs) != c.nIn {
-		return &Error{Code: CodeInvalidArg, Msg: fmt.Sprintf("model takes %d inputs, got %d", c.nIn, len(inputs))}
-	}
-	if len(outputs) != c.nOut {
-		return &Error{Code: CodeInvalidArg, Msg: fmt.Sprintf("model has %d outputs, got %d slots", c.nOut, len(outputs))}
+	if err := c.checkRun(len(inputs), len(outputs)); err != nil {
+		return err
 	}
 	in := unsafe.Slice(c.cIn, max(c.nIn, 1))
 	for i := range inputs {
 		t := &inputs[i]
-		if len(t.Shape) > MaxRank {
-			return &Error{Code: CodeInvalidArg, Msg: fmt.Sprintf("input %q: rank %d exceeds %d", c.engine.inputs[i].Name, len(t.Shape), MaxRank)}
-		}
 		ct := &in[i]
-		ct.dtype = C.int32_t(t.DType)
-		ct.rank = C.int32_t(len(t.Shape))
-		for k, d := range t.Shape {
-			ct.dims[k] = C.int64_t(d)
+		if err := c.setInput(ct, i, t.DType, t.Shape, t.ByteSize); err != nil {
+			return err
 		}
-		ct.byte_size = C.uint64_t(t.ByteSize)
 		C.pd_go_set_dev(ct, C.uintptr_t(t.Addr))
 	}
 	out := unsafe.Slice(c.cOut, max(c.nOut, 1))
@@ -139,15 +127,7 @@ func (c *Context) RunDevice(inputs []DeviceTensor, outputs []DeviceTensor) error
 	}
 	for i := range outputs {
 		ct, o := &out[i], &outputs[i]
-		o.DType = DType(ct.dtype)
-		rank := int(ct.rank)
-		if cap(o.Shape) < rank {
-			o.Shape = make([]int64, rank, MaxRank)
-		}
-		o.Shape = o.Shape[:rank]
-		for k := 0; k < rank; k++ {
-			o.Shape[k] = int64(ct.dims[k])
-		}
+		o.DType, o.Shape = DType(ct.dtype), resultShape(ct, o.Shape)
 		o.ByteSize = uint64(ct.byte_size)
 	}
 	return nil

@@ -159,27 +159,11 @@ func (s *Server) cudaShmRoutes(get, post func(string, fasthttp.RequestHandler)) 
 	get("/v2/cudasharedmemory/status", s.cudaShmStatus)
 	get("/v2/cudasharedmemory/region/{region}/status", s.cudaShmStatus)
 	post("/v2/cudasharedmemory/region/{region}/register", s.cudaShmRegister)
-	post("/v2/cudasharedmemory/unregister", s.cudaShmUnregister)
-	post("/v2/cudasharedmemory/region/{region}/unregister", s.cudaShmUnregister)
+	post("/v2/cudasharedmemory/unregister", s.shmUnregister(true))
+	post("/v2/cudasharedmemory/region/{region}/unregister", s.shmUnregister(true))
 }
 
-func (s *Server) cudaShmStatus(ctx *fasthttp.RequestCtx) {
-	if s.shm.opts.Enabled && !s.guarded(ctx) {
-		return
-	}
-	name, _ := ctx.UserValue("region").(string)
-	st, err := s.shm.statusCUDA(name)
-	if err != nil {
-		s.fail(ctx, err)
-		return
-	}
-	if st == nil {
-		st = []cudaRegionStatus{}
-	}
-	b, _ := json.Marshal(st)
-	ctx.SetContentType("application/json")
-	ctx.SetBody(b)
-}
+func (s *Server) cudaShmStatus(ctx *fasthttp.RequestCtx) { shmStatusOf(s, ctx, s.shm.statusCUDA) }
 
 func (s *Server) cudaShmRegister(ctx *fasthttp.RequestCtx) {
 	if !s.shm.opts.Enabled {
@@ -212,22 +196,6 @@ func (s *Server) cudaShmRegister(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	if err := s.shm.registerCUDA(name, handle, *body.DeviceID, *body.ByteSize); err != nil {
-		s.fail(ctx, err)
-		return
-	}
-	ctx.SetStatusCode(fasthttp.StatusOK)
-}
-
-func (s *Server) cudaShmUnregister(ctx *fasthttp.RequestCtx) {
-	if !s.shm.opts.Enabled {
-		s.fail(ctx, errShmOff)
-		return
-	}
-	if !s.authorized(ctx, "shared-memory unregister") {
-		return
-	}
-	name, _ := ctx.UserValue("region").(string)
-	if err := s.shm.unregisterKind(name, true); err != nil {
 		s.fail(ctx, err)
 		return
 	}

@@ -600,22 +600,26 @@ func (s *Server) shmRoutes(get, post func(string, fasthttp.RequestHandler)) {
 	get("/v2/systemsharedmemory/status", s.shmStatus)
 	get("/v2/systemsharedmemory/region/{region}/status", s.shmStatus)
 	post("/v2/systemsharedmemory/region/{region}/register", s.shmRegister)
-	post("/v2/systemsharedmemory/unregister", s.shmUnregister)
-	post("/v2/systemsharedmemory/region/{region}/unregister", s.shmUnregister)
+	post("/v2/systemsharedmemory/unregister", s.shmUnregister(false))
+	post("/v2/systemsharedmemory/region/{region}/unregister", s.shmUnregister(false))
 }
 
-func (s *Server) shmStatus(ctx *fasthttp.RequestCtx) {
+func (s *Server) shmStatus(ctx *fasthttp.RequestCtx) { shmStatusOf(s, ctx, s.shm.status) }
+
+// shmStatusOf answers GET .../status of the system or the CUDA extension: the regions that
+// status lists (name "": all; the token when the extension is on), [] when none.
+func shmStatusOf[T any](s *Server, ctx *fasthttp.RequestCtx, status func(name string) ([]T, error)) {
 	if s.shm.opts.Enabled && !s.guarded(ctx) {
 		return
 	}
 	name, _ := ctx.UserValue("region").(string)
-	st, err := s.shm.status(name)
+	st, err := status(name)
 	if err != nil {
 		s.fail(ctx, err)
 		return
 	}
 	if st == nil {
-		st = []shmRegionStatus{}
+		st = []T{}
 	}
 	b, _ := json.Marshal(st)
 	ctx.SetContentType("application/json")
@@ -656,20 +660,24 @@ func (s *Server) shmRegister(ctx *fasthttp.RequestCtx) {
 	ctx.SetStatusCode(fasthttp.StatusOK)
 }
 
-func (s *Server) shmUnregister(ctx *fasthttp.RequestCtx) {
-	if !s.shm.opts.Enabled {
-		s.fail(ctx, errShmOff)
-		return
+// shmUnregister answers POST .../unregister of the system (cuda false) or the CUDA extension:
+// the region named in the path, or every region of that kind.
+func (s *Server) shmUnregister(cuda bool) fasthttp.RequestHandler {
+	return func(ctx *fasthttp.RequestCtx) {
+		if !s.shm.opts.Enabled {
+			s.fail(ctx, errShmOff)
+			return
+		}
+		if !s.authorized(ctx, "shared-memory unregister") {
+			return
+		}
+		name, _ := ctx.UserValue("region").(string)
+		if err := s.shm.unregisterKind(name, cuda); err != nil {
+			s.fail(ctx, err)
+			return
+		}
+		ctx.SetStatusCode(fasthttp.StatusOK)
 	}
-	if !s.authorized(ctx, "shared-memory unregister") {
-		return
-	}
-	name, _ := ctx.UserValue("region").(string)
-	if err := s.shm.unregister(name); err != nil {
-		s.fail(ctx, err)
-		return
-	}
-	ctx.SetStatusCode(fasthttp.StatusOK)
 }
 
 // SystemSharedMemoryStatus lists the regions (name "": all), as GET .../status.
