@@ -77,7 +77,6 @@ func (r *inferRequest) binarySize(v jsonValue, info *bridge.IOInfo) (int64, erro
 // body when its first byte is aligned for the datatype (the engine may read it as the C type);
 // otherwise it is copied into the input's reused buffer.
 func (r *inferRequest) decodeBinaryInput(k int, info *bridge.IOInfo, shape []int64, count, size int64) error {
-	esize := info.DType.Size()
 	if want, _ := bridge.ByteSize(info.DType, shape); size != want {
 		return badRequest(`input %q: "binary_data_size" is %d, but shape %s of %s takes %d bytes`,
 			info.Name, size, formatShape(shape), info.DType, want)
@@ -88,6 +87,13 @@ func (r *inferRequest) decodeBinaryInput(k int, info *bridge.IOInfo, shape []int
 	}
 	data := r.bin[r.binOff : r.binOff+int(size) : r.binOff+int(size)]
 	r.binOff += int(size)
+	return r.rawTensor(k, info, shape, data)
+}
+
+// rawTensor makes data (the tensor's bytes, already of the right size) input k: BOOL bytes
+// must be 0 or 1; a view when its first byte is aligned for the datatype, else a copy into
+// the input's reused buffer. Binary HTTP bodies and gRPC raw_input_contents both end here.
+func (r *inferRequest) rawTensor(k int, info *bridge.IOInfo, shape []int64, data []byte) error {
 	if info.DType == bridge.Bool {
 		for i, c := range data {
 			if c > 1 {
@@ -95,7 +101,7 @@ func (r *inferRequest) decodeBinaryInput(k int, info *bridge.IOInfo, shape []int
 			}
 		}
 	}
-	if len(data) > 0 && uintptr(unsafe.Pointer(&data[0]))%uintptr(esize) != 0 {
+	if len(data) > 0 && uintptr(unsafe.Pointer(&data[0]))%uintptr(info.DType.Size()) != 0 {
 		buf := r.bufs[k]
 		if cap(buf) < len(data) {
 			buf = make([]byte, len(data))

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"time"
-	"unsafe"
 
 	"github.com/policyd/policyd/api/inference"
 	"github.com/policyd/policyd/bridge"
@@ -360,26 +359,7 @@ func (g *grpcRequest) rawInput(k int, info *bridge.IOInfo, shape []int64, data [
 		return badRequest("input %q: raw_input_contents[%d] has %d bytes, but shape %s of %s takes %d bytes",
 			info.Name, i, len(data), formatShape(shape), info.DType, want)
 	}
-	if info.DType == bridge.Bool {
-		for j, c := range data {
-			if c > 1 {
-				return badRequest("input %q: element %d: a BOOL byte must be 0 or 1, got %d", info.Name, j, c)
-			}
-		}
-	}
-	if len(data) > 0 && uintptr(unsafe.Pointer(&data[0]))%uintptr(info.DType.Size()) != 0 {
-		buf := r.bufs[k]
-		if cap(buf) < len(data) {
-			buf = make([]byte, len(data))
-		}
-		buf = buf[:len(data)]
-		copy(buf, data)
-		r.bufs[k] = buf
-		data = buf
-	}
-	r.tensors[k] = bridge.Tensor{DType: info.DType, Shape: shape, Data: data}
-	r.given[k] = true
-	return nil
+	return r.rawTensor(k, info, shape, data)
 }
 
 // typedDType reports whether a datatype has a typed field in InferTensorContents.
