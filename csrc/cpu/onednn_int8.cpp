@@ -33,6 +33,13 @@ void check(dnnl_status_t st, const char* what) {
   if (st != dnnl_success) fail(PD_ERR_INTERNAL, "oneDNN ", what, " failed (status ", static_cast<int>(st), ")");
 }
 
+// A runtime int32 scalar (a zero point), read from *v at every execution, bound to arg.
+memory bind_s32(const dnnl::engine& e, int32_t* v, int arg, std::vector<dnnl_exec_arg_t>& args) {
+  memory m({{1}, dt::s32, tag::x}, e, v);
+  args.push_back({arg, m.get()});
+  return m;
+}
+
 dt dt_of(DType t) {
   switch (t) {
     case DType::U8: return dt::u8;
@@ -250,18 +257,14 @@ std::unique_ptr<Kernel> make_int8_matmul(OneDnnKernels& k, const InferCtx& c) {
       q.args.push_back({DNNL_ARG_ATTR_OUTPUT_SCALES, q.scales_m.get()});
     }
   }
-  memory::desc s32_1({1}, dt::s32, tag::x);
   if (q.has_xz) {
-    q.xz_m = memory(s32_1, k.engine(), &q.xz_val);
-    q.args.push_back({DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, q.xz_m.get()});
+    q.xz_m = bind_s32(k.engine(), &q.xz_val, DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, q.args);
   }
   if (q.has_wz) {
-    q.wz_m = memory(s32_1, k.engine(), &q.wz);
-    q.args.push_back({DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_WEIGHTS, q.wz_m.get()});
+    q.wz_m = bind_s32(k.engine(), &q.wz, DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_WEIGHTS, q.args);
   }
   if (q.has_dst_zp) {
-    q.yz_m = memory(s32_1, k.engine(), &q.yz_val);
-    q.args.push_back({DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_DST, q.yz_m.get()});
+    q.yz_m = bind_s32(k.engine(), &q.yz_val, DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_DST, q.args);
   }
   if (has_bias) {
     q.bias = memory(bias_md, k.engine(), nullptr);
@@ -461,14 +464,11 @@ std::unique_ptr<Kernel> make_int8_conv(OneDnnKernels& k, const InferCtx& c) {
     q.scales_m = memory({{static_cast<int64_t>(q.scales.size())}, dt::f32, tag::x}, k.engine(), q.scales.data());
     q.args.push_back({DNNL_ARG_ATTR_OUTPUT_SCALES, q.scales_m.get()});
   }
-  memory::desc s32_1({1}, dt::s32, tag::x);
   if (q.has_xz) {
-    q.xz_m = memory(s32_1, k.engine(), &q.xz_val);
-    q.args.push_back({DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, q.xz_m.get()});
+    q.xz_m = bind_s32(k.engine(), &q.xz_val, DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, q.args);
   }
   if (q.has_dst_zp) {
-    q.yz_m = memory(s32_1, k.engine(), &q.yz_val);
-    q.args.push_back({DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_DST, q.yz_m.get()});
+    q.yz_m = bind_s32(k.engine(), &q.yz_val, DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_DST, q.args);
   }
   if (has_bias) {
     q.bias = memory(dnnl_bias ? b_md : pb_md, k.engine(), nullptr);
