@@ -199,7 +199,8 @@ func (p *Policy) view(ctx context.Context, seq bool) (*ModelMetadata, error) {
 	return &v, nil
 }
 
-// loadStates reads the state pairs of the model's sequence_batching configuration, once.
+// loadStates reads the state pairs and control inputs of the model's sequence_batching
+// configuration, once: the server fills them, the caller leaves them out.
 func (p *Policy) loadStates(ctx context.Context) error {
 	p.mu.Lock()
 	done := p.states != nil
@@ -213,12 +214,15 @@ func (p *Policy) loadStates(ctx context.Context) error {
 	}
 	states := map[string]bool{}
 	if sb, ok := cfg["sequence_batching"].(map[string]any); ok {
-		list, _ := sb["state"].([]any)
-		for _, s := range list {
-			if m, ok := s.(map[string]any); ok {
-				for _, k := range []string{"input_name", "output_name"} {
-					if name, ok := m[k].(string); ok && name != "" {
-						states[name] = true
+		// State pairs, and the control inputs the server fills (START, END, READY, CORRID).
+		for _, field := range []string{"state", "control_input"} {
+			list, _ := sb[field].([]any)
+			for _, s := range list {
+				if m, ok := s.(map[string]any); ok {
+					for _, k := range []string{"input_name", "output_name", "name"} {
+						if name, ok := m[k].(string); ok && name != "" {
+							states[name] = true
+						}
 					}
 				}
 			}
