@@ -98,6 +98,75 @@ func TestEpisode(t *testing.T) {
 	}
 }
 
+// TestEpisodeHallway: ML-Agents' Hallway (three inputs, a stochastic discrete action, state
+// recurrent_in → recurrent_out [N,1,128]) through Episode.ActAll with a seed per step equals
+// the same seeded steps with the state carried by the client: every output, both protocols.
+func TestEpisodeHallway(t *testing.T) {
+	repo := t.TempDir()
+	linkModel(t, repo, "hallway", "../shared/models/mlagents/Hallway.onnx")
+	d := startDaemon(t, repo, `models:
+  - name: hallway
+    sequence: {states: ["recurrent_in:recurrent_out"]}
+`)
+	hc, gc := clients(t, d)
+	ctx := context.Background()
+	obs := func(s int) []Tensor {
+		o := make([]float32, 105)
+		for i := range o {
+			o[i] = float32(math.Cos(float64(3*s+i))) / 3
+		}
+		return []Tensor{NewTensor("obs_0", []int64{105}, o), NewTensor("obs_1", []int64{3}, []float32{0, float32(s % 2), 1}),
+			NewTensor("action_masks", []int64{5}, []float32{1, 1, 1, 1, 1})}
+	}
+	batched := func(ts []Tensor) []Tensor {
+		out := slices.Clone(ts)
+		for i := range out {
+			out[i].Shape = append([]int64{1}, out[i].Shape...)
+		}
+		return out
+	}
+	for _, c := range []*Client{hc, gc} {
+		state := NewTensor("recurrent_in", []int64{1, 1, 128}, make([]float32, 128))
+		var want []*InferResult
+		for s := 0; s < 3; s++ {
+			res, err := c.Infer(ctx, "hallway", append(batched(obs(s)), state), WithSeed(uint64(100+s)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, res)
+			state, _ = res.Output("recurrent_out")
+			state.Name = "recurrent_in"
+		}
+		ep, err := NewPolicy(c, "hallway").Episode(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for s := 0; s < 3; s++ {
+			got, err := ep.ActAll(ctx, obs(s), WithSeed(uint64(100+s)))
+			if err != nil {
+				t.Fatalf("step %d: %v", s, err)
+			}
+			for _, name := range []string{"discrete_actions", "recurrent_out"} {
+				w, _ := want[s].Output(name)
+				g := got[name]
+				wv, _ := w.AsFloat64()
+				gv, _ := g.AsFloat64()
+				if len(gv) != len(wv) || len(g.Shape) != len(w.Shape)-1 {
+					t.Fatalf("step %d: %s shape %v, want %v without the batch dimension", s, name, g.Shape, w.Shape)
+				}
+				for i := range wv {
+					if math.Abs(gv[i]-wv[i]) > 1e-6+1e-5*math.Abs(wv[i]) {
+						t.Fatalf("step %d: %s[%d] = %v in the episode, %v with the state carried by the client", s, name, i, gv[i], wv[i])
+					}
+				}
+			}
+		}
+		if err := ep.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // countingTransport counts the HTTP requests that reach the network layer.
 type countingTransport struct {
 	n    atomic.Int64
