@@ -159,6 +159,7 @@ func mainDaemon(t *testing.T) (*daemon, []reference) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		cleanups = append(cleanups, func() { os.RemoveAll(repo) })
 		seen := map[string]bool{}
 		for _, r := range refs {
 			if !seen[r.ID] {
@@ -172,7 +173,11 @@ func mainDaemon(t *testing.T) (*daemon, []reference) {
 		}
 		linkModel(t, repo, invalidID, "../shared/models/mlagents/deterDiscrete1obs3action_INVALID.onnx")
 		// The daemon outlives this test: it is shared, and stopped by TestMain.
-		mainD = startDaemon(noCleanup{t}, repo, "")
+		started := false
+		tb := noCleanup{T: t, started: &started}
+		d := startDaemon(tb, repo, "")
+		started = true
+		mainD = d
 		mainRefs = refs
 	})
 	if mainD == nil {
@@ -181,10 +186,18 @@ func mainDaemon(t *testing.T) (*daemon, []reference) {
 	return mainD, mainRefs
 }
 
-// noCleanup is a testing.TB whose Cleanup is deferred to TestMain's end.
-type noCleanup struct{ *testing.T }
+// noCleanup is the testing.TB of the shared daemon: its cleanups run at the end of
+// TestMain, and once the daemon is up (started), what it reports goes to stderr and fails
+// the run, since the test that started it is over by then.
+type noCleanup struct {
+	*testing.T
+	started *bool
+}
 
-var cleanups []func()
+var (
+	cleanups   []func()
+	mainFailed bool
+)
 
 func (n noCleanup) Cleanup(f func()) { cleanups = append(cleanups, f) }
 func (n noCleanup) TempDir() string {
@@ -195,11 +208,31 @@ func (n noCleanup) TempDir() string {
 	cleanups = append(cleanups, func() { os.RemoveAll(d) })
 	return d
 }
+func (n noCleanup) Failed() bool { return *n.started && mainFailed || !*n.started && n.T.Failed() }
+func (n noCleanup) Errorf(format string, args ...any) {
+	if !*n.started {
+		n.T.Errorf(format, args...)
+		return
+	}
+	mainFailed = true
+	fmt.Fprintf(os.Stderr, "shared policyd: "+format+"\n", args...)
+}
+func (n noCleanup) Error(args ...any) { n.Errorf("%s", fmt.Sprint(args...)) }
+func (n noCleanup) Logf(format string, args ...any) {
+	if !*n.started {
+		n.T.Logf(format, args...)
+		return
+	}
+	fmt.Fprintf(os.Stderr, "shared policyd: "+format+"\n", args...)
+}
 
 func TestMain(m *testing.M) {
 	code := m.Run()
 	for i := len(cleanups) - 1; i >= 0; i-- {
 		cleanups[i]()
+	}
+	if mainFailed && code == 0 {
+		code = 1
 	}
 	os.Exit(code)
 }
