@@ -285,8 +285,8 @@ class Client:
 
         ``outputs`` selects and orders the outputs (default: all, in the model's order).
         ``binary`` (default) sends and receives tensors with the binary tensor extension;
-        ``binary=False`` sends JSON (FP16 and BF16 inputs still travel in binary: the protocol
-        allows them in no other form). ``seed``, ``priority`` and ``timeout`` (seconds, the longest
+        ``binary=False`` sends JSON (FP16 and BF16 inputs, and float inputs holding NaN or ±Inf,
+        still travel in binary: JSON cannot carry them; JSON outputs answer NaN and ±Inf as NaN). ``seed``, ``priority`` and ``timeout`` (seconds, the longest
         the request may wait in the server's queue; sent in microseconds) are the server's
         scheduling parameters; ``sequence_id``/``sequence_start``/``sequence_end`` make the request
         a step of a server-side sequence. Extra top-level ``parameters`` are sent as given.
@@ -320,7 +320,7 @@ class Client:
             if dt == "BYTES":
                 flat = [v.decode() if isinstance(v, bytes) else str(v) for v in np.asarray(value).ravel()]
                 ins.append({"name": name, "datatype": dt, "shape": shape, "data": flat})
-            elif binary or dt in ("FP16", "BF16"):
+            elif binary or dt in ("FP16", "BF16") or (value.dtype.kind == "f" and not np.isfinite(value).all()):
                 raw = tensor_bytes(value, dt)
                 chunks.append(raw)
                 ins.append({"name": name, "datatype": dt, "shape": shape, "parameters": {"binary_data_size": len(raw)}})
