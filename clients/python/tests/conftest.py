@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -159,8 +160,10 @@ def server(tmp_path_factory: pytest.TempPathFactory):
         models[f"id-{dt.lower()}"] = p
     for name, path in models.items():
         add_artifact(repo, name, path)
+    # The bundled example artifact under its own name, as make run serves it (the README snippet).
+    shutil.copytree(ROOT / "examples" / "repository" / "3DBall", repo / "3DBall")
     cfg = base / "policyd.yaml"
-    write_config(cfg, sorted(models))
+    write_config(cfg, sorted(models) + ["3DBall"])
     s = Server(repo, cfg, base / "policyd.log")
     yield s
     s.stop()
