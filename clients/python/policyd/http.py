@@ -59,8 +59,22 @@ def _retry_after(value: Optional[str]) -> Optional[float]:
         return None
 
 
-class _Sent(Exception):
-    """Internal: the connection failed after the request was (maybe partly) sent."""
+class _Connection(http.client.HTTPConnection):
+    """An HTTPConnection that sends the request head and body in one write and sets TCP_NODELAY:
+    http.client writes them separately, and two small writes on a Nagle socket can wait for the
+    peer's delayed ACK."""
+
+    def connect(self) -> None:
+        super().connect()
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def _send_output(self, message_body: Any = None, encode_chunked: bool = False) -> None:
+        self._buffer.extend((b"", b""))  # type: ignore[attr-defined]
+        msg = b"\r\n".join(self._buffer)  # type: ignore[attr-defined]
+        del self._buffer[:]  # type: ignore[attr-defined]
+        if message_body is not None:
+            msg += message_body
+        self.send(msg)
 
 
 class Client:
@@ -97,24 +111,24 @@ class Client:
         self.max_backoff = max_backoff
         self.pool_size = pool_size
         self._headers = dict(headers or {})
-        self._idle: List[http.client.HTTPConnection] = []
+        self._idle: List[_Connection] = []
         self._lock = threading.Lock()
         self._closed = False
 
     # --- connections -------------------------------------------------------------------------
 
-    def _get_conn(self) -> http.client.HTTPConnection:
+    def _get_conn(self) -> "_Connection":
         while True:
             with self._lock:
                 conn = self._idle.pop() if self._idle else None
             if conn is None:
-                return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+                return _Connection(self.host, self.port, timeout=self.timeout)
             if _is_dropped(conn.sock):
                 conn.close()
                 continue
             return conn
 
-    def _put_conn(self, conn: http.client.HTTPConnection) -> None:
+    def _put_conn(self, conn: "_Connection") -> None:
         with self._lock:
             if not self._closed and len(self._idle) < self.pool_size:
                 self._idle.append(conn)
