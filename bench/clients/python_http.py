@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Python client cost over HTTP: mlp-med, batch 1, one thread, against a running policyd.
+"""Python client cost over HTTP: mlp-med, batch 1 (--batch), one thread, against a running policyd.
 
 Three ways to send the same request, alternated in rounds (the machine is noisy):
   (1) policyd.Client.infer, binary tensors (the client as users call it);
@@ -45,6 +45,7 @@ def main() -> int:
     ap.add_argument("--model", default="mlp-med")
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--per-round", type=int, default=200)
+    ap.add_argument("--batch", type=int, default=1, help="rows per request (the targets are for 1)")
     ap.add_argument("--profile", action="store_true")
     args = ap.parse_args()
 
@@ -53,11 +54,11 @@ def main() -> int:
     meta = client.metadata(args.model)
     inp, out = meta["inputs"][0], meta["outputs"][0]
     features = inp["shape"][1]
-    obs = np.random.default_rng(0).uniform(-1, 1, (1, features)).astype(np.float32)
+    obs = np.random.default_rng(0).uniform(-1, 1, (args.batch, features)).astype(np.float32)
     path = f"/v2/models/{args.model}/infer"
 
     # (2): the prepared binary body, sent as is.
-    head = json.dumps({"inputs": [{"name": inp["name"], "datatype": "FP32", "shape": [1, features],
+    head = json.dumps({"inputs": [{"name": inp["name"], "datatype": "FP32", "shape": [args.batch, features],
                                    "parameters": {"binary_data_size": obs.nbytes}}],
                        "outputs": [{"name": out["name"], "parameters": {"binary_data": True}}]}).encode()
     body = head + obs.tobytes()
@@ -75,7 +76,7 @@ def main() -> int:
             raise RuntimeError(data)
 
     def one_json() -> None:
-        b = json.dumps({"inputs": [{"name": inp["name"], "datatype": "FP32", "shape": [1, features],
+        b = json.dumps({"inputs": [{"name": inp["name"], "datatype": "FP32", "shape": [args.batch, features],
                                     "data": obs.ravel().tolist()}],
                         "outputs": [{"name": out["name"]}]})
         raw.request("POST", path, b, {"Content-Type": "application/json"})
@@ -123,7 +124,7 @@ def main() -> int:
     p50 = {k: statistics.median(v) / 1e3 for k, v in times.items()}
     p99 = {k: pct(v, 99) / 1e3 for k, v in times.items()}
     names = [n for n, _ in ways]
-    print(f"{args.model} batch 1, one thread, {args.rounds} rounds x {args.per_round} requests per way, {args.url}\n")
+    print(f"{args.model} batch {args.batch}, one thread, {args.rounds} rounds x {args.per_round} requests per way, {args.url}\n")
     print("| way | p50 µs | p99 µs |")
     print("|---|---:|---:|")
     for n in names:

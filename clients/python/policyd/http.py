@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import http.client
 import json
 import random
@@ -11,12 +10,12 @@ import socket
 import threading
 import time
 import urllib.parse
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from . import errors
-from ._types import BF16, DTYPES, datatype_of, decode_json, decode_raw, tensor_bytes
+from ._types import BF16, datatype_of, decode_json, decode_raw, tensor_bytes
 
 __all__ = ["Client", "InferResult"]
 
