@@ -36,6 +36,12 @@ REFERENCES = [
 DATATYPES = ["BOOL", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64",
              "FP16", "FP32", "FP64", "BF16"]
 
+#: ONNX node-test cases (testdata/onnx-cases) served as "case-<n>": casts into and out of FP16,
+#: BF16 and the integer types, checked against the node tests' own expected outputs.
+NODE_CASES = ["test_cast_FLOAT_to_BFLOAT16_opset21", "test_cast_FLOAT16_to_FLOAT_opset21",
+              "test_cast_FLOAT_to_FLOAT16_opset21", "test_cast_INT32_to_INT8_opset21",
+              "test_cast_UINT8_to_INT64_opset21", "test_cast_BOOL_to_FLOAT_opset21"]
+
 SEQUENCES = {
     "peers-lstm": ["h_in:h_out", "c_in:c_out"],
     "mlagents-Hallway": ["recurrent_in:recurrent_out"],
@@ -157,6 +163,8 @@ def server(tmp_path_factory: pytest.TempPathFactory):
         p = base / f"id-{dt}.onnx"
         identity_model(p, dt)
         models[f"id-{dt.lower()}"] = p
+    for i, case in enumerate(NODE_CASES):
+        models[f"case-{i}"] = ROOT / "testdata" / "onnx-cases" / case / "model.onnx"
     for name, path in models.items():
         add_artifact(repo, name, path)
     # The bundled example artifact under its own name, as make run serves it (the README snippet).

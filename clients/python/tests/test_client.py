@@ -152,3 +152,30 @@ def test_concurrent_use(server: Any) -> None:
 
     with ThreadPoolExecutor(8) as ex:
         assert all(ex.map(one, range(8)))
+
+
+def node_case(case: str) -> tuple:
+    from onnx import TensorProto, load, numpy_helper
+    from conftest import ROOT
+    d = ROOT / "testdata" / "onnx-cases" / case
+    m = load(str(d / "model.onnx"))
+    arrays = []
+    for f in ("input_0.pb", "output_0.pb"):
+        t = TensorProto()
+        t.ParseFromString((d / "test_data_set_0" / f).read_bytes())
+        arrays.append(numpy_helper.to_array(t))
+    return m.graph.input[0].name, m.graph.output[0].name, arrays[0], arrays[1]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("i", range(6))
+def test_onnx_node_cases(server: Any, transport: str, i: int) -> None:
+    """Casts into and out of FP16, BF16, INT8, INT64, BOOL: the answer equals the ONNX node test's
+    expected output exactly (a BF16 output as float32 holding the bfloat16 value)."""
+    from conftest import NODE_CASES
+    x_name, y_name, x, want = node_case(NODE_CASES[i])
+    client = make_client(server, transport)
+    y = infer(client, transport, f"case-{i}", {x_name: x})[y_name]
+    assert y.shape == want.shape
+    assert y.dtype == want.dtype or "BFLOAT16" in NODE_CASES[i]
+    np.testing.assert_array_equal(y, want)
