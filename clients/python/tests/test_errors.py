@@ -290,3 +290,31 @@ def test_retries_against_an_overloaded_server(overloaded: Any) -> None:
         retrying.infer("mlp-large", {name: obs[:, :3]})
     s3, f3 = stats(probe)
     assert (s3 - s2, f3 - f2) == (0, 1)
+
+
+def test_grpc_retries_against_an_overloaded_server(overloaded: Any) -> None:
+    ref = load_reference("peers-mlp-large_b1")
+    spec = ref["inputs"][0]
+    obs = np.random.default_rng(2).uniform(-1, 1, (256, spec["shape"][1])).astype(np.float32)
+    no_retry = policyd.Client("grpc://" + overloaded.grpc, retries=0)
+    seen: List[policyd.Overloaded] = []
+
+    def once(_: int) -> None:
+        try:
+            no_retry.infer("mlp-large", {spec["name"]: obs})
+        except policyd.Overloaded as e:
+            seen.append(e)
+
+    with ThreadPoolExecutor(12) as ex:
+        list(ex.map(once, range(48)))
+    assert seen, "the server was never overloaded over gRPC"
+    assert all(e.retry_after == 1 for e in seen)
+
+    probe = policyd.Client(overloaded.url)
+    s0, f0 = stats(probe)
+    retrying = policyd.Client("grpc://" + overloaded.grpc, retries=12, backoff=0.01)
+    with ThreadPoolExecutor(6) as ex:
+        results = list(ex.map(lambda _: retrying.infer("mlp-large", {spec["name"]: obs}), range(12)))
+    assert len(results) == 12
+    s1, f1 = stats(probe)
+    assert s1 - s0 == 12
