@@ -362,7 +362,10 @@ class LocalPolicy:
         self._in_ptr = ctypes.cast(self._in_t, ctypes.POINTER(_capi.Tensor))
         self._out_ptr = ctypes.cast(self._out_t, ctypes.POINTER(_capi.Tensor))
         self._run = L.pd_context_run
-        self._episode: Optional[LocalEpisode] = None
+        self._n_in, self._n_out = len(self.inputs), len(self.outputs)
+        self._outputs_by_index = self.outputs
+        self._plans: dict = {}
+        self._fast_ok = len(self.inputs) == 1 and not self.states and len(self._returned) == 1
 
     # -- set-up helpers
 
@@ -407,8 +410,62 @@ class LocalPolicy:
         sake and have no effect (nothing queues in-process).
         Returns the output (see ``output``) or a dict, without the batch dimension when the
         observation had none."""
+        if type(obs) is np.ndarray and self._fast_ok:
+            plan = self._plans.get((obs.shape, obs.dtype))
+            if plan is not None:
+                with self._mu:
+                    return self._fast(plan, obs, seed)
+            elif len(self._plans) < 64:
+                self._add_plan(obs)
         with self._mu:
             return self._step(obs, seed, None)
+
+    # The fast path of a one-input model called with an array: per input shape and dtype a
+    # plan (a preallocated input buffer the ABI tensor points at, and a view of the output's
+    # memory in the context while the context keeps it there), so that a call costs one copy
+    # in, the run, and one copy out.
+
+    def _add_plan(self, obs: np.ndarray) -> None:
+        x = self.inputs[0]
+        if not np.can_cast(obs.dtype, x.dtype, "same_kind"):
+            return
+        if x.batch_dim == 0 and obs.ndim == x.rank - 1:
+            single, shape = True, (1,) + obs.shape
+        elif obs.ndim == x.rank:
+            single, shape = False, obs.shape
+        else:
+            return  # the general path says what is wrong
+        if any(d >= 0 and d != n for d, n in zip(x.dims, shape) if not (d == x.dims[0] and x.batch_dim == 0)):
+            return
+        out = self._out_by_name[self._returned[0]]
+        # an output whose shape may vary beyond the batch is checked dim by dim on each call
+        dynamic = any(d < 0 for k, d in enumerate(out.dims) if not (k == 0 and out.batch_dim == 0))
+        self._plans[(obs.shape, obs.dtype)] = _Plan(np.zeros(shape, x.dtype), single, out.index, dynamic)
+
+    def _fast(self, plan: "_Plan", obs: np.ndarray, seed: Optional[int]):
+        if not self._ctx:
+            raise PolicydError(f"{self.artifact.ref}: LocalPolicy is closed")
+        plan.buf[...] = obs
+        t = self._in_t[0]
+        t.rank = plan.rank
+        t.dims[:plan.rank] = plan.dims
+        t.data = plan.ptr
+        t.byte_size = plan.nbytes
+        if seed is not None or self._row_seeded:
+            self._set_seeds(seed, plan.rows)
+        err = self._run(self._ctx, self._in_ptr, self._n_in, self._out_ptr, self._n_out)
+        if err:
+            self._raise_run(err)
+        o = self._out_t[plan.out]
+        if o.data != plan.out_ptr or o.byte_size != plan.out_nbytes or (
+                plan.dynamic and list(o.dims[:o.rank]) != plan.out_dims):
+            y = self._copy_out(self._outputs_by_index[plan.out])
+            if plan.single and self._outputs_by_index[plan.out].batch_dim == 0 and y.ndim > 0 and y.shape[0] == 1:
+                y = y[0]
+            plan.out_ptr, plan.out_nbytes, plan.out_dims = o.data, o.byte_size, list(o.dims[:o.rank])
+            plan.view = np.frombuffer((ctypes.c_char * o.byte_size).from_address(o.data), y.dtype).reshape(y.shape)
+            return y
+        return plan.view.copy()
 
     @contextmanager
     def episode(self, sequence_id: Any = None) -> Iterator["LocalEpisode"]:
@@ -504,29 +561,11 @@ class LocalPolicy:
         if state is not None and rows > 1:
             raise InvalidArgument(f"{ref}: an episode step has batch size 1, got {rows}")
 
-        # Row seeds as engines.Batcher: rows seeds for a batchable model, else one.
-        L = self._lib.lib
-        if seed is not None:
-            n = max(rows, 1) if self.batchable else 1
-            if n > len(self._seeds):
-                self._seeds = (ctypes.c_uint64 * n)()
-            s = int(seed) & _U64
-            for j in range(n):
-                self._seeds[j] = (s + j * _PHI) & _U64
-            self._lib.check(L.pd_context_set_row_seeds(self._ctx, self._seeds, n))
-            self._row_seeded = True
-        elif self._row_seeded:
-            self._lib.check(L.pd_context_set_row_seeds(self._ctx, None, 0))
-            self._row_seeded = False
-
-        err = self._run(self._ctx, self._in_ptr, len(self.inputs), self._out_ptr, len(self.outputs))
+        if seed is not None or self._row_seeded:
+            self._set_seeds(seed, rows)
+        err = self._run(self._ctx, self._in_ptr, self._n_in, self._out_ptr, self._n_out)
         if err:
-            try:
-                self._lib.check(err)
-            except PolicydError as e:
-                e.args = (f"{ref}: {e.message}",)
-                e.message = e.args[0]
-                raise
+            self._raise_run(err)
         if state is not None:
             for i, o in self.states:
                 state[i] = self._copy_out(self._out_by_name[o])
@@ -540,6 +579,31 @@ class LocalPolicy:
             return next(iter(res.values()))
         return res
 
+    def _set_seeds(self, seed: Optional[int], rows: int) -> None:
+        # Row seeds as engines.Batcher: one per row for a batchable model, else one; without a
+        # seed, back to the context's stream.
+        L = self._lib.lib
+        if seed is None:
+            self._lib.check(L.pd_context_set_row_seeds(self._ctx, None, 0))
+            self._row_seeded = False
+            return
+        n = max(rows, 1) if self.batchable else 1
+        if n > len(self._seeds):
+            self._seeds = (ctypes.c_uint64 * n)()
+        s = int(seed) & _U64
+        for j in range(n):
+            self._seeds[j] = (s + j * _PHI) & _U64
+        self._lib.check(L.pd_context_set_row_seeds(self._ctx, self._seeds, n))
+        self._row_seeded = True
+
+    def _raise_run(self, err) -> None:
+        try:
+            self._lib.check(err)
+        except PolicydError as e:
+            e.args = (f"{self.artifact.ref}: {e.message}",)
+            e.message = e.args[0]
+            raise
+
     def _copy_out(self, x: _IO) -> np.ndarray:
         t = self._out_t[x.index]
         shape = tuple(t.dims[: t.rank])
@@ -548,6 +612,19 @@ class LocalPolicy:
         if t.byte_size:
             ctypes.memmove(y.__array_interface__["data"][0], t.data, t.byte_size)
         return y
+
+
+class _Plan:
+    __slots__ = ("buf", "ptr", "nbytes", "rank", "dims", "rows", "single", "out", "dynamic", "out_ptr",
+                 "out_nbytes", "out_dims", "view")
+
+    def __init__(self, buf: np.ndarray, single: bool, out: int, dynamic: bool):
+        self.buf, self.single, self.out, self.dynamic = buf, single, out, dynamic
+        self.out_dims: list = []
+        self.ptr = buf.__array_interface__["data"][0]
+        self.nbytes, self.rank, self.dims = buf.nbytes, buf.ndim, list(buf.shape)
+        self.rows = buf.shape[0] if buf.ndim else 1
+        self.out_ptr, self.out_nbytes, self.view = None, -1, None
 
 
 class LocalEpisode:
