@@ -24,6 +24,8 @@ MODELS = {
     "Basic": (SHARED / "models/mlagents/Basic.onnx", []),
     "JumperHard": (SHARED / "models/godot_rl/JumperHard.onnx", []),
     "hallway": (SHARED / "models/mlagents/Hallway.onnx", ["recurrent_in:recurrent_out"]),
+    # weights in ONNX external data (model.onnx.data beside it)
+    "external": (ROOT / "examples/pytorch-export/model.onnx", []),
 }
 
 

@@ -127,6 +127,25 @@ def test_equals_server_bit_for_bit(server, ref, seed):
             assert same_bits(p.act(x, seed=seed), next(iter(want.values())))
 
 
+def test_external_data_model_equals_server(server):
+    a = art(server, "external")
+    assert (a / "model.onnx.data").is_file()
+    p = LocalPolicy(a, output="deterministic_continuous_actions")
+    obs = np.random.default_rng(5).uniform(-1, 1, (4, 8)).astype(np.float32)
+    want = infer(server, "external", {"obs_0": obs})["deterministic_continuous_actions"]
+    assert same_bits(p.act(obs), want)
+    assert np.abs(want).sum() > 0
+
+
+def test_tampered_external_data_is_refused(copy):
+    d = copy("external")
+    b = bytearray((d / "model.onnx.data").read_bytes())
+    b[0] ^= 0x40
+    (d / "model.onnx.data").write_bytes(bytes(b))
+    with pytest.raises(ArtifactError, match=r"model\.onnx\.data: sha256"):
+        LocalPolicy(d)
+
+
 def test_single_observation_adds_and_removes_the_batch_dimension(server):
     p = policy(server, "mlp-med")
     obs = np.random.default_rng(1).uniform(-1, 1, (5, 64)).astype(np.float32)
