@@ -348,3 +348,24 @@ def test_concurrent_act_is_safe(server):
     for t in ts:
         t.join()
     assert not bad
+
+
+def test_interleaved_episodes_keep_their_own_state(server):
+    rng = np.random.default_rng(11)
+    a_steps = [hallway_obs(rng) for _ in range(3)]
+    b_steps = [hallway_obs(rng) for _ in range(3)]
+    p = LocalPolicy(art(server, "hallway"), states=["recurrent_in:recurrent_out"], output="discrete_actions")
+
+    def alone(steps):
+        with p.episode() as ep:
+            [ep.act(o, seed=5) for o in steps]
+            return ep.state()["recurrent_in"]
+
+    want_a, want_b = alone(a_steps), alone(b_steps)
+    with p.episode() as ea, p.episode() as eb:
+        for oa, ob in zip(a_steps, b_steps):
+            ea.act(oa, seed=5)
+            eb.act(ob, seed=5)
+        assert same_bits(ea.state()["recurrent_in"], want_a)
+        assert same_bits(eb.state()["recurrent_in"], want_b)
+        assert not same_bits(want_a, want_b)
