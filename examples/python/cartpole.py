@@ -58,14 +58,14 @@ def main(argv=None) -> int:
     worst = args.steps
     for ep in range(args.episodes):
         obs = env.reset(args.seed + ep)
-        start, steps = time.perf_counter(), 0
+        start, steps, done = time.perf_counter(), 0, False
         for steps in range(1, args.steps + 1):
             action = int(policy.act(obs))  # one observation in, one action out
             obs, done = env.step(action)
             if done:
                 break
         ms = (time.perf_counter() - start) * 1e3
-        print(f"episode {ep}: balanced {steps} steps ({ms / steps * 1e3:.0f} us per step)")
+        print(f"episode {ep}: balanced {steps} steps ({ms / max(steps, 1) * 1e3:.0f} us per step)")
         worst = min(worst, steps if done else args.steps)
     mode = "local" if args.local else args.url
     print(f"{'balanced' if worst >= args.steps else 'fell'}: the worst episode lasted {worst} of {args.steps} steps ({mode})")

@@ -435,7 +435,7 @@ class LocalPolicy:
             single, shape = False, obs.shape
         else:
             return  # the general path says what is wrong
-        if any(d >= 0 and d != n for d, n in zip(x.dims, shape) if not (d == x.dims[0] and x.batch_dim == 0)):
+        if any(d >= 0 and d != n for k, (d, n) in enumerate(zip(x.dims, shape)) if not (k == 0 and x.batch_dim == 0)):
             return
         out = self._out_by_name[self._returned[0]]
         # an output whose shape may vary beyond the batch is checked dim by dim on each call
