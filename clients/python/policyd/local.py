@@ -284,6 +284,9 @@ class LocalPolicy:
         aside) or, when there are several, a dict of all of them.
     seed: the context's random stream for unseeded calls (the server's instance 0 uses
         engine.seed, default 0). params: backend parameters {"tensorrt.precision": "fp16"}.
+    max_batch_size: the server's batching.max_batch_size (default 32; 0: batching disabled),
+        which decides the row seeds of a seeded call as the server's batcher does: one seed per
+        row up to it, a single seed (row 0's) for a larger call or with batching disabled.
 
     Thread safety: one engine context per LocalPolicy, guarded by a lock: ``act`` is safe from
     any thread, and calls from several threads run one at a time. For parallel evaluation make
@@ -293,7 +296,7 @@ class LocalPolicy:
     def __init__(self, artifact_dir: Union[str, os.PathLike], *, backend: str = "cpu", threads: int = 1,
                  states: Optional[Sequence[str]] = None, library: Optional[str] = None,
                  output: Optional[str] = None, public_keys: Optional[Sequence[Union[str, bytes]]] = None,
-                 seed: int = 0, params: Optional[Mapping[str, str]] = None):
+                 seed: int = 0, params: Optional[Mapping[str, str]] = None, max_batch_size: int = 32):
         self._lib = _capi.load(library)
         L = self._lib.lib
         check = self._lib.check
@@ -358,6 +361,7 @@ class LocalPolicy:
         for t, x in zip(self._in_t, self.inputs):
             t.dtype = x.pd_dtype
         self._seeds = (ctypes.c_uint64 * 64)()
+        self._max_batch = int(max_batch_size)
         self._row_seeded = False
         self._in_ptr = ctypes.cast(self._in_t, ctypes.POINTER(_capi.Tensor))
         self._out_ptr = ctypes.cast(self._out_t, ctypes.POINTER(_capi.Tensor))
@@ -580,14 +584,15 @@ class LocalPolicy:
         return res
 
     def _set_seeds(self, seed: Optional[int], rows: int) -> None:
-        # Row seeds as engines.Batcher: one per row for a batchable model, else one; without a
-        # seed, back to the context's stream.
+        # Row seeds as engines.Batcher: one per row for a batchable model whose call fits in
+        # max_batch_size (rowsOf), else one (a request that runs alone, or Pool.Do when batching
+        # is off); without a seed, back to the context's stream.
         L = self._lib.lib
         if seed is None:
             self._lib.check(L.pd_context_set_row_seeds(self._ctx, None, 0))
             self._row_seeded = False
             return
-        n = max(rows, 1) if self.batchable else 1
+        n = rows if self.batchable and 1 <= rows <= self._max_batch else 1
         if n > len(self._seeds):
             self._seeds = (ctypes.c_uint64 * n)()
         s = int(seed) & _U64
