@@ -537,7 +537,10 @@ class LocalPolicy:
                         v = np.zeros([1 if (k == 0 and x.batch_dim == 0) else d for k, d in enumerate(x.dims)], x.dtype)
                     else:
                         raise InvalidArgument(f"{ref}: missing input {x.name!r}")
-                a = np.ascontiguousarray(v, dtype=x.dtype)
+                try:
+                    a = np.ascontiguousarray(v, dtype=x.dtype)
+                except (TypeError, ValueError) as e:
+                    raise InvalidArgument(f"{ref}: input {x.name!r}: not convertible to {x.dtype}: {e}") from None
                 if x.batch_dim == 0 and a.ndim == x.rank - 1:
                     is_single = True
                     a = a.reshape((1,) + a.shape)

@@ -254,6 +254,8 @@ def test_bad_states_and_inputs_are_clear_errors(server):
     # a wrong inner dimension reaches the library, whose message names the input
     with pytest.raises(errors.InvalidArgument, match="obs"):
         p.act(np.zeros((2, 63), np.float32))
+    with pytest.raises(errors.InvalidArgument, match="'obs': not convertible"):
+        p.act(np.array(["x"] * 64))
     with pytest.raises(errors.NotFound, match="no input 'bogus'"):
         p.act({"obs": np.zeros(64, np.float32), "bogus": np.zeros(1)})
     with pytest.raises(errors.InvalidArgument, match="missing input 'obs_1'"):
