@@ -4,6 +4,8 @@
 #   make test         every test: C++ (ctest, incl. ONNX conformance), Go (-race, cgocheck2,
 #                     CGO_ENABLED=0), ONNX Runtime reference comparisons over HTTP
 #   make bench-engine engine latency/throughput beside onnxruntime-node, same machine, same run
+#   make bench-clients the client libraries: the Python HTTP client beside raw http.client loops, LocalPolicy
+#                     beside PyTorch and the engine; build/bench-clients.md
 #   make bench-quant  issue 15's int8 (mlp-large quantize_dynamic) and Einsum attention targets,
 #                     beside onnxruntime-node, outputs checked against it; build/bench-quant.md
 #   make fuzz-native  the C ABI fuzz target against an ASan/UBSan build of the library (FUZZTIME=60s)
@@ -64,7 +66,7 @@ TENSORRT_ROOT ?=
 PD_BUILD_TESTS ?= AUTO
 PROMTOOL   ?= promtool
 
-.PHONY: all deps deps-build deps-test deps-cuda build native go run test test-native test-go test-python check-monitoring bench bench-engine bench-quant refs \
+.PHONY: all deps deps-build deps-test deps-cuda build native go run test test-native test-go test-python check-monitoring bench bench-engine bench-clients bench-quant refs \
         bench-soak bench-memory \
         gpu-bundle engines clean fuzz-native proto tools
 
@@ -206,6 +208,12 @@ docker-gpu:
 
 bench-engine: build
 	bash bench/engine/run.sh
+
+# Debian's torch and onnx for bench/clients/python_local.py (the peers' torch model).
+BENCH_CLIENTS_PACKAGES := python3-numpy python3-torch python3-onnx
+bench-clients: build
+	$(call apt_install,$(BENCH_CLIENTS_PACKAGES))
+	bash bench/clients/run.sh
 
 bench-quant: build
 	BUILD_DIR=$(BUILD_DIR) bash bench/engine/quant.sh

@@ -45,6 +45,18 @@ NODE_CASES = ["test_cast_FLOAT_to_BFLOAT16_opset21", "test_cast_FLOAT16_to_FLOAT
 SEQUENCES = {
     "peers-lstm": ["h_in:h_out", "c_in:c_out"],
     "mlagents-Hallway": ["recurrent_in:recurrent_out"],
+    "hallway": ["recurrent_in:recurrent_out"],
+}
+
+#: The models test_local.py compares LocalPolicy with, under the names it uses (paths from the
+#: repository root; "external" keeps its weights in model.onnx.data beside it).
+LOCAL_MODELS = {
+    "mlp-med": "../shared/peers/models/mlp-med.onnx",
+    "lstm": "../shared/peers/models/lstm.onnx",
+    "Basic": "../shared/models/mlagents/Basic.onnx",
+    "JumperHard": "../shared/models/godot_rl/JumperHard.onnx",
+    "hallway": "../shared/models/mlagents/Hallway.onnx",
+    "external": "examples/pytorch-export/model.onnx",
 }
 
 
@@ -165,6 +177,8 @@ def server(tmp_path_factory: pytest.TempPathFactory):
         models[f"id-{dt.lower()}"] = p
     for i, case in enumerate(NODE_CASES):
         models[f"case-{i}"] = ROOT / "testdata" / "onnx-cases" / case / "model.onnx"
+    for name, rel in LOCAL_MODELS.items():
+        models[name] = (ROOT / rel).resolve()
     for name, path in models.items():
         add_artifact(repo, name, path)
     # The bundled example artifact under its own name, as make run serves it (the README snippet).
