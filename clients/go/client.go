@@ -35,6 +35,7 @@ type clientConfig struct {
 	backoffMax  time.Duration
 	timeout     time.Duration
 	httpClient  *http.Client
+	idleConn    time.Duration
 	grpcOpts    []grpc.DialOption
 	fast        bool // the fasthttp transport (benchmarks only)
 }
@@ -56,6 +57,12 @@ func WithBackoff(base, maxDelay time.Duration) Option {
 // deadline (default 30s; 0: only the context bounds it).
 func WithRequestTimeout(d time.Duration) Option { return func(c *clientConfig) { c.timeout = d } }
 
+// WithIdleConnTimeout closes a keep-alive connection idle this long (default 30s). Keep it
+// below the server's server.idle_timeout (2 min by default) and any proxy's: a request sent
+// on a connection the server is closing at that moment fails after it was written, and is
+// not retried (docs/clients.md, "Keep-alive connections").
+func WithIdleConnTimeout(d time.Duration) Option { return func(c *clientConfig) { c.idleConn = d } }
+
 // WithHTTPClient makes the HTTP transport use hc (its Transport, TLS, proxies) instead of
 // the client's own keep-alive transport.
 func WithHTTPClient(hc *http.Client) Option { return func(c *clientConfig) { c.httpClient = hc } }
@@ -65,14 +72,14 @@ func WithGRPCDialOptions(opts ...grpc.DialOption) Option {
 	return func(c *clientConfig) { c.grpcOpts = append(c.grpcOpts, opts...) }
 }
 
-// withFastHTTP switches the HTTP transport to fasthttp; kept for the benchmark that chose
-// net/http (docs/clients.md).
+// withFastHTTP switches the HTTP transport to fasthttp where the tests linked it in; kept for
+// the benchmark that chose net/http (docs/clients.md).
 func withFastHTTP() Option { return func(c *clientConfig) { c.fast = true } }
 
 // New connects to the server at url: "http://host:port" (HTTP, the default scheme when url
 // has none) or "grpc://host:port" (gRPC). It does not contact the server.
 func New(url string, opts ...Option) (*Client, error) {
-	cfg := clientConfig{retries: 3, backoffBase: 50 * time.Millisecond, backoffMax: time.Second, timeout: 30 * time.Second}
+	cfg := clientConfig{retries: 3, backoffBase: 50 * time.Millisecond, backoffMax: time.Second, timeout: 30 * time.Second, idleConn: 30 * time.Second}
 	for _, o := range opts {
 		o(&cfg)
 	}

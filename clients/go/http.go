@@ -23,7 +23,11 @@ type httpTransport struct {
 	backend httpBackend
 }
 
-// httpBackend is an HTTP client library: net/http (the default) or fasthttp.
+// newFastBackend makes the fasthttp backend; only the package's tests set it
+// (fasthttp_test.go), so that the package does not depend on fasthttp.
+var newFastBackend func(idleConn time.Duration) httpBackend
+
+// httpBackend is an HTTP client library: net/http, or fasthttp in the benchmarks.
 type httpBackend interface {
 	do(ctx context.Context, method, url string, inferHeaderLen int, body []byte) (httpAnswer, error)
 	close()
@@ -46,8 +50,8 @@ func newHTTP(base string, cfg clientConfig) (*httpTransport, error) {
 	}
 	t := &httpTransport{base: base, addr: u.Host}
 	switch {
-	case cfg.fast:
-		t.backend = newFastBackend()
+	case cfg.fast && newFastBackend != nil:
+		t.backend = newFastBackend(cfg.idleConn)
 	default:
 		hc := cfg.httpClient
 		if hc == nil {
@@ -56,7 +60,7 @@ func newHTTP(base string, cfg clientConfig) (*httpTransport, error) {
 				DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 				MaxIdleConns:        256,
 				MaxIdleConnsPerHost: 256,
-				IdleConnTimeout:     90 * time.Second,
+				IdleConnTimeout:     cfg.idleConn,
 				// Tensors do not compress: do not ask the server to spend CPU on gzip.
 				DisableCompression: true,
 				ForceAttemptHTTP2:  false,

@@ -10,15 +10,18 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
-// fastBackend is fasthttp, kept only so that BenchmarkHTTPBackends can compare it with
-// net/http (docs/clients.md, "Why net/http"). It is not the default and not exported: it
+// fastBackend is fasthttp, kept in the tests only so that BenchmarkHTTPBackends and
+// TestIdleKeepAlive can compare it with net/http (docs/clients.md, "Why net/http"); the
+// package itself does not depend on fasthttp. It
 // cannot tell a keep-alive connection the server closed before reading the request from one
 // closed after running it (both are ErrConnectionClosed for a POST), and it has no context
 // cancellation, only deadlines.
 type fastBackend struct{ c *fasthttp.Client }
 
-func newFastBackend() *fastBackend {
-	return &fastBackend{c: &fasthttp.Client{MaxConnsPerHost: 256, MaxIdleConnDuration: 90 * time.Second, NoDefaultUserAgentHeader: true}}
+func init() { newFastBackend = func(idle time.Duration) httpBackend { return newFast(idle) } }
+
+func newFast(idle time.Duration) *fastBackend {
+	return &fastBackend{c: &fasthttp.Client{MaxConnsPerHost: 256, MaxIdleConnDuration: idle, NoDefaultUserAgentHeader: true}}
 }
 
 func (f *fastBackend) close() { f.c.CloseIdleConnections() }
