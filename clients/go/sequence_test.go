@@ -4,8 +4,8 @@ package policyd
 
 import (
 	"context"
-	"fmt"
 	"errors"
+	"fmt"
 	"math"
 	"net/http"
 	"os"
