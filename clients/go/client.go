@@ -48,7 +48,7 @@ type Option func(*clientConfig)
 func WithRetries(n int) Option { return func(c *clientConfig) { c.retries = max(n, 0) } }
 
 // WithBackoff sets the retry backoff: the n-th retry waits a random time in [d/2, d] with
-// d = min(base·2^n, max) (defaults 50ms and 1s).
+// d = min(base·2^n, max) (defaults 50ms and 1s), and never less than the server's Retry-After.
 func WithBackoff(base, maxDelay time.Duration) Option {
 	return func(c *clientConfig) { c.backoffBase, c.backoffMax = base, maxDelay }
 }
@@ -301,11 +301,11 @@ func withRetry[T any](c *Client, ctx context.Context, inSequence bool, call func
 		if err == nil {
 			return v, nil
 		}
-		ok, _ := retryable(err, inSequence)
+		ok, after := retryable(err, inSequence)
 		if !ok || attempt >= c.cfg.retries {
 			return v, err
 		}
-		d := c.backoff(attempt)
+		d := max(c.backoff(attempt), after) // the server's Retry-After is a lower bound, as in the Python client
 		if dl, has := ctx.Deadline(); has && time.Until(dl) < d {
 			return v, err // no time left for another try: the server's answer is the truer one
 		}

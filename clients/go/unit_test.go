@@ -7,6 +7,8 @@ import (
 	"io"
 	"math"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"slices"
 	"strings"
@@ -211,5 +213,39 @@ func TestNoReplayAfterSend(t *testing.T) {
 	}
 	if n := accepted.Load(); n != 1 {
 		t.Errorf("%d connections: the request was replayed", n)
+	}
+}
+
+// TestRetryAfterHonoured: a 503 with Retry-After is retried no sooner than the server asked,
+// however short the client's own backoff.
+func TestRetryAfterHonoured(t *testing.T) {
+	var calls atomic.Int64
+	var first, second atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch calls.Add(1) {
+		case 1:
+			first.Store(time.Now().UnixNano())
+			w.Header().Set("Retry-After", "1")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			io.WriteString(w, `{"error":"model \"m\" version \"1\": engines: queue full"}`)
+		default:
+			second.Store(time.Now().UnixNano())
+			io.WriteString(w, `{"model_name":"m","model_version":"1","outputs":[{"name":"y","datatype":"FP32","shape":[1],"data":[3]}]}`)
+		}
+	}))
+	defer srv.Close()
+	c, err := New(srv.URL, WithRetries(2), WithBackoff(time.Millisecond, time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Infer(context.Background(), "m", []Tensor{NewTensor("x", []int64{1}, []float32{1})}, WithJSON()); err != nil {
+		t.Fatal(err)
+	}
+	if n := calls.Load(); n != 2 {
+		t.Fatalf("%d calls, want 2", n)
+	}
+	if wait := time.Duration(second.Load() - first.Load()); wait < time.Second {
+		t.Errorf("retried after %v: the server's Retry-After of 1s was not honoured", wait)
 	}
 }
