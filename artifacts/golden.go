@@ -474,34 +474,27 @@ type OutputCheck struct {
 
 // String says the check in one line with its numbers:
 //
-//	case "upright" output "action": max abs error 0.31 > tolerance (atol 0.0001 + rtol 0.001·|expected|) at index 1 (expected 0.12, got 0.43); max rel error 2.6
+//	case "upright" output "action": max abs error 0.31 beyond tolerance (atol 0.0001, rtol 0.001) at index 1 (expected 0.12, got 0.43); max rel error 2.6
+//	case "upright" output "action": max abs error 1.2e-07, max rel error 7e-07, within tolerance (atol 0.0001, rtol 0.001)
+//	case "upright" output "discrete_actions": discrete action flipped at index 0 (expected 2, got 1)
 func (c OutputCheck) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "case %q output %q: ", c.Case, c.Output)
-	if c.Problem != "" {
+	switch {
+	case c.Problem != "":
 		b.WriteString(c.Problem)
-		return b.String()
+	case c.Discrete && c.Flipped >= 0:
+		fmt.Fprintf(&b, "discrete action flipped at index %d (expected %d, got %d); max abs error %.6g", c.Flipped, c.FlippedFrom, c.FlippedTo, c.MaxAbs)
+	case c.Discrete:
+		b.WriteString("discrete, all equal")
+	case c.Index >= 0 && !withinTol(c.Got, c.Expected, c.Atol, c.Rtol):
+		fmt.Fprintf(&b, "max abs error %.6g beyond tolerance (atol %g, rtol %g) at index %d (expected %.9g, got %.9g); max rel error %.6g",
+			c.MaxAbs, c.Atol, c.Rtol, c.Index, c.Expected, c.Got, c.MaxRel)
+	default:
+		fmt.Fprintf(&b, "max abs error %.6g, max rel error %.6g, within tolerance (atol %g, rtol %g)", c.MaxAbs, c.MaxRel, c.Atol, c.Rtol)
 	}
-	verdict := "within"
-	if !c.Pass {
-		verdict = "FAIL"
-	}
-	if c.Discrete {
-		fmt.Fprintf(&b, "%s: discrete, compared exactly; max abs error %.6g", verdict, c.MaxAbs)
-	} else {
-		rel := "within tolerance"
-		if c.Index >= 0 && !withinTol(c.Got, c.Expected, c.Atol, c.Rtol) {
-			rel = "beyond tolerance"
-		}
-		fmt.Fprintf(&b, "%s: max abs error %.6g, max rel error %.6g, tolerance atol %g rtol %g (worst index %d: expected %.9g, got %.9g, %s)",
-			verdict, c.MaxAbs, c.MaxRel, c.Atol, c.Rtol, c.Index, c.Expected, c.Got, rel)
-	}
-	if c.Flipped >= 0 {
-		if c.Discrete {
-			fmt.Fprintf(&b, "; discrete action flipped at index %d (expected %d, got %d)", c.Flipped, c.FlippedFrom, c.FlippedTo)
-		} else {
-			fmt.Fprintf(&b, "; argmax flipped at row %d (expected %d, got %d)", c.Flipped, c.FlippedFrom, c.FlippedTo)
-		}
+	if !c.Discrete && c.Flipped >= 0 {
+		fmt.Fprintf(&b, "; argmax flipped at row %d (expected %d, got %d)", c.Flipped, c.FlippedFrom, c.FlippedTo)
 	}
 	return b.String()
 }
@@ -611,7 +604,7 @@ func (r *GoldenResult) Failed() []OutputCheck {
 // passed and the largest error.
 func (r *GoldenResult) Summary() string {
 	where := r.Backend
-	if r.Device != "" {
+	if r.Device != "" && r.Device != r.Backend {
 		where += " on " + r.Device
 	}
 	if failed := r.Failed(); len(failed) > 0 {

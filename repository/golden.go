@@ -125,7 +125,7 @@ func (c GoldenCheck) Outcome() string {
 func (c GoldenCheck) Summary() string {
 	if c.Err != nil {
 		where := c.Result.Backend
-		if c.Result.Device != "" {
+		if c.Result.Device != "" && c.Result.Device != where {
 			where += " on " + c.Result.Device
 		}
 		return fmt.Sprintf("golden check could not run on %s: %v", where, c.Err)
