@@ -36,12 +36,12 @@ type AddRequest struct {
 	ExternalSHA256 map[string]string
 	IO             IO                 // the model's input/output signature, as the engine reports it
 	Metadata       map[string]string  // free: training_run, parent_version, ...
-	// Golden, when set, is the golden.json of the version (ParseGolden; checked against IO):
-	// stored as GoldenFile and listed in the manifest, so hashed and signed with it.
-	Golden []byte
 	SignKey        ed25519.PrivateKey // when set, manifest.sig is written too
 	Tool           string             // "policyctl v0.3.0"
 	Now            func() time.Time   // default time.Now
+	// Golden, when set, is the golden.json of the version (ParseGolden; checked against IO):
+	// stored as GoldenFile and listed in the manifest, so hashed and signed with it.
+	Golden []byte
 }
 
 // beforeRename is a test hook called with the work folder just before it is renamed into place.
