@@ -70,7 +70,7 @@ type Server struct {
 	outputDur  *prometheus.HistogramVec
 	batchSize  *prometheus.HistogramVec
 	loadDur    *prometheus.HistogramVec
-	golden     *prometheus.CounterVec // policyd_golden_checks_total, deleted with the load durations
+	golden     *prometheus.CounterVec  // policyd_golden_checks_total, deleted with the load durations
 	vecs       []*prometheus.MetricVec // every vec with model and version labels, for deletion
 	queueDepth *prometheus.Desc
 	inflight   *prometheus.Desc
