@@ -644,3 +644,36 @@ func (a *Artifact) Golden() (*Golden, error) {
 	}
 	return g, nil
 }
+
+// ReferenceCase reads a reference file of ONNX Runtime's outputs (testdata/reference, written
+// by tools/reference/make_refs.js: id, inputs, outputs with "deterministic") as a golden case
+// named by its id: its inputs, and its deterministic outputs as the expected ones (a sampled
+// output is left out: ONNX Runtime's random ops are unseeded).
+func ReferenceCase(b []byte) (GoldenCase, error) {
+	var ref struct {
+		ID      string         `json:"id"`
+		Batch   int            `json:"batch"`
+		Inputs  []GoldenTensor `json:"inputs"`
+		Outputs []struct {
+			GoldenTensor
+			Deterministic bool `json:"deterministic"`
+		} `json:"outputs"`
+	}
+	if err := json.Unmarshal(b, &ref); err != nil {
+		return GoldenCase{}, fmt.Errorf("reference file: %v", err)
+	}
+	if len(ref.Inputs) == 0 {
+		return GoldenCase{}, fmt.Errorf("reference file: no inputs")
+	}
+	name := ref.ID
+	if ref.Batch > 0 {
+		name = fmt.Sprintf("%s_b%d", ref.ID, ref.Batch)
+	}
+	c := GoldenCase{Name: name, Inputs: ref.Inputs}
+	for _, o := range ref.Outputs {
+		if o.Deterministic {
+			c.Outputs = append(c.Outputs, o.GoldenTensor)
+		}
+	}
+	return c, nil
+}

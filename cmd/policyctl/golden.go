@@ -47,7 +47,12 @@ func goldenInputs(path string) (*artifacts.Golden, error) {
 			return nil, fmt.Errorf("%s: %v", path, err)
 		}
 	case probe.Inputs != nil:
-		g.Cases = []artifacts.GoldenCase{{Name: cmpOr(probe.ID, "case-1"), Inputs: probe.Inputs}}
+		c, err := artifacts.ReferenceCase(b)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %v", path, err)
+		}
+		c.Outputs = nil // ONNX Runtime computes them anew
+		g.Cases = []artifacts.GoldenCase{c}
 	default:
 		return nil, fmt.Errorf("%s: neither cases nor inputs: want a golden file or a reference file", path)
 	}
@@ -55,13 +60,6 @@ func goldenInputs(path string) (*artifacts.Golden, error) {
 		return nil, fmt.Errorf("%s: no cases", path)
 	}
 	return g, nil
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 // randomGoldenCases draws n cases over the model's inputs from seed, batch 1 (every
