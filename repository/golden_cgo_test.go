@@ -28,8 +28,14 @@ const ballModel = "../../shared/models/mlagents/3DBall.onnx"
 // when set, changes it before it is encoded.
 func ballGolden(t *testing.T, edit func(g *artifacts.Golden)) []byte {
 	t.Helper()
+	return refGolden(t, "mlagents-3DBall", edit)
+}
+
+// refGolden is the golden file of reference id at batch 1 and 8 (testdata/reference).
+func refGolden(t *testing.T, id string, edit func(g *artifacts.Golden)) []byte {
+	t.Helper()
 	g := &artifacts.Golden{Schema: artifacts.GoldenSchema, Generator: "onnxruntime-node (testdata/reference)"}
-	for _, f := range []string{"../testdata/reference/mlagents-3DBall_b1.json", "../testdata/reference/mlagents-3DBall_b8.json"} {
+	for _, f := range []string{"../testdata/reference/" + id + "_b1.json", "../testdata/reference/" + id + "_b8.json"} {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			t.Skip("reference missing:", err)
@@ -65,7 +71,13 @@ func signatureOf(e *bridge.Engine) artifacts.IO {
 // addBall adds 3DBall as name@1.0.0 with golden to repo, as policyctl artifacts add does.
 func addBall(t *testing.T, rt *bridge.Runtime, repo, name string, golden []byte) {
 	t.Helper()
-	onnx, err := os.ReadFile(ballModel)
+	addGolden(t, rt, repo, name, ballModel, golden)
+}
+
+// addGolden adds model as name@1.0.0 with golden to repo, as policyctl artifacts add does.
+func addGolden(t *testing.T, rt *bridge.Runtime, repo, name, model string, golden []byte) {
+	t.Helper()
+	onnx, err := os.ReadFile(model)
 	if err != nil {
 		t.Skip("model missing:", err)
 	}
@@ -75,7 +87,7 @@ func addBall(t *testing.T, rt *bridge.Runtime, repo, name string, golden []byte)
 	}
 	io := signatureOf(e)
 	e.Close()
-	if _, err := artifacts.Add(repo, artifacts.AddRequest{Name: name, Version: "1.0.0", Model: ballModel, IO: io, Golden: golden, Tool: "golden test"}); err != nil {
+	if _, err := artifacts.Add(repo, artifacts.AddRequest{Name: name, Version: "1.0.0", Model: model, IO: io, Golden: golden, Tool: "golden test"}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -212,5 +224,32 @@ func TestGoldenOnTheCPUBackend(t *testing.T) {
 	ok, reason = get("ball-nofallback").Ready()
 	if ok || !strings.Contains(reason, `golden check failed on skewed on cuda:0`) || !strings.Contains(reason, "max abs error 0.01") {
 		t.Errorf("4.0.0: ready %v, reason %q", ok, reason)
+	}
+}
+
+// On a GPU backend (the cuda plugin over the CPU emulation of CUDA, build/fakecuda) the cases
+// run on the engine of the device the version serves on, and the check names it.
+func TestGoldenOnFakeCUDA(t *testing.T) {
+	rt := fakeCudaRuntime(t)
+	repo := t.TempDir()
+	native := enginestest.NativeRuntime(t)
+	addGolden(t, native, repo, "mlp-met", mlpSmall, refGolden(t, "peers-mlp-small", nil))
+	addGolden(t, native, repo, "mlp-tampered", mlpSmall, refGolden(t, "peers-mlp-small", func(g *artifacts.Golden) {
+		g.Cases[0].Outputs[0].Data[0] += 0.01
+	}))
+	r := NewRepository(rt, nil)
+	t.Cleanup(func() { r.Close() })
+	mustApply(t, r, Desired{Dir: repo, Default: ModelSpec{Backends: []string{"cuda"}}})
+	v, _ := r.Get("mlp-met", "1.0.0")
+	if ok, reason := v.Ready(); !ok || v.Device() != "cuda:0" {
+		t.Fatalf("mlp-met: ready %v on %q (%s)", ok, v.Device(), reason)
+	}
+	if got := strings.Join(outcomes(v), " "); got != "cuda/cuda:0=pass" {
+		t.Errorf("mlp-met golden checks %q", got)
+	}
+	v, _ = r.Get("mlp-tampered", "1.0.0")
+	ok, reason := v.Ready()
+	if ok || !strings.Contains(reason, `golden check failed on cuda on cuda:0: 1 of 2 outputs: case "peers-mlp-small_b1" output "action": max abs error 0.01`) {
+		t.Errorf("mlp-tampered: ready %v, reason %q", ok, reason)
 	}
 }
