@@ -205,3 +205,31 @@ func TestGoldenFileOfAnotherSignature(t *testing.T) {
 		t.Errorf("ready %v, reason %q", ready, reason)
 	}
 }
+
+type failingCtx struct{}
+
+func (failingCtx) Run(_, _ []bridge.Tensor) error {
+	return &bridge.Error{Code: bridge.CodeInvalidArg, Msg: "input \"obs\": batch 1 outside the profile [2, 8]"}
+}
+func (failingCtx) Close() error { return nil }
+
+// A case the engine cannot run is an error of the check: the version is not served on that
+// backend, the result is "error", and the reason says what the engine said.
+func TestGoldenCaseThatCannotRun(t *testing.T) {
+	dir := writeRepo(t, map[string]string{"m/1.0.0/model.onnx": "ok model", "m/1.0.0/golden.json": goldenOf([2]float64{1, 2}, "")})
+	l := newGoldenLoader()
+	r, _ := goldenRepository(t, l, nil)
+	r.goldenOpen = func(e *bridge.Engine) (GoldenExec, []bridge.IOInfo, []bridge.IOInfo, error) {
+		return failingCtx{}, []bridge.IOInfo{{Name: "obs", DType: bridge.Float32, Shape: []int64{-1, 8}}},
+			[]bridge.IOInfo{{Name: "action", DType: bridge.Float32, Shape: []int64{-1, 2}}}, nil
+	}
+	mustApply(t, r, Desired{Dir: dir, Default: ModelSpec{Backends: []string{"cpu"}}})
+	v, _ := r.Get("m", "1.0.0")
+	ready, reason := v.Ready()
+	if ready || !strings.Contains(reason, `golden check could not run on cpu: golden case "upright": run: input "obs": batch 1 outside the profile [2, 8]`) {
+		t.Errorf("ready %v, reason %q", ready, reason)
+	}
+	if got := outcomes(v); len(got) != 1 || got[0] != "cpu/cpu=error" {
+		t.Errorf("golden checks %v", got)
+	}
+}
