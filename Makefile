@@ -250,6 +250,15 @@ refs:
 	$(BUILD_DIR)/csrc/tests/pd_onnx_cases --out testdata/onnx-cases
 	cd tools/reference && node make_cases.js
 
+# onnxruntime-node under tools/reference, as make refs installs it: the tests of policyctl's
+# --golden-from onnxruntime run with it (offline they skip, saying so).
+.PHONY: ort-node
+test-go: ort-node
+ort-node:
+	@test -f tools/reference/node_modules/onnxruntime-node/package.json || \
+	  (cd tools/reference && npm ci --ignore-scripts --no-audit --no-fund) || \
+	  echo "ort-node: npm ci failed (offline?): the --golden-from onnxruntime tests will skip"
+
 clean:
 	rm -rf $(BUILD_DIR) lib bin
 
