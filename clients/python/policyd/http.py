@@ -167,7 +167,7 @@ class Client:
             raise errors.Timeout(f"{method} {path}: no answer within the timeout; the request may have run") from None
         except ProtocolError as e:
             conn.close()
-            raise errors.ConnectError(f"{method} {path}: malformed answer from {self.host}:{self.port}: {e}; "
+            raise errors.ConnectError(f"{method} {path}: unreadable answer from {self.host}:{self.port}: {e}; "
                                       "the request may have run, so it is not retried", sent=True) from None
         except OSError as e:
             conn.close()
