@@ -247,6 +247,8 @@ class Connection:
 
 
 def _content_length(v: bytes) -> int:
+    if v.isdigit():
+        return int(v)
     vals = {x.strip() for x in v.split(b",")}  # a repeated header was joined with ", "
     if len(vals) != 1:
         raise ProtocolError(f"conflicting Content-Length headers {v.decode('latin-1')!r}")

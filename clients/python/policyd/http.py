@@ -319,7 +319,6 @@ class Client:
         if binary and outputs is None:
             params["binary_data_output"] = True
 
-        path = self._model_path(model, version) + "/infer"
         sig: List[Any] = []
         chunks: List[Any] = []
         for name, value in inputs.items():
@@ -359,6 +358,7 @@ class Client:
         hkey = (model, version, bool(chunks))
         cached = self._heads.get(hkey)
         if cached is None:
+            path = self._model_path(model, version) + "/infer"
             h = dict(self._headers)
             h["Content-Type"] = "application/octet-stream" if chunks else "application/json"
             cached = (path, (f"POST {self._prefix}{path} HTTP/1.1\r\n{self._host_line}" +
@@ -373,7 +373,7 @@ class Client:
             req_head = cached[1] + b"Inference-Header-Content-Length: %d\r\nContent-Length: %d\r\n\r\n" % (len(head), n)
         else:
             req_head = cached[1] + b"Content-Length: %d\r\n\r\n" % len(head)
-        resp = self._send("POST", path, [req_head, head, *chunks], retry_connect=not is_step)
+        resp = self._send("POST", cached[0], [req_head, head, *chunks], retry_connect=not is_step)
         if resp.status != 200:
             self._raise(resp)
         return self._parse_answer(resp, cache=request_id is None)
