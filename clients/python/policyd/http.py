@@ -103,6 +103,8 @@ class Client:
                 raise ValueError(f"policyd.Client: header or URL path {k!r}: {v!r} holds a control character")
         host = "[" + self.host + "]" if ":" in self.host else self.host
         self._host_line = f"Host: {host}\r\n" if self.port == 80 else f"Host: {host}:{self.port}\r\n"
+        if any(k.lower() == "host" for k in self._headers):
+            self._host_line = ""  # the caller's own Host header, sent once
         self._idle: List[Connection] = []
         self._lock = threading.Lock()
         self._closed = False

@@ -271,6 +271,22 @@ def test_request_bytes() -> None:
     f.close()
 
 
+def test_headers_host_and_control_characters() -> None:
+    f = Scripted([infer_answer(Y), b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"])
+    c = policyd.Client(f.url, headers={"host": "policy.example"})
+    c.infer("m", OBS)
+    assert c.live()
+    for head, _ in f.requests:
+        hosts = [ln for ln in head.split(b"\r\n") if ln.lower().startswith(b"host:")]
+        assert hosts == [b"host: policy.example"]
+    assert f.requests[1][0].startswith(b"GET /v2/health/live HTTP/1.1\r\n")
+    f.close()
+    with pytest.raises(ValueError):
+        policyd.Client(f.url, headers={"X-A": "b\r\nX-Injected: 1"})
+    with pytest.raises(ValueError):
+        policyd.Client(f.url + "/a b")
+
+
 def test_same_answer_head_new_arrays() -> None:
     """The decoding plan is cached per answer head; each answer's arrays are its own."""
     f = Scripted([infer_answer(Y), infer_answer(4 * Y), infer_answer(Y.reshape(3, 1))])
