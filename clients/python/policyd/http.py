@@ -103,6 +103,9 @@ class Client:
                 raise ValueError(f"policyd.Client: header or URL path {k!r}: {v!r} holds a control character")
         host = "[" + self.host + "]" if ":" in self.host else self.host
         self._host_line = f"Host: {host}\r\n" if self.port == 80 else f"Host: {host}:{self.port}\r\n"
+        for k in self._headers:
+            if k.lower() in ("content-length", "inference-header-content-length", "transfer-encoding"):
+                raise ValueError(f"policyd.Client: header {k!r} is the client's own to set")
         if any(k.lower() == "host" for k in self._headers):
             self._host_line = ""  # the caller's own Host header, sent once
         self._idle: List[Connection] = []

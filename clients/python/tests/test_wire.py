@@ -285,6 +285,8 @@ def test_headers_host_and_control_characters() -> None:
         policyd.Client(f.url, headers={"X-A": "b\r\nX-Injected: 1"})
     with pytest.raises(ValueError):
         policyd.Client(f.url + "/a b")
+    with pytest.raises(ValueError, match="Content-Length"):
+        policyd.Client(f.url, headers={"Content-Length": "5"})
 
 
 def test_same_answer_head_new_arrays() -> None:
