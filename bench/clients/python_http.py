@@ -14,7 +14,10 @@ Prints a markdown table of p50/p99 round trips and the ratios of issue 17's targ
     bin/policyd --repository /tmp/r &
     /usr/bin/python3 bench/clients/python_http.py http://127.0.0.1:8000 [--model mlp-med] [--rounds 20 --per-round 200]
 
---profile runs cProfile over (1) only and prints the top functions.
+--profile runs cProfile over (1) only and prints the top functions. --client-cost times (1) with
+the network stubbed: the client's socket is replaced by an in-memory one that swallows the
+request and replays a real answer of the server (captured first), and the idle-connection check
+is skipped, so what is left is the client's own Python work per call.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ def main() -> int:
     ap.add_argument("--per-round", type=int, default=200)
     ap.add_argument("--batch", type=int, default=1, help="rows per request (the targets are for 1)")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--client-cost", action="store_true", help="time (1) with the network stubbed")
     args = ap.parse_args()
 
     u = urllib.parse.urlsplit(args.url)
@@ -95,6 +99,9 @@ def main() -> int:
     want = np.frombuffer(data[n:], np.float32).reshape(got.shape)
     assert np.array_equal(got, want), "client and raw answers differ"
 
+    if args.client_cost:
+        return client_cost(client, args, inp["name"], obs, out["name"])
+
     if args.profile:
         import cProfile
         import pstats
@@ -136,6 +143,51 @@ def main() -> int:
     print("|---|---:|---|")
     print(f"| (1) p50 / (2) p50 ≤ 1.5 | {r1:.2f} | {'yes' if r1 <= 1.5 else 'NO'} |")
     print(f"| (3) p50 / (1) p50 ≥ 2 | {r2:.2f} | {'yes' if r2 >= 2 else 'NO'} |")
+    return 0
+
+
+def client_cost(client: "policyd.Client", args: argparse.Namespace, in_name: str, obs: np.ndarray,
+                out_name: str) -> int:
+    """p50 of policyd.Client.infer with an in-memory socket replaying a captured answer."""
+    from policyd import _wire, http as phttp
+
+    captured = []
+    orig_request = _wire.Connection.request
+
+    def capture(self: "_wire.Connection", parts: list, head_only: bool = False) -> "_wire.Response":
+        r = orig_request(self, parts, head_only)
+        captured.append(r)
+        return r
+    _wire.Connection.request = capture  # type: ignore[method-assign]
+    client.infer(args.model, {in_name: obs}, [out_name])
+    _wire.Connection.request = orig_request  # type: ignore[method-assign]
+    r = captured[0]
+    answer = b"HTTP/1.1 200 OK\r\n" + b"".join(k + b": " + v + b"\r\n" for k, v in r.headers.items()) + b"\r\n" + bytes(r.body)
+
+    class Replay:
+        def sendall(self, b: bytes) -> None:
+            pass
+
+        def recv_into(self, view: memoryview) -> int:
+            view[:len(answer)] = answer
+            return len(answer)
+
+        def gettimeout(self) -> float:
+            return client.timeout
+
+    stub = policyd.Client(args.url, retries=0)
+    c = _wire.Connection(client.host, client.port)
+    c.sock = Replay()  # type: ignore[assignment]
+    stub._idle.append(c)
+    phttp._is_dropped = lambda sock: False  # type: ignore[assignment]
+    ts = []
+    clock = time.perf_counter_ns
+    for _ in range(args.rounds * args.per_round):
+        t0 = clock()
+        stub.infer(args.model, {in_name: obs}, [out_name])
+        ts.append(clock() - t0)
+    print(f"client's own cost, network stubbed: p50 {statistics.median(ts) / 1e3:.1f} µs, "
+          f"p99 {pct(ts, 99) / 1e3:.1f} µs ({len(ts)} calls)")
     return 0
 
 
