@@ -84,6 +84,7 @@ import (
 
 	"github.com/policyd/policyd/bridge"
 	"github.com/policyd/policyd/engines"
+	"github.com/policyd/policyd/metrics"
 	"github.com/policyd/policyd/repository"
 )
 
@@ -135,6 +136,20 @@ type Options struct {
 	// Accept-Encoding accepts gzip or deflate (compress.go); 0: DefaultCompressMinBytes;
 	// negative: responses are never compressed. Compressed requests are read whatever it is.
 	CompressMinBytes int
+
+	// Shadow, when set, names the shadow of a model (shadow.go; docs/rollout.md, Shadow
+	// evaluation): the version a sampled share rate (0..1) of the model's answered requests
+	// is also run on, after the primary answered, for comparison; ok false: none. It is
+	// called once per inference request and must be cheap and not allocate.
+	Shadow func(model string) (shadowVersion string, rate float64, ok bool)
+	// ShadowQueueLen bounds the sampled requests waiting for a shadow worker; a request that
+	// finds the queue full is not shadowed and is counted dropped (default
+	// DefaultShadowQueueLen).
+	ShadowQueueLen int
+	// ShadowWorkers is the number of goroutines running shadow requests, 1 to 4 (default 1).
+	ShadowWorkers int
+	// ShadowMetrics, when set, receives the shadow families (policyd_shadow_*).
+	ShadowMetrics *metrics.Shadow
 }
 
 // MaxRequestBodyCeiling is the most SetMaxRequestBodySize can allow (limits.max_request_size
@@ -197,6 +212,8 @@ type Server struct {
 	grpcReqs sync.Pool     // *grpcRequest
 	stop     chan struct{} // closed by Shutdown: streams end
 	stopOnce sync.Once
+
+	shadows *shadows // shadow evaluation (shadow.go); nil without Options.Shadow
 }
 
 // New returns a Server for reg. log may be nil (no logs).
@@ -216,6 +233,7 @@ func New(reg Registry, log *zap.Logger, opts Options) *Server {
 	s.reqs.New = func() any { r := newInferRequest(); r.shm.reg = s.shm; return r }
 	s.grpcReqs.New = func() any { g := newGRPCRequest(); g.r.shm.reg = s.shm; return g }
 	s.stop = make(chan struct{})
+	s.shadows = newShadows(s, &opts)
 
 	meta := append([]byte(`{"name":"policyd","version":`), appendString(nil, opts.Version)...)
 	meta = append(meta, `,"extensions":[`...)
@@ -350,6 +368,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return gerr
 	}
 	s.cancelRuns()
+	s.shadows.close(s.log)
 	s.shm.close() // every request has been answered: nothing holds a region
 	return nil
 }

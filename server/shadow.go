@@ -1,0 +1,800 @@
+package server
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/policyd/policyd/bridge"
+	"github.com/policyd/policyd/engines"
+	"github.com/policyd/policyd/metrics"
+)
+
+// Shadow evaluation (docs/rollout.md, Shadow evaluation). A model's traffic policy may name a
+// shadow version and a sampling rate (Options.Shadow). After the primary has answered a
+// sampled request, the inference path offers a copy of it (the inputs as decoded, the
+// primary's outputs, the seed both sides draw from, the sequence step) to a bounded queue;
+// when the queue is full the copy is dropped and counted, and the primary never waits. A few
+// workers acquire the shadow version, run the copy on it at its lowest priority level and
+// compare the two answers output by output (by name): floating outputs by their absolute and
+// relative differences, integer and boolean outputs (discrete actions) by the share of equal
+// elements. The numbers are kept per (model, primary, shadow), read by ShadowReport and
+// health details, and exported by metrics.Shadow.
+//
+// Sampling is by key: a step of a sequence is sampled by its sequence_id, so a sampled
+// sequence is shadowed at every step, its start and end included, and the shadow version
+// keeps its own state for it in its own sequence table (bounded by that version's
+// max_sequences and idle timeout). A request without a sequence is sampled on its own.
+//
+// What the primary pays: one call of Options.Shadow per request and, for a request not
+// sampled, nothing else (no allocation, no copy). A sampled request copies its inputs and
+// outputs into a pooled job, after its answer is encoded.
+
+// Defaults of the shadow options.
+const (
+	DefaultShadowQueueLen = 64
+	DefaultShadowWorkers  = 1
+	maxShadowWorkers      = 4
+	// shadowRunTimeout bounds one shadow run (queueing on the shadow version included).
+	shadowRunTimeout = 10 * time.Second
+	// maxShadowLost bounds the sequences whose shadow state is known to be lost (a step
+	// dropped) and not yet ended on the shadow.
+	maxShadowLost = 4096
+)
+
+// ShadowReport is what the shadow of one (model, primary, shadow) has measured since it
+// started or was last reset (Server.ResetShadow), over every output both versions have.
+type ShadowReport struct {
+	// Samples are the requests compared; Errors those the shadow failed (not found, not
+	// ready, a different signature, an engine error); Dropped those not run because the
+	// shadow queue (or the shadow version's own queue) was full; Skipped the steps of
+	// sequences the shadow did not see start (sampled mid-way, or after a dropped step).
+	Samples, Errors, Dropped, Skipped int64
+	// MeanAbs is the mean absolute difference over every element of every floating output
+	// compared; MaxAbs and MaxRel the largest absolute and relative (|a-b|/max(|a|,|b|))
+	// difference seen. Elements finite on one side only are counted in NonFinite instead.
+	MeanAbs, MaxAbs, MaxRel float64
+	NonFinite               int64
+	// Agreement is the share of the elements of the integer and boolean outputs (discrete
+	// actions) equal on both sides; 1 when there are none yet.
+	Agreement float64
+	// Since is when the numbers started (the shadow's first sample, or the last reset).
+	Since time.Time
+}
+
+// ShadowOutputReport is the part of a ShadowReport one output accounts for.
+type ShadowOutputReport struct {
+	Output    string  `json:"output"`
+	Discrete  bool    `json:"discrete"`
+	Elements  int64   `json:"elements"`
+	MeanAbs   float64 `json:"mean_abs_diff"`
+	MaxAbs    float64 `json:"max_abs_diff"`
+	MaxRel    float64 `json:"max_rel_diff"`
+	NonFinite int64   `json:"non_finite,omitempty"`
+	Agreement float64 `json:"agreement"`
+}
+
+// ShadowStatus is one shadow as health details show it.
+type ShadowStatus struct {
+	Model     string               `json:"model"`
+	Primary   string               `json:"primary"`
+	Shadow    string               `json:"shadow"`
+	Samples   int64                `json:"samples"`
+	Errors    int64                `json:"errors"`
+	Dropped   int64                `json:"dropped"`
+	Skipped   int64                `json:"skipped"`
+	MeanAbs   float64              `json:"mean_abs_diff"`
+	MaxAbs    float64              `json:"max_abs_diff"`
+	MaxRel    float64              `json:"max_rel_diff"`
+	NonFinite int64                `json:"non_finite"`
+	Agreement float64              `json:"agreement"`
+	Since     time.Time            `json:"since"`
+	LastError string               `json:"last_error,omitempty"`
+	Outputs   []ShadowOutputReport `json:"outputs"`
+}
+
+type shadowKey struct{ model, primary, shadow string }
+
+// shadowLostKey names a sequence of a shadow version whose shadow state is lost.
+type shadowLostKey struct {
+	model, shadow string
+	id            engines.SequenceID
+}
+
+// shadows is a Server's shadow evaluation: the queue, its workers and the numbers.
+type shadows struct {
+	s       *Server
+	choose  func(model string) (version string, rate float64, ok bool)
+	queue   chan *shadowJob
+	jobs    sync.Pool // *shadowJob
+	metrics *metrics.Shadow
+	wg      sync.WaitGroup
+
+	mu      sync.RWMutex
+	triples map[shadowKey]*shadowTriple
+
+	lostMu sync.Mutex
+	lost   map[shadowLostKey]struct{} // sequences whose shadow state a dropped step lost
+	nLost  atomic.Int32               // len(lost), read without the lock
+}
+
+func newShadows(s *Server, o *Options) *shadows {
+	if o.Shadow == nil {
+		return nil
+	}
+	n := o.ShadowQueueLen
+	if n <= 0 {
+		n = DefaultShadowQueueLen
+	}
+	w := min(max(o.ShadowWorkers, 0), maxShadowWorkers)
+	if w == 0 {
+		w = DefaultShadowWorkers
+	}
+	sh := &shadows{s: s, choose: o.Shadow, queue: make(chan *shadowJob, n), metrics: o.ShadowMetrics,
+		triples: map[shadowKey]*shadowTriple{}, lost: map[shadowLostKey]struct{}{}}
+	sh.jobs.New = func() any { return newShadowJob() }
+	sh.wg.Add(w)
+	for range w {
+		go sh.work()
+	}
+	return sh
+}
+
+// shadowJob is the copy of one sampled request, pooled.
+type shadowJob struct {
+	key     shadowKey
+	inputs  []bridge.Tensor // the request's inputs, copied (a sequence's state inputs empty)
+	outs    []bridge.Tensor // the primary's outputs, copied
+	names   []string        // the primary's output names
+	seed    uint64
+	seq     bool // a step of a sequence: id, start, end
+	id      engines.SequenceID
+	start   bool
+	end     bool
+	copied  bool                             // the primary's outputs are in outs
+	enc     func(outputs []bridge.Tensor) error // the codec's encoder
+	encode  func(outputs []bridge.Tensor) error // j.encodeThenCopy, bound once
+	compare func(outputs []bridge.Tensor) error // j.compareOutputs, bound once
+
+	// set by the worker for compareOutputs, and filled by it
+	shadowOuts []bridge.IOInfo // the shadow's output signature
+	diffs      []outputDiff
+	cmpErr error
+}
+
+// outputDiff is what one request's comparison measured of one output.
+type outputDiff struct {
+	name      string
+	discrete  bool
+	n         int64   // elements compared (finite on both sides, for a floating output)
+	sumAbs    float64 // floating
+	maxAbs    float64
+	maxRel    float64
+	nonFinite int64
+	agree     int64 // discrete
+}
+
+func newShadowJob() *shadowJob {
+	j := &shadowJob{}
+	j.encode = j.encodeThenCopy
+	j.compare = j.compareOutputs
+	return j
+}
+
+// sample decides whether the request m serves, with run options opts, is shadowed. When it is,
+// it returns a job (the caller passes the encoder through job.wrap and hands the job to offer
+// after the run) and seeds opts when the request did not: both sides then draw the same
+// samples. A request not sampled costs one call of the traffic policy's Shadow and allocates
+// nothing.
+func (sh *shadows) sample(m Model, opts *engines.RunOptions) *shadowJob {
+	version, rate, ok := sh.choose(m.Name())
+	if !ok || rate <= 0 || version == "" || version == m.Version() {
+		return nil
+	}
+	seq := opts.Sequence.Store != nil
+	if rate < 1 {
+		var u uint64
+		if seq {
+			u = sequenceKeyHash(opts.Sequence.ID)
+		} else {
+			u = rand.Uint64()
+		}
+		if float64(u>>11)*(1.0/(1<<53)) >= rate {
+			return nil
+		}
+	}
+	j := sh.jobs.Get().(*shadowJob)
+	j.key = shadowKey{m.Name(), m.Version(), version}
+	if !opts.Seeded {
+		opts.Seed, opts.Seeded = rand.Uint64(), true
+	}
+	j.seed = opts.Seed
+	j.seq = seq
+	if seq {
+		j.id, j.start, j.end = opts.Sequence.ID, opts.Sequence.Start, opts.Sequence.End
+	}
+	j.names = j.names[:0]
+	for _, o := range m.Outputs() {
+		j.names = append(j.names, o.Name)
+	}
+	return j
+}
+
+// sequenceKeyHash maps a sequence ID to a uniform 64-bit value (FNV-1a over its kind and
+// value, then splitmix64's finalizer): a sequence's sampling decision is the same at every
+// step and on every replica.
+func sequenceKeyHash(id engines.SequenceID) uint64 {
+	h := uint64(14695981039346656037)
+	if id.Str != "" {
+		h ^= 's'
+		h *= 1099511628211
+		for i := 0; i < len(id.Str); i++ {
+			h ^= uint64(id.Str[i])
+			h *= 1099511628211
+		}
+	} else {
+		var b [8]byte
+		binary.LittleEndian.PutUint64(b[:], id.Num)
+		h ^= 'n'
+		h *= 1099511628211
+		for _, c := range b {
+			h ^= uint64(c)
+			h *= 1099511628211
+		}
+	}
+	h ^= h >> 30
+	h *= 0xbf58476d1ce4e5b9
+	h ^= h >> 27
+	h *= 0x94d049bb133111eb
+	return h ^ h>>31
+}
+
+// wrap returns the callback the primary runs with: enc, then the copy of the outputs.
+func (j *shadowJob) wrap(enc func([]bridge.Tensor) error) func([]bridge.Tensor) error {
+	j.enc = enc
+	return j.encode
+}
+
+func (j *shadowJob) encodeThenCopy(outputs []bridge.Tensor) error {
+	if err := j.enc(outputs); err != nil {
+		return err
+	}
+	j.outs = copyTensors(j.outs, outputs)
+	j.copied = true
+	return nil
+}
+
+// copyTensors copies src into dst's reused buffers.
+func copyTensors(dst, src []bridge.Tensor) []bridge.Tensor {
+	if cap(dst) < len(src) {
+		dst = append(dst[:cap(dst)], make([]bridge.Tensor, len(src)-cap(dst))...)
+	}
+	dst = dst[:len(src)]
+	for i, t := range src {
+		d := &dst[i]
+		d.DType = t.DType
+		if t.Data == nil && t.Shape == nil {
+			d.Shape, d.Data = nil, nil // a state input of a sequence: the shadow supplies its own
+			continue
+		}
+		d.Shape = append(d.Shape[:0], t.Shape...)
+		d.Data = append(d.Data[:0], t.Data...)
+	}
+	return dst
+}
+
+// offer hands the job of a request the primary has answered (err: its outcome; inputs: still
+// the request's) to the queue: copied when the primary succeeded, dropped and counted when
+// the queue is full. It never waits.
+func (sh *shadows) offer(j *shadowJob, inputs []bridge.Tensor, err error) {
+	if err != nil || !j.copied {
+		sh.put(j)
+		return
+	}
+	j.inputs = copyTensors(j.inputs, inputs)
+	select {
+	case sh.queue <- j:
+		return
+	default:
+	}
+	sh.triple(j.key).count(resultDropped)
+	if j.seq && !j.end {
+		sh.loseSequence(j.key, j.id)
+	}
+	sh.put(j)
+}
+
+func (sh *shadows) put(j *shadowJob) {
+	j.enc, j.copied, j.seq, j.id, j.cmpErr, j.shadowOuts = nil, false, false, engines.SequenceID{}, nil, nil
+	sh.jobs.Put(j)
+}
+
+// loseSequence records that a step of sequence id was dropped: its shadow state no longer
+// follows the primary's, so the shadow's sequence is ended before the next shadow run and
+// its later steps are skipped until it starts again.
+func (sh *shadows) loseSequence(k shadowKey, id engines.SequenceID) {
+	sh.lostMu.Lock()
+	if len(sh.lost) < maxShadowLost {
+		sh.lost[shadowLostKey{k.model, k.shadow, id}] = struct{}{}
+		sh.nLost.Store(int32(len(sh.lost)))
+	}
+	sh.lostMu.Unlock()
+}
+
+// endLost ends, on their shadow versions, the sequences whose shadow state was lost.
+func (sh *shadows) endLost() {
+	if sh.nLost.Load() == 0 {
+		return
+	}
+	sh.lostMu.Lock()
+	lost := sh.lost
+	sh.lost = map[shadowLostKey]struct{}{}
+	sh.nLost.Store(0)
+	sh.lostMu.Unlock()
+	for k := range lost {
+		m, err := sh.s.reg.Acquire(k.model, k.shadow)
+		if err != nil {
+			continue
+		}
+		if seqs := sequencesOf(m); seqs != nil {
+			if q, err := seqs.Begin(k.id, false); err == nil { // unknown: nothing to end
+				seqs.Finish(q, true)
+			}
+		}
+		m.Release()
+	}
+}
+
+func (sh *shadows) work() {
+	defer sh.wg.Done()
+	for {
+		select {
+		case j := <-sh.queue:
+			sh.endLost()
+			sh.run(j)
+			sh.put(j)
+		case <-sh.s.stop:
+			return
+		}
+	}
+}
+
+// Results of a shadow request (metrics.ShadowResults' order).
+const (
+	resultCompared = iota
+	resultDropped
+	resultError
+	resultSkipped
+)
+
+// run runs job j on its shadow version and records the comparison.
+func (sh *shadows) run(j *shadowJob) {
+	t := sh.triple(j.key)
+	m, err := sh.s.reg.Acquire(j.key.model, j.key.shadow)
+	if err != nil {
+		t.fail(fmt.Errorf("shadow %s@%s: %w", j.key.model, j.key.shadow, err))
+		return
+	}
+	defer m.Release()
+	if ok, reason := m.Ready(); !ok {
+		t.fail(fmt.Errorf("shadow %s@%s is not ready: %s", j.key.model, j.key.shadow, reason))
+		return
+	}
+	if err := sameInputs(m, j); err != nil {
+		t.fail(err)
+		return
+	}
+	opts := engines.RunOptions{Priority: lowestPriority(m), Seed: j.seed, Seeded: true}
+	if j.seq {
+		seqs := sequencesOf(m)
+		if seqs == nil {
+			t.fail(fmt.Errorf("shadow %s@%s keeps no sequences; the primary %s does", j.key.model, j.key.shadow, j.key.primary))
+			return
+		}
+		opts.Sequence = engines.SequenceStep{Store: seqs, ID: j.id, Start: j.start, End: j.end}
+	}
+	j.diffs, j.shadowOuts = j.diffs[:0], m.Outputs()
+	ctx, cancel := context.WithTimeout(sh.s.runCtx, shadowRunTimeout)
+	err = m.Do(ctx, j.inputs, opts, j.compare)
+	cancel()
+	if err == nil {
+		err = j.cmpErr
+	}
+	switch {
+	case err == nil:
+		t.record(j.diffs, sh.metrics)
+	case errors.Is(err, engines.ErrOverloaded):
+		t.count(resultDropped)
+	case j.seq && (errors.Is(err, engines.ErrUnknownSequence) || errors.Is(err, engines.ErrSequenceLimit)):
+		t.count(resultSkipped)
+	default:
+		t.fail(fmt.Errorf("shadow %s@%s: %w", j.key.model, j.key.shadow, err))
+	}
+}
+
+// lowestPriority is the lowest priority level of m's queue (0, the default level, when m does
+// not say how it serves).
+func lowestPriority(m Model) int {
+	if r, ok := m.(servingReporter); ok {
+		if sv, ok := r.Serving(); ok {
+			return max(sv.PriorityLevels, 1)
+		}
+	}
+	return 0
+}
+
+// sameInputs checks that the shadow version takes the primary's inputs.
+func sameInputs(m Model, j *shadowJob) error {
+	ins := m.Inputs()
+	if len(ins) != len(j.inputs) {
+		return fmt.Errorf("shadow %s@%s has %d inputs, the primary %s has %d", j.key.model, j.key.shadow, len(ins), j.key.primary, len(j.inputs))
+	}
+	for k, in := range ins {
+		t := j.inputs[k]
+		if t.Data == nil && t.Shape == nil {
+			continue
+		}
+		if in.DType != t.DType {
+			return fmt.Errorf("shadow %s@%s: input %q is %s, the primary %s sent %s", j.key.model, j.key.shadow, in.Name, in.DType, j.key.primary, t.DType)
+		}
+	}
+	return nil
+}
+
+// compareOutputs is the shadow run's callback: it compares the shadow's outputs with the
+// primary's, by name, into j.diffs.
+func (j *shadowJob) compareOutputs(outputs []bridge.Tensor) error {
+	for i := range min(len(j.shadowOuts), len(outputs)) {
+		name := j.shadowOuts[i].Name
+		p := -1
+		for k, n := range j.names {
+			if n == name {
+				p = k
+				break
+			}
+		}
+		if p < 0 {
+			continue // an output the primary does not have
+		}
+		a, b := j.outs[p], outputs[i]
+		if a.DType != b.DType || !shapeEqual(a.Shape, b.Shape) || len(a.Data) != len(b.Data) {
+			j.cmpErr = fmt.Errorf("output %q: the primary answered %s %v, the shadow %s %v", name, a.DType, a.Shape, b.DType, b.Shape)
+			return nil
+		}
+		d, err := diffTensors(name, a, b)
+		if err != nil {
+			j.cmpErr = err
+			return nil
+		}
+		j.diffs = append(j.diffs, d)
+	}
+	return nil
+}
+
+func shapeEqual(a, b []int64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// diffTensors compares two tensors of one dtype and shape: floating ones by their differences,
+// the others element by element.
+func diffTensors(name string, a, b bridge.Tensor) (outputDiff, error) {
+	d := outputDiff{name: name}
+	size := a.DType.Size()
+	if size <= 0 || a.DType == bridge.String {
+		return d, fmt.Errorf("output %q: %s outputs cannot be compared", name, a.DType)
+	}
+	n := len(a.Data) / size
+	switch a.DType {
+	case bridge.Float32, bridge.Float64, bridge.Float16, bridge.BFloat16:
+		for i := range n {
+			x, y := floatAt(a, i), floatAt(b, i)
+			d.addFloat(x, y)
+		}
+	default:
+		d.discrete = true
+		for i := range n {
+			if string(a.Data[i*size:(i+1)*size]) == string(b.Data[i*size:(i+1)*size]) {
+				d.agree++
+			}
+		}
+		d.n = int64(n)
+	}
+	return d, nil
+}
+
+func floatAt(t bridge.Tensor, i int) float64 {
+	switch t.DType {
+	case bridge.Float32:
+		return float64(math.Float32frombits(binary.LittleEndian.Uint32(t.Data[4*i:])))
+	case bridge.Float64:
+		return math.Float64frombits(binary.LittleEndian.Uint64(t.Data[8*i:]))
+	case bridge.Float16:
+		return float64(halfToFloat32(binary.LittleEndian.Uint16(t.Data[2*i:])))
+	default: // BFloat16
+		return float64(math.Float32frombits(uint32(binary.LittleEndian.Uint16(t.Data[2*i:])) << 16))
+	}
+}
+
+// addFloat adds one pair of floating values: equal ones (both NaN included) differ by 0; a
+// pair finite on one side only is counted apart (NonFinite).
+func (d *outputDiff) addFloat(x, y float64) {
+	switch {
+	case x == y || (math.IsNaN(x) && math.IsNaN(y)):
+		d.n++
+		return
+	case math.IsNaN(x) || math.IsNaN(y) || math.IsInf(x, 0) || math.IsInf(y, 0):
+		d.nonFinite++
+		return
+	}
+	abs := math.Abs(x - y)
+	rel := abs / max(math.Abs(x), math.Abs(y))
+	d.n++
+	d.sumAbs += abs
+	d.maxAbs = max(d.maxAbs, abs)
+	d.maxRel = max(d.maxRel, rel)
+}
+
+// shadowTriple is the numbers of one (model, primary, shadow).
+type shadowTriple struct {
+	key      shadowKey
+	counters [4]prometheus.Counter // by result; nil without metrics
+
+	mu      sync.Mutex
+	results [4]int64
+	since   time.Time
+	lastErr string
+	outs    []*shadowOutput // by name, in the order first seen
+}
+
+// shadowOutput is the cumulative numbers of one output of a shadow.
+type shadowOutput struct {
+	name      string
+	discrete  bool
+	n         int64
+	sumAbs    float64
+	maxAbs    float64
+	maxRel    float64
+	nonFinite int64
+	agree     int64
+	m         metrics.ShadowOutputMetrics // zero without metrics
+}
+
+// triple finds or makes the numbers of k.
+func (sh *shadows) triple(k shadowKey) *shadowTriple {
+	sh.mu.RLock()
+	t := sh.triples[k]
+	sh.mu.RUnlock()
+	if t != nil {
+		return t
+	}
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if t = sh.triples[k]; t == nil {
+		t = &shadowTriple{key: k, since: time.Now()}
+		if sh.metrics != nil {
+			t.counters = sh.metrics.ShadowRequests(k.model, k.primary, k.shadow)
+		}
+		sh.triples[k] = t
+	}
+	return t
+}
+
+func (t *shadowTriple) count(result int) {
+	t.mu.Lock()
+	t.results[result]++
+	t.mu.Unlock()
+	if c := t.counters[result]; c != nil {
+		c.Inc()
+	}
+}
+
+func (t *shadowTriple) fail(err error) {
+	t.mu.Lock()
+	t.lastErr = clip(err.Error(), 500)
+	t.mu.Unlock()
+	t.count(resultError)
+}
+
+// record adds one compared request's differences.
+func (t *shadowTriple) record(diffs []outputDiff, m *metrics.Shadow) {
+	t.mu.Lock()
+	for i := range diffs {
+		d := &diffs[i]
+		o := t.output(d, m)
+		o.n += d.n
+		o.nonFinite += d.nonFinite
+		if d.discrete {
+			o.agree += d.agree
+			if o.m.Agreement != nil && o.n > 0 {
+				o.m.Agreement.Set(float64(o.agree) / float64(o.n))
+			}
+			continue
+		}
+		o.sumAbs += d.sumAbs
+		o.maxAbs = max(o.maxAbs, d.maxAbs)
+		o.maxRel = max(o.maxRel, d.maxRel)
+		if o.m.AbsDiff != nil {
+			o.m.AbsDiff.Observe(d.maxAbs)
+			o.m.RelDiff.Observe(d.maxRel)
+			if o.n > 0 {
+				o.m.MeanAbs.Set(o.sumAbs / float64(o.n))
+			}
+		}
+	}
+	t.results[resultCompared]++
+	t.mu.Unlock()
+	if c := t.counters[resultCompared]; c != nil {
+		c.Inc()
+	}
+}
+
+// output finds or makes the numbers of output d.name; t.mu is held.
+func (t *shadowTriple) output(d *outputDiff, m *metrics.Shadow) *shadowOutput {
+	for _, o := range t.outs {
+		if o.name == d.name {
+			return o
+		}
+	}
+	o := &shadowOutput{name: d.name, discrete: d.discrete}
+	if m != nil {
+		o.m = m.ShadowOutput(t.key.model, t.key.primary, t.key.shadow, d.name, d.discrete)
+	}
+	t.outs = append(t.outs, o)
+	return o
+}
+
+// report sums t's numbers; t.mu is held.
+func (t *shadowTriple) report() (ShadowReport, []ShadowOutputReport) {
+	r := ShadowReport{Samples: t.results[resultCompared], Errors: t.results[resultError],
+		Dropped: t.results[resultDropped], Skipped: t.results[resultSkipped], Since: t.since, Agreement: 1}
+	outs := make([]ShadowOutputReport, 0, len(t.outs))
+	var n, agreeN, agree int64
+	var sum float64
+	for _, o := range t.outs {
+		or := ShadowOutputReport{Output: o.name, Discrete: o.discrete, Elements: o.n, NonFinite: o.nonFinite, Agreement: 1}
+		r.NonFinite += o.nonFinite
+		if o.discrete {
+			agreeN += o.n
+			agree += o.agree
+			if o.n > 0 {
+				or.Agreement = float64(o.agree) / float64(o.n)
+			}
+		} else {
+			n += o.n
+			sum += o.sumAbs
+			if o.n > 0 {
+				or.MeanAbs = o.sumAbs / float64(o.n)
+			}
+			or.MaxAbs, or.MaxRel = o.maxAbs, o.maxRel
+			r.MaxAbs, r.MaxRel = max(r.MaxAbs, o.maxAbs), max(r.MaxRel, o.maxRel)
+		}
+		outs = append(outs, or)
+	}
+	if n > 0 {
+		r.MeanAbs = sum / float64(n)
+	}
+	if agreeN > 0 {
+		r.Agreement = float64(agree) / float64(agreeN)
+	}
+	return r, outs
+}
+
+// reset starts t's numbers again (the Prometheus counters and histograms stay cumulative).
+func (t *shadowTriple) reset() {
+	t.mu.Lock()
+	t.results = [4]int64{}
+	t.since = time.Now()
+	t.lastErr = ""
+	for _, o := range t.outs {
+		*o = shadowOutput{name: o.name, discrete: o.discrete, m: o.m}
+		if o.m.Agreement != nil {
+			o.m.Agreement.Set(1)
+		}
+		if o.m.MeanAbs != nil {
+			o.m.MeanAbs.Set(0)
+		}
+	}
+	t.mu.Unlock()
+}
+
+// ShadowReport reports what the shadow of model's version primary by version shadow has
+// measured since it started or was last reset (zero, with Agreement 1, when it has seen no
+// request yet). The gates of a traffic policy read it.
+func (s *Server) ShadowReport(model, primary, shadow string) ShadowReport {
+	if s.shadows == nil {
+		return ShadowReport{Agreement: 1}
+	}
+	s.shadows.mu.RLock()
+	t := s.shadows.triples[shadowKey{model, primary, shadow}]
+	s.shadows.mu.RUnlock()
+	if t == nil {
+		return ShadowReport{Agreement: 1}
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	r, _ := t.report()
+	return r
+}
+
+// ResetShadow starts the numbers of a shadow again (a gate that moved weight reads the next
+// window from there); an unknown shadow is left alone.
+func (s *Server) ResetShadow(model, primary, shadow string) {
+	if s.shadows == nil {
+		return
+	}
+	s.shadows.mu.RLock()
+	t := s.shadows.triples[shadowKey{model, primary, shadow}]
+	s.shadows.mu.RUnlock()
+	if t != nil {
+		t.reset()
+	}
+}
+
+// ShadowStatuses lists every shadow that has seen a request, sorted by model, primary and
+// shadow, with its report per output: health details show them.
+func (s *Server) ShadowStatuses() []ShadowStatus {
+	out := []ShadowStatus{}
+	if s.shadows == nil {
+		return out
+	}
+	s.shadows.mu.RLock()
+	ts := make([]*shadowTriple, 0, len(s.shadows.triples))
+	for _, t := range s.shadows.triples {
+		ts = append(ts, t)
+	}
+	s.shadows.mu.RUnlock()
+	for _, t := range ts {
+		t.mu.Lock()
+		r, outs := t.report()
+		st := ShadowStatus{Model: t.key.model, Primary: t.key.primary, Shadow: t.key.shadow,
+			Samples: r.Samples, Errors: r.Errors, Dropped: r.Dropped, Skipped: r.Skipped,
+			MeanAbs: r.MeanAbs, MaxAbs: r.MaxAbs, MaxRel: r.MaxRel, NonFinite: r.NonFinite,
+			Agreement: r.Agreement, Since: r.Since.UTC(), LastError: t.lastErr, Outputs: outs}
+		t.mu.Unlock()
+		out = append(out, st)
+	}
+	sort.Slice(out, func(i, k int) bool {
+		a, b := out[i], out[k]
+		if a.Model != b.Model {
+			return a.Model < b.Model
+		}
+		if a.Primary != b.Primary {
+			return a.Primary < b.Primary
+		}
+		return a.Shadow < b.Shadow
+	})
+	return out
+}
+
+// closeShadows waits for the shadow workers once the server stops (s.stop closed, the runs'
+// context cancelled).
+func (sh *shadows) close(log *zap.Logger) {
+	if sh == nil {
+		return
+	}
+	done := make(chan struct{})
+	go func() { sh.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(shadowRunTimeout):
+		log.Warn("shadow workers still running after shutdown")
+	}
+}
