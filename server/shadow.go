@@ -161,7 +161,7 @@ type shadowJob struct {
 	id      engines.SequenceID
 	start   bool
 	end     bool
-	copied  bool                             // the primary's outputs are in outs
+	copied  bool                                // the primary's outputs are in outs
 	enc     func(outputs []bridge.Tensor) error // the codec's encoder
 	encode  func(outputs []bridge.Tensor) error // j.encodeThenCopy, bound once
 	compare func(outputs []bridge.Tensor) error // j.compareOutputs, bound once
@@ -169,7 +169,7 @@ type shadowJob struct {
 	// set by the worker for compareOutputs, and filled by it
 	shadowOuts []bridge.IOInfo // the shadow's output signature
 	diffs      []outputDiff
-	cmpErr error
+	cmpErr     error
 }
 
 // outputDiff is what one request's comparison measured of one output.
