@@ -47,9 +47,11 @@ const (
 	maxShadowWorkers      = 4
 	// shadowRunTimeout bounds one shadow run (queueing on the shadow version included).
 	shadowRunTimeout = 10 * time.Second
-	// maxShadowLost bounds the sequences whose shadow state is known to be lost (a step
-	// dropped) and not yet ended on the shadow.
-	maxShadowLost = 4096
+	// maxShadowBroken bounds the sequences whose shadow state is known to be broken (a step
+	// dropped) and that have not ended or restarted since; shadowBrokenAge is how long one
+	// without a step is kept when the bound is reached.
+	maxShadowBroken = 4096
+	shadowBrokenAge = 10 * time.Minute
 )
 
 // ShadowReport is what the shadow of one (model, primary, shadow) has measured since it
@@ -105,8 +107,8 @@ type ShadowStatus struct {
 
 type shadowKey struct{ model, primary, shadow string }
 
-// shadowLostKey names a sequence of a shadow version whose shadow state is lost.
-type shadowLostKey struct {
+// shadowSeqKey names a sequence of a shadow version.
+type shadowSeqKey struct {
 	model, shadow string
 	id            engines.SequenceID
 }
@@ -115,7 +117,7 @@ type shadowLostKey struct {
 type shadows struct {
 	s       *Server
 	choose  func(model string) (version string, rate float64, ok bool)
-	queue   chan *shadowJob
+	queues  []chan *shadowJob // one per worker: a sequence's steps all go to one, in order
 	jobs    sync.Pool // *shadowJob
 	metrics *metrics.Shadow
 	wg      sync.WaitGroup
@@ -123,9 +125,13 @@ type shadows struct {
 	mu      sync.RWMutex
 	triples map[shadowKey]*shadowTriple
 
-	lostMu sync.Mutex
-	lost   map[shadowLostKey]struct{} // sequences whose shadow state a dropped step lost
-	nLost  atomic.Int32               // len(lost), read without the lock
+	// broken are the sampled sequences a dropped step has left behind on the shadow, by
+	// when they last had a step: their later steps are not compared (the first one ends the
+	// shadow's sequence) until one restarts them. Kept in the order steps are offered, which
+	// is the order of a sequence's steps.
+	brokenMu sync.Mutex
+	broken   map[shadowSeqKey]time.Time
+	nBroken  atomic.Int32 // len(broken), read without the lock
 }
 
 func newShadows(s *Server, o *Options) *shadows {
@@ -140,12 +146,13 @@ func newShadows(s *Server, o *Options) *shadows {
 	if w == 0 {
 		w = DefaultShadowWorkers
 	}
-	sh := &shadows{s: s, choose: o.Shadow, queue: make(chan *shadowJob, n), metrics: o.ShadowMetrics,
-		triples: map[shadowKey]*shadowTriple{}, lost: map[shadowLostKey]struct{}{}}
+	sh := &shadows{s: s, choose: o.Shadow, metrics: o.ShadowMetrics,
+		triples: map[shadowKey]*shadowTriple{}, broken: map[shadowSeqKey]time.Time{}}
 	sh.jobs.New = func() any { return newShadowJob() }
 	sh.wg.Add(w)
-	for range w {
-		go sh.work()
+	for i := range w {
+		sh.queues = append(sh.queues, make(chan *shadowJob, max(n/w, 1)))
+		go sh.work(sh.queues[i])
 	}
 	return sh
 }
@@ -161,6 +168,7 @@ type shadowJob struct {
 	id      engines.SequenceID
 	start   bool
 	end     bool
+	stale   bool // a step of a broken sequence: the worker ends the shadow's sequence and skips it
 	copied  bool                                // the primary's outputs are in outs
 	enc     func(outputs []bridge.Tensor) error // the codec's encoder
 	encode  func(outputs []bridge.Tensor) error // j.encodeThenCopy, bound once
@@ -294,74 +302,116 @@ func copyTensors(dst, src []bridge.Tensor) []bridge.Tensor {
 }
 
 // offer hands the job of a request the primary has answered (err: its outcome; inputs: still
-// the request's) to the queue: copied when the primary succeeded, dropped and counted when
-// the queue is full. It never waits.
+// the request's) to a worker's queue: copied when the primary succeeded, dropped and counted
+// when the queue is full. It never waits.
 func (sh *shadows) offer(j *shadowJob, inputs []bridge.Tensor, err error) {
 	if err != nil || !j.copied {
 		sh.put(j)
 		return
 	}
-	j.inputs = copyTensors(j.inputs, inputs)
+	q := sh.queues[0]
+	if n := len(sh.queues); n > 1 {
+		if j.seq {
+			q = sh.queues[sequenceKeyHash(j.id)%uint64(n)]
+		} else {
+			q = sh.queues[rand.Uint64()%uint64(n)]
+		}
+	}
+	if j.seq {
+		j.stale = sh.stale(j)
+	}
+	if !j.stale {
+		j.inputs = copyTensors(j.inputs, inputs)
+	}
 	select {
-	case sh.queue <- j:
+	case q <- j:
 		return
 	default:
 	}
 	sh.triple(j.key).count(resultDropped)
-	if j.seq && !j.end {
-		sh.loseSequence(j.key, j.id)
+	if j.seq {
+		sh.dropped(j)
 	}
 	sh.put(j)
 }
 
 func (sh *shadows) put(j *shadowJob) {
-	j.enc, j.copied, j.seq, j.id, j.cmpErr, j.shadowOuts = nil, false, false, engines.SequenceID{}, nil, nil
+	j.enc, j.copied, j.seq, j.stale, j.id, j.cmpErr, j.shadowOuts = nil, false, false, false, engines.SequenceID{}, nil, nil
 	sh.jobs.Put(j)
 }
 
-// loseSequence records that a step of sequence id was dropped: its shadow state no longer
-// follows the primary's, so the shadow's sequence is ended before the next shadow run and
-// its later steps are skipped until it starts again.
-func (sh *shadows) loseSequence(k shadowKey, id engines.SequenceID) {
-	sh.lostMu.Lock()
-	if len(sh.lost) < maxShadowLost {
-		sh.lost[shadowLostKey{k.model, k.shadow, id}] = struct{}{}
-		sh.nLost.Store(int32(len(sh.lost)))
+// stale reports whether step j belongs to a sequence a dropped step has broken on the shadow
+// (a start repairs it: the shadow begins again from zero, as the primary does).
+func (sh *shadows) stale(j *shadowJob) bool {
+	if sh.nBroken.Load() == 0 {
+		return false
 	}
-	sh.lostMu.Unlock()
+	k := shadowSeqKey{j.key.model, j.key.shadow, j.id}
+	sh.brokenMu.Lock()
+	defer sh.brokenMu.Unlock()
+	if _, ok := sh.broken[k]; !ok {
+		return false
+	}
+	if j.start || j.end {
+		delete(sh.broken, k)
+		sh.nBroken.Store(int32(len(sh.broken)))
+		return !j.start
+	}
+	sh.broken[k] = time.Now()
+	return true
 }
 
-// endLost ends, on their shadow versions, the sequences whose shadow state was lost.
-func (sh *shadows) endLost() {
-	if sh.nLost.Load() == 0 {
-		return
-	}
-	sh.lostMu.Lock()
-	lost := sh.lost
-	sh.lost = map[shadowLostKey]struct{}{}
-	sh.nLost.Store(0)
-	sh.lostMu.Unlock()
-	for k := range lost {
-		m, err := sh.s.reg.Acquire(k.model, k.shadow)
-		if err != nil {
-			continue
-		}
-		if seqs := sequencesOf(m); seqs != nil {
-			if q, err := seqs.Begin(k.id, false); err == nil { // unknown: nothing to end
-				seqs.Finish(q, true)
+// dropped records that step j of a sequence was dropped: the shadow's state of it no longer
+// follows the primary's until the sequence restarts (a dropped end leaves nothing to follow;
+// the shadow's idle timeout drops its copy).
+func (sh *shadows) dropped(j *shadowJob) {
+	k := shadowSeqKey{j.key.model, j.key.shadow, j.id}
+	sh.brokenMu.Lock()
+	defer sh.brokenMu.Unlock()
+	if j.end {
+		delete(sh.broken, k)
+	} else {
+		if len(sh.broken) >= maxShadowBroken {
+			now := time.Now()
+			for bk, t := range sh.broken {
+				if now.Sub(t) > shadowBrokenAge {
+					delete(sh.broken, bk)
+				}
 			}
 		}
-		m.Release()
+		if len(sh.broken) < maxShadowBroken {
+			sh.broken[k] = time.Now()
+		}
+	}
+	sh.nBroken.Store(int32(len(sh.broken)))
+}
+
+// endStale ends the shadow's copy of the broken sequence of job j: its later steps find no
+// sequence and are skipped until it starts again.
+func (sh *shadows) endStale(j *shadowJob) {
+	m, err := sh.s.reg.Acquire(j.key.model, j.key.shadow)
+	if err != nil {
+		return
+	}
+	defer m.Release()
+	if seqs := sequencesOf(m); seqs != nil {
+		if q, err := seqs.Begin(j.id, false); err == nil { // unknown: nothing to end
+			seqs.Finish(q, true)
+		}
 	}
 }
 
-func (sh *shadows) work() {
+func (sh *shadows) work(queue chan *shadowJob) {
 	defer sh.wg.Done()
 	for {
 		select {
-		case j := <-sh.queue:
-			sh.endLost()
-			sh.run(j)
+		case j := <-queue:
+			if j.stale {
+				sh.endStale(j)
+				sh.triple(j.key).count(resultSkipped)
+			} else {
+				sh.run(j)
+			}
 			sh.put(j)
 		case <-sh.s.stop:
 			return

@@ -29,7 +29,7 @@ const mlpMedModel = "../../shared/peers/models/mlp-med.onnx"
 // float_data) are scaled element by element by 1 + scale·((i mod 7) − 3)/3: the same network,
 // other weights — a second export of the policy. The bytes change in place (no length
 // changes), so the protobuf stays valid without re-encoding.
-func perturbONNX(t *testing.T, model []byte, scale float64) []byte {
+func perturbONNX(t testing.TB, model []byte, scale float64) []byte {
 	t.Helper()
 	out := append([]byte(nil), model...)
 	n := 0
@@ -101,7 +101,7 @@ func perturbONNX(t *testing.T, model []byte, scale float64) []byte {
 
 // shadowRepo loads each model file as a version of model name (versions 1.0.0, 1.1.0, ...)
 // into a repository on rt, with the sequence spec when set.
-func shadowRepo(t *testing.T, rt *bridge.Runtime, name string, seq *engines.SequenceSpec, models ...[]byte) *repository.Repository {
+func shadowRepo(t testing.TB, rt *bridge.Runtime, name string, seq *engines.SequenceSpec, models ...[]byte) *repository.Repository {
 	t.Helper()
 	dir := t.TempDir()
 	for i, onnx := range models {

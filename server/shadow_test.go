@@ -327,3 +327,45 @@ func TestShadowErrors(t *testing.T) {
 		}
 	}
 }
+
+// Sequences under shadow overload: a slow shadow drops some steps. The shadow never goes on
+// with a state that missed a step: it ends such a sequence on its side and skips the rest of
+// it, so every step it does compare agrees exactly with the primary (both versions are the
+// same accumulating policy, whose outputs depend on every earlier step).
+func TestShadowSequenceDropEndsShadowSequence(t *testing.T) {
+	for _, workers := range []int{1, 2} {
+		t.Run(fmt.Sprintf("workers=%d", workers), func(t *testing.T) { testShadowSequenceDrop(t, workers) })
+	}
+}
+
+func testShadowSequenceDrop(t *testing.T, workers int) {
+	primary := recurrentModel(t, engines.SequenceSpec{})
+	shadow := recurrentModel(t, engines.SequenceSpec{})
+	shadow.version = "2"
+	shadow.hook = func(context.Context) { time.Sleep(300 * time.Microsecond) }
+	ts := startServer(t, newFakeRegistry(primary, shadow), Options{Shadow: shadowOf("2", 1, nil), ShadowQueueLen: 2, ShadowWorkers: workers})
+	const seqs, steps = 8, 12
+	var wg sync.WaitGroup
+	for s := range seqs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := range steps {
+				r := ts.do(t, "POST", "/v2/models/rnn/versions/1/infer", seqBody(100+s, k == 0, k == steps-1, float32(k+1), float32(s)))
+				if r.status != 200 {
+					t.Errorf("sequence %d step %d: %d %s", s, k, r.status, r.body)
+				}
+				time.Sleep(time.Duration(s) * 100 * time.Microsecond) // some sequences fast, some slow
+			}
+		}()
+	}
+	wg.Wait()
+	r := waitShadow(t, ts.srv, "rnn", "1", "2", seqs*steps)
+	if r.Errors != 0 || r.Dropped == 0 || r.Samples == 0 || r.Skipped == 0 {
+		t.Errorf("report %+v: want drops, skipped steps, comparisons and no errors", r)
+	}
+	if r.MaxAbs != 0 {
+		t.Errorf("a shadow step ran on a state that missed a step: max difference %v (%+v)", r.MaxAbs, r)
+	}
+	t.Logf("%d compared, %d dropped, %d skipped", r.Samples, r.Dropped, r.Skipped)
+}
