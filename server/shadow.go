@@ -118,7 +118,7 @@ type shadows struct {
 	s       *Server
 	choose  func(model string) (version string, rate float64, ok bool)
 	queues  []chan *shadowJob // one per worker: a sequence's steps all go to one, in order
-	jobs    sync.Pool // *shadowJob
+	jobs    sync.Pool         // *shadowJob
 	metrics *metrics.Shadow
 	wg      sync.WaitGroup
 
@@ -168,7 +168,7 @@ type shadowJob struct {
 	id      engines.SequenceID
 	start   bool
 	end     bool
-	stale   bool // a step of a broken sequence: the worker ends the shadow's sequence and skips it
+	stale   bool                                // a step of a broken sequence: the worker ends the shadow's sequence and skips it
 	copied  bool                                // the primary's outputs are in outs
 	enc     func(outputs []bridge.Tensor) error // the codec's encoder
 	encode  func(outputs []bridge.Tensor) error // j.encodeThenCopy, bound once
