@@ -369,3 +369,33 @@ func testShadowSequenceDrop(t *testing.T, workers int) {
 	}
 	t.Logf("%d compared, %d dropped, %d skipped", r.Samples, r.Dropped, r.Skipped)
 }
+
+// The shadow follows every front end of the inference path: gRPC ModelInfer (typed and raw)
+// and TensorFlow Serving's :predict are shadowed like KServe v2 over HTTP.
+func TestShadowFrontEnds(t *testing.T) {
+	reg := newFakeRegistry(policyModel("1"), offsetPolicy("2", 0.25, 99))
+	gs := startGRPC(t, reg, Options{Shadow: shadowOf("2", 1, nil)})
+	req := obsRequest("1", 1, 2, 3, 4)
+	if _, err := gs.client.ModelInfer(grpcCtx(t), req); err != nil {
+		t.Fatal(err)
+	}
+	raw := obsRequest("1", 0, 0, 0, 0)
+	raw.Inputs[0].Contents = nil
+	raw.RawInputContents = [][]byte{f32bytes(1, 2, 3, 4)}
+	if _, err := gs.client.ModelInfer(grpcCtx(t), raw); err != nil {
+		t.Fatal(err)
+	}
+	r := waitShadow(t, gs.srv, "policy", "1", "2", 2)
+	if r.Samples != 2 || r.MaxAbs != 0.25 {
+		t.Errorf("gRPC: %+v, want 2 samples with max difference 0.25", r)
+	}
+
+	reg = newFakeRegistry(policyModel("1"), offsetPolicy("2", 0.25, 99))
+	ts := startServer(t, reg, Options{Shadow: shadowOf("2", 1, nil)})
+	if resp := ts.do(t, "POST", "/v1/models/policy/versions/1:predict", []byte(`{"instances":[[1,2,3,4]]}`)); resp.status != 200 {
+		t.Fatalf("predict: %d %s", resp.status, resp.body)
+	}
+	if r := waitShadow(t, ts.srv, "policy", "1", "2", 1); r.Samples != 1 || r.MaxAbs != 0.25 {
+		t.Errorf("predict: %+v, want 1 sample with max difference 0.25", r)
+	}
+}
