@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
 
 	"github.com/policyd/policyd/bridge"
 	"github.com/policyd/policyd/engines"
@@ -398,4 +399,38 @@ func TestShadowFrontEnds(t *testing.T) {
 	if r := waitShadow(t, ts.srv, "policy", "1", "2", 1); r.Samples != 1 || r.MaxAbs != 0.25 {
 		t.Errorf("predict: %+v, want 1 sample with max difference 0.25", r)
 	}
+}
+
+// The whole HTTP handler with a shadow configured but the request not sampled allocates as
+// often as without a shadow: the primary's hot path pays nothing for a request not sampled.
+func TestShadowHandlerNotSampledAllocatesNothingMore(t *testing.T) {
+	body := []byte(`{"inputs":[{"name":"obs","datatype":"FP32","shape":[1,4],"data":[1,2,3,4]}]}`)
+	allocs := func(opts Options) float64 {
+		m := policyModel("1")
+		m.keepOutputs = true
+		outs := m.run([]bridge.Tensor{{DType: bridge.Float32, Shape: []int64{1, 4}, Data: f32bytes(1, 2, 3, 4)}})
+		m.run = func([]bridge.Tensor) []bridge.Tensor { return outs }
+		s := New(newFakeRegistry(m, policyModel("2")), nil, opts)
+		defer s.Shutdown(context.Background())
+		h := s.Handler()
+		var ctx fasthttp.RequestCtx
+		return testing.AllocsPerRun(200, func() {
+			ctx.Request.Reset()
+			ctx.Response.Reset()
+			ctx.Request.Header.SetMethod("POST")
+			ctx.Request.SetRequestURI("/v2/models/policy/versions/1/infer")
+			ctx.Request.SetBody(body)
+			h(&ctx)
+			if ctx.Response.StatusCode() != 200 {
+				t.Fatalf("%d %s", ctx.Response.StatusCode(), ctx.Response.Body())
+			}
+		})
+	}
+	without := allocs(Options{})
+	notSampled := allocs(Options{Shadow: shadowOf("2", 0, nil)})
+	if notSampled > without {
+		t.Errorf("%.1f allocations per request with a shadow that samples nothing, %.1f without", notSampled, without)
+	}
+	t.Logf("allocations per request: %.1f without a shadow, %.1f with a shadow not sampling, %.1f sampling every request (the shadow worker's included)",
+		without, notSampled, allocs(Options{Shadow: shadowOf("2", 1, nil)}))
 }
