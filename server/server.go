@@ -53,6 +53,11 @@
 // Every inference route goes one inference path (infer.go): a front end is a transport and a
 // codec, and the model lookup, the signature checks and the error→status mapping are shared.
 //
+// Shadow evaluation (shadow.go; Options.Shadow): after the primary has answered, a sampled
+// request is also run on the model's shadow version at its lowest priority, through a bounded
+// queue whose overflow is dropped and counted, and the two answers are compared per output
+// (ShadowReport, ShadowStatuses, metrics.Shadow; docs/rollout.md, Shadow evaluation).
+//
 // Compressed bodies (compress.go): a request body with Content-Encoding gzip or deflate is
 // decompressed, bounded by the body limit, before its route reads it; a response body of at
 // least Options.CompressMinBytes is compressed when Accept-Encoding accepts gzip or deflate.
