@@ -434,3 +434,43 @@ func TestShadowHandlerNotSampledAllocatesNothingMore(t *testing.T) {
 	t.Logf("allocations per request: %.1f without a shadow, %.1f with a shadow not sampling, %.1f sampling every request (the shadow worker's included)",
 		without, notSampled, allocs(Options{Shadow: shadowOf("2", 1, nil)}))
 }
+
+// BenchmarkShadowHandler is the whole HTTP handler for a batch-1 FP32[1,4] request on a fake
+// engine: without a shadow, with one that samples nothing, and sampling every request (the
+// copy of inputs and outputs and the hand-over; the shadow's own run happens on its worker,
+// which this benchmark's ns/op includes only as the CPU it takes from the loop).
+//
+//	go test -run '^$' -bench BenchmarkShadowHandler ./server/
+func BenchmarkShadowHandler(b *testing.B) {
+	body := []byte(`{"inputs":[{"name":"obs","datatype":"FP32","shape":[1,4],"data":[1,2,3,4]}]}`)
+	for _, c := range []struct {
+		name   string
+		shadow func(string) (string, float64, bool)
+	}{{"none", nil}, {"not-sampled", shadowOf("2", 0, nil)}, {"sampled", shadowOf("2", 1, nil)}} {
+		b.Run(c.name, func(b *testing.B) {
+			m := policyModel("1")
+			m.keepOutputs = true
+			outs := m.run([]bridge.Tensor{{DType: bridge.Float32, Shape: []int64{1, 4}, Data: f32bytes(1, 2, 3, 4)}})
+			m.run = func([]bridge.Tensor) []bridge.Tensor { return outs }
+			sh := policyModel("2")
+			sh.keepOutputs = true
+			sh.run = m.run
+			s := New(newFakeRegistry(m, sh), nil, Options{Shadow: c.shadow, ShadowQueueLen: 1024})
+			defer s.Shutdown(context.Background())
+			h := s.Handler()
+			var ctx fasthttp.RequestCtx
+			b.ReportAllocs()
+			for b.Loop() {
+				ctx.Request.Reset()
+				ctx.Response.Reset()
+				ctx.Request.Header.SetMethod("POST")
+				ctx.Request.SetRequestURI("/v2/models/policy/versions/1/infer")
+				ctx.Request.SetBody(body)
+				h(&ctx)
+				if ctx.Response.StatusCode() != 200 {
+					b.Fatalf("%d %s", ctx.Response.StatusCode(), ctx.Response.Body())
+				}
+			}
+		})
+	}
+}
