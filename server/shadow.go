@@ -163,6 +163,7 @@ type shadowJob struct {
 	inputs  []bridge.Tensor // the request's inputs, copied (a sequence's state inputs empty)
 	outs    []bridge.Tensor // the primary's outputs, copied
 	names   []string        // the primary's output names
+	inNames []string        // the primary's input names
 	seed    uint64
 	seq     bool // a step of a sequence: id, start, end
 	id      engines.SequenceID
@@ -231,9 +232,12 @@ func (sh *shadows) sample(m Model, opts *engines.RunOptions) *shadowJob {
 	if seq {
 		j.id, j.start, j.end = opts.Sequence.ID, opts.Sequence.Start, opts.Sequence.End
 	}
-	j.names = j.names[:0]
+	j.names, j.inNames = j.names[:0], j.inNames[:0]
 	for _, o := range m.Outputs() {
 		j.names = append(j.names, o.Name)
+	}
+	for _, in := range m.Inputs() {
+		j.inNames = append(j.inNames, in.Name)
 	}
 	return j
 }
@@ -490,6 +494,9 @@ func sameInputs(m Model, j *shadowJob) error {
 		return fmt.Errorf("shadow %s@%s has %d inputs, the primary %s has %d", j.key.model, j.key.shadow, len(ins), j.key.primary, len(j.inputs))
 	}
 	for k, in := range ins {
+		if k < len(j.inNames) && in.Name != j.inNames[k] {
+			return fmt.Errorf("shadow %s@%s: input %d is %q, the primary's is %q", j.key.model, j.key.shadow, k, in.Name, j.inNames[k])
+		}
 		t := j.inputs[k]
 		if t.Data == nil && t.Shape == nil {
 			continue

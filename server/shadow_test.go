@@ -474,3 +474,17 @@ func BenchmarkShadowHandler(b *testing.B) {
 		})
 	}
 }
+
+// A shadow whose inputs are named otherwise is an error naming the input.
+func TestShadowInputNamesDiffer(t *testing.T) {
+	other := policyModel("2")
+	other.inputs = []bridge.IOInfo{{Name: "observation", DType: bridge.Float32, Shape: []int64{-1, 4}, BatchDim: 0}}
+	ts := startServer(t, newFakeRegistry(policyModel("1"), other), Options{Shadow: shadowOf("2", 1, nil)})
+	if r := ts.do(t, "POST", "/v2/models/policy/versions/1/infer", []byte(`{"inputs":[{"name":"obs","datatype":"FP32","shape":[1,4],"data":[1,2,3,4]}]}`)); r.status != 200 {
+		t.Fatalf("%d %s", r.status, r.body)
+	}
+	waitShadow(t, ts.srv, "policy", "1", "2", 1)
+	if st := ts.srv.ShadowStatuses(); len(st) != 1 || st[0].Errors != 1 || !strings.Contains(st[0].LastError, `input 0 is "observation", the primary's is "obs"`) {
+		t.Errorf("statuses %+v", st)
+	}
+}
