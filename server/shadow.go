@@ -30,8 +30,8 @@ import (
 //
 // Sampling is by key: a step of a sequence is sampled by its sequence_id, so a sampled
 // sequence is shadowed at every step, its start and end included, and the shadow version
-// keeps its own state for it in its own sequence table (bounded by that version's
-// max_sequences and idle timeout). A request without a sequence is sampled on its own.
+// keeps its own state for it in its own sequence table (bounded by that version's idle
+// timeout, and to half its max_sequences). A request without a sequence is sampled on its own.
 //
 // What the primary pays: one call of Options.Shadow per request and, for a request not
 // sampled, nothing else (no allocation, no copy). A sampled request copies its inputs and
@@ -333,10 +333,32 @@ func (sh *shadows) endStale(j *shadowJob) {
 	}
 	defer m.Release()
 	if seqs := sequencesOf(m); seqs != nil {
-		if q, err := seqs.Begin(j.id, false); err == nil { // unknown: nothing to end
-			seqs.Finish(q, true)
+		endSequence(seqs, j.id)
+	}
+}
+
+// endSequence ends sequence id of seqs when it is live.
+func endSequence(seqs *engines.Sequences, id engines.SequenceID) {
+	if q, err := seqs.Begin(id, false); err == nil { // unknown: nothing to end
+		seqs.Finish(q, true)
+	}
+}
+
+// shadowSequenceShare is the share of the shadow version's max_sequences its shadow may take:
+// the rest stays for the version's own traffic.
+const shadowSequenceShare = 2 // 1/2
+
+// sequencesFull reports whether the shadow version m keeps as many sequences as the shadow
+// may start there (half its max_sequences; its own traffic's count too, which this cannot
+// tell apart).
+func sequencesFull(m Model, seqs *engines.Sequences) bool {
+	limit := engines.DefaultMaxSequences
+	if r, ok := m.(servingReporter); ok {
+		if sv, ok := r.Serving(); ok && sv.Sequence != nil && sv.Sequence.MaxSequences > 0 {
+			limit = sv.Sequence.MaxSequences
 		}
 	}
+	return seqs.Len() >= max(limit/shadowSequenceShare, 1)
 }
 
 func (sh *shadows) work(queue chan *shadowJob) {
@@ -387,6 +409,11 @@ func (sh *shadows) run(j *shadowJob) {
 		seqs := sequencesOf(m)
 		if seqs == nil {
 			t.fail(fmt.Errorf("shadow %s@%s keeps no sequences; the primary %s does", j.key.model, j.key.shadow, j.key.primary))
+			return
+		}
+		if j.start && sequencesFull(m, seqs) {
+			endSequence(seqs, j.id) // a copy left from before: its later steps must not use it
+			t.count(resultSkipped)
 			return
 		}
 		opts.Sequence = engines.SequenceStep{Store: seqs, ID: j.id, Start: j.start, End: j.end}

@@ -17,6 +17,7 @@ import (
 	"github.com/policyd/policyd/bridge"
 	"github.com/policyd/policyd/engines"
 	"github.com/policyd/policyd/metrics"
+	"github.com/policyd/policyd/repository"
 )
 
 // shadowOf returns an Options.Shadow naming version at rate for every model, switched by on.
@@ -486,5 +487,33 @@ func TestShadowInputNamesDiffer(t *testing.T) {
 	waitShadow(t, ts.srv, "policy", "1", "2", 1)
 	if st := ts.srv.ShadowStatuses(); len(st) != 1 || st[0].Errors != 1 || !strings.Contains(st[0].LastError, `input 0 is "observation", the primary's is "obs"`) {
 		t.Errorf("statuses %+v", st)
+	}
+}
+
+// The shadow starts sequences on the shadow version only up to half its max_sequences, so
+// that version's own traffic keeps the rest: beyond, a sampled sequence is skipped whole.
+func TestShadowSequencesTakeHalfTheShadowsTable(t *testing.T) {
+	primary := recurrentModel(t, engines.SequenceSpec{})
+	shadow := recurrentModel(t, engines.SequenceSpec{MaxSequences: 4})
+	shadow.version = "2"
+	shadow.serving = &repository.Serving{Sequence: &engines.SequenceSpec{MaxSequences: 4}}
+	ts := startServer(t, newFakeRegistry(primary, shadow), Options{Shadow: shadowOf("2", 1, nil)})
+	for id := 1; id <= 5; id++ { // five sequences started, none ended
+		if r := ts.do(t, "POST", "/v2/models/rnn/versions/1/infer", seqBody(id, true, false, 1, 2)); r.status != 200 {
+			t.Fatalf("%d %s", r.status, r.body)
+		}
+		waitShadow(t, ts.srv, "rnn", "1", "2", int64(id))
+	}
+	for id := 1; id <= 5; id++ { // a second step of each
+		if r := ts.do(t, "POST", "/v2/models/rnn/versions/1/infer", seqBody(id, false, false, 3, 4)); r.status != 200 {
+			t.Fatalf("%d %s", r.status, r.body)
+		}
+	}
+	r := waitShadow(t, ts.srv, "rnn", "1", "2", 10)
+	if r.Samples != 4 || r.Skipped != 6 || r.Errors != 0 || r.MaxAbs != 0 {
+		t.Errorf("report %+v: want 2 sequences compared at both steps, 3 skipped at both", r)
+	}
+	if n := shadow.seqs.Len(); n != 2 {
+		t.Errorf("the shadow keeps %d sequences on a version of max_sequences 4, want 2", n)
 	}
 }
