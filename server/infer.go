@@ -61,7 +61,18 @@ func (s *Server) inference(x *exchange, protocol, model, version string, c codec
 	inputs, opts, timeout, rows := c.call()
 	x.setRows(rows)
 	opts.Trace = x.runSpan()
-	if err := s.run(m, inputs, opts, timeout, c.encoder()); err != nil {
+	enc := c.encoder()
+	var shadow *shadowJob
+	if s.shadows != nil {
+		if shadow = s.shadows.sample(m, &opts); shadow != nil {
+			enc = shadow.wrap(enc) // copies the outputs once encoded
+		}
+	}
+	err = s.run(m, inputs, opts, timeout, enc)
+	if shadow != nil {
+		s.shadows.offer(shadow, inputs, err) // the response is encoded: never in front of it
+	}
+	if err != nil {
 		return err
 	}
 	ok = true

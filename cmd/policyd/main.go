@@ -263,6 +263,12 @@ func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
 		fmt.Fprintf(stderr, "policyd: metrics: %v\n", err)
 		return 1
 	}
+	shadowMets, err := metrics.NewShadow(reg)
+	if err != nil {
+		log.Error("metrics", zap.Error(err))
+		fmt.Fprintf(stderr, "policyd: metrics: %v\n", err)
+		return 1
+	}
 	var srvp atomic.Pointer[server.Server] // set once the server exists, for the reloads' body limit
 	rl := reload.New(reload.Options{Load: f.load, Log: log, Level: level, Repo: repo, Metrics: reloadMets,
 		OnApply: func(c *config.Config) {
@@ -311,6 +317,9 @@ func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
 		IdleTimeout:        cfg.Server.IdleTimeout,
 		QueueTimeout:       cfg.Limits.QueueTimeout,
 		CompressMinBytes:   compressMin(cfg.Server.CompressMin),
+		// Shadow evaluation: Shadow names a model's shadow version and rate; the traffic
+		// policy (models[].traffic.shadow) provides it.
+		ShadowMetrics: shadowMets,
 		SharedMemory: server.SharedMemoryOptions{Enabled: cfg.SharedMemory.Enabled,
 			MaxRegions: cfg.SharedMemory.MaxRegions, MaxBytes: int64(cfg.SharedMemory.MaxBytes), CUDA: rt},
 		Admin: server.Admin{
@@ -323,6 +332,7 @@ func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
 		},
 	})
 	srvp.Store(srv)
+	hd.shadows = srv.ShadowStatuses
 	ln, err := net.Listen("tcp", cfg.Server.Addr)
 	if err != nil {
 		log.Error("listen", zap.String("addr", cfg.Server.Addr), zap.Error(err))
