@@ -260,7 +260,7 @@ func (b *Batcher) Do(ctx context.Context, inputs []bridge.Tensor, opts RunOption
 		b.release(r)
 		return err
 	}
-	err, cancelled := r.wait(ctx)
+	err, cancelled := r.waitDeadline(ctx, b.stats)
 	if cancelled {
 		r.inputs, r.fn = nil, nil // not reused: the former that dequeues it skips it
 		return err

@@ -1,6 +1,7 @@
 package engines
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math/bits"
@@ -150,4 +151,36 @@ func (s *Stats) ExpectedService(rows int) time.Duration {
 // recordService feeds a measured run of rows rows into the expected service time.
 func (s *Stats) recordService(rows int, d time.Duration) {
 	s.service[serviceBucket(rows)].add(int64(d))
+}
+
+// waitDeadline is wait for a ticket with a deadline: it also gives up on the ticket while it
+// is still queued once the deadline can no longer be met (the deadline less the expected
+// service time when it was queued), answering a *DeadlineError then, so that a request stuck
+// behind others is answered by its deadline, not when a worker reaches it.
+func (t *ticket) waitDeadline(ctx context.Context, st *Stats) (err error, cancelled bool) {
+	if t.deadline == 0 {
+		return t.wait(ctx)
+	}
+	exp := st.ExpectedService(t.rows)
+	timer := time.NewTimer(max(time.Duration(t.deadline-time.Now().UnixNano())-exp, 0))
+	defer timer.Stop()
+	select {
+	case err := <-t.done:
+		return err, false
+	case <-ctx.Done():
+		if t.state.CompareAndSwap(jobQueued, jobCancelled) {
+			endQueue(t.queue, ctx.Err())
+			t.span, t.queue, t.info = nil, nil, nil
+			return ctx.Err(), true
+		}
+		return <-t.done, false
+	case <-timer.C:
+		if t.state.CompareAndSwap(jobQueued, jobCancelled) {
+			de := &DeadlineError{Left: time.Duration(t.deadline - time.Now().UnixNano()), Expected: exp, Queued: true}
+			endQueue(t.queue, de)
+			t.span, t.queue, t.info = nil, nil, nil
+			return de, true
+		}
+		return <-t.done, false
+	}
 }

@@ -338,6 +338,11 @@ func TestDeadlineOverloadNoLateAnswers(t *testing.T) {
 					}
 				case errors.As(err, &de):
 					refused++
+					// Refused on arrival, at dequeue or by the wait's timer (the deadline less
+					// the expected service): never later than the deadline plus the own time.
+					if over := time.Since(dl); over > own {
+						t.Errorf("batched %v: refusal %s after its deadline (own time %s)", batched, over, own)
+					}
 				default:
 					t.Errorf("request %d: %v", i, err)
 				}

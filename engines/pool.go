@@ -592,7 +592,7 @@ func (p *Pool) do(ctx context.Context, inputs []bridge.Tensor, fn func(outputs [
 		p.release(j)
 		return err
 	}
-	err, cancelled := j.wait(ctx)
+	err, cancelled := j.waitDeadline(ctx, p.stats)
 	if cancelled {
 		j.inputs, j.fn, j.seeds = nil, nil, nil // not reused: a worker may still dequeue it
 		return err
