@@ -35,6 +35,9 @@ type codec interface {
 	// encoder is the callback passed to Model.Do, bound once per codec value: it encodes the
 	// response from the outputs (views of the engine's memory, valid during the call).
 	encoder() func(outputs []bridge.Tensor) error
+	// deadlines is the request's deadline as the codec and its transport read it, and how its
+	// answer turned out (fallback.go); the encoder marks the response from it.
+	deadlines() *deadline
 }
 
 // inference serves one request on the inference path: version name of model (""
@@ -61,8 +64,24 @@ func (s *Server) inference(x *exchange, protocol, model, version string, c codec
 	inputs, opts, timeout, rows := c.call()
 	x.setRows(rows)
 	opts.Trace = x.runSpan()
+	d := c.deadlines()
+	var arrival time.Time
+	if d.paramUs|d.headerUs != 0 || !d.call.IsZero() {
+		arrival = x.arrival()
+		if d.resolve(arrival) {
+			opts.Deadline = d.at
+		}
+	}
 	if err := s.run(m, inputs, opts, timeout, c.encoder()); err != nil {
-		return err
+		var de *engines.DeadlineError
+		if opts.Deadline.IsZero() || !errors.As(err, &de) {
+			return err
+		}
+		if err := s.answerDeadline(x, m, c, d, arrival, inputs, opts, rows, de); err != nil {
+			return err
+		}
+	} else if d.late > 0 {
+		x.setFallback("none", "late")
 	}
 	ok = true
 	return nil

@@ -601,10 +601,15 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx) {
 	req := s.reqs.Get().(*inferRequest)
 	defer s.putRequest(req)
 	req.hdr, req.body = ctx.Request.Header.Peek(inferHeaderLength), ctx.PostBody() // binary inputs may be views of the body: valid until we return
+	if err := readDeadlineHeader(ctx, &req.dl); err != nil {
+		s.fail(ctx, err)
+		return
+	}
 	if err := s.inference(x, protocol, name, version, req); err != nil {
 		s.fail(ctx, err)
 		return
 	}
+	writeDeadlineHeaders(ctx, &req.dl)
 	req.writeResponse(ctx)
 }
 
