@@ -50,14 +50,23 @@ func (e *DeadlineError) Reason() string {
 }
 
 func (e *DeadlineError) Error() string {
+	if e.Passed() {
+		return "deadline passed: " + e.Detail()
+	}
+	return "deadline cannot be met: " + e.Detail()
+}
+
+// Detail is the message without its head: how long ago it passed, or the expected service
+// time and the time left, and when it was checked.
+func (e *DeadlineError) Detail() string {
 	where := "on arrival"
 	if e.Queued {
-		where = "when taken from the queue"
+		where = "while queued"
 	}
 	if e.Passed() {
-		return fmt.Sprintf("deadline passed %s ago, %s", fmtDur(-e.Left), where)
+		return fmt.Sprintf("%s ago, %s", fmtDur(-e.Left), where)
 	}
-	return fmt.Sprintf("deadline cannot be met: expected service time %s, %s left %s", fmtDur(e.Expected), fmtDur(e.Left), where)
+	return fmt.Sprintf("expected service time %s, %s left %s", fmtDur(e.Expected), fmtDur(e.Left), where)
 }
 
 func (e *DeadlineError) Unwrap() error { return ErrDeadline }

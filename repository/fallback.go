@@ -79,10 +79,10 @@ type Fallback struct {
 	batched []bool
 }
 
-// resolveFallback checks f against a model's outputs: every output needs a constant with
+// NewFallback resolves f against a model's outputs (nil for nil): every output needs a constant with
 // one row's elements, each value representable in the output's datatype; and no constant
 // names an output the model lacks.
-func resolveFallback(f *ActionFallback, outputs []bridge.IOInfo) (*Fallback, error) {
+func NewFallback(f *ActionFallback, outputs []bridge.IOInfo) (*Fallback, error) {
 	if f == nil {
 		return nil, nil
 	}

@@ -14,7 +14,7 @@ func TestResolveFallbackChecksDatatypeAndShape(t *testing.T) {
 		{Name: "done", DType: bridge.Bool, Shape: []int64{1}, BatchDim: -1},
 	}
 	good := map[string][]float64{"action": {2}, "probs": {0.2, 0.3, 0.5}, "done": {0}}
-	fb, err := resolveFallback(&ActionFallback{Kind: FallbackConstant, Constant: good}, outs)
+	fb, err := NewFallback(&ActionFallback{Kind: FallbackConstant, Constant: good}, outs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,15 +34,15 @@ func TestResolveFallbackChecksDatatypeAndShape(t *testing.T) {
 	} {
 		c := map[string][]float64{"action": {2}, "probs": {0.2, 0.3, 0.5}, "done": {0}}
 		c[tc.name] = tc.vals
-		if _, err := resolveFallback(&ActionFallback{Kind: FallbackConstant, Constant: c}, outs); err == nil || !strings.Contains(err.Error(), tc.want) {
+		if _, err := NewFallback(&ActionFallback{Kind: FallbackConstant, Constant: c}, outs); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s = %v: %v, want …%s…", tc.name, tc.vals, err, tc.want)
 		}
 	}
 	missing := map[string][]float64{"action": {2}}
-	if _, err := resolveFallback(&ActionFallback{Kind: FallbackConstant, Constant: missing}, outs); err == nil || !strings.Contains(err.Error(), `output "probs" has no values`) {
+	if _, err := NewFallback(&ActionFallback{Kind: FallbackConstant, Constant: missing}, outs); err == nil || !strings.Contains(err.Error(), `output "probs" has no values`) {
 		t.Errorf("missing outputs: %v", err)
 	}
-	fb, err = resolveFallback(&ActionFallback{Kind: FallbackVersion, Version: "small@1.0.0"}, outs)
+	fb, err = NewFallback(&ActionFallback{Kind: FallbackVersion, Version: "small@1.0.0"}, outs)
 	if err != nil || fb.Model != "small" || fb.Version != "1.0.0" || fb.Constant(1) != nil {
 		t.Errorf("version fallback: %+v, %v", fb, err)
 	}

@@ -129,7 +129,7 @@ func (r *Repository) load(t target, art *artifacts.Artifact) *Version {
 					return v
 				}
 			}
-			fb, ferr := resolveFallback(t.set.actionFb, es[0].Outputs())
+			fb, ferr := NewFallback(t.set.actionFb, es[0].Outputs())
 			if ferr != nil {
 				seqs.Close()
 				closeEngines(es)

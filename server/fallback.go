@@ -107,7 +107,7 @@ func deadlineMissed(m Model, budget time.Duration, de *engines.DeadlineError, wh
 	} else {
 		msg += "cannot be met"
 	}
-	msg += fmt.Sprintf(": %v", de)
+	msg += ": " + de.Detail()
 	if why != "" {
 		msg += "; " + why
 	}

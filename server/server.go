@@ -666,7 +666,7 @@ func (s *Server) fail(ctx *fasthttp.RequestCtx, err error) {
 	b = appendString(b, unsafe.String(unsafe.SliceData(id), len(id)))
 	ctx.SetBody(append(b, '}'))
 	level := zap.DebugLevel
-	if status >= 500 && status != fasthttp.StatusServiceUnavailable && status != fasthttp.StatusHTTPVersionNotSupported {
+	if status >= 500 && status != fasthttp.StatusServiceUnavailable && status != fasthttp.StatusHTTPVersionNotSupported && status != fasthttp.StatusGatewayTimeout {
 		level = zap.ErrorLevel
 	}
 	if ce := s.hot.Check(level, "request failed"); ce != nil {
