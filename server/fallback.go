@@ -69,9 +69,9 @@ func (d *deadline) resolve(arrival time.Time) bool {
 func (d *deadline) budget(arrival time.Time) time.Duration { return d.at.Sub(arrival) }
 
 // markLate records, when the request has a deadline, whether its answer is late now; the
-// encoders call it just before encoding.
+// encoders call it just before encoding, the model's answers and the fallbacks' alike.
 func (d *deadline) markLate() {
-	if d.at.IsZero() || d.fallback != "" {
+	if d.at.IsZero() {
 		return
 	}
 	if late := time.Since(d.at); late > 0 {
@@ -218,25 +218,30 @@ func sameInputs(inputs []bridge.Tensor, infos []bridge.IOInfo) error {
 }
 
 // appendDeadlineParams appends the response parameters of d to a JSON response object
-// being written (after its last member): "fallback" (and "fallback_version"), or "late" with
-// "late_us".
+// being written (after its last member): "fallback" (and "fallback_version") for an answer of
+// a fallback, "late" and "late_us" for an answer encoded after its deadline; nothing else.
 func appendDeadlineParams(b []byte, d *deadline) []byte {
-	switch {
-	case d.fallback != "":
-		b = append(b, `,"parameters":{"fallback":"`...)
+	if d.fallback == "" && d.late <= 0 {
+		return b
+	}
+	b = append(b, `,"parameters":{`...)
+	if d.fallback != "" {
+		b = append(b, `"fallback":"`...)
 		b = append(b, d.fallback...)
 		b = append(b, '"')
 		if d.fbFrom != "" {
 			b = append(b, `,"fallback_version":`...)
 			b = appendString(b, d.fbFrom)
 		}
-		return append(b, '}')
-	case d.late > 0:
-		b = append(b, `,"parameters":{"late":true,"late_us":`...)
-		b = strconv.AppendInt(b, max(d.late.Microseconds(), 1), 10)
-		return append(b, '}')
+		if d.late > 0 {
+			b = append(b, ',')
+		}
 	}
-	return b
+	if d.late > 0 {
+		b = append(b, `"late":true,"late_us":`...)
+		b = strconv.AppendInt(b, max(d.late.Microseconds(), 1), 10)
+	}
+	return append(b, '}')
 }
 
 // readDeadlineHeader reads X-Deadline-Us of an HTTP request into d.
@@ -253,41 +258,46 @@ func readDeadlineHeader(ctx *fasthttp.RequestCtx, d *deadline) error {
 // writeDeadlineHeaders marks an HTTP answer given by a fallback (X-Policyd-Fallback) or late
 // (X-Policyd-Late-Us).
 func writeDeadlineHeaders(ctx *fasthttp.RequestCtx, d *deadline) {
-	switch {
-	case d.fallback != "":
+	if d.fallback != "" {
 		ctx.Response.Header.Set(FallbackHeader, d.fallback)
-	case d.late > 0:
+	}
+	if d.late > 0 {
 		ctx.Response.Header.Set(LateHeader, strconv.FormatInt(max(d.late.Microseconds(), 1), 10))
 	}
 }
 
 // deadlineParamsGRPC are the response parameters of d over gRPC: "fallback" (string_param)
-// and "fallback_version", or "late" (bool_param) and "late_us" (int64_param).
+// and "fallback_version"; "late" (bool_param) and "late_us" (int64_param).
 func deadlineParamsGRPC(d *deadline) map[string]*inference.InferParameter {
 	str := func(s string) *inference.InferParameter {
 		return &inference.InferParameter{ParameterChoice: &inference.InferParameter_StringParam{StringParam: s}}
 	}
+	p := map[string]*inference.InferParameter{}
 	if d.fallback != "" {
-		p := map[string]*inference.InferParameter{"fallback": str(d.fallback)}
+		p["fallback"] = str(d.fallback)
 		if d.fbFrom != "" {
 			p["fallback_version"] = str(d.fbFrom)
 		}
-		return p
 	}
-	return map[string]*inference.InferParameter{
-		"late":    {ParameterChoice: &inference.InferParameter_BoolParam{BoolParam: true}},
-		"late_us": {ParameterChoice: &inference.InferParameter_Int64Param{Int64Param: max(d.late.Microseconds(), 1)}},
+	if d.late > 0 {
+		p["late"] = &inference.InferParameter{ParameterChoice: &inference.InferParameter_BoolParam{BoolParam: true}}
+		p["late_us"] = &inference.InferParameter{ParameterChoice: &inference.InferParameter_Int64Param{Int64Param: max(d.late.Microseconds(), 1)}}
 	}
+	return p
 }
 
 // deadlineMetadata is the header metadata of a unary gRPC answer given by a fallback
-// (x-policyd-fallback) or late (x-policyd-late-us); nil otherwise.
+// (x-policyd-fallback) and of one encoded late (x-policyd-late-us); nil otherwise.
 func deadlineMetadata(d *deadline) metadata.MD {
-	switch {
-	case d.fallback != "":
-		return metadata.Pairs(strings.ToLower(FallbackHeader), d.fallback)
-	case d.late > 0:
-		return metadata.Pairs(strings.ToLower(LateHeader), strconv.FormatInt(max(d.late.Microseconds(), 1), 10))
+	var md metadata.MD
+	if d.fallback != "" {
+		md = metadata.Pairs(strings.ToLower(FallbackHeader), d.fallback)
 	}
-	return nil
+	if d.late > 0 {
+		if md == nil {
+			md = metadata.MD{}
+		}
+		md.Set(strings.ToLower(LateHeader), strconv.FormatInt(max(d.late.Microseconds(), 1), 10))
+	}
+	return md
 }
