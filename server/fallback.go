@@ -3,6 +3,7 @@ package server
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -301,3 +302,43 @@ func deadlineMetadata(d *deadline) metadata.MD {
 	}
 	return md
 }
+
+// markLate is the codec's markLate (infer.go): the late parameters spliced into the JSON
+// part of the encoded response (before its last '}', inside "parameters" when a fallback
+// wrote them).
+func (r *inferRequest) markLate() {
+	end := len(r.out)
+	if r.binOut {
+		end = r.jsonLen
+	}
+	if end < 2 || r.out[end-1] != '}' {
+		return
+	}
+	var ins []byte
+	at := end - 1
+	if r.dl.fallback != "" && r.out[end-2] == '}' { // inside the "parameters" object
+		at = end - 2
+		ins = append(ins, `,"late":true,"late_us":`...)
+	} else {
+		ins = append(ins, `,"parameters":{"late":true,"late_us":`...)
+	}
+	ins = strconv.AppendInt(ins, max(r.dl.late.Microseconds(), 1), 10)
+	if at == end-1 {
+		ins = append(ins, '}')
+	}
+	r.out = slices.Insert(r.out, at, ins...)
+	if r.binOut {
+		r.jsonLen += len(ins)
+	}
+}
+
+// markLate is the codec's markLate (infer.go): the late response parameters.
+func (g *grpcRequest) markLate() {
+	if g.resp != nil {
+		g.resp.Parameters = deadlineParamsGRPC(&g.r.dl)
+	}
+}
+
+// markLate is the codec's markLate (infer.go): a predict response has no parameters; the
+// header X-Policyd-Late-Us alone marks it.
+func (r *predictRequest) markLate() {}

@@ -469,3 +469,37 @@ func TestDeadlineGRPC(t *testing.T) {
 		t.Errorf("deadline_us 500: %v %v", resp, err)
 	}
 }
+
+// TestMarkLateSplice: a late mark found after encoding goes into the JSON part of the
+// response, also inside a fallback's parameters and before binary outputs.
+func TestMarkLateSplice(t *testing.T) {
+	for _, c := range []struct {
+		out, want string
+		fallback  string
+		bin       int // bytes of binary data after the JSON
+	}{
+		{`{"outputs":[]}`, `{"outputs":[],"parameters":{"late":true,"late_us":1500}}`, "", 0},
+		{`{"outputs":[],"parameters":{"fallback":"constant"}}`, `{"outputs":[],"parameters":{"fallback":"constant","late":true,"late_us":1500}}`, "constant", 0},
+		{`{"outputs":[]}BIN!`, `{"outputs":[],"parameters":{"late":true,"late_us":1500}}BIN!`, "", 4},
+	} {
+		r := newInferRequest()
+		r.out = []byte(c.out)
+		r.dl.fallback, r.dl.late = c.fallback, 1500*time.Microsecond
+		if c.bin > 0 {
+			r.binOut, r.jsonLen = true, len(c.out)-c.bin
+		}
+		r.markLate()
+		if string(r.out) != c.want {
+			t.Errorf("%s: %s, want %s", c.out, r.out, c.want)
+		}
+		if c.bin > 0 && r.jsonLen != len(c.want)-c.bin {
+			t.Errorf("jsonLen %d, want %d", r.jsonLen, len(c.want)-c.bin)
+		}
+		if c.bin == 0 {
+			var v map[string]any
+			if err := json.Unmarshal(r.out, &v); err != nil {
+				t.Errorf("%s: %v", r.out, err)
+			}
+		}
+	}
+}

@@ -38,6 +38,9 @@ type codec interface {
 	// deadlines is the request's deadline as the codec and its transport read it, and how its
 	// answer turned out (fallback.go); the encoder marks the response from it.
 	deadlines() *deadline
+	// markLate adds the late mark (deadlines().late, set after the encoder ran) to the
+	// encoded response.
+	markLate()
 }
 
 // inference serves one request on the inference path: version name of model (""
@@ -80,8 +83,17 @@ func (s *Server) inference(x *exchange, protocol, model, version string, c codec
 		if err := s.answerDeadline(x, m, c, d, arrival, inputs, opts, rows, de); err != nil {
 			return err
 		}
-	} else if d.late > 0 {
-		x.setFallback("none", "late")
+	}
+	if !d.at.IsZero() {
+		// Judged again now that the answer is back on the request's goroutine, just before
+		// the transport writes it: the hand-off from the worker may have made it late.
+		if late := time.Since(d.at); d.late <= 0 && late > 0 {
+			d.late = late
+			c.markLate()
+		}
+		if d.late > 0 && d.fallback == "" {
+			x.setFallback("none", "late")
+		}
 	}
 	ok = true
 	return nil
