@@ -7,7 +7,9 @@
 #   bash bench/deadline.sh            # needs lib/ (make native)
 #
 # Env: OVERLOAD, DEADLINE_US, DURATION (default 5s), FALLBACK (constant | none), BATCHING
-# (0 | 1, default 0), PORT (default 18123), PEERS_DIR (default ../shared/peers), GO.
+# (0 | 1, default 0), INFLIGHT (most requests in flight, default 64), PIN (1: the server on CPU
+# 0, the load generator on CPU 1, with taskset), PORT (default 18123), PEERS_DIR (default
+# ../shared/peers), GO.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PEERS_DIR=${PEERS_DIR:-../shared/peers}
@@ -43,7 +45,9 @@ models:
     instances: 1
     threads: 1$fallback
 YAML
-LD_LIBRARY_PATH="$PWD/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" bin/policyd --config "$OUT/policyd.yaml" >"$OUT/policyd.log" 2>&1 &
+srv_pin=() cli_pin=()
+if [[ ${PIN:-0} = 1 ]]; then srv_pin=(taskset -c 0) cli_pin=(taskset -c 1); fi
+LD_LIBRARY_PATH="$PWD/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "${srv_pin[@]}" bin/policyd --config "$OUT/policyd.yaml" >"$OUT/policyd.log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null' EXIT
 for _ in $(seq 100); do
@@ -52,6 +56,10 @@ for _ in $(seq 100); do
 done
 curl -sf "http://127.0.0.1:$PORT/v2/health/ready" >/dev/null || { echo "deadline: policyd did not become ready:" >&2; tail "$OUT/policyd.log" >&2; exit 1; }
 echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg); commit $(git rev-parse --short HEAD 2>/dev/null || echo ?)"
-"$OUT/deadline" -url "http://127.0.0.1:$PORT/v2/models/mlp-med/infer" -width 64 \
-  -overload "${OVERLOAD:-3}" -deadline-us "${DEADLINE_US:-2000}" -d "${DURATION:-5s}"
+"${cli_pin[@]}" "$OUT/deadline" -url "http://127.0.0.1:$PORT/v2/models/mlp-med/infer" -width 64 \
+  -overload "${OVERLOAD:-3}" -deadline-us "${DEADLINE_US:-2000}" -d "${DURATION:-5s}" -inflight "${INFLIGHT:-64}"
 curl -s "http://127.0.0.1:$PORT/metrics" | grep '^policyd_fallback_total' || true
+printf '{"inputs":[{"name":"obs","datatype":"FP32","shape":[1,64],"data":[%s0]}]}' "$(printf '0,%.0s' $(seq 63))" >"$OUT/probe.json"
+# PROBE=N: one more request with X-Deadline-Us: N after the run (with FALLBACK=none its 504
+# names the version's expected service time).
+[[ -n ${PROBE:-} ]] && curl -s -H "X-Deadline-Us: ${PROBE}" "http://127.0.0.1:$PORT/v2/models/mlp-med/infer" -d @"$OUT/probe.json" && echo

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/bits"
 	"sync/atomic"
 	"time"
@@ -113,10 +114,22 @@ func serviceBucket(rows int) int {
 
 // serviceEWMA is the exponentially weighted mean and mean deviation of the service time of
 // one bucket of batch sizes (TCP's smoothed RTT and its variation, with gains 1/8 and 1/4),
-// in ns; races between recorders lose an update, never corrupt one.
-type serviceEWMA struct{ mean, dev atomic.Int64 }
+// in ns, with the fastest run seen and when the last was recorded; races between recorders
+// lose an update, never corrupt one.
+type serviceEWMA struct{ mean, dev, floor, last atomic.Int64 }
+
+// serviceHalfLife: while no run of a bucket is measured, the part of its expected service
+// time above the fastest run seen halves every serviceHalfLife. Without it one slow run (a
+// preempted thread) could make every request infeasible, so that nothing runs and the
+// estimate never comes down again; with it a version that refuses everything for its
+// deadlines runs a request again after a few half-lives, and that run corrects the estimate.
+const serviceHalfLife = 25 * time.Millisecond
 
 func (e *serviceEWMA) add(ns int64) {
+	e.last.Store(time.Now().UnixNano())
+	if f := e.floor.Load(); f == 0 || ns < f {
+		e.floor.Store(max(ns, 1))
+	}
 	m := e.mean.Load()
 	if m == 0 {
 		e.mean.Store(max(ns, 1))
@@ -132,13 +145,19 @@ func (e *serviceEWMA) add(ns int64) {
 	e.mean.Store(max(m+(ns-m)/8, 1))
 }
 
-// expected is mean + 2 deviations: the service time a request plans with.
+// expected is mean + 2 deviations, the service time a request plans with; above the fastest
+// run it decays while no run is measured (serviceHalfLife).
 func (e *serviceEWMA) expected() time.Duration {
 	m := e.mean.Load()
 	if m == 0 {
 		return 0
 	}
-	return time.Duration(m + 2*e.dev.Load())
+	exp := m + 2*e.dev.Load()
+	if idle := time.Now().UnixNano() - e.last.Load(); idle > int64(serviceHalfLife) {
+		f := min(e.floor.Load(), exp)
+		exp = f + int64(float64(exp-f)*math.Exp2(-float64(idle)/float64(serviceHalfLife)))
+	}
+	return time.Duration(exp)
 }
 
 // ExpectedService is the service time a run of rows rows is expected to take on this version

@@ -376,3 +376,25 @@ func waitLen[T any](t *testing.T, q *prioQueue[T], n int) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// TestExpectedServiceRecovers: one very slow run inflates the estimate; while nothing runs it
+// decays toward the fastest run seen, so a version does not refuse everything forever.
+func TestExpectedServiceRecovers(t *testing.T) {
+	st := &Stats{}
+	for range 8 {
+		st.recordService(1, 100*time.Microsecond)
+	}
+	st.recordService(1, 20*time.Millisecond) // a preempted run
+	high := st.ExpectedService(1)
+	if high < 5*time.Millisecond {
+		t.Fatalf("after a 20ms run: %s", high)
+	}
+	time.Sleep(8 * serviceHalfLife)
+	if low := st.ExpectedService(1); low > high/64+200*time.Microsecond {
+		t.Errorf("after %s without runs: %s, want it back near the fastest run (100µs)", 8*serviceHalfLife, low)
+	}
+	st.recordService(1, 100*time.Microsecond) // a run resets the clock: no decay right after it
+	if e := st.ExpectedService(1); e < 2*time.Millisecond {
+		t.Errorf("right after a run: %s, want the smoothed estimate", e)
+	}
+}
