@@ -128,7 +128,7 @@ type Model struct {
 	BackendParameters BackendParams `koanf:"backend_parameters" reload:"live" desc:"Build parameters of the backends for this model, <backend>.<name>: value; each key set here overrides engine.backend_parameters, the others keep it. A change reloads the model's versions."`
 	Batching          ModelBatching `koanf:"batching" desc:"The model's dynamic batcher settings (used when batching.enabled and the model is batchable)."`
 	Sequence          ModelSequence `koanf:"sequence" desc:"Stateful sequences of a recurrent model (see docs/api.md, Stateful sequences): requests with a sequence_id send only the other inputs, the server feeds each state input from the state output of the sequence's previous step. Off while states and controls are empty."`
-	DeadlineFallback  ModelFallback `koanf:"deadline_fallback" desc:"What answers a request whose deadline (deadline_us, the gRPC deadline, X-Deadline-Us) has passed or cannot be met from the version's measured service time (see docs/api.md, Deadlines). Without one such a request is answered 504 with the reason."`
+	DeadlineFallback  ModelFallback `koanf:"deadline_fallback" desc:"What answers a request whose deadline (deadline_us, the gRPC deadline, X-Deadline-Us) has passed or cannot be met from the version's measured service time (see docs/api.md, Deadlines). Without one such a request is answered 504 with the reason. A change reloads the model's versions."`
 }
 
 // ModelFallback is the declared fallback action of a model (models[].deadline_fallback).

@@ -450,6 +450,14 @@ func (f *former) serve(s *slot) (closed bool) {
 	for {
 		first := carry
 		carry = nil
+		if first != nil && first.deadline != 0 {
+			// Taken while the previous batch formed, which has run since: check it again.
+			if err := checkDeadline(b.stats, first.deadline, first.ticket.rows, time.Now(), true); err != nil {
+				first.done <- err
+				first = nil
+				continue
+			}
+		}
 		if first == nil {
 			var r *request
 			var ok bool

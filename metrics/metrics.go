@@ -70,7 +70,7 @@ type Server struct {
 	outputDur  *prometheus.HistogramVec
 	batchSize  *prometheus.HistogramVec
 	loadDur    *prometheus.HistogramVec
-	fallbacks  *prometheus.CounterVec // model, version, kind, reason
+	fallbacks  *prometheus.CounterVec  // model, version, kind, reason
 	vecs       []*prometheus.MetricVec // every vec with model and version labels, for deletion
 	queueDepth *prometheus.Desc
 	inflight   *prometheus.Desc
