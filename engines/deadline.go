@@ -197,9 +197,15 @@ func (t *ticket) waitDeadline(ctx context.Context, st *Stats) (err error, cancel
 		return err, false
 	case <-ctx.Done():
 		if t.state.CompareAndSwap(jobQueued, jobCancelled) {
-			endQueue(t.queue, ctx.Err())
+			var err error = ctx.Err()
+			if now := time.Now().UnixNano(); errors.Is(err, context.DeadlineExceeded) && now >= t.deadline-int64(exp) {
+				// The context's deadline is the request's (a gRPC call's): a deadline error,
+				// whichever of the two fired first.
+				err = &DeadlineError{Left: time.Duration(t.deadline - now), Expected: exp, Queued: true}
+			}
+			endQueue(t.queue, err)
 			t.span, t.queue, t.info = nil, nil, nil
-			return ctx.Err(), true
+			return err, true
 		}
 		return <-t.done, false
 	case <-timer.C:

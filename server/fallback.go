@@ -92,6 +92,8 @@ func parseDeadlineHeader(v []byte) (uint64, error) {
 // fallbacker is a Model that declares a deadline fallback (*repository.Version).
 type fallbacker interface{ ActionFallback() *repository.Fallback }
 
+var _ fallbacker = (*repository.Version)(nil)
+
 func fallbackOf(m Model) *repository.Fallback {
 	if f, ok := m.(fallbacker); ok {
 		return f.ActionFallback()
