@@ -370,7 +370,7 @@ func TestDeadlineFallbackVersion(t *testing.T) {
 // 200: the model's (each started when it could still finish; one whose run overran the
 // estimate is marked late) or the constant's (marked); at the server none is later than its
 // deadline plus its own time (the expected service time and the scheduling delays of a
-// loaded machine), and none more than 200µs late goes unmarked. At the client (in-memory HTTP, 200 goroutines on a loaded machine) a margin is
+// loaded machine), and none more than 1ms late goes unmarked. At the client (in-memory HTTP, 200 goroutines on a loaded machine) a margin is
 // allowed; without deadlines the last answer would wait for the whole queue (~400ms).
 func TestDeadlineOverloadNoLateAnswers(t *testing.T) {
 	m := newPoolModel(t, "pi", "1", 2*time.Millisecond, 2, &repository.ActionFallback{Kind: repository.FallbackConstant,
@@ -380,12 +380,15 @@ func TestDeadlineOverloadNoLateAnswers(t *testing.T) {
 	budget := max(10*time.Millisecond, 3*m.stats.ExpectedService(1))
 	var mu sync.Mutex
 	var served time.Duration // the worst server-side answer after its deadline (arrival to response ready)
-	var unmarked int         // answers more than 200µs after their deadline without a mark
+	// Answers more than 1ms after their deadline without a mark: the mark is judged at the end
+	// of the inference path, and RequestInfo.Latency ends later, once the handler returned
+	// (on a loaded machine the goroutine may wait there); 1ms bounds that gap.
+	var unmarked int
 	ts := startServer(t, registryOf(m), Options{OnRequest: func(ri *RequestInfo) {
 		mu.Lock()
 		over := ri.Latency - budget
 		served = max(served, over)
-		if over > 200*time.Microsecond && ri.FallbackReason == "" {
+		if over > time.Millisecond && ri.FallbackReason == "" {
 			unmarked++
 		}
 		mu.Unlock()
@@ -430,7 +433,7 @@ func TestDeadlineOverloadNoLateAnswers(t *testing.T) {
 		t.Errorf("the server answered %s after a deadline: more than the answer's own time %s (×2 +50ms)", served, own)
 	}
 	if unmarked > 0 {
-		t.Errorf("%d answers more than 200µs after their deadline are not marked late", unmarked)
+		t.Errorf("%d answers more than 1ms after their deadline are not marked late", unmarked)
 	}
 	if ran == 0 || fallbacks == 0 {
 		t.Errorf("%d ran, %d fallbacks: want both under overload", ran, fallbacks)
