@@ -189,8 +189,9 @@ func (s *Server) fallbackVersion(x *exchange, m Model, c codec, d *deadline, bud
 	return nil
 }
 
-// sameOutputs checks that a fallback version's outputs are the model's: the same names and
-// datatypes in the same order.
+// sameOutputs checks that a fallback version's outputs are the model's: the same names,
+// datatypes and ranks in the same order, and the same dimensions beyond the first where both
+// fix them.
 func sameOutputs(want, got []bridge.IOInfo) error {
 	if len(want) != len(got) {
 		return fmt.Errorf("its outputs %s are not the model's %s", bridge.IONames(got), bridge.IONames(want))
@@ -198,6 +199,14 @@ func sameOutputs(want, got []bridge.IOInfo) error {
 	for k := range want {
 		if want[k].Name != got[k].Name || want[k].DType != got[k].DType {
 			return fmt.Errorf("its output %d is %q %s, the model's is %q %s", k, got[k].Name, got[k].DType, want[k].Name, want[k].DType)
+		}
+		ws, gs := want[k].Shape, got[k].Shape
+		same := len(ws) == len(gs)
+		for i := 1; same && i < len(ws); i++ {
+			same = ws[i] < 0 || gs[i] < 0 || ws[i] == gs[i]
+		}
+		if !same {
+			return fmt.Errorf("its output %q has shape %v, the model's %v", got[k].Name, gs, ws)
 		}
 	}
 	return nil

@@ -509,3 +509,23 @@ func TestMarkLateSplice(t *testing.T) {
 		}
 	}
 }
+
+func TestSameOutputs(t *testing.T) {
+	a := []bridge.IOInfo{{Name: "action", DType: bridge.Float32, Shape: []int64{-1, 2}}}
+	for _, c := range []struct {
+		got  []bridge.IOInfo
+		want string
+	}{
+		{[]bridge.IOInfo{{Name: "action", DType: bridge.Float32, Shape: []int64{-1, 2}}}, ""},
+		{[]bridge.IOInfo{{Name: "action", DType: bridge.Float32, Shape: []int64{-1, -1}}}, ""},
+		{[]bridge.IOInfo{{Name: "action", DType: bridge.Float32, Shape: []int64{-1, 8}}}, "has shape [-1 8], the model's [-1 2]"},
+		{[]bridge.IOInfo{{Name: "act", DType: bridge.Float32, Shape: []int64{-1, 2}}}, `its output 0 is "act" FP32`},
+		{[]bridge.IOInfo{{Name: "action", DType: bridge.Int64, Shape: []int64{-1, 2}}}, "INT64"},
+		{nil, "are not the model's"},
+	} {
+		err := sameOutputs(a, c.got)
+		if c.want == "" && err != nil || c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)) {
+			t.Errorf("%v: %v, want %q", c.got, err, c.want)
+		}
+	}
+}
