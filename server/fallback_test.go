@@ -529,3 +529,24 @@ func TestSameOutputs(t *testing.T) {
 		}
 	}
 }
+
+// TestDeadlinePredict: TF-Serving's :predict takes X-Deadline-Us; a fallback is marked by
+// the header (the format has no parameters).
+func TestDeadlinePredict(t *testing.T) {
+	m := newPoolModel(t, "pi", "1", 5*time.Millisecond, 2, &repository.ActionFallback{Kind: repository.FallbackConstant,
+		Constant: map[string][]float64{"action": {0.5, -0.25}}}, false)
+	m.warm(t)
+	ts := startServer(t, registryOf(m), Options{})
+	status, h, body := ts.postDeadline(t, "/v1/models/pi:predict", `{"instances": [[1, 2], [3, 4]]}`, map[string]string{DeadlineHeader: "1000"})
+	if status != 200 || h.Get(FallbackHeader) != "constant" {
+		t.Fatalf("%d %v %s", status, h, body)
+	}
+	var r struct{ Predictions [][]float32 }
+	if err := json.Unmarshal(body, &r); err != nil || len(r.Predictions) != 2 || !slices.Equal(r.Predictions[1], []float32{0.5, -0.25}) {
+		t.Errorf("predictions %s: %v", body, err)
+	}
+	status, h, body = ts.postDeadline(t, "/v1/models/pi:predict", `{"instances": [[1, 2]]}`, nil)
+	if status != 200 || h.Get(FallbackHeader) != "" || !strings.Contains(string(body), "[2,4]") {
+		t.Errorf("without a deadline: %d %v %s", status, h, body)
+	}
+}
