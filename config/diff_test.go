@@ -32,8 +32,8 @@ func TestDiff(t *testing.T) {
 		{Key: "engine.cpu_threads", Old: "0", New: "4", Restart: true},
 		{Key: `models["policy-a"].version`, Old: `""`, New: "1.0.0"},
 		{Key: `models["policy-a"].backends`, Old: "[cpu]", New: "[cuda, cpu]"},
-		{Key: `models["policy-b"]`, Old: `{name: policy-b, version: "", digest: "", backends: [cpu], fallback: false, devices: [], instances: 0, threads: 0, backend_parameters: {}, batching: {max_batch_size: 0, max_queue_delay: 0s, preferred_batch_sizes: [], priority_levels: 0, default_priority_level: 0}, sequence: {states: [], idle_timeout: 0s, max_sequences: 0, controls: []}}`},
-		{Key: `models["policy-c"]`, New: `{name: policy-c, version: "", digest: "", backends: [cpu], fallback: false, devices: [], instances: 0, threads: 0, backend_parameters: {}, batching: {max_batch_size: 0, max_queue_delay: 0s, preferred_batch_sizes: [], priority_levels: 0, default_priority_level: 0}, sequence: {states: [], idle_timeout: 0s, max_sequences: 0, controls: []}}`},
+		{Key: `models["policy-b"]`, Old: `{name: policy-b, version: "", digest: "", backends: [cpu], fallback: false, devices: [], instances: 0, threads: 0, backend_parameters: {}, batching: {max_batch_size: 0, max_queue_delay: 0s, preferred_batch_sizes: [], priority_levels: 0, default_priority_level: 0}, sequence: {states: [], idle_timeout: 0s, max_sequences: 0, controls: []}, deadline_fallback: {kind: "", constant: [], version: ""}}`},
+		{Key: `models["policy-c"]`, New: `{name: policy-c, version: "", digest: "", backends: [cpu], fallback: false, devices: [], instances: 0, threads: 0, backend_parameters: {}, batching: {max_batch_size: 0, max_queue_delay: 0s, preferred_batch_sizes: [], priority_levels: 0, default_priority_level: 0}, sequence: {states: [], idle_timeout: 0s, max_sequences: 0, controls: []}, deadline_fallback: {kind: "", constant: [], version: ""}}`},
 	}
 	if got := Diff(a, b); !reflect.DeepEqual(got, want) {
 		t.Errorf("Diff:\n%v\nwant\n%v", got, want)

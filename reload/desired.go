@@ -3,6 +3,7 @@ package reload
 import (
 	"crypto/ed25519"
 	"fmt"
+	"slices"
 	"strconv"
 
 	"github.com/policyd/policyd/artifacts"
@@ -64,7 +65,8 @@ func Desired(c *config.Config, keys []ed25519.PublicKey, onVerifyFailure func(mo
 				PriorityLevels:       m.Batching.PriorityLevels,
 				DefaultPriorityLevel: m.Batching.DefaultPriorityLevel,
 			},
-			Sequence: sequenceSpec(m.Sequence),
+			Sequence:       sequenceSpec(m.Sequence),
+			ActionFallback: actionFallback(m.DeadlineFallback),
 		})
 	}
 	return d
@@ -102,4 +104,20 @@ func sequenceSpec(s config.ModelSequence) *engines.SequenceSpec {
 			Input: c.Input, Kind: kind, DType: dtype, False: c.FalseValue, True: c.TrueValue})
 	}
 	return spec
+}
+
+// actionFallback converts models[].deadline_fallback (validated) to the repository's; nil for
+// kind none.
+func actionFallback(f config.ModelFallback) *repository.ActionFallback {
+	if f.Kind == "" || f.Kind == "none" {
+		return nil
+	}
+	out := &repository.ActionFallback{Kind: f.Kind, Version: f.Version}
+	if len(f.Constant) > 0 {
+		out.Constant = make(map[string][]float64, len(f.Constant))
+		for _, c := range f.Constant {
+			out.Constant[c.Output] = slices.Clone(c.Values)
+		}
+	}
+	return out
 }
