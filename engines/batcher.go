@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -227,7 +228,14 @@ func (b *Batcher) Do(ctx context.Context, inputs []bridge.Tensor, opts RunOption
 	r.inputs, r.fn, r.rows = inputs, fn, b.rowsOf(inputs)
 	r.seeds = r.seeds[:0]
 	if opts.Seeded {
-		for j := range max(r.rows, 1) {
+		// A request over MaxBatchSize runs alone but keeps a seed per row, so that its rows
+		// draw what they would draw in any batch (the model is batchable: its random ops'
+		// dimension 0 is the batch).
+		n := r.rows
+		if n < 0 {
+			n = leadingRows(inputs, b.inputs)
+		}
+		for j := range max(n, 1) {
 			r.seeds = append(r.seeds, RowSeed(opts.Seed, j))
 		}
 	}
@@ -303,7 +311,18 @@ func (b *Batcher) release(r *request) {
 // rowsOf returns the rows of a request, or -1 when it must run alone: its inputs do not
 // match the signature's count, disagree on dimension 0, have none, or exceed MaxBatchSize.
 func (b *Batcher) rowsOf(inputs []bridge.Tensor) int {
-	if len(inputs) != len(b.inputs) || len(inputs) == 0 {
+	rows := leadingRows(inputs, b.inputs)
+	if rows > b.opts.MaxBatchSize {
+		return -1
+	}
+	return rows
+}
+
+// leadingRows returns the dimension 0 the inputs of a request share, or -1 when they do not
+// match the signature's count, disagree on it, have none, or their sizes do not match their
+// shapes.
+func leadingRows(inputs []bridge.Tensor, sig []bridge.IOInfo) int {
+	if len(inputs) != len(sig) || len(inputs) == 0 {
 		return -1
 	}
 	rows := int64(-1)
@@ -321,7 +340,7 @@ func (b *Batcher) rowsOf(inputs []bridge.Tensor) int {
 			return -1
 		}
 	}
-	if rows <= 0 || rows > int64(b.opts.MaxBatchSize) {
+	if rows <= 0 || rows > math.MaxInt32 {
 		return -1
 	}
 	return int(rows)

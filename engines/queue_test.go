@@ -283,3 +283,20 @@ func TestPoolRowSeeds(t *testing.T) {
 		t.Errorf("pool row seeds = %x", s)
 	}
 }
+
+// TestBatcherRowSeedsOverMax: a seeded request over MaxBatchSize runs alone with a seed per
+// row, RowSeed(seed, j), as its rows would draw in any batch (not one seed for all of them).
+func TestBatcherRowSeedsOverMax(t *testing.T) {
+	fx := newTestBatcher(t, 1, false, BatcherOptions{MaxBatchSize: 2})
+	if err := fx.b.Do(context.Background(), []bridge.Tensor{rowsTensor(2, 1, 2, 3)}, RunOptions{Seed: 21, Seeded: true}, func([]bridge.Tensor) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	fx.rec.mu.Lock()
+	defer fx.rec.mu.Unlock()
+	if got := fx.rec.order; !slices.EqualFunc(got, [][]float32{{1, 2, 3}}, slices.Equal) {
+		t.Fatalf("runs = %v", got)
+	}
+	if want := []uint64{RowSeed(21, 0), RowSeed(21, 1), RowSeed(21, 2)}; !slices.Equal(fx.rec.seeds[0], want) {
+		t.Errorf("row seeds = %x, want %x", fx.rec.seeds[0], want)
+	}
+}

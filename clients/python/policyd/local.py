@@ -284,9 +284,9 @@ class LocalPolicy:
         aside) or, when there are several, a dict of all of them.
     seed: the context's random stream for unseeded calls (the server's instance 0 uses
         engine.seed, default 0). params: backend parameters {"tensorrt.precision": "fp16"}.
-    max_batch_size: the server's batching.max_batch_size (default 32; 0: batching disabled),
-        which decides the row seeds of a seeded call as the server's batcher does: one seed per
-        row up to it, a single seed (row 0's) for a larger call or with batching disabled.
+    batching: whether the server serves the version through its dynamic batcher
+        (batching.enabled, default true), which decides the row seeds of a seeded call: one
+        seed per row (a batchable model), else a single seed, row 0's, for the whole call.
 
     Thread safety: one engine context per LocalPolicy, guarded by a lock: ``act`` is safe from
     any thread, and calls from several threads run one at a time. For parallel evaluation make
@@ -296,7 +296,7 @@ class LocalPolicy:
     def __init__(self, artifact_dir: Union[str, os.PathLike], *, backend: str = "cpu", threads: int = 1,
                  states: Optional[Sequence[str]] = None, library: Optional[str] = None,
                  output: Optional[str] = None, public_keys: Optional[Sequence[Union[str, bytes]]] = None,
-                 seed: int = 0, params: Optional[Mapping[str, str]] = None, max_batch_size: int = 32):
+                 seed: int = 0, params: Optional[Mapping[str, str]] = None, batching: bool = True):
         self._lib = _capi.load(library)
         L = self._lib.lib
         check = self._lib.check
@@ -361,7 +361,7 @@ class LocalPolicy:
         for t, x in zip(self._in_t, self.inputs):
             t.dtype = x.pd_dtype
         self._seeds = (ctypes.c_uint64 * 64)()
-        self._max_batch = int(max_batch_size)
+        self._batching = bool(batching)
         self._row_seeded = False
         self._in_ptr = ctypes.cast(self._in_t, ctypes.POINTER(_capi.Tensor))
         self._out_ptr = ctypes.cast(self._out_t, ctypes.POINTER(_capi.Tensor))
@@ -587,15 +587,15 @@ class LocalPolicy:
         return res
 
     def _set_seeds(self, seed: Optional[int], rows: int) -> None:
-        # Row seeds as engines.Batcher: one per row for a batchable model whose call fits in
-        # max_batch_size (rowsOf), else one (a request that runs alone, or Pool.Do when batching
-        # is off); without a seed, back to the context's stream.
+        # Row seeds as engines.Batcher: one per row for a batchable model (also a call over
+        # max_batch_size, which runs alone), else one (Pool.Do when batching is off, or a model
+        # that is not batchable); without a seed, back to the context's stream.
         L = self._lib.lib
         if seed is None:
             self._lib.check(L.pd_context_set_row_seeds(self._ctx, None, 0))
             self._row_seeded = False
             return
-        n = rows if self.batchable and 1 <= rows <= self._max_batch else 1
+        n = rows if self.batchable and self._batching and rows >= 1 else 1
         if n > len(self._seeds):
             self._seeds = (ctypes.c_uint64 * n)()
         s = int(seed) & _U64

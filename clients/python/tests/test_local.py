@@ -176,17 +176,20 @@ def test_seeded_rows_equal_rows_run_alone(server):
 
 
 def test_seeded_calls_above_max_batch_size_equal_the_server(server):
-    # The server's batcher gives a seeded request of more rows than batching.max_batch_size (32)
-    # a single row seed (engines.Batcher.rowsOf: it runs alone); LocalPolicy does the same.
+    # A seeded request of more rows than batching.max_batch_size (32) runs alone on the server
+    # and keeps a seed per row (docs/api.md); LocalPolicy does the same, so each row is what it
+    # is alone with its row seed.
     p = LocalPolicy(art(server, "3DBall"), output="continuous_actions")
     for rows in (32, 33, 40):
         obs = np.random.default_rng(rows).uniform(-1, 1, (rows, 8)).astype(np.float32)
         want = infer(server, "3DBall", {"obs_0": obs}, {"seed": 9})["continuous_actions"]
         assert same_bits(p.act(obs, seed=9), want), rows
-    # with max_batch_size=64 LocalPolicy seeds each of the 40 rows (docs/api.md's rule): rows
-    # beyond the first then differ from that server's answer
-    wide = LocalPolicy(art(server, "3DBall"), output="continuous_actions", max_batch_size=64)
-    got = wide.act(obs, seed=9)
+    for j in (0, 1, 39):
+        assert same_bits(p.act(obs[j], seed=(9 + j * PHI) % 2**64), want[j]), j
+    # with batching=False (a server with batching off) one seed draws the whole call: row 0 is
+    # the same, the others differ
+    unbatched = LocalPolicy(art(server, "3DBall"), output="continuous_actions", batching=False)
+    got = unbatched.act(obs, seed=9)
     assert same_bits(got[0], want[0]) and not same_bits(got, want)
 
 
