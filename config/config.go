@@ -128,6 +128,7 @@ type Model struct {
 	BackendParameters BackendParams `koanf:"backend_parameters" reload:"live" desc:"Build parameters of the backends for this model, <backend>.<name>: value; each key set here overrides engine.backend_parameters, the others keep it. A change reloads the model's versions."`
 	Batching          ModelBatching `koanf:"batching" desc:"The model's dynamic batcher settings (used when batching.enabled and the model is batchable)."`
 	Sequence          ModelSequence `koanf:"sequence" desc:"Stateful sequences of a recurrent model (see docs/api.md, Stateful sequences): requests with a sequence_id send only the other inputs, the server feeds each state input from the state output of the sequence's previous step. Off while states and controls are empty."`
+	Traffic           ModelTraffic  `koanf:"traffic" desc:"The traffic policy between the model's versions: a weighted split sticky per episode, a shadow version, promotion and rollback gates (docs/rollout.md). Off while weights is empty."`
 }
 
 // ModelSequence configures the stateful sequences of one model.
@@ -224,7 +225,8 @@ func Defaults() *Config {
 // DefaultModel returns the defaults of an element of models: a key a layer does not set for
 // models[i] takes its value from here.
 func DefaultModel() Model {
-	return Model{Backends: []string{}, Fallback: true, Devices: []string{}, BackendParameters: BackendParams{}, Batching: ModelBatching{PreferredBatchSizes: []int{}}, Sequence: ModelSequence{States: []string{}, Controls: []SequenceControl{}}}
+	return Model{Backends: []string{}, Fallback: true, Devices: []string{}, BackendParameters: BackendParams{}, Batching: ModelBatching{PreferredBatchSizes: []int{}}, Sequence: ModelSequence{States: []string{}, Controls: []SequenceControl{}},
+		Traffic: ModelTraffic{Weights: []string{}, Gates: TrafficGates{Promote: GatePromote{Steps: []int{}}}}}
 }
 
 // Threads returns the threads of each engine instance of m: m.Threads, else engine.threads.
