@@ -81,8 +81,8 @@ func weightsOf(r *Repository) map[string]int {
 func TestGatesPromoteInStepsThenRollBackOnErrors(t *testing.T) {
 	r, sh, g, actions := gatedRepo(t, &GatesSpec{
 		Candidate: "1.1.0", Interval: 10 * time.Second,
-		Promote:   &PromoteGate{MinSamples: 100, MaxMeanAbs: 0.01, Steps: []int{10, 50, 100}, Dwell: 30 * time.Second},
-		Rollback:  &RollbackGate{MaxErrorRate: 0.05, MaxP99: 50 * time.Millisecond, MinRequests: 20},
+		Promote:  &PromoteGate{MinSamples: 100, MaxMeanAbs: 0.01, Steps: []int{10, 50, 100}, Dwell: 30 * time.Second},
+		Rollback: &RollbackGate{MaxErrorRate: 0.05, MaxP99: 50 * time.Millisecond, MinRequests: 20},
 	})
 	t0 := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
 	if a := g.Evaluate(t0); len(a) != 0 {

@@ -36,7 +36,7 @@ type Repository struct {
 	closed atomic.Bool
 	obs    VersionObserver // SetObserver (under applyMu)
 
-	trafficMu sync.Mutex                               // serializes the changes of traffic (traffic.go)
+	trafficMu sync.Mutex                                // serializes the changes of traffic (traffic.go)
 	traffic   atomic.Pointer[map[string]*trafficPolicy] // model → its live traffic policy; replaced, never modified
 }
 

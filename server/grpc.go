@@ -427,8 +427,12 @@ func (s *Server) grpcInfer(ctx context.Context, x *exchange, protocol string, re
 	defer s.putGRPCRequest(g)
 	g.req = req
 	g.deadline, _ = ctx.Deadline()
+	g.ctx = ctx
 	if err := s.inference(x, protocol, req.ModelName, req.ModelVersion, g); err != nil {
 		return nil, err
+	}
+	if rt, ok := s.reg.(trafficRouter); ok && rt.HasTraffic(req.ModelName) {
+		setVersionMetadata(ctx, g.resp.ModelVersion) // traffic.go
 	}
 	return g.resp, nil
 }

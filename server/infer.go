@@ -41,16 +41,22 @@ type codec interface {
 // the default) through c, for protocol. On nil, c holds the encoded response; x, when not
 // nil, has recorded the version, protocol and batch size.
 func (s *Server) inference(x *exchange, protocol, model, version string, c codec) error {
-	m, err := s.acquire(model, version)
+	m, route, key, end, err := s.acquireRouted(model, version, c) // traffic.go
 	if err != nil {
 		return err
 	}
 	defer m.Release() // the response is encoded (on the worker, by the codec) by then
 	x.setModel(m, protocol)
 	ok := false
-	if st := statsOf(m); st != nil {
+	if st := statsOf(m); st != nil || route != repository.RouteNone {
 		start := time.Now()
-		defer func() { end := time.Now(); st.RecordRequest(ok, end.Sub(start), end) }()
+		defer func() {
+			end2 := time.Now()
+			st.RecordRequest(ok, end2.Sub(start), end2)
+			if route != repository.RouteNone {
+				s.routed(m, key, end, ok, end2.Sub(start))
+			}
+		}()
 	}
 	if ready, reason := m.Ready(); !ready {
 		return &repository.UnavailableError{Model: m.Name(), Version: m.Version(), Reason: reason}
@@ -80,3 +86,5 @@ func (s *Server) acquire(model, version string) (Model, error) {
 	}
 	return m, nil
 }
+
+func isNotFound(err error) bool { return errors.Is(err, repository.ErrNotFound) }
