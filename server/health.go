@@ -16,6 +16,8 @@ type HealthDetails struct {
 	Devices   HealthDevices   `json:"devices"`
 	Artifacts HealthArtifacts `json:"artifacts"`
 	Config    HealthConfig    `json:"config"`
+	// Traffic lists the live traffic policies (traffic.go), with their gates' history.
+	Traffic []TrafficDocument `json:"traffic,omitempty"`
 }
 
 // HealthServer is the process: its version and since when it runs.

@@ -164,10 +164,15 @@ func setVersionMetadata(ctx context.Context, version string) {
 	_ = grpc.SetHeader(ctx, metadata.Pairs("x-model-version", version))
 }
 
+// TrafficReader reads the live traffic policies; *repository.Repository implements it.
+type TrafficReader interface {
+	Traffic(model string) (repository.TrafficStatus, bool)
+}
+
 // TrafficControl is the traffic policy control the admin routes use; *repository.Repository
 // implements it. Errors matching repository.ErrNotFound answer 404.
 type TrafficControl interface {
-	Traffic(model string) (repository.TrafficStatus, bool)
+	TrafficReader
 	SetTraffic(model string, spec *repository.TrafficSpec, source string) error
 }
 
@@ -289,7 +294,7 @@ type TrafficDocument struct {
 }
 
 // TrafficDocumentOf is the document of model's traffic policy in c.
-func TrafficDocumentOf(c TrafficControl, model string) TrafficDocument {
+func TrafficDocumentOf(c TrafficReader, model string) TrafficDocument {
 	st, ok := c.Traffic(model)
 	if !ok {
 		return TrafficDocument{Model: model, Versions: []repository.TrafficVersion{}}

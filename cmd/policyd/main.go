@@ -263,6 +263,18 @@ func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
 		fmt.Fprintf(stderr, "policyd: metrics: %v\n", err)
 		return 1
 	}
+	// Traffic policies (docs/rollout.md): their families, and the gates evaluated every second
+	// (each policy at its own gates.interval) until the process stops.
+	trafficMets, err := metrics.NewTraffic(reg, repo)
+	if err != nil {
+		log.Error("metrics", zap.Error(err))
+		fmt.Fprintf(stderr, "policyd: metrics: %v\n", err)
+		return 1
+	}
+	gates := repository.NewGates(repo, repository.GatesOptions{Shadow: shadowReports, OnAction: trafficMets.GateAction})
+	gatesCtx, stopGates := context.WithCancel(context.Background())
+	defer stopGates()
+	go gates.Run(gatesCtx, time.Second)
 	var srvp atomic.Pointer[server.Server] // set once the server exists, for the reloads' body limit
 	rl := reload.New(reload.Options{Load: f.load, Log: log, Level: level, Repo: repo, Metrics: reloadMets,
 		OnApply: func(c *config.Config) {
@@ -320,6 +332,7 @@ func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
 			Details:              hd.details,
 			Metrics:              fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{})),
 			Repository:           repo,
+			Traffic:              repo,
 		},
 	})
 	srvp.Store(srv)
@@ -432,3 +445,7 @@ func compressMin(n config.Size) int {
 	}
 	return int(n)
 }
+
+// shadowReports is the shadow evaluation's report that the traffic gates read (promotion
+// needs it; rollback reads it for max_mean_abs): nil until the shadow evaluation provides one.
+var shadowReports func(model, primary, candidate string) repository.ShadowReport
