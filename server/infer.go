@@ -47,14 +47,16 @@ func (s *Server) inference(x *exchange, protocol, model, version string, c codec
 	}
 	defer m.Release() // the response is encoded (on the worker, by the codec) by then
 	x.setModel(m, protocol)
-	ok := false
+	ok, ran := false, false
 	if st := statsOf(m); st != nil || route != repository.RouteNone {
 		start := time.Now()
 		defer func() {
-			end2 := time.Now()
-			st.RecordRequest(ok, end2.Sub(start), end2)
+			now := time.Now()
+			st.RecordRequest(ok, now.Sub(start), now)
 			if route != repository.RouteNone {
-				s.routed(m, key, end, ok, end2.Sub(start))
+				// the gates judge a version by the requests it ran: a request refused at
+				// decoding (400) is the client's fault, not the version's
+				s.routed(m, key, end, ran, ok, now.Sub(start))
 			}
 		}()
 	}
@@ -67,6 +69,7 @@ func (s *Server) inference(x *exchange, protocol, model, version string, c codec
 	inputs, opts, timeout, rows := c.call()
 	x.setRows(rows)
 	opts.Trace = x.runSpan()
+	ran = true
 	if err := s.run(m, inputs, opts, timeout, c.encoder()); err != nil {
 		return err
 	}

@@ -86,10 +86,13 @@ func (s *Server) acquireRouted(model, version string, c codec) (m Model, route r
 	return m, route, key, end, nil
 }
 
-// routed records the outcome of a request routed by a traffic policy.
-func (s *Server) routed(m Model, key string, end, ok bool, d time.Duration) {
+// routed records the outcome of a request routed by a traffic policy that ran (ran: its
+// decoding passed) and forgets its key at a sequence_end.
+func (s *Server) routed(m Model, key string, end, ran, ok bool, d time.Duration) {
 	rt := s.reg.(trafficRouter)
-	rt.RecordRouted(m.Name(), m.Version(), ok, d)
+	if ran {
+		rt.RecordRouted(m.Name(), m.Version(), ok, d)
+	}
 	if end && key != "" {
 		rt.EndKey(m.Name(), key)
 	}
