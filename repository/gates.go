@@ -292,6 +292,7 @@ func (g *Gates) evaluate(p *trafficPolicy, now time.Time) (GateAction, bool) {
 	if !st.lastCheck.IsZero() && now.Sub(st.lastCheck) < interval {
 		return GateAction{}, false
 	}
+	first := st.lastCheck.IsZero() // the window of the candidate's requests starts now
 	st.lastCheck = now
 	if st.lastChange.IsZero() {
 		st.lastChange = now
@@ -306,6 +307,9 @@ func (g *Gates) evaluate(p *trafficPolicy, now time.Time) (GateAction, bool) {
 		window[i] = lat[i] - st.lat[i]
 	}
 	st.reqs, st.errs, st.lat = reqs, errs, lat
+	if first {
+		dReqs, dErrs = 0, 0
+	}
 	var rep ShadowReport
 	if g.o.Shadow != nil {
 		rep = g.o.Shadow(p.model, primary, cand)
@@ -321,7 +325,7 @@ func (g *Gates) evaluate(p *trafficPolicy, now time.Time) (GateAction, bool) {
 			case rb.MaxErrorRate > 0 && rate > rb.MaxErrorRate:
 				reason = fmt.Sprintf("error rate %.3f over the last %s (%d of %d requests) is above max_error_rate %g", rate, interval, dErrs, dReqs, rb.MaxErrorRate)
 			case rb.MaxP99 > 0 && p99 > rb.MaxP99:
-				reason = fmt.Sprintf("p99 latency %s over the last %s (%d requests) is above max_p99 %s", p99, interval, dReqs, rb.MaxP99)
+				reason = fmt.Sprintf("p99 latency %s over the last %s (%d requests) is above max_p99 %s", p99.Round(time.Microsecond), interval, dReqs, rb.MaxP99)
 			}
 		}
 		if reason == "" && rb.MaxMeanAbs > 0 && rep.Samples > 0 && rep.MeanAbs > rb.MaxMeanAbs {

@@ -231,3 +231,22 @@ func TestGatesLogEveryChange(t *testing.T) {
 		t.Fatalf("log of the rollback: %+v", e)
 	}
 }
+
+// The first evaluation of a policy's gates starts the window: what the candidate did before
+// (under an earlier policy) does not count.
+func TestGatesFirstEvaluationStartsTheWindow(t *testing.T) {
+	r, _, g, _ := gatedRepo(t, &GatesSpec{Candidate: "1.1.0", Interval: time.Second,
+		Rollback: &RollbackGate{MaxErrorRate: 0.01, MinRequests: 5}})
+	serve(t, r, 2000, "old", map[string]fault{"1.1.0": {err: errors.New("boom")}})
+	t0 := time.Now()
+	if a := g.Evaluate(t0); len(a) != 0 {
+		t.Fatalf("the first evaluation judged earlier requests: %+v", a)
+	}
+	if a := g.Evaluate(t0.Add(time.Second)); len(a) != 0 {
+		t.Fatalf("rolled back with no request in the window: %+v", a)
+	}
+	serve(t, r, 2000, "new", map[string]fault{"1.1.0": {err: errors.New("boom")}})
+	if a := g.Evaluate(t0.Add(2 * time.Second)); len(a) != 1 || !strings.Contains(a[0].Reason, "error rate 1.000") {
+		t.Fatalf("errors in the window: %+v", a)
+	}
+}
