@@ -277,6 +277,13 @@ func (g *Gates) Evaluate(now time.Time) []GateAction {
 
 // evaluate runs the gates of p once; ok when it changed the weights.
 func (g *Gates) evaluate(p *trafficPolicy, now time.Time) (GateAction, bool) {
+	// trafficMu first (as SetTraffic and Apply take it, then gate.mu in resetGate): no change
+	// of the policy by an operator or a reload interleaves with the gates' own.
+	g.r.trafficMu.Lock()
+	defer g.r.trafficMu.Unlock()
+	if g.r.policy(p.model) != p {
+		return GateAction{}, false // removed since Evaluate listed it
+	}
 	spec := p.spec.Load()
 	gs := spec.Gates
 	if gs == nil {
@@ -383,7 +390,7 @@ func (g *Gates) evaluate(p *trafficPolicy, now time.Time) (GateAction, bool) {
 }
 
 // change stores the new weights w as the gates' change of spec and records it; the caller
-// holds p.gate.mu.
+// holds the repository's trafficMu and p.gate.mu.
 func (g *Gates) change(p *trafficPolicy, spec *TrafficSpec, w map[string]int, action, reason, primary string, now time.Time, rep ShadowReport) GateAction {
 	next := *spec
 	next.Weights = w

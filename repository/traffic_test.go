@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -349,4 +350,60 @@ func BenchmarkRoute(b *testing.B) {
 		run(b, setup(b, spec), func(i int) string { return fmt.Sprintf("episode-%d", i) })
 	})
 	b.Run("SplitNoKey", func(b *testing.B) { run(b, setup(b, spec), func(int) string { return "" }) })
+}
+
+// Under concurrent requests, admin changes, gate evaluations and reloads, no key ever sees
+// two versions.
+func TestTrafficStickyUnderConcurrentChanges(t *testing.T) {
+	r, d := trafficRepo(t, map[string]string{"1.0.0": "ok", "1.1.0": "ok"},
+		&TrafficSpec{Weights: map[string]int{"1.0.0": 50, "1.1.0": 50}})
+	g := NewGates(r, GatesOptions{})
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	errs := make(chan string, 8)
+	for w := range 4 {
+		wg.Go(func() {
+			seen := map[string]string{}
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				k := fmt.Sprintf("w%d-k%d", w, i%300)
+				v, _, err := r.AcquireRoute("m", "", k)
+				if err != nil {
+					errs <- err.Error()
+					return
+				}
+				if prev, ok := seen[k]; ok && prev != v.Version() {
+					errs <- fmt.Sprintf("key %s saw %s, then %s", k, prev, v.Version())
+					v.Release()
+					return
+				}
+				seen[k] = v.Version()
+				r.RecordRouted("m", v.Version(), true, time.Millisecond)
+				v.Release()
+			}
+		})
+	}
+	for i := range 20 {
+		w := map[string]int{"1.0.0": i%5 + 1, "1.1.0": 5 - i%5}
+		if i%3 == 0 {
+			d2 := d
+			d2.Models = []ModelSpec{{Name: "m", Traffic: &TrafficSpec{Weights: w}}}
+			mustApply(t, r, d2)
+		} else if err := r.SetTraffic("m", &TrafficSpec{Weights: w, Gates: &GatesSpec{Candidate: "1.1.0", Interval: time.Nanosecond,
+			Rollback: &RollbackGate{MaxP99: time.Hour}}}, "admin"); err != nil {
+			t.Fatal(err)
+		}
+		g.Evaluate(time.Now())
+		time.Sleep(2 * time.Millisecond)
+	}
+	close(stop)
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
 }
