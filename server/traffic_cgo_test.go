@@ -10,7 +10,10 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 
+	"github.com/policyd/policyd/api/inference"
 	"github.com/policyd/policyd/repository"
 )
 
@@ -172,5 +175,63 @@ func TestTrafficStickyOverHTTP(t *testing.T) {
 	st, _ := repo.Traffic("A")
 	if st.StickyMisses != uint64(moved) {
 		t.Errorf("sticky misses %d, want %d", st.StickyMisses, moved)
+	}
+}
+
+// Over gRPC the key is the episode_id (or sequence_id) parameter or the x-episode-id metadata,
+// and a routed answer carries x-model-version in its response metadata.
+func TestTrafficStickyOverGRPC(t *testing.T) {
+	rt, model := nativeRuntime(t, mlpSmall)
+	dir := t.TempDir()
+	for _, v := range []string{"1.0.0", "1.1.0"} {
+		addArtifact(t, dir, "A", v, model, nil)
+	}
+	repo := repository.NewRepository(rt, nil)
+	defer repo.Close()
+	if _, err := repo.Apply(repository.Desired{Dir: dir, Models: []repository.ModelSpec{{Name: "A",
+		Traffic: &repository.TrafficSpec{Weights: map[string]int{"1.0.0": 50, "1.1.0": 50}}}}}); err != nil {
+		t.Fatal(err)
+	}
+	ts := startGRPC(t, NewRegistry(repo), Options{})
+	call := func(e int) string {
+		t.Helper()
+		req := &inference.ModelInferRequest{ModelName: "A", Inputs: []*inference.ModelInferRequest_InferInputTensor{{
+			Name: "obs", Datatype: "FP32", Shape: []int64{1, 8},
+			Contents: &inference.InferTensorContents{Fp32Contents: make([]float32, 8)}}}}
+		ctx := grpcCtx(t)
+		switch e % 3 {
+		case 0:
+			ctx = metadata.AppendToOutgoingContext(ctx, "x-episode-id", fmt.Sprintf("ep-%d", e))
+		case 1:
+			req.Parameters = map[string]*inference.InferParameter{"episode_id": {ParameterChoice: &inference.InferParameter_StringParam{StringParam: fmt.Sprintf("ep-%d", e)}}}
+		default:
+			req.Parameters = map[string]*inference.InferParameter{"episode_id": {ParameterChoice: &inference.InferParameter_Int64Param{Int64Param: int64(e)}}}
+		}
+		var hdr metadata.MD
+		resp, err := ts.client.ModelInfer(ctx, req, grpc.Header(&hdr))
+		if err != nil {
+			t.Fatalf("episode %d: %v", e, err)
+		}
+		if got := hdr.Get("x-model-version"); len(got) != 1 || got[0] != resp.ModelVersion {
+			t.Fatalf("episode %d: x-model-version %v, model_version %q", e, got, resp.ModelVersion)
+		}
+		return resp.ModelVersion
+	}
+	seen := map[int]string{}
+	count := map[string]int{}
+	for e := range 120 {
+		seen[e] = call(e)
+		count[seen[e]]++
+	}
+	if count["1.0.0"] == 0 || count["1.1.0"] == 0 {
+		t.Fatalf("120 episodes at 50/50: %v", count)
+	}
+	if err := repo.SetTraffic("A", &repository.TrafficSpec{Weights: map[string]int{"1.0.0": 1, "1.1.0": 99}}, "admin"); err != nil {
+		t.Fatal(err)
+	}
+	for e := range 120 {
+		if v := call(e); v != seen[e] {
+			t.Fatalf("episode %d went to %s, its first step to %s", e, v, seen[e])
+		}
 	}
 }
