@@ -425,6 +425,11 @@ func TestFamiliesMatchTheDocs(t *testing.T) {
 	}
 	rm.ObserveReload("applied", time.Now(), 0)
 	rm.VerifyFailed("mlp", "1.0.0")
+	tm, err := NewTraffic(f.reg, trafficFixture())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tm.GateAction(repository.GateAction{Model: "m", Candidate: "1.1.0", Action: "rollback"})
 	docs, buckets := docTable(t)
 	mfs, err := f.reg.Gather()
 	if err != nil {

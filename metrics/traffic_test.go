@@ -20,12 +20,7 @@ func (f fakeTraffic) Traffic(model string) (repository.TrafficStatus, bool) {
 
 func TestTrafficFamilies(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	src := fakeTraffic{"m": {Model: "m", Spec: &repository.TrafficSpec{Weights: map[string]int{"1.0.0": 90, "1.1.0": 10}},
-		StickyKeys: 3, StickyMisses: 2, Versions: []repository.TrafficVersion{
-			{Version: "1.0.0", Weight: 90, Routes: map[string]uint64{"split": 5, "sticky": 7}},
-			{Version: "1.1.0", Weight: 10, Routes: map[string]uint64{"split": 1}},
-			{Version: "2.0.0", Routes: map[string]uint64{"named": 4}},
-		}}}
+	src := trafficFixture()
 	tm, err := NewTraffic(reg, src)
 	if err != nil {
 		t.Fatal(err)
@@ -56,4 +51,14 @@ policyd_traffic_weight{model="m",version="1.1.0"} 10
 	if _, err := NewTraffic(reg, src); err == nil {
 		t.Error("registered twice")
 	}
+}
+
+// trafficFixture is a model's traffic status with every family's series.
+func trafficFixture() fakeTraffic {
+	return fakeTraffic{"m": {Model: "m", Spec: &repository.TrafficSpec{Weights: map[string]int{"1.0.0": 90, "1.1.0": 10}},
+		StickyKeys: 3, StickyMisses: 2, Versions: []repository.TrafficVersion{
+			{Version: "1.0.0", Weight: 90, Routes: map[string]uint64{"split": 5, "sticky": 7}},
+			{Version: "1.1.0", Weight: 10, Routes: map[string]uint64{"split": 1}},
+			{Version: "2.0.0", Routes: map[string]uint64{"named": 4}},
+		}}}
 }

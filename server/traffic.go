@@ -136,6 +136,15 @@ func jsonKey(v jsonValue) string {
 	return ""
 }
 
+// routeKey is the keyer of TensorFlow Serving's predict: the X-Episode-ID header (predict has
+// no request parameters).
+func (r *predictRequest) routeKey() (string, bool) {
+	if len(r.episode) > 0 && len(r.episode) <= maxIDLen {
+		return string(r.episode), false
+	}
+	return "", false
+}
+
 // routeKey is the keyer of the gRPC codec: parameters sequence_id or episode_id, else the
 // x-episode-id metadata of the call.
 func (g *grpcRequest) routeKey() (string, bool) {

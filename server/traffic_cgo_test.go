@@ -104,6 +104,13 @@ func TestTrafficStickyOverHTTP(t *testing.T) {
 		}
 	}
 	steps("second step")
+	// TensorFlow Serving's predict takes the episode from X-Episode-ID too
+	for e := 0; e < episodes; e += 3 {
+		status, _, hv := trafficCall(t, ts, "/v1/models/A:predict", `{"instances":[[`+obs+`]]}`, HeaderEpisodeID, fmt.Sprintf("ep-%d", e))
+		if status != 200 || hv != seen[e] {
+			t.Fatalf("predict of episode %d: status %d, %s %q, its earlier steps on %s", e, status, HeaderModelVersion, hv, seen[e])
+		}
+	}
 
 	// the admin API: token required
 	put := func(auth, body string) response {
