@@ -351,7 +351,8 @@ func (r *Repository) HasTraffic(model string) bool { return r.policy(model) != n
 // rendezvous race chooses among the ready versions with a weight (RouteSplit), and a new key
 // remembers it. A remembered key whose version no longer serves ready is rerouted and counted
 // as a stickiness miss. When no version with a weight serves ready, the default version serves
-// (RouteDefault). The version is held as by Acquire.
+// (RouteDefault). The version is held as by Acquire. key may be a view of the request's bytes,
+// valid only during the call: what the repository keeps, it copies.
 func (r *Repository) AcquireRoute(model, version, key string) (*Version, Route, error) {
 	p := r.policy(model)
 	if p == nil {
@@ -415,7 +416,7 @@ func (r *Repository) route(p *trafficPolicy, t *table, race []weighted, key stri
 		s.sweep(now)
 	}
 	if len(s.m) < s.max {
-		s.m[key] = stickyEntry{version: v.version, seen: now}
+		s.m[strings.Clone(key)] = stickyEntry{version: v.version, seen: now} // key may be a view of the request
 	} else {
 		p.full.Add(1)
 	}

@@ -48,6 +48,7 @@ type inferRequest struct {
 	// Inference-Header-Content-Length header (nil: none) and the body, valid during the handler.
 	hdr, body []byte
 	episode   []byte // the X-Episode-ID header (traffic.go), valid during the handler
+	key       []byte // scratch of routeKey for an episode ID with escapes (traffic.go)
 
 	// Set by decodeRequest for the encoding callback, which is bound once (no closure per request).
 	model  Model

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"time"
+	"unsafe"
 
 	"github.com/valyala/fasthttp"
 	"google.golang.org/grpc"
@@ -99,38 +100,52 @@ func (s *Server) routed(m Model, key string, end, ran, ok bool, d time.Duration)
 }
 
 // routeKey is the keyer of the HTTP KServe v2 codec: parameters sequence_id or episode_id of
-// the JSON part, else the X-Episode-ID header its transport gave it.
+// the JSON part, else the X-Episode-ID header its transport gave it. The key is a view of the
+// request (or of r.key), valid during the handler: the repository copies what it keeps.
 func (r *inferRequest) routeKey() (string, bool) {
 	js, _, err := splitBody(r.hdr, r.body)
 	if err == nil {
 		var vals [1]jsonValue
 		if root, err := scanJSON(js, paramsKey[:], vals[:]); err == nil && root.kind() == jsonObject && vals[0].kind() == jsonObject {
 			end := vals[0].get("sequence_end").kind() == jsonTrue
-			for _, name := range []string{"sequence_id", "episode_id"} {
-				if k := jsonKey(vals[0].get(name)); k != "" {
+			for _, name := range paramsKeyNames {
+				if k := r.jsonKey(vals[0].get(name)); k != "" {
 					return k, end
 				}
 			}
 		}
 	}
 	if len(r.episode) > 0 && len(r.episode) <= maxIDLen {
-		return string(r.episode), false
+		return unsafe.String(unsafe.SliceData(r.episode), len(r.episode)), false
 	}
 	return "", false
 }
 
-var paramsKey = [1]string{"parameters"}
+var (
+	paramsKey      = [1]string{"parameters"}
+	paramsKeyNames = [2]string{"sequence_id", "episode_id"}
+)
 
-// jsonKey is the key a JSON string or number names: the string's text, the number's token.
-func jsonKey(v jsonValue) string {
+// jsonKey is the key a JSON string or number names: the string's text, the number's token; a
+// view of the body, or of r.key for a string with escapes.
+func (r *inferRequest) jsonKey(v jsonValue) string {
 	switch v.kind() {
 	case jsonString:
-		if b, ok := unquoteMax(nil, v, maxIDLen); ok {
-			return string(b)
+		raw := v.raw()
+		if !hasEscape(raw) {
+			if len(raw) == 0 || len(raw) > maxIDLen {
+				return ""
+			}
+			return unsafe.String(unsafe.SliceData(raw), len(raw))
+		}
+		b, ok := unquoteMax(r.key[:0], v, maxIDLen)
+		r.key = b
+		if ok && len(b) > 0 {
+			return unsafe.String(unsafe.SliceData(b), len(b))
 		}
 	case jsonNumber:
 		if len(v) <= maxIDLen {
-			return string(v)
+			return unsafe.String(unsafe.SliceData(v), len(v))
 		}
 	}
 	return ""
@@ -140,7 +155,7 @@ func jsonKey(v jsonValue) string {
 // no request parameters).
 func (r *predictRequest) routeKey() (string, bool) {
 	if len(r.episode) > 0 && len(r.episode) <= maxIDLen {
-		return string(r.episode), false
+		return unsafe.String(unsafe.SliceData(r.episode), len(r.episode)), false
 	}
 	return "", false
 }

@@ -85,3 +85,45 @@ func TestAdminTrafficRoutes(t *testing.T) {
 		t.Fatalf("PUT empty weights: %d %s; %+v", r.status, r.body, ft.spec)
 	}
 }
+
+// BenchmarkRouteKey is what the HTTP codec adds for a model with a traffic policy before it
+// acquires a version: scanning the JSON part once more for the episode (a 3DBall request).
+func BenchmarkRouteKey(b *testing.B) {
+	r := newInferRequest()
+	for _, tt := range []struct{ name, body, header string }{
+		{"EpisodeParameter", `{"parameters":{"episode_id":"ep-123456"},"inputs":[{"name":"obs_0","shape":[1,8],"datatype":"FP32","data":[0.1,-0.2,0.05,0.3,-1.2,0.4,0.0,0.9]}]}`, ""},
+		{"Header", `{"inputs":[{"name":"obs_0","shape":[1,8],"datatype":"FP32","data":[0.1,-0.2,0.05,0.3,-1.2,0.4,0.0,0.9]}]}`, "ep-123456"},
+	} {
+		b.Run(tt.name, func(b *testing.B) {
+			r.body, r.episode = []byte(tt.body), []byte(tt.header)
+			b.ReportAllocs()
+			for b.Loop() {
+				if k, _ := r.routeKey(); k != "ep-123456" {
+					b.Fatalf("key %q", k)
+				}
+			}
+		})
+	}
+}
+
+func TestRouteKeyOfHTTPRequests(t *testing.T) {
+	r := newInferRequest()
+	for _, tt := range []struct {
+		body, header, want string
+		end                bool
+	}{
+		{`{"parameters":{"sequence_id":42,"episode_id":"e"},"inputs":[]}`, "h", "42", false},
+		{`{"parameters":{"sequence_id":"s-1","sequence_end":true},"inputs":[]}`, "", "s-1", true},
+		{`{"parameters":{"episode_id":"e\u0031"},"inputs":[]}`, "h", "e1", false},
+		{`{"parameters":{"episode_id":""},"inputs":[]}`, "h", "h", false},
+		{`{"inputs":[]}`, "h", "h", false},
+		{`{"inputs":[`, "h", "h", false}, // bad JSON: decodeRequest says what is wrong
+		{`{"inputs":[]}`, "", "", false},
+		{`{"parameters":{"episode_id":"` + strings.Repeat("x", maxIDLen+1) + `"}}`, "", "", false},
+	} {
+		r.body, r.episode = []byte(tt.body), []byte(tt.header)
+		if k, end := r.routeKey(); k != tt.want || end != tt.end {
+			t.Errorf("%s (header %q): key %q end %v, want %q %v", tt.body, tt.header, k, end, tt.want, tt.end)
+		}
+	}
+}
