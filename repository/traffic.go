@@ -197,7 +197,7 @@ type trafficPolicy struct {
 
 func newTrafficPolicy(model string) *trafficPolicy {
 	p := &trafficPolicy{model: model}
-	p.sticky.m = map[string]stickyEntry{}
+	p.sticky.m = map[string]*stickyEntry{}
 	return p
 }
 
@@ -234,8 +234,8 @@ func (p *trafficPolicy) counters(version string) *versionTraffic {
 // stickyTable remembers the version of every live stickiness key. Safe for concurrent use.
 type stickyTable struct {
 	mu        sync.Mutex
-	m         map[string]stickyEntry
-	idle      int64 // ns
+	m         map[string]*stickyEntry // entries are updated in place: a map store would keep the caller's key, a view
+	idle      int64                   // ns
 	max       int
 	lastSweep int64 // ns
 }
@@ -401,7 +401,6 @@ func (r *Repository) route(p *trafficPolicy, t *table, race []weighted, key stri
 		if now-e.seen <= s.idle {
 			if v := t.find(p.model, e.version); v != nil && v.State() == StateReady {
 				e.seen = now
-				s.m[key] = e
 				return v, RouteSticky
 			}
 			p.misses.Add(1)
@@ -416,7 +415,7 @@ func (r *Repository) route(p *trafficPolicy, t *table, race []weighted, key stri
 		s.sweep(now)
 	}
 	if len(s.m) < s.max {
-		s.m[strings.Clone(key)] = stickyEntry{version: v.version, seen: now} // key may be a view of the request
+		s.m[strings.Clone(key)] = &stickyEntry{version: v.version, seen: now} // key may be a view of the request
 	} else {
 		p.full.Add(1)
 	}

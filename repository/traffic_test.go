@@ -8,6 +8,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 // trafficRepo serves model m in versions (fake pools, all ready but those whose content is
@@ -406,4 +407,35 @@ func TestTrafficStickyUnderConcurrentChanges(t *testing.T) {
 	for e := range errs {
 		t.Error(e)
 	}
+}
+
+// The key passed to AcquireRoute may be a view of a request's bytes that are reused after the
+// call (the server's HTTP codec passes one): the table keeps copies, on insert and on update.
+func TestTrafficKeyMayBeAView(t *testing.T) {
+	r, _ := trafficRepo(t, map[string]string{"1.0.0": "ok", "1.1.0": "ok"},
+		&TrafficSpec{Weights: map[string]int{"1.0.0": 50, "1.1.0": 50}})
+	buf := []byte("episode-0")
+	view := func() string { return unsafe.String(unsafe.SliceData(buf), len(buf)) }
+	first := map[string]string{}
+	for i := range 50 {
+		copy(buf, fmt.Sprintf("episode-%d", i%10))
+		v, _ := routeOf(t, r, "", view())
+		k := fmt.Sprintf("episode-%d", i%10)
+		if f, ok := first[k]; ok && f != v {
+			t.Fatalf("%s went to %s, then %s", k, f, v)
+		}
+		first[k] = v
+		copy(buf, "XXXXXXXXX") // the request's bytes are reused
+	}
+	st, _ := r.Traffic("m")
+	if st.StickyKeys != 10 {
+		t.Errorf("%d keys remembered, want 10", st.StickyKeys)
+	}
+	r.policy("m").sticky.mu.Lock()
+	for k := range r.policy("m").sticky.m {
+		if !strings.HasPrefix(k, "episode-") {
+			t.Errorf("a remembered key changed under the table: %q", k)
+		}
+	}
+	r.policy("m").sticky.mu.Unlock()
 }
