@@ -4,6 +4,8 @@
 #   make test         every test: C++ (ctest, incl. ONNX conformance), Go (-race, cgocheck2,
 #                     CGO_ENABLED=0), ONNX Runtime reference comparisons over HTTP
 #   make bench-engine engine latency/throughput beside onnxruntime-node, same machine, same run
+#   make bench-clients the client libraries: the Python HTTP client beside raw http.client loops, LocalPolicy
+#                     beside PyTorch and the engine; build/bench-clients.md
 #   make bench-quant  issue 15's int8 (mlp-large quantize_dynamic) and Einsum attention targets,
 #                     beside onnxruntime-node, outputs checked against it; build/bench-quant.md
 #   make fuzz-native  the C ABI fuzz target against an ASan/UBSan build of the library (FUZZTIME=60s)
@@ -20,8 +22,10 @@
 #                     make deps-build is what make build/run install (CPU only), make deps-test the rest
 #   make gpu-bundle   build/gpu-bundle/: what bench/gpu-check.sh needs on a GPU machine that has
 #                     only the CUDA toolkit, CMake, ninja and Python (docs/gpu.md)
-#   make proto        regenerate api/inference/*.pb.go from the .proto files (protoc + protoc-gen-go
-#                     + protoc-gen-go-grpc; api/inference's TestGeneratedCodeFresh fails when stale)
+#   make proto        regenerate api/inference/*.pb.go and the Python client's policyd/_proto from the
+#                     .proto files (protoc + protoc-gen-go + protoc-gen-go-grpc + grpc_python_plugin;
+#                     TestGeneratedCodeFresh and clients/python's test_generated_code_fresh fail when stale)
+#   make test-python  the Python client's pytest suite against bin/policyd (PYTHON=/usr/bin/python3)
 #   make tools        tools/bin/grpcurl and tools/bin/ghz (pinned in tools/<name>/go.mod) for the gRPC e2e
 #                     test, the docs and make bench's gRPC rows
 #   make engines      engine caches of $(REPOSITORY) for each local GPU architecture (MODEL=, SIGN_KEY=)
@@ -44,7 +48,9 @@ BUILD_PACKAGES := cmake ninja-build g++ pkg-config libonnx-dev libprotobuf-dev p
 # ... and what the tests add (make test): GoogleTest, the ONNX backend test data, nlohmann/json for
 # the reference checker, promtool, Node.js for the ONNX Runtime references, and the CUDA toolkit.
 TEST_PACKAGES  := libonnx-testdata libgtest-dev libgmock-dev nlohmann-json3-dev prometheus \
-                  protoc-gen-go protoc-gen-go-grpc
+                  protoc-gen-go protoc-gen-go-grpc \
+                  python3 python3-numpy python3-pytest python3-grpcio python3-protobuf python3-setuptools \
+                  python3-venv python3-onnx protobuf-compiler-grpc
 # The CUDA toolkit of Debian 12 (contrib/non-free): nvcc, cudart, cuBLAS/cuBLASLt (libcublaslt11),
 # NVRTC (libnvrtc11.2) and their headers (nvidia-cuda-dev). The cuda plugin needs no GPU to build.
 CUDA_DEPS    ?= 1
@@ -60,7 +66,7 @@ TENSORRT_ROOT ?=
 PD_BUILD_TESTS ?= AUTO
 PROMTOOL   ?= promtool
 
-.PHONY: all deps deps-build deps-test deps-cuda build native go run test test-native test-go check-monitoring bench bench-engine bench-quant refs \
+.PHONY: all deps deps-build deps-test deps-cuda build native go run test test-native test-go test-python check-monitoring bench bench-engine bench-clients bench-quant refs \
         bench-soak bench-memory \
         gpu-bundle engines clean fuzz-native proto tools
 
@@ -135,7 +141,13 @@ engines: go
 	bin/policyctl engines build --repository $(REPOSITORY) $(if $(MODEL),--model $(MODEL)) $(if $(SIGN_KEY),--sign-key $(SIGN_KEY))
 
 test: deps-test
-	$(MAKE) --no-print-directory PD_BUILD_TESTS=ON build test-native test-go check-monitoring check-deploy
+	$(MAKE) --no-print-directory PD_BUILD_TESTS=ON build test-native test-go test-python check-monitoring check-deploy
+
+# The Python client's tests (clients/python/tests) against bin/policyd and bin/policyctl: the Debian
+# interpreter, which has python3-numpy, -pytest, -grpcio, -protobuf and -onnx (make deps-test).
+PYTHON ?= /usr/bin/python3
+test-python: go
+	$(PYTHON) -m pytest -q clients/python/tests
 
 test-native: native
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
@@ -197,6 +209,12 @@ docker-gpu:
 bench-engine: build
 	bash bench/engine/run.sh
 
+# Debian's torch and onnx for bench/clients/python_local.py (the peers' torch model).
+BENCH_CLIENTS_PACKAGES := python3-numpy python3-torch python3-onnx
+bench-clients: build
+	$(call apt_install,$(BENCH_CLIENTS_PACKAGES))
+	bash bench/clients/run.sh
+
 bench-quant: build
 	BUILD_DIR=$(BUILD_DIR) bash bench/engine/quant.sh
 
@@ -232,6 +250,15 @@ refs:
 	$(BUILD_DIR)/csrc/tests/pd_onnx_cases --out testdata/onnx-cases
 	cd tools/reference && node make_cases.js
 
+# onnxruntime-node under tools/reference, as make refs installs it: the tests of policyctl's
+# --golden-from onnxruntime run with it (offline they skip, saying so).
+.PHONY: ort-node
+test-go: ort-node
+ort-node:
+	@test -f tools/reference/node_modules/onnxruntime-node/package.json || \
+	  (cd tools/reference && npm ci --ignore-scripts --no-audit --no-fund) || \
+	  echo "ort-node: npm ci failed (offline?): the --golden-from onnxruntime tests will skip"
+
 clean:
 	rm -rf $(BUILD_DIR) lib bin
 
@@ -241,13 +268,14 @@ clean:
 PROTO_DIR := api/inference
 PROTO_GO_PKG := github.com/policyd/policyd/api/inference
 proto:
-	$(call apt_install,protobuf-compiler protoc-gen-go protoc-gen-go-grpc)
+	$(call apt_install,protobuf-compiler protoc-gen-go protoc-gen-go-grpc protobuf-compiler-grpc)
 	protoc -I $(PROTO_DIR) \
 	  --go_out=$(PROTO_DIR) --go_opt=paths=source_relative \
 	  --go_opt=Mgrpc_service.proto=$(PROTO_GO_PKG) --go_opt=Mmodel_config.proto=$(PROTO_GO_PKG) \
 	  --go-grpc_out=$(PROTO_DIR) --go-grpc_opt=paths=source_relative \
 	  --go-grpc_opt=Mgrpc_service.proto=$(PROTO_GO_PKG) --go-grpc_opt=Mmodel_config.proto=$(PROTO_GO_PKG) \
 	  $(PROTO_DIR)/grpc_service.proto $(PROTO_DIR)/model_config.proto
+	sh clients/python/scripts/gen_proto.sh
 
 # Command-line tools the tests and docs use, built from their Go modules pinned in tools/<name>/go.mod
 # into tools/bin/ (gitignored).

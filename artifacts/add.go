@@ -39,6 +39,9 @@ type AddRequest struct {
 	SignKey        ed25519.PrivateKey // when set, manifest.sig is written too
 	Tool           string             // "policyctl v0.3.0"
 	Now            func() time.Time   // default time.Now
+	// Golden, when set, is the golden.json of the version (ParseGolden; checked against IO):
+	// stored as GoldenFile and listed in the manifest, so hashed and signed with it.
+	Golden []byte
 }
 
 // beforeRename is a test hook called with the work folder just before it is renamed into place.
@@ -69,6 +72,15 @@ func Add(repo string, req AddRequest) (*Artifact, error) {
 	for k := range req.Metadata {
 		if k == "" {
 			return nil, fmt.Errorf("add %s: empty metadata key", ref)
+		}
+	}
+	if req.Golden != nil {
+		g, err := ParseGolden(req.Golden)
+		if err != nil {
+			return nil, fmt.Errorf("add %s: %w", ref, err)
+		}
+		if err := g.CheckIO(req.IO); err != nil {
+			return nil, fmt.Errorf("add %s: %w", ref, err)
 		}
 	}
 	now, tool := time.Now, req.Tool
@@ -131,6 +143,13 @@ func Add(repo string, req AddRequest) (*Artifact, error) {
 		return nil, fmt.Errorf("add %s: %w", ref, err)
 	}
 	files = append(files, sidecars...)
+	if req.Golden != nil {
+		p := filepath.Join(tmp, GoldenFile)
+		if err := writeNew(p, req.Golden, 0o644); err != nil {
+			return nil, fmt.Errorf("add %s: %w", ref, err)
+		}
+		files = append(files, File{Path: GoldenFile, SHA256: sha256Hex(req.Golden), Size: int64(len(req.Golden))})
+	}
 	sort.Slice(files, func(i, j int) bool { return files[i].Path < files[j].Path })
 	m := &Manifest{
 		Schema:   Schema,
@@ -242,7 +261,7 @@ func copyExternalData(src, tmp string, sums map[string]string) ([]File, error) {
 // ExternalDataFiles) of the model at modelPath, refusing a reserved name, a missing file, a
 // symlink (the file or any folder on its way) and anything but a regular file, naming it.
 func externalDataPath(modelPath, name string) (string, error) {
-	if name == ModelFile || name == ManifestFile || name == SignatureFile || name == "engines" || strings.HasPrefix(name, "engines/") || isTemp(name) {
+	if name == ModelFile || name == ManifestFile || name == SignatureFile || name == GoldenFile || name == "engines" || strings.HasPrefix(name, "engines/") || isTemp(name) {
 		return "", fmt.Errorf("%s: external data file %q has a name the artifact reserves", modelPath, name)
 	}
 	if err := checkPath(name); err != nil {

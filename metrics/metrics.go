@@ -70,6 +70,7 @@ type Server struct {
 	outputDur  *prometheus.HistogramVec
 	batchSize  *prometheus.HistogramVec
 	loadDur    *prometheus.HistogramVec
+	golden     *prometheus.CounterVec  // policyd_golden_checks_total, deleted with the load durations
 	vecs       []*prometheus.MetricVec // every vec with model and version labels, for deletion
 	queueDepth *prometheus.Desc
 	inflight   *prometheus.Desc
@@ -124,6 +125,9 @@ func New(reg prometheus.Registerer, repo Repository) (*Server, error) {
 	s.outputDur = hist("policyd_compute_output_duration_seconds", "Splitting the batch's outputs and encoding the responses of its requests.", DurationBuckets, versionLabels)
 	s.batchSize = hist("policyd_batch_size", "Rows per engine execution.", BatchSizeBuckets, versionLabels)
 	s.loadDur = hist("policyd_model_load_duration_seconds", "Time to load a version: read the verified model, build the engine and its contexts, warm them up.", LoadBuckets, []string{"model", "version", "backend"})
+	s.golden = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "policyd_golden_checks_total",
+		Help: "Golden checks run when a version loads, one per engine (GPU) and backend tried, by result: pass, fail (an output left its tolerance or a discrete action flipped) or error (the cases could not run)."},
+		[]string{"model", "version", "backend", "result"})
 	s.queueDepth = prometheus.NewDesc("policyd_queue_depth", "Requests waiting in the version's queue now.", versionLabels, nil)
 	s.inflight = prometheus.NewDesc("policyd_inflight_requests", "Requests accepted and not yet answered.", versionLabels, nil)
 	s.modelState = prometheus.NewDesc("policyd_model_state", "1 for the version's current state, 0 for the others (loading, ready, unavailable, failed, unloading).", []string{"model", "version", "state"}, nil)
@@ -139,7 +143,7 @@ func New(reg prometheus.Registerer, repo Repository) (*Server, error) {
 		return 0
 	})
 	cs := []prometheus.Collector{s.requests, s.inferences, s.executions, s.requestDur, s.queueDur, s.inputDur,
-		s.inferDur, s.outputDur, s.batchSize, s.loadDur, ready, (*scrape)(s)}
+		s.inferDur, s.outputDur, s.batchSize, s.loadDur, s.golden, ready, (*scrape)(s)}
 	for i, c := range cs {
 		if err := reg.Register(c); err != nil {
 			for _, d := range cs[:i] {
@@ -190,6 +194,9 @@ func (s *Server) Loaded(v *repository.Version) *engines.Observers {
 	delete(s.transient, k)
 	if v.Dir() != "" { // a version the repository lacks was not loaded at all
 		s.loadDur.WithLabelValues(v.Name(), v.Version(), v.Backend()).Observe(v.LoadDuration().Seconds())
+	}
+	for _, g := range v.GoldenChecks() {
+		s.golden.WithLabelValues(v.Name(), v.Version(), g.Result.Backend, g.Outcome()).Inc()
 	}
 	if ok, _ := v.Ready(); !ok {
 		return nil
@@ -267,6 +274,8 @@ func (s *Server) deleteSeries(values []string, loads bool) {
 	if loads {
 		delete(l, "device")
 		s.loadDur.DeletePartialMatch(l)
+		delete(l, "backend")
+		s.golden.DeletePartialMatch(l)
 	}
 }
 

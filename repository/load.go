@@ -104,6 +104,11 @@ func (r *Repository) load(t target, art *artifacts.Artifact) *Version {
 		v.reason = fmt.Sprintf("read model's external data: %v", err)
 		return v
 	}
+	golden, err := art.Golden()
+	if err != nil {
+		v.reason = fmt.Sprintf("golden cases: %v", err)
+		return v
+	}
 	backends := t.set.backends
 	if len(backends) == 0 {
 		backends = []string{""} // the library's default
@@ -119,6 +124,12 @@ func (r *Repository) load(t target, art *artifacts.Artifact) *Version {
 	absent := r.absentBackends()
 	for _, b := range tried {
 		es, devs, err := r.engines(onnx, external, art, t, b)
+		if err == nil && golden != nil {
+			// On the backend and devices the version would serve on, before it serves.
+			if err = r.checkGoldenEngines(v, es, devs, b, golden); err != nil {
+				closeEngines(es)
+			}
+		}
 		if err == nil {
 			var p engines.Runner
 			var seqs *engines.Sequences

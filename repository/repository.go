@@ -26,6 +26,8 @@ type Repository struct {
 	loader    EngineLoader
 	log       *zap.Logger
 	newRunner func(es []*bridge.Engine, o engines.PoolOptions) (engines.Runner, error) // tests substitute fakes
+	// goldenOpen opens what runs an engine's golden cases (nil: openGolden); tests substitute fakes.
+	goldenOpen func(e *bridge.Engine) (GoldenExec, []bridge.IOInfo, []bridge.IOInfo, error)
 
 	applyMu  sync.Mutex            // serializes Apply, Load, Unload and Close
 	last     *Desired              // the desired state of the last Apply (under applyMu)

@@ -73,6 +73,7 @@ type Version struct {
 	runner   engines.Runner     // nil when the load failed
 	seqs     *engines.Sequences // nil without a sequence spec or when the load failed
 	loadTime time.Duration
+	golden   []GoldenCheck                           // the golden checks of the load (GoldenChecks)
 	stats    *engines.Stats                          // nil for a version that was never loaded
 	obs      VersionObserver                         // the repository's when the version was made; nil: none
 	trace    atomic.Pointer[engines.TraceAttributes] // span attributes, set by the first traced request

@@ -43,6 +43,17 @@ type HealthVersion struct {
 	LoadSeconds float64 `json:"load_seconds"`
 	InFlight    int     `json:"in_flight"`
 	QueueDepth  int     `json:"queue_depth"`
+	// Golden: the golden checks of the load, one line each with its numbers (docs/rollout.md).
+	Golden []HealthGolden `json:"golden,omitempty"`
+}
+
+// HealthGolden is one golden check of a version's load: the backend and device it ran on,
+// its result (pass, fail, error) and the numbers.
+type HealthGolden struct {
+	Backend string `json:"backend"`
+	Device  string `json:"device,omitempty"`
+	Result  string `json:"result"`
+	Summary string `json:"summary"`
 }
 
 // HealthBackend is a backend plugin and whether it can run here.

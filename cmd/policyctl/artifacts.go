@@ -97,7 +97,16 @@ engine's message), then writes REPOSITORY/NAME/VERSION/ with model.onnx, the ONN
 files it names (model.onnx.data, read from beside MODEL.onnx; a missing or symlinked one, or a
 location that is absolute or has "..", is refused naming it) and manifest.json (every file's
 sha256 and size, the model's inputs and outputs, the creation time, this tool's
-version and the --metadata), signed with --sign-key when given. The version appears at once,
+version and the --metadata), signed with --sign-key when given. With --golden FILE, or
+--golden-from onnxruntime, golden.json is stored too (docs/artifacts.md, Golden cases):
+observations with expected outputs and tolerances, listed in the manifest (hashed and signed
+like model.onnx) and checked against the model's inputs and outputs; the server runs them on
+the backend and device it serves on before the version is ready. --golden-from onnxruntime
+computes the expected outputs with ONNX Runtime (Node.js and onnxruntime-node: make refs
+installs it under tools/reference) for the observations of --golden-inputs (a golden file
+or a testdata/reference file) or for --golden-cases random ones drawn from --golden-seed over
+the model's signature; outputs that ONNX Runtime samples (they change between runs) are not
+checked. The version appears at once,
 complete, or not at all; an existing version is never overwritten. VERSION is a semantic
 version MAJOR.MINOR.PATCH[-PRERELEASE][+BUILD]; v1.2.3 is stored as 1.2.3. Work folders
 (NAME/.tmp-*) that interrupted adds of NAME left over an hour ago are removed first.
@@ -111,12 +120,33 @@ func artifactsAdd(_ context.Context, _ string, path, args []string, stdout, stde
 	signKey := fs.String("sign-key", "", "private `KEY` file to sign the manifest with (from keygen)")
 	var meta multiFlag
 	fs.Var(&meta, "metadata", "free `k=v` metadata (training_run, parent_version, ...); repeatable")
+	gs := &goldenSource{stderr: stderr}
+	fs.StringVar(&gs.file, "golden", "", "golden `FILE` (golden.json: cases, expected outputs, tolerances) to store with the version")
+	fs.StringVar(&gs.from, "golden-from", "", "`TOOL` computing the golden cases' expected outputs: onnxruntime")
+	fs.StringVar(&gs.inputs, "golden-inputs", "", "`FILE` of observations for --golden-from (a golden file's cases, or a testdata/reference file); default: random ones")
+	fs.IntVar(&gs.cases, "golden-cases", 4, "`N` random observations for --golden-from without --golden-inputs")
+	fs.Uint64Var(&gs.seed, "golden-seed", 1, "`SEED` of the random observations")
+	fs.StringVar(&gs.nodeModules, "node-modules", "", "`DIR` holding onnxruntime-node (default: tools/reference/node_modules or build/peers/node/node_modules here or above)")
+	fs.StringVar(&gs.out, "golden-out", "", "also write the golden file --golden-from made to `FILE`")
 	pos, code := fs.parse(args, stdout)
 	if code >= 0 {
 		return code
 	}
 	if len(pos) != 1 {
 		return fs.usageError(stderr, "want one MODEL.onnx, got %d arguments", len(pos))
+	}
+	switch {
+	case gs.file != "" && gs.from != "":
+		return fs.usageError(stderr, "--golden and --golden-from exclude each other")
+	case gs.from != "" && gs.from != "onnxruntime":
+		return fs.usageError(stderr, "--golden-from %q: want onnxruntime", gs.from)
+	case gs.from == "" && (gs.inputs != "" || gs.out != ""):
+		return fs.usageError(stderr, "--golden-inputs and --golden-out go with --golden-from onnxruntime")
+	case gs.cases < 1 || gs.cases > 1000:
+		return fs.usageError(stderr, "--golden-cases %d: want 1..1000", gs.cases)
+	}
+	if gs.file == "" && gs.from == "" {
+		gs = nil
 	}
 	if *repo == "" || *name == "" || *version == "" {
 		return fs.usageError(stderr, "--repository, --name and --version are required")
@@ -146,7 +176,7 @@ func artifactsAdd(_ context.Context, _ string, path, args []string, stdout, stde
 			return 1
 		}
 	}
-	a, err := addVersion(*repo, req, stderr)
+	a, err := addVersionGolden(*repo, req, gs, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", fs.name, err)
 		return 1
@@ -156,6 +186,11 @@ func artifactsAdd(_ context.Context, _ string, path, args []string, stdout, stde
 		signed = "signed by " + a.SignedBy
 	}
 	fmt.Fprintf(stdout, "added %s %s (%s)\n  %s\n", a.Ref(), a.Digest, signed, a.Dir)
+	if gs != nil {
+		if g, err := a.Golden(); err == nil && g != nil {
+			fmt.Fprintf(stdout, "  %s: %d golden cases\n", artifacts.GoldenFile, len(g.Cases))
+		}
+	}
 	return 0
 }
 
@@ -164,6 +199,12 @@ func artifactsAdd(_ context.Context, _ string, path, args []string, stdout, stde
 // naming it), check it loads through the engine (its signature goes into req.IO), remove
 // what interrupted adds of the model left, and add it atomically (artifacts.Add).
 func addVersion(repo string, req artifacts.AddRequest, stderr io.Writer) (*artifacts.Artifact, error) {
+	return addVersionGolden(repo, req, nil, stderr)
+}
+
+// addVersionGolden is addVersion storing the golden file gs makes (nil: none) once the
+// model's signature is known.
+func addVersionGolden(repo string, req artifacts.AddRequest, gs *goldenSource, stderr io.Writer) (*artifacts.Artifact, error) {
 	onnx, err := os.ReadFile(req.Model)
 	if err != nil {
 		return nil, err
@@ -183,6 +224,11 @@ func addVersion(repo string, req artifacts.AddRequest, stderr io.Writer) (*artif
 	}
 	if req.IO, err = inspect(onnx, external, req.Name+"@"+req.Version); err != nil {
 		return nil, fmt.Errorf("%s: %w", req.Model, err)
+	}
+	if gs != nil {
+		if req.Golden, err = gs.make(req.Model, req.IO); err != nil {
+			return nil, err
+		}
 	}
 	// What interrupted adds of this model left goes first (never the work of an add that runs).
 	removed, err := artifacts.RemoveStale(repo, req.Name, artifacts.StaleAge, time.Now())
@@ -234,14 +280,27 @@ Checks each version folder of REPOSITORY (or of NAME, or NAME@VERSION): the mani
 listed file's size and sha256, no unlisted file, no symlink; with --trusted-key, a valid
 signature by one of those keys. Prints "ok NAME@VERSION DIGEST" for each good version on
 stdout and every problem, naming its file, on stderr; exits 1 if there is any problem.
+With --golden DIR (a version folder REPOSITORY/NAME/VERSION), verifies that version, then runs
+its golden cases offline on --backend (cpu by default; cuda or tensorrt on --device) and prints
+each case's outputs with their max abs and rel error, tolerance and pass or FAIL; exits 1 when
+any output leaves its tolerance or flips a discrete action.
 `
 
 func artifactsVerify(_ context.Context, _ string, path, args []string, stdout, stderr io.Writer) int {
-	fs := newConfigFlags(path, stderr, "--repository DIR [NAME[@VERSION]] [--trusted-key PUB]...", verifyAbout)
+	fs := newConfigFlags(path, stderr, "--repository DIR [NAME[@VERSION]] [--trusted-key PUB]... | --golden VERSION_DIR [--backend B] [--device N]", verifyAbout)
 	repo, keys := reportFlags(fs)
+	golden := fs.String("golden", "", "run the golden cases of the version folder `DIR` offline")
+	backend := fs.String("backend", "cpu", "`BACKEND` the golden cases run on (with --golden): cpu, cuda, tensorrt")
+	device := fs.Int("device", 0, "GPU `ORDINAL` of a GPU backend (with --golden)")
 	pos, code := fs.parse(args, stdout)
 	if code >= 0 {
 		return code
+	}
+	if *golden != "" {
+		if len(pos) > 0 || *repo != "" {
+			return fs.usageError(stderr, "--golden takes the version folder; no --repository or NAME[@VERSION] with it")
+		}
+		return verifyGolden(*golden, *backend, *device, *keys, stdout, stderr)
 	}
 	rep, code := buildReport(fs, stderr, *repo, *keys, pos)
 	if code >= 0 {

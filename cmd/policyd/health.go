@@ -71,7 +71,7 @@ func (h *health) details() server.HealthDetails {
 		d.Versions = append(d.Versions, server.HealthVersion{Model: v.Name(), Version: v.Version(), State: v.State().String(),
 			Reason: reason, Backend: v.Backend(), Device: v.Device(), Digest: v.Digest(), Signer: v.Signer(),
 			Default: isDef, Pinned: isDef && pinned, LoadSeconds: v.LoadDuration().Seconds(),
-			InFlight: v.InFlight(), QueueDepth: v.QueueDepth()})
+			InFlight: v.InFlight(), QueueDepth: v.QueueDepth(), Golden: healthGolden(v.GoldenChecks())})
 	}
 	if tr, ok := h.repo.(trafficServed); ok {
 		for _, m := range tr.TrafficModels() {
@@ -154,3 +154,12 @@ var cpuModel = sync.OnceValue(func() string {
 	}
 	return ""
 })
+
+// healthGolden are a version's golden checks as health details show them (nil: none).
+func healthGolden(checks []repository.GoldenCheck) []server.HealthGolden {
+	var out []server.HealthGolden
+	for _, c := range checks {
+		out = append(out, server.HealthGolden{Backend: c.Result.Backend, Device: c.Result.Device, Result: c.Outcome(), Summary: c.Summary()})
+	}
+	return out
+}

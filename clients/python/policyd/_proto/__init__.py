@@ -1,0 +1,1 @@
+"""Generated protobuf and gRPC code of api/inference/*.proto (scripts/gen_proto.sh; do not edit)."""
