@@ -159,6 +159,15 @@ func TestTrafficStickyOverHTTP(t *testing.T) {
 			t.Fatalf("after a reload: episode %d went to %s, its earlier steps to %s", e, v, seen[e])
 		}
 	}
+	// a sequence_end forgets the key once answered: the next sequence with that ID is new
+	before, _ := repo.Traffic("A")
+	if status, _, _ := trafficCall(t, ts, "/v2/models/A/infer", fmt.Sprintf(`{"parameters":{"sequence_id":%d,"sequence_end":true},"inputs":[{"name":"obs","shape":[1,8],"datatype":"FP32","data":[%s]}]}`, 1002, obs)); status != 200 {
+		t.Fatalf("sequence_end: %d", status)
+	}
+	if after, _ := repo.Traffic("A"); after.StickyKeys != before.StickyKeys-1 {
+		t.Errorf("sticky keys %d after a sequence_end, want %d", after.StickyKeys, before.StickyKeys-1)
+	}
+	delete(seen, 2)
 	// a version named in the URL bypasses the split
 	for e := range 30 {
 		if v, _ := step(e, "/v2/models/A/versions/1.2.0/infer"); v != "1.2.0" {
