@@ -284,9 +284,16 @@ func (s *stickyTable) forget(version string) int {
 	return n
 }
 
+// len drops the idle keys when a quarter of the idle timeout has passed since the last sweep,
+// and returns the number of keys remembered: the live ones (Traffic calls it, at every scrape
+// of the metrics and every status, so the request path never pays for a sweep of a table that
+// is not full).
 func (s *stickyTable) len() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if now := time.Now().UnixNano(); now-s.lastSweep > s.idle/4 {
+		s.sweep(now)
+	}
 	return len(s.m)
 }
 

@@ -195,9 +195,13 @@ func TestTrafficStickyIdleExpiryAndBound(t *testing.T) {
 		t.Fatalf("sticky keys %d, full %d; want 100 and 50", st.StickyKeys, st.StickyFull)
 	}
 	time.Sleep(60 * time.Millisecond)
-	routeOf(t, r, "", "fresh") // sweeps the idle keys
+	routeOf(t, r, "", "fresh") // a full table is swept when a new key comes
 	if st, _ := r.Traffic("m"); st.StickyKeys != 1 {
 		t.Fatalf("sticky keys after idling out: %d, want 1", st.StickyKeys)
+	}
+	time.Sleep(60 * time.Millisecond)
+	if st, _ := r.Traffic("m"); st.StickyKeys != 0 { // the status sweeps too
+		t.Fatalf("sticky keys after idling out, read by the status: %d, want 0", st.StickyKeys)
 	}
 }
 
