@@ -234,6 +234,12 @@ bench-soak: build
 bench-memory: build
 	bash bench/soak/run.sh memory
 
+# What shadow evaluation costs the primary (docs/rollout.md, What the primary pays): mlp-med b1,
+# 16 connections, shadow at 100 % against none, alternated (ROUNDS, N).
+.PHONY: bench-shadow
+bench-shadow: build
+	bash bench/shadow/run.sh
+
 # The C++ build dependencies a CUDA-13-only GPU machine lacks (ONNX + protobuf headers, libraries
 # and protoc's generated headers; nlohmann/json), for bench/gpu-check.sh. Under 64 MiB with the tree.
 gpu-bundle:

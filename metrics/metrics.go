@@ -1,7 +1,8 @@
 // Package metrics holds the server's Prometheus families (docs/observability.md, the metric
 // table): requests, inferences and executions, the request and phase latency histograms,
 // batch sizes, queue depth and requests in flight, model loads and states, readiness and
-// engine memory; and (NewReload) configuration reloads and artifact verification failures.
+// engine memory; (NewReload) configuration reloads and artifact verification failures; and
+// (NewShadow) shadow evaluation: divergence and agreement per output, requests by result.
 // Everything is registered on the registry New is given, never the global one.
 //
 // The hot path pays one Observe per histogram and stage: the label children of a model version

@@ -375,7 +375,7 @@ func docTable(t *testing.T) (map[string]docFamily, map[string][]float64) {
 	rows := map[string]docFamily{}
 	buckets := map[string][]float64{}
 	text := string(b)
-	for _, name := range []string{"Duration buckets", "Batch-size buckets", "Model-load buckets"} {
+	for _, name := range []string{"Duration buckets", "Batch-size buckets", "Model-load buckets", "Divergence buckets"} {
 		i := strings.Index(text, "**"+name+"**")
 		if i < 0 {
 			t.Fatalf("docs: no **%s**", name)
@@ -426,6 +426,21 @@ func TestFamiliesMatchTheDocs(t *testing.T) {
 	rm.ObserveReload("applied", time.Now(), 0)
 	rm.VerifyFailed("mlp", "1.0.0")
 	f.m.golden.WithLabelValues("mlp", "1.0.0", "cpu", "pass").Inc() // its own test: TestGoldenChecksCounted
+	sm, err := NewShadow(f.reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sm.ShadowRequests("mlp", "1.0.0", "1.1.0")[0].Inc()
+	for _, discrete := range []bool{false, true} {
+		o := sm.ShadowOutput("mlp", "1.0.0", "1.1.0", "action", discrete)
+		if discrete {
+			o.Agreement.Set(1)
+		} else {
+			o.AbsDiff.Observe(0.1)
+			o.RelDiff.Observe(0.1)
+			o.MeanAbs.Set(0.1)
+		}
+	}
 	tm, err := NewTraffic(f.reg, trafficFixture())
 	if err != nil {
 		t.Fatal(err)
@@ -468,6 +483,8 @@ func TestFamiliesMatchTheDocs(t *testing.T) {
 					want = buckets["Batch-size buckets"]
 				case "policyd_model_load_duration_seconds":
 					want = buckets["Model-load buckets"]
+				case "policyd_shadow_abs_diff", "policyd_shadow_rel_diff":
+					want = buckets["Divergence buckets"]
 				}
 				if !slices.Equal(bounds, want) {
 					t.Errorf("%s: buckets %v, the docs say %v", name, bounds, want)

@@ -5,7 +5,7 @@ import "time"
 // HealthDetails is the document of GET /v2/health/details (docs/observability.md, Health
 // details): readiness, every model version with its state, reason and device, the backends and
 // why one is unavailable, the devices, the last artifact verification, and the configuration in
-// force with its digest and reloads. Every field is always written; a JSON null says "none yet"
+// force with its digest and reloads, and the shadow evaluations. Every field is always written; a JSON null says "none yet"
 // (no verification, no reload).
 type HealthDetails struct {
 	Status    string          `json:"status"` // "ready" or "not ready"
@@ -16,6 +16,9 @@ type HealthDetails struct {
 	Devices   HealthDevices   `json:"devices"`
 	Artifacts HealthArtifacts `json:"artifacts"`
 	Config    HealthConfig    `json:"config"`
+	// Shadows are the shadow evaluations that have seen a request (Server.ShadowStatuses):
+	// what each measured since it started or was reset.
+	Shadows []ShadowStatus `json:"shadows"`
 	// Traffic lists the live traffic policies (traffic.go), with their gates' history.
 	Traffic []TrafficDocument `json:"traffic,omitempty"`
 }

@@ -43,6 +43,10 @@ func filledDetails() HealthDetails {
 		Config: HealthConfig{File: "/etc/policyd/policyd.yaml", Profile: "prod", Digest: "sha256:0123",
 			Repository: "/models", LogLevel: "info", Models: 4, RestartPending: []ConfigChange{restart},
 			LastReload: &rejected, Reloads: []ReloadOutcome{rejected, applied}},
+		Shadows: []ShadowStatus{{Model: "a", Primary: "1.0.0", Shadow: "1.1.0", Samples: 120, Dropped: 3, Skipped: 1,
+			MeanAbs: 0.0015, MaxAbs: 0.25, MaxRel: 0.5, Agreement: 0.99, Since: t0, LastError: "",
+			Outputs: []ShadowOutputReport{{Output: "action", Elements: 480, MeanAbs: 0.0015, MaxAbs: 0.25, MaxRel: 0.5, Agreement: 1},
+				{Output: "discrete", Discrete: true, Elements: 120, Agreement: 0.99}}}},
 	}
 }
 
@@ -52,7 +56,7 @@ func filledDetails() HealthDetails {
 // lists where the typed struct says so.
 func TestHealthDetailsGolden(t *testing.T) {
 	empty := HealthDetails{Status: "ready", Ready: true, Versions: []HealthVersion{}, Backends: []HealthBackend{},
-		Devices: HealthDevices{GPUs: []HealthGPU{}, GPUsReason: "NVML not available"}}
+		Devices: HealthDevices{GPUs: []HealthGPU{}, GPUsReason: "NVML not available"}, Shadows: []ShadowStatus{}}
 	for name, d := range map[string]HealthDetails{"health_details.json": filledDetails(), "health_details_empty.json": empty} {
 		t.Run(name, func(t *testing.T) {
 			ts := startServer(t, testRegistry(), Options{Admin: Admin{

@@ -70,7 +70,18 @@ func (s *Server) inference(x *exchange, protocol, model, version string, c codec
 	x.setRows(rows)
 	opts.Trace = x.runSpan()
 	ran = true
-	if err := s.run(m, inputs, opts, timeout, c.encoder()); err != nil {
+	enc := c.encoder()
+	var shadow *shadowJob
+	if s.shadows != nil {
+		if shadow = s.shadows.sample(m, &opts); shadow != nil {
+			enc = shadow.wrap(enc) // copies the outputs once encoded
+		}
+	}
+	err = s.run(m, inputs, opts, timeout, enc)
+	if shadow != nil {
+		s.shadows.offer(shadow, inputs, err) // the response is encoded: never in front of it
+	}
+	if err != nil {
 		return err
 	}
 	ok = true

@@ -53,6 +53,11 @@
 // Every inference route goes one inference path (infer.go): a front end is a transport and a
 // codec, and the model lookup, the signature checks and the error→status mapping are shared.
 //
+// Shadow evaluation (shadow.go; Options.Shadow): after the primary has answered, a sampled
+// request is also run on the model's shadow version at its lowest priority, through a bounded
+// queue whose overflow is dropped and counted, and the two answers are compared per output
+// (ShadowReport, ShadowStatuses, metrics.Shadow; docs/rollout.md, Shadow evaluation).
+//
 // Compressed bodies (compress.go): a request body with Content-Encoding gzip or deflate is
 // decompressed, bounded by the body limit, before its route reads it; a response body of at
 // least Options.CompressMinBytes is compressed when Accept-Encoding accepts gzip or deflate.
@@ -84,6 +89,7 @@ import (
 
 	"github.com/policyd/policyd/bridge"
 	"github.com/policyd/policyd/engines"
+	"github.com/policyd/policyd/metrics"
 	"github.com/policyd/policyd/repository"
 )
 
@@ -135,6 +141,20 @@ type Options struct {
 	// Accept-Encoding accepts gzip or deflate (compress.go); 0: DefaultCompressMinBytes;
 	// negative: responses are never compressed. Compressed requests are read whatever it is.
 	CompressMinBytes int
+
+	// Shadow, when set, names the shadow of a model (shadow.go; docs/rollout.md, Shadow
+	// evaluation): the version a sampled share rate (0..1) of the model's answered requests
+	// is also run on, after the primary answered, for comparison; ok false: none. It is
+	// called once per inference request and must be cheap and not allocate.
+	Shadow func(model string) (shadowVersion string, rate float64, ok bool)
+	// ShadowQueueLen bounds the sampled requests waiting for a shadow worker; a request that
+	// finds the queue full is not shadowed and is counted dropped (default
+	// DefaultShadowQueueLen).
+	ShadowQueueLen int
+	// ShadowWorkers is the number of goroutines running shadow requests, 1 to 4 (default 1).
+	ShadowWorkers int
+	// ShadowMetrics, when set, receives the shadow families (policyd_shadow_*).
+	ShadowMetrics *metrics.Shadow
 }
 
 // MaxRequestBodyCeiling is the most SetMaxRequestBodySize can allow (limits.max_request_size
@@ -197,6 +217,8 @@ type Server struct {
 	grpcReqs sync.Pool     // *grpcRequest
 	stop     chan struct{} // closed by Shutdown: streams end
 	stopOnce sync.Once
+
+	shadows *shadows // shadow evaluation (shadow.go); nil without Options.Shadow
 }
 
 // New returns a Server for reg. log may be nil (no logs).
@@ -216,6 +238,7 @@ func New(reg Registry, log *zap.Logger, opts Options) *Server {
 	s.reqs.New = func() any { r := newInferRequest(); r.shm.reg = s.shm; return r }
 	s.grpcReqs.New = func() any { g := newGRPCRequest(); g.r.shm.reg = s.shm; return g }
 	s.stop = make(chan struct{})
+	s.shadows = newShadows(s, &opts)
 
 	meta := append([]byte(`{"name":"policyd","version":`), appendString(nil, opts.Version)...)
 	meta = append(meta, `,"extensions":[`...)
@@ -354,6 +377,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return gerr
 	}
 	s.cancelRuns()
+	s.shadows.close(s.log)
 	s.shm.close() // every request has been answered: nothing holds a region
 	return nil
 }

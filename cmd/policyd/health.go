@@ -40,6 +40,8 @@ type health struct {
 	rt      *bridge.Runtime // nil: no backends listed
 	gpus    *gpu.Collector  // nil: no GPU
 	started time.Time
+	// shadows lists the shadow evaluations (the server's ShadowStatuses); nil: none.
+	shadows func() []server.ShadowStatus
 }
 
 func (h *health) details() server.HealthDetails {
@@ -60,6 +62,10 @@ func (h *health) details() server.HealthDetails {
 		Config: server.HealthConfig{File: h.load.File, Profile: h.load.Profile, Digest: st.Digest,
 			Repository: cfg.Repository.Path, LogLevel: cfg.Log.Level, Models: len(cfg.Models),
 			RestartPending: changes(st.RestartPending)},
+		Shadows: []server.ShadowStatus{},
+	}
+	if h.shadows != nil {
+		d.Shadows = h.shadows()
 	}
 	if !d.Ready {
 		d.Status = "not ready"

@@ -105,7 +105,7 @@ func TestShutdownDuringASlowReload(t *testing.T) {
 	var d server.HealthDetails
 	err = json.NewDecoder(resp.Body).Decode(&d)
 	resp.Body.Close()
-	if err != nil || resp.StatusCode != 200 || d.Config.Digest == "" || d.Config.LastReload != nil || d.Artifacts.LastVerification == nil {
+	if err != nil || resp.StatusCode != 200 || d.Config.Digest == "" || d.Config.LastReload != nil || d.Artifacts.LastVerification == nil || d.Shadows == nil {
 		t.Errorf("health details during a slow reload: %d %+v (%v)", resp.StatusCode, d, err)
 	}
 

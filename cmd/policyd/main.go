@@ -263,6 +263,12 @@ func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
 		fmt.Fprintf(stderr, "policyd: metrics: %v\n", err)
 		return 1
 	}
+	shadowMets, err := metrics.NewShadow(reg)
+	if err != nil {
+		log.Error("metrics", zap.Error(err))
+		fmt.Fprintf(stderr, "policyd: metrics: %v\n", err)
+		return 1
+	}
 	// Traffic policies (docs/rollout.md): their families, and the gates evaluated every second
 	// (each policy at its own gates.interval) until the process stops.
 	trafficMets, err := metrics.NewTraffic(reg, repo)
@@ -271,11 +277,21 @@ func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
 		fmt.Fprintf(stderr, "policyd: metrics: %v\n", err)
 		return 1
 	}
-	gates := repository.NewGates(repo, repository.GatesOptions{Shadow: shadowReports, OnAction: trafficMets.GateAction})
+	var srvp atomic.Pointer[server.Server] // set once the server exists, for the reloads' body limit
+	// The gates read the shadow's numbers from the server (once it exists).
+	gates := repository.NewGates(repo, repository.GatesOptions{OnAction: trafficMets.GateAction,
+		Shadow: func(model, primary, candidate string) repository.ShadowReport {
+			s := srvp.Load()
+			if s == nil {
+				return repository.ShadowReport{Agreement: 1}
+			}
+			r := s.ShadowReport(model, primary, candidate)
+			return repository.ShadowReport{Samples: r.Samples, Errors: r.Errors, MeanAbs: r.MeanAbs,
+				MaxAbs: r.MaxAbs, MaxRel: r.MaxRel, Agreement: r.Agreement}
+		}})
 	gatesCtx, stopGates := context.WithCancel(context.Background())
 	defer stopGates()
 	go gates.Run(gatesCtx, time.Second)
-	var srvp atomic.Pointer[server.Server] // set once the server exists, for the reloads' body limit
 	rl := reload.New(reload.Options{Load: f.load, Log: log, Level: level, Repo: repo, Metrics: reloadMets,
 		OnApply: func(c *config.Config) {
 			if s := srvp.Load(); s != nil {
@@ -323,6 +339,10 @@ func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
 		IdleTimeout:        cfg.Server.IdleTimeout,
 		QueueTimeout:       cfg.Limits.QueueTimeout,
 		CompressMinBytes:   compressMin(cfg.Server.CompressMin),
+		// Shadow evaluation: Shadow names a model's shadow version and rate; the traffic
+		// policy (models[].traffic.shadow) provides it.
+		Shadow:        repo.ShadowOf,
+		ShadowMetrics: shadowMets,
 		SharedMemory: server.SharedMemoryOptions{Enabled: cfg.SharedMemory.Enabled,
 			MaxRegions: cfg.SharedMemory.MaxRegions, MaxBytes: int64(cfg.SharedMemory.MaxBytes), CUDA: rt},
 		Admin: server.Admin{
@@ -336,6 +356,7 @@ func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
 		},
 	})
 	srvp.Store(srv)
+	hd.shadows = srv.ShadowStatuses
 	ln, err := net.Listen("tcp", cfg.Server.Addr)
 	if err != nil {
 		log.Error("listen", zap.String("addr", cfg.Server.Addr), zap.Error(err))
@@ -445,7 +466,3 @@ func compressMin(n config.Size) int {
 	}
 	return int(n)
 }
-
-// shadowReports is the shadow evaluation's report that the traffic gates read (promotion
-// needs it; rollback reads it for max_mean_abs): nil until the shadow evaluation provides one.
-var shadowReports func(model, primary, candidate string) repository.ShadowReport
