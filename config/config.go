@@ -128,7 +128,21 @@ type Model struct {
 	BackendParameters BackendParams `koanf:"backend_parameters" reload:"live" desc:"Build parameters of the backends for this model, <backend>.<name>: value; each key set here overrides engine.backend_parameters, the others keep it. A change reloads the model's versions."`
 	Batching          ModelBatching `koanf:"batching" desc:"The model's dynamic batcher settings (used when batching.enabled and the model is batchable)."`
 	Sequence          ModelSequence `koanf:"sequence" desc:"Stateful sequences of a recurrent model (see docs/api.md, Stateful sequences): requests with a sequence_id send only the other inputs, the server feeds each state input from the state output of the sequence's previous step. Off while states and controls are empty."`
+	DeadlineFallback  ModelFallback `koanf:"deadline_fallback" desc:"What answers a request whose deadline (deadline_us, the gRPC deadline, X-Deadline-Us) has passed or cannot be met from the version's measured service time (see docs/api.md, Deadlines). Without one such a request is answered 504 with the reason. A change reloads the model's versions."`
 	Traffic           ModelTraffic  `koanf:"traffic" desc:"The traffic policy between the model's versions: a weighted split sticky per episode, a shadow version, promotion and rollback gates (docs/rollout.md). Off while weights is empty."`
+}
+
+// ModelFallback is the declared fallback action of a model (models[].deadline_fallback).
+type ModelFallback struct {
+	Kind     string             `koanf:"kind" reload:"live" enum:"none,last_action,constant,version" desc:"none: 504; last_action: the outputs of the sequence's last step that ran (kept per sequence, dropped with it; a request that is no step of a sequence, or the first step, takes the constant when one is set, else 504); constant: the constant below; version: run the version below at once at the highest priority."`
+	Constant []FallbackConstant `koanf:"constant" reload:"live" desc:"A constant safe action: the values of one row of each output of the model, repeated for the request's batch size. Checked against each output's datatype and shape when a version loads; a mismatch leaves it UNAVAILABLE with the reason. Required by kind constant; used by last_action when there is no last action."`
+	Version  string             `koanf:"version" reload:"live" pattern:"^[^@]+(@[^@]+)?$" desc:"The fallback version of kind version: model or model@version of the repository (the model's default version without @). It runs with the same inputs and deadline at priority 1; when it cannot meet the deadline either, the request is answered 504 naming both."`
+}
+
+// FallbackConstant is one output's constant of models[].deadline_fallback.constant.
+type FallbackConstant struct {
+	Output string    `koanf:"output" reload:"live" required:"true" key:"true" desc:"The model output."`
+	Values []float64 `koanf:"values" reload:"live" desc:"Its values for one row (the batch dimension aside), row-major; integers for integer datatypes, 0 or 1 for BOOL."`
 }
 
 // ModelSequence configures the stateful sequences of one model.
@@ -226,7 +240,8 @@ func Defaults() *Config {
 // models[i] takes its value from here.
 func DefaultModel() Model {
 	return Model{Backends: []string{}, Fallback: true, Devices: []string{}, BackendParameters: BackendParams{}, Batching: ModelBatching{PreferredBatchSizes: []int{}}, Sequence: ModelSequence{States: []string{}, Controls: []SequenceControl{}},
-		Traffic: ModelTraffic{Weights: []string{}, Gates: TrafficGates{Promote: GatePromote{Steps: []int{}}}}}
+		DeadlineFallback: ModelFallback{Kind: "none", Constant: []FallbackConstant{}},
+		Traffic:          ModelTraffic{Weights: []string{}, Gates: TrafficGates{Promote: GatePromote{Steps: []int{}}}}}
 }
 
 // Threads returns the threads of each engine instance of m: m.Threads, else engine.threads.

@@ -89,6 +89,19 @@ func (d *decoder) value(n *node, val any, v reflect.Value, path string) {
 				return
 			}
 		}
+		if n.floats {
+			out := make([]float64, 0, len(list))
+			for i, e := range list {
+				x, ok := toFloat(e)
+				if !ok {
+					d.fail(fmt.Sprintf("%s[%d]", path, i), "must be a number, got %s", describe(e))
+					continue
+				}
+				out = append(out, x)
+			}
+			v.Set(reflect.ValueOf(out))
+			return
+		}
 		if n.ints {
 			out := make([]int, 0, len(list))
 			for i, e := range list {

@@ -32,6 +32,7 @@ const (
 // walks this tree, so they cannot disagree about the keys.
 type node struct {
 	ints     bool   // a kList of integers rather than strings
+	floats   bool   // a kList of numbers rather than strings
 	key      string // the koanf key of this field ("addr"); "" at the root
 	path     string // display path: "server.addr", "models[].name"
 	env      string // env name: "POLICYD_SERVER__ADDR", "POLICYD_MODELS__<i>__NAME"
@@ -129,6 +130,8 @@ func buildTree(t reflect.Type, path, env string) *node {
 			c.kind = kFloat
 		case f.Type.Kind() == reflect.Slice && f.Type.Elem().Kind() == reflect.Int:
 			c.kind, c.ints = kList, true
+		case f.Type.Kind() == reflect.Slice && f.Type.Elem().Kind() == reflect.Float64:
+			c.kind, c.floats = kList, true
 		case f.Type.Kind() == reflect.Struct:
 			sub := buildTree(f.Type, c.path, c.env)
 			c.kind, c.children, c.byKey = kSection, sub.children, sub.byKey
@@ -186,6 +189,9 @@ func (n *node) typeName() string {
 	case kList:
 		if n.ints {
 			return "list of integers"
+		}
+		if n.floats {
+			return "list of numbers"
 		}
 		if len(n.enum) > 0 {
 			return "list of enum"

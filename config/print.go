@@ -32,6 +32,8 @@ func encodeTree(n *node, v reflect.Value) map[string]any {
 			for i := range f.Len() {
 				if c.ints {
 					list[i] = int(f.Index(i).Int())
+				} else if c.floats {
+					list[i] = f.Index(i).Float()
 				} else {
 					list[i] = f.Index(i).String()
 				}
@@ -137,6 +139,8 @@ func formatValue(n *node, v reflect.Value) string {
 		for i := range parts {
 			if n.ints {
 				parts[i] = strconv.FormatInt(v.Index(i).Int(), 10)
+			} else if n.floats {
+				parts[i] = strconv.FormatFloat(v.Index(i).Float(), 'g', -1, 64)
 			} else {
 				parts[i] = yamlString(v.Index(i).String())
 			}

@@ -114,6 +114,9 @@ func keySchema(n *node, def reflect.Value) obj {
 		if n.ints {
 			item = obj{{"type", "integer"}, {"minimum", 1}}
 		}
+		if n.floats {
+			item = obj{{"type", "number"}}
+		}
 		if len(n.enum) > 0 {
 			item = append(item, kv{"enum", n.enum})
 		}
@@ -233,6 +236,13 @@ func defaultJSON(n *node, v reflect.Value) any {
 			out := make([]int, v.Len())
 			for i := range out {
 				out[i] = int(v.Index(i).Int())
+			}
+			return out
+		}
+		if n.floats {
+			out := make([]float64, v.Len())
+			for i := range out {
+				out[i] = v.Index(i).Float()
 			}
 			return out
 		}

@@ -123,6 +123,7 @@ func (c *Config) Validate() error {
 				ch.fail(fmt.Sprintf("%s.sequence.states[%d]", p, j), "must be \"input:output\" (e.g. recurrent_in:recurrent_out), got %q", st)
 			}
 		}
+		validateFallback(ch, p+".deadline_fallback", m.Name, m.DeadlineFallback)
 		levels := cmp.Or(m.Batching.PriorityLevels, c.Batching.PriorityLevels)
 		if d := cmp.Or(m.Batching.DefaultPriorityLevel, c.Batching.DefaultPriorityLevel); d > max(levels, 1) {
 			ch.fail(p+".batching.default_priority_level", "must be at most the model's priority levels (%d), got %d", levels, d)
@@ -218,6 +219,9 @@ func (ch *checker) field(path string, n *node, v reflect.Value) {
 		}
 		seen := map[string]bool{}
 		for i := range v.Len() {
+			if n.floats {
+				continue // any number; the model's datatype is checked at load
+			}
 			s := v.Index(i).String()
 			if n.ints {
 				x := v.Index(i).Int()
@@ -282,3 +286,35 @@ func unwrapPathError(err error) error {
 // GRPCEnabled reports whether a server.grpc_addr value turns the gRPC listener on: "" and "off"
 // turn it off.
 func GRPCEnabled(addr string) bool { return addr != "" && addr != "off" }
+
+// validateFallback checks models[i].deadline_fallback (model names it) beyond its tags: what its
+// kind needs, and no fallback version of the model itself without another version.
+func validateFallback(ch *checker, p, model string, f ModelFallback) {
+	switch f.Kind {
+	case "constant":
+		if len(f.Constant) == 0 {
+			ch.fail(p+".constant", "kind constant needs the constant action: list each output with its values")
+		}
+	case "version":
+		name, version, _ := strings.Cut(f.Version, "@")
+		switch {
+		case f.Version == "":
+			ch.fail(p+".version", "kind version needs the fallback version: model or model@version")
+		case name == model && version == "":
+			ch.fail(p+".version", "%q is the model itself: name another model, or a version (model@version)", f.Version)
+		}
+	}
+	if f.Version != "" && f.Kind != "version" {
+		ch.fail(p+".version", "set, but kind is %s: it is used by kind version only", f.Kind)
+	}
+	for j, c := range f.Constant {
+		if len(c.Values) == 0 {
+			ch.fail(fmt.Sprintf("%s.constant[%d].values", p, j), "empty: list the values of one row of output %q", c.Output)
+		}
+		for i := range j {
+			if f.Constant[i].Output == c.Output {
+				ch.fail(fmt.Sprintf("%s.constant[%d].output", p, j), "output %q listed twice", c.Output)
+			}
+		}
+	}
+}

@@ -234,6 +234,14 @@ func (b *Batcher) Do(ctx context.Context, inputs []bridge.Tensor, opts RunOption
 	if b.stats != nil {
 		r.enq = time.Now()
 	}
+	r.deadline = deadlineNano(&opts)
+	if r.deadline != 0 {
+		r.ticket.rows = max(r.rows, 1)
+		if err := checkDeadline(b.stats, r.deadline, r.ticket.rows, time.Now(), false); err != nil {
+			b.release(r)
+			return err
+		}
+	}
 	if opts.Trace != nil {
 		r.traceQueued(&opts)
 	}
@@ -247,12 +255,12 @@ func (b *Batcher) Do(ctx context.Context, inputs []bridge.Tensor, opts RunOption
 			return b.runHere(ctx, s, r)
 		}
 	}
-	if err := b.queue.push(r, level); err != nil {
+	if err := b.queue.pushDeadline(r, level, r.deadline); err != nil {
 		endQueue(r.queue, err)
 		b.release(r)
 		return err
 	}
-	err, cancelled := r.wait(ctx)
+	err, cancelled := r.waitDeadline(ctx, b.stats)
 	if cancelled {
 		r.inputs, r.fn = nil, nil // not reused: the former that dequeues it skips it
 		return err
@@ -384,12 +392,26 @@ func (f *former) take(r *request) bool {
 		r.done <- ErrClosed
 		return false
 	}
+	if r.deadline != 0 {
+		if err := checkDeadline(f.b.stats, r.deadline, r.ticket.rows, time.Now(), true); err != nil {
+			endQueue(r.queue, err)
+			r.queue = nil
+			r.done <- err
+			return false
+		}
+	}
 	endQueue(r.queue, nil)
 	r.queue = nil
 	if f.b.stats != nil {
 		f.b.stats.recordQueue(1, time.Since(r.enq))
 	}
 	return true
+}
+
+// fits reports whether a batch of rows rows whose earliest deadline is dl (0: none) is still
+// expected to finish by it.
+func (f *former) fits(rows int, dl int64) bool {
+	return dl == 0 || time.Now().UnixNano()+int64(f.b.stats.ExpectedService(rows)) <= dl
 }
 
 func (f *former) loop() {
@@ -428,6 +450,14 @@ func (f *former) serve(s *slot) (closed bool) {
 	for {
 		first := carry
 		carry = nil
+		if first != nil && first.deadline != 0 {
+			// Taken while the previous batch formed, which has run since: check it again.
+			if err := checkDeadline(b.stats, first.deadline, first.ticket.rows, time.Now(), true); err != nil {
+				first.done <- err
+				first = nil
+				continue
+			}
+		}
 		if first == nil {
 			var r *request
 			var ok bool
@@ -461,6 +491,7 @@ func (f *former) serve(s *slot) (closed bool) {
 func (f *former) collect(first *request) (carry *request) {
 	b := f.b
 	rows := first.rows
+	dl := first.deadline // the batch's earliest deadline; 0: none
 	waiting := false
 	for rows < b.opts.MaxBatchSize {
 		r, ok, closed := b.queue.tryPop()
@@ -472,8 +503,16 @@ func (f *former) collect(first *request) (carry *request) {
 				return nil
 			}
 			if !waiting {
+				delay := b.opts.MaxQueueDelay
+				if dl != 0 {
+					// Wait no longer than the batch's earliest deadline allows.
+					delay = min(delay, time.Duration(dl-time.Now().UnixNano())-b.stats.ExpectedService(rows+1))
+					if delay <= 0 {
+						return nil
+					}
+				}
 				waiting = true
-				f.timer.Reset(b.opts.MaxQueueDelay)
+				f.timer.Reset(delay)
 			}
 			var timedOut bool
 			if r, ok, timedOut = b.queue.popUntil(f.timer.C); timedOut {
@@ -490,6 +529,15 @@ func (f *former) collect(first *request) (carry *request) {
 			carry = r
 			break
 		}
+		ndl := dl
+		if r.deadline != 0 && (ndl == 0 || r.deadline < ndl) {
+			ndl = r.deadline
+		}
+		if ndl != 0 && !f.fits(rows+r.rows, ndl) {
+			carry = r // joining would make the batch miss a deadline: r runs next
+			break
+		}
+		dl = ndl
 		f.batch = append(f.batch, r)
 		rows += r.rows
 		if rows == b.maxPrefd {

@@ -60,6 +60,12 @@ type RunOptions struct {
 	// sees them (DoSequenceStep).
 	Sequence SequenceStep
 
+	// Deadline, when not zero, is when the request's answer is due: the queue serves it
+	// before the requests of its level without one, earliest deadline first, and it is run
+	// only if the version's expected service time still fits before it, checked on arrival and
+	// when it is taken from the queue; else Do returns a *DeadlineError (engines/deadline.go).
+	Deadline time.Time
+
 	// Version is the span attributes of the version the request runs on (package repository's
 	// Version.Do sets them); nil: the spans name no version.
 	Version *TraceAttributes
@@ -178,6 +184,9 @@ type ticket struct {
 	// attributes; nil when not traced.
 	span, queue trace.Span
 	info        *TraceAttributes
+
+	deadline int64 // ns since the epoch; 0: none (RunOptions.Deadline)
+	rows     int   // the request's rows for the deadline checks
 }
 
 // wait waits for the answer of a queued ticket. When ctx ends while it is still queued, it is
@@ -379,6 +388,13 @@ func (p *Pool) serve(s *slot, wait bool) (closed bool) {
 			j.done <- ErrClosed
 			continue
 		}
+		if j.deadline != 0 {
+			if err := checkDeadline(p.stats, j.deadline, j.rows, time.Now(), true); err != nil {
+				endQueue(j.queue, err)
+				j.done <- err
+				continue
+			}
+		}
 		j.done <- p.execute(s, j)
 	}
 }
@@ -522,6 +538,17 @@ func (p *Pool) Do(ctx context.Context, inputs []bridge.Tensor, opts RunOptions, 
 	if p.stats != nil {
 		enq = time.Now()
 	}
+	if !opts.Deadline.IsZero() {
+		if enq.IsZero() {
+			enq = time.Now()
+		}
+		if err := checkDeadline(p.stats, opts.Deadline.UnixNano(), p.rowsOf(inputs), enq, false); err != nil {
+			return err
+		}
+		if p.stats == nil {
+			enq = time.Time{}
+		}
+	}
 	return p.do(ctx, inputs, fn, level, opts, nil, enq, 1, 0)
 }
 
@@ -537,6 +564,10 @@ func (p *Pool) do(ctx context.Context, inputs []bridge.Tensor, fn func(outputs [
 		j.seeds = j.seed[:]
 	}
 	j.enq, j.reqs, j.input = enq, reqs, input
+	j.deadline = deadlineNano(&opts)
+	if j.deadline != 0 {
+		j.rows = p.rowsOf(inputs)
+	}
 	if opts.Trace != nil {
 		j.traceQueued(&opts)
 	}
@@ -556,18 +587,26 @@ func (p *Pool) do(ctx context.Context, inputs []bridge.Tensor, fn func(outputs [
 		p.release(j)
 		return err
 	}
-	if err := p.jobs.push(j, level); err != nil {
+	if err := p.jobs.pushDeadline(j, level, j.deadline); err != nil {
 		endQueue(j.queue, err)
 		p.release(j)
 		return err
 	}
-	err, cancelled := j.wait(ctx)
+	err, cancelled := j.waitDeadline(ctx, p.stats)
 	if cancelled {
 		j.inputs, j.fn, j.seeds = nil, nil, nil // not reused: a worker may still dequeue it
 		return err
 	}
 	p.release(j)
 	return err
+}
+
+// rowsOf is the batch size of a run of inputs (1 without statistics: no estimate then).
+func (p *Pool) rowsOf(inputs []bridge.Tensor) int {
+	if p.stats == nil {
+		return 1
+	}
+	return p.stats.rowsOf(inputs)
 }
 
 func (p *Pool) release(j *job) {

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/policyd/policyd/bridge"
@@ -154,6 +155,7 @@ type Sequences struct {
 	inputs   []bridge.IOInfo // the model's inputs (names and batch dimensions for checkStep)
 	idle     time.Duration
 	limit    int
+	keepLast atomic.Bool // keep each sequence's last outputs (KeepLast)
 
 	mu     sync.Mutex
 	live   map[SequenceID]*Sequence
@@ -176,6 +178,10 @@ type Sequence struct {
 	seqs  *Sequences
 	fn    func([]bridge.Tensor) error
 	store func([]bridge.Tensor) error
+
+	// The outputs of the last step that ran, when the store keeps them (KeepLast); held
+	// like state (between Begin and Finish).
+	lastOut []bridge.Tensor
 
 	last  time.Time // end of the last step (guarded by Sequences.mu)
 	users int       // Begin calls not yet finished (guarded by Sequences.mu)
@@ -318,6 +324,7 @@ func (s *Sequences) Begin(id SequenceID, start bool) (*Sequence, error) {
 			for _, b := range q.state {
 				clear(b)
 			}
+			q.lastOut = nil // a restarted sequence has no last action yet
 		}
 		return q, nil
 	}
@@ -393,6 +400,9 @@ func DoSequenceStep(ctx context.Context, r Doer, inputs []bridge.Tensor, opts Ru
 	q.fn = fn
 	err = r.Do(ctx, inputs, opts, q.store)
 	q.fn = nil
+	if err != nil && s.keepLast.Load() {
+		q.attachLast(err) // the step did not run: the state stays the last step's
+	}
 	for _, sl := range s.slots {
 		inputs[sl.in] = bridge.Tensor{} // views of the state, which is the sequence's again
 	}
@@ -434,13 +444,54 @@ func (s *Sequences) checkStep(id SequenceID, inputs []bridge.Tensor) error {
 	return nil
 }
 
-// storeThen is the callback of a step run by DoSequenceStep: it stores the state outputs,
-// then calls the caller's callback.
+// storeThen is the callback of a step run by DoSequenceStep: it stores the state outputs
+// (and the last outputs, with KeepLast), then calls the caller's callback.
 func (q *Sequence) storeThen(outputs []bridge.Tensor) error {
 	if err := q.seqs.Store(q, outputs); err != nil {
 		return err
 	}
+	if q.seqs.keepLast.Load() {
+		q.keepLast(outputs)
+	}
 	return q.fn(outputs)
+}
+
+// KeepLast makes every sequence keep the outputs of its last step that ran (a copy, bounded
+// like the sequence: dropped with it), for the deadline fallback "last action": a step of a
+// sequence that is not run for its deadline then gets them in DeadlineError.Last.
+func (s *Sequences) KeepLast(on bool) { s.keepLast.Store(on) }
+
+// keepLast copies outputs into q.lastOut, reusing its buffers.
+func (q *Sequence) keepLast(outputs []bridge.Tensor) {
+	if len(q.lastOut) != len(outputs) {
+		q.lastOut = make([]bridge.Tensor, len(outputs))
+	}
+	for k := range outputs {
+		o, l := &outputs[k], &q.lastOut[k]
+		l.DType = o.DType
+		l.Shape = append(l.Shape[:0], o.Shape...)
+		l.Data = append(l.Data[:0], o.Data...)
+	}
+}
+
+// attachLast gives a *DeadlineError err a copy of q's last outputs.
+func (q *Sequence) attachLast(err error) {
+	var de *DeadlineError
+	if errors.As(err, &de) {
+		de.Last = q.lastCopy()
+	}
+}
+
+// lastCopy returns a copy of q's last outputs; nil when none ran since it started.
+func (q *Sequence) lastCopy() []bridge.Tensor {
+	if q.lastOut == nil {
+		return nil
+	}
+	out := make([]bridge.Tensor, len(q.lastOut))
+	for k, l := range q.lastOut {
+		out[k] = bridge.Tensor{DType: l.DType, Shape: slices.Clone(l.Shape), Data: slices.Clone(l.Data)}
+	}
+	return out
 }
 
 // Finish ends a step begun by Begin; end drops the sequence.

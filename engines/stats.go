@@ -57,6 +57,7 @@ type Stats struct {
 	batches                                    [MaxStatsBatchSize + 1]batchStat
 	large                                      sync.Map // int → *batchStat, sizes above MaxStatsBatchSize
 	obs                                        atomic.Pointer[Observers]
+	service                                    [serviceBuckets]serviceEWMA // deadline.go
 }
 
 // SetObservers makes the stats feed o (nil: nothing) besides their own counters.
@@ -140,6 +141,7 @@ func (s *Stats) recordRun(reqs, rows int, input, infer, output time.Duration) {
 	b.output.add(1, int64(output))
 	s.executions.Add(1)
 	s.inferences.Add(uint64(rows))
+	s.recordService(rows, infer+output)
 	if o := s.obs.Load(); o != nil {
 		observe(o.ComputeInput, reqs, input)
 		observe(o.ComputeInfer, reqs, infer)

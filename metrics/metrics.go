@@ -72,6 +72,7 @@ type Server struct {
 	batchSize  *prometheus.HistogramVec
 	loadDur    *prometheus.HistogramVec
 	golden     *prometheus.CounterVec  // policyd_golden_checks_total, deleted with the load durations
+	fallbacks  *prometheus.CounterVec  // model, version, kind, reason
 	vecs       []*prometheus.MetricVec // every vec with model and version labels, for deletion
 	queueDepth *prometheus.Desc
 	inflight   *prometheus.Desc
@@ -134,6 +135,9 @@ func New(reg prometheus.Registerer, repo Repository) (*Server, error) {
 	s.modelState = prometheus.NewDesc("policyd_model_state", "1 for the version's current state, 0 for the others (loading, ready, unavailable, failed, unloading).", []string{"model", "version", "state"}, nil)
 	s.engineMem = prometheus.NewDesc("policyd_engine_memory_bytes", "Memory an engine holds: arena (activations of every context) and weights (the engine's, once, and the contexts' own copies).", append(append([]string(nil), versionLabels...), "kind"), nil)
 	s.pinnedMem = prometheus.NewDesc("policyd_pinned_memory_bytes", "Page-locked host memory for host/device copies (0: no backend in use pins memory today).", []string{"device"}, nil)
+	s.fallbacks = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "policyd_fallback_total",
+		Help: "Requests with a deadline the model did not answer in time, by how they were answered (kind: last_action, constant, version, or none: a 504 or a late answer) and why (reason: passed, infeasible: not run; late: run, answered after the deadline)."},
+		[]string{"model", "version", "kind", "reason"})
 	ready := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "policyd_ready",
 		Help: "1 when GET /v2/health/ready answers 200 (every configured model version loaded and warmed up), else 0.",
@@ -144,7 +148,7 @@ func New(reg prometheus.Registerer, repo Repository) (*Server, error) {
 		return 0
 	})
 	cs := []prometheus.Collector{s.requests, s.inferences, s.executions, s.requestDur, s.queueDur, s.inputDur,
-		s.inferDur, s.outputDur, s.batchSize, s.loadDur, s.golden, ready, (*scrape)(s)}
+		s.inferDur, s.outputDur, s.batchSize, s.loadDur, s.golden, s.fallbacks, ready, (*scrape)(s)}
 	for i, c := range cs {
 		if err := reg.Register(c); err != nil {
 			for _, d := range cs[:i] {
@@ -278,6 +282,16 @@ func (s *Server) deleteSeries(values []string, loads bool) {
 		delete(l, "backend")
 		s.golden.DeletePartialMatch(l)
 	}
+	if len(values) >= 2 {
+		s.fallbacks.DeletePartialMatch(prometheus.Labels{"model": values[0], "version": values[1]})
+	}
+}
+
+// ObserveFallback counts one request with a deadline that the model did not answer in time
+// (server.RequestInfo.Fallback and FallbackReason): policyd_fallback_total. model and
+// version name the version asked (its resolved version).
+func (s *Server) ObserveFallback(model, version, kind, reason string) {
+	s.fallbacks.WithLabelValues(model, version, kind, reason).Inc()
 }
 
 // Outcome is the outcome label of policyd_requests_total.
@@ -311,8 +325,9 @@ func (o Outcome) String() string {
 // a Retry-After header (the server sets it on a 503 for a full queue or a queue timeout),
 // and whether the request timed out in the queue (limits.queue_timeout, or its own timeout
 // parameter): 2xx and 3xx success; 404 not_found; 429 overloaded; 503 timeout when timedOut,
-// else overloaded with Retry-After, else unavailable (version not loaded or closing); other
-// 4xx client_error; other 5xx internal_error.
+// else overloaded with Retry-After, else unavailable (version not loaded or closing); 504 (a
+// request deadline that could not be met) timeout; other 4xx client_error; other 5xx
+// internal_error.
 func OutcomeOf(code int, retryAfter, timedOut bool) Outcome {
 	switch {
 	case code >= 200 && code < 400:
@@ -327,6 +342,8 @@ func OutcomeOf(code int, retryAfter, timedOut bool) Outcome {
 		return OutcomeOverloaded
 	case code == 503:
 		return OutcomeUnavailable
+	case code == 504: // a deadline that could not be met, without a fallback (docs/api.md, Deadlines)
+		return OutcomeTimeout
 	case code >= 400 && code < 500:
 		return OutcomeClientError
 	}

@@ -419,6 +419,7 @@ func TestFamiliesMatchTheDocs(t *testing.T) {
 	f := newFixture(t)
 	f.infer(t, "mlp", "1.0.0", 2)
 	f.m.ObserveRequest("mlp", "1.0.0", "v2", 200, OutcomeSuccess, time.Millisecond)
+	f.m.ObserveFallback("mlp", "1.0.0", "constant", "infeasible")
 	rm, err := NewReload(f.reg)
 	if err != nil {
 		t.Fatal(err)

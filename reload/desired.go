@@ -3,6 +3,7 @@ package reload
 import (
 	"crypto/ed25519"
 	"fmt"
+	"slices"
 	"strconv"
 
 	"github.com/policyd/policyd/artifacts"
@@ -64,8 +65,9 @@ func Desired(c *config.Config, keys []ed25519.PublicKey, onVerifyFailure func(mo
 				PriorityLevels:       m.Batching.PriorityLevels,
 				DefaultPriorityLevel: m.Batching.DefaultPriorityLevel,
 			},
-			Sequence: sequenceSpec(m.Sequence),
-			Traffic:  trafficSpec(m.Traffic),
+			Sequence:       sequenceSpec(m.Sequence),
+			ActionFallback: actionFallback(m.DeadlineFallback),
+			Traffic:        trafficSpec(m.Traffic),
 		})
 	}
 	return d
@@ -103,6 +105,22 @@ func sequenceSpec(s config.ModelSequence) *engines.SequenceSpec {
 			Input: c.Input, Kind: kind, DType: dtype, False: c.FalseValue, True: c.TrueValue})
 	}
 	return spec
+}
+
+// actionFallback converts models[].deadline_fallback (validated) to the repository's; nil for
+// kind none.
+func actionFallback(f config.ModelFallback) *repository.ActionFallback {
+	if f.Kind == "" || f.Kind == "none" {
+		return nil
+	}
+	out := &repository.ActionFallback{Kind: f.Kind, Version: f.Version}
+	if len(f.Constant) > 0 {
+		out.Constant = make(map[string][]float64, len(f.Constant))
+		for _, c := range f.Constant {
+			out.Constant[c.Output] = slices.Clone(c.Values)
+		}
+	}
+	return out
 }
 
 // trafficSpec converts models[].traffic (validated) to the repository's policy; nil when it

@@ -58,6 +58,11 @@ type ModelSpec struct {
 	// state pairs are checked against the model's signature at load; a mismatch leaves the
 	// version UNAVAILABLE with the reason. Not inherited from the Default.
 	Sequence *engines.SequenceSpec
+	// ActionFallback, when set, answers a request that is not run for its deadline (see
+	// ActionFallback, Version.ActionFallback). Its constant is checked against the model's
+	// outputs at load; a mismatch leaves the version UNAVAILABLE with the reason. Not
+	// inherited from the Default.
+	ActionFallback *ActionFallback
 	// Traffic, when set with weights, splits the requests that name no version between the
 	// model's versions (see TrafficSpec). Not inherited from the Default. Applied after the
 	// versions: a change replaces a policy set at run time (Repository.SetTraffic).
@@ -162,6 +167,7 @@ func (d *Desired) validate() error {
 			add("%s.batching.default_priority_level: must be 0..%d, got %d", path, engines.MaxPriorityLevels, l)
 		}
 		m.Sequence.Check(path, add)
+		m.ActionFallback.Check(path, add)
 		for i, g := range m.Devices {
 			if g < 0 {
 				add("%s.devices[%d]: must not be negative, got %d", path, i, g)

@@ -140,8 +140,19 @@ func (r *Repository) load(t target, art *artifacts.Artifact) *Version {
 					return v
 				}
 			}
+			fb, ferr := NewFallback(t.set.actionFb, es[0].Outputs())
+			if ferr != nil {
+				seqs.Close()
+				closeEngines(es)
+				v.reason = ferr.Error() // the same for every backend: the signature is the model's
+				return v
+			}
+			if fb != nil && fb.Kind == FallbackLastAction && seqs != nil {
+				seqs.KeepLast(true)
+			}
 			if p, err = r.runner(es, t.set, v.stats); err == nil {
 				v.engine, v.engines, v.devices, v.runner, v.seqs, v.state = es[0], es, devs, p, seqs, StateReady
+				v.fallback = fb
 				v.inputs, v.batchOne = engines.BatchOne(es[0].Batchable(), es[0].Inputs())
 				v.backend = cmp.Or(es[0].Backend(), b)
 				if len(refusals) > 0 {

@@ -30,6 +30,7 @@ type settings struct {
 	sequence  *engines.SequenceSpec // defaults resolved; nil without sequences
 	needCache bool                  // Desired.RequireEngineCaches
 	params    map[string]string     // ModelSpec.Params over the Default's; nil when none
+	actionFb  *ActionFallback       // ModelSpec.ActionFallback
 }
 
 // equal reports whether s and o are the same settings: a version loaded with s need not be
@@ -40,7 +41,7 @@ func (s settings) equal(o settings) bool {
 		s.queueLen == o.queueLen && s.seed == o.seed && s.batching == o.batching &&
 		s.maxBatch == o.maxBatch && s.delay == o.delay && slices.Equal(s.preferred, o.preferred) &&
 		s.levels == o.levels && s.defLevel == o.defLevel && s.sequence.Equal(o.sequence) &&
-		s.needCache == o.needCache && maps.Equal(s.params, o.params)
+		s.needCache == o.needCache && maps.Equal(s.params, o.params) && s.actionFb.equal(o.actionFb)
 }
 
 // batchProfile is the batch profile (bridge.EngineOptions MinBatch, OptBatch, MaxBatch) of
@@ -85,6 +86,7 @@ func (d *Desired) settingsOf(m ModelSpec) settings {
 		seed:      d.Seed,
 		sequence:  resolveSequence(m.Sequence),
 		needCache: d.RequireEngineCaches,
+		actionFb:  m.ActionFallback,
 	}
 	if len(m.Backends) == 0 {
 		s.backends = slices.Clone(d.Default.Backends)

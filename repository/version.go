@@ -72,6 +72,7 @@ type Version struct {
 	backend  string             // engine.Backend(), or the backend asked for when that is "" (test fakes)
 	runner   engines.Runner     // nil when the load failed
 	seqs     *engines.Sequences // nil without a sequence spec or when the load failed
+	fallback *Fallback          // the deadline fallback action resolved at load; nil: none
 	loadTime time.Duration
 	golden   []GoldenCheck                           // the golden checks of the load (GoldenChecks)
 	stats    *engines.Stats                          // nil for a version that was never loaded

@@ -41,6 +41,7 @@ type inferRequest struct {
 	// run.Sequence, whose Store is set when the request belongs to a sequence).
 	run     engines.RunOptions
 	timeout time.Duration // the request's own queue timeout; 0: none
+	dl      deadline      // its deadline and how its answer turned out (fallback.go)
 
 	shm shmUse // the shared memory regions it reads and writes (shm.go)
 
@@ -96,6 +97,7 @@ func (r *inferRequest) release() {
 	r.run = engines.RunOptions{}                         // the sequence store, the trace span
 	r.shm.releaseAll()                                   // the request has ended: its regions may be unmapped
 	r.bin, r.hdr, r.body, r.episode = nil, nil, nil, nil // views of the request, which fasthttp reuses
+	r.dl.reset()
 	for i := range r.tensors {
 		r.tensors[i] = bridge.Tensor{}
 	}
@@ -134,6 +136,9 @@ func (r *inferRequest) call() ([]bridge.Tensor, engines.RunOptions, time.Duratio
 
 // encoder is the codec's encoder (infer.go): encodeOutputs, bound once.
 func (r *inferRequest) encoder() func([]bridge.Tensor) error { return r.encode }
+
+// deadlines is the codec's deadlines (infer.go).
+func (r *inferRequest) deadlines() *deadline { return &r.dl }
 
 // maxIDLen bounds the string ids a request carries: its "id" and a string "sequence_id".
 const maxIDLen = 256

@@ -14,6 +14,7 @@ import (
 // while the outputs (views of native memory) are valid, and encodes the whole response into
 // r.out, so no tensor is copied on the way.
 func (r *inferRequest) encodeOutputs(outs []bridge.Tensor) error {
+	r.dl.markLate()
 	b, err := appendResponse(r.out[:0], r.model, r, outs)
 	r.out = b
 	return err
@@ -73,7 +74,9 @@ func appendResponse(b []byte, m Model, r *inferRequest, outs []bridge.Tensor) ([
 			return b, err
 		}
 	}
-	b = append(b, "]}"...)
+	b = append(b, ']')
+	b = appendDeadlineParams(b, &r.dl) // "parameters": a fallback's or a late answer's mark
+	b = append(b, '}')
 	if !binOut {
 		return b, nil
 	}

@@ -68,6 +68,12 @@ func (g *grpcRequest) call() ([]bridge.Tensor, engines.RunOptions, time.Duration
 
 func (g *grpcRequest) encoder() func([]bridge.Tensor) error { return g.encode }
 
+// deadlines is the codec's deadlines (infer.go): the call's deadline among them.
+func (g *grpcRequest) deadlines() *deadline {
+	g.r.dl.call = g.deadline
+	return &g.r.dl
+}
+
 // decodeRequest is the codec's decode: g.req for m.
 func (g *grpcRequest) decodeRequest(m Model) error {
 	r, req := g.r, g.req
@@ -194,6 +200,9 @@ func (g *grpcRequest) decodeParams(m Model) (rawOut, rawOutGiven bool, err error
 		}
 		if n > sp.max {
 			return false, false, badRequest(`parameter %q is %d, more than its maximum %d`, sp.name, n, sp.max)
+		}
+		if n < sp.min {
+			return false, false, badRequest(`parameter %q is %d, less than its minimum %d`, sp.name, n, sp.min)
 		}
 		r.setScheduling(sp.name, n)
 	}
@@ -511,6 +520,7 @@ func (g *grpcRequest) typedInput(k int, info *bridge.IOInfo, shape []int64, coun
 // are valid, it copies them into the response (raw or typed, see grpcRequest).
 func (g *grpcRequest) encodeOutputs(outs []bridge.Tensor) error {
 	r := g.r
+	r.dl.markLate()
 	m := r.model
 	infos := m.Outputs()
 	if len(outs) != len(infos) {
@@ -546,6 +556,9 @@ func (g *grpcRequest) encodeOutputs(outs []bridge.Tensor) error {
 		} else {
 			o.Contents = typedContents(t)
 		}
+	}
+	if r.dl.fallback != "" || r.dl.late > 0 {
+		resp.Parameters = deadlineParamsGRPC(&r.dl)
 	}
 	g.resp = resp
 	return nil

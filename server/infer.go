@@ -35,6 +35,12 @@ type codec interface {
 	// encoder is the callback passed to Model.Do, bound once per codec value: it encodes the
 	// response from the outputs (views of the engine's memory, valid during the call).
 	encoder() func(outputs []bridge.Tensor) error
+	// deadlines is the request's deadline as the codec and its transport read it, and how its
+	// answer turned out (fallback.go); the encoder marks the response from it.
+	deadlines() *deadline
+	// markLate adds the late mark (deadlines().late, set after the encoder ran) to the
+	// encoded response.
+	markLate()
 }
 
 // inference serves one request on the inference path: version name of model (""
@@ -69,6 +75,14 @@ func (s *Server) inference(x *exchange, protocol, model, version string, c codec
 	inputs, opts, timeout, rows := c.call()
 	x.setRows(rows)
 	opts.Trace = x.runSpan()
+	d := c.deadlines()
+	var arrival time.Time
+	if d.paramUs|d.headerUs != 0 || !d.call.IsZero() {
+		arrival = x.arrival()
+		if d.resolve(arrival) {
+			opts.Deadline = d.at
+		}
+	}
 	ran = true
 	enc := c.encoder()
 	var shadow *shadowJob
@@ -82,7 +96,24 @@ func (s *Server) inference(x *exchange, protocol, model, version string, c codec
 		s.shadows.offer(shadow, inputs, err) // the response is encoded: never in front of it
 	}
 	if err != nil {
-		return err
+		var de *engines.DeadlineError
+		if opts.Deadline.IsZero() || !errors.As(err, &de) {
+			return err
+		}
+		if err := s.answerDeadline(x, m, c, d, arrival, inputs, opts, rows, de); err != nil {
+			return err
+		}
+	}
+	if !d.at.IsZero() {
+		// Judged again now that the answer is back on the request's goroutine, just before
+		// the transport writes it: the hand-off from the worker may have made it late.
+		if late := time.Since(d.at); d.late <= 0 && late > 0 {
+			d.late = late
+			c.markLate()
+		}
+		if d.late > 0 && d.fallback == "" {
+			x.setFallback("none", "late")
+		}
 	}
 	ok = true
 	return nil

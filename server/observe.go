@@ -63,6 +63,11 @@ type RequestInfo struct {
 	// RetryAfter says the answer asked the client to retry later (Retry-After: an overloaded
 	// queue or a queue timeout, 503), as metrics.OutcomeOf wants to know.
 	RetryAfter bool
+	// Fallback, for a request with a deadline that the model did not answer in time, is how
+	// it was answered: last_action, constant, version, or none (a 504, or a late answer);
+	// FallbackReason why: passed, infeasible (not run) or late (run, answered after the
+	// deadline). Both "" otherwise (docs/api.md, Deadlines).
+	Fallback, FallbackReason string
 }
 
 // exchange is the observed state of one request, pooled. Handlers reach it with exchangeOf.
@@ -230,6 +235,21 @@ func (x *exchange) setModel(m Model, protocol string) {
 	if protocol != "" {
 		x.info.Protocol = protocol
 	}
+}
+
+// setFallback records how a request with a deadline was answered (RequestInfo.Fallback).
+func (x *exchange) setFallback(kind, reason string) {
+	if x != nil {
+		x.info.Fallback, x.info.FallbackReason = kind, reason
+	}
+}
+
+// arrival is when the server read the request: the start of the exchange, else now.
+func (x *exchange) arrival() time.Time {
+	if x == nil || x.start.IsZero() {
+		return time.Now()
+	}
+	return x.start
 }
 
 // setRows records the request's batch size.

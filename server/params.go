@@ -15,13 +15,18 @@ const maxRequestTimeout = uint64(time.Hour / time.Microsecond)
 // before it is answered as timed out without running; at most one hour, 0 = no bound of its
 // own; the server's limits.queue_timeout still applies: the shorter bound wins), and policyd's
 // "seed" (an unsigned 64-bit integer that makes the request's samples of random operators
-// reproducible, also when it is batched with others; see engines.RunOptions).
+// reproducible, also when it is batched with others; see engines.RunOptions), and
+// "deadline_us" (microseconds from the request's arrival by which its answer is due, 1 to one
+// hour; see fallback.go).
 func (r *inferRequest) decodeScheduling(params jsonValue) error {
 	for _, p := range schedulingParams {
 		if v := params.get(p.name); v != nil {
 			n, err := r.uintParam(p.name, v, p.max)
 			if err != nil {
 				return err
+			}
+			if n < p.min {
+				return badRequest(`"parameters": %q is %d, less than its minimum %d`, p.name, n, p.min)
 			}
 			r.setScheduling(p.name, n)
 		}
@@ -32,9 +37,9 @@ func (r *inferRequest) decodeScheduling(params jsonValue) error {
 // schedulingParams are the request parameters that schedule a request, with their largest
 // values, whatever the front end.
 var schedulingParams = [...]struct {
-	name string
-	max  uint64
-}{{"priority", 1<<31 - 1}, {"timeout", maxRequestTimeout}, {"seed", math.MaxUint64}}
+	name     string
+	min, max uint64
+}{{"priority", 0, 1<<31 - 1}, {"timeout", 0, maxRequestTimeout}, {"seed", 0, math.MaxUint64}, {"deadline_us", 1, maxDeadlineUs}}
 
 // setScheduling applies scheduling parameter name (one of schedulingParams) with value n,
 // already checked against its maximum.
@@ -46,6 +51,8 @@ func (r *inferRequest) setScheduling(name string, n uint64) {
 		r.timeout = time.Duration(n) * time.Microsecond
 	case "seed":
 		r.run.Seed, r.run.Seeded = n, true
+	case "deadline_us":
+		r.dl.paramUs = n
 	}
 }
 

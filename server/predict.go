@@ -90,11 +90,16 @@ func (s *Server) predict(ctx *fasthttp.RequestCtx) {
 	req := predictRequests.Get().(*predictRequest)
 	defer req.put()
 	req.body = ctx.PostBody()
+	if err := readDeadlineHeader(ctx, &req.dl); err != nil {
+		s.fail(ctx, err)
+		return
+	}
 	req.episode = ctx.Request.Header.Peek(HeaderEpisodeID)
 	if err := s.inference(x, ProtocolPredict, name, version, req); err != nil {
 		s.fail(ctx, err)
 		return
 	}
+	writeDeadlineHeaders(ctx, &req.dl)
 	ctx.SetContentType("application/json")
 	ctx.SetBody(req.out)
 	ctx.Response.Header.Set(HeaderModelVersion, req.model.Version())
@@ -116,6 +121,7 @@ type predictRequest struct {
 	model   Model
 	out     []byte
 	encode  func([]bridge.Tensor) error // encodeOutputs, bound once
+	dl      deadline                    // X-Deadline-Us, and how the answer turned out
 }
 
 var predictRequests = sync.Pool{New: func() any {
@@ -139,6 +145,7 @@ func (r *predictRequest) reset(nIn int) {
 // put drops what the request must not keep (the model, large buffers) and pools it.
 func (r *predictRequest) put() {
 	r.model, r.body, r.episode = nil, nil, nil
+	r.dl.reset()
 	for i := range r.tensors {
 		r.tensors[i] = bridge.Tensor{}
 	}
@@ -173,6 +180,9 @@ func (r *predictRequest) call() ([]bridge.Tensor, engines.RunOptions, time.Durat
 
 // encoder is the codec's encoder (infer.go): encodeOutputs, bound once.
 func (r *predictRequest) encoder() func([]bridge.Tensor) error { return r.encode }
+
+// deadlines is the codec's deadlines (infer.go): predict takes X-Deadline-Us only.
+func (r *predictRequest) deadlines() *deadline { return &r.dl }
 
 // decode reads body and fills r with the inputs ins. Every error is a *requestError naming
 // the problem and, where there is one, the instance and the input. As for the v2 API
@@ -489,6 +499,7 @@ func sameDims(a, b []int64) bool {
 // encodeOutputs is the callback passed to Model.Do: it runs on the engine's worker while the
 // outputs are valid and encodes the whole response into r.out.
 func (r *predictRequest) encodeOutputs(outs []bridge.Tensor) error {
+	r.dl.markLate()
 	infos := r.model.Outputs()
 	if len(outs) != len(infos) {
 		return fmt.Errorf("engine returned %d outputs, the signature has %d", len(outs), len(infos))

@@ -629,11 +629,16 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx) {
 	req := s.reqs.Get().(*inferRequest)
 	defer s.putRequest(req)
 	req.hdr, req.body = ctx.Request.Header.Peek(inferHeaderLength), ctx.PostBody() // binary inputs may be views of the body: valid until we return
+	if err := readDeadlineHeader(ctx, &req.dl); err != nil {
+		s.fail(ctx, err)
+		return
+	}
 	req.episode = ctx.Request.Header.Peek(HeaderEpisodeID)
 	if err := s.inference(x, protocol, name, version, req); err != nil {
 		s.fail(ctx, err)
 		return
 	}
+	writeDeadlineHeaders(ctx, &req.dl)
 	req.writeResponse(ctx)
 	ctx.Response.Header.Set(HeaderModelVersion, req.model.Version())
 }
@@ -691,7 +696,7 @@ func (s *Server) fail(ctx *fasthttp.RequestCtx, err error) {
 	b = appendString(b, unsafe.String(unsafe.SliceData(id), len(id)))
 	ctx.SetBody(append(b, '}'))
 	level := zap.DebugLevel
-	if status >= 500 && status != fasthttp.StatusServiceUnavailable && status != fasthttp.StatusHTTPVersionNotSupported {
+	if status >= 500 && status != fasthttp.StatusServiceUnavailable && status != fasthttp.StatusHTTPVersionNotSupported && status != fasthttp.StatusGatewayTimeout {
 		level = zap.ErrorLevel
 	}
 	if ce := s.hot.Check(level, "request failed"); ce != nil {

@@ -400,7 +400,7 @@ func (sh *shadows) run(j *shadowJob) {
 		t.fail(fmt.Errorf("shadow %s@%s is not ready: %s", j.key.model, j.key.shadow, reason))
 		return
 	}
-	if err := sameInputs(m, j); err != nil {
+	if err := shadowFits(m, j); err != nil {
 		t.fail(err)
 		return
 	}
@@ -448,8 +448,8 @@ func lowestPriority(m Model) int {
 	return 0
 }
 
-// sameInputs checks that the shadow version takes the primary's inputs.
-func sameInputs(m Model, j *shadowJob) error {
+// shadowFits checks that the shadow version takes the primary's inputs.
+func shadowFits(m Model, j *shadowJob) error {
 	ins := m.Inputs()
 	if len(ins) != len(j.inputs) {
 		return fmt.Errorf("shadow %s@%s has %d inputs, the primary %s has %d", j.key.model, j.key.shadow, len(ins), j.key.primary, len(j.inputs))

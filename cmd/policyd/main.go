@@ -331,6 +331,9 @@ func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
 		OnRequest: func(ri *server.RequestInfo) {
 			mets.ObserveRequest(ri.Model, ri.Version, ri.Protocol, ri.Status,
 				metrics.OutcomeOf(ri.Status, ri.RetryAfter, ri.TimedOut), ri.Latency)
+			if ri.Fallback != "" {
+				mets.ObserveFallback(ri.Model, ri.Version, ri.Fallback, ri.FallbackReason)
+			}
 		},
 		Version:            versionString(),
 		MaxRequestBodySize: int(cfg.Limits.MaxRequestSize),
