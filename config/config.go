@@ -129,6 +129,7 @@ type Model struct {
 	Batching          ModelBatching `koanf:"batching" desc:"The model's dynamic batcher settings (used when batching.enabled and the model is batchable)."`
 	Sequence          ModelSequence `koanf:"sequence" desc:"Stateful sequences of a recurrent model (see docs/api.md, Stateful sequences): requests with a sequence_id send only the other inputs, the server feeds each state input from the state output of the sequence's previous step. Off while states and controls are empty."`
 	DeadlineFallback  ModelFallback `koanf:"deadline_fallback" desc:"What answers a request whose deadline (deadline_us, the gRPC deadline, X-Deadline-Us) has passed or cannot be met from the version's measured service time (see docs/api.md, Deadlines). Without one such a request is answered 504 with the reason. A change reloads the model's versions."`
+	Traffic           ModelTraffic  `koanf:"traffic" desc:"The traffic policy between the model's versions: a weighted split sticky per episode, a shadow version, promotion and rollback gates (docs/rollout.md). Off while weights is empty."`
 }
 
 // ModelFallback is the declared fallback action of a model (models[].deadline_fallback).
@@ -239,7 +240,8 @@ func Defaults() *Config {
 // models[i] takes its value from here.
 func DefaultModel() Model {
 	return Model{Backends: []string{}, Fallback: true, Devices: []string{}, BackendParameters: BackendParams{}, Batching: ModelBatching{PreferredBatchSizes: []int{}}, Sequence: ModelSequence{States: []string{}, Controls: []SequenceControl{}},
-		DeadlineFallback: ModelFallback{Kind: "none", Constant: []FallbackConstant{}}}
+		DeadlineFallback: ModelFallback{Kind: "none", Constant: []FallbackConstant{}},
+		Traffic:          ModelTraffic{Weights: []string{}, Gates: TrafficGates{Promote: GatePromote{Steps: []int{}}}}}
 }
 
 // Threads returns the threads of each engine instance of m: m.Threads, else engine.threads.

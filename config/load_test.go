@@ -168,7 +168,7 @@ func TestProfileListsReplaceWhole(t *testing.T) {
 	c, s := mustLoad(t, LoadOptions{File: "testdata/profiles/policyd.yaml", Profile: "prod"})
 	// the overlay's models list replaces the file's: policy-a is gone, policy-b has defaults
 	want := []Model{{Name: "policy-b", Backends: []string{"cuda", "cpu"}, Fallback: true, Devices: []string{}, BackendParameters: BackendParams{}, Batching: ModelBatching{PreferredBatchSizes: []int{}}, Sequence: ModelSequence{States: []string{}, Controls: []SequenceControl{}},
-		DeadlineFallback: ModelFallback{Kind: "none", Constant: []FallbackConstant{}}}}
+		DeadlineFallback: ModelFallback{Kind: "none", Constant: []FallbackConstant{}}, Traffic: DefaultModel().Traffic}}
 	if !reflect.DeepEqual(c.Models, want) {
 		t.Errorf("models = %+v, want %+v", c.Models, want)
 	}

@@ -117,6 +117,7 @@ func (c *Config) Validate() error {
 			ch.fail(p+".sequence.states", "empty, but the sequence section is set: list at least one \"input:output\" state pair or a control input")
 		}
 		validateControls(ch, p+".sequence.controls", m.Sequence)
+		validateTraffic(ch, p+".traffic", m.Traffic)
 		for j, st := range m.Sequence.States {
 			if _, ok := (ModelSequence{States: []string{st}}).StatePairs(); !ok {
 				ch.fail(fmt.Sprintf("%s.sequence.states[%d]", p, j), "must be \"input:output\" (e.g. recurrent_in:recurrent_out), got %q", st)

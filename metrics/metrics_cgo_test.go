@@ -442,6 +442,11 @@ func TestFamiliesMatchTheDocs(t *testing.T) {
 			o.MeanAbs.Set(0.1)
 		}
 	}
+	tm, err := NewTraffic(f.reg, trafficFixture())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tm.GateAction(repository.GateAction{Model: "m", Candidate: "1.1.0", Action: "rollback"})
 	docs, buckets := docTable(t)
 	mfs, err := f.reg.Gather()
 	if err != nil {

@@ -67,6 +67,7 @@ func Desired(c *config.Config, keys []ed25519.PublicKey, onVerifyFailure func(mo
 			},
 			Sequence:       sequenceSpec(m.Sequence),
 			ActionFallback: actionFallback(m.DeadlineFallback),
+			Traffic:        trafficSpec(m.Traffic),
 		})
 	}
 	return d
@@ -120,4 +121,29 @@ func actionFallback(f config.ModelFallback) *repository.ActionFallback {
 		}
 	}
 	return out
+}
+
+// trafficSpec converts models[].traffic (validated) to the repository's policy; nil when it
+// lists no weights.
+func trafficSpec(t config.ModelTraffic) *repository.TrafficSpec {
+	w, err := t.WeightMap()
+	if err != nil || len(w) == 0 {
+		return nil
+	}
+	spec := &repository.TrafficSpec{Weights: w, StickyIdleTimeout: t.StickyIdleTimeout, MaxStickyKeys: t.MaxStickyKeys}
+	if s := t.Shadow; s.Version != "" {
+		spec.Shadow = &repository.ShadowSpec{Version: s.Version, Rate: s.Rate, QueueLen: s.QueueLen}
+	}
+	if g := t.Gates; g.Candidate != "" {
+		spec.Gates = &repository.GatesSpec{Candidate: g.Candidate, Interval: g.Interval}
+		if p := g.Promote; len(p.Steps) > 0 {
+			spec.Gates.Promote = &repository.PromoteGate{MinSamples: int64(p.MinSamples), MaxMeanAbs: p.MaxMeanAbs,
+				MinAgreement: p.MinAgreement, Steps: p.Steps, Dwell: p.Dwell}
+		}
+		if r := g.Rollback; r.MaxErrorRate > 0 || r.MaxP99 > 0 || r.MaxMeanAbs > 0 {
+			spec.Gates.Rollback = &repository.RollbackGate{MaxErrorRate: r.MaxErrorRate, MaxP99: r.MaxP99,
+				MaxMeanAbs: r.MaxMeanAbs, MinRequests: int64(r.MinRequests)}
+		}
+	}
+	return spec
 }

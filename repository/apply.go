@@ -224,6 +224,7 @@ func (r *Repository) apply(d Desired) (Report, error) {
 	next.pins = r.keepPins(r.cur.Load().pins, next)
 	r.cur.Store(next)
 	r.swapMu.Unlock()
+	r.applyTraffic(d)
 	took := retireAll(gone, "unloaded", r.log)
 	for i, v := range gone {
 		if k, ok := reloaded[v]; ok {

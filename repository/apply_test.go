@@ -63,7 +63,7 @@ func (l *applyLoader) takeBuilt() []string {
 }
 
 // fakeRepository is a Repository whose pools run fake contexts; factory counts them.
-func fakeRepository(t *testing.T, l EngineLoader) (*Repository, *fakeFactory) {
+func fakeRepository(t testing.TB, l EngineLoader) (*Repository, *fakeFactory) {
 	t.Helper()
 	f := &fakeFactory{}
 	r := NewRepository(l, nil)

@@ -63,6 +63,10 @@ type ModelSpec struct {
 	// outputs at load; a mismatch leaves the version UNAVAILABLE with the reason. Not
 	// inherited from the Default.
 	ActionFallback *ActionFallback
+	// Traffic, when set with weights, splits the requests that name no version between the
+	// model's versions (see TrafficSpec). Not inherited from the Default. Applied after the
+	// versions: a change replaces a policy set at run time (Repository.SetTraffic).
+	Traffic *TrafficSpec
 }
 
 // BatchingSpec is the part of BatcherOptions a ModelSpec sets.
@@ -213,6 +217,7 @@ func (d *Desired) validate() error {
 			continue
 		}
 		first[m.Name] = i
+		m.Traffic.check(path+".traffic", add)
 	}
 	if len(problems) > 0 {
 		return fmt.Errorf("repository: invalid desired state: %s", strings.Join(problems, "; "))

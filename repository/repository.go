@@ -37,6 +37,9 @@ type Repository struct {
 	cur    atomic.Pointer[table] // the served table, never nil; replaced, never modified
 	closed atomic.Bool
 	obs    VersionObserver // SetObserver (under applyMu)
+
+	trafficMu sync.Mutex                                // serializes the changes of traffic (traffic.go)
+	traffic   atomic.Pointer[map[string]*trafficPolicy] // model → its live traffic policy; replaced, never modified
 }
 
 type modelVersion struct{ model, version string }

@@ -38,7 +38,7 @@ func (l *fakeLoader) NewEngine(onnx []byte, o bridge.EngineOptions) (*bridge.Eng
 
 // writeRepo creates files (path → content) under a temp folder; a path ending in "/" is a
 // folder. Every version folder with a model.onnx (and no manifest.json) is then sealed.
-func writeRepo(t *testing.T, files map[string]string) string {
+func writeRepo(t testing.TB, files map[string]string) string {
 	t.Helper()
 	dir := t.TempDir()
 	for p, content := range files {

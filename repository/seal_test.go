@@ -18,7 +18,7 @@ import (
 // manifest.json listing every file in it with its sha256 and size (replacing one there), and,
 // with a key, manifest.sig. It returns the artifact's digest. Tests write their fake model
 // bytes first, then seal, as policyctl artifacts add would.
-func seal(t *testing.T, vdir string, key ed25519.PrivateKey) string {
+func seal(t testing.TB, vdir string, key ed25519.PrivateKey) string {
 	t.Helper()
 	m := &artifacts.Manifest{
 		Schema:  artifacts.Schema,
@@ -76,7 +76,7 @@ func seal(t *testing.T, vdir string, key ed25519.PrivateKey) string {
 
 // sealAll seals every version folder of the repository dir that has a model.onnx and no
 // manifest.json yet.
-func sealAll(t *testing.T, dir string) {
+func sealAll(t testing.TB, dir string) {
 	t.Helper()
 	vdirs, _ := filepath.Glob(filepath.Join(dir, "*", "*", ModelFile))
 	for _, f := range vdirs {

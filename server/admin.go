@@ -26,6 +26,8 @@ import (
 //	                         "state","reason"}], state READY, UNAVAILABLE or UNLOADED
 //	POST /v2/repository/models/{m}/load      loads m (or one version: body
 //	POST /v2/repository/models/{m}/unload    {"parameters":{"version":"1.2.3"}} or ?version=)
+//	GET  /v2/admin/models/{m}/traffic        the live traffic policy and its counters
+//	PUT  /v2/admin/models/{m}/traffic        sets it: {"weights":{"1.4.0":90,"1.5.0":10}, …}
 //
 // Who may call them, safe by default (Triton's default refuses load/unload too):
 //
@@ -54,6 +56,9 @@ type Admin struct {
 	// Repository serves the default pin and the repository routes. *repository.Repository
 	// implements it.
 	Repository Repository
+	// Traffic serves GET and PUT /v2/admin/models/{m}/traffic (traffic.go), guarded as the
+	// other admin routes. *repository.Repository implements it.
+	Traffic TrafficControl
 }
 
 // Repository is the model control the admin and repository routes use. Implementations must

@@ -48,6 +48,8 @@ type inferRequest struct {
 	// The request as its transport gave it (infer): the value of the
 	// Inference-Header-Content-Length header (nil: none) and the body, valid during the handler.
 	hdr, body []byte
+	episode   []byte // the X-Episode-ID header (traffic.go), valid during the handler
+	key       []byte // scratch of routeKey for an episode ID with escapes (traffic.go)
 
 	// Set by decodeRequest for the encoding callback, which is bound once (no closure per request).
 	model  Model
@@ -92,9 +94,9 @@ const maxRetained = 1 << 20
 // release drops what the request must not keep (references to the model, large buffers).
 func (r *inferRequest) release() {
 	r.model = nil
-	r.run = engines.RunOptions{}         // the sequence store, the trace span
-	r.shm.releaseAll()                   // the request has ended: its regions may be unmapped
-	r.bin, r.hdr, r.body = nil, nil, nil // views of the request, which fasthttp reuses
+	r.run = engines.RunOptions{}                         // the sequence store, the trace span
+	r.shm.releaseAll()                                   // the request has ended: its regions may be unmapped
+	r.bin, r.hdr, r.body, r.episode = nil, nil, nil, nil // views of the request, which fasthttp reuses
 	r.dl.reset()
 	for i := range r.tensors {
 		r.tensors[i] = bridge.Tensor{}

@@ -427,11 +427,15 @@ func (s *Server) grpcInfer(ctx context.Context, x *exchange, protocol string, re
 	defer s.putGRPCRequest(g)
 	g.req = req
 	g.deadline, _ = ctx.Deadline()
+	g.ctx = ctx
 	if err := s.inference(x, protocol, req.ModelName, req.ModelVersion, g); err != nil {
 		return nil, err
 	}
 	if md := deadlineMetadata(&g.r.dl); md != nil && protocol == ProtocolGRPC {
 		_ = grpc.SetHeader(ctx, md) // the stream's messages carry the response parameter only
+	}
+	if rt, ok := s.reg.(trafficRouter); ok && rt.HasTraffic(req.ModelName) {
+		setVersionMetadata(ctx, g.resp.ModelVersion) // traffic.go
 	}
 	return g.resp, nil
 }

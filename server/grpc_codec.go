@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"math"
@@ -35,8 +36,9 @@ type grpcRequest struct {
 	raw      bool      // the response goes in raw_output_contents
 	resp     *inference.ModelInferResponse
 	encode   func([]bridge.Tensor) error
-	all      []int // 0, 1, 2, ...: the indices of all outputs
-	rawNext  int   // the next entry of raw_input_contents (inputs in shared memory take none)
+	all      []int           // 0, 1, 2, ...: the indices of all outputs
+	rawNext  int             // the next entry of raw_input_contents (inputs in shared memory take none)
+	ctx      context.Context // the call's context, for its metadata (traffic.go)
 }
 
 func newGRPCRequest() *grpcRequest {
@@ -47,7 +49,7 @@ func newGRPCRequest() *grpcRequest {
 
 func (g *grpcRequest) release() {
 	g.r.release()
-	g.req, g.resp, g.deadline = nil, nil, time.Time{}
+	g.req, g.resp, g.deadline, g.ctx = nil, nil, time.Time{}, nil
 }
 
 // call is the codec's call (infer.go). The queue timeout is the request's "timeout"

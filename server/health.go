@@ -19,6 +19,8 @@ type HealthDetails struct {
 	// Shadows are the shadow evaluations that have seen a request (Server.ShadowStatuses):
 	// what each measured since it started or was reset.
 	Shadows []ShadowStatus `json:"shadows"`
+	// Traffic lists the live traffic policies (traffic.go), with their gates' history.
+	Traffic []TrafficDocument `json:"traffic,omitempty"`
 }
 
 // HealthServer is the process: its version and since when it runs.

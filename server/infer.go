@@ -47,16 +47,24 @@ type codec interface {
 // the default) through c, for protocol. On nil, c holds the encoded response; x, when not
 // nil, has recorded the version, protocol and batch size.
 func (s *Server) inference(x *exchange, protocol, model, version string, c codec) error {
-	m, err := s.acquire(model, version)
+	m, route, key, end, err := s.acquireRouted(model, version, c) // traffic.go
 	if err != nil {
 		return err
 	}
 	defer m.Release() // the response is encoded (on the worker, by the codec) by then
 	x.setModel(m, protocol)
-	ok := false
-	if st := statsOf(m); st != nil {
+	ok, ran := false, false
+	if st := statsOf(m); st != nil || route != repository.RouteNone {
 		start := time.Now()
-		defer func() { end := time.Now(); st.RecordRequest(ok, end.Sub(start), end) }()
+		defer func() {
+			now := time.Now()
+			st.RecordRequest(ok, now.Sub(start), now)
+			if route != repository.RouteNone {
+				// the gates judge a version by the requests it ran: a request refused at
+				// decoding (400) is the client's fault, not the version's
+				s.routed(m, key, end, ran, ok, now.Sub(start))
+			}
+		}()
 	}
 	if ready, reason := m.Ready(); !ready {
 		return &repository.UnavailableError{Model: m.Name(), Version: m.Version(), Reason: reason}
@@ -75,6 +83,7 @@ func (s *Server) inference(x *exchange, protocol, model, version string, c codec
 			opts.Deadline = d.at
 		}
 	}
+	ran = true
 	enc := c.encoder()
 	var shadow *shadowJob
 	if s.shadows != nil {
@@ -122,3 +131,5 @@ func (s *Server) acquire(model, version string) (Model, error) {
 	}
 	return m, nil
 }
+
+func isNotFound(err error) bool { return errors.Is(err, repository.ErrNotFound) }

@@ -94,6 +94,7 @@ func (s *Server) predict(ctx *fasthttp.RequestCtx) {
 		s.fail(ctx, err)
 		return
 	}
+	req.episode = ctx.Request.Header.Peek(HeaderEpisodeID)
 	if err := s.inference(x, ProtocolPredict, name, version, req); err != nil {
 		s.fail(ctx, err)
 		return
@@ -101,6 +102,7 @@ func (s *Server) predict(ctx *fasthttp.RequestCtx) {
 	writeDeadlineHeaders(ctx, &req.dl)
 	ctx.SetContentType("application/json")
 	ctx.SetBody(req.out)
+	ctx.Response.Header.Set(HeaderModelVersion, req.model.Version())
 }
 
 // predictRequest is a decoded predict request: one tensor per model input, in the model's
@@ -114,11 +116,12 @@ type predictRequest struct {
 	rows    bool  // row format: answer "predictions"
 	batch   int64 // the batch size; -1 when no input has a batch dimension
 
-	body   []byte // the request body its transport gave (a view, valid during the handler)
-	model  Model
-	out    []byte
-	encode func([]bridge.Tensor) error // encodeOutputs, bound once
-	dl     deadline                    // X-Deadline-Us, and how the answer turned out
+	body    []byte // the request body its transport gave (a view, valid during the handler)
+	episode []byte // the X-Episode-ID header (traffic.go), valid during the handler
+	model   Model
+	out     []byte
+	encode  func([]bridge.Tensor) error // encodeOutputs, bound once
+	dl      deadline                    // X-Deadline-Us, and how the answer turned out
 }
 
 var predictRequests = sync.Pool{New: func() any {
@@ -141,7 +144,7 @@ func (r *predictRequest) reset(nIn int) {
 
 // put drops what the request must not keep (the model, large buffers) and pools it.
 func (r *predictRequest) put() {
-	r.model, r.body = nil, nil
+	r.model, r.body, r.episode = nil, nil, nil
 	r.dl.reset()
 	for i := range r.tensors {
 		r.tensors[i] = bridge.Tensor{}

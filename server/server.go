@@ -324,6 +324,10 @@ func (s *Server) Handler() fasthttp.RequestHandler {
 		post("/v2/repository/models/{model}/load", s.repositoryControl(true))
 		post("/v2/repository/models/{model}/unload", s.repositoryControl(false))
 	}
+	if s.opts.Admin.Traffic != nil {
+		get("/v2/admin/models/{model}/traffic", s.adminTrafficGet)
+		route(fasthttp.MethodPut, "/v2/admin/models/{model}/traffic", s.adminTrafficPut)
+	}
 	r.NotFound = s.observe("", true, func(ctx *fasthttp.RequestCtx) {
 		s.fail(ctx, &statusError{fasthttp.StatusNotFound, fmt.Sprintf("no route %s %s", ctx.Method(), clip(string(ctx.Path()), 200))})
 	})
@@ -629,12 +633,14 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx) {
 		s.fail(ctx, err)
 		return
 	}
+	req.episode = ctx.Request.Header.Peek(HeaderEpisodeID)
 	if err := s.inference(x, protocol, name, version, req); err != nil {
 		s.fail(ctx, err)
 		return
 	}
 	writeDeadlineHeaders(ctx, &req.dl)
 	req.writeResponse(ctx)
+	ctx.Response.Header.Set(HeaderModelVersion, req.model.Version())
 }
 
 // rowsOf is the batch size of a request with these inputs: their dimension 0 for a batchable

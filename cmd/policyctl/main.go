@@ -23,6 +23,8 @@
 //	policyctl config schema
 //	policyctl engines build --repository DIR [--model NAME[@VERSION]] [--backend-dir DIR]
 //	                        [--sign-key KEY] [--force]
+//	policyctl traffic set MODEL VERSION=WEIGHT... [--clear] [--server URL] [--token-file F]
+//	policyctl traffic status MODEL [--server URL] [--token-file F] [--format text|json]
 //
 // Every command and command group takes --help. Exit status: 0 success, 1 failure, 2 usage.
 package main
@@ -72,6 +74,7 @@ func root() *command {
 		}},
 		{name: "config", short: "check, compare and describe config files", subs: configCommands()},
 		{name: "engines", short: "engine caches: build them for the local GPUs (make engines)", subs: enginesCommands()},
+		{name: "traffic", short: "traffic policies of a running server: weighted splits, shadow, gates", subs: trafficCommands()},
 	}}
 }
 

@@ -25,6 +25,12 @@ type served interface {
 	DefaultVersion(model string) (version string, pinned bool)
 }
 
+// trafficServed is a served repository with traffic policies (*repository.Repository).
+type trafficServed interface {
+	TrafficModels() []string
+	Traffic(model string) (repository.TrafficStatus, bool)
+}
+
 // health gathers the document of GET /v2/health/details from the parts that hold it. Nothing it
 // reads waits for a configuration reload: the reloader's state is a snapshot.
 type health struct {
@@ -72,6 +78,11 @@ func (h *health) details() server.HealthDetails {
 			Reason: reason, Backend: v.Backend(), Device: v.Device(), Digest: v.Digest(), Signer: v.Signer(),
 			Default: isDef, Pinned: isDef && pinned, LoadSeconds: v.LoadDuration().Seconds(),
 			InFlight: v.InFlight(), QueueDepth: v.QueueDepth(), Golden: healthGolden(v.GoldenChecks())})
+	}
+	if tr, ok := h.repo.(trafficServed); ok {
+		for _, m := range tr.TrafficModels() {
+			d.Traffic = append(d.Traffic, server.TrafficDocumentOf(tr, m))
+		}
 	}
 	for _, e := range h.repo.Index() {
 		if e.State == repository.StateUnloaded { // in the repository, not served: say why

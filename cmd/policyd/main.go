@@ -269,7 +269,29 @@ func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
 		fmt.Fprintf(stderr, "policyd: metrics: %v\n", err)
 		return 1
 	}
+	// Traffic policies (docs/rollout.md): their families, and the gates evaluated every second
+	// (each policy at its own gates.interval) until the process stops.
+	trafficMets, err := metrics.NewTraffic(reg, repo)
+	if err != nil {
+		log.Error("metrics", zap.Error(err))
+		fmt.Fprintf(stderr, "policyd: metrics: %v\n", err)
+		return 1
+	}
 	var srvp atomic.Pointer[server.Server] // set once the server exists, for the reloads' body limit
+	// The gates read the shadow's numbers from the server (once it exists).
+	gates := repository.NewGates(repo, repository.GatesOptions{OnAction: trafficMets.GateAction,
+		Shadow: func(model, primary, candidate string) repository.ShadowReport {
+			s := srvp.Load()
+			if s == nil {
+				return repository.ShadowReport{Agreement: 1}
+			}
+			r := s.ShadowReport(model, primary, candidate)
+			return repository.ShadowReport{Samples: r.Samples, Errors: r.Errors, MeanAbs: r.MeanAbs,
+				MaxAbs: r.MaxAbs, MaxRel: r.MaxRel, Agreement: r.Agreement}
+		}})
+	gatesCtx, stopGates := context.WithCancel(context.Background())
+	defer stopGates()
+	go gates.Run(gatesCtx, time.Second)
 	rl := reload.New(reload.Options{Load: f.load, Log: log, Level: level, Repo: repo, Metrics: reloadMets,
 		OnApply: func(c *config.Config) {
 			if s := srvp.Load(); s != nil {
@@ -322,6 +344,7 @@ func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
 		CompressMinBytes:   compressMin(cfg.Server.CompressMin),
 		// Shadow evaluation: Shadow names a model's shadow version and rate; the traffic
 		// policy (models[].traffic.shadow) provides it.
+		Shadow:        repo.ShadowOf,
 		ShadowMetrics: shadowMets,
 		SharedMemory: server.SharedMemoryOptions{Enabled: cfg.SharedMemory.Enabled,
 			MaxRegions: cfg.SharedMemory.MaxRegions, MaxBytes: int64(cfg.SharedMemory.MaxBytes), CUDA: rt},
@@ -332,6 +355,7 @@ func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
 			Details:              hd.details,
 			Metrics:              fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{})),
 			Repository:           repo,
+			Traffic:              repo,
 		},
 	})
 	srvp.Store(srv)
