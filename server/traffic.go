@@ -318,6 +318,9 @@ type TrafficDocument struct {
 	StickyMisses    uint64                      `json:"sticky_misses"`
 	StickyTableFull uint64                      `json:"sticky_table_full"`
 	GateStatus      *repository.GateStatus      `json:"gate_status,omitempty"`
+	// Shadows are what the shadow evaluation of the model measured, per primary and shadow
+	// version (as in health details); empty before its first sample.
+	Shadows []ShadowStatus `json:"shadows,omitempty"`
 }
 
 // TrafficDocumentOf is the document of model's traffic policy in c.
@@ -341,7 +344,13 @@ func (s *Server) adminTrafficGet(ctx *fasthttp.RequestCtx) {
 		s.fail(ctx, &repository.NotFoundError{Model: model})
 		return
 	}
-	writeJSON(ctx, http.StatusOK, TrafficDocumentOf(s.opts.Admin.Traffic, model))
+	doc := TrafficDocumentOf(s.opts.Admin.Traffic, model)
+	for _, st := range s.ShadowStatuses() {
+		if st.Model == model {
+			doc.Shadows = append(doc.Shadows, st)
+		}
+	}
+	writeJSON(ctx, http.StatusOK, doc)
 }
 
 // adminTrafficPut sets the traffic policy of a model: body {"weights":{"1.4.0":90,"1.5.0":10}}
@@ -404,5 +413,11 @@ func (s *Server) adminTrafficPut(ctx *fasthttp.RequestCtx) {
 		s.fail(ctx, err)
 		return
 	}
-	writeJSON(ctx, http.StatusOK, TrafficDocumentOf(s.opts.Admin.Traffic, model))
+	doc := TrafficDocumentOf(s.opts.Admin.Traffic, model)
+	for _, st := range s.ShadowStatuses() {
+		if st.Model == model {
+			doc.Shadows = append(doc.Shadows, st)
+		}
+	}
+	writeJSON(ctx, http.StatusOK, doc)
 }

@@ -127,3 +127,25 @@ func TestRouteKeyOfHTTPRequests(t *testing.T) {
 		}
 	}
 }
+
+// TestAdminTrafficShowsShadow: GET …/traffic carries what the model's shadow measured, as
+// health details do (policyctl traffic status prints it).
+func TestAdminTrafficShowsShadow(t *testing.T) {
+	reg := newFakeRegistry(policyModel("1"), offsetPolicy("2", 0.5, 3))
+	ft := &fakeTraffic{}
+	ts := startServer(t, reg, Options{Shadow: shadowOf("2", 1, nil), Admin: Admin{Traffic: ft, Token: func() string { return "t0k" }}})
+	for range 4 {
+		if r := ts.do(t, "POST", "/v2/models/policy/versions/1/infer", []byte(`{"inputs":[{"name":"obs","datatype":"FP32","shape":[1,4],"data":[1,-2,3,4]}]}`)); r.status != 200 {
+			t.Fatalf("%d %s", r.status, r.body)
+		}
+	}
+	waitShadow(t, ts.srv, "policy", "1", "2", 4)
+	r := ts.doAuth(t, "GET", "/v2/admin/models/policy/traffic", "Bearer t0k", nil)
+	var doc TrafficDocument
+	if err := json.Unmarshal(r.body, &doc); err != nil || r.status != 200 {
+		t.Fatalf("GET: %d %s (%v)", r.status, r.body, err)
+	}
+	if len(doc.Shadows) != 1 || doc.Shadows[0].Shadow != "2" || doc.Shadows[0].Samples != 4 || doc.Shadows[0].MaxAbs != 0.5 {
+		t.Fatalf("shadows %+v", doc.Shadows)
+	}
+}

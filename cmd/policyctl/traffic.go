@@ -193,6 +193,21 @@ func printTraffic(w io.Writer, doc *server.TrafficDocument, format string) int {
 	if sh := doc.Shadow; sh != nil {
 		fmt.Fprintf(w, "shadow: %s on %.0f%% of the requests\n", sh.Version, 100*sh.Rate)
 	}
+	for _, st := range doc.Shadows {
+		fmt.Fprintf(w, "shadow %s beside %s since %s: %d compared, %d dropped, %d errors, %d skipped; mean |diff| %.3g, max |diff| %.3g, max rel %.3g, agreement %.2f%%\n",
+			st.Shadow, st.Primary, st.Since.UTC().Format(time.RFC3339), st.Samples, st.Dropped, st.Errors, st.Skipped,
+			st.MeanAbs, st.MaxAbs, st.MaxRel, 100*st.Agreement)
+		for _, o := range st.Outputs {
+			if o.Discrete {
+				fmt.Fprintf(w, "  %s (discrete): agreement %.2f%% over %d elements\n", o.Output, 100*o.Agreement, o.Elements)
+			} else {
+				fmt.Fprintf(w, "  %s: mean |diff| %.3g, max |diff| %.3g, max rel %.3g over %d elements\n", o.Output, o.MeanAbs, o.MaxAbs, o.MaxRel, o.Elements)
+			}
+		}
+		if st.LastError != "" {
+			fmt.Fprintf(w, "  last error: %s\n", st.LastError)
+		}
+	}
 	if g := doc.GateStatus; g != nil {
 		fmt.Fprintf(w, "gates: candidate %s, %s", g.Candidate, strings.ReplaceAll(g.State, "_", " "))
 		if g.LastReason != "" {

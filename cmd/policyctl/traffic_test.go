@@ -33,6 +33,9 @@ func TestTrafficSetAndStatus(t *testing.T) {
 			Weights: map[string]int{"1.0.0": 90, "1.1.0": 0}}}},
 	}
 	doc.Weights = map[string]int{"1.0.0": 90, "1.1.0": 10}
+	doc.Shadows = []server.ShadowStatus{{Model: "3DBall", Primary: "1.0.0", Shadow: "1.1.0", Samples: 120, Dropped: 3,
+		MeanAbs: 0.00042, MaxAbs: 0.0031, MaxRel: 0.02, Agreement: 1, Since: time.Date(2026, 1, 2, 3, 0, 0, 0, time.UTC),
+		Outputs: []server.ShadowOutputReport{{Output: "continuous_actions", Elements: 240, MeanAbs: 0.00073, MaxAbs: 0.0031, MaxRel: 0.02}}}}
 	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got.method, got.path, got.auth = r.Method, r.URL.Path, r.Header.Get("Authorization")
 		got.body, _ = io.ReadAll(r.Body)
@@ -53,7 +56,9 @@ func TestTrafficSetAndStatus(t *testing.T) {
 		t.Fatalf("set: code %d, sent %s %s %s; stderr %s", code, got.method, got.path, got.body, errb.String())
 	}
 	for _, want := range []string{"traffic policy set by admin", "1.0.0    90", "90.0%", "gates: candidate 1.1.0, rolled back",
-		"2026-01-02T03:04:05Z rollback → 1.0.0=90 1.1.0=0: error rate 0.2 above 0.05"} {
+		"2026-01-02T03:04:05Z rollback → 1.0.0=90 1.1.0=0: error rate 0.2 above 0.05",
+		"shadow 1.1.0 beside 1.0.0 since 2026-01-02T03:00:00Z: 120 compared, 3 dropped, 0 errors, 0 skipped; mean |diff| 0.00042",
+		"continuous_actions: mean |diff| 0.00073, max |diff| 0.0031, max rel 0.02 over 240 elements"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("set's output lacks %q:\n%s", want, out.String())
 		}
