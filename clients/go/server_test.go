@@ -8,8 +8,6 @@ package policyd
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -22,56 +20,20 @@ import (
 	"testing"
 	"time"
 
-	"github.com/policyd/policyd/artifacts"
+	"github.com/policyd/policyd/internal/e2etest"
 )
 
 // repoRoot is the repository root, seen from this package's folder.
 const repoRoot = "../.."
 
-var (
-	binOnce sync.Once
-	binPath string
-	binErr  error
-)
-
 func policydBinary(tb testing.TB) string {
-	tb.Helper()
-	if p := os.Getenv("POLICYD_BIN"); p != "" {
-		return p
-	}
-	binOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "policyd-client-")
-		if err != nil {
-			binErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "policyd")
-		out, err := exec.Command("go", "build", "-o", binPath, "github.com/policyd/policyd/cmd/policyd").CombinedOutput()
-		if err != nil {
-			binErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if binErr != nil {
-		tb.Fatal(binErr)
-	}
-	return binPath
+	return e2etest.PolicydBinary(tb)
 }
 
 // linkModel adds model (a path relative to the repository root) to repo as <id>@1.0.0.
 func linkModel(tb testing.TB, repo, id, model string) {
 	tb.Helper()
-	src, err := filepath.Abs(filepath.Join(repoRoot, model))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := os.MkdirAll(repo, 0o755); err != nil {
-		tb.Fatal(err)
-	}
-	rec := []artifacts.Tensor{{Name: "recorded-by-policyctl", Datatype: "FP32", Shape: []int64{-1}}}
-	io := artifacts.IO{Inputs: rec, Outputs: rec}
-	if _, err := artifacts.Add(repo, artifacts.AddRequest{Name: id, Version: "1.0.0", Model: src, IO: io, Tool: "client test"}); err != nil && !errors.Is(err, artifacts.ErrExists) {
-		tb.Fatalf("add %s: %v", id, err)
-	}
+	e2etest.LinkModel(tb, repoRoot, repo, id, model, "client test")
 }
 
 // daemon is a running policyd.

@@ -9,7 +9,6 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -26,7 +25,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/policyd/policyd/artifacts"
+	"github.com/policyd/policyd/internal/e2etest"
 )
 
 // repoRoot is the repository root, seen from this package's folder.
@@ -35,34 +34,9 @@ const repoRoot = "../.."
 const invalidModel = "../shared/models/mlagents/deterDiscrete1obs3action_INVALID.onnx"
 const invalidID = "mlagents-deterDiscrete1obs3action_INVALID"
 
-var (
-	binOnce sync.Once
-	binPath string
-	binErr  error
-)
-
 // policydBinary builds cmd/policyd once per test run, unless $POLICYD_BIN names a binary.
 func policydBinary(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("POLICYD_BIN"); p != "" {
-		return p
-	}
-	binOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "policyd-e2e-")
-		if err != nil {
-			binErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "policyd")
-		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
-		if err != nil {
-			binErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if binErr != nil {
-		t.Fatal(binErr)
-	}
-	return binPath
+	return e2etest.PolicydBinary(t)
 }
 
 // reference is one testdata/reference/*.json file.
@@ -109,19 +83,7 @@ func loadReferences(t *testing.T) []reference {
 // <id>@1.0.0, as "policyctl artifacts add" would (without loading it: the invalid model too).
 func linkModel(t *testing.T, repo, id, model string) {
 	t.Helper()
-	src, err := filepath.Abs(filepath.Join(repoRoot, model))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(repo, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	// The signature is what policyctl would record; these tests do not read it back.
-	rec := []artifacts.Tensor{{Name: "recorded-by-policyctl", Datatype: "FP32", Shape: []int64{-1}}}
-	io := artifacts.IO{Inputs: rec, Outputs: rec}
-	if _, err := artifacts.Add(repo, artifacts.AddRequest{Name: id, Version: "1.0.0", Model: src, IO: io, Tool: "e2e test"}); err != nil && !errors.Is(err, artifacts.ErrExists) {
-		t.Fatalf("add %s: %v", id, err)
-	}
+	e2etest.LinkModel(t, repoRoot, repo, id, model, "e2e test")
 }
 
 // daemon is a running policyd.
