@@ -221,7 +221,7 @@ func Defaults() *Config {
 			IdleTimeout:     2 * time.Minute,
 			ShutdownTimeout: 30 * time.Second,
 			CompressMin:     1 * KiB,
-			ShadowCPUShare:  0.1,
+			ShadowCPUShare:  0.05,
 		},
 		Limits:     Limits{MaxRequestSize: 64 * MiB, QueueLen: 64, MaxModelMemory: 4 * GiB},
 		Log:        Log{Level: "info", Format: "json", Access: true},

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -392,23 +393,59 @@ func sequencesFull(m Model, seqs *engines.Sequences) bool {
 func (sh *shadows) work(queue chan *shadowJob) {
 	defer sh.wg.Done()
 	for {
+		// Idle: wait for a job (the one wake-up a sampled request may cost the primary).
 		select {
 		case j := <-queue:
-			t0 := time.Now()
-			if j.stale {
-				sh.endStale(j)
-				sh.triple(j.key).count(resultSkipped)
-			} else {
-				sh.run(j)
-			}
-			if sh.budget != nil {
-				sh.budget.charge(time.Since(t0), j.reserved)
-			}
-			sh.put(j)
+			sh.handle(j)
 		case <-sh.s.stop:
 			return
 		}
+		// Busy: the worker does not wait on the queue, so offering a job wakes nobody; it
+		// comes back every shadowPoll and runs what has queued meanwhile, yielding to the
+		// runnable goroutines (the primary's) before each run, until a round finds none.
+		for {
+			select {
+			case <-time.After(shadowPoll):
+			case <-sh.s.stop:
+				return
+			}
+			n := 0
+		drain:
+			for {
+				select {
+				case j := <-queue:
+					runtime.Gosched()
+					sh.handle(j)
+					n++
+				default:
+					break drain
+				}
+			}
+			if n == 0 {
+				break
+			}
+		}
 	}
+}
+
+// shadowPoll is how often a busy shadow worker looks at its queue: the sampled requests of
+// that time wait for one wake-up rather than each paying its own. The queue must hold what
+// arrives in that time (DefaultShadowQueueLen at 64k sampled requests per second).
+const shadowPoll = time.Millisecond
+
+// handle runs job j (or skips it, for a stale step) and charges the CPU budget its time.
+func (sh *shadows) handle(j *shadowJob) {
+	t0 := time.Now()
+	if j.stale {
+		sh.endStale(j)
+		sh.triple(j.key).count(resultSkipped)
+	} else {
+		sh.run(j)
+	}
+	if sh.budget != nil {
+		sh.budget.charge(time.Since(t0), j.reserved)
+	}
+	sh.put(j)
 }
 
 // Results of a shadow request (metrics.ShadowResults' order).

@@ -11,7 +11,7 @@ import (
 // bottleneck: a worker that always finds work runs it, and every shadow run takes CPU time the
 // primary's requests would have used. The budget bounds the shadow to a share of the machine:
 // a token bucket holding CPU time, refilled by wall time at share × GOMAXPROCS seconds per
-// second, up to one second of that (the burst), and charged after each shadow run with the
+// second, up to shadowBudgetBurst of that, and charged after each shadow run with the
 // time it took (engine run and comparison, measured as wall time on the worker: the engine
 // runs a shadow request on one context, so wall time bounds the CPU it used from above,
 // queueing on the shadow version included). A sampled request that finds the bucket empty is
@@ -25,11 +25,13 @@ import (
 
 // DefaultShadowCPUShare is the share of the machine (of GOMAXPROCS CPU-seconds per second)
 // shadow work may use when Options.ShadowCPUShare is 0.
-const DefaultShadowCPUShare = 0.1
+const DefaultShadowCPUShare = 0.05
 
-// shadowBudgetBurst is how many seconds of refill the bucket holds: the shadow work a quiet
-// second leaves unused may be spent in the next one, never more.
-const shadowBudgetBurst = time.Second
+// shadowBudgetBurst is how much wall time of refill the bucket holds: what a quiet moment
+// leaves unused may be spent at once, never more. Short, so that the share holds over any
+// stretch longer than a few of these (a burst of a second would let the shadow take a core
+// for a fifth of a second at 0.1 of 2 CPUs) and a budget drop follows the load closely.
+const shadowBudgetBurst = 50 * time.Millisecond
 
 // shadowBudget is the token bucket. It is safe for concurrent use.
 type shadowBudget struct {

@@ -13,6 +13,10 @@ import (
 	"github.com/policyd/policyd/metrics"
 )
 
+// noShadowBudget turns the CPU budget off in the tests of what the shadow computes: they send
+// requests back to back (a saturating client), which the budget would rightly thin out.
+const noShadowBudget = 1
+
 // fakeClock is an injected clock for the budget.
 type fakeClock struct{ t time.Time }
 
@@ -30,45 +34,43 @@ func mustTake(t *testing.T, b *shadowBudget) time.Duration {
 	return r
 }
 
-// The bucket: 0.1 of 2 CPUs earns 0.2 ms of shadow time per ms of wall time, holds at most
-// 200 ms; a run's time is charged, an empty bucket refuses until wall time has refilled it.
+// The bucket: 0.1 of 2 CPUs earns 0.2 ms of shadow time per ms of wall time and holds at most
+// 10 ms (0.2 × the 50 ms burst); a run's time is charged, an empty bucket refuses until wall
+// time has refilled it.
 func TestShadowBudgetDropsWhenSpentAndRefills(t *testing.T) {
 	c := newFakeClock()
 	b := newShadowBudget(0.1, 2, c.now)
-	if got := tokensMs(b); got != 200 {
-		t.Fatalf("a new budget holds %.3f ms, want 200 (0.1 × 2 CPUs × 1 s)", got)
+	if got := tokensMs(b); got != 10 {
+		t.Fatalf("a new budget holds %.3f ms, want 10 (0.1 × 2 CPUs × 50 ms)", got)
 	}
 	r := mustTake(t, b) // no run measured yet: reserves nothing
-	b.charge(ms(300), r)
+	b.charge(ms(15), r)
 	if _, ok := b.take(); ok {
-		t.Fatalf("admitted with %.3f ms left after a 300 ms run", tokensMs(b))
+		t.Fatalf("admitted with %.3f ms left after a 15 ms run", tokensMs(b))
 	}
-	c.add(ms(400)) // +80 ms: -100 + 80 = -20
+	c.add(ms(20)) // +4 ms: -5 + 4 = -1
 	if _, ok := b.take(); ok {
-		t.Fatalf("admitted with %.3f ms left, want -20", tokensMs(b))
+		t.Fatalf("admitted with %.3f ms left, want -1", tokensMs(b))
 	}
-	c.add(ms(200)) // +40 ms: 20
+	c.add(ms(10)) // +2 ms: 1
 	r = mustTake(t, b)
-	if r != ms(300) {
-		t.Errorf("reserved %v, want the last run's 300ms", r)
+	if r != ms(15) {
+		t.Errorf("reserved %v, want the last run's 15ms", r)
 	}
 	b.refund(r) // dropped after admission: the reservation comes back
-	if got := tokensMs(b); got < 19.999 || got > 20.001 {
-		t.Errorf("%.3f ms left after a refund, want 20", got)
+	if got := tokensMs(b); got < 0.999 || got > 1.001 {
+		t.Errorf("%.3f ms left after a refund, want 1", got)
 	}
 	c.add(100 * time.Second) // never more than the burst
-	if got := tokensMs(b); got != 20 {
-		t.Errorf("tokens moved without a call: %.3f", got)
-	}
 	b.take()
 	b.refund(ms(10000))
-	if got := tokensMs(b); got > 200 {
-		t.Errorf("%.3f ms held, more than the 200 ms burst", got)
+	if got := tokensMs(b); got > 10 {
+		t.Errorf("%.3f ms held, more than the 10 ms burst", got)
 	}
-	// Reservations: runs admitted before any is charged pay at once. The average run is 300 ms
-	// here; 200 ms in the bucket admits one, then none until runs are charged.
+	// Reservations: runs admitted before any is charged pay at once. The average run is 15 ms
+	// here; 10 ms in the bucket admits one, then none until runs are charged.
 	b2 := newShadowBudget(0.1, 2, c.now)
-	b2.charge(ms(300), 0)
+	b2.charge(ms(15), 0)
 	c.add(10 * time.Second)
 	r1 := mustTake(t, b2)
 	if _, ok := b2.take(); ok {
@@ -170,7 +172,7 @@ func TestShadowBudgetLowLoadComparesEveryRequest(t *testing.T) {
 }
 
 // A shadow that takes far more than its share: after one run (charged 30 ms against a budget of
-// 0.001 × GOMAXPROCS, refilled at a few ms per second) the sampled requests are dropped for
+// 0.001 × GOMAXPROCS × 50 ms, refilled at a few ms per second) the sampled requests are dropped for
 // the budget; the primary answers every one.
 func TestShadowBudgetSpentDropsShadowOnly(t *testing.T) {
 	slow := policyModel("2")
