@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # What shadow evaluation costs the primary (docs/rollout.md, What the primary pays): mlp-med at
 # batch 1, 16 connections, JSON over loopback TCP, the primary shadowed at 100 % ("on") or not
-# ("off"), alternated ROUNDS times (default 5) with N requests each (default 20000: long enough that the CPU budget, not its 50 ms burst, decides). Prints each
-# run and the medians: p50, p99 (µs), throughput (req/s), on/off ratios, and the share of the
+# ("off"), alternated ROUNDS times (default 5) with N requests each (default 20000: long enough
+# that the CPU budget, not its 50 ms burst, decides; SHADOW_CPU_SHARE overrides the server's
+# default share for the "on" runs). Prints each run and the medians: p50, p99 (µs), throughput (req/s), on/off ratios, and the share of the
 # sampled requests the shadow compared (the rest dropped, mostly by the CPU budget,
 # server.shadow_cpu_share; docs/rollout.md).
 #
