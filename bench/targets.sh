@@ -30,8 +30,9 @@ echo "targets: shadow overhead, $rounds alternated rounds of $n requests" >&2
 shadow_ok=1
 ROUNDS=$rounds N=$n bash bench/shadow/run.sh >"$DIR/targets-shadow.txt" 2>&1 || shadow_ok=0
 echo "targets: deadline overload, $dur" >&2
-deadline_ok=1
-DURATION=$dur bash bench/deadline.sh >"$DIR/targets-deadline.txt" 2>&1 || deadline_ok=0
+# deadline.sh's exit status is not its verdict (it ends with a test of PROBE, false when
+# unset): the run counts when it printed its tally.
+DURATION=$dur bash bench/deadline.sh >"$DIR/targets-deadline.txt" 2>&1 || true
 
 # met: the measured value meets the target; "not run" when the measurement failed.
 verdict() { awk -v v="$1" -v op="$2" -v t="$3" 'BEGIN { if (v == "") { print "not run"; exit }
@@ -45,7 +46,6 @@ sent=$(sed -n 's/^sent \([0-9]*\) in.*/\1/p' "$DIR/targets-deadline.txt")
 marked=$(sed -n 's/.*of which later than deadline + [^:]*: \([0-9]*\).*/\1/p' "$DIR/targets-deadline.txt")
 offered=$(sed -n 's/^capacity: \(.*\)/\1/p' "$DIR/targets-deadline.txt")
 [[ $shadow_ok = 1 ]] || p50="" p99="" rps=""
-[[ $deadline_ok = 1 ]] || late=""
 
 {
   echo
