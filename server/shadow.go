@@ -35,8 +35,11 @@ import (
 // timeout, and to half its max_sequences). A request without a sequence is sampled on its own.
 //
 // What the primary pays: one call of Options.Shadow per request and, for a request not
-// sampled, nothing else (no allocation, no copy). A sampled request copies its inputs and
-// outputs into a pooled job, after its answer is encoded.
+// sampled, nothing else (no allocation, no copy). A sampled request first asks the shadow's
+// CPU budget (shadow_budget.go, Options.ShadowCPUShare): when it is spent the request is
+// dropped there, counted, before anything is copied. An admitted one copies its inputs and
+// outputs into a pooled job, after its answer is encoded; a busy worker polls its queue
+// (shadowPoll), so handing the job over wakes no thread.
 
 // Defaults of the shadow options.
 const (
