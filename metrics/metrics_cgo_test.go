@@ -432,6 +432,7 @@ func TestFamiliesMatchTheDocs(t *testing.T) {
 		t.Fatal(err)
 	}
 	sm.ShadowRequests("mlp", "1.0.0", "1.1.0")[0].Inc()
+	sm.ShadowDropped("mlp", "1.0.0", "1.1.0")[1].Inc()
 	for _, discrete := range []bool{false, true} {
 		o := sm.ShadowOutput("mlp", "1.0.0", "1.1.0", "action", discrete)
 		if discrete {

@@ -14,6 +14,12 @@ var DiffBuckets = []float64{0, 1e-6, 1e-5, 1e-4, 1e-3, 0.01, 0.05, 0.1, 0.25, 0.
 // an engine error), skipped (a step of a sequence the shadow does not follow from its start).
 var ShadowResults = []string{"compared", "dropped", "error", "skipped"}
 
+// ShadowDropReasons are the values of policyd_shadow_dropped_total's reason label: queue_full
+// (the shadow queue was full), budget (the shadow's CPU budget was spent: dropped before
+// anything was copied), overloaded (the shadow version's own queue refused it). Every drop is
+// also counted in policyd_shadow_requests_total{result="dropped"}.
+var ShadowDropReasons = []string{"queue_full", "budget", "overloaded"}
+
 // shadowLabels name a shadow: the model, the version that answered (primary) and the version
 // run beside it (shadow).
 var shadowLabels = []string{"model", "primary", "shadow"}
@@ -23,6 +29,7 @@ var shadowLabels = []string{"model", "primary", "shadow"}
 // output (ShadowRequests, ShadowOutput), so recording a comparison allocates nothing.
 type Shadow struct {
 	requests  *prometheus.CounterVec
+	dropped   *prometheus.CounterVec
 	absDiff   *prometheus.HistogramVec
 	relDiff   *prometheus.HistogramVec
 	meanAbs   *prometheus.GaugeVec
@@ -51,6 +58,10 @@ func NewShadow(reg prometheus.Registerer) (*Shadow, error) {
 			Name: "policyd_shadow_requests_total",
 			Help: "Sampled requests offered to a shadow version, by result: compared, dropped (shadow queue full; the primary is never affected), error (the shadow failed), skipped (a step of a sequence the shadow did not see start).",
 		}, append(append([]string(nil), shadowLabels...), "result")),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "policyd_shadow_dropped_total",
+			Help: "Sampled requests not run on the shadow, by reason: queue_full (the shadow queue was full), budget (the shadow's CPU budget was spent; dropped before any copy), overloaded (the shadow version's own queue refused it). Their sum is policyd_shadow_requests_total{result=\"dropped\"}.",
+		}, append(append([]string(nil), shadowLabels...), "reason")),
 		absDiff: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "policyd_shadow_abs_diff",
 			Help:    "Per compared request, the largest absolute difference between the primary's and the shadow's values of a floating output.",
@@ -70,7 +81,7 @@ func NewShadow(reg prometheus.Registerer) (*Shadow, error) {
 			Help: "Share of the elements of an integer or boolean output (a discrete action) equal on both sides, since the shadow started or was reset.",
 		}, out),
 	}
-	cs := []prometheus.Collector{m.requests, m.absDiff, m.relDiff, m.meanAbs, m.agreement}
+	cs := []prometheus.Collector{m.requests, m.dropped, m.absDiff, m.relDiff, m.meanAbs, m.agreement}
 	for i, c := range cs {
 		if err := reg.Register(c); err != nil {
 			for _, d := range cs[:i] {
@@ -87,6 +98,16 @@ func (m *Shadow) ShadowRequests(model, primary, shadow string) [4]prometheus.Cou
 	var cs [4]prometheus.Counter
 	for i, r := range ShadowResults {
 		cs[i] = m.requests.WithLabelValues(model, primary, shadow, r)
+	}
+	return cs
+}
+
+// ShadowDropped returns the drop counters of a shadow, one per ShadowDropReasons entry, in
+// that order.
+func (m *Shadow) ShadowDropped(model, primary, shadow string) [3]prometheus.Counter {
+	var cs [3]prometheus.Counter
+	for i, r := range ShadowDropReasons {
+		cs[i] = m.dropped.WithLabelValues(model, primary, shadow, r)
 	}
 	return cs
 }

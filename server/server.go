@@ -153,6 +153,10 @@ type Options struct {
 	ShadowQueueLen int
 	// ShadowWorkers is the number of goroutines running shadow requests, 1 to 4 (default 1).
 	ShadowWorkers int
+	// ShadowCPUShare is the share of the machine (of GOMAXPROCS CPU-seconds per second) the
+	// shadow runs may take in all (shadow_budget.go): 0 means DefaultShadowCPUShare, 1 or
+	// more no budget. A sampled request beyond it is dropped before it is copied, counted.
+	ShadowCPUShare float64
 	// ShadowMetrics, when set, receives the shadow families (policyd_shadow_*).
 	ShadowMetrics *metrics.Shadow
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,8 +35,11 @@ import (
 // timeout, and to half its max_sequences). A request without a sequence is sampled on its own.
 //
 // What the primary pays: one call of Options.Shadow per request and, for a request not
-// sampled, nothing else (no allocation, no copy). A sampled request copies its inputs and
-// outputs into a pooled job, after its answer is encoded.
+// sampled, nothing else (no allocation, no copy). A sampled request first asks the shadow's
+// CPU budget (shadow_budget.go, Options.ShadowCPUShare): when it is spent the request is
+// dropped there, counted, before anything is copied. An admitted one copies its inputs and
+// outputs into a pooled job, after its answer is encoded; a busy worker polls its queue
+// (shadowPoll), so handing the job over wakes no thread.
 
 // Defaults of the shadow options.
 const (
@@ -66,6 +70,7 @@ type shadows struct {
 	queues  []chan *shadowJob // one per worker: a sequence's steps all go to one, in order
 	jobs    sync.Pool         // *shadowJob
 	metrics *metrics.Shadow
+	budget  *shadowBudget // nil: no CPU budget (Options.ShadowCPUShare ≥ 1)
 	wg      sync.WaitGroup
 
 	mu      sync.RWMutex
@@ -93,7 +98,8 @@ func newShadows(s *Server, o *Options) *shadows {
 		w = DefaultShadowWorkers
 	}
 	sh := &shadows{s: s, choose: o.Shadow, metrics: o.ShadowMetrics,
-		triples: map[shadowKey]*shadowTriple{}, broken: map[shadowSeqKey]time.Time{}}
+		triples: map[shadowKey]*shadowTriple{}, broken: map[shadowSeqKey]time.Time{},
+		budget: newShadowBudget(o.ShadowCPUShare, 0, nil)}
 	sh.jobs.New = func() any { return newShadowJob() }
 	sh.wg.Add(w)
 	for i := range w {
@@ -111,15 +117,17 @@ type shadowJob struct {
 	names   []string        // the primary's output names
 	inNames []string        // the primary's input names
 	seed    uint64
-	seq     bool // a step of a sequence: id, start, end
-	id      engines.SequenceID
-	start   bool
-	end     bool
-	stale   bool                                // a step of a broken sequence: the worker ends the shadow's sequence and skips it
-	copied  bool                                // the primary's outputs are in outs
-	enc     func(outputs []bridge.Tensor) error // the codec's encoder
-	encode  func(outputs []bridge.Tensor) error // j.encodeThenCopy, bound once
-	compare func(outputs []bridge.Tensor) error // j.compareOutputs, bound once
+	// reserved is the CPU budget's reservation for this run (shadow_budget.go)
+	reserved time.Duration
+	seq      bool // a step of a sequence: id, start, end
+	id       engines.SequenceID
+	start    bool
+	end      bool
+	stale    bool                                // a step of a broken sequence: the worker ends the shadow's sequence and skips it
+	copied   bool                                // the primary's outputs are in outs
+	enc      func(outputs []bridge.Tensor) error // the codec's encoder
+	encode   func(outputs []bridge.Tensor) error // j.encodeThenCopy, bound once
+	compare  func(outputs []bridge.Tensor) error // j.compareOutputs, bound once
 
 	// set by the worker for compareOutputs, and filled by it
 	shadowOuts []bridge.IOInfo // the shadow's output signature
@@ -156,7 +164,21 @@ func (sh *shadows) sample(m Model, opts *engines.RunOptions) *shadowJob {
 			return nil
 		}
 	}
+	var reserved time.Duration
+	if sh.budget != nil {
+		var ok bool
+		if reserved, ok = sh.budget.take(); !ok {
+			// The CPU budget is spent: dropped before anything is copied or seeded.
+			k := shadowKey{m.Name(), m.Version(), version}
+			sh.triple(k).drop(dropBudget)
+			if seq {
+				sh.dropped(k, opts.Sequence.ID, opts.Sequence.End)
+			}
+			return nil
+		}
+	}
 	j := sh.jobs.Get().(*shadowJob)
+	j.reserved = reserved
 	j.key = shadowKey{m.Name(), m.Version(), version}
 	if !opts.Seeded {
 		opts.Seed, opts.Seeded = rand.Uint64(), true
@@ -244,6 +266,7 @@ func copyTensors(dst, src []bridge.Tensor) []bridge.Tensor {
 // when the queue is full. It never waits.
 func (sh *shadows) offer(j *shadowJob, inputs []bridge.Tensor, err error) {
 	if err != nil || !j.copied {
+		sh.refund(j)
 		sh.put(j)
 		return
 	}
@@ -266,14 +289,23 @@ func (sh *shadows) offer(j *shadowJob, inputs []bridge.Tensor, err error) {
 		return
 	default:
 	}
-	sh.triple(j.key).count(resultDropped)
+	sh.triple(j.key).drop(dropQueueFull)
 	if j.seq {
-		sh.dropped(j)
+		sh.dropped(j.key, j.id, j.end)
 	}
+	sh.refund(j)
 	sh.put(j)
 }
 
+// refund gives the budget back the reservation of job j, not run.
+func (sh *shadows) refund(j *shadowJob) {
+	if sh.budget != nil {
+		sh.budget.refund(j.reserved)
+	}
+}
+
 func (sh *shadows) put(j *shadowJob) {
+	j.reserved = 0
 	j.enc, j.copied, j.seq, j.stale, j.id, j.cmpErr, j.shadowOuts = nil, false, false, false, engines.SequenceID{}, nil, nil
 	sh.jobs.Put(j)
 }
@@ -299,14 +331,14 @@ func (sh *shadows) stale(j *shadowJob) bool {
 	return true
 }
 
-// dropped records that step j of a sequence was dropped: the shadow's state of it no longer
+// dropped records that a step (id, end) of a sequence was dropped: the shadow's state of it no longer
 // follows the primary's until the sequence restarts (a dropped end leaves nothing to follow;
 // the shadow's idle timeout drops its copy).
-func (sh *shadows) dropped(j *shadowJob) {
-	k := shadowSeqKey{j.key.model, j.key.shadow, j.id}
+func (sh *shadows) dropped(key shadowKey, id engines.SequenceID, end bool) {
+	k := shadowSeqKey{key.model, key.shadow, id}
 	sh.brokenMu.Lock()
 	defer sh.brokenMu.Unlock()
-	if j.end {
+	if end {
 		delete(sh.broken, k)
 	} else {
 		if len(sh.broken) >= maxShadowBroken {
@@ -364,19 +396,59 @@ func sequencesFull(m Model, seqs *engines.Sequences) bool {
 func (sh *shadows) work(queue chan *shadowJob) {
 	defer sh.wg.Done()
 	for {
+		// Idle: wait for a job (the one wake-up a sampled request may cost the primary).
 		select {
 		case j := <-queue:
-			if j.stale {
-				sh.endStale(j)
-				sh.triple(j.key).count(resultSkipped)
-			} else {
-				sh.run(j)
-			}
-			sh.put(j)
+			sh.handle(j)
 		case <-sh.s.stop:
 			return
 		}
+		// Busy: the worker does not wait on the queue, so offering a job wakes nobody; it
+		// comes back every shadowPoll and runs what has queued meanwhile, yielding to the
+		// runnable goroutines (the primary's) before each run, until a round finds none.
+		for {
+			select {
+			case <-time.After(shadowPoll):
+			case <-sh.s.stop:
+				return
+			}
+			n := 0
+		drain:
+			for {
+				select {
+				case j := <-queue:
+					runtime.Gosched()
+					sh.handle(j)
+					n++
+				default:
+					break drain
+				}
+			}
+			if n == 0 {
+				break
+			}
+		}
 	}
+}
+
+// shadowPoll is how often a busy shadow worker looks at its queue: the sampled requests of
+// that time wait for one wake-up rather than each paying its own. The queue must hold what
+// arrives in that time (DefaultShadowQueueLen at 64k sampled requests per second).
+const shadowPoll = time.Millisecond
+
+// handle runs job j (or skips it, for a stale step) and charges the CPU budget its time.
+func (sh *shadows) handle(j *shadowJob) {
+	t0 := time.Now()
+	if j.stale {
+		sh.endStale(j)
+		sh.triple(j.key).count(resultSkipped)
+	} else {
+		sh.run(j)
+	}
+	if sh.budget != nil {
+		sh.budget.charge(time.Since(t0), j.reserved)
+	}
+	sh.put(j)
 }
 
 // Results of a shadow request (metrics.ShadowResults' order).
@@ -429,7 +501,7 @@ func (sh *shadows) run(j *shadowJob) {
 	case err == nil:
 		t.record(j.diffs, sh.metrics)
 	case errors.Is(err, engines.ErrOverloaded):
-		t.count(resultDropped)
+		t.drop(dropOverloaded)
 	case j.seq && (errors.Is(err, engines.ErrUnknownSequence) || errors.Is(err, engines.ErrSequenceLimit)):
 		t.count(resultSkipped)
 	default:

@@ -5,7 +5,9 @@ package server
 import (
 	"fmt"
 	"net"
+	"os"
 	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -21,7 +23,8 @@ import (
 //	go test -run '^$' -bench BenchmarkShadowOverhead -count 5 -benchtime 4000x ./server/
 //
 // It reports the primary's p50 and p99 latency (µs), its throughput (req/s), and for "on" the
-// shadow's compared and dropped shares. docs/rollout.md, What the primary pays, has numbers.
+// shadow's compared and dropped shares (budget-dropped: those the CPU budget dropped, at the
+// default server.shadow_cpu_share). docs/rollout.md, What the primary pays, has numbers.
 func BenchmarkShadowOverhead(b *testing.B) {
 	rt, onnx := nativeRuntime(b, mlpMedModel)
 	repo := shadowRepo(b, rt, "mlp", nil, onnx, perturbONNX(b, onnx, 0.02))
@@ -34,6 +37,14 @@ func BenchmarkShadowOverhead(b *testing.B) {
 			opts := Options{}
 			if on {
 				opts.Shadow = shadowOf("1.1.0", 1, nil)
+				// SHADOW_CPU_SHARE: server.shadow_cpu_share for this run (default: the server's).
+				if v := os.Getenv("SHADOW_CPU_SHARE"); v != "" {
+					f, err := strconv.ParseFloat(v, 64)
+					if err != nil {
+						b.Fatalf("SHADOW_CPU_SHARE: %v", err)
+					}
+					opts.ShadowCPUShare = f
+				}
 			}
 			s := New(NewRegistry(repo), nil, opts)
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -96,6 +107,12 @@ func BenchmarkShadowOverhead(b *testing.B) {
 				if tot > 0 {
 					b.ReportMetric(float64(r.Samples)/tot, "compared/op")
 					b.ReportMetric(float64(r.Dropped)/tot, "dropped/op")
+					b.ReportMetric(float64(r.DroppedBudget)/tot, "budget-dropped/op")
+					if bu := s.shadows.budget; bu != nil {
+						bu.mu.Lock()
+						b.ReportMetric(bu.est/1e3, "shadow-run-µs")
+						bu.mu.Unlock()
+					}
 				}
 			}
 		})

@@ -202,7 +202,7 @@ func TestShadowMLPDivergenceMatchesOffline(t *testing.T) {
 	repo := shadowRepo(t, rt, "mlp", nil, onnx, perturbONNX(t, onnx, 0.02))
 	var on atomic.Bool
 	on.Store(true)
-	ts := startServer(t, NewRegistry(repo), Options{Shadow: shadowOf("1.1.0", 1, &on)})
+	ts := startServer(t, NewRegistry(repo), Options{Shadow: shadowOf("1.1.0", 1, &on), ShadowCPUShare: noShadowBudget})
 	rng := rand.New(rand.NewSource(7))
 	var sent [][]float32
 	for i := range 16 {
@@ -301,7 +301,7 @@ func TestShadowSequenceKeepsOwnState(t *testing.T) {
 	rt, onnx := nativeRuntime(t, hallwayModel)
 	spec := &engines.SequenceSpec{States: []engines.StatePair{{Input: "recurrent_in", Output: "recurrent_out"}}}
 	repo := shadowRepo(t, rt, "hallway", spec, onnx, perturbONNX(t, onnx, 0.05))
-	ts := startServer(t, NewRegistry(repo), Options{Shadow: shadowOf("1.1.0", 1, nil)})
+	ts := startServer(t, NewRegistry(repo), Options{Shadow: shadowOf("1.1.0", 1, nil), ShadowCPUShare: noShadowBudget})
 	stateA, stateB := make([]byte, 128*4), make([]byte, 128*4)
 	var off offline
 	for i := range 3 {
@@ -339,7 +339,7 @@ func TestShadowIdenticalHallwayAgrees(t *testing.T) {
 	rt, onnx := nativeRuntime(t, hallwayModel)
 	spec := &engines.SequenceSpec{States: []engines.StatePair{{Input: "recurrent_in", Output: "recurrent_out"}}}
 	repo := shadowRepo(t, rt, "hallway", spec, onnx, onnx)
-	ts := startServer(t, NewRegistry(repo), Options{Shadow: shadowOf("1.1.0", 1, nil)})
+	ts := startServer(t, NewRegistry(repo), Options{Shadow: shadowOf("1.1.0", 1, nil), ShadowCPUShare: noShadowBudget})
 	state := "[" + strings.TrimSuffix(strings.Repeat("0.5,", 128), ",") + "]"
 	n := 0
 	for i := range 40 {

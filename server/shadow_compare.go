@@ -26,6 +26,8 @@ type ShadowReport struct {
 	// shadow queue (or the shadow version's own queue) was full; Skipped the steps of
 	// sequences the shadow did not see start (sampled mid-way, or after a dropped step).
 	Samples, Errors, Dropped, Skipped int64
+	// DroppedBudget is the part of Dropped the shadow's CPU budget dropped (shadow_budget.go).
+	DroppedBudget int64
 	// MeanAbs is the mean absolute difference over every element of every floating output
 	// compared; MaxAbs and MaxRel the largest absolute and relative (|a-b|/max(|a|,|b|))
 	// difference seen. Elements finite on one side only are counted in NonFinite instead.
@@ -52,21 +54,23 @@ type ShadowOutputReport struct {
 
 // ShadowStatus is one shadow as health details show it.
 type ShadowStatus struct {
-	Model     string               `json:"model"`
-	Primary   string               `json:"primary"`
-	Shadow    string               `json:"shadow"`
-	Samples   int64                `json:"samples"`
-	Errors    int64                `json:"errors"`
-	Dropped   int64                `json:"dropped"`
-	Skipped   int64                `json:"skipped"`
-	MeanAbs   float64              `json:"mean_abs_diff"`
-	MaxAbs    float64              `json:"max_abs_diff"`
-	MaxRel    float64              `json:"max_rel_diff"`
-	NonFinite int64                `json:"non_finite"`
-	Agreement float64              `json:"agreement"`
-	Since     time.Time            `json:"since"`
-	LastError string               `json:"last_error,omitempty"`
-	Outputs   []ShadowOutputReport `json:"outputs"`
+	Model   string `json:"model"`
+	Primary string `json:"primary"`
+	Shadow  string `json:"shadow"`
+	Samples int64  `json:"samples"`
+	Errors  int64  `json:"errors"`
+	Dropped int64  `json:"dropped"`
+	// DroppedBudget is the part of Dropped that the CPU budget dropped (docs/rollout.md).
+	DroppedBudget int64                `json:"dropped_budget"`
+	Skipped       int64                `json:"skipped"`
+	MeanAbs       float64              `json:"mean_abs_diff"`
+	MaxAbs        float64              `json:"max_abs_diff"`
+	MaxRel        float64              `json:"max_rel_diff"`
+	NonFinite     int64                `json:"non_finite"`
+	Agreement     float64              `json:"agreement"`
+	Since         time.Time            `json:"since"`
+	LastError     string               `json:"last_error,omitempty"`
+	Outputs       []ShadowOutputReport `json:"outputs"`
 }
 
 // outputDiff is what one request's comparison measured of one output.
@@ -186,9 +190,11 @@ func (d *outputDiff) addFloat(x, y float64) {
 type shadowTriple struct {
 	key      shadowKey
 	counters [4]prometheus.Counter // by result; nil without metrics
+	drops    [3]prometheus.Counter // by metrics.ShadowDropReasons; nil without metrics
 
 	mu      sync.Mutex
 	results [4]int64
+	budget  int64 // of results[resultDropped], those the CPU budget dropped
 	since   time.Time
 	lastErr string
 	outs    []*shadowOutput // by name, in the order first seen
@@ -221,6 +227,7 @@ func (sh *shadows) triple(k shadowKey) *shadowTriple {
 		t = &shadowTriple{key: k, since: time.Now()}
 		if sh.metrics != nil {
 			t.counters = sh.metrics.ShadowRequests(k.model, k.primary, k.shadow)
+			t.drops = sh.metrics.ShadowDropped(k.model, k.primary, k.shadow)
 		}
 		sh.triples[k] = t
 	}
@@ -232,6 +239,26 @@ func (t *shadowTriple) count(result int) {
 	t.results[result]++
 	t.mu.Unlock()
 	if c := t.counters[result]; c != nil {
+		c.Inc()
+	}
+}
+
+// Reasons a sampled request was dropped (metrics.ShadowDropReasons' order).
+const (
+	dropQueueFull = iota
+	dropBudget
+	dropOverloaded
+)
+
+// drop counts a sampled request dropped for reason.
+func (t *shadowTriple) drop(reason int) {
+	if reason == dropBudget {
+		t.mu.Lock()
+		t.budget++
+		t.mu.Unlock()
+	}
+	t.count(resultDropped)
+	if c := t.drops[reason]; c != nil {
 		c.Inc()
 	}
 }
@@ -294,7 +321,7 @@ func (t *shadowTriple) output(d *outputDiff, m *metrics.Shadow) *shadowOutput {
 // report sums t's numbers; t.mu is held.
 func (t *shadowTriple) report() (ShadowReport, []ShadowOutputReport) {
 	r := ShadowReport{Samples: t.results[resultCompared], Errors: t.results[resultError],
-		Dropped: t.results[resultDropped], Skipped: t.results[resultSkipped], Since: t.since, Agreement: 1}
+		Dropped: t.results[resultDropped], DroppedBudget: t.budget, Skipped: t.results[resultSkipped], Since: t.since, Agreement: 1}
 	outs := make([]ShadowOutputReport, 0, len(t.outs))
 	var n, agreeN, agree int64
 	var sum float64
@@ -331,6 +358,7 @@ func (t *shadowTriple) report() (ShadowReport, []ShadowOutputReport) {
 func (t *shadowTriple) reset() {
 	t.mu.Lock()
 	t.results = [4]int64{}
+	t.budget = 0
 	t.since = time.Now()
 	t.lastErr = ""
 	for _, o := range t.outs {
@@ -395,7 +423,7 @@ func (s *Server) ShadowStatuses() []ShadowStatus {
 		t.mu.Lock()
 		r, outs := t.report()
 		st := ShadowStatus{Model: t.key.model, Primary: t.key.primary, Shadow: t.key.shadow,
-			Samples: r.Samples, Errors: r.Errors, Dropped: r.Dropped, Skipped: r.Skipped,
+			Samples: r.Samples, Errors: r.Errors, Dropped: r.Dropped, DroppedBudget: r.DroppedBudget, Skipped: r.Skipped,
 			MeanAbs: r.MeanAbs, MaxAbs: r.MaxAbs, MaxRel: r.MaxRel, NonFinite: r.NonFinite,
 			Agreement: r.Agreement, Since: r.Since.UTC(), LastError: t.lastErr, Outputs: outs}
 		t.mu.Unlock()

@@ -76,7 +76,7 @@ func TestShadowReportArithmetic(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := startServer(t, reg, Options{Shadow: shadowOf("2", 1, nil), ShadowMetrics: mets})
+	ts := startServer(t, reg, Options{Shadow: shadowOf("2", 1, nil), ShadowMetrics: mets, ShadowCPUShare: noShadowBudget})
 	for range 10 {
 		r := ts.do(t, "POST", "/v2/models/policy/versions/1/infer", []byte(`{"inputs":[{"name":"obs","datatype":"FP32","shape":[1,4],"data":[1,-2,3,4]}]}`))
 		if r.status != 200 {
@@ -178,7 +178,7 @@ func gatherShadow(t *testing.T, reg *prometheus.Registry) string {
 // A shadow identical to the primary reports zero difference and full agreement.
 func TestShadowIdenticalIsZero(t *testing.T) {
 	reg := newFakeRegistry(policyModel("1"), policyModel("2"))
-	ts := startServer(t, reg, Options{Shadow: shadowOf("2", 1, nil)})
+	ts := startServer(t, reg, Options{Shadow: shadowOf("2", 1, nil), ShadowCPUShare: noShadowBudget})
 	for i := range 5 {
 		body := fmt.Sprintf(`{"inputs":[{"name":"obs","datatype":"FP32","shape":[2,4],"data":[%d,-2,3,4,0,0,-1e-30,7]}]}`, i)
 		if r := ts.do(t, "POST", "/v2/models/policy/versions/1/infer", []byte(body)); r.status != 200 {
@@ -303,7 +303,7 @@ func TestShadowErrors(t *testing.T) {
 	reg := newFakeRegistry(policyModel("1"), failing, other)
 	var version atomic.Value
 	version.Store("2")
-	ts := startServer(t, reg, Options{Shadow: func(string) (string, float64, bool) { return version.Load().(string), 1, true }})
+	ts := startServer(t, reg, Options{Shadow: func(string) (string, float64, bool) { return version.Load().(string), 1, true }, ShadowCPUShare: noShadowBudget})
 	send := func() {
 		t.Helper()
 		if r := ts.do(t, "POST", "/v2/models/policy/versions/1/infer", []byte(`{"inputs":[{"name":"obs","datatype":"FP32","shape":[1,4],"data":[1,2,3,4]}]}`)); r.status != 200 {
@@ -345,7 +345,7 @@ func testShadowSequenceDrop(t *testing.T, workers int) {
 	shadow := recurrentModel(t, engines.SequenceSpec{})
 	shadow.version = "2"
 	shadow.hook = func(context.Context) { time.Sleep(300 * time.Microsecond) }
-	ts := startServer(t, newFakeRegistry(primary, shadow), Options{Shadow: shadowOf("2", 1, nil), ShadowQueueLen: 2, ShadowWorkers: workers})
+	ts := startServer(t, newFakeRegistry(primary, shadow), Options{Shadow: shadowOf("2", 1, nil), ShadowQueueLen: 2, ShadowWorkers: workers, ShadowCPUShare: noShadowBudget})
 	const seqs, steps = 8, 12
 	var wg sync.WaitGroup
 	for s := range seqs {
@@ -376,7 +376,7 @@ func testShadowSequenceDrop(t *testing.T, workers int) {
 // and TensorFlow Serving's :predict are shadowed like KServe v2 over HTTP.
 func TestShadowFrontEnds(t *testing.T) {
 	reg := newFakeRegistry(policyModel("1"), offsetPolicy("2", 0.25, 99))
-	gs := startGRPC(t, reg, Options{Shadow: shadowOf("2", 1, nil)})
+	gs := startGRPC(t, reg, Options{Shadow: shadowOf("2", 1, nil), ShadowCPUShare: noShadowBudget})
 	req := obsRequest("1", 1, 2, 3, 4)
 	if _, err := gs.client.ModelInfer(grpcCtx(t), req); err != nil {
 		t.Fatal(err)
@@ -393,7 +393,7 @@ func TestShadowFrontEnds(t *testing.T) {
 	}
 
 	reg = newFakeRegistry(policyModel("1"), offsetPolicy("2", 0.25, 99))
-	ts := startServer(t, reg, Options{Shadow: shadowOf("2", 1, nil)})
+	ts := startServer(t, reg, Options{Shadow: shadowOf("2", 1, nil), ShadowCPUShare: noShadowBudget})
 	if resp := ts.do(t, "POST", "/v1/models/policy/versions/1:predict", []byte(`{"instances":[[1,2,3,4]]}`)); resp.status != 200 {
 		t.Fatalf("predict: %d %s", resp.status, resp.body)
 	}
@@ -433,7 +433,7 @@ func TestShadowHandlerNotSampledAllocatesNothingMore(t *testing.T) {
 		t.Errorf("%.1f allocations per request with a shadow that samples nothing, %.1f without", notSampled, without)
 	}
 	t.Logf("allocations per request: %.1f without a shadow, %.1f with a shadow not sampling, %.1f sampling every request (the shadow worker's included)",
-		without, notSampled, allocs(Options{Shadow: shadowOf("2", 1, nil)}))
+		without, notSampled, allocs(Options{Shadow: shadowOf("2", 1, nil), ShadowCPUShare: noShadowBudget}))
 }
 
 // BenchmarkShadowHandler is the whole HTTP handler for a batch-1 FP32[1,4] request on a fake
@@ -456,7 +456,7 @@ func BenchmarkShadowHandler(b *testing.B) {
 			sh := policyModel("2")
 			sh.keepOutputs = true
 			sh.run = m.run
-			s := New(newFakeRegistry(m, sh), nil, Options{Shadow: c.shadow, ShadowQueueLen: 1024})
+			s := New(newFakeRegistry(m, sh), nil, Options{Shadow: c.shadow, ShadowQueueLen: 1024, ShadowCPUShare: noShadowBudget})
 			defer s.Shutdown(context.Background())
 			h := s.Handler()
 			var ctx fasthttp.RequestCtx
@@ -480,7 +480,7 @@ func BenchmarkShadowHandler(b *testing.B) {
 func TestShadowInputNamesDiffer(t *testing.T) {
 	other := policyModel("2")
 	other.inputs = []bridge.IOInfo{{Name: "observation", DType: bridge.Float32, Shape: []int64{-1, 4}, BatchDim: 0}}
-	ts := startServer(t, newFakeRegistry(policyModel("1"), other), Options{Shadow: shadowOf("2", 1, nil)})
+	ts := startServer(t, newFakeRegistry(policyModel("1"), other), Options{Shadow: shadowOf("2", 1, nil), ShadowCPUShare: noShadowBudget})
 	if r := ts.do(t, "POST", "/v2/models/policy/versions/1/infer", []byte(`{"inputs":[{"name":"obs","datatype":"FP32","shape":[1,4],"data":[1,2,3,4]}]}`)); r.status != 200 {
 		t.Fatalf("%d %s", r.status, r.body)
 	}
@@ -497,7 +497,7 @@ func TestShadowSequencesTakeHalfTheShadowsTable(t *testing.T) {
 	shadow := recurrentModel(t, engines.SequenceSpec{MaxSequences: 4})
 	shadow.version = "2"
 	shadow.serving = &repository.Serving{Sequence: &engines.SequenceSpec{MaxSequences: 4}}
-	ts := startServer(t, newFakeRegistry(primary, shadow), Options{Shadow: shadowOf("2", 1, nil)})
+	ts := startServer(t, newFakeRegistry(primary, shadow), Options{Shadow: shadowOf("2", 1, nil), ShadowCPUShare: noShadowBudget})
 	for id := 1; id <= 5; id++ { // five sequences started, none ended
 		if r := ts.do(t, "POST", "/v2/models/rnn/versions/1/infer", seqBody(id, true, false, 1, 2)); r.status != 200 {
 			t.Fatalf("%d %s", r.status, r.body)

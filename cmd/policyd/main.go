@@ -344,8 +344,9 @@ func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
 		CompressMinBytes:   compressMin(cfg.Server.CompressMin),
 		// Shadow evaluation: Shadow names a model's shadow version and rate; the traffic
 		// policy (models[].traffic.shadow) provides it.
-		Shadow:        repo.ShadowOf,
-		ShadowMetrics: shadowMets,
+		Shadow:         repo.ShadowOf,
+		ShadowMetrics:  shadowMets,
+		ShadowCPUShare: cfg.Server.ShadowCPUShare,
 		SharedMemory: server.SharedMemoryOptions{Enabled: cfg.SharedMemory.Enabled,
 			MaxRegions: cfg.SharedMemory.MaxRegions, MaxBytes: int64(cfg.SharedMemory.MaxBytes), CUDA: rt},
 		Admin: server.Admin{
