@@ -64,6 +64,7 @@ type Server struct {
 	ShutdownTimeout time.Duration `koanf:"shutdown_timeout" reload:"restart" min:"1ms" desc:"How long shutdown waits for the requests in flight before closing the engines."`
 	CompressMin     Size          `koanf:"compress_min_bytes" reload:"restart" min:"0" desc:"Smallest HTTP response body compressed (gzip or deflate, with Vary: Accept-Encoding) for a client whose Accept-Encoding accepts it; smaller bodies never are. 0 turns response compression off; otherwise at least 128 bytes and at most 64MiB. Compressed requests (Content-Encoding: gzip or deflate) are read either way, their decompressed size bounded by limits.max_request_size; gRPC answers gzip calls in gzip. A size: 1KiB, 4KiB or a number of bytes."`
 	ShadowCPUShare  float64       `koanf:"shadow_cpu_share" reload:"restart" min:"0.001" max:"1" desc:"Share of the machine (of GOMAXPROCS CPU-seconds per second) the shadow evaluation of every model's traffic policy may use in all: a token bucket refilled by wall time and charged with each shadow run's time; a sampled request that finds it spent is not shadowed (counted dropped, reason budget) and the primary pays nothing for it (docs/rollout.md, Shadow evaluation). 1: no budget."`
+	ShadowQueueLen  int           `koanf:"shadow_queue_len" reload:"restart" min:"1" max:"65536" desc:"Sampled requests waiting for the shadow evaluation (every model's traffic policy shares it); a request that finds it full is not shadowed (counted dropped, reason queue_full) and the primary never waits (docs/rollout.md, Shadow evaluation)."`
 }
 
 // Limits bounds what one request and one model may hold.
@@ -222,6 +223,7 @@ func Defaults() *Config {
 			ShutdownTimeout: 30 * time.Second,
 			CompressMin:     1 * KiB,
 			ShadowCPUShare:  0.05,
+			ShadowQueueLen:  64,
 		},
 		Limits:     Limits{MaxRequestSize: 64 * MiB, QueueLen: 64, MaxModelMemory: 4 * GiB},
 		Log:        Log{Level: "info", Format: "json", Access: true},

@@ -23,7 +23,6 @@ type ModelTraffic struct {
 type TrafficShadow struct {
 	Version  string  `koanf:"version" reload:"live" desc:"The exact version run in the shadow; empty: no shadow."`
 	Rate     float64 `koanf:"rate" reload:"live" min:"0" max:"1" desc:"Share of the live requests also run on the shadow, 0..1."`
-	QueueLen int     `koanf:"queue_len" reload:"live" min:"0" max:"65536" desc:"Most shadow runs waiting; beyond it shadow work is dropped (counted). 0 = the shadow evaluation's default."`
 }
 
 // TrafficGates are the promotion and rollback rules of a traffic policy.

@@ -132,7 +132,7 @@ func trafficSpec(t config.ModelTraffic) *repository.TrafficSpec {
 	}
 	spec := &repository.TrafficSpec{Weights: w, StickyIdleTimeout: t.StickyIdleTimeout, MaxStickyKeys: t.MaxStickyKeys}
 	if s := t.Shadow; s.Version != "" {
-		spec.Shadow = &repository.ShadowSpec{Version: s.Version, Rate: s.Rate, QueueLen: s.QueueLen}
+		spec.Shadow = &repository.ShadowSpec{Version: s.Version, Rate: s.Rate}
 	}
 	if g := t.Gates; g.Candidate != "" {
 		spec.Gates = &repository.GatesSpec{Candidate: g.Candidate, Interval: g.Interval}

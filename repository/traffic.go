@@ -57,8 +57,6 @@ type ShadowSpec struct {
 	Version string
 	// Rate is the share of the live requests sampled, 0..1.
 	Rate float64
-	// QueueLen bounds the shadow work waiting; 0: the shadow evaluation's default.
-	QueueLen int
 }
 
 // Defaults of a TrafficSpec.
@@ -123,9 +121,6 @@ func (s *TrafficSpec) check(path string, add func(string, ...any)) {
 		}
 		if !(sh.Rate >= 0 && sh.Rate <= 1) {
 			add("%s.shadow.rate: must be 0..1, got %g", path, sh.Rate)
-		}
-		if sh.QueueLen < 0 {
-			add("%s.shadow.queue_len: must not be negative, got %d", path, sh.QueueLen)
 		}
 	}
 	s.Gates.check(path+".gates", s.Weights, add)

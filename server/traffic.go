@@ -213,9 +213,8 @@ type trafficJSON struct {
 }
 
 type shadowJSON struct {
-	Version  string  `json:"version"`
-	Rate     float64 `json:"rate"`
-	QueueLen int     `json:"queue_len,omitempty"`
+	Version string  `json:"version"`
+	Rate    float64 `json:"rate"`
 }
 
 type gatesJSON struct {
@@ -250,7 +249,7 @@ func durString(d time.Duration) string {
 func toTrafficJSON(s *repository.TrafficSpec) trafficJSON {
 	out := trafficJSON{Weights: maps.Clone(s.Weights), StickyIdleTimeout: durString(s.StickyIdleTimeout), MaxStickyKeys: s.MaxStickyKeys}
 	if sh := s.Shadow; sh != nil {
-		out.Shadow = &shadowJSON{sh.Version, sh.Rate, sh.QueueLen}
+		out.Shadow = &shadowJSON{sh.Version, sh.Rate}
 	}
 	if g := s.Gates; g != nil {
 		out.Gates = &gatesJSON{Candidate: g.Candidate, Interval: durString(g.Interval)}
@@ -282,7 +281,7 @@ func (t trafficJSON) spec() (*repository.TrafficSpec, error) {
 		return nil, err
 	}
 	if sh := t.Shadow; sh != nil {
-		s.Shadow = &repository.ShadowSpec{Version: sh.Version, Rate: sh.Rate, QueueLen: sh.QueueLen}
+		s.Shadow = &repository.ShadowSpec{Version: sh.Version, Rate: sh.Rate}
 	}
 	if g := t.Gates; g != nil {
 		s.Gates = &repository.GatesSpec{Candidate: g.Candidate}

@@ -347,6 +347,7 @@ func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
 		Shadow:         repo.ShadowOf,
 		ShadowMetrics:  shadowMets,
 		ShadowCPUShare: cfg.Server.ShadowCPUShare,
+		ShadowQueueLen: cfg.Server.ShadowQueueLen,
 		SharedMemory: server.SharedMemoryOptions{Enabled: cfg.SharedMemory.Enabled,
 			MaxRegions: cfg.SharedMemory.MaxRegions, MaxBytes: int64(cfg.SharedMemory.MaxBytes), CUDA: rt},
 		Admin: server.Admin{
