@@ -62,4 +62,6 @@ curl -s "http://127.0.0.1:$PORT/metrics" | grep '^policyd_fallback_total' || tru
 printf '{"inputs":[{"name":"obs","datatype":"FP32","shape":[1,64],"data":[%s0]}]}' "$(printf '0,%.0s' $(seq 63))" >"$OUT/probe.json"
 # PROBE=N: one more request with X-Deadline-Us: N after the run (with FALLBACK=none its 504
 # names the version's expected service time).
-[[ -n ${PROBE:-} ]] && curl -s -H "X-Deadline-Us: ${PROBE}" "http://127.0.0.1:$PORT/v2/models/mlp-med/infer" -d @"$OUT/probe.json" && echo
+if [[ -n ${PROBE:-} ]]; then
+  curl -s -H "X-Deadline-Us: ${PROBE}" "http://127.0.0.1:$PORT/v2/models/mlp-med/infer" -d @"$OUT/probe.json" && echo
+fi
