@@ -539,48 +539,13 @@ func artifactsRollback(ctx context.Context, _ string, path, args []string, stdou
 	if err != nil {
 		return fs.usageError(stderr, "--to: %v", err)
 	}
-	u, err := url.Parse(*server)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+	body, _ := json.Marshal(map[string]string{"version": v})
+	answer, ok, usage := adminCall(ctx, fs.name, http.MethodPost, *server, "/v2/admin/models/"+url.PathEscape(pos[0])+"/default",
+		*tokenFile, *timeout, 1<<20, body, stderr)
+	if usage {
 		return fs.usageError(stderr, "--server %q: want http(s)://HOST[:PORT]", *server)
 	}
-	token := ""
-	if *tokenFile != "" {
-		b, err := os.ReadFile(*tokenFile)
-		if err != nil {
-			fmt.Fprintf(stderr, "%s: %v\n", fs.name, err)
-			return 1
-		}
-		if token = strings.TrimSpace(string(b)); token == "" {
-			fmt.Fprintf(stderr, "%s: %s is empty\n", fs.name, *tokenFile)
-			return 1
-		}
-	}
-	body, _ := json.Marshal(map[string]string{"version": v})
-	endpoint := strings.TrimRight(*server, "/") + "/v2/admin/models/" + url.PathEscape(pos[0]) + "/default"
-	ctx, cancel := context.WithTimeout(ctx, *timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, bytes.NewReader(body))
-	if err != nil {
-		fmt.Fprintf(stderr, "%s: %v\n", fs.name, err)
-		return 1
-	}
-	req.Header.Set("Content-Type", "application/json")
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		fmt.Fprintf(stderr, "%s: %v\n", fs.name, err)
-		return 1
-	}
-	defer resp.Body.Close()
-	answer, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		fmt.Fprintf(stderr, "%s: reading the answer: %v\n", fs.name, err)
-		return 1
-	}
-	if resp.StatusCode/100 != 2 {
-		fmt.Fprintf(stderr, "%s: %s: %s\n%s\n", fs.name, endpoint, resp.Status, bytes.TrimSpace(answer))
+	if !ok {
 		return 1
 	}
 	stdout.Write(bytes.TrimSpace(answer))

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"maps"
 	"net/http"
 	"net/url"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -59,47 +57,12 @@ func newTrafficFlags(path []string, stderr io.Writer, synopsis, about string) tr
 
 // call sends method to the traffic route of model and decodes the answer into doc.
 func (tf trafficFlags) call(ctx context.Context, method, model string, body []byte, doc *server.TrafficDocument, stderr io.Writer) int {
-	u, err := url.Parse(*tf.server)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+	answer, ok, usage := adminCall(ctx, tf.name, method, *tf.server, "/v2/admin/models/"+url.PathEscape(model)+"/traffic",
+		*tf.tokenFile, *tf.timeout, 4<<20, body, stderr)
+	if usage {
 		return tf.usageError(stderr, "--server %q: want http(s)://HOST[:PORT]", *tf.server)
 	}
-	token := ""
-	if *tf.tokenFile != "" {
-		b, err := os.ReadFile(*tf.tokenFile)
-		if err != nil {
-			fmt.Fprintf(stderr, "%s: %v\n", tf.name, err)
-			return 1
-		}
-		if token = strings.TrimSpace(string(b)); token == "" {
-			fmt.Fprintf(stderr, "%s: %s is empty\n", tf.name, *tf.tokenFile)
-			return 1
-		}
-	}
-	endpoint := strings.TrimRight(*tf.server, "/") + "/v2/admin/models/" + url.PathEscape(model) + "/traffic"
-	ctx, cancel := context.WithTimeout(ctx, *tf.timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, endpoint, bytes.NewReader(body))
-	if err != nil {
-		fmt.Fprintf(stderr, "%s: %v\n", tf.name, err)
-		return 1
-	}
-	req.Header.Set("Content-Type", "application/json")
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		fmt.Fprintf(stderr, "%s: %v\n", tf.name, err)
-		return 1
-	}
-	defer resp.Body.Close()
-	answer, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
-	if err != nil {
-		fmt.Fprintf(stderr, "%s: reading the answer: %v\n", tf.name, err)
-		return 1
-	}
-	if resp.StatusCode/100 != 2 {
-		fmt.Fprintf(stderr, "%s: %s %s: %s\n%s\n", tf.name, method, endpoint, resp.Status, bytes.TrimSpace(answer))
+	if !ok {
 		return 1
 	}
 	if err := json.Unmarshal(answer, doc); err != nil {
