@@ -48,13 +48,7 @@ func controlRepo(t *testing.T, spec *engines.SequenceSpec, batching bool) (*repo
 	if err != nil {
 		t.Fatal(err)
 	}
-	var io artifacts.IO
-	for _, in := range e.Inputs() {
-		io.Inputs = append(io.Inputs, artifacts.Tensor{Name: in.Name, Datatype: in.DType.String(), Shape: in.Shape})
-	}
-	for _, out := range e.Outputs() {
-		io.Outputs = append(io.Outputs, artifacts.Tensor{Name: out.Name, Datatype: out.DType.String(), Shape: out.Shape})
-	}
+	io := engineIO(e)
 	e.Close()
 	if _, err := artifacts.Add(dir, artifacts.AddRequest{Name: "ctl", Version: "1.0.0", Model: src, Tool: "server test", IO: io}); err != nil {
 		t.Fatal(err)

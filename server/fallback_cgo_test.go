@@ -25,13 +25,7 @@ func TestNativeDeadlineFallback(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var io artifacts.IO
-	for _, in := range e.Inputs() {
-		io.Inputs = append(io.Inputs, artifacts.Tensor{Name: in.Name, Datatype: in.DType.String(), Shape: in.Shape})
-	}
-	for _, out := range e.Outputs() {
-		io.Outputs = append(io.Outputs, artifacts.Tensor{Name: out.Name, Datatype: out.DType.String(), Shape: out.Shape})
-	}
+	io := engineIO(e)
 	e.Close()
 	dir := t.TempDir()
 	for _, name := range []string{"pi", "wide"} {

@@ -67,13 +67,7 @@ func freeDimServer(t testing.TB) fasthttp.RequestHandler {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var io artifacts.IO
-	for _, in := range e.Inputs() {
-		io.Inputs = append(io.Inputs, artifacts.Tensor{Name: in.Name, Datatype: in.DType.String(), Shape: in.Shape})
-	}
-	for _, out := range e.Outputs() {
-		io.Outputs = append(io.Outputs, artifacts.Tensor{Name: out.Name, Datatype: out.DType.String(), Shape: out.Shape})
-	}
+	io := engineIO(e)
 	e.Close()
 	repoDir := filepath.Join(dir, "repo")
 	if _, err := artifacts.Add(repoDir, artifacts.AddRequest{Name: "softmax", Version: "1.0.0", Model: model, Tool: "server test", IO: io}); err != nil {

@@ -6,8 +6,21 @@ import (
 	"os"
 	"testing"
 
+	"github.com/policyd/policyd/artifacts"
 	"github.com/policyd/policyd/bridge"
 )
+
+// engineIO is e's signature as policyctl records it in a manifest.
+func engineIO(e *bridge.Engine) artifacts.IO {
+	var io artifacts.IO
+	for _, in := range e.Inputs() {
+		io.Inputs = append(io.Inputs, artifacts.Tensor{Name: in.Name, Datatype: in.DType.String(), Shape: in.Shape})
+	}
+	for _, out := range e.Outputs() {
+		io.Outputs = append(io.Outputs, artifacts.Tensor{Name: out.Name, Datatype: out.DType.String(), Shape: out.Shape})
+	}
+	return io
+}
 
 // nativeRuntime returns a runtime of the native library, closed when the test ends, and the
 // bytes of model (none when model is ""). The test is skipped when the library is unusable or

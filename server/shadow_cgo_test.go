@@ -109,13 +109,7 @@ func shadowRepo(t testing.TB, rt *bridge.Runtime, name string, seq *engines.Sequ
 		if err != nil {
 			t.Fatal(err)
 		}
-		var io artifacts.IO
-		for _, in := range e.Inputs() {
-			io.Inputs = append(io.Inputs, artifacts.Tensor{Name: in.Name, Datatype: in.DType.String(), Shape: in.Shape})
-		}
-		for _, out := range e.Outputs() {
-			io.Outputs = append(io.Outputs, artifacts.Tensor{Name: out.Name, Datatype: out.DType.String(), Shape: out.Shape})
-		}
+		io := engineIO(e)
 		e.Close()
 		path := filepath.Join(t.TempDir(), "model.onnx")
 		if err := os.WriteFile(path, onnx, 0o644); err != nil {
