@@ -435,8 +435,10 @@ func TestDeadlineOverloadNoLateAnswers(t *testing.T) {
 	if unmarked > 0 {
 		t.Errorf("%d answers more than 1ms after their deadline are not marked late", unmarked)
 	}
-	if ran == 0 || fallbacks == 0 {
-		t.Errorf("%d ran, %d fallbacks: want both under overload", ran, fallbacks)
+	// The model's answers are those on time and those marked late (on a loaded machine the
+	// runs that started in time may all finish late: marked, they are still the model's).
+	if ran+late == 0 || fallbacks == 0 {
+		t.Errorf("%d ran (%d of them late), %d fallbacks: want both under overload", ran+late, late, fallbacks)
 	}
 	if worst > 4*own+100*time.Millisecond {
 		t.Errorf("an answer came %s after its deadline at the client", worst)
