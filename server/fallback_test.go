@@ -429,7 +429,10 @@ func TestDeadlineOverloadNoLateAnswers(t *testing.T) {
 	// adds: 200 client goroutines share these cores with the server, which delays handlers
 	// and timers by milliseconds. The bound still separates a deadline-bounded server from a
 	// queue of 200 runs of 2ms.
-	if served > 2*own+50*time.Millisecond {
+	// Under the race detector (make test's -race run, packages in parallel on two cores)
+	// every goroutine is several times slower: the time bounds are checked without it (the
+	// CGO_ENABLED=0 and plain runs), the marks always.
+	if !grpcRaceEnabled && served > 2*own+50*time.Millisecond {
 		t.Errorf("the server answered %s after a deadline: more than the answer's own time %s (×2 +50ms)", served, own)
 	}
 	if unmarked > 0 {
@@ -440,7 +443,7 @@ func TestDeadlineOverloadNoLateAnswers(t *testing.T) {
 	if ran+late == 0 || fallbacks == 0 {
 		t.Errorf("%d ran (%d of them late), %d fallbacks: want both under overload", ran+late, late, fallbacks)
 	}
-	if worst > 4*own+100*time.Millisecond {
+	if !grpcRaceEnabled && worst > 4*own+100*time.Millisecond {
 		t.Errorf("an answer came %s after its deadline at the client", worst)
 	}
 }
