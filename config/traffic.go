@@ -21,8 +21,8 @@ type ModelTraffic struct {
 
 // TrafficShadow names the shadow version of a traffic policy.
 type TrafficShadow struct {
-	Version  string  `koanf:"version" reload:"live" desc:"The exact version run in the shadow; empty: no shadow."`
-	Rate     float64 `koanf:"rate" reload:"live" min:"0" max:"1" desc:"Share of the live requests also run on the shadow, 0..1."`
+	Version string  `koanf:"version" reload:"live" desc:"The exact version run in the shadow; empty: no shadow."`
+	Rate    float64 `koanf:"rate" reload:"live" min:"0" max:"1" desc:"Share of the live requests also run on the shadow, 0..1."`
 }
 
 // TrafficGates are the promotion and rollback rules of a traffic policy.

@@ -166,11 +166,7 @@ func (s *Server) cudaShmRoutes(get, post func(string, fasthttp.RequestHandler)) 
 func (s *Server) cudaShmStatus(ctx *fasthttp.RequestCtx) { shmStatusOf(s, ctx, s.shm.statusCUDA) }
 
 func (s *Server) cudaShmRegister(ctx *fasthttp.RequestCtx) {
-	if !s.shm.opts.Enabled {
-		s.fail(ctx, errShmOff)
-		return
-	}
-	if !s.authorized(ctx, "shared-memory register") {
+	if !s.shmChangeAllowed(ctx, "shared-memory register") {
 		return
 	}
 	name, _ := ctx.UserValue("region").(string)
@@ -224,10 +220,7 @@ func (g *grpcService) CudaSharedMemoryStatus(ctx context.Context, req *inference
 // CudaSharedMemoryRegister registers a CUDA region, as POST .../register.
 func (g *grpcService) CudaSharedMemoryRegister(ctx context.Context, req *inference.CudaSharedMemoryRegisterRequest) (*inference.CudaSharedMemoryRegisterResponse, error) {
 	s := g.s
-	if !s.shm.opts.Enabled {
-		return nil, errShmOff
-	}
-	if err := s.authorize("shared-memory register", authzOf(ctx)); err != nil {
+	if err := s.shmChangeAuthz(ctx, "shared-memory register"); err != nil {
 		return nil, err
 	}
 	if err := s.shm.registerCUDA(req.Name, req.RawHandle, req.DeviceId, req.ByteSize); err != nil {
@@ -239,10 +232,7 @@ func (g *grpcService) CudaSharedMemoryRegister(ctx context.Context, req *inferen
 // CudaSharedMemoryUnregister unregisters a CUDA region (name "": all), as POST .../unregister.
 func (g *grpcService) CudaSharedMemoryUnregister(ctx context.Context, req *inference.CudaSharedMemoryUnregisterRequest) (*inference.CudaSharedMemoryUnregisterResponse, error) {
 	s := g.s
-	if !s.shm.opts.Enabled {
-		return nil, errShmOff
-	}
-	if err := s.authorize("shared-memory unregister", authzOf(ctx)); err != nil {
+	if err := s.shmChangeAuthz(ctx, "shared-memory unregister"); err != nil {
 		return nil, err
 	}
 	if err := s.shm.unregisterKind(req.Name, true); err != nil {

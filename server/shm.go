@@ -626,12 +626,27 @@ func shmStatusOf[T any](s *Server, ctx *fasthttp.RequestCtx, status func(name st
 	ctx.SetBody(b)
 }
 
-func (s *Server) shmRegister(ctx *fasthttp.RequestCtx) {
+// shmChangeAllowed gates an HTTP call that changes the shared-memory regions (register,
+// unregister; system or CUDA): the extension must be on and the caller authorized as for the
+// admin routes. On false the answer is written.
+func (s *Server) shmChangeAllowed(ctx *fasthttp.RequestCtx, what string) bool {
 	if !s.shm.opts.Enabled {
 		s.fail(ctx, errShmOff)
-		return
+		return false
 	}
-	if !s.authorized(ctx, "shared-memory register") {
+	return s.authorized(ctx, what)
+}
+
+// shmChangeAuthz is shmChangeAllowed for a gRPC call.
+func (s *Server) shmChangeAuthz(ctx context.Context, what string) error {
+	if !s.shm.opts.Enabled {
+		return errShmOff
+	}
+	return s.authorize(what, authzOf(ctx))
+}
+
+func (s *Server) shmRegister(ctx *fasthttp.RequestCtx) {
+	if !s.shmChangeAllowed(ctx, "shared-memory register") {
 		return
 	}
 	name, _ := ctx.UserValue("region").(string)
@@ -664,11 +679,7 @@ func (s *Server) shmRegister(ctx *fasthttp.RequestCtx) {
 // the region named in the path, or every region of that kind.
 func (s *Server) shmUnregister(cuda bool) fasthttp.RequestHandler {
 	return func(ctx *fasthttp.RequestCtx) {
-		if !s.shm.opts.Enabled {
-			s.fail(ctx, errShmOff)
-			return
-		}
-		if !s.authorized(ctx, "shared-memory unregister") {
+		if !s.shmChangeAllowed(ctx, "shared-memory unregister") {
 			return
 		}
 		name, _ := ctx.UserValue("region").(string)
@@ -702,10 +713,7 @@ func (g *grpcService) SystemSharedMemoryStatus(ctx context.Context, req *inferen
 // SystemSharedMemoryRegister registers a region, as POST .../register.
 func (g *grpcService) SystemSharedMemoryRegister(ctx context.Context, req *inference.SystemSharedMemoryRegisterRequest) (*inference.SystemSharedMemoryRegisterResponse, error) {
 	s := g.s
-	if !s.shm.opts.Enabled {
-		return nil, errShmOff
-	}
-	if err := s.authorize("shared-memory register", authzOf(ctx)); err != nil {
+	if err := s.shmChangeAuthz(ctx, "shared-memory register"); err != nil {
 		return nil, err
 	}
 	if err := s.shm.register(req.Name, req.Key, req.Offset, req.ByteSize); err != nil {
@@ -717,10 +725,7 @@ func (g *grpcService) SystemSharedMemoryRegister(ctx context.Context, req *infer
 // SystemSharedMemoryUnregister unregisters a region (name "": all), as POST .../unregister.
 func (g *grpcService) SystemSharedMemoryUnregister(ctx context.Context, req *inference.SystemSharedMemoryUnregisterRequest) (*inference.SystemSharedMemoryUnregisterResponse, error) {
 	s := g.s
-	if !s.shm.opts.Enabled {
-		return nil, errShmOff
-	}
-	if err := s.authorize("shared-memory unregister", authzOf(ctx)); err != nil {
+	if err := s.shmChangeAuthz(ctx, "shared-memory unregister"); err != nil {
 		return nil, err
 	}
 	if err := s.shm.unregister(req.Name); err != nil {
