@@ -124,12 +124,16 @@ func (s *Server) inference(x *exchange, protocol, model, version string, c codec
 func (s *Server) acquire(model, version string) (Model, error) {
 	m, err := s.reg.Acquire(model, version)
 	if err != nil {
-		if s.starting.Load() && errors.Is(err, repository.ErrNotFound) {
-			err = errStarting
-		}
-		return nil, err
+		return nil, s.lookupError(err)
 	}
 	return m, nil
 }
 
-func isNotFound(err error) bool { return errors.Is(err, repository.ErrNotFound) }
+// lookupError is err of a version's lookup as the client is answered: while the server is
+// starting, a model or version not loaded yet is errStarting (503), not ErrNotFound.
+func (s *Server) lookupError(err error) error {
+	if s.starting.Load() && errors.Is(err, repository.ErrNotFound) {
+		return errStarting
+	}
+	return err
+}

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"net/http"
@@ -79,10 +80,7 @@ func (s *Server) acquireRouted(model, version string, c codec) (m Model, route r
 	}
 	m, route, err = rt.AcquireRoute(model, version, key)
 	if err != nil {
-		if s.starting.Load() && isNotFound(err) {
-			err = errStarting
-		}
-		return nil, route, "", false, err
+		return nil, route, "", false, s.lookupError(err)
 	}
 	return m, route, key, end, nil
 }
@@ -165,7 +163,7 @@ func (r *predictRequest) routeKey() (string, bool) {
 func (g *grpcRequest) routeKey() (string, bool) {
 	params := g.req.GetParameters()
 	end := params["sequence_end"].GetBoolParam()
-	for _, name := range []string{"sequence_id", "episode_id"} {
+	for _, name := range paramsKeyNames {
 		switch p := params[name].GetParameterChoice().(type) {
 		case *inference.InferParameter_StringParam:
 			if p.StringParam != "" && len(p.StringParam) <= maxIDLen {
@@ -406,7 +404,7 @@ func (s *Server) adminTrafficPut(ctx *fasthttp.RequestCtx) {
 		}
 	}
 	if err := s.opts.Admin.Traffic.SetTraffic(model, spec, "admin"); err != nil {
-		if !isNotFound(err) {
+		if !errors.Is(err, repository.ErrNotFound) {
 			err = badRequest("%v", err)
 		}
 		s.fail(ctx, err)
