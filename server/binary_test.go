@@ -616,9 +616,9 @@ func BenchmarkDecodeBinaryRequest(b *testing.B) {
 	}
 }
 
-// BenchmarkInferHandlerBatch32 runs the whole handler for a batch-32 mlp-med request (32×64
-// FP32 in, 32×64 FP32 out) in JSON and in binary, against a model that reuses its output.
-func BenchmarkInferHandlerBatch32(b *testing.B) {
+// echoBatch32Model is benchModel answering a batch-32 mlp-med request (32×64 FP32) with its
+// input, from one output buffer it reuses.
+func echoBatch32Model() *fakeModel {
 	m := benchModel()
 	out := make([]byte, 4*64*32)
 	outs := []bridge.Tensor{{DType: bridge.Float32, Shape: []int64{32, 64}, Data: out}}
@@ -627,6 +627,13 @@ func BenchmarkInferHandlerBatch32(b *testing.B) {
 		return outs
 	}
 	m.keepOutputs = true
+	return m
+}
+
+// BenchmarkInferHandlerBatch32 runs the whole handler for a batch-32 mlp-med request (32×64
+// FP32 in, 32×64 FP32 out) in JSON and in binary, against a model that reuses its output.
+func BenchmarkInferHandlerBatch32(b *testing.B) {
+	m := echoBatch32Model()
 	h := New(newFakeRegistry(m), nil, Options{}).Handler()
 
 	js, data := binaryBenchRequest(32, 0)

@@ -31,7 +31,6 @@ import (
 	"google.golang.org/grpc/stats"
 
 	"github.com/policyd/policyd/api/inference"
-	"github.com/policyd/policyd/bridge"
 )
 
 // The clients of these tests are Go's own: compress/gzip, compress/zlib and compress/flate
@@ -758,14 +757,7 @@ func (g *refGunzip) Read(p []byte) (int, error) {
 // BenchmarkInferHandlerBatch32: plain (the cost of compression support for requests that do
 // not use it), with a gzip request body, and with a gzip answer.
 func BenchmarkInferCompression(b *testing.B) {
-	m := benchModel()
-	out := make([]byte, 4*64*32)
-	outs := []bridge.Tensor{{DType: bridge.Float32, Shape: []int64{32, 64}, Data: out}}
-	m.run = func(in []bridge.Tensor) []bridge.Tensor {
-		copy(out, in[0].Data)
-		return outs
-	}
-	m.keepOutputs = true
+	m := echoBatch32Model()
 	h := New(newFakeRegistry(m), nil, Options{}).Handler()
 	_, data := binaryBenchRequest(32, 0)
 	var sb strings.Builder
