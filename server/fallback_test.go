@@ -370,7 +370,7 @@ func TestDeadlineFallbackVersion(t *testing.T) {
 // 200: the model's (each started when it could still finish; one whose run overran the
 // estimate is marked late) or the constant's (marked); at the server none is later than its
 // deadline plus its own time (the expected service time and the scheduling delays of a
-// loaded machine), and none more than 1ms late goes unmarked. At the client (in-memory HTTP, 200 goroutines on a loaded machine) a margin is
+// loaded machine), and none more than 1ms (plus the machine's delay) late goes unmarked. At the client (in-memory HTTP, 200 goroutines on a loaded machine) a margin is
 // allowed; without deadlines the last answer would wait for the whole queue (~400ms).
 func TestDeadlineOverloadNoLateAnswers(t *testing.T) {
 	m := newPoolModel(t, "pi", "1", 2*time.Millisecond, 2, &repository.ActionFallback{Kind: repository.FallbackConstant,
@@ -380,16 +380,14 @@ func TestDeadlineOverloadNoLateAnswers(t *testing.T) {
 	budget := max(10*time.Millisecond, 3*m.stats.ExpectedService(1))
 	var mu sync.Mutex
 	var served time.Duration // the worst server-side answer after its deadline (arrival to response ready)
-	// Answers more than 1ms after their deadline without a mark: the mark is judged at the end
-	// of the inference path, and RequestInfo.Latency ends later, once the handler returned
-	// (on a loaded machine the goroutine may wait there); 1ms bounds that gap.
-	var unmarked int
+	// How late each answer without a mark was at the server (judged after the run, below).
+	var unmarkedOver []time.Duration
 	ts := startServer(t, registryOf(m), Options{OnRequest: func(ri *RequestInfo) {
 		mu.Lock()
 		over := ri.Latency - budget
 		served = max(served, over)
-		if over > time.Millisecond && ri.FallbackReason == "" {
-			unmarked++
+		if ri.FallbackReason == "" {
+			unmarkedOver = append(unmarkedOver, over)
 		}
 		mu.Unlock()
 	}})
@@ -435,8 +433,20 @@ func TestDeadlineOverloadNoLateAnswers(t *testing.T) {
 	if !grpcRaceEnabled && served > 2*own+50*time.Millisecond {
 		t.Errorf("the server answered %s after a deadline: more than the answer's own time %s (×2 +50ms)", served, own)
 	}
+	// An answer without a mark may reach finish after its deadline: the mark is judged at the
+	// end of the inference path, and RequestInfo.Latency ends later, once the handler returned,
+	// where on a loaded machine the goroutine may wait. The slack is 1ms plus what this machine
+	// added to the model's 2ms sleep during the run (CI's clean clone once added 1.95ms and saw
+	// an unmarked answer 1.99ms after its deadline at finish, on time when it was encoded).
+	slack := time.Millisecond + max(0, own-2*time.Millisecond)
+	unmarked := 0
+	for _, over := range unmarkedOver {
+		if over > slack {
+			unmarked++
+		}
+	}
 	if unmarked > 0 {
-		t.Errorf("%d answers more than 1ms after their deadline are not marked late", unmarked)
+		t.Errorf("%d answers more than %s after their deadline are not marked late", unmarked, slack)
 	}
 	// The model's answers are those on time and those marked late (on a loaded machine the
 	// runs that started in time may all finish late: marked, they are still the model's).
