@@ -245,7 +245,8 @@ func (b *Batcher) Do(ctx context.Context, inputs []bridge.Tensor, opts RunOption
 	r.deadline = deadlineNano(&opts)
 	if r.deadline != 0 {
 		r.ticket.rows = max(r.rows, 1)
-		if err := checkDeadline(b.stats, r.deadline, r.ticket.rows, time.Now(), false); err != nil {
+		ahead, most := b.queue.ahead(level), b.opts.MaxBatchSize
+		if err := checkArrival(b.stats, r.deadline, max(r.ticket.rows, min(ahead+r.ticket.rows, most)), time.Now(), ahead, most*b.pool.Instances()); err != nil {
 			b.release(r)
 			return err
 		}

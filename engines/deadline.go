@@ -33,6 +33,9 @@ type DeadlineError struct {
 	Expected time.Duration
 	// Queued: checked when the request was taken from the queue (else on arrival).
 	Queued bool
+	// Ahead is, on arrival at a pool, the requests queued before it when Expected counts
+	// their runs too (Expected is then the expected time to its answer); else 0.
+	Ahead int
 	// Last holds the outputs of the sequence's last step, when the request was a step of a
 	// sequence whose store keeps them (Sequences.KeepLast) and one ran before: a copy, the
 	// caller's to keep.
@@ -67,6 +70,9 @@ func (e *DeadlineError) Detail() string {
 	if e.Passed() {
 		return fmt.Sprintf("%s ago, %s", fmtDur(-e.Left), where)
 	}
+	if e.Ahead > 0 {
+		return fmt.Sprintf("expected time to answer %s (%d queued ahead), %s left %s", fmtDur(e.Expected), e.Ahead, fmtDur(e.Left), where)
+	}
 	return fmt.Sprintf("expected service time %s, %s left %s", fmtDur(e.Expected), fmtDur(e.Left), where)
 }
 
@@ -90,6 +96,31 @@ func checkDeadline(s *Stats, dl int64, rows int, now time.Time, queued bool) *De
 	exp := s.ExpectedService(rows)
 	if left <= 0 || exp > left {
 		return &DeadlineError{Left: left, Expected: exp, Queued: queued}
+	}
+	return nil
+}
+
+// checkArrival is checkDeadline on arrival, with ahead requests queued before this one
+// (prioQueue.ahead): they run first, perWave at a time (a pool's instances; a batcher's
+// instances × MaxBatchSize), so the answer is expected after ahead/perWave runs of runRows
+// rows more than the request's own (runRows: the rows of the run it will be part of, its own
+// without a batcher). A request that cannot make it is refused at once, so that its caller's
+// fallback answers it now rather than when the queue timer gives up on it just before the
+// deadline. The estimate counts neither the runs in progress nor the sizes of the requests
+// ahead; the check when the request is taken from the queue stays the one that decides.
+func checkArrival(s *Stats, dl int64, runRows int, now time.Time, ahead, perWave int) *DeadlineError {
+	if ahead <= 0 || perWave <= 0 {
+		return checkDeadline(s, dl, runRows, now, false)
+	}
+	left := time.Duration(dl - now.UnixNano())
+	exp := s.ExpectedService(runRows)
+	wait := exp * time.Duration(1+ahead/perWave)
+	if left <= 0 || wait > left {
+		e := &DeadlineError{Left: left, Expected: exp}
+		if left > 0 && exp <= left {
+			e.Expected, e.Ahead = wait, ahead
+		}
+		return e
 	}
 	return nil
 }

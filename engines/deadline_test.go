@@ -7,11 +7,13 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/policyd/policyd/bridge"
+	"github.com/policyd/policyd/engines/enginestest"
 )
 
 // TestQueueEDFWithinLevel: within a level, items with a deadline go first, earliest first
@@ -316,8 +318,7 @@ func TestDeadlineOverloadNoLateAnswers(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				dl := time.Now().Add(budget)
-				var answered, started time.Time
-				_ = started
+				var answered time.Time
 				err := r.Do(context.Background(), []bridge.Tensor{rowsTensor(2, float32(i))}, RunOptions{Deadline: dl}, func([]bridge.Tensor) error {
 					answered = time.Now()
 					return nil
@@ -396,5 +397,78 @@ func TestExpectedServiceRecovers(t *testing.T) {
 	st.recordService(1, 100*time.Microsecond) // a run resets the clock: no decay right after it
 	if e := st.ExpectedService(1); e < 2*time.Millisecond {
 		t.Errorf("right after a run: %s, want the smoothed estimate", e)
+	}
+}
+
+// TestDeadlineQueueAheadOnArrival: a request that would wait behind queued requests past its
+// deadline is refused on arrival (not by the queue timer just before its deadline), the queue
+// ahead in its message; one whose deadline leaves time for them all is queued and runs.
+func TestDeadlineQueueAheadOnArrival(t *testing.T) {
+	st := &Stats{}
+	for range 4 {
+		st.recordService(1, 10*time.Millisecond)
+	}
+	f := &fakeFactory{enginestest.Factory{Started: make(chan struct{}, 16), Gate: make(chan struct{})}}
+	p := newTestPool(t, f, PoolOptions{Instances: 1, QueueLen: 16, Stats: st})
+	var once sync.Once
+	release := func() { once.Do(func() { close(f.Gate) }) }
+	t.Cleanup(release) // before the pool's Close (cleanups run last first)
+	done := make(chan error, 8)
+	go func() {
+		done <- p.Do(context.Background(), []bridge.Tensor{f32(0)}, RunOptions{}, func([]bridge.Tensor) error { return nil })
+	}()
+	<-f.Started // the one context is busy
+	far := time.Now().Add(10 * time.Second)
+	for i := range 3 {
+		go func() {
+			done <- p.Do(context.Background(), []bridge.Tensor{f32(float32(i + 1))}, RunOptions{Deadline: far}, func([]bridge.Tensor) error { return nil })
+		}()
+		waitLen(t, p.jobs, i+1)
+	}
+	// The request's own run fits 25ms (≥ 10ms expected), its own run after three more does not.
+	if e := st.ExpectedService(1); e > 25*time.Millisecond {
+		t.Fatalf("ExpectedService(1) = %s", e)
+	}
+	// Queued false: refused on arrival, not by the queue timer (which would say queued).
+	err := p.Do(context.Background(), []bridge.Tensor{f32(9)}, RunOptions{Deadline: time.Now().Add(25 * time.Millisecond)}, func([]bridge.Tensor) error { return nil })
+	var de *DeadlineError
+	if !errors.As(err, &de) || de.Queued || de.Passed() || de.Ahead != 3 || de.Expected < 40*time.Millisecond || de.Reason() != "infeasible" {
+		t.Fatalf("Do = %v (%+v), want infeasible on arrival with 3 queued ahead", err, de)
+	}
+	if !strings.Contains(err.Error(), "(3 queued ahead)") {
+		t.Errorf("message %q does not name the queue ahead", err)
+	}
+	release()
+	for range 4 {
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// TestCheckArrival: the expected time to an answer is the request's run plus one run for each
+// wave of perWave requests ahead.
+func TestCheckArrival(t *testing.T) {
+	st := &Stats{}
+	st.recordService(1, time.Millisecond)
+	exp := st.ExpectedService(1)
+	now := time.Now()
+	for _, c := range []struct {
+		ahead, perWave int
+		left           time.Duration
+		refused        bool
+	}{
+		{0, 1, exp + time.Microsecond, false},
+		{0, 1, exp - time.Microsecond, true},
+		{3, 1, 4*exp + time.Microsecond, false},
+		{3, 1, 4*exp - time.Microsecond, true},
+		{3, 2, 2*exp + time.Microsecond, false}, // two instances: one wave ahead
+		{3, 4, exp + time.Microsecond, false},   // a batcher's wave of 4: the request joins it
+		{7, 4, 2*exp - time.Microsecond, true},
+	} {
+		err := checkArrival(st, now.Add(c.left).UnixNano(), 1, now, c.ahead, c.perWave)
+		if (err != nil) != c.refused {
+			t.Errorf("ahead %d per wave %d, %s left: %v, want refused %v", c.ahead, c.perWave, c.left, err, c.refused)
+		}
 	}
 }

@@ -542,7 +542,7 @@ func (p *Pool) Do(ctx context.Context, inputs []bridge.Tensor, opts RunOptions, 
 		if enq.IsZero() {
 			enq = time.Now()
 		}
-		if err := checkDeadline(p.stats, opts.Deadline.UnixNano(), p.rowsOf(inputs), enq, false); err != nil {
+		if err := checkArrival(p.stats, opts.Deadline.UnixNano(), p.rowsOf(inputs), enq, p.jobs.ahead(level), p.instances); err != nil {
 			return err
 		}
 		if p.stats == nil {

@@ -347,6 +347,18 @@ func (q *prioQueue[T]) close() {
 // capacity reports the capacity of one level.
 func (q *prioQueue[T]) capacity() int { return cap(q.levels[0].ch) }
 
+// ahead reports about how many queued items a new item with a deadline at level would wait
+// behind: every item of the higher levels and the deadline items of its own (those without a
+// deadline go after it; a later deadline too, which this count does not tell apart: it errs
+// towards more). Lock-free, a snapshot.
+func (q *prioQueue[T]) ahead(level int) int {
+	n := int(q.levels[level].n.Load())
+	for _, l := range q.levels[:level] {
+		n += len(l.ch)
+	}
+	return n
+}
+
 // len reports the items queued, over all levels.
 func (q *prioQueue[T]) len() int {
 	n := 0

@@ -9,8 +9,10 @@
 package main
 
 import (
+	"encoding/binary"
 	"flag"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"slices"
@@ -27,6 +29,7 @@ func main() {
 	url := flag.String("url", "http://127.0.0.1:8000/v2/models/mlp-med/infer", "inference `URL`")
 	width := flag.Int("width", 64, "observation width of the FP32[1,W] input named -input")
 	input := flag.String("input", "obs", "input `NAME`")
+	binaryBody := flag.Bool("binary", false, "send the observation as a binary tensor (Inference-Header-Content-Length) instead of JSON")
 	conns := flag.Int("c", 4, "connections of the capacity measurement")
 	inflight := flag.Int("inflight", 1024, "most requests in flight under overload; a request due beyond it is not sent (counted)")
 	capDur := flag.Duration("capacity-d", 3*time.Second, "capacity measurement `DURATION`")
@@ -36,7 +39,7 @@ func main() {
 	slack := flag.Duration("slack", 200*time.Microsecond, "an answer later than the deadline plus this counts as late at the client")
 	flag.Parse()
 
-	body := requestBody(*input, *width)
+	body, headerLen := requestBody(*input, *width, *binaryBody)
 	client := &fasthttp.Client{MaxConnsPerHost: 4096, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second}
 
 	// Capacity: closed loop without deadlines.
@@ -48,7 +51,7 @@ func main() {
 		go func() {
 			defer wg.Done()
 			for time.Now().Before(stop) {
-				if status, _ := post(client, *url, body, 0); status == 200 {
+				if status, _ := post(client, *url, body, headerLen, 0); status == 200 {
 					done.Add(1)
 				}
 			}
@@ -93,7 +96,7 @@ func main() {
 		go func() {
 			defer func() { <-sem; wg.Done() }()
 			start := time.Now()
-			status, h := post(client, *url, body, *deadlineUs)
+			status, h := post(client, *url, body, headerLen, *deadlineUs)
 			results[i] = result{status: status, fallback: h.fallback, lateUs: h.lateUs, took: time.Since(start)}
 		}()
 	}
@@ -102,6 +105,7 @@ func main() {
 	var model, fallbacks, marked, lateServer, lateClient, lateModel, lateFallback, gw, other int
 	var worstServer int
 	kinds := map[string]int{}
+	others := map[int]int{} // by status; 0: no answer (a client error)
 	var tooks []time.Duration
 	for _, r := range results {
 		if r.status == -1 {
@@ -113,6 +117,7 @@ func main() {
 			gw++
 		case r.status != 200:
 			other++
+			others[r.status]++
 		case r.fallback != "":
 			fallbacks++
 			kinds[r.fallback]++
@@ -148,8 +153,13 @@ func main() {
 	}
 	slices.Sort(ks)
 	fmt.Printf("sent %d in %s (%d due not sent: %d in flight already)\n", len(tooks), time.Since(begin).Round(time.Millisecond), dropped.Load(), *inflight)
-	fmt.Printf("model answers: %d; fallbacks: %d (%s); 504: %d; other errors: %d\n",
-		model, fallbacks, strings.Join(ks, ", "), gw, other)
+	var byStatus []string
+	for k, v := range others {
+		byStatus = append(byStatus, fmt.Sprintf("%d: %d", k, v))
+	}
+	slices.Sort(byStatus)
+	fmt.Printf("model answers: %d; fallbacks: %d (%s); 504: %d; other errors: %d (%s)\n",
+		model, fallbacks, strings.Join(ks, ", "), gw, other, strings.Join(byStatus, ", "))
 	fmt.Printf("answers the server marked late (X-Policyd-Late-Us): %d, of which later than deadline + %s: %d (worst %dµs)\n",
 		marked, *slack, lateServer, worstServer)
 	fmt.Printf("answers later than deadline + %s at the client: %d (model answers %d, fallbacks and 504s %d)\n",
@@ -162,13 +172,20 @@ type marks struct {
 	lateUs   int
 }
 
-func post(c *fasthttp.Client, url string, body []byte, deadlineUs int) (int, marks) {
+// post sends body; headerLen > 0: a binary request whose JSON header is its first headerLen
+// bytes.
+func post(c *fasthttp.Client, url string, body []byte, headerLen, deadlineUs int) (int, marks) {
 	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
 	req.SetRequestURI(url)
 	req.Header.SetMethod("POST")
-	req.Header.SetContentType("application/json")
+	if headerLen > 0 {
+		req.Header.SetContentType("application/octet-stream")
+		req.Header.Set("Inference-Header-Content-Length", strconv.Itoa(headerLen))
+	} else {
+		req.Header.SetContentType("application/json")
+	}
 	if deadlineUs > 0 {
 		req.Header.Set("X-Deadline-Us", fmt.Sprint(deadlineUs))
 	}
@@ -180,10 +197,23 @@ func post(c *fasthttp.Client, url string, body []byte, deadlineUs int) (int, mar
 	return resp.StatusCode(), marks{fallback: string(resp.Header.Peek("X-Policyd-Fallback")), lateUs: late}
 }
 
-func requestBody(input string, width int) []byte {
+// requestBody is one FP32[1,width] observation of random values: JSON, or with binary the
+// binary tensor extension's body (a JSON header, then the raw little-endian floats) and the
+// header's length.
+func requestBody(input string, width int, binary bool) ([]byte, int) {
+	if binary {
+		head := fmt.Sprintf(`{"inputs":[{"name":%q,"datatype":"FP32","shape":[1,%d],"parameters":{"binary_data_size":%d}}]}`, input, width, 4*width)
+		b := []byte(head)
+		for range width {
+			b = le.AppendUint32(b, math.Float32bits(float32(rand.Float64()-0.5)))
+		}
+		return b, len(head)
+	}
 	vals := make([]string, width)
 	for i := range vals {
 		vals[i] = fmt.Sprintf("%.3f", rand.Float64()-0.5)
 	}
-	return []byte(fmt.Sprintf(`{"inputs":[{"name":%q,"datatype":"FP32","shape":[1,%d],"data":[%s]}]}`, input, width, strings.Join(vals, ",")))
+	return []byte(fmt.Sprintf(`{"inputs":[{"name":%q,"datatype":"FP32","shape":[1,%d],"data":[%s]}]}`, input, width, strings.Join(vals, ","))), 0
 }
+
+var le = binary.LittleEndian
