@@ -222,7 +222,7 @@ func Defaults() *Config {
 			IdleTimeout:     2 * time.Minute,
 			ShutdownTimeout: 30 * time.Second,
 			CompressMin:     1 * KiB,
-			ShadowCPUShare:  0.05,
+			ShadowCPUShare:  0.025,
 			ShadowQueueLen:  64,
 		},
 		Limits:     Limits{MaxRequestSize: 64 * MiB, QueueLen: 64, MaxModelMemory: 4 * GiB},

@@ -5,10 +5,10 @@ import (
 	"testing"
 )
 
-// server.shadow_cpu_share: the shadow's CPU budget, more than 0 and at most 1; default 0.05.
+// server.shadow_cpu_share: the shadow's CPU budget, more than 0 and at most 1; default 0.025.
 func TestShadowCPUShare(t *testing.T) {
-	if d := Defaults().Server.ShadowCPUShare; d != 0.05 {
-		t.Errorf("default server.shadow_cpu_share %v, want 0.05", d)
+	if d := Defaults().Server.ShadowCPUShare; d != 0.025 {
+		t.Errorf("default server.shadow_cpu_share %v, want 0.025", d)
 	}
 	for _, tt := range []struct {
 		share float64

@@ -75,6 +75,7 @@ type shadows struct {
 
 	mu      sync.RWMutex
 	triples map[shadowKey]*shadowTriple
+	last    atomic.Pointer[shadowTriple] // the triple found last (triple)
 
 	// broken are the sampled sequences a dropped step has left behind on the shadow, by
 	// when they last had a step: their later steps are not compared (the first one ends the

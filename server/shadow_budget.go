@@ -3,6 +3,7 @@ package server
 import (
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -25,7 +26,7 @@ import (
 
 // DefaultShadowCPUShare is the share of the machine (of GOMAXPROCS CPU-seconds per second)
 // shadow work may use when Options.ShadowCPUShare is 0.
-const DefaultShadowCPUShare = 0.05
+const DefaultShadowCPUShare = 0.025
 
 // shadowBudgetBurst is how much wall time of refill the bucket holds: what a quiet moment
 // leaves unused may be spent at once, never more. Short, so that the share holds over any
@@ -38,6 +39,11 @@ type shadowBudget struct {
 	now  func() time.Time // time.Now; a test injects its own clock
 	rate float64          // nanoseconds of shadow time earned per nanosecond of wall time
 	cap  float64          // most nanoseconds held
+
+	// dry is when (ns since the epoch) a bucket found empty holds time again at the earliest:
+	// until then take refuses with a clock read and an atomic load, without the lock, so that
+	// the requests the budget drops under load cost the primary no shared lock.
+	dry atomic.Int64
 
 	mu     sync.Mutex
 	tokens float64 // nanoseconds of shadow time left; negative: in debt
@@ -79,14 +85,28 @@ func (b *shadowBudget) refill() {
 // it is, reserves the time a run takes on average; the caller passes that reservation back to
 // charge (the run ended) or refund (it was dropped).
 func (b *shadowBudget) take() (reserved time.Duration, ok bool) {
+	if b.now().UnixNano() < b.dry.Load() {
+		return 0, false
+	}
 	b.mu.Lock()
 	b.refill()
 	if ok = b.tokens > 0; ok {
 		b.tokens -= b.est
 		reserved = time.Duration(b.est)
 	}
+	b.markDry()
 	b.mu.Unlock()
 	return reserved, ok
+}
+
+// markDry sets dry from the tokens; b.mu is held, and refill has just run.
+func (b *shadowBudget) markDry() {
+	if b.tokens > 0 {
+		b.dry.Store(0)
+		return
+	}
+	// The refill brings the tokens above 0 just after -tokens/rate of wall time.
+	b.dry.Store(b.last.UnixNano() + int64(-b.tokens/b.rate) + 1)
 }
 
 // charge settles a run admitted with reservation reserved that took d.
@@ -99,6 +119,7 @@ func (b *shadowBudget) charge(d, reserved time.Duration) {
 	} else {
 		b.est += (float64(d) - b.est) / 8
 	}
+	b.markDry()
 	b.mu.Unlock()
 }
 
@@ -109,5 +130,6 @@ func (b *shadowBudget) refund(reserved time.Duration) {
 	}
 	b.mu.Lock()
 	b.tokens = min(b.tokens+float64(reserved), b.cap)
+	b.markDry()
 	b.mu.Unlock()
 }

@@ -88,6 +88,32 @@ func TestShadowBudgetDropsWhenSpentAndRefills(t *testing.T) {
 	}
 }
 
+// An empty bucket refuses without its lock until the refill brings it above 0, and admits
+// right after: the lock-free refusal (dry) is exact, not a back-off.
+func TestShadowBudgetDryUntilRefilled(t *testing.T) {
+	c := newFakeClock()
+	b := newShadowBudget(0.1, 2, c.now) // 0.2 ms earned per ms
+	b.charge(ms(12), mustTake(t, b))    // 10 - 12 = -2 ms: 10 ms of wall time to refill
+	if b.dry.Load() == 0 {
+		t.Fatal("a bucket in debt is not marked dry")
+	}
+	c.add(ms(10) - time.Microsecond)
+	if _, ok := b.take(); ok {
+		t.Fatalf("admitted 1µs before the refill, %.4f ms left", tokensMs(b))
+	}
+	c.add(2 * time.Microsecond)
+	if _, ok := b.take(); !ok {
+		t.Fatalf("refused 1µs after the refill, %.4f ms left (dry until %d, now %d)", tokensMs(b), b.dry.Load(), c.t.UnixNano())
+	}
+	// A refund that refills it lifts the mark at once.
+	b2 := newShadowBudget(0.1, 2, c.now)
+	b2.charge(ms(11), mustTake(t, b2)) // -1 ms
+	b2.refund(ms(2))                   // +2: 1 ms
+	if _, ok := b2.take(); !ok {
+		t.Fatalf("refused after a refund refilled it, %.3f ms left", tokensMs(b2))
+	}
+}
+
 // A sampled request that finds the budget spent is dropped in sample, before anything is
 // copied or seeded: it allocates nothing, leaves the request's options alone and is counted
 // dropped with the reason budget; a step of a sequence marks the sequence broken.

@@ -6,6 +6,7 @@ import (
 	"math"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -192,9 +193,11 @@ type shadowTriple struct {
 	counters [4]prometheus.Counter // by result; nil without metrics
 	drops    [3]prometheus.Counter // by metrics.ShadowDropReasons; nil without metrics
 
+	// Counted without t.mu: a request the budget drops costs the primary atomic adds only.
+	results [4]atomic.Int64
+	budget  atomic.Int64 // of results[resultDropped], those the CPU budget dropped
+
 	mu      sync.Mutex
-	results [4]int64
-	budget  int64 // of results[resultDropped], those the CPU budget dropped
 	since   time.Time
 	lastErr string
 	outs    []*shadowOutput // by name, in the order first seen
@@ -213,31 +216,33 @@ type shadowOutput struct {
 	m         metrics.ShadowOutputMetrics // zero without metrics
 }
 
-// triple finds or makes the numbers of k.
+// triple finds or makes the numbers of k: the last one found when it is k (a server shadows
+// one triple per model in a rollout; the read lock's shared counter is not touched then).
 func (sh *shadows) triple(k shadowKey) *shadowTriple {
+	if t := sh.last.Load(); t != nil && t.key == k {
+		return t
+	}
 	sh.mu.RLock()
 	t := sh.triples[k]
 	sh.mu.RUnlock()
-	if t != nil {
-		return t
-	}
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	if t = sh.triples[k]; t == nil {
-		t = &shadowTriple{key: k, since: time.Now()}
-		if sh.metrics != nil {
-			t.counters = sh.metrics.ShadowRequests(k.model, k.primary, k.shadow)
-			t.drops = sh.metrics.ShadowDropped(k.model, k.primary, k.shadow)
+	if t == nil {
+		sh.mu.Lock()
+		if t = sh.triples[k]; t == nil {
+			t = &shadowTriple{key: k, since: time.Now()}
+			if sh.metrics != nil {
+				t.counters = sh.metrics.ShadowRequests(k.model, k.primary, k.shadow)
+				t.drops = sh.metrics.ShadowDropped(k.model, k.primary, k.shadow)
+			}
+			sh.triples[k] = t
 		}
-		sh.triples[k] = t
+		sh.mu.Unlock()
 	}
+	sh.last.Store(t) // triples are never removed: a stale one is still right for its key
 	return t
 }
 
 func (t *shadowTriple) count(result int) {
-	t.mu.Lock()
-	t.results[result]++
-	t.mu.Unlock()
+	t.results[result].Add(1)
 	if c := t.counters[result]; c != nil {
 		c.Inc()
 	}
@@ -253,9 +258,7 @@ const (
 // drop counts a sampled request dropped for reason.
 func (t *shadowTriple) drop(reason int) {
 	if reason == dropBudget {
-		t.mu.Lock()
-		t.budget++
-		t.mu.Unlock()
+		t.budget.Add(1)
 	}
 	t.count(resultDropped)
 	if c := t.drops[reason]; c != nil {
@@ -296,7 +299,7 @@ func (t *shadowTriple) record(diffs []outputDiff, m *metrics.Shadow) {
 			}
 		}
 	}
-	t.results[resultCompared]++
+	t.results[resultCompared].Add(1)
 	t.mu.Unlock()
 	if c := t.counters[resultCompared]; c != nil {
 		c.Inc()
@@ -320,8 +323,8 @@ func (t *shadowTriple) output(d *outputDiff, m *metrics.Shadow) *shadowOutput {
 
 // report sums t's numbers; t.mu is held.
 func (t *shadowTriple) report() (ShadowReport, []ShadowOutputReport) {
-	r := ShadowReport{Samples: t.results[resultCompared], Errors: t.results[resultError],
-		Dropped: t.results[resultDropped], DroppedBudget: t.budget, Skipped: t.results[resultSkipped], Since: t.since, Agreement: 1}
+	r := ShadowReport{Samples: t.results[resultCompared].Load(), Errors: t.results[resultError].Load(),
+		Dropped: t.results[resultDropped].Load(), DroppedBudget: t.budget.Load(), Skipped: t.results[resultSkipped].Load(), Since: t.since, Agreement: 1}
 	outs := make([]ShadowOutputReport, 0, len(t.outs))
 	var n, agreeN, agree int64
 	var sum float64
@@ -357,8 +360,10 @@ func (t *shadowTriple) report() (ShadowReport, []ShadowOutputReport) {
 // reset starts t's numbers again (the Prometheus counters and histograms stay cumulative).
 func (t *shadowTriple) reset() {
 	t.mu.Lock()
-	t.results = [4]int64{}
-	t.budget = 0
+	for i := range t.results {
+		t.results[i].Store(0)
+	}
+	t.budget.Store(0)
 	t.since = time.Now()
 	t.lastErr = ""
 	for _, o := range t.outs {
