@@ -49,8 +49,7 @@ type Tolerance struct {
 
 // GoldenOutput tunes how one output is checked.
 type GoldenOutput struct {
-	Atol *float64 `json:"atol,omitempty"`
-	Rtol *float64 `json:"rtol,omitempty"`
+	Tolerance // atol and rtol of this output, over the file's
 	// Argmax: the output is a floating score over its last axis from which an action is
 	// picked; besides the tolerance, each row's argmax must equal the expected one, so a flipped
 	// choice is caught even when the values are within the tolerance.
@@ -140,11 +139,12 @@ func (g *Golden) Encode() ([]byte, error) {
 	return append(b, '\n'), nil
 }
 
-func checkTolerance(what string, atol, rtol *float64) error {
+// check refuses a negative, NaN or infinite atol or rtol, naming what holds it.
+func (tol Tolerance) check(what string) error {
 	for _, t := range []struct {
 		name string
 		v    *float64
-	}{{"atol", atol}, {"rtol", rtol}} {
+	}{{"atol", tol.Atol}, {"rtol", tol.Rtol}} {
 		if t.v != nil && (math.IsNaN(*t.v) || math.IsInf(*t.v, 0) || *t.v < 0) {
 			return fmt.Errorf("%s: %s %v must be a finite number >= 0", what, t.name, *t.v)
 		}
@@ -160,12 +160,12 @@ func (g *Golden) check() error {
 		return fmt.Errorf("no cases")
 	}
 	if g.Tolerance != nil {
-		if err := checkTolerance("tolerance", g.Tolerance.Atol, g.Tolerance.Rtol); err != nil {
+		if err := g.Tolerance.check("tolerance"); err != nil {
 			return err
 		}
 	}
 	for name, o := range g.Outputs {
-		if err := checkTolerance(fmt.Sprintf("outputs[%q]", name), o.Atol, o.Rtol); err != nil {
+		if err := o.Tolerance.check(fmt.Sprintf("outputs[%q]", name)); err != nil {
 			return err
 		}
 		if o.Argmax && o.Discrete {
@@ -310,22 +310,22 @@ func tensorNames(ts []Tensor) string {
 func (g *Golden) tolerance(name string) (atol, rtol float64) {
 	atol, rtol = DefaultGoldenAtol, DefaultGoldenRtol
 	if g.Tolerance != nil {
-		if g.Tolerance.Atol != nil {
-			atol = *g.Tolerance.Atol
-		}
-		if g.Tolerance.Rtol != nil {
-			rtol = *g.Tolerance.Rtol
-		}
+		g.Tolerance.over(&atol, &rtol)
 	}
 	if o, ok := g.Outputs[name]; ok {
-		if o.Atol != nil {
-			atol = *o.Atol
-		}
-		if o.Rtol != nil {
-			rtol = *o.Rtol
-		}
+		o.Tolerance.over(&atol, &rtol)
 	}
 	return atol, rtol
+}
+
+// over sets atol and rtol to those tol sets.
+func (tol Tolerance) over(atol, rtol *float64) {
+	if tol.Atol != nil {
+		*atol = *tol.Atol
+	}
+	if tol.Rtol != nil {
+		*rtol = *tol.Rtol
+	}
 }
 
 // Bytes encodes the tensor's data as little-endian elements of its datatype (what an engine

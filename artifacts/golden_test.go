@@ -89,7 +89,7 @@ func TestGoldenCheckIO(t *testing.T) {
 }
 
 func TestCompareOutput(t *testing.T) {
-	g := &Golden{Schema: 1, Outputs: map[string]GoldenOutput{"logits": {Argmax: true, Atol: ptr(0.01)}, "score": {Discrete: true}}}
+	g := &Golden{Schema: 1, Outputs: map[string]GoldenOutput{"logits": {Argmax: true, Tolerance: Tolerance{Atol: ptr(0.01)}}, "score": {Discrete: true}}}
 	for _, c := range []struct {
 		name     string
 		want     GoldenTensor

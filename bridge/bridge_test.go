@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -208,7 +209,7 @@ func TestMatchesONNXRuntime(t *testing.T) {
 					t.Errorf("%s: dtype %v, want %s", want.Name, got.DType, want.Datatype)
 					continue
 				}
-				if !equalShape(got.Shape, want.Shape) {
+				if !slices.Equal(got.Shape, want.Shape) {
 					t.Errorf("%s: shape %v, want %v", want.Name, got.Shape, want.Shape)
 					continue
 				}
@@ -235,18 +236,6 @@ func loadEngineCtx(rt *Runtime, path string) (*Engine, error) {
 	return rt.NewEngine(b, EngineOptions{Name: filepath.Base(path)})
 }
 
-func equalShape(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
 func mlpSmall(t *testing.T) (*Runtime, *Engine) {
 	t.Helper()
 	rt := newRuntime(t)
@@ -259,10 +248,10 @@ func TestSignature(t *testing.T) {
 		t.Fatalf("backend %q batchable %v", e.Backend(), e.Batchable())
 	}
 	in, out := e.Inputs(), e.Outputs()
-	if len(in) != 1 || in[0].Name != "obs" || in[0].DType != Float32 || !equalShape(in[0].Shape, []int64{-1, 8}) || in[0].BatchDim != 0 {
+	if len(in) != 1 || in[0].Name != "obs" || in[0].DType != Float32 || !slices.Equal(in[0].Shape, []int64{-1, 8}) || in[0].BatchDim != 0 {
 		t.Fatalf("inputs %+v", in)
 	}
-	if len(out) != 1 || out[0].Name != "action" || !equalShape(out[0].Shape, []int64{-1, 2}) || out[0].BatchDim != 0 {
+	if len(out) != 1 || out[0].Name != "action" || !slices.Equal(out[0].Shape, []int64{-1, 2}) || out[0].BatchDim != 0 {
 		t.Fatalf("outputs %+v", out)
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"reflect"
 	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -224,33 +223,6 @@ func (n *node) typeName() string {
 		return "map of backend parameters"
 	}
 	return "?"
-}
-
-// lookup finds the node of a key path given as segments ("models", "0", "name"); numeric
-// segments index tables. It returns the node and how many segments it consumed: fewer than
-// len(segs) means segs[consumed] is unknown (or indexes what is not a list).
-func (n *node) lookup(segs []string) (*node, int) {
-	cur := n
-	for i := 0; i < len(segs); i++ {
-		if cur.kind == kTable {
-			if _, err := strconv.Atoi(segs[i]); err != nil {
-				return cur, i
-			}
-			i++
-			if i == len(segs) {
-				return cur, i
-			}
-		}
-		if cur.kind != kSection && cur.kind != kTable {
-			return cur, i
-		}
-		c, ok := cur.byKey[segs[i]]
-		if !ok {
-			return cur, i
-		}
-		cur = c
-	}
-	return cur, len(segs)
 }
 
 // allPaths lists every key path, sections and tables included, for suggestions.

@@ -40,13 +40,7 @@ func addBall(t *testing.T, rt *bridge.Runtime, repo, name string, skew float64) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	conv := func(infos []bridge.IOInfo) (out []artifacts.Tensor) {
-		for _, i := range infos {
-			out = append(out, artifacts.Tensor{Name: i.Name, Datatype: i.DType.String(), Shape: i.Shape})
-		}
-		return out
-	}
-	io := artifacts.IO{Inputs: conv(e.Inputs()), Outputs: conv(e.Outputs())}
+	io := repository.Signature(e)
 	e.Close()
 	if _, err := artifacts.Add(repo, artifacts.AddRequest{Name: name, Version: "1.0.0", Model: ballModel, IO: io, Golden: golden, Tool: "metrics test"}); err != nil {
 		t.Fatal(err)

@@ -149,13 +149,8 @@ func New(reg prometheus.Registerer, repo Repository) (*Server, error) {
 	})
 	cs := []prometheus.Collector{s.requests, s.inferences, s.executions, s.requestDur, s.queueDur, s.inputDur,
 		s.inferDur, s.outputDur, s.batchSize, s.loadDur, s.golden, s.fallbacks, ready, (*scrape)(s)}
-	for i, c := range cs {
-		if err := reg.Register(c); err != nil {
-			for _, d := range cs[:i] {
-				reg.Unregister(d)
-			}
-			return nil, err
-		}
+	if err := registerAll(reg, cs...); err != nil {
+		return nil, err
 	}
 	s.vecs = []*prometheus.MetricVec{s.requests.MetricVec, s.inferences.MetricVec, s.executions.MetricVec,
 		s.requestDur.MetricVec, s.queueDur.MetricVec, s.inputDur.MetricVec, s.inferDur.MetricVec,
@@ -440,4 +435,18 @@ func (s *Server) observeUnserved(model, version, protocol string, code int, outc
 		s.requestDur.WithLabelValues(labels[:]...).Observe(d.Seconds())
 	}
 	s.requests.WithLabelValues(labels[0], labels[1], labels[2], labels[3], protocol, strconv.Itoa(code), outcome.String()).Inc()
+}
+
+// registerAll registers cs on reg, all or none: on the first failure it unregisters those it
+// registered and returns the error.
+func registerAll(reg prometheus.Registerer, cs ...prometheus.Collector) error {
+	for i, c := range cs {
+		if err := reg.Register(c); err != nil {
+			for _, d := range cs[:i] {
+				reg.Unregister(d)
+			}
+			return err
+		}
+	}
+	return nil
 }

@@ -51,13 +51,8 @@ func NewReload(reg prometheus.Registerer) (*Reload, error) {
 	}
 	m.lastOK.Set(1)
 	cs := []prometheus.Collector{m.verifyFailures, m.reloads, m.lastOK, m.lastTime, m.pending}
-	for i, c := range cs {
-		if err := reg.Register(c); err != nil {
-			for _, d := range cs[:i] {
-				reg.Unregister(d)
-			}
-			return nil, err
-		}
+	if err := registerAll(reg, cs...); err != nil {
+		return nil, err
 	}
 	return m, nil
 }

@@ -82,13 +82,8 @@ func NewShadow(reg prometheus.Registerer) (*Shadow, error) {
 		}, out),
 	}
 	cs := []prometheus.Collector{m.requests, m.dropped, m.absDiff, m.relDiff, m.meanAbs, m.agreement}
-	for i, c := range cs {
-		if err := reg.Register(c); err != nil {
-			for _, d := range cs[:i] {
-				reg.Unregister(d)
-			}
-			return nil, err
-		}
+	if err := registerAll(reg, cs...); err != nil {
+		return nil, err
 	}
 	return m, nil
 }

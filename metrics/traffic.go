@@ -45,11 +45,7 @@ func NewTraffic(reg prometheus.Registerer, repo TrafficSource) (*Traffic, error)
 		Name: "policyd_traffic_gate_actions_total",
 		Help: "Automatic changes of a traffic policy by its gates: promote (a step of weight to the candidate) or rollback (the candidate's weight set to 0).",
 	}, []string{"model", "candidate", "action"})}
-	if err := reg.Register(t.gateActions); err != nil {
-		return nil, err
-	}
-	if err := reg.Register(t); err != nil {
-		reg.Unregister(t.gateActions)
+	if err := registerAll(reg, t.gateActions, t); err != nil {
 		return nil, err
 	}
 	return t, nil

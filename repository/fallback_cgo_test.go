@@ -3,6 +3,7 @@
 package repository
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -37,7 +38,7 @@ func TestNativeFallbackConstantCheckedAtLoad(t *testing.T) {
 		t.Fatalf("ActionFallback = %+v", fb)
 	}
 	c := fb.Constant(3)
-	if len(c) != 1 || !equalShape(c[0].Shape, []int64{3, 2}) || c[0].DType != bridge.Float32 {
+	if len(c) != 1 || !slices.Equal(c[0].Shape, []int64{3, 2}) || c[0].DType != bridge.Float32 {
 		t.Fatalf("Constant(3) = %+v", c)
 	}
 	if got := enginestest.Floats(c[0]); len(got) != 6 || got[0] != 0.25 || got[1] != -1 || got[4] != 0.25 || got[5] != -1 {
@@ -57,16 +58,4 @@ func TestNativeFallbackConstantCheckedAtLoad(t *testing.T) {
 			t.Errorf("%s: ready %v, reason %q; want not ready with …%s…", model, ready, reason, want)
 		}
 	}
-}
-
-func equalShape(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"strconv"
 
 	"go.uber.org/zap"
@@ -184,4 +185,16 @@ func (r *Repository) checkGoldenEngines(v *Version, es []*bridge.Engine, devs []
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// Signature is the I/O signature of engine e as a manifest records it (policyctl artifacts add).
+func Signature(e *bridge.Engine) artifacts.IO {
+	conv := func(infos []bridge.IOInfo) []artifacts.Tensor {
+		out := make([]artifacts.Tensor, 0, len(infos))
+		for _, i := range infos {
+			out = append(out, artifacts.Tensor{Name: i.Name, Datatype: i.DType.String(), Shape: slices.Clone(i.Shape)})
+		}
+		return out
+	}
+	return artifacts.IO{Inputs: conv(e.Inputs()), Outputs: conv(e.Outputs())}
 }

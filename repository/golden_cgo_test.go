@@ -56,18 +56,6 @@ func refGolden(t *testing.T, id string, edit func(g *artifacts.Golden)) []byte {
 	return b
 }
 
-// signatureOf is the I/O signature of an engine as artifacts add records it.
-func signatureOf(e *bridge.Engine) artifacts.IO {
-	conv := func(infos []bridge.IOInfo) []artifacts.Tensor {
-		var out []artifacts.Tensor
-		for _, i := range infos {
-			out = append(out, artifacts.Tensor{Name: i.Name, Datatype: i.DType.String(), Shape: i.Shape})
-		}
-		return out
-	}
-	return artifacts.IO{Inputs: conv(e.Inputs()), Outputs: conv(e.Outputs())}
-}
-
 // addBall adds 3DBall as name@1.0.0 with golden to repo, as policyctl artifacts add does.
 func addBall(t *testing.T, rt *bridge.Runtime, repo, name string, golden []byte) {
 	t.Helper()
@@ -85,7 +73,7 @@ func addGolden(t *testing.T, rt *bridge.Runtime, repo, name, model string, golde
 	if err != nil {
 		t.Fatal(err)
 	}
-	io := signatureOf(e)
+	io := Signature(e)
 	e.Close()
 	if _, err := artifacts.Add(repo, artifacts.AddRequest{Name: name, Version: "1.0.0", Model: model, IO: io, Golden: golden, Tool: "golden test"}); err != nil {
 		t.Fatal(err)

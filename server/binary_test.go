@@ -655,23 +655,9 @@ func BenchmarkInferHandlerBatch32(b *testing.B) {
 		hdr  string
 	}{{"json", jsonBody, ""}, {"binary", binBody, hdr}} {
 		b.Run(c.name, func(b *testing.B) {
-			var ctx fasthttp.RequestCtx
 			b.SetBytes(int64(len(c.body)))
 			b.ReportAllocs()
-			for b.Loop() {
-				ctx.Request.Reset()
-				ctx.Response.Reset()
-				ctx.Request.Header.SetMethod("POST")
-				ctx.Request.SetRequestURI("/v2/models/mlp/versions/1/infer")
-				if c.hdr != "" {
-					ctx.Request.Header.Set(inferHeaderLength, c.hdr)
-				}
-				ctx.Request.SetBody(c.body)
-				h(&ctx)
-				if ctx.Response.StatusCode() != 200 {
-					b.Fatalf("status %d: %s", ctx.Response.StatusCode(), ctx.Response.Body())
-				}
-			}
+			benchInfer(b, h, "/v2/models/mlp/versions/1/infer", c.body, inferHeaderLength, c.hdr)
 		})
 	}
 }

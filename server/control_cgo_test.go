@@ -44,12 +44,7 @@ func controlRepo(t *testing.T, spec *engines.SequenceSpec, batching bool) (*repo
 	if err := os.WriteFile(src, enginestest.SequenceControls(), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	e, err := rt.NewEngine(enginestest.SequenceControls(), bridge.EngineOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	io := engineIO(e)
-	e.Close()
+	io := engineIO(t, rt, enginestest.SequenceControls())
 	if _, err := artifacts.Add(dir, artifacts.AddRequest{Name: "ctl", Version: "1.0.0", Model: src, Tool: "server test", IO: io}); err != nil {
 		t.Fatal(err)
 	}

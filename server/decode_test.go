@@ -269,13 +269,25 @@ func BenchmarkInferHandler(b *testing.B) {
 	s := New(newFakeRegistry(m), nil, Options{})
 	h := s.Handler()
 	body := benchBody()
-	var ctx fasthttp.RequestCtx
 	b.ReportAllocs()
+	benchInfer(b, h, "/v2/models/mlp/versions/1/infer", body)
+}
+
+// benchInfer is a benchmark's loop: POST body to uri through handler h, with headers (name,
+// value pairs; an empty value is not set), failing on any status but 200.
+func benchInfer(b *testing.B, h fasthttp.RequestHandler, uri string, body []byte, headers ...string) {
+	b.Helper()
+	var ctx fasthttp.RequestCtx
 	for b.Loop() {
 		ctx.Request.Reset()
 		ctx.Response.Reset()
 		ctx.Request.Header.SetMethod("POST")
-		ctx.Request.SetRequestURI("/v2/models/mlp/versions/1/infer")
+		ctx.Request.SetRequestURI(uri)
+		for i := 0; i+1 < len(headers); i += 2 {
+			if headers[i+1] != "" {
+				ctx.Request.Header.Set(headers[i], headers[i+1])
+			}
+		}
 		ctx.Request.SetBody(body)
 		h(&ctx)
 		if ctx.Response.StatusCode() != 200 {

@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/policyd/policyd/artifacts"
-	"github.com/policyd/policyd/bridge"
 	"github.com/policyd/policyd/repository"
 )
 
@@ -21,12 +20,7 @@ const mlpSmallModel = "../../shared/peers/models/mlp-small.onnx"
 // version unavailable with the reason.
 func TestNativeDeadlineFallback(t *testing.T) {
 	rt, onnx := nativeRuntime(t, mlpSmallModel)
-	e, err := rt.NewEngine(onnx, bridge.EngineOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	io := engineIO(e)
-	e.Close()
+	io := engineIO(t, rt, onnx)
 	dir := t.TempDir()
 	for _, name := range []string{"pi", "wide"} {
 		if _, err := artifacts.Add(dir, artifacts.AddRequest{Name: name, Version: "1.0.0", Model: mlpSmallModel, Tool: "server test", IO: io}); err != nil {

@@ -63,12 +63,7 @@ func freeDimServer(t testing.TB) fasthttp.RequestHandler {
 	if err := os.WriteFile(model, softmaxFreeDim(), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	e, err := rt.NewEngine(softmaxFreeDim(), bridge.EngineOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	io := engineIO(e)
-	e.Close()
+	io := engineIO(t, rt, softmaxFreeDim())
 	repoDir := filepath.Join(dir, "repo")
 	if _, err := artifacts.Add(repoDir, artifacts.AddRequest{Name: "softmax", Version: "1.0.0", Model: model, Tool: "server test", IO: io}); err != nil {
 		t.Fatal(err)

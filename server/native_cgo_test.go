@@ -8,18 +8,19 @@ import (
 
 	"github.com/policyd/policyd/artifacts"
 	"github.com/policyd/policyd/bridge"
+	"github.com/policyd/policyd/repository"
 )
 
-// engineIO is e's signature as policyctl records it in a manifest.
-func engineIO(e *bridge.Engine) artifacts.IO {
-	var io artifacts.IO
-	for _, in := range e.Inputs() {
-		io.Inputs = append(io.Inputs, artifacts.Tensor{Name: in.Name, Datatype: in.DType.String(), Shape: in.Shape})
+// engineIO is the signature of the engine rt builds from onnx, as policyctl records it in a
+// manifest.
+func engineIO(tb testing.TB, rt *bridge.Runtime, onnx []byte) artifacts.IO {
+	tb.Helper()
+	e, err := rt.NewEngine(onnx, bridge.EngineOptions{})
+	if err != nil {
+		tb.Fatal(err)
 	}
-	for _, out := range e.Outputs() {
-		io.Outputs = append(io.Outputs, artifacts.Tensor{Name: out.Name, Datatype: out.DType.String(), Shape: out.Shape})
-	}
-	return io
+	defer e.Close()
+	return repository.Signature(e)
 }
 
 // nativeRuntime returns a runtime of the native library, closed when the test ends, and the

@@ -301,19 +301,8 @@ func BenchmarkInferHandlerObserved(b *testing.B) {
 			m.keepOutputs = true
 			h := New(newFakeRegistry(m), c.log, c.opts).Handler()
 			body := benchBody()
-			var ctx fasthttp.RequestCtx
 			b.ReportAllocs()
-			for b.Loop() {
-				ctx.Request.Reset()
-				ctx.Response.Reset()
-				ctx.Request.Header.SetMethod("POST")
-				ctx.Request.SetRequestURI("/v2/models/mlp/versions/1/infer")
-				ctx.Request.SetBody(body)
-				h(&ctx)
-				if ctx.Response.StatusCode() != 200 {
-					b.Fatalf("status %d: %s", ctx.Response.StatusCode(), ctx.Response.Body())
-				}
-			}
+			benchInfer(b, h, "/v2/models/mlp/versions/1/infer", body)
 		})
 	}
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -306,7 +307,7 @@ func (r *predictRequest) decodeInstances(v jsonValue, ins []bridge.IOInfo) error
 				per = count / int64(n)
 				r.tensors[k] = bridge.Tensor{DType: info.DType, Shape: full, Data: r.buffer(k, count, info)}
 				firstShape = full[1:]
-			} else if !sameDims(firstShape, shape) {
+			} else if !slices.Equal(firstShape, shape) {
 				return badRequest("instances[%d]: input %q: shape %s differs from the shape %s of instances[0]",
 					i, info.Name, formatShape(shape), formatShape(firstShape))
 			}
@@ -482,18 +483,6 @@ func rectangular(v jsonValue, dims []int64) bool {
 		}
 	}
 	return n == dims[0]
-}
-
-func sameDims(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // encodeOutputs is the callback passed to Model.Do: it runs on the engine's worker while the

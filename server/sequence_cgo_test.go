@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/policyd/policyd/artifacts"
-	"github.com/policyd/policyd/bridge"
 	"github.com/policyd/policyd/engines"
 	"github.com/policyd/policyd/repository"
 )
@@ -21,12 +20,7 @@ const hallwayModel = "../../shared/models/mlagents/Hallway.onnx"
 // client carries the state itself. A signature mismatch leaves the version UNAVAILABLE.
 func TestSequenceHallway(t *testing.T) {
 	rt, onnx := nativeRuntime(t, hallwayModel)
-	e, err := rt.NewEngine(onnx, bridge.EngineOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	io := engineIO(e)
-	e.Close()
+	io := engineIO(t, rt, onnx)
 	dir := t.TempDir()
 	if _, err := artifacts.Add(dir, artifacts.AddRequest{Name: "hallway", Version: "1.0.0", Model: hallwayModel, Tool: "server test", IO: io}); err != nil {
 		t.Fatal(err)

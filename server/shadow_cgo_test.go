@@ -105,12 +105,7 @@ func shadowRepo(t testing.TB, rt *bridge.Runtime, name string, seq *engines.Sequ
 	t.Helper()
 	dir := t.TempDir()
 	for i, onnx := range models {
-		e, err := rt.NewEngine(onnx, bridge.EngineOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		io := engineIO(e)
-		e.Close()
+		io := engineIO(t, rt, onnx)
 		path := filepath.Join(t.TempDir(), "model.onnx")
 		if err := os.WriteFile(path, onnx, 0o644); err != nil {
 			t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -102,7 +103,7 @@ func (j *shadowJob) compareOutputs(outputs []bridge.Tensor) error {
 			continue // an output the primary does not have
 		}
 		a, b := j.outs[p], outputs[i]
-		if a.DType != b.DType || !shapeEqual(a.Shape, b.Shape) || len(a.Data) != len(b.Data) {
+		if a.DType != b.DType || !slices.Equal(a.Shape, b.Shape) || len(a.Data) != len(b.Data) {
 			j.cmpErr = fmt.Errorf("output %q: the primary answered %s %v, the shadow %s %v", name, a.DType, a.Shape, b.DType, b.Shape)
 			return nil
 		}
@@ -114,18 +115,6 @@ func (j *shadowJob) compareOutputs(outputs []bridge.Tensor) error {
 		j.diffs = append(j.diffs, d)
 	}
 	return nil
-}
-
-func shapeEqual(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // diffTensors compares two tensors of one dtype and shape: floating ones by their differences,

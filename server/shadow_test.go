@@ -462,19 +462,8 @@ func BenchmarkShadowHandler(b *testing.B) {
 			s := New(newFakeRegistry(m, sh), nil, Options{Shadow: c.shadow, ShadowQueueLen: 1024, ShadowCPUShare: noShadowBudget})
 			defer s.Shutdown(context.Background())
 			h := s.Handler()
-			var ctx fasthttp.RequestCtx
 			b.ReportAllocs()
-			for b.Loop() {
-				ctx.Request.Reset()
-				ctx.Response.Reset()
-				ctx.Request.Header.SetMethod("POST")
-				ctx.Request.SetRequestURI("/v2/models/policy/versions/1/infer")
-				ctx.Request.SetBody(body)
-				h(&ctx)
-				if ctx.Response.StatusCode() != 200 {
-					b.Fatalf("%d %s", ctx.Response.StatusCode(), ctx.Response.Body())
-				}
-			}
+			benchInfer(b, h, "/v2/models/policy/versions/1/infer", body)
 		})
 	}
 }

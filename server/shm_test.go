@@ -14,7 +14,6 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/valyala/fasthttp"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -516,22 +515,8 @@ func benchShm(b *testing.B, s *Server) {
 			hdr  string
 		}{{"binary", binBody, hdr}, {"shm", shmBody, ""}} {
 			b.Run(fmt.Sprintf("%s_b%d/%s", c.model, c.shape[0], v.name), func(b *testing.B) {
-				var ctx fasthttp.RequestCtx
 				b.ReportAllocs()
-				for b.Loop() {
-					ctx.Request.Reset()
-					ctx.Response.Reset()
-					ctx.Request.Header.SetMethod("POST")
-					ctx.Request.SetRequestURI("/v2/models/" + c.model + "/infer")
-					if v.hdr != "" {
-						ctx.Request.Header.Set(inferHeaderLength, v.hdr)
-					}
-					ctx.Request.SetBody(v.body)
-					h(&ctx)
-					if ctx.Response.StatusCode() != 200 {
-						b.Fatalf("status %d: %s", ctx.Response.StatusCode(), ctx.Response.Body())
-					}
-				}
+				benchInfer(b, h, "/v2/models/"+c.model+"/infer", v.body, inferHeaderLength, v.hdr)
 			})
 		}
 	}

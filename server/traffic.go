@@ -341,13 +341,18 @@ func (s *Server) adminTrafficGet(ctx *fasthttp.RequestCtx) {
 		s.fail(ctx, &repository.NotFoundError{Model: model})
 		return
 	}
+	writeJSON(ctx, http.StatusOK, s.trafficDocument(model))
+}
+
+// trafficDocument is the admin document of model's traffic policy with its shadows' numbers.
+func (s *Server) trafficDocument(model string) TrafficDocument {
 	doc := TrafficDocumentOf(s.opts.Admin.Traffic, model)
 	for _, st := range s.ShadowStatuses() {
 		if st.Model == model {
 			doc.Shadows = append(doc.Shadows, st)
 		}
 	}
-	writeJSON(ctx, http.StatusOK, doc)
+	return doc
 }
 
 // adminTrafficPut sets the traffic policy of a model: body {"weights":{"1.4.0":90,"1.5.0":10}}
@@ -410,11 +415,5 @@ func (s *Server) adminTrafficPut(ctx *fasthttp.RequestCtx) {
 		s.fail(ctx, err)
 		return
 	}
-	doc := TrafficDocumentOf(s.opts.Admin.Traffic, model)
-	for _, st := range s.ShadowStatuses() {
-		if st.Model == model {
-			doc.Shadows = append(doc.Shadows, st)
-		}
-	}
-	writeJSON(ctx, http.StatusOK, doc)
+	writeJSON(ctx, http.StatusOK, s.trafficDocument(model))
 }

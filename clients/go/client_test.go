@@ -10,12 +10,15 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/policyd/policyd/internal/e2etest"
 )
 
 // reference is one testdata/reference/*.json file (ONNX Runtime's outputs).
@@ -41,21 +44,12 @@ type reference struct {
 
 func loadReferences(t *testing.T) []reference {
 	t.Helper()
-	files, err := filepath.Glob(filepath.Join(repoRoot, "testdata", "reference", "*.json"))
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no testdata/reference/*.json: %v", err)
+	names, refs := e2etest.References[reference](t, repoRoot)
+	if len(refs) == 0 {
+		t.Fatal("no testdata/reference/*.json")
 	}
-	var refs []reference
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r := reference{file: filepath.Base(f)}
-		if err := json.Unmarshal(b, &r); err != nil {
-			t.Fatalf("%s: %v", f, err)
-		}
-		refs = append(refs, r)
+	for i := range refs {
+		refs[i].file = names[i]
 	}
 	return refs
 }
@@ -493,6 +487,52 @@ func TestErrors(t *testing.T) {
 		}
 		if time.Since(start) > 10*time.Second {
 			t.Errorf("%s: took %v", url, time.Since(start))
+		}
+		c.Close()
+	}
+}
+
+// TestOptionsReachTheServer: the request options arrive as the parameters they name (a value
+// the server refuses comes back refused, naming it), a pinned policy version is the one
+// asked for, the call bound ends the call, and dial options are taken.
+func TestOptionsReachTheServer(t *testing.T) {
+	d, _ := mainDaemon(t)
+	hc, gc := clients(t, d, WithRetries(0), WithGRPCDialOptions(grpc.WithUserAgent("policyd-client-test")))
+	ctx := context.Background()
+	obs := []Tensor{NewTensor("obs", []int64{1, 8}, make([]float32, 8))}
+	for _, tr := range []struct {
+		name string
+		c    *Client
+	}{{"http", hc}, {"grpc", gc}} {
+		if _, err := tr.c.Infer(ctx, "peers-mlp-small", obs, WithPriority(1), WithTimeout(time.Second)); err != nil {
+			t.Errorf("%s: valid options: %v", tr.name, err)
+		}
+		for _, c := range []struct {
+			opt  InferOption
+			want string
+		}{
+			{WithPriority(99), "priority 99 is out of range"},
+			{WithParameter("priority", uint64(98)), "priority 98 is out of range"},
+			{WithTimeout(2 * time.Hour), "timeout"},
+		} {
+			_, err := tr.c.Infer(ctx, "peers-mlp-small", obs, c.opt)
+			var ia *InvalidArgumentError
+			if !errors.As(err, &ia) || !strings.Contains(ia.Message, c.want) {
+				t.Errorf("%s: want the server's refusal naming %q, got %v", tr.name, c.want, err)
+			}
+		}
+		_, err := NewPolicy(tr.c, "peers-mlp-small", PolicyVersion("9.9.9")).Act(ctx, NewTensor("", []int64{8}, make([]float32, 8)))
+		if !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "9.9.9") {
+			t.Errorf("%s: a policy pinned to 9.9.9: %v", tr.name, err)
+		}
+	}
+	for _, url := range []string{d.url, "grpc://" + d.grpcAddr} {
+		c, err := New(url, WithRetries(0), WithRequestTimeout(time.Nanosecond))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Infer(ctx, "peers-mlp-small", obs); !errors.Is(err, ErrTimeout) {
+			t.Errorf("%s: a call bound of 1ns: %v", url, err)
 		}
 		c.Close()
 	}

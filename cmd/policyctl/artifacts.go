@@ -19,6 +19,7 @@ import (
 
 	"github.com/policyd/policyd/artifacts"
 	"github.com/policyd/policyd/bridge"
+	"github.com/policyd/policyd/repository"
 )
 
 // artifactsCommands is the `policyctl artifacts` group: the model repository.
@@ -81,14 +82,7 @@ func inspect(onnx []byte, external map[string][]byte, name string) (artifacts.IO
 		return artifacts.IO{}, fmt.Errorf("model does not load: %w", err)
 	}
 	defer eng.Close()
-	conv := func(infos []bridge.IOInfo) []artifacts.Tensor {
-		out := make([]artifacts.Tensor, 0, len(infos))
-		for _, i := range infos {
-			out = append(out, artifacts.Tensor{Name: i.Name, Datatype: i.DType.String(), Shape: append([]int64{}, i.Shape...)})
-		}
-		return out
-	}
-	return artifacts.IO{Inputs: conv(eng.Inputs()), Outputs: conv(eng.Outputs())}, nil
+	return repository.Signature(eng), nil
 }
 
 const addAbout = `add a model version to a repository (checks it loads; atomic; never overwrites)

@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -191,7 +192,7 @@ func TestGoldenFromONNXRuntime(t *testing.T) {
 	}
 	for i, want := range ref.Outputs {
 		got := g.Cases[0].Outputs[i]
-		if got.Name != want.Name || got.Datatype != want.Datatype || !equalInts(got.Shape, want.Shape) || !equalFloats(got.Data, want.Data) {
+		if got.Name != want.Name || got.Datatype != want.Datatype || !slices.Equal(got.Shape, want.Shape) || !slices.Equal(got.Data, want.Data) {
 			t.Errorf("output %d: %s %s %v %v, reference %s %s %v %v", i, got.Name, got.Datatype, got.Shape, got.Data, want.Name, want.Datatype, want.Shape, want.Data)
 		}
 	}
@@ -217,28 +218,4 @@ func TestGoldenFromONNXRuntimeWithoutNode(t *testing.T) {
 	if code != 1 || !strings.Contains(errs, "--golden-from onnxruntime needs Node.js (node on PATH) and onnxruntime-node") || !strings.Contains(errs, "make refs") {
 		t.Errorf("exit %d, stderr %q", code, errs)
 	}
-}
-
-func equalInts(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
-func equalFloats(a, b []float64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

@@ -15,7 +15,6 @@ import (
 	"math/rand"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -57,24 +56,12 @@ type reference struct {
 
 func loadReferences(t *testing.T) []reference {
 	t.Helper()
-	files, err := filepath.Glob(filepath.Join(repoRoot, "testdata", "reference", "*.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(files) == 0 {
+	names, refs := e2etest.References[reference](t, repoRoot)
+	if len(refs) == 0 {
 		t.Skip("no testdata/reference/*.json yet")
 	}
-	var refs []reference
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r := reference{file: filepath.Base(f)}
-		if err := json.Unmarshal(b, &r); err != nil {
-			t.Fatalf("%s: %v", f, err)
-		}
-		refs = append(refs, r)
+	for i := range refs {
+		refs[i].file = names[i]
 	}
 	return refs
 }

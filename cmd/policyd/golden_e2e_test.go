@@ -15,6 +15,7 @@ import (
 
 	"github.com/policyd/policyd/artifacts"
 	"github.com/policyd/policyd/bridge"
+	"github.com/policyd/policyd/repository"
 )
 
 // addBallGolden adds 3DBall as name@1.0.0 with its signature as the engine reports it and a
@@ -49,13 +50,7 @@ func addBallGolden(t *testing.T, repo, name string, skew float64) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conv := func(infos []bridge.IOInfo) (out []artifacts.Tensor) {
-		for _, i := range infos {
-			out = append(out, artifacts.Tensor{Name: i.Name, Datatype: i.DType.String(), Shape: i.Shape})
-		}
-		return out
-	}
-	io := artifacts.IO{Inputs: conv(e.Inputs()), Outputs: conv(e.Outputs())}
+	io := repository.Signature(e)
 	e.Close()
 	if _, err := artifacts.Add(repo, artifacts.AddRequest{Name: name, Version: "1.0.0", Model: src, IO: io, Golden: golden, Tool: "e2e test"}); err != nil {
 		t.Fatal(err)

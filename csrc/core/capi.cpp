@@ -705,6 +705,7 @@ extern "C" int32_t pd_engine_batchable(const pd_engine* e) { return e && e->batc
 struct pd_context {
   pd_engine* engine;
   std::unique_ptr<BackendContext> impl;
+  std::vector<std::string> output_names;  // the engine's, for run_device's messages
 };
 
 extern "C" pd_error* pd_context_create(pd_engine* e, pd_context** out) {
@@ -714,6 +715,8 @@ extern "C" pd_error* pd_context_create(pd_engine* e, pd_context** out) {
     auto c = std::make_unique<pd_context>();
     c->engine = e;
     c->impl = e->impl->create_context();
+    c->output_names.reserve(e->outputs.size());
+    for (const auto& o : e->outputs) c->output_names.push_back(o.name);
     *out = c.release();
   });
 }
@@ -802,17 +805,23 @@ void check_inputs(const pd_engine& e, const pd_tensor* in, int32_t n) {
 #undef PD_INPUT_SHAPE
   }
 }
+
+// check_run checks the arguments of pd_context_run and pd_context_run_device.
+void check_run(const pd_context* c, const pd_tensor* inputs, int32_t n_inputs, const pd_tensor* outputs,
+               int32_t n_outputs) {
+  PD_CHECK_ARG(c, "context is NULL");
+  PD_CHECK_ARG(n_inputs == 0 || inputs, "inputs is NULL");
+  PD_CHECK_ARG(outputs, "outputs is NULL");
+  PD_CHECK_ARG(n_outputs == static_cast<int32_t>(c->engine->outputs.size()), "the model has ",
+               c->engine->outputs.size(), " outputs, got ", n_outputs, " slots");
+  check_inputs(*c->engine, inputs, n_inputs);
+}
 }  // namespace
 
 extern "C" pd_error* pd_context_run(pd_context* c, const pd_tensor* inputs, int32_t n_inputs,
                                     pd_tensor* outputs, int32_t n_outputs) {
   return guard([&] {
-    PD_CHECK_ARG(c, "context is NULL");
-    PD_CHECK_ARG(n_inputs == 0 || inputs, "inputs is NULL");
-    PD_CHECK_ARG(outputs, "outputs is NULL");
-    PD_CHECK_ARG(n_outputs == static_cast<int32_t>(c->engine->outputs.size()), "the model has ",
-                 c->engine->outputs.size(), " outputs, got ", n_outputs, " slots");
-    check_inputs(*c->engine, inputs, n_inputs);
+    check_run(c, inputs, n_inputs, outputs, n_outputs);
     c->impl->run(inputs, outputs);
   });
 }
@@ -878,22 +887,12 @@ extern "C" void pd_cuda_ipc_destroy(pd_cuda_ipc* m) {
 extern "C" pd_error* pd_context_run_device(pd_context* c, const pd_tensor* inputs, int32_t n_inputs,
                                            pd_tensor* outputs, int32_t n_outputs) {
   return guard([&] {
-    PD_CHECK_ARG(c, "context is NULL");
-    PD_CHECK_ARG(n_inputs == 0 || inputs, "inputs is NULL");
-    PD_CHECK_ARG(outputs, "outputs is NULL");
-    PD_CHECK_ARG(n_outputs == static_cast<int32_t>(c->engine->outputs.size()), "the model has ",
-                 c->engine->outputs.size(), " outputs, got ", n_outputs, " slots");
-    check_inputs(*c->engine, inputs, n_inputs);
+    check_run(c, inputs, n_inputs, outputs, n_outputs);
     for (int32_t i = 0; i < n_outputs; ++i)
       PD_CHECK_ARG(outputs[i].byte_size == 0 || outputs[i].data, "output '", c->engine->outputs[i].name,
                    "': data is NULL for ", outputs[i].byte_size, " bytes");
-    // The names, for the backend's messages (made once per context would be nicer; this path
-    // is the device one, where a few small strings per run are not what costs).
-    std::vector<std::string> names;
-    names.reserve(c->engine->outputs.size());
-    for (const auto& o : c->engine->outputs) names.push_back(o.name);
     try {
-      c->impl->run_device(inputs, outputs, names);
+      c->impl->run_device(inputs, outputs, c->output_names);
     } catch (const Error& e) {
       if (e.code() != PD_ERR_UNSUPPORTED) throw;
       fail(PD_ERR_UNSUPPORTED, "backend '", c->engine->backend_name, "' cannot run on device pointers (", e.what(),

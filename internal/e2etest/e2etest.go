@@ -4,6 +4,7 @@
 package e2etest
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -63,4 +64,27 @@ func LinkModel(tb testing.TB, root, repo, id, model, tool string) {
 	if _, err := artifacts.Add(repo, artifacts.AddRequest{Name: id, Version: "1.0.0", Model: src, IO: io, Tool: tool}); err != nil && !errors.Is(err, artifacts.ErrExists) {
 		tb.Fatalf("add %s: %v", id, err)
 	}
+}
+
+// References decodes each testdata/reference/*.json under root (the ONNX Runtime references
+// of `make refs`) into a T, in file name order, with the files' base names; none when there are
+// none.
+func References[T any](tb testing.TB, root string) (names []string, refs []T) {
+	tb.Helper()
+	files, err := filepath.Glob(filepath.Join(root, "testdata", "reference", "*.json"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		var r T
+		if err := json.Unmarshal(b, &r); err != nil {
+			tb.Fatalf("%s: %v", f, err)
+		}
+		names, refs = append(names, filepath.Base(f)), append(refs, r)
+	}
+	return names, refs
 }

@@ -15,7 +15,7 @@ from . import errors
 from ._proto import grpc_service_pb2 as pb
 from ._proto import grpc_service_pb2_grpc as pb_grpc
 from ._types import BF16, datatype_of, decode_raw, tensor_bytes
-from .http import InferResult
+from .http import InferResult, request_parameters
 
 __all__ = ["Client"]
 
@@ -137,21 +137,8 @@ class Client:
         """As :meth:`policyd.Client.infer`. ``binary`` is accepted for the same signature; tensors
         always travel raw (BYTES inputs are not supported over gRPC by this client)."""
         req = pb.ModelInferRequest(model_name=model, model_version=version or "", id=request_id or "")
-        params: Dict[str, Any] = {}
-        if seed is not None:
-            params["seed"] = int(seed)
-        if priority is not None:
-            params["priority"] = int(priority)
-        if timeout is not None:
-            params["timeout"] = max(1, int(timeout * 1e6))
-        if sequence_id is not None:
-            params["sequence_id"] = sequence_id
-            if sequence_start:
-                params["sequence_start"] = True
-            if sequence_end:
-                params["sequence_end"] = True
-        if parameters:
-            params.update(parameters)
+        params = request_parameters(seed, priority, timeout, sequence_id, sequence_start,
+                                    sequence_end, parameters)
         for k, v in params.items():
             req.parameters[k].CopyFrom(_param(v))
         raws: List[bytes] = []

@@ -28,6 +28,30 @@ _CACHE_SIZE = 256
 _PARAMS_BINARY_OUTPUT = b'"parameters":{"binary_data_output":true},'
 
 
+def request_parameters(seed: Optional[int], priority: Optional[int], timeout: Optional[float],
+                       sequence_id: Union[int, str, None], sequence_start: bool,
+                       sequence_end: bool, parameters: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+    """The parameters of an inference request, for HTTP and gRPC alike: the scheduling ones
+    (``timeout`` in seconds, sent in microseconds), the sequence's when ``sequence_id`` is
+    given, then ``parameters`` as given."""
+    params: Dict[str, Any] = {}
+    if seed is not None:
+        params["seed"] = int(seed)
+    if priority is not None:
+        params["priority"] = int(priority)
+    if timeout is not None:
+        params["timeout"] = max(1, int(timeout * 1e6))
+    if sequence_id is not None:
+        params["sequence_id"] = sequence_id
+        if sequence_start:
+            params["sequence_start"] = True
+        if sequence_end:
+            params["sequence_end"] = True
+    if parameters:
+        params.update(parameters)
+    return params
+
+
 class InferResult(dict):
     """The outputs of one inference: a dict name -> numpy array, in the answer's order.
 
@@ -305,22 +329,9 @@ class Client:
         scheduling parameters; ``sequence_id``/``sequence_start``/``sequence_end`` make the request
         a step of a server-side sequence. Extra top-level ``parameters`` are sent as given.
         """
-        params: Dict[str, Any] = {}
-        if seed is not None:
-            params["seed"] = int(seed)
-        if priority is not None:
-            params["priority"] = int(priority)
-        if timeout is not None:
-            params["timeout"] = max(1, int(timeout * 1e6))
+        params = request_parameters(seed, priority, timeout, sequence_id, sequence_start,
+                                    sequence_end, parameters)
         is_step = sequence_id is not None
-        if is_step:
-            params["sequence_id"] = sequence_id
-            if sequence_start:
-                params["sequence_start"] = True
-            if sequence_end:
-                params["sequence_end"] = True
-        if parameters:
-            params.update(parameters)
         if binary and outputs is None:
             params["binary_data_output"] = True
 
